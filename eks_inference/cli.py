@@ -1,0 +1,59 @@
+"""``eks-inference`` command line: local, compile, publish, loadtest, report.
+
+Each area registers its own sub-commands, imported lazily so that an image with only the ``serve``
+or only the ``loadtest`` extra still gets a working CLI for its part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from eks_inference import __version__
+from eks_inference.config import ConfigError
+
+# module -> what it provides; each module has ``register(subparsers) -> None`` and sets ``func`` on its parsers.
+_COMMAND_MODULES = (
+    "eks_inference.serving.commands",   # local, compile, publish
+    "eks_inference.loadtest.commands",  # loadtest run | report
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="eks-inference",
+        description="Serve NLP models with Ray Serve locally or on EKS, load-test them and price the result.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as e:  # an image built with one extra only
+            missing = getattr(e, "name", None) or str(e)
+            sub.add_parser(name.split(".")[1], help=f"(unavailable: {missing} is not installed)")
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(func(args) or 0)
+    except ConfigError as e:
+        print(f"eks-inference: configuration error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

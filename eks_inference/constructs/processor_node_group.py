@@ -1,0 +1,153 @@
+"""One EKS managed node group for one processor family, hardened the same way for every family."""
+
+from __future__ import annotations
+
+from aws_cdk import Tags
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_eks_v2 as eks
+from aws_cdk import aws_iam as iam
+from constructs import Construct
+
+from eks_inference.config import ConfigError, NodeGroupSpec, Processor
+
+PROCESSOR_LABEL = "eks-inference/processor"
+"""Node label naming the processor of a node; RayService worker groups select on it."""
+
+NEURON_TAINT_KEY = "aws.amazon.com/neuron"
+GPU_TAINT_KEY = "nvidia.com/gpu"
+
+_AMI_TYPES: dict[tuple[str, str], eks.NodegroupAmiType] = {
+    ("system", "amd64"): eks.NodegroupAmiType.AL2023_X86_64_STANDARD,
+    ("system", "arm64"): eks.NodegroupAmiType.AL2023_ARM_64_STANDARD,
+    ("graviton", "arm64"): eks.NodegroupAmiType.AL2023_ARM_64_STANDARD,
+    ("cpu", "amd64"): eks.NodegroupAmiType.AL2023_X86_64_STANDARD,
+    ("inferentia", "amd64"): eks.NodegroupAmiType.AL2023_X86_64_NEURON,
+    ("gpu", "amd64"): eks.NodegroupAmiType.AL2023_X86_64_NVIDIA,
+}
+
+
+def ami_type_for(spec: NodeGroupSpec) -> eks.NodegroupAmiType:
+    """The AMI type is explicit: the one CDK infers from instance types is wrong for inf2 and Graviton."""
+    try:
+        return _AMI_TYPES[(spec.processor_label, spec.architecture)]
+    except KeyError:
+        raise ConfigError(
+            f"node group {spec.name!r}: no EKS AMI for processor {spec.processor_label} on {spec.architecture}; "
+            "pick instance types of the processor's own architecture"
+        ) from None
+
+
+def taints_for(spec: NodeGroupSpec) -> list[eks.TaintSpec]:
+    """Accelerator nodes repel everything that does not ask for the accelerator."""
+    if spec.processor is Processor.INFERENTIA:
+        return [eks.TaintSpec(key=NEURON_TAINT_KEY, value="true", effect=eks.TaintEffect.NO_SCHEDULE)]
+    if spec.processor is Processor.GPU:
+        return [eks.TaintSpec(key=GPU_TAINT_KEY, value="true", effect=eks.TaintEffect.NO_SCHEDULE)]
+    return []
+
+
+def node_role(scope: Construct, construct_id: str) -> iam.Role:
+    """The instance role every node group shares, with only what a kubelet needs.
+
+    - AmazonEKSWorkerNodePolicy: the kubelet describes itself and joins the cluster.
+    - AmazonEC2ContainerRegistryPullOnly: pull images (narrower than ReadOnly: no list/describe).
+    - AmazonEKS_CNI_Policy: the VPC CNI assigns pod IPs with the node's credentials.
+    No S3 or other data access: pods get theirs through EKS Pod Identity, and IMDSv2 with a hop limit
+    of 1 keeps pods from borrowing the node's credentials.
+    """
+    return iam.Role(
+        scope,
+        construct_id,
+        assumed_by=iam.ServicePrincipal("ec2.amazonaws.com"),
+        description="EKS worker nodes of eks-inference: join the cluster, pull images, run the VPC CNI",
+        managed_policies=[
+            iam.ManagedPolicy.from_aws_managed_policy_name("AmazonEKSWorkerNodePolicy"),
+            iam.ManagedPolicy.from_aws_managed_policy_name("AmazonEC2ContainerRegistryPullOnly"),
+            iam.ManagedPolicy.from_aws_managed_policy_name("AmazonEKS_CNI_Policy"),
+        ],
+    )
+
+
+class ProcessorNodeGroup(Construct):
+    """A managed node group for one processor, spread over the cluster's private subnets.
+
+    Every node: IMDSv2 required (hop limit 1, so containers cannot reach the node's credentials),
+    an encrypted gp3 root volume, the label ``eks-inference/processor=<processor>``, and for
+    accelerators a NoSchedule taint so only pods that request the accelerator land there.
+
+    :param cluster: the ``aws_eks_v2`` cluster to join.
+    :param spec: the validated :class:`NodeGroupSpec` (instance types, sizes, capacity type).
+    :param role: node instance role; default a new minimal role from :func:`node_role`.
+    :param subnets: where nodes run; default the cluster VPC's private subnets in every AZ.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        cluster: eks.ICluster,
+        spec: NodeGroupSpec,
+        role: iam.IRole | None = None,
+        subnets: ec2.SubnetSelection | None = None,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        if not spec.enabled:
+            raise ConfigError(f"node group {spec.name!r} is disabled; skip it rather than building it")
+        self.spec = spec
+        self.ami_type = ami_type_for(spec)
+        self.role = role or node_role(self, "NodeRole")
+        self.labels = {PROCESSOR_LABEL: spec.processor_label}
+        self.taints = taints_for(spec)
+
+        self.launch_template = ec2.CfnLaunchTemplate(
+            self,
+            "LaunchTemplate",
+            launch_template_data=ec2.CfnLaunchTemplate.LaunchTemplateDataProperty(
+                metadata_options=ec2.CfnLaunchTemplate.MetadataOptionsProperty(
+                    http_endpoint="enabled",
+                    http_tokens="required",
+                    http_put_response_hop_limit=1,
+                ),
+                block_device_mappings=[
+                    ec2.CfnLaunchTemplate.BlockDeviceMappingProperty(
+                        device_name="/dev/xvda",
+                        ebs=ec2.CfnLaunchTemplate.EbsProperty(
+                            volume_size=spec.disk_size_gib,
+                            volume_type="gp3",
+                            encrypted=True,
+                            delete_on_termination=True,
+                        ),
+                    )
+                ],
+                tag_specifications=[
+                    ec2.CfnLaunchTemplate.TagSpecificationProperty(
+                        resource_type="instance",
+                        tags=[
+                            {"key": "Name", "value": f"eks-inference-{spec.name}"},
+                            {"key": PROCESSOR_LABEL, "value": spec.processor_label},
+                        ],
+                    )
+                ],
+            ),
+        )
+        self.nodegroup = eks.Nodegroup(
+            self,
+            "Nodegroup",
+            cluster=cluster,
+            instance_types=[ec2.InstanceType(t) for t in spec.instance_types],
+            ami_type=self.ami_type,
+            capacity_type=eks.CapacityType(spec.capacity_type.value),
+            min_size=spec.min_size,
+            max_size=spec.max_size,
+            desired_size=spec.desired_size if spec.desired_size is not None else spec.min_size,
+            labels=self.labels,
+            taints=self.taints,
+            node_role=self.role,
+            subnets=subnets or ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+            launch_template_spec=eks.LaunchTemplateSpec(
+                id=self.launch_template.ref, version=self.launch_template.attr_latest_version_number
+            ),
+            enable_node_auto_repair=True,
+        )
+        Tags.of(self).add(PROCESSOR_LABEL, spec.processor_label)

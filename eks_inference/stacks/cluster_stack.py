@@ -1,0 +1,60 @@
+"""The EKS cluster, its node groups and operators."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import CfnOutput, Stack
+from aws_cdk import aws_ec2 as ec2
+from constructs import Construct
+
+from eks_inference.config import PlatformConfig
+from eks_inference.constructs.inference_cluster import InferenceCluster
+from eks_inference.nag import acknowledge
+
+
+class ClusterStack(Stack):
+    """Wraps :class:`InferenceCluster` for one environment and records why each cdk-nag finding stands."""
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, config: PlatformConfig, vpc: ec2.IVpc, **kwargs: Any
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.inference_cluster = InferenceCluster(
+            self,
+            "InferenceCluster",
+            vpc=vpc,
+            node_groups=config.node_groups,
+            endpoint_access=config.endpoint_access,
+            public_access_cidrs=config.public_access_cidrs,
+            admin_role_arn=config.admin_role_arn,
+            addons=config.addons,
+        )
+        self.cluster = self.inference_cluster.cluster
+        CfnOutput(self, "ClusterName", value=self.cluster.cluster_name)
+        CfnOutput(
+            self,
+            "UpdateKubeconfig",
+            value=f"aws eks update-kubeconfig --region {self.region} --name {self.cluster.cluster_name}",
+        )
+
+    def acknowledge_findings(self) -> None:
+        """Record why each remaining cdk-nag finding stands; call after everything is added to the cluster."""
+        ic = self.inference_cluster
+        acknowledge(ic.node_role, {
+            "AwsSolutions-IAM4": "Nodes use the AWS managed EKS node policies (AmazonEKSWorkerNodePolicy, "
+            "AmazonEC2ContainerRegistryPullOnly, AmazonEKS_CNI_Policy): AWS keeps them in step with what the "
+            "kubelet and the VPC CNI need, and they grant no data access.",
+        })
+        acknowledge(self.cluster.role, {
+            "AwsSolutions-IAM4": "The control plane role uses AmazonEKSClusterPolicy, the policy EKS documents "
+            "for it.",
+        })
+        acknowledge(self.cluster.node.find_child("KubectlProvider"), {
+            "AwsSolutions-IAM4": "aws_eks_v2's kubectl provider Lambdas use AWSLambdaBasicExecutionRole and "
+            "AWSLambdaVPCAccessExecutionRole (their own logs and ENIs) and ECR read-only policies (Helm charts "
+            "from OCI registries); aws-cdk-lib owns these roles.",
+            "AwsSolutions-IAM5": "The provider framework may invoke any version of its own handler function "
+            "('<handler arn>:*'): the wildcard spans versions of one function.",
+            "AwsSolutions-L1": "aws-cdk-lib pins the kubectl provider's Lambda runtime; it moves with aws-cdk-lib.",
+        })
