@@ -139,7 +139,8 @@ class NodeGroupSpec:
         for it in self.instance_types:
             fam = instance_family(it)
             if fam not in allowed:
-                raise _fail(f"{where} instance_types", it, f"is not a {kind} instance type",
+                article = "an" if kind[0] in "aeiou" else "a"
+                raise _fail(f"{where} instance_types", it, f"is not {article} {kind} instance type",
                             f"use one of the families {', '.join(allowed)}")
         if self.processor is not None:
             archs = {_arch_of(instance_family(it)) for it in self.instance_types}

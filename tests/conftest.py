@@ -1,0 +1,76 @@
+"""Session-wide fixtures: the CDK app is synthesized once per environment through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CDK = ROOT / "node_modules" / ".bin" / "cdk"
+ENVIRONMENTS = ("dev", "prod")
+
+
+def cdk_context() -> dict[str, Any]:
+    """The context block of cdk.json (feature flags and environments), as the CLI passes it to the app."""
+    return json.loads((ROOT / "cdk.json").read_text())["context"]
+
+
+def offline_env() -> dict[str, str]:
+    """The process environment without AWS credentials or profile, so nothing can reach an account."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CDK_DEFAULT_"))}
+    env.update(
+        JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION="1",
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+    )
+    return env
+
+
+class Assembly:
+    """One synthesized cloud assembly directory and its templates."""
+
+    def __init__(self, path: Path, stdout: str):
+        self.path = path
+        self.stdout = stdout
+        self.manifest = json.loads((path / "manifest.json").read_text())
+
+    @property
+    def stack_names(self) -> list[str]:
+        return sorted(k for k, v in self.manifest["artifacts"].items() if v["type"] == "aws:cloudformation:stack")
+
+    def template(self, suffix: str) -> dict[str, Any]:
+        (name,) = [n for n in self.stack_names if n.endswith(suffix)]
+        return json.loads((self.path / f"{name}.template.json").read_text())
+
+    @property
+    def template_paths(self) -> list[Path]:
+        return [self.path / f"{n}.template.json" for n in self.stack_names]
+
+    @property
+    def validation_report(self) -> dict[str, Any]:
+        return json.loads((self.path / "validation-report.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def assemblies(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Assembly]]:
+    """`cdk synth -c env=NAME` for every example environment, offline and without credentials."""
+    if not CDK.exists():
+        pytest.fail("node_modules/.bin/cdk is missing: run `make setup` (the Makefile installs the CDK CLI)")
+    out: dict[str, Assembly] = {}
+    base = tmp_path_factory.mktemp("cdk-out")
+    for env_name in ENVIRONMENTS:
+        target = base / env_name
+        proc = subprocess.run(
+            [str(CDK), "synth", "-c", f"env={env_name}", "--quiet", "-o", str(target)],
+            cwd=ROOT, env=offline_env(), capture_output=True, text=True, timeout=600,
+        )
+        assert proc.returncode == 0, f"cdk synth -c env={env_name} failed:\n{proc.stdout}\n{proc.stderr}"
+        out[env_name] = Assembly(target, proc.stdout + proc.stderr)
+    yield out
