@@ -1,0 +1,85 @@
+"""Publish model directories and compiled artifacts to a repository (``s3://bucket/prefix`` or a directory).
+
+A model revision and an artifact are immutable once published: their manifest is written create-only, so
+publishing the same files again is a no-op and publishing *different* files under the same revision fails
+with a message to bump the revision, instead of silently changing what running replicas verify against.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from eks_inference.config import ConfigError
+from eks_inference.serving.artifacts import (
+    MANIFEST,
+    artifact_prefix,
+    bundled_model_path,
+    model_manifest,
+    parse_manifest,
+    verify_local,
+)
+from eks_inference.serving.storage import join, open_store, run_concurrently
+
+
+@dataclass(frozen=True)
+class Published:
+    uri: str
+    files: int
+    bytes: int
+    status: str
+    """``published`` | ``already-published``."""
+
+
+def _manifest_bytes(m: dict[str, Any]) -> bytes:
+    return json.dumps(m, indent=2, sort_keys=True).encode() + b"\n"
+
+
+def publish_model(source: str | Path, repository_uri: str, *, name: str, revision: str, task: str | None = None,
+                  endpoint_url: str | None = None) -> Published:
+    """Upload a Hugging Face model directory (or ``bundled:NAME``) to ``{repo}/models/{name}/{revision}/``."""
+    src = bundled_model_path(str(source).removeprefix("bundled:")) if str(source).startswith("bundled:") \
+        else Path(source).expanduser().resolve()
+    if not src.is_dir():
+        raise ConfigError(f"model directory {str(source)!r} does not exist; give a directory or bundled:NAME")
+    m = model_manifest(src, name=name, revision=revision, task=task)
+    store = open_store(join(repository_uri, "models", name, revision), endpoint_url=endpoint_url)
+    existing = store.read_bytes(MANIFEST)
+    total = sum(int(f["size"]) for f in m["files"].values())
+    if existing is not None:
+        old = parse_manifest(existing, store.uri, kind="model")
+        if old.get("digest") == m["digest"]:
+            return Published(store.uri, len(m["files"]), total, "already-published")
+        raise ConfigError(f"revision {revision!r} of model {name!r} is already published at {store.uri} with "
+                          "different files; publish under a new --revision (replicas verify against the old one)")
+    list(run_concurrently(sorted(m["files"]), lambda rel: store.upload(src / rel, rel)))
+    if not store.put_if_absent(MANIFEST, _manifest_bytes(m)):
+        raise ConfigError(f"another publisher wrote {store.uri}/{MANIFEST} concurrently; check it and retry")
+    return Published(store.uri, len(m["files"]), total, "published")
+
+
+def publish_artifact(artifact_dir: str | Path, repository_uri: str, *, endpoint_url: str | None = None) -> Published:
+    """Upload a compiled artifact to ``{repo}/artifacts/{name}/{revision}/{cache_key}/`` (create-only manifest)."""
+    src = Path(artifact_dir).expanduser().resolve()
+    m = parse_manifest((src / MANIFEST).read_bytes() if (src / MANIFEST).is_file() else None, str(src),
+                       kind="artifact")
+    verify_local(src, m["files"], origin=lambda rel: str(src / rel))
+    model = m["model"]
+    store = open_store(join(repository_uri, "artifacts"), endpoint_url=endpoint_url)
+    prefix = artifact_prefix(model["name"], model["revision"], m["cache_key"])
+    total = sum(int(f["size"]) for f in m["files"].values())
+    existing = store.read_bytes(f"{prefix}/{MANIFEST}")
+    if existing is not None:  # any compilation under the same cache key is equivalent: keep the first
+        parse_manifest(existing, store.uri_of(prefix), kind="artifact")
+        return Published(store.uri_of(prefix), 0, 0, "already-published")
+    uploads = sorted(m["files"])
+    list(run_concurrently(uploads, lambda rel: store.upload(src / rel, f"{prefix}/{rel}")))
+    if store.put_if_absent(f"{prefix}/{MANIFEST}", (src / MANIFEST).read_bytes()):
+        return Published(store.uri_of(prefix), len(uploads), total, "published")
+    winner = parse_manifest(store.read_bytes(f"{prefix}/{MANIFEST}"), store.uri_of(prefix), kind="artifact")
+    for rel in uploads:
+        if rel not in winner["files"]:
+            store.delete(f"{prefix}/{rel}")
+    return Published(store.uri_of(prefix), 0, 0, "already-published")

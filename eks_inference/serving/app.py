@@ -1,0 +1,304 @@
+"""The Ray Serve application: one FastAPI ingress deployment per model, mounted at ``/{model}``.
+
+Start-up (``__init__`` then the first ``reconfigure``): resolve the weights (download + verify), resolve the
+compiled artifact for this processor/dtype/buckets (verified cache hit, or compile and publish), load it on
+the backend, warm every sequence bucket, and only then report healthy. A corrupt object raises
+:class:`~eks_inference.serving.artifacts.ArtifactIntegrityError` naming it and its expected hash, so the
+replica never serves.
+
+Batching: requests are split into chunks of at most ``max_batch_size`` inputs and queued on a
+``@serve.batch`` method whose size is counted in inputs (``batch_size_fn``), not requests. The forward runs
+on one dedicated thread so the event loop keeps accepting requests meanwhile. ``batch_wait_timeout_s``
+from ``user_config`` is the wait when the processor is idle; while a forward is running the wait is
+stretched to that forward's expected end (measured per batch bucket), so the next batch takes everything
+that queued during it. Stock ``@serve.batch`` would form the next batch as soon as its wait expires and
+leave it queued behind the running forward, which yields batches of one or two under load.
+
+API, limits and errors: see :mod:`eks_inference.serving.api`. OpenAPI at ``/{model}/openapi.json``,
+interactive docs at ``/{model}/docs``.
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import platform
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from ray import serve
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from eks_inference.config import DType, Task
+from eks_inference.serving.api import (
+    ERROR_SCHEMA,
+    PREDICT_RESPONSE_SCHEMA,
+    ApiError,
+    check_content_length,
+    parse_predict_body,
+)
+from eks_inference.serving.bucketing import split_sizes
+from eks_inference.serving.serve_config import DEPLOYMENT_NAME, UserConfig, parse_app_args, parse_user_config
+
+log = logging.getLogger("ray.serve")
+
+_QA_ITEM = {"type": "object", "properties": {"question": {"type": "string"}, "context": {"type": "string"}},
+            "required": ["question", "context"]}
+_PREDICT_OPENAPI = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {
+            "type": "object", "required": ["inputs"], "additionalProperties": False,
+            "properties": {"inputs": {
+                "type": "array", "minItems": 1,
+                "description": "strings (embedding, classification) or {question, context} objects (QA)",
+                "items": {"anyOf": [{"type": "string"}, _QA_ITEM]}}},
+        }}},
+    },
+}
+_ERROR_CASES = ((400, "invalid JSON or UTF-8"), (413, "body, input count or input length over the limit"),
+                (422, "wrong structure or types"), (503, "overloaded or not ready"))
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    str(code): {"description": desc, "content": {"application/json": {"schema": ERROR_SCHEMA}}}
+    for code, desc in _ERROR_CASES
+}
+
+api = FastAPI(
+    title="eks-inference model endpoint",
+    description="Encoder models (embedding, classification, extractive QA) served with Ray Serve. "
+                "Inputs longer than the model's max_seq_length tokens are truncated and flagged in "
+                "`truncated`; inputs over max_input_chars characters get 413.",
+    version="1",
+)
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    msg = (f"no route {request.method} {request.url.path}; see openapi.json under the model's prefix"
+           if exc.status_code in (404, 405) else str(exc.detail))
+    return JSONResponse({"error": {"code": code, "message": msg}}, status_code=exc.status_code)
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(json.dumps(data, separators=(",", ":")).encode(), status_code=status,
+                    media_type="application/json")
+
+
+def _count_inputs(chunks: list[list[Any]]) -> int:
+    return sum(len(c) for c in chunks)
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for dist in ("ray", "torch", "transformers", "torch-neuronx"):
+        with contextlib.suppress(md.PackageNotFoundError):
+            out[dist] = md.version(dist)
+    return out
+
+
+def _replica_id() -> str | None:
+    try:
+        return str(serve.get_replica_context().replica_id.unique_id)
+    except Exception:
+        return None
+
+
+@serve.deployment(name=DEPLOYMENT_NAME)
+@serve.ingress(api)
+class InferenceModel:
+    def __init__(self, args: dict[str, Any]) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        from eks_inference.serving.artifacts import resolve_model
+
+        self.args = parse_app_args(args)
+        t0 = time.perf_counter()
+        self.model = resolve_model(self.args.model_uri, cache_dir=self.args.cache_dir,
+                                   endpoint_url=self.args.s3_endpoint_url)
+        self.model_seconds = time.perf_counter() - t0
+        self.cfg: UserConfig | None = None
+        self.engine: Any = None
+        self.artifact: Any = None
+        self.load_error: str | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forward")
+        self._busy_since: float | None = None
+        self._busy_rows = 0
+        self.requests = 0
+        self.bf16_native: bool | None = None
+
+    # -- configuration -----------------------------------------------------------------------------
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        cfg = parse_user_config(user_config, batch_buckets=self.args.batch_buckets)
+        prev = self.cfg
+        if self.engine is None or prev is None or (prev.dtype, prev.max_seq_length) != (cfg.dtype, cfg.max_seq_length):
+            self._load(cfg)
+        self._executor.submit(self.engine.backend.set_num_threads, cfg.num_threads).result()
+        self.engine.max_batch_size = cfg.max_batch_size
+        self._batcher.set_max_batch_size(cfg.max_batch_size)
+        self._batcher.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
+        self.cfg = cfg
+        log.info("applied user_config %s", user_config)
+
+    def _load(self, cfg: UserConfig) -> None:
+        from eks_inference.serving.artifacts import ArtifactRequest, resolve_artifact, sdk_versions
+        from eks_inference.serving.backends import cpu_has_native_bf16, load_backend
+        from eks_inference.serving.bucketing import seq_buckets_for
+        from eks_inference.serving.engine import Engine
+
+        a = self.args
+        if a.backend == "cpu" and cfg.dtype is DType.FP16:
+            raise ValueError("user_config dtype: 'fp16' is not served on CPU processors; use fp32 or bf16")
+        if a.backend == "cpu" and cfg.dtype is DType.BF16:
+            self.bf16_native = cpu_has_native_bf16()
+            if not self.bf16_native:
+                log.warning("bf16 requested but this CPU has no bf16 instructions: it runs emulated, "
+                            "slower than fp32 (Graviton3 and AVX512-BF16/AMX x86 have them)")
+        seq_buckets = seq_buckets_for(a.backend, cfg.max_seq_length)
+        req = ArtifactRequest(model=a.model, revision=a.revision, task=a.task.value, processor=a.processor.value,
+                              backend=a.backend, dtype=cfg.dtype.value, batch_buckets=a.batch_buckets,
+                              seq_buckets=seq_buckets, versions=sdk_versions(a.backend))
+        artifact = resolve_artifact(req, self.model, cache_dir=a.cache_dir, artifact_uri=a.artifact_uri,
+                                    endpoint_url=a.s3_endpoint_url)
+        log.info("artifact %s (%s) ready in %.1f s", artifact.key, artifact.source, artifact.seconds)
+
+        def build() -> Any:
+            backend = load_backend(artifact.path, artifact.manifest, num_threads=cfg.num_threads)
+            engine = Engine(model_dir=self.model.path, task=a.task, backend=backend,
+                            batch_buckets=a.batch_buckets, seq_buckets=seq_buckets,
+                            max_seq_length=cfg.max_seq_length, max_batch_size=cfg.max_batch_size)
+            engine.warmup()
+            return engine
+
+        self.engine = self._executor.submit(build).result()
+        self.artifact = artifact
+
+    def check_health(self) -> None:
+        if self.engine is None:
+            raise RuntimeError(f"model not loaded: {self.load_error or 'still starting'}")
+
+    # -- batching ----------------------------------------------------------------------------------
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0, batch_size_fn=_count_inputs)
+    async def _predict_batch(self, chunks: list[list[Any]]) -> list[tuple[list[Any], list[bool]]]:
+        flat = [x for c in chunks for x in c]
+        self._busy_rows = len(flat)
+        self._busy_since = time.perf_counter()
+        try:
+            outputs, truncated = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self.engine.run, flat)
+        finally:
+            self._busy_since = None
+        results, start = [], 0
+        for c in chunks:
+            results.append((outputs[start:start + len(c)], truncated[start:start + len(c)]))
+            start += len(c)
+        return results
+
+    @property
+    def _batcher(self) -> Any:
+        """The ``@serve.batch`` handle, whose setters change the batch size and wait at run time."""
+        return self._predict_batch
+
+    def _stretch_wait(self) -> None:
+        """Wait for the running forward to end before closing the next batch (see module docstring)."""
+        assert self.cfg is not None
+        wait = self.cfg.batch_wait_timeout_s
+        since = self._busy_since
+        if since is not None:
+            est = self.engine.estimate_forward_s(self._busy_rows)
+            remaining = since + est - time.perf_counter()
+            wait = min(1.0, max(wait, remaining, 0.1 * est))
+        self._batcher.set_batch_wait_timeout_s(wait)
+
+    # -- routes ------------------------------------------------------------------------------------
+    @api.post("/predict", openapi_extra=_PREDICT_OPENAPI, responses={
+        200: {"description": "one output per input", "content": {"application/json": {
+            "schema": PREDICT_RESPONSE_SCHEMA}}}, **_ERRORS})
+    async def predict(self, request: Request) -> Response:
+        a = self.args
+        try:
+            check_content_length(request.headers.get("content-length"), a.max_body_bytes)
+            body = await self._read_body(request)
+            items = parse_predict_body(body, task=a.task, max_inputs=a.max_inputs,
+                                       max_input_chars=a.max_input_chars, max_body_bytes=a.max_body_bytes)
+        except ApiError as e:
+            return _json(e.body(), e.status)
+        if self.engine is None or self.cfg is None:
+            return _json({"error": {"code": "not_ready", "message": "model is still loading"}}, 503)
+        self.requests += 1
+        self._stretch_wait()
+        chunks, start = [], 0
+        for n in split_sizes(len(items), self.cfg.max_batch_size):
+            chunks.append(items[start:start + n])
+            start += n
+        try:
+            parts = await asyncio.gather(*(self._predict_batch(c) for c in chunks))
+        except Exception as e:  # a bug must not take the replica down; the client gets a JSON 500
+            log.exception("prediction failed")
+            return _json({"error": {"code": "internal", "message": f"prediction failed: {type(e).__name__}"}}, 500)
+        outputs = [o for p in parts for o in p[0]]
+        truncated = [t for p in parts for t in p[1]]
+        return _json({"model": a.model, "outputs": outputs, "truncated": truncated})
+
+    async def _read_body(self, request: Request) -> bytes:
+        limit = self.args.max_body_bytes
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, "body_too_large", f"request body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    @api.get("/healthz")
+    async def healthz(self) -> Response:
+        if self.engine is None:
+            return _json({"status": "loading"}, 503)
+        return _json({"status": "ok", "model": self.args.model})
+
+    @api.get("/info")
+    async def info(self) -> Response:
+        a, cfg, eng, art = self.args, self.cfg, self.engine, self.artifact
+        data: dict[str, Any] = {
+            "model": a.model, "revision": a.revision, "task": a.task.value,
+            "processor": a.processor.value, "backend": a.backend,
+            "model_uri": a.model_uri, "weights_digest": self.model.digest,
+            "limits": {"max_inputs": a.max_inputs, "max_input_chars": a.max_input_chars,
+                       "max_body_bytes": a.max_body_bytes},
+            "versions": _versions(),
+        }
+        if cfg is not None and eng is not None and art is not None:
+            data |= {
+                "dtype": cfg.dtype.value,
+                "bf16_native": self.bf16_native,
+                "max_batch_size": cfg.max_batch_size,
+                "batch_wait_timeout_s": cfg.batch_wait_timeout_s,
+                "max_seq_length": cfg.max_seq_length,
+                "num_threads": cfg.num_threads,
+                "batch_buckets": list(eng.batch_buckets),
+                "seq_buckets": list(eng.seq_buckets),
+                "artifact": {"key": art.key, "source": art.source, "uri": art.uri,
+                             "seconds": round(art.seconds, 3), "checks": art.manifest.get("checks"),
+                             "compile_seconds": art.manifest.get("compile_seconds")},
+                "stats": {"requests": self.requests, "batches": eng.batches, "inputs": eng.items,
+                          "mean_batch_size": round(eng.items / eng.batches, 2) if eng.batches else None,
+                          "forward_ms": {str(b): round(t * 1000, 2) for b, t in sorted(eng.forward_ema_s.items())}},
+                "replica": _replica_id(),
+            }
+        return _json(data)
+
+
+def build_app(args: dict[str, Any]) -> Any:
+    """Ray Serve application builder (``import_path: eks_inference.serving.app:build_app``)."""
+    parse_app_args(args)  # fail at deploy time, in the controller, on malformed args
+    deployment: Any = InferenceModel
+    return deployment.bind(args)
+
+
+__all__ = ["DEPLOYMENT_NAME", "InferenceModel", "Task", "api", "build_app"]

@@ -1,0 +1,134 @@
+"""Processor backends behind one interface: load a compiled artifact, run padded batches.
+
+``forward`` takes int64 numpy arrays already padded to a compiled (batch, sequence) shape and returns the
+task head's outputs as fp32 numpy arrays. Backends differ only in how graphs are loaded and where tensors
+live:
+
+* ``cpu`` — one TorchScript graph that accepts any shape; intra-op threads per replica; bf16 weights when
+  the artifact was compiled bf16 (the compiler checks bf16 against fp32 before it writes the artifact).
+* ``cuda`` — the same on a GPU, fp16 or bf16.
+* ``neuron`` — one graph per compiled shape (``torch_neuronx.trace`` output); ``torch_neuronx`` is
+  imported only here, when the backend is built, because it exists only in the Inferentia image.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU has bf16 instructions (AVX512-BF16/AMX on x86, BF16 on Arm, e.g. Graviton3)."""
+    try:
+        if hasattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported") and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return True
+    except Exception:  # pragma: no cover - depends on the torch build
+        pass
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16", "bf16"))
+
+
+class Backend:
+    """Base: graphs keyed by (batch, seq); ``None`` in a key means any size."""
+
+    name = "base"
+
+    def __init__(self, artifact_dir: Path, manifest: dict[str, Any], *, num_threads: int = 1) -> None:
+        self.artifact_dir = artifact_dir
+        self.manifest = manifest
+        self.dtype = str(manifest["dtype"])
+        self.graphs: dict[tuple[int | None, int | None], Any] = {}
+        self._lock = threading.Lock()
+        self.set_num_threads(num_threads)
+        for g in manifest["graphs"]:
+            self.graphs[(g.get("batch"), g.get("seq"))] = self._load(artifact_dir / g["file"])
+
+    def _load(self, path: Path) -> Any:
+        raise NotImplementedError
+
+    def set_num_threads(self, n: int) -> None:
+        torch.set_num_threads(n)
+
+    def graph_for(self, batch: int, seq: int) -> Any:
+        for key in ((batch, seq), (batch, None), (None, seq), (None, None)):
+            if key in self.graphs:
+                return self.graphs[key]
+        raise ValueError(f"the artifact has no graph for shape ({batch}, {seq}); "
+                         f"compiled shapes: {sorted(self.graphs, key=str)}")
+
+    def _to_device(self, a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(a)
+
+    def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray,
+                token_type_ids: np.ndarray) -> tuple[np.ndarray, ...]:
+        graph = self.graph_for(*input_ids.shape)
+        with self._lock, torch.inference_mode():
+            outs = graph(self._to_device(input_ids), self._to_device(attention_mask),
+                         self._to_device(token_type_ids))
+            if isinstance(outs, torch.Tensor):
+                outs = (outs,)
+            return tuple(o.float().cpu().numpy() for o in outs)
+
+
+class CpuBackend(Backend):
+    name = "cpu"
+
+    def _load(self, path: Path) -> Any:
+        graph = torch.jit.load(str(path), map_location="cpu")
+        graph.eval()
+        return graph
+
+
+class CudaBackend(Backend):
+    name = "cuda"
+
+    def __init__(self, artifact_dir: Path, manifest: dict[str, Any], *, num_threads: int = 1) -> None:
+        if not torch.cuda.is_available():
+            raise RuntimeError("processor gpu needs CUDA, but torch.cuda.is_available() is False on this node")
+        super().__init__(artifact_dir, manifest, num_threads=num_threads)
+
+    def _load(self, path: Path) -> Any:
+        graph = torch.jit.load(str(path), map_location="cuda")
+        graph.eval()
+        return graph
+
+    def _to_device(self, a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(a).pin_memory().to("cuda", non_blocking=True)
+
+
+class NeuronBackend(Backend):
+    name = "neuron"
+
+    def _load(self, path: Path) -> Any:
+        try:
+            import torch_neuronx  # noqa: F401  (registers the Neuron ops that jit.load needs)
+        except ImportError as e:
+            raise RuntimeError("processor inferentia needs torch-neuronx (the Inferentia image has it); "
+                               f"import failed: {e}") from None
+        return torch.jit.load(str(path))
+
+    def graph_for(self, batch: int, seq: int) -> Any:
+        if (batch, seq) not in self.graphs:
+            raise ValueError(f"Neuron graphs run only their compiled shapes; ({batch}, {seq}) is not one of "
+                             f"{sorted(self.graphs, key=str)}")
+        return self.graphs[(batch, seq)]
+
+
+BACKENDS: dict[str, type[Backend]] = {"cpu": CpuBackend, "cuda": CudaBackend, "neuron": NeuronBackend}
+
+
+def load_backend(artifact_dir: Path, manifest: dict[str, Any], *, num_threads: int = 1) -> Backend:
+    backend = manifest["backend"]
+    if backend not in BACKENDS:
+        raise ValueError(f"artifact backend {backend!r} is unknown; expected one of {sorted(BACKENDS)}")
+    return BACKENDS[backend](artifact_dir, manifest, num_threads=num_threads)

@@ -1,0 +1,188 @@
+"""CLI sub-commands ``local``, ``compile`` and ``publish`` (registered by :mod:`eks_inference.cli`).
+
+Heavy imports (torch, Ray, boto3) happen inside the commands, so ``eks-inference --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from eks_inference.config import ConfigError, DType, ModelSpec, Processor, ServingSpec, Task, parse_model
+from eks_inference.serving.serve_config import render_serve_config
+
+DEFAULT_LOCAL_MODEL = "all-minilm-l6-v2"
+DEFAULT_LOCAL_SOURCE = "bundled:all-minilm-l6-v2"
+LOCAL_BATCH_WAIT_S = 0.002
+"""Idle-processor batch wait for local serving: the busy-aware batcher fills batches under load anyway."""
+
+
+def _buckets(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of sizes, e.g. 1,2,4,8") from None
+
+
+def local_defaults(cpus: int | None = None) -> tuple[int, int]:
+    """(replicas, threads per replica) for this machine: 1-thread replicas up to 4 cores, then 2 threads.
+
+    Several single-thread replicas beat one multi-thread replica on small CPUs (intra-op parallelism
+    scales poorly for small encoders), and each replica batches on its own.
+    """
+    n = cpus or os.cpu_count() or 1
+    threads = 1 if n <= 4 else 2
+    return max(1, min(4, n // threads)), threads
+
+
+def local_model_spec(args: argparse.Namespace) -> ModelSpec:
+    if args.config:
+        data = json.loads(Path(args.config).read_text())
+        spec = parse_model(data)
+        if Processor.CPU not in spec.processors:
+            spec = ModelSpec(**{**spec.__dict__, "processors": (*spec.processors, Processor.CPU)})
+        return spec
+    replicas, threads = local_defaults()
+    serving = ServingSpec(
+        max_batch_size=args.max_batch_size,
+        batch_wait_timeout_s=args.batch_wait_ms / 1000.0,
+        max_seq_length=args.max_seq_length,
+        num_threads=args.threads or threads,
+        num_replicas=args.replicas or replicas,
+        cpus_per_replica=float(args.threads or threads),
+        dtype=DType(args.dtype),
+    )
+    return ModelSpec(name=args.model, task=Task(args.task), processors=(Processor.CPU,), serving=serving,
+                     local_source=args.source)
+
+
+def render_local_config(args: argparse.Namespace) -> dict[str, Any]:
+    spec = local_model_spec(args)
+    state_dir = Path(args.state_dir).resolve()
+    artifact_uri = args.artifact_uri or str(state_dir / "artifacts")
+    return render_serve_config(spec, Processor.CPU, model_uri=args.source if not args.config else spec.local_source,
+                               artifact_uri=artifact_uri, cache_dir=str(state_dir / "cache"),
+                               http_host=args.host, http_port=args.port, s3_endpoint_url=args.s3_endpoint_url)
+
+
+def _foreground_argv(args: argparse.Namespace) -> list[str]:
+    """The same ``local`` command without --detach, for the background process."""
+    argv = ["local"]
+    for opt in ("port", "host", "model", "source", "config", "task", "dtype", "replicas", "threads",
+                "max_batch_size", "batch_wait_ms", "max_seq_length", "artifact_uri", "s3_endpoint_url",
+                "state_dir", "timeout"):
+        value = getattr(args, opt)
+        if value is not None:
+            argv += [f"--{opt.replace('_', '-')}", str(value)]
+    return argv
+
+
+def cmd_local(args: argparse.Namespace) -> int:
+    from eks_inference.serving import local
+
+    state_dir = Path(args.state_dir)
+    if args.stop:
+        return local.stop(state_dir=state_dir)
+    config = render_local_config(args)
+    if args.print_config:
+        print(json.dumps(config, indent=2))
+        return 0
+    if args.detach:
+        return local.start_detached(_foreground_argv(args), state_dir=state_dir, timeout_s=args.timeout)
+    return local.run_foreground(config, state_dir=state_dir, timeout_s=args.timeout)
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from eks_inference.serving.artifacts import ArtifactRequest, resolve_artifact, resolve_model, sdk_versions
+    from eks_inference.serving.bucketing import batch_buckets_up_to, seq_buckets_for
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    processor = Processor(args.processor)
+    buckets = args.batch_buckets or batch_buckets_up_to(args.max_batch_size)
+    if list(buckets) != sorted(set(buckets)) or buckets[0] < 1:
+        raise ConfigError(f"--batch-buckets: {list(buckets)} is not strictly increasing positive sizes; "
+                          "use e.g. 1,2,4,8,16,32")
+    out = Path(args.out).resolve()
+    model = resolve_model(args.source, cache_dir=out / "cache", endpoint_url=args.s3_endpoint_url)
+    req = ArtifactRequest(model=args.name, revision=args.revision, task=args.task, processor=processor.value,
+                          backend=processor.backend, dtype=args.dtype, batch_buckets=tuple(buckets),
+                          seq_buckets=seq_buckets_for(processor.backend, args.max_seq_length),
+                          versions=sdk_versions(processor.backend))
+    artifact_uri = f"{args.publish_to.rstrip('/')}/artifacts" if args.publish_to else None
+    res = resolve_artifact(req, model, cache_dir=out, artifact_uri=artifact_uri, endpoint_url=args.s3_endpoint_url)
+    print(json.dumps({"cache_key": res.key, "path": str(res.path), "source": res.source, "uri": res.uri,
+                      "seconds": round(res.seconds, 2), "checks": res.manifest.get("checks")}, indent=2))
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from eks_inference.compile.publish import publish_artifact, publish_model
+
+    if args.artifact:
+        res = publish_artifact(args.artifact, args.to, endpoint_url=args.s3_endpoint_url)
+    else:
+        if not args.source or not args.name:
+            raise ConfigError("publish: give MODEL_DIR (or bundled:NAME) and --name, or --artifact DIR")
+        res = publish_model(args.source, args.to, name=args.name, revision=args.revision, task=args.task,
+                            endpoint_url=args.s3_endpoint_url)
+    print(json.dumps({"uri": res.uri, "status": res.status, "files": res.files, "bytes": res.bytes}, indent=2))
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("local", help="serve a model on this machine with the RayService's serve config",
+                       description="Start a private Ray on this machine, deploy the serveConfigV2 that "
+                                   "render_serve_config produces for the model (processor cpu), wait until it is "
+                                   "healthy and print its URL. Stops on Ctrl-C, SIGTERM or `local --stop`.")
+    p.add_argument("--stop", action="store_true", help="stop the local serving started earlier")
+    p.add_argument("--detach", action="store_true", help="start in the background, return once healthy")
+    p.add_argument("--print-config", action="store_true", help="print the rendered serveConfigV2 and exit")
+    p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    p.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
+    p.add_argument("--model", default=DEFAULT_LOCAL_MODEL,
+                   help=f"model name = route prefix (default {DEFAULT_LOCAL_MODEL})")
+    p.add_argument("--source", default=DEFAULT_LOCAL_SOURCE,
+                   help=f"weights: bundled:NAME, a model directory or s3://... (default {DEFAULT_LOCAL_SOURCE})")
+    p.add_argument("--config", help="JSON file with one model entry (as in cdk.json); overrides the flags above")
+    p.add_argument("--task", default="embedding", choices=[t.value for t in Task])
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--replicas", type=int, default=None, help="default: by CPU count (2 on 2 cores)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per replica (default 1, 2 above 4 cores)")
+    p.add_argument("--max-batch-size", type=int, default=32)
+    p.add_argument("--batch-wait-ms", type=float, default=LOCAL_BATCH_WAIT_S * 1000,
+                   help="batch wait when the processor is idle (default 2 ms)")
+    p.add_argument("--max-seq-length", type=int, default=128)
+    p.add_argument("--artifact-uri", help="compiled-artifact cache (default .eks-inference/artifacts)")
+    p.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint (default: AWS, or AWS_ENDPOINT_URL)")
+    p.add_argument("--state-dir", default=".eks-inference", help="state, log and caches (default .eks-inference)")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait until healthy (default 600)")
+    p.set_defaults(func=cmd_local)
+
+    c = sub.add_parser("compile", help="trace/compile a model for a processor and write a verified artifact")
+    c.add_argument("source", help="model directory, bundled:NAME or s3://.../models/NAME/REV")
+    c.add_argument("--name", required=True, help="model name (as in the config)")
+    c.add_argument("--revision", default="v1")
+    c.add_argument("--task", default="embedding", choices=[t.value for t in Task])
+    c.add_argument("--processor", default="cpu", choices=[p.value for p in Processor])
+    c.add_argument("--dtype", default="fp32", choices=[d.value for d in DType])
+    c.add_argument("--batch-buckets", type=_buckets, default=None, help="e.g. 1,2,4,8,16,32 (default powers of 2)")
+    c.add_argument("--max-batch-size", type=int, default=32)
+    c.add_argument("--max-seq-length", type=int, default=128)
+    c.add_argument("--out", default=".eks-inference/compiled", help="output directory")
+    c.add_argument("--publish-to", default=None, help="repository s3://BUCKET/PREFIX (or a directory) to publish to")
+    c.add_argument("--s3-endpoint-url", default=None)
+    c.set_defaults(func=cmd_compile)
+
+    u = sub.add_parser("publish", help="upload a model directory or a compiled artifact to the model repository")
+    u.add_argument("source", nargs="?", help="model directory or bundled:NAME")
+    u.add_argument("--to", required=True, help="repository: s3://BUCKET/PREFIX or a directory")
+    u.add_argument("--name", help="model name (models/NAME/REVISION/)")
+    u.add_argument("--revision", default="v1")
+    u.add_argument("--task", default=None, choices=[t.value for t in Task])
+    u.add_argument("--artifact", default=None, help="a compiled artifact directory (with manifest.json)")
+    u.add_argument("--s3-endpoint-url", default=None)
+    u.set_defaults(func=cmd_publish)
+

@@ -1,0 +1,360 @@
+"""Local mode: run a rendered ``serveConfigV2`` on this machine, exactly as a RayService would.
+
+:class:`LocalRay` starts a private Ray (``address="local"``: it never attaches to another Ray on the
+machine) and submits configs through the same controller call KubeRay's dashboard path and
+``serve run config.yaml`` use (``ServeDeploySchema`` → ``deploy_apps``), so ``http_options``,
+``user_config``, ``ray_actor_options`` and the limits behave here as in the cluster. Several
+applications can share it: :meth:`LocalRay.deploy` keeps the union of everything deployed so far,
+because a declarative deploy replaces the whole application set.
+
+The CLI's ``eks-inference local`` runs in the foreground until Ctrl-C or SIGTERM and records itself in
+``.eks-inference/local.json``; ``--detach`` starts that foreground process in its own session and returns
+once the model is healthy; ``--stop`` signals it and waits until Ray is down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eks_inference.config import ConfigError
+
+STATE_DIR = Path(".eks-inference")
+STATE_FILE = "local.json"
+LOG_FILE = "local.log"
+
+
+def ray_environment() -> None:
+    """Environment a private local Ray needs: no token auth, no usage reporting, no model hub."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host if host != "0.0.0.0" else "127.0.0.1", port)) == 0
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+    except (urllib.error.URLError, OSError):
+        return 0, b""
+
+
+class DeployFailed(RuntimeError):
+    """The application did not become healthy; the message carries Ray's reason (replica traceback)."""
+
+
+@dataclass
+class LocalRay:
+    """A private Ray + Serve on 127.0.0.1, shared by any number of applications."""
+
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    num_cpus: int | None = None
+    temp_dir: str | None = None
+    apps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _owns_temp: bool = False
+    _client: Any = None
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.http_host in ("0.0.0.0", "::") else self.http_host
+        return f"http://{host}:{self.http_port}"
+
+    def start(self, *, proxy_location: str = "HeadOnly") -> LocalRay:
+        ray_environment()
+        import ray
+        from ray.serve._private import api as serve_api
+
+        if self.temp_dir is None:
+            # Ray's socket paths must stay under 108 bytes: keep the session directory short.
+            self.temp_dir = tempfile.mkdtemp(prefix="eki-ray-", dir="/tmp")
+            self._owns_temp = True
+        ray.init(address="local", num_cpus=self.num_cpus or os.cpu_count() or 1, include_dashboard=False,
+                 _temp_dir=self.temp_dir, log_to_driver=False, namespace="serve")
+        self._client = serve_api.serve_start(
+            http_options={"host": self.http_host, "port": self.http_port},
+            proxy_location=proxy_location,
+        )
+        return self
+
+    def deploy(self, config: dict[str, Any]) -> None:
+        """Submit ``config`` (a ``serveConfigV2`` document) added to the applications already running."""
+        from ray.serve.schema import ServeDeploySchema
+
+        http = config.get("http_options") or {}
+        if http and (int(http.get("port", self.http_port)) != self.http_port):
+            raise ConfigError(f"http_options.port: {http.get('port')!r} differs from the running local Serve's "
+                              f"{self.http_port}; render the config with http_port={self.http_port}")
+        for app in config["applications"]:
+            self.apps[app["name"]] = app
+        merged = {k: v for k, v in config.items() if k != "applications"}
+        merged["http_options"] = {"host": self.http_host, "port": self.http_port}
+        merged["applications"] = list(self.apps.values())
+        self._client.deploy_apps(ServeDeploySchema.model_validate(merged), _blocking=False)
+
+    def remove(self, name: str, *, timeout_s: float = 60.0) -> None:
+        from ray.serve.schema import ServeDeploySchema
+
+        if self.apps.pop(name, None) is None:
+            return
+        self._client.deploy_apps(ServeDeploySchema.model_validate(
+            {"http_options": {"host": self.http_host, "port": self.http_port},
+             "applications": list(self.apps.values())}), _blocking=False)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and name in self.status():
+            time.sleep(0.5)
+
+    def status(self) -> dict[str, tuple[str, str]]:
+        from ray import serve
+
+        return {name: (str(getattr(a.status, "value", a.status)), a.message)
+                for name, a in serve.status().applications.items()}
+
+    def wait_ready(self, name: str, *, route_prefix: str | None = None, timeout_s: float = 300.0,
+                   progress: Callable[[str], None] | None = None,
+                   cancelled: Callable[[], bool] = lambda: False) -> bool:
+        """Block until ``name`` is RUNNING and its ``/healthz`` answers 200 (True), or ``cancelled()`` (False).
+
+        Raises DeployFailed with Ray's reason when the application fails or the timeout passes.
+        """
+        prefix = route_prefix or f"/{name}"
+        deadline = time.monotonic() + timeout_s
+        last = ""
+        while time.monotonic() < deadline:
+            if cancelled():
+                return False
+            st, msg = self.status().get(name, ("NOT_STARTED", ""))
+            if st in ("DEPLOY_FAILED", "UNHEALTHY"):
+                raise DeployFailed(f"application {name!r} is {st}: {msg}")
+            if st != last and progress:
+                progress(st)
+            last = st
+            if st == "RUNNING" and http_get(f"{self.url}{prefix}/healthz", timeout=5)[0] == 200:
+                return True
+            time.sleep(0.5)
+        st, msg = self.status().get(name, ("NOT_STARTED", ""))
+        raise DeployFailed(f"application {name!r} not healthy after {timeout_s:.0f} s (status {st}): {msg}")
+
+    def shutdown(self) -> None:
+        import ray
+        from ray import serve
+
+        with contextlib.suppress(Exception):
+            serve.shutdown()
+        with contextlib.suppress(Exception):
+            ray.shutdown()
+        if self.temp_dir:
+            reap_session_processes(self.temp_dir)
+        if self._owns_temp and self.temp_dir:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def session_processes(temp_dir: str) -> list[int]:
+    """PIDs (not ours) holding files open under this Ray session's temp dir: the processes it started."""
+    root = os.path.realpath(temp_dir) + os.sep
+    me = os.getpid()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            fds = os.listdir(f"/proc/{entry}/fd")
+            if any(os.readlink(f"/proc/{entry}/fd/{fd}").startswith(root) for fd in fds):
+                found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def reap_session_processes(temp_dir: str, grace_s: float = 3.0) -> None:
+    """Ray's agents can outlive ``ray.shutdown()`` (they retry a GCS that is gone); end them by PID."""
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and session_processes(temp_dir):
+        time.sleep(0.25)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        pids = session_processes(temp_dir)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        if not pids:
+            return
+        time.sleep(1.0)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The `eks-inference local` process and its state file
+# ---------------------------------------------------------------------------------------------------
+
+def state_path(state_dir: Path = STATE_DIR) -> Path:
+    return state_dir / STATE_FILE
+
+
+def read_state(state_dir: Path = STATE_DIR) -> dict[str, Any] | None:
+    try:
+        return dict(json.loads(state_path(state_dir).read_text()))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child of ours counts as gone
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][:1] != "Z"
+    except OSError:
+        return True
+
+
+def write_state(state: dict[str, Any], state_dir: Path = STATE_DIR) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    tmp = state_dir / f".{STATE_FILE}.{os.getpid()}"
+    tmp.write_text(json.dumps(state, indent=2) + "\n")
+    os.replace(tmp, state_path(state_dir))
+
+
+def run_foreground(config: dict[str, Any], *, state_dir: Path = STATE_DIR, timeout_s: float = 600.0,
+                   out: Callable[[str], None] = print) -> int:
+    """Serve ``config`` until Ctrl-C or SIGTERM; returns the exit code."""
+    app = config["applications"][0]
+    http = config.get("http_options", {})
+    host, port = str(http.get("host", "127.0.0.1")), int(http.get("port", 8000))
+    prev = read_state(state_dir)
+    if prev and pid_alive(int(prev.get("pid", 0))):
+        raise ConfigError(f"local serving already runs (pid {prev['pid']}, {prev.get('url')}); "
+                          "stop it with `eks-inference local --stop`")
+    if port_in_use(host, port):
+        raise ConfigError(f"--port: {port} is already in use on {host}; pick another with --port")
+    stop = {"flag": False}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop["flag"] = True
+
+    signals = (signal.SIGTERM, signal.SIGINT)
+    old = {s: signal.signal(s, on_signal) for s in signals}
+    ray = LocalRay(http_host=host, http_port=port)
+    base = ray.url
+    state = {"pid": os.getpid(), "url": f"{base}/{app['name']}", "model": app["name"], "port": port,
+             "status": "starting", "started_at": time.time(), "temp_dir": None}
+    write_state(state, state_dir)
+    try:
+        out(f"starting Ray Serve for model {app['name']!r} on {base} ...")
+        ray.start(proxy_location=str(config.get("proxy_location", "HeadOnly")))
+        for s in signals:  # ray.init installs its own SIGTERM handler, which skips our clean shutdown
+            signal.signal(s, on_signal)
+        state["temp_dir"] = ray.temp_dir
+        ray.deploy(config)
+        try:
+            if not ray.wait_ready(app["name"], route_prefix=app.get("route_prefix"), timeout_s=timeout_s,
+                                  progress=lambda st: out(f"  application status: {st}"),
+                                  cancelled=lambda: stop["flag"]):
+                return 130
+        except DeployFailed as e:
+            out(f"eks-inference: {e}")
+            return 1
+        url = f"{base}{app.get('route_prefix', '/' + app['name'])}"
+        state["status"] = "ready"
+        write_state(state, state_dir)
+        out(f"serving {app['name']!r} at {url}")
+        out(f"  curl -s {url}/predict -H 'content-type: application/json' -d '{{\"inputs\": [\"hello world\"]}}'")
+        out(f"  docs: {url}/docs   info: {url}/info   stop: Ctrl-C or `eks-inference local --stop`")
+        while not stop["flag"]:
+            time.sleep(0.25)
+        out("stopping ...")
+        return 0
+    finally:
+        ray.shutdown()
+        cur = read_state(state_dir)
+        if cur and int(cur.get("pid", -1)) == os.getpid():
+            state_path(state_dir).unlink(missing_ok=True)
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def start_detached(argv: list[str], *, state_dir: Path = STATE_DIR, timeout_s: float = 600.0,
+                   out: Callable[[str], None] = print) -> int:
+    """Run ``eks-inference <argv>`` (the foreground command) in its own session; return once ready."""
+    prev = read_state(state_dir)
+    if prev and pid_alive(int(prev.get("pid", 0))):
+        raise ConfigError(f"local serving already runs (pid {prev['pid']}, {prev.get('url')}); "
+                          "stop it with `eks-inference local --stop`")
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log_path = state_dir / LOG_FILE
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "eks_inference.cli", *argv], stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        st = read_state(state_dir)
+        if st and int(st.get("pid", -1)) == proc.pid and st.get("status") == "ready":
+            out(f"serving {st['model']!r} at {st['url']} (pid {proc.pid}, log {log_path}); "
+                "stop with `eks-inference local --stop`")
+            return 0
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace").splitlines()[-25:]
+            out("eks-inference: local serving exited before it was ready:\n  " + "\n  ".join(tail))
+            return proc.returncode or 1
+        time.sleep(0.5)
+    out(f"eks-inference: not ready after {timeout_s:.0f} s; stopping it (log: {log_path})")
+    stop(state_dir=state_dir, out=out)
+    return 1
+
+
+def stop(*, state_dir: Path = STATE_DIR, timeout_s: float = 60.0, out: Callable[[str], None] = print) -> int:
+    """Signal the recorded local server and wait until it (and its Ray) has exited."""
+    st = read_state(state_dir)
+    if not st:
+        out("no local serving is recorded (nothing to stop)")
+        return 0
+    pid = int(st.get("pid", 0))
+    if pid <= 0 or not pid_alive(pid):
+        state_path(state_dir).unlink(missing_ok=True)
+        out(f"local serving (pid {pid}) is not running; removed its stale state")
+        return 0
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and pid_alive(pid):
+        time.sleep(0.25)
+    if pid_alive(pid):
+        out(f"pid {pid} did not stop within {timeout_s:.0f} s; killing its process group")
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(os.getpgid(pid), signal.SIGKILL)
+        state_path(state_dir).unlink(missing_ok=True)
+        return 1
+    state_path(state_dir).unlink(missing_ok=True)
+    out(f"stopped local serving of {st.get('model')!r} (pid {pid})")
+    return 0

@@ -1,0 +1,245 @@
+"""Render Ray Serve's ``serveConfigV2`` from the typed config: one source of truth for the serving shape.
+
+The Kubernetes charts write this document into each RayService; ``eks-inference local`` hands the very
+same dict to a local Ray. Pure dict building: importable without torch, Ray or boto3, so the CDK side
+can call it. The replica parses its half back with :func:`parse_app_args` and :func:`parse_user_config`,
+so what is rendered and what is accepted are checked in one module.
+
+Contract (used by ``eks_inference.k8s``)::
+
+    render_serve_config(model, processor, *, model_uri, artifact_uri=None, cache_dir=DEFAULT_CACHE_DIR,
+                        http_host="0.0.0.0", http_port=8000, s3_endpoint_url=None,
+                        max_body_bytes=1048576, max_input_chars=20000) -> dict
+
+returns ``{"proxy_location": ..., "http_options": {...}, "applications": [one app]}`` where the app is
+named after the model, mounted at ``/{model.name}``, imports :data:`APP_IMPORT_PATH` with ``args``
+carrying what the replica needs, and has one deployment :data:`DEPLOYMENT_NAME` whose ``user_config``
+holds the batching knobs (applied in ``reconfigure``) and whose ``ray_actor_options`` hold the
+processor's resources (``num_cpus``; ``resources: {neuron_cores: N}`` on inferentia; ``num_gpus`` on gpu).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from eks_inference.config import ConfigError, DType, ModelSpec, Processor, Task
+
+APP_IMPORT_PATH = "eks_inference.serving.app:build_app"
+DEPLOYMENT_NAME = "InferenceModel"
+DEFAULT_CACHE_DIR = "/tmp/eks-inference-cache"
+DEFAULT_MAX_BODY_BYTES = 1 << 20
+DEFAULT_MAX_INPUT_CHARS = 20_000
+
+USER_CONFIG_KEYS = ("max_batch_size", "batch_wait_timeout_s", "max_seq_length", "num_threads", "dtype")
+
+
+def model_repository_uris(repository_uri: str, model: ModelSpec) -> tuple[str, str]:
+    """``(model_uri, artifact_uri)`` for a model in a repository laid out as the publisher writes it.
+
+    ``s3://bucket/prefix`` → ``s3://bucket/prefix/models/{name}/{revision}`` and ``s3://bucket/prefix/artifacts``.
+    """
+    root = repository_uri.rstrip("/")
+    return f"{root}/models/{model.name}/{model.revision}", f"{root}/artifacts"
+
+
+def render_serve_config(
+    model: ModelSpec,
+    processor: Processor,
+    *,
+    model_uri: str,
+    artifact_uri: str | None = None,
+    cache_dir: str = DEFAULT_CACHE_DIR,
+    http_host: str = "0.0.0.0",
+    http_port: int = 8000,
+    s3_endpoint_url: str | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_input_chars: int = DEFAULT_MAX_INPUT_CHARS,
+) -> dict[str, Any]:
+    """The ``serveConfigV2`` document serving ``model`` on ``processor``.
+
+    :param model: the model; its ``serving`` spec gives batching, replicas and resources.
+    :param processor: where it runs; picks the backend (cpu, neuron, cuda) and the Ray resources.
+    :param model_uri: weights: ``s3://bucket/prefix/models/NAME/REV`` (published with a manifest),
+        a local directory, or ``bundled:all-minilm-l6-v2``.
+    :param artifact_uri: root of the compiled-artifact cache (``s3://bucket/prefix/artifacts`` or a
+        local directory); default None: compile at start-up and keep the artifact in ``cache_dir`` only.
+    :param cache_dir: replica-local download and compile directory, default ``/tmp/eks-inference-cache``.
+    :param http_host: default ``0.0.0.0`` (pods); use ``127.0.0.1`` locally.
+    :param http_port: default 8000.
+    :param s3_endpoint_url: S3 endpoint override (e.g. a local S3); default None (AWS, or AWS_ENDPOINT_URL).
+    :param max_body_bytes: larger request bodies get 413; default 1 MiB.
+    :param max_input_chars: longer single inputs get 413 (shorter ones are truncated to
+        ``max_seq_length`` tokens and flagged); default 20,000.
+    """
+    if processor not in model.processors:
+        raise ConfigError(
+            f"model {model.name!r} processors: {processor.value!r} is not one of "
+            f"{[p.value for p in model.processors]}; add it to the model's processors or pick another"
+        )
+    if not 1 <= http_port <= 65535:
+        raise ConfigError(f"http_port: {http_port!r} is not a TCP port; use 1..65535")
+    if not model_uri:
+        raise ConfigError("model_uri: '' is empty; give an s3:// URI, a directory or bundled:NAME")
+    if max_body_bytes < 1024 or max_input_chars < 1:
+        raise ConfigError(
+            f"max_body_bytes/max_input_chars: {(max_body_bytes, max_input_chars)!r} is too small; "
+            "use at least 1024 bytes and 1 character"
+        )
+    s = model.serving
+    actor: dict[str, Any] = {"num_cpus": s.cpus_per_replica}
+    if processor.backend == "neuron":
+        actor["resources"] = {"neuron_cores": s.neuron_cores_per_replica}
+    elif processor.backend == "cuda":
+        actor["num_gpus"] = s.gpus_per_replica
+    args: dict[str, Any] = {
+        "model": model.name,
+        "revision": model.revision,
+        "task": model.task.value,
+        "processor": processor.value,
+        "model_uri": model_uri,
+        "artifact_uri": artifact_uri,
+        "cache_dir": cache_dir,
+        "batch_buckets": list(s.batch_buckets),
+        "max_inputs": s.max_inputs,
+        "max_body_bytes": max_body_bytes,
+        "max_input_chars": max_input_chars,
+        "s3_endpoint_url": s3_endpoint_url,
+    }
+    user_config = {
+        "max_batch_size": s.max_batch_size,
+        "batch_wait_timeout_s": s.batch_wait_timeout_s,
+        "max_seq_length": s.max_seq_length,
+        "num_threads": s.num_threads,
+        "dtype": s.dtype.value,
+    }
+    deployment = {
+        "name": DEPLOYMENT_NAME,
+        "num_replicas": s.num_replicas,
+        "max_ongoing_requests": s.max_ongoing_requests,
+        "max_queued_requests": s.max_queued_requests,
+        "user_config": user_config,
+        "ray_actor_options": actor,
+        "health_check_period_s": 10,
+        "health_check_timeout_s": 30,
+        "graceful_shutdown_timeout_s": 20,
+    }
+    return {
+        "proxy_location": "EveryNode",
+        "http_options": {"host": http_host, "port": http_port},
+        "applications": [{
+            "name": model.name,
+            "route_prefix": f"/{model.name}",
+            "import_path": APP_IMPORT_PATH,
+            "args": args,
+            "deployments": [deployment],
+        }],
+    }
+
+
+@dataclass(frozen=True, kw_only=True)
+class AppArgs:
+    """What a replica needs that cannot change without a restart (``args`` of the application)."""
+
+    model: str
+    revision: str
+    task: Task
+    processor: Processor
+    model_uri: str
+    artifact_uri: str | None
+    cache_dir: str
+    batch_buckets: tuple[int, ...]
+    max_inputs: int
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_input_chars: int = DEFAULT_MAX_INPUT_CHARS
+    s3_endpoint_url: str | None = None
+
+    @property
+    def backend(self) -> str:
+        return self.processor.backend
+
+
+@dataclass(frozen=True, kw_only=True)
+class UserConfig:
+    """Knobs applied in ``reconfigure`` without restarting the replica."""
+
+    max_batch_size: int
+    batch_wait_timeout_s: float
+    max_seq_length: int
+    num_threads: int
+    dtype: DType
+
+
+def _enum(where: str, cls: Any, value: Any) -> Any:
+    try:
+        return cls(value)
+    except ValueError:
+        raise ConfigError(f"{where}: {value!r} is not allowed; use one of "
+                          f"{', '.join(str(e.value) for e in cls)}") from None
+
+
+def _pos_int(where: str, value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{where}: {value!r} is not a positive integer; give a whole number >= 1")
+    return value
+
+
+def parse_app_args(args: Mapping[str, Any]) -> AppArgs:
+    """Validate the application ``args`` a replica receives (the inverse of the renderer)."""
+    if not isinstance(args, Mapping):
+        raise ConfigError(f"application args: {args!r} is not a mapping; render it with render_serve_config")
+    required = ("model", "task", "processor", "model_uri", "batch_buckets", "max_inputs")
+    missing = [k for k in required if k not in args]
+    if missing:
+        raise ConfigError(f"application args: {missing} missing; render the config with render_serve_config")
+    buckets = args["batch_buckets"]
+    if (not isinstance(buckets, list | tuple) or not buckets
+            or any(not isinstance(b, int) or b < 1 for b in buckets) or list(buckets) != sorted(set(buckets))):
+        raise ConfigError(f"application args batch_buckets: {buckets!r} is not a strictly increasing list of "
+                          "positive sizes; list sizes like [1, 2, 4, 8, 16, 32]")
+    return AppArgs(
+        model=str(args["model"]),
+        revision=str(args.get("revision", "v1")),
+        task=_enum("application args task", Task, args["task"]),
+        processor=_enum("application args processor", Processor, args["processor"]),
+        model_uri=str(args["model_uri"]),
+        artifact_uri=args.get("artifact_uri") or None,
+        cache_dir=str(args.get("cache_dir") or DEFAULT_CACHE_DIR),
+        batch_buckets=tuple(buckets),
+        max_inputs=_pos_int("application args max_inputs", args["max_inputs"]),
+        max_body_bytes=_pos_int("application args max_body_bytes",
+                                args.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES)),
+        max_input_chars=_pos_int("application args max_input_chars",
+                                 args.get("max_input_chars", DEFAULT_MAX_INPUT_CHARS)),
+        s3_endpoint_url=args.get("s3_endpoint_url") or None,
+    )
+
+
+def parse_user_config(data: Mapping[str, Any], *, batch_buckets: tuple[int, ...]) -> UserConfig:
+    """Validate a ``user_config``; ``max_batch_size`` must fit the largest compiled batch bucket."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"user_config: {data!r} is not a mapping; give an object with {USER_CONFIG_KEYS}")
+    unknown = sorted(set(data) - set(USER_CONFIG_KEYS))
+    if unknown:
+        raise ConfigError(f"user_config: {unknown} are not known keys; use {', '.join(USER_CONFIG_KEYS)}")
+    missing = [k for k in USER_CONFIG_KEYS if k not in data]
+    if missing:
+        raise ConfigError(f"user_config: {missing} missing; render the config with render_serve_config")
+    mbs = _pos_int("user_config max_batch_size", data["max_batch_size"])
+    if mbs > batch_buckets[-1]:
+        raise ConfigError(f"user_config max_batch_size: {mbs} exceeds the largest batch bucket "
+                          f"{batch_buckets[-1]}; lower it or add a bucket (batch_buckets)")
+    wait = data["batch_wait_timeout_s"]
+    if not isinstance(wait, int | float) or isinstance(wait, bool) or not 0 <= wait <= 1:
+        raise ConfigError(f"user_config batch_wait_timeout_s: {wait!r} is outside [0, 1] s; use e.g. 0.005")
+    seq = _pos_int("user_config max_seq_length", data["max_seq_length"])
+    if seq > 512:
+        raise ConfigError(f"user_config max_seq_length: {seq} exceeds BERT-family position limits; use <= 512")
+    return UserConfig(
+        max_batch_size=mbs,
+        batch_wait_timeout_s=float(wait),
+        max_seq_length=seq,
+        num_threads=_pos_int("user_config num_threads", data["num_threads"]),
+        dtype=_enum("user_config dtype", DType, data["dtype"]),
+    )
