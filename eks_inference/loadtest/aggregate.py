@@ -1,0 +1,279 @@
+"""Merge client results into one point per step, judge each against the SLO, price and rank targets.
+
+Pure functions over parsed result files: the same code summarises a single client's step at the end of
+``loadtest run`` (a merge of one) and many pods' steps in ``loadtest report``, so the two can never
+disagree. Histograms add exactly; throughput is summed over the window all clients were measuring
+(the per-second series make that possible), never inferred from averaged percentiles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from eks_inference.config import ConfigError
+from eks_inference.loadtest.plan import Mode, StepSpec, TargetInfo
+from eks_inference.loadtest.prices import DEFAULT_REGION, PriceTable, fleet_hourly, usd_per_million
+from eks_inference.loadtest.stats import (
+    StepStats,
+    common_window,
+    latency_summary_ms,
+    merge,
+    ok_in_window,
+    percentiles_us,
+)
+
+DEFAULT_SLO_P99_MS = 100.0
+CLIENT_SATURATED_CPU = 0.9
+"""A client that used this much of its core may itself be adding latency; the step is flagged."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClientStep:
+    """One client's record of one step, as found in its result file."""
+
+    source: str
+    run_id: str
+    client_index: int
+    clients: int
+    target: TargetInfo
+    spec: StepSpec
+    stats: StepStats
+    client: Mapping[str, Any] = field(default_factory=dict)
+    status: str = "complete"
+
+    @property
+    def window(self) -> tuple[float, float]:
+        return (self.stats.window_start, self.stats.window_start + self.stats.window_s)
+
+
+def _throughput(steps: Sequence[ClientStep]) -> tuple[float, str]:
+    """Successful requests/s summed over clients, and how it was computed."""
+    if len(steps) == 1:
+        s = steps[0].stats
+        return (s.ok / s.window_s if s.window_s > 0 else 0.0), "single client: successes / measured window"
+    window = common_window(st.window for st in steps)
+    if window is not None:
+        counts = [ok_in_window(st.stats.series, *window) for st in steps]
+        seconds = counts[0][1]
+        if seconds >= 2:
+            return sum(n for n, _ in counts) / seconds, f"sum over the common window of {seconds} s"
+    total = sum(st.stats.ok / st.stats.window_s for st in steps if st.stats.window_s > 0)
+    return total, "sum of per-client rates (clients' windows overlap by less than 2 whole seconds)"
+
+
+def summarize(steps: Sequence[ClientStep]) -> dict[str, Any]:
+    """The summary of one step across its clients: the fields every result and report row carries."""
+    if not steps:
+        raise ValueError("summarize() needs at least one client step")
+    first = steps[0]
+    spec = first.spec
+    hist = merge(st.stats.latency_hist for st in steps)
+    lag = merge(st.stats.lag_hist for st in steps)
+    ok = sum(st.stats.ok for st in steps)
+    errors_by_kind: dict[str, int] = {}
+    for st in steps:
+        for k, v in st.stats.errors_by_kind.items():
+            errors_by_kind[k] = errors_by_kind.get(k, 0) + v
+    errors = sum(errors_by_kind.values())
+    requests = ok + errors
+    inferences = sum(st.stats.inferences for st in steps)
+    throughput, method = _throughput(steps)
+    mins = [st.stats.min_us for st in steps if st.stats.min_us is not None]
+    maxs = [st.stats.max_us for st in steps if st.stats.max_us is not None]
+    lag_max = [st.stats.lag_max_us for st in steps if st.stats.lag_max_us is not None]
+    lag_p = percentiles_us(lag)
+    cpus = [float(st.client.get("cpu_utilization", 0.0)) for st in steps]
+    behind = any(bool(st.client.get("behind_schedule")) for st in steps)
+    return {
+        "target": first.target.name,
+        "run_id": first.run_id,
+        "step": spec.index,
+        "mode": spec.mode.value,
+        "arrival": spec.arrival.value if spec.mode is Mode.OPEN else None,
+        "requested_rate": spec.rate,
+        "concurrency": spec.concurrency,
+        "clients": len(steps),
+        "clients_expected": first.clients,
+        "requests": requests,
+        "ok": ok,
+        "errors": errors,
+        "errors_by_kind": dict(sorted(errors_by_kind.items())),
+        "error_rate": (errors / requests) if requests else 0.0,
+        "unfinished": sum(st.stats.unfinished for st in steps),
+        "throughput_rps": throughput,
+        "throughput_method": method,
+        "inferences": inferences,
+        "inferences_per_s": throughput * (inferences / ok) if ok else 0.0,
+        "latency_ms": latency_summary_ms(hist, min_us=min(mins) if mins else None,
+                                         max_us=max(maxs) if maxs else None),
+        "schedule_lag_ms": {"p50": lag_p["p50"] / 1000.0, "p99": lag_p["p99"] / 1000.0,
+                            "max": (max(lag_max) / 1000.0) if lag_max else None},
+        "behind_schedule": behind,
+        "client_cpu_max": max(cpus) if cpus else 0.0,
+        "client_saturated": any(c >= CLIENT_SATURATED_CPU for c in cpus),
+        "waited_for_connection": sum(int(st.client.get("waited_for_connection", 0)) for st in steps),
+        "status": "complete" if all(st.status == "complete" for st in steps) else "partial",
+    }
+
+
+def slo_verdict(summary: Mapping[str, Any], *, slo_p99_ms: float, max_error_rate: float) -> tuple[bool, str]:
+    """Whether a step counts as meeting the SLO, and why not.
+
+    A step only counts when it was measured honestly: enough successes, the error budget kept, the
+    client on schedule (a client that fell behind under-sent, so its latency is not the server's).
+    """
+    p99 = summary["latency_ms"]["p99"]
+    if summary["ok"] == 0 or p99 is None:
+        return False, "no successful responses"
+    if summary["error_rate"] > max_error_rate:
+        return False, f"error rate {summary['error_rate']:.2%} > {max_error_rate:.2%}"
+    if summary["behind_schedule"]:
+        return False, "client fell behind its schedule (add clients or lower the rate)"
+    if summary["status"] != "complete":
+        return False, "step did not complete"
+    if p99 > slo_p99_ms:
+        return False, f"p99 {p99:.1f} ms > SLO {slo_p99_ms:g} ms"
+    return True, f"p99 {p99:.1f} ms <= SLO {slo_p99_ms:g} ms"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Point:
+    """One step of one run of one target, merged over its clients."""
+
+    summary: Mapping[str, Any]
+    sources: tuple[str, ...]
+    slo_met: bool
+    slo_reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class TargetReport:
+    """A target's curve and its price-performance at the best step that met the SLO."""
+
+    target: TargetInfo
+    points: tuple[Point, ...]
+    best: Point | None
+    region: str
+    region_assumed: bool
+    price_per_instance_hour: float | None
+    hourly_usd: float | None
+    usd_per_million_inferences: float | None
+    rank: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target.to_dict(),
+            "rank": self.rank,
+            "region": self.region,
+            "region_assumed": self.region_assumed,
+            "price_per_instance_hour": self.price_per_instance_hour,
+            "hourly_usd": self.hourly_usd,
+            "best": dict(self.best.summary) if self.best else None,
+            "best_inferences_per_s": self.best.summary["inferences_per_s"] if self.best else None,
+            "usd_per_million_inferences": self.usd_per_million_inferences,
+            "steps": [{**p.summary, "slo_met": p.slo_met, "slo_reason": p.slo_reason,
+                       "sources": list(p.sources)} for p in self.points],
+        }
+
+
+def _step_key(st: ClientStep) -> tuple[Any, ...]:
+    return (st.target.name, st.run_id, st.spec.index, st.spec.mode.value, st.spec.arrival.value,
+            st.spec.rate, st.spec.concurrency)
+
+
+def group_steps(steps: Sequence[ClientStep]) -> tuple[list[list[ClientStep]], list[str]]:
+    """Client steps grouped into one list per (target, run, step); duplicates are an error."""
+    groups: dict[tuple[Any, ...], list[ClientStep]] = {}
+    for st in steps:
+        group = groups.setdefault(_step_key(st), [])
+        dup = next((g for g in group if g.client_index == st.client_index), None)
+        if dup is not None:
+            raise ConfigError(
+                f"client {st.client_index} of run {st.run_id!r} (target {st.target.name!r}, step {st.spec.index}) "
+                f"appears twice: {dup.source} and {st.source}; pass each result file once"
+            )
+        group.append(st)
+    warnings = []
+    for group in groups.values():
+        g0 = group[0]
+        if len(group) < g0.clients:
+            warnings.append(
+                f"{g0.target.name} run {g0.run_id} step {g0.spec.index}: {len(group)} of {g0.clients} clients' "
+                "results found; totals cover only those"
+            )
+    return list(groups.values()), warnings
+
+
+def _check_targets(steps: Sequence[ClientStep]) -> dict[str, TargetInfo]:
+    targets: dict[str, tuple[TargetInfo, str]] = {}
+    for st in steps:
+        t = st.target
+        seen = targets.get(t.name)
+        if seen is None:
+            targets[t.name] = (t, st.source)
+            continue
+        a = (seen[0].instance_type, seen[0].nodes, seen[0].processor)
+        b = (t.instance_type, t.nodes, t.processor)
+        if a != b:
+            raise ConfigError(
+                f"target {t.name!r} is {a} (instance type, nodes, processor) in {seen[1]} but {b} in "
+                f"{st.source}; give each configuration its own --target-name"
+            )
+    return {name: t for name, (t, _) in targets.items()}
+
+
+def build_targets(
+    steps: Sequence[ClientStep],
+    *,
+    slo_p99_ms: float,
+    max_error_rate: float,
+    prices: PriceTable,
+    default_region: str = DEFAULT_REGION,
+) -> tuple[list[TargetReport], list[str]]:
+    """Targets in rank order (cheapest per 1M inferences first), and warnings for the report."""
+    targets = _check_targets(steps)
+    groups, warnings = group_steps(steps)
+    points: dict[str, list[Point]] = {name: [] for name in targets}
+    for group in groups:
+        summary = summarize(group)
+        ok, reason = slo_verdict(summary, slo_p99_ms=slo_p99_ms, max_error_rate=max_error_rate)
+        points[group[0].target.name].append(
+            Point(summary=summary, sources=tuple(sorted({g.source for g in group})), slo_met=ok, slo_reason=reason)
+        )
+        if summary["client_saturated"]:
+            warnings.append(
+                f"{summary['target']} step {summary['step']}: a client used >= {CLIENT_SATURATED_CPU:.0%} of a core; "
+                "its latency may include client time (add clients)"
+            )
+    reports = []
+    for name, target in targets.items():
+        pts = sorted(points[name], key=lambda p: (p.summary["throughput_rps"], p.summary["run_id"]))
+        passing = [p for p in pts if p.slo_met]
+        best = max(passing, key=lambda p: p.summary["inferences_per_s"]) if passing else None
+        region = target.region or default_region
+        unit = prices.hourly(target.instance_type, region)
+        hourly = fleet_hourly(unit, target.nodes)
+        cost = usd_per_million(hourly, best.summary["inferences_per_s"]) if best else None
+        reports.append(TargetReport(
+            target=target, points=tuple(pts), best=best, region=region, region_assumed=target.region is None,
+            price_per_instance_hour=unit, hourly_usd=hourly, usd_per_million_inferences=cost,
+        ))
+        if best is None:
+            warnings.append(f"{name}: no step met the SLO (p99 <= {slo_p99_ms:g} ms, errors <= "
+                            f"{max_error_rate:.2%}); it is not ranked")
+        elif unit is None:
+            warnings.append(f"{name}: no price for instance type {target.instance_type or '(none)'} in {region}; "
+                            "cost is n/a (add it with --prices)")
+    return rank(reports), warnings
+
+
+def rank(reports: Sequence[TargetReport]) -> list[TargetReport]:
+    """Cheapest per 1M inferences first; unpriced ones next by throughput; those without a passing step last."""
+    priced = sorted((r for r in reports if r.usd_per_million_inferences is not None),
+                    key=lambda r: (r.usd_per_million_inferences, r.target.name))
+    unpriced = sorted((r for r in reports if r.best is not None and r.usd_per_million_inferences is None),
+                      key=lambda r: (-(r.best.summary["inferences_per_s"] if r.best else 0.0), r.target.name))
+    failing = sorted((r for r in reports if r.best is None), key=lambda r: r.target.name)
+    return [replace(r, rank=i + 1) for i, r in enumerate(priced)] + unpriced + failing

@@ -1,0 +1,397 @@
+"""``eks-inference loadtest run | report``: argument parsing and the glue between runner, files and screen.
+
+Exit codes: 0 done; 1 the target could not be measured (unreachable, no successes) — the result file
+is still written with whatever was measured; 2 bad input (``ConfigError``); 130 interrupted (results so
+far written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import hashlib
+import json
+import os
+import secrets
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from eks_inference.config import ConfigError, Processor
+from eks_inference.loadtest import provenance, report, results, runner, storage
+from eks_inference.loadtest.aggregate import DEFAULT_SLO_P99_MS, build_targets, summarize
+from eks_inference.loadtest.client import Engine, parse_endpoint
+from eks_inference.loadtest.payloads import Payload, generate_payloads, load_payload_file, parse_length_dist
+from eks_inference.loadtest.plan import (
+    Arrival,
+    Mode,
+    RunConfig,
+    SearchSpec,
+    StepSpec,
+    TargetInfo,
+    parse_concurrencies,
+    parse_rates,
+)
+from eks_inference.loadtest.prices import DEFAULT_REGION, load_prices
+
+EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+
+
+def register(subparsers: Any) -> None:
+    lt = subparsers.add_parser(
+        "loadtest", help="load-test a model endpoint and report price-performance",
+        description="Open-loop (rate) and closed-loop (concurrency) load tests with HDR histograms, and a "
+                    "price-performance report merged exactly across clients.",
+    )
+    sub = lt.add_subparsers(dest="loadtest_command", metavar="{run,report}")
+    lt.set_defaults(func=lambda a: (lt.print_help(), 2)[1])
+    _register_run(sub)
+    _register_report(sub)
+
+
+def _register_run(sub: Any) -> None:
+    p = sub.add_parser(
+        "run", help="send load to one endpoint and write one result file",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Send load to URL/predict (JSON {\"inputs\": [...]}) and write one result file per client. "
+                    "Open loop measures latency from each request's intended send time (no coordinated omission).",
+    )
+    g = p.add_argument_group("target")
+    g.add_argument("--url", required=True, help="model endpoint base, e.g. http://127.0.0.1:8000/minilm "
+                                                "(POST URL/predict, GET URL/info for provenance)")
+    g.add_argument("--target-name", help="label in reports (default: last path segment of the URL)")
+    g.add_argument("--processor", choices=[x.value for x in Processor], help="processor family serving the target")
+    g.add_argument("--instance-type", help="EC2 instance type for pricing, e.g. c7g.2xlarge")
+    g.add_argument("--nodes", type=int, default=1, help="instances serving the target (cost = nodes × price)")
+    g.add_argument("--region", default=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
+                   help="AWS region for pricing (default: $AWS_REGION)")
+    g = p.add_argument_group("load")
+    g.add_argument("--mode", choices=[m.value for m in Mode],
+                   help="open: fixed arrival rate; closed: fixed concurrency (default: from --rate/--concurrency)")
+    g.add_argument("--rate", help="requests/s (open loop), or the pacing rate of a closed loop")
+    g.add_argument("--rates", help="comma-separated rates for an open-loop sweep, e.g. 10,20,40")
+    g.add_argument("--arrival", choices=[a.value for a in Arrival], default=Arrival.CONSTANT.value,
+                   help="open-loop arrivals: constant spacing, or Poisson (random, independent users)")
+    g.add_argument("--concurrency", help="in-flight requests (closed loop)")
+    g.add_argument("--concurrencies", help="comma-separated concurrencies for a closed-loop sweep, e.g. 1,4,16")
+    g.add_argument("--duration", type=float, help="measured seconds per step (default 30 unless --requests)")
+    g.add_argument("--requests", type=int, help="measured requests per step (total over clients)")
+    g.add_argument("--warmup", type=float, default=5.0, help="seconds per step sent but not measured")
+    g.add_argument("--timeout", type=float, default=30.0, help="per-request timeout in seconds")
+    g.add_argument("--connections", type=int,
+                   help="connection pool limit (default: the concurrency, or 2 × rate within 64..4096)")
+    g.add_argument("--http-client", choices=[e.value for e in Engine], default=Engine.FAST.value,
+                   help="fast: built-in keep-alive HTTP/1.1 engine; aiohttp: general-purpose client")
+    g.add_argument("--max-lag-ms", type=float, default=10.0,
+                   help="flag the client as behind schedule when its p99 send lag exceeds this")
+    g = p.add_argument_group("payload")
+    g.add_argument("--payload", help="JSONL file, one request per line: {\"inputs\": [..]}, {\"text\": ..} or a string")
+    g.add_argument("--text-length", default="uniform:8-64",
+                   help="generated words per text: fixed:N, uniform:LOW-HIGH or normal:MEAN,SD")
+    g.add_argument("--inputs-per-request", type=int, default=1, help="generated texts per request")
+    g.add_argument("--seed", type=int, default=0, help="seed for generated texts and Poisson arrivals")
+    g = p.add_argument_group("SLO search")
+    g.add_argument("--slo-p99-ms", type=float, help="latency target; recorded for the report")
+    g.add_argument("--search", action="store_true",
+                   help="find the highest rate whose p99 stays under --slo-p99-ms (doubling, then bisecting)")
+    g.add_argument("--max-rate", type=float, default=100_000.0, help="upper bound of the search")
+    g.add_argument("--search-steps", type=int, default=3, help="bisection steps after bracketing the SLO")
+    g.add_argument("--max-error-rate", type=float, default=0.01, help="a step above this error fraction fails")
+    g = p.add_argument_group("clients and output")
+    g.add_argument("--out", required=True,
+                   help="result file (*.json) or directory / s3:// prefix to write RUN_TARGET_clientN.json into")
+    g.add_argument("--run-id", default=os.environ.get("EKS_INFERENCE_RUN_ID"),
+                   help="groups the files of one run (default: $EKS_INFERENCE_RUN_ID or a new id)")
+    g.add_argument("--clients", type=int, default=int(os.environ.get("EKS_INFERENCE_CLIENTS", "1")),
+                   help="parallel clients in this run; each sends its share (default: $EKS_INFERENCE_CLIENTS or 1)")
+    g.add_argument("--client-index", type=int, default=int(os.environ.get("JOB_COMPLETION_INDEX", "0")),
+                   help="this client's index (default: $JOB_COMPLETION_INDEX of an Indexed Job, or 0)")
+    g.add_argument("--start-at", help="start at this time (epoch seconds or ISO 8601) so clients begin together")
+    g.add_argument("--json", action="store_true", help="print the step summaries as JSON on stdout")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_run)
+
+
+def _register_report(sub: Any) -> None:
+    p = sub.add_parser(
+        "report", help="merge result files and write the price-performance report",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Merge client result files exactly (HDR histograms), rank targets by USD per 1M inferences "
+                    "at the best rate meeting the SLO, and write report.json, report.csv, report.png, report.html.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="result files, directories or s3:// prefixes")
+    p.add_argument("--out", required=True, help="directory for the report files")
+    p.add_argument("--prices", help="JSON overriding the built-in price table: "
+                                    "{\"date\": .., \"source\": .., \"prices\": {REGION|\"*\": {TYPE: USD/h}}}")
+    p.add_argument("--slo-p99-ms", type=float,
+                   help=f"latency target (default: the one recorded in the results, else {DEFAULT_SLO_P99_MS:g})")
+    p.add_argument("--max-error-rate", type=float, default=0.01, help="a step above this error fraction fails")
+    p.add_argument("--region", default=DEFAULT_REGION, help="price region for targets that recorded none")
+    p.add_argument("--title", default="eks-inference price-performance", help="report title")
+    p.add_argument("--quiet", action="store_true", help="no console tables")
+    p.set_defaults(func=cmd_report)
+
+
+def _console(*, stderr: bool) -> Console:
+    """Rich console; logs and CI are not terminals, and 80 columns would truncate the tables."""
+    c = Console(stderr=stderr)
+    return c if c.is_terminal else Console(stderr=stderr, width=200)
+
+
+# -- run ---------------------------------------------------------------------------------------------
+
+def _parse_start_at(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"--start-at: {text!r} is neither epoch seconds nor ISO 8601") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return when.timestamp()
+
+
+def _default_target_name(url: str) -> str:
+    ep = parse_endpoint(url)
+    seg = ep.base_path.rstrip("/").rsplit("/", 1)[-1]
+    return seg or ep.host.replace(":", "-")
+
+
+def config_from_args(a: argparse.Namespace) -> RunConfig:
+    """Validate the command line into a RunConfig (ConfigError names the option and the fix)."""
+    parse_endpoint(a.url)
+    if a.rate is not None and a.rates is not None:
+        raise ConfigError("give --rate or --rates, not both")
+    if a.concurrency is not None and a.concurrencies is not None:
+        raise ConfigError("give --concurrency or --concurrencies, not both")
+    rates = parse_rates(a.rate, option="--rate") if a.rate is not None else (
+        parse_rates(a.rates) if a.rates is not None else ())
+    if a.rate is not None and len(rates) != 1:
+        raise ConfigError(f"--rate: {a.rate!r} is a list; use --rates for a sweep")
+    concs = parse_concurrencies(a.concurrency, option="--concurrency") if a.concurrency is not None else (
+        parse_concurrencies(a.concurrencies) if a.concurrencies is not None else ())
+    if a.concurrency is not None and len(concs) != 1:
+        raise ConfigError(f"--concurrency: {a.concurrency!r} is a list; use --concurrencies for a sweep")
+    mode = Mode(a.mode) if a.mode else (Mode.CLOSED if concs else Mode.OPEN)
+    if a.duration is not None and a.requests is not None:
+        raise ConfigError("give --duration or --requests, not both")
+    duration = a.duration if a.duration is not None or a.requests is not None else 30.0
+    search = None
+    if a.search:
+        if a.slo_p99_ms is None:
+            raise ConfigError("--search needs --slo-p99-ms, the latency target to search under")
+        if len(rates) > 1:
+            raise ConfigError("--search starts from one --rate; drop --rates")
+        search = SearchSpec(slo_p99_ms=a.slo_p99_ms, start_rate=rates[0] if rates else 10.0,
+                            max_rate=a.max_rate, refine_steps=a.search_steps)
+        rates = ()
+    parse_length_dist(a.text_length)
+    if a.payload is not None and a.inputs_per_request != 1:
+        raise ConfigError("--inputs-per-request applies to generated texts; a --payload file sets inputs per line")
+    target = TargetInfo(name=a.target_name or _default_target_name(a.url), url=parse_endpoint(a.url).url,
+                        processor=a.processor, instance_type=a.instance_type, nodes=a.nodes, region=a.region)
+    run_id = a.run_id or (dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3))
+    return RunConfig(
+        url=a.url, mode=mode, target=target, out=a.out, run_id=run_id, arrival=Arrival(a.arrival),
+        rates=rates, concurrencies=concs, duration_s=duration, requests=a.requests, warmup_s=a.warmup,
+        timeout_s=a.timeout, payload_file=a.payload, text_length=a.text_length,
+        inputs_per_request=a.inputs_per_request, seed=a.seed, clients=a.clients, client_index=a.client_index,
+        search=search, slo_p99_ms=a.slo_p99_ms, max_error_rate=a.max_error_rate, engine=Engine(a.http_client),
+        connections=a.connections, max_lag_ms=a.max_lag_ms, start_at=_parse_start_at(a.start_at),
+    )
+
+
+def load_payloads(config: RunConfig) -> list[Payload]:
+    if config.payload_file:
+        return load_payload_file(config.payload_file)
+    return generate_payloads(parse_length_dist(config.text_length), inputs_per_request=config.inputs_per_request,
+                             seed=config.seed)
+
+
+def result_path(config: RunConfig) -> str:
+    if config.out.endswith(".json"):
+        return config.out
+    return storage.join(config.out, f"{config.run_id}_{config.target.name}_client{config.client_index}.json")
+
+
+def result_document(config: RunConfig, payloads: Sequence[Payload], outcome: runner.RunOutcome,
+                     prov: Mapping[str, Any]) -> dict[str, Any]:
+    """The result file (format version :data:`results.FORMAT_VERSION`)."""
+    digest = hashlib.sha256(b"\n".join(p.body for p in payloads)).hexdigest()
+    steps = []
+    for s in outcome.steps:
+        summary = summarize([s.client_step(config)])
+        steps.append({
+            "spec": s.spec.to_dict(), "status": s.status, "note": s.note,
+            "started_at": provenance.iso(s.started_at), "ended_at": provenance.iso(s.ended_at),
+            "summary": summary, "client": dict(s.client), "stats": s.stats.to_dict(),
+        })
+    return {
+        "format": results.FORMAT,
+        "format_version": results.FORMAT_VERSION,
+        "run_id": config.run_id,
+        "status": outcome.status,
+        "error": outcome.error,
+        "notes": list(outcome.notes),
+        "target": config.target.to_dict(),
+        "client": {"index": config.client_index, "count": config.clients},
+        "provenance": {
+            **prov,
+            "started_at": provenance.iso(outcome.started_at),
+            "ended_at": provenance.iso(outcome.ended_at),
+            "url": config.target.url,
+            "server_info": outcome.server_info,
+            "server_info_error": outcome.server_info_error,
+        },
+        "config": config.to_dict(),
+        "payload": {
+            "source": config.payload_file or "generated",
+            "text_length": None if config.payload_file else config.text_length,
+            "inputs_per_request": None if config.payload_file else config.inputs_per_request,
+            "seed": config.seed,
+            "distinct_payloads": len(payloads),
+            "sha256": digest,
+        },
+        "steps": steps,
+    }
+
+
+class _RichProgress:
+    """A progress bar per step on stderr, refreshed from the runner's monitor (no extra thread)."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+            TimeElapsedColumn(), TextColumn("{task.fields[stats]}"), console=console, auto_refresh=False,
+        )
+        self.task: TaskID | None = None
+        self.planned_requests: int | None = None
+
+    def __enter__(self) -> _RichProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def step_started(self, spec: StepSpec, *, planned_s: float | None, planned_requests: int | None) -> None:
+        self.planned_requests = planned_requests
+        total = float(planned_requests) if planned_requests is not None else float(planned_s or 1.0)
+        self.task = self.progress.add_task(spec.label, total=total, stats="warming up")
+        self.progress.refresh()
+
+    def step_update(self, *, elapsed_s: float, measured: int, ok: int, errors: int, in_flight: int) -> None:
+        if self.task is None:
+            return
+        done = float(measured) if self.planned_requests is not None else max(0.0, elapsed_s)
+        stats = "warming up" if elapsed_s < 0 else f"ok {ok:,}  errors {errors:,}  in flight {in_flight:,}"
+        self.progress.update(self.task, completed=done, stats=stats)
+        self.progress.refresh()
+
+    def step_finished(self, summary: Mapping[str, Any]) -> None:
+        if self.task is not None:
+            total = self.progress.tasks[-1].total
+            p99 = summary["latency_ms"]["p99"]
+            self.progress.update(self.task, completed=total, stats=(
+                f"ok {summary['ok']:,}  errors {summary['errors']:,}  {summary['throughput_rps']:,.1f} req/s  "
+                f"p99 {p99:,.2f} ms" if p99 is not None else f"errors {summary['errors']:,}"))
+            self.progress.refresh()
+            self.task = None
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    config = config_from_args(a)
+    payloads = load_payloads(config)
+    dest = result_path(config)
+    prov = provenance.collect()
+    err = _console(stderr=True)
+    out = _console(stderr=a.json)
+
+    def write(outcome: runner.RunOutcome) -> None:
+        storage.write_text(dest, results.dumps(result_document(config, payloads, outcome, prov)))
+
+    async def go() -> runner.RunOutcome:
+        if a.no_progress:
+            return await runner.run(config, payloads, on_step=write)
+        with _RichProgress(err) as bar:
+            return await runner.run(config, payloads, progress=bar, on_step=write)
+
+    outcome = asyncio.run(go())
+    write(outcome)
+    summaries = [summarize([s.client_step(config)]) for s in outcome.steps]
+    if summaries:
+        out.print(report.steps_table(summaries, title=f"{config.target.name} — run {config.run_id}"))
+    for note in outcome.notes:
+        err.print(f"note: {note}", highlight=False)
+    if a.json:
+        print(json.dumps(summaries, indent=1))
+    if outcome.status == "interrupted":
+        print(f"eks-inference loadtest: interrupted; partial results written to {dest}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if outcome.status != "complete":
+        print(f"eks-inference loadtest: error: {outcome.error}; "
+              f"{'partial ' if outcome.steps else ''}results written to {dest}", file=sys.stderr)
+        return EXIT_FAILED
+    err.print(f"results written to {dest}", highlight=False)
+    return EXIT_OK
+
+
+# -- report ------------------------------------------------------------------------------------------
+
+def _recorded_slo(parsed: Sequence[results.ParsedResult]) -> float | None:
+    values = {r.doc.get("config", {}).get("slo_p99_ms") for r in parsed} - {None}
+    if len(values) == 1:
+        return float(values.pop())
+    return None
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    if a.slo_p99_ms is not None and not a.slo_p99_ms > 0:
+        raise ConfigError(f"--slo-p99-ms: {a.slo_p99_ms} must be positive, e.g. 100")
+    if not 0 <= a.max_error_rate <= 1:
+        raise ConfigError(f"--max-error-rate: {a.max_error_rate} must be in [0, 1]")
+    prices = load_prices(a.prices)
+    try:
+        found = storage.read_inputs(list(a.inputs))
+    except ConfigError:
+        raise
+    except Exception as e:  # S3 / filesystem trouble: say what and where, no traceback
+        print(f"eks-inference loadtest report: error: reading inputs failed: {type(e).__name__}: {e}",
+              file=sys.stderr)
+        return EXIT_FAILED
+    parsed, skipped = results.load_results(found)
+    slo = a.slo_p99_ms if a.slo_p99_ms is not None else (_recorded_slo(parsed) or DEFAULT_SLO_P99_MS)
+    steps = [st for r in parsed for st in r.steps]
+    targets, warnings = build_targets(steps, slo_p99_ms=slo, max_error_rate=a.max_error_rate, prices=prices,
+                                      default_region=a.region)
+    warnings = list(skipped) + warnings
+    for r in parsed:
+        if r.doc.get("status") != "complete":
+            warnings.append(f"{r.source}: run {r.doc.get('status')}: {r.doc.get('error')}")
+    inputs = [{
+        "source": r.source, "run_id": r.doc.get("run_id"), "target": r.doc["target"]["name"],
+        "client": r.doc.get("client"), "status": r.doc.get("status"), "error": r.doc.get("error"),
+        "started_at": r.provenance.get("started_at"), "ended_at": r.provenance.get("ended_at"),
+        "provenance": {k: r.provenance.get(k) for k in ("tool_version", "git_sha", "host", "pod", "argv", "url")},
+        "server_info": r.provenance.get("server_info"), "server_info_error": r.provenance.get("server_info_error"),
+    } for r in parsed]
+    doc = report.build_document(targets, warnings=warnings, slo_p99_ms=slo, max_error_rate=a.max_error_rate,
+                                prices=prices, inputs=inputs, generated_at=time.time())
+    paths = report.write_report(Path(a.out), doc, targets, slo_p99_ms=slo, title=a.title)
+    console = _console(stderr=False)
+    if not a.quiet:
+        report.print_report(console, targets, slo_p99_ms=slo, prices=prices, warnings=warnings)
+    console.print("report: " + ", ".join(str(p) for p in paths.values()), highlight=False)
+    return EXIT_OK
