@@ -346,6 +346,8 @@ class AddonVersions:
     neuron_repository: str = "oci://public.ecr.aws/neuron/neuron-helm-chart"
     metrics_server_chart: str = "3.13.0"
     metrics_server_repository: str = "https://kubernetes-sigs.github.io/metrics-server/"
+    nvidia_device_plugin_chart: str = "0.17.1"
+    nvidia_device_plugin_repository: str = "https://nvidia.github.io/k8s-device-plugin"
     pod_identity_agent: str = "v1.3.10-eksbuild.2"
 
     def __post_init__(self) -> None:

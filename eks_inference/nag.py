@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from aws_cdk import Acknowledgment, Validations
+from aws_cdk import Acknowledgment, CfnResource, Validations
 from cdk_nag import AwsSolutionsChecks
 from constructs import IConstruct
 
@@ -36,3 +36,20 @@ def acknowledge(scope: IConstruct, reasons: Mapping[str, str]) -> list[str]:
             Validations.of(scope).acknowledge(Acknowledgment(id=f"{PACK}::{rule_id}", reason=reason))
             done.append(rule_id)
     return done
+
+
+def checkov_skip(scope: IConstruct, resource_type: str, reasons: Mapping[str, str]) -> int:
+    """Record, on every ``resource_type`` under ``scope``, which checkov checks do not apply and why.
+
+    checkov reads ``Metadata.checkov.skip`` per resource, so a skip never hides the same finding on
+    another resource. Returns how many resources were marked.
+    """
+    marked = 0
+    for node in scope.node.find_all():
+        if isinstance(node, CfnResource) and node.cfn_resource_type == resource_type:
+            current = node.get_metadata("checkov") or {}
+            skips = list(current.get("skip", []))
+            skips += [{"id": check, "comment": reason} for check, reason in reasons.items()]
+            node.add_metadata("checkov", {"skip": skips})
+            marked += 1
+    return marked

@@ -61,9 +61,20 @@ def summarize(assembly_dir: Path) -> list[StackSummary]:
     return out
 
 
+def _flatten(value: Any) -> str | None:
+    """A CloudFormation string or ``Fn::Join`` of strings, with deploy-time tokens shown as ``${...}``."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and "Fn::Join" in value:
+        sep, parts = value["Fn::Join"]
+        return sep.join(p if isinstance(p, str) else "${" + next(iter(p), "token") + "}" for p in parts)
+    return None
+
+
 def _manifest_objects(manifest: Any) -> list[dict[str, Any]]:
-    """Kubernetes objects of a manifest resource, when the manifest is a literal JSON string."""
-    if not isinstance(manifest, str):
+    """Kubernetes objects of a manifest resource (tokens such as image URIs stay unresolved)."""
+    manifest = _flatten(manifest)
+    if manifest is None:
         return []
     try:
         docs = json.loads(manifest)

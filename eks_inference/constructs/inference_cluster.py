@@ -22,6 +22,7 @@ from eks_inference.config import (
     Processor,
 )
 from eks_inference.constructs.processor_node_group import (
+    GPU_TAINT_KEY,
     NEURON_TAINT_KEY,
     PROCESSOR_LABEL,
     ProcessorNodeGroup,
@@ -220,6 +221,21 @@ class InferenceCluster(Construct):
                 },
             )
             self.neuron.node.add_dependency(system_group.nodegroup)
+
+        self.nvidia: eks.HelmChart | None = None
+        if any(g.processor is Processor.GPU for g in enabled):
+            self.nvidia = self.cluster.add_helm_chart(
+                "NvidiaDevicePlugin",
+                chart="nvidia-device-plugin",
+                release="nvidia-device-plugin",
+                repository=v.nvidia_device_plugin_repository,
+                version=v.nvidia_device_plugin_chart,
+                namespace="kube-system",
+                values={
+                    "nodeSelector": {PROCESSOR_LABEL: "gpu"},
+                    "tolerations": [{"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}],
+                },
+            )
 
 
 def _pascal(name: str) -> str:

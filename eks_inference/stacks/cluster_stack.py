@@ -10,7 +10,7 @@ from constructs import Construct
 
 from eks_inference.config import PlatformConfig
 from eks_inference.constructs.inference_cluster import InferenceCluster
-from eks_inference.nag import acknowledge
+from eks_inference.nag import acknowledge, checkov_skip
 
 
 class ClusterStack(Stack):
@@ -50,11 +50,24 @@ class ClusterStack(Stack):
             "AwsSolutions-IAM4": "The control plane role uses AmazonEKSClusterPolicy, the policy EKS documents "
             "for it.",
         })
-        acknowledge(self.cluster.node.find_child("KubectlProvider"), {
+        kubectl = self.cluster.node.find_child("KubectlProvider")
+        acknowledge(kubectl, {
             "AwsSolutions-IAM4": "aws_eks_v2's kubectl provider Lambdas use AWSLambdaBasicExecutionRole and "
             "AWSLambdaVPCAccessExecutionRole (their own logs and ENIs) and ECR read-only policies (Helm charts "
             "from OCI registries); aws-cdk-lib owns these roles.",
             "AwsSolutions-IAM5": "The provider framework may invoke any version of its own handler function "
             "('<handler arn>:*'): the wildcard spans versions of one function.",
             "AwsSolutions-L1": "aws-cdk-lib pins the kubectl provider's Lambda runtime; it moves with aws-cdk-lib.",
+        })
+        checkov_skip(kubectl, "AWS::Lambda::Function", {
+            "CKV_AWS_115": "aws-cdk-lib's kubectl provider runs only during deploys; CloudFormation bounds its "
+                           "concurrency.",
+            "CKV_AWS_116": "Invoked synchronously by CloudFormation, which reports failures; a DLQ would stay empty.",
+            "CKV_AWS_173": "Its environment holds paths and flags set by aws-cdk-lib, no secrets.",
+            "CKV_AWS_117": "aws-cdk-lib places it in the VPC when the endpoint is private; with a public endpoint "
+                           "it reaches the API from outside.",
+        })
+        checkov_skip(kubectl, "AWS::Logs::LogGroup", {
+            "CKV_AWS_158": "aws-cdk-lib's kubectl provider logs hold deploy output, no data; CloudWatch Logs encrypts "
+                           "them at rest.",
         })

@@ -6,10 +6,13 @@ from typing import Any
 
 from aws_cdk import RemovalPolicy, Stack, Tags
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from eks_inference.config import PlatformConfig
+from eks_inference.nag import checkov_skip
 
 # CloudWatch retention choices by day count (config has already checked the count is one of them).
 _RETENTION = {
@@ -55,9 +58,19 @@ class NetworkStack(Stack):
         for subnet in self.vpc.private_subnets:
             Tags.of(subnet).add("kubernetes.io/role/internal-elb", "1")
 
+        self.flow_log_key = kms.Key(self, "FlowLogKey", enable_key_rotation=True,
+                                    description="Encrypts the VPC flow log group of eks-inference")
+        self.flow_log_key.add_to_resource_policy(iam.PolicyStatement(
+            principals=[iam.ServicePrincipal(f"logs.{self.region}.amazonaws.com")],
+            actions=["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"],
+            resources=["*"],
+            conditions={"ArnLike": {"kms:EncryptionContext:aws:logs:arn":
+                                    f"arn:{self.partition}:logs:{self.region}:{self.account}:log-group:*"}},
+        ))
         self.flow_log_group = logs.LogGroup(
             self,
             "FlowLogs",
+            encryption_key=self.flow_log_key,
             retention=_RETENTION[config.log_retention_days],
             removal_policy=RemovalPolicy.DESTROY,
         )
@@ -66,3 +79,9 @@ class NetworkStack(Stack):
             destination=ec2.FlowLogDestination.to_cloud_watch_logs(self.flow_log_group),
             traffic_type=ec2.FlowLogTrafficType.ALL,
         )
+        checkov_skip(self, "AWS::Lambda::Function", {
+            "CKV_AWS_115": "aws-cdk-lib's handler that strips the default security group's rules runs once per "
+                           "deploy; CloudFormation bounds its concurrency.",
+            "CKV_AWS_116": "Invoked synchronously by CloudFormation, which reports failures; a DLQ would stay empty.",
+            "CKV_AWS_117": "It only calls the EC2 API and needs no VPC access.",
+        })

@@ -1,0 +1,194 @@
+"""The serving chart: one RayService per model × processor, with its NetworkPolicy and PodDisruptionBudget."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cdk8s import Chart
+from constructs import Construct
+
+from eks_inference.config import RAY_VERSION, ConfigError, ModelSpec, PlatformConfig, Processor
+from eks_inference.k8s.objects import (
+    PART_OF,
+    IngressRule,
+    Peer,
+    emit,
+    namespace,
+    network_policy,
+    pod_disruption_budget,
+    service_account,
+)
+from eks_inference.k8s.pod import Resources
+from eks_inference.k8s.ray_service import (
+    DASHBOARD_PORT,
+    SERVE_PORT,
+    HeadGroup,
+    RayPod,
+    RayServiceSpec,
+    Toleration,
+    WorkerGroup,
+)
+from eks_inference.serving.serve_config import model_repository_uris, render_serve_config
+
+NAMESPACE = "eks-inference"
+SERVE_SERVICE_ACCOUNT = "serve"
+LOADTEST_SERVICE_ACCOUNT = "loadtest"
+PROCESSOR_LABEL = "eks-inference/processor"
+SERVICE_LABEL = "eks-inference/service"
+ROLE_LABEL = "eks-inference/role"
+KUBERAY_NAMESPACE = "kuberay-system"
+DASHBOARD_AGENT_PORT = 52365
+NEURON_SCHEDULER = "neuron-scheduler"
+
+_EXTENDED = {Processor.INFERENTIA: "aws.amazon.com/neuroncore", Processor.GPU: "nvidia.com/gpu"}
+_TAINTS = {Processor.INFERENTIA: "aws.amazon.com/neuron", Processor.GPU: "nvidia.com/gpu"}
+
+
+def service_name(model: ModelSpec, processor: Processor) -> str:
+    return f"{model.name}-{processor.value}"
+
+
+def serve_url(model: ModelSpec, processor: Processor, namespace_: str = NAMESPACE) -> str:
+    """In-cluster URL of a model's API: KubeRay fronts each RayService with ``<name>-serve-svc``."""
+    return f"http://{service_name(model, processor)}-serve-svc.{namespace_}.svc.cluster.local:{SERVE_PORT}/{model.name}"
+
+
+@dataclass(frozen=True)
+class ServingTarget:
+    """One model on one processor, with everything the load test and the report need to know about it."""
+
+    model: ModelSpec
+    processor: Processor
+    name: str
+    url: str
+    instance_type: str
+    nodes: int
+    serve_config: Mapping[str, Any]
+    ray_service: RayServiceSpec
+
+
+def plan_targets(config: PlatformConfig, *, images: Mapping[Processor, str], repository_uri: str,
+                 region: str, namespace_: str = NAMESPACE) -> list[ServingTarget]:
+    """Pure planning: the RayService of every model × processor in the config (no cdk8s involved)."""
+    targets = []
+    system = next(g for g in config.enabled_node_groups if g.processor is None)
+    for model in config.models:
+        model_uri, artifact_uri = model_repository_uris(repository_uri, model)
+        for processor in model.processors:
+            if processor not in images:
+                raise ConfigError(f"images: no image for processor {processor.value!r}; build it or set image_uris")
+            group = config.node_group_for(processor)
+            serve_config = render_serve_config(model, processor, model_uri=model_uri, artifact_uri=artifact_uri)
+            name = service_name(model, processor)
+            rs = _ray_service(name, namespace_, model, processor, image=images[processor], serve_config=serve_config,
+                              region=region, worker_max=group.max_size,
+                              head_on_system=system.architecture == processor.architecture)
+            worker_nodes = rs.workers[0].replicas if not model.shares_node else 1
+            targets.append(ServingTarget(
+                model=model, processor=processor, name=name, url=serve_url(model, processor, namespace_),
+                instance_type=group.instance_types[0], nodes=worker_nodes, serve_config=serve_config,
+                ray_service=rs,
+            ))
+    return targets
+
+
+def _ray_service(name: str, namespace_: str, model: ModelSpec, processor: Processor, *, image: str,
+                 serve_config: Mapping[str, Any], region: str, worker_max: int, head_on_system: bool) -> RayServiceSpec:
+    s = model.serving
+    labels = {**PART_OF, "app.kubernetes.io/name": "eks-inference", "app.kubernetes.io/component": "serving",
+              SERVICE_LABEL: name, "eks-inference/model": model.name, PROCESSOR_LABEL: processor.value}
+    env = {"AWS_REGION": region, "AWS_DEFAULT_REGION": region, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    ray_cpus = max(1, math.ceil(s.cpus_per_replica))
+    extended: dict[str, int] = {}
+    ray_resources: dict[str, int] = {}
+    ray_gpus = None
+    tolerations: tuple[Toleration, ...] = ()
+    scheduler = None
+    if processor in _EXTENDED:
+        tolerations = (Toleration(key=_TAINTS[processor]),)
+    if processor is Processor.INFERENTIA:
+        extended[_EXTENDED[processor]] = s.neuron_cores_per_replica
+        ray_resources["neuron_cores"] = s.neuron_cores_per_replica
+        env["NEURON_RT_NUM_CORES"] = str(s.neuron_cores_per_replica)
+        # Cores spanning Neuron devices must be contiguous; the scheduler extension places such pods.
+        scheduler = NEURON_SCHEDULER if s.neuron_cores_per_replica > 2 else None
+    elif processor is Processor.GPU:
+        extended[_EXTENDED[processor]] = ray_gpus = max(1, math.ceil(s.gpus_per_replica))
+    # One Serve replica per worker pod: Kubernetes places and counts replicas; Ray batches inside each.
+    pod_cpu = max(ray_cpus, s.num_threads) + 1  # + raylet, Serve proxy and metrics agent
+    worker_labels = {**labels, "eks-inference/ray-role": "worker"}
+    if not model.shares_node:
+        worker_labels["eks-inference/whole-node"] = "true"
+    worker = WorkerGroup(
+        name=processor.value,
+        replicas=s.num_replicas,
+        min_replicas=s.num_replicas,
+        max_replicas=max(s.num_replicas, worker_max),
+        ray_cpus=ray_cpus,
+        ray_resources=ray_resources,
+        ray_gpus=ray_gpus,
+        pod=RayPod(
+            image=image,
+            resources=Resources(cpu=str(pod_cpu), memory="8Gi", extended=extended),
+            node_selector={PROCESSOR_LABEL: processor.value},
+            tolerations=tolerations,
+            service_account=SERVE_SERVICE_ACCOUNT,
+            env=env,
+            labels=worker_labels,
+            shm_size="2Gi",
+            scheduler_name=scheduler,
+            anti_affinity_label=None if model.shares_node else ("eks-inference/whole-node", "true"),
+        ),
+    )
+    head = HeadGroup(pod=RayPod(
+        image=image,
+        resources=Resources(cpu="1", memory="3Gi"),
+        # The head runs the processor's image; it lands on system nodes when their architecture matches
+        # (x86 system nodes host Inferentia, GPU and x86 CPU heads), otherwise on its processor's nodes.
+        node_selector={PROCESSOR_LABEL: "system" if head_on_system else processor.value},
+        service_account=SERVE_SERVICE_ACCOUNT,
+        env=env,
+        labels={**labels, "eks-inference/ray-role": "head"},
+        shm_size="512Mi",
+    ))
+    return RayServiceSpec(name=name, namespace=namespace_, labels=labels, ray_version=RAY_VERSION,
+                          serve_config=serve_config, head=head, workers=[worker])
+
+
+class ServingChart(Chart):
+    """Namespace, service accounts, and for each target its RayService, NetworkPolicy and PDB.
+
+    The NetworkPolicy admits, on the serve port, only load-test pods and the namespace's ingress pods
+    (label ``eks-inference/role: ingress``); Ray's own ports only from pods of the same RayService and
+    the KubeRay operator (dashboard and health).
+    """
+
+    def __init__(self, scope: Construct, construct_id: str, *, targets: list[ServingTarget],
+                 namespace_: str = NAMESPACE) -> None:
+        super().__init__(scope, construct_id, disable_resource_name_hashes=True)
+        self.targets = targets
+        emit(self, "Namespace", namespace(namespace_))
+        emit(self, "ServeServiceAccount", service_account(SERVE_SERVICE_ACCOUNT, namespace_,
+                                                          labels={"app.kubernetes.io/component": "serving"}))
+        emit(self, "LoadTestServiceAccount", service_account(LOADTEST_SERVICE_ACCOUNT, namespace_,
+                                                             labels={"app.kubernetes.io/component": "loadtest"}))
+        for t in targets:
+            cid = "".join(p.capitalize() for p in t.name.split("-"))
+            emit(self, f"{cid}RayService", t.ray_service.to_dict())
+            own = {SERVICE_LABEL: t.name}
+            emit(self, f"{cid}NetworkPolicy", network_policy(
+                f"{t.name}-ingress", namespace_, pod_labels=own, labels=own,
+                ingress=[
+                    IngressRule(peers=[Peer(pod_labels=own)]),
+                    IngressRule(peers=[Peer(pod_labels={ROLE_LABEL: "loadtest"}),
+                                       Peer(pod_labels={ROLE_LABEL: "ingress"})], ports=[SERVE_PORT]),
+                    IngressRule(peers=[Peer(namespace_name=KUBERAY_NAMESPACE)],
+                                ports=[DASHBOARD_PORT, DASHBOARD_AGENT_PORT, SERVE_PORT]),
+                ],
+            ))
+            emit(self, f"{cid}WorkerPdb", pod_disruption_budget(
+                f"{t.name}-workers", namespace_, labels=own,
+                pod_labels={**own, "eks-inference/ray-role": "worker"}))

@@ -1,0 +1,28 @@
+"""Snapshots of every synthesized chart: a reviewable diff whenever a manifest changes.
+
+Refresh after an intended change with ``UPDATE_SNAPSHOTS=1 make test`` and review the diff.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import yaml
+
+from tests.unit.k8s_support import config, render, snapshot_path
+
+
+@pytest.mark.parametrize("env_name", ["dev", "prod"])
+@pytest.mark.parametrize("chart", ["serving", "loadtest"])
+def test_chart_snapshot(env_name: str, chart: str) -> None:
+    _, serving, load = render(config(env_name))
+    docs = serving if chart == "serving" else load
+    text = yaml.safe_dump_all(docs, sort_keys=True)
+    path = snapshot_path(f"{chart}-{env_name}")
+    if os.environ.get("UPDATE_SNAPSHOTS") or not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        if not os.environ.get("UPDATE_SNAPSHOTS"):
+            pytest.fail(f"{path.name} was missing and has been written; review and commit it")
+    assert text == path.read_text(), f"{path.name} changed; run UPDATE_SNAPSHOTS=1 make test and review the diff"

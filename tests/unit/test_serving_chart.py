@@ -1,0 +1,176 @@
+"""ServingChart: RayService per model × processor, NetworkPolicy, PDB, ServiceAccounts — all schema-valid."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import yaml
+
+from eks_inference.config import RAY_VERSION, Processor
+from eks_inference.k8s.serving_chart import NAMESPACE, serve_url
+from eks_inference.serving.serve_config import model_repository_uris, render_serve_config
+from tests.unit.k8s_support import REPOSITORY, config, crd_errors, crd_validator, render, validate_core
+
+
+def by_kind(manifests: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {m["metadata"]["name"]: m for m in manifests if m["kind"] == kind}
+
+
+@pytest.fixture(scope="module")
+def dev() -> tuple[Any, list[dict[str, Any]], list[dict[str, Any]]]:
+    return render(config("dev"))
+
+
+def test_one_ray_service_per_model_and_processor(dev) -> None:  # type: ignore[no-untyped-def]
+    targets, manifests, _ = dev
+    services = by_kind(manifests, "RayService")
+    assert sorted(services) == ["minilm-graviton", "minilm-inferentia"]
+    assert [t.name for t in targets] == ["minilm-graviton", "minilm-inferentia"]
+
+
+def test_core_manifests_pass_kubernetes_validate_strict(dev) -> None:  # type: ignore[no-untyped-def]
+    _, serving, load = dev
+    core = [m for m in serving + load if m["kind"] != "RayService"]
+    assert {m["kind"] for m in core} == {"Namespace", "ServiceAccount", "NetworkPolicy", "PodDisruptionBudget", "Job"}
+    for m in core:
+        validate_core(m)
+
+
+def test_ray_services_match_the_kuberay_crd(dev) -> None:  # type: ignore[no-untyped-def]
+    validator = crd_validator("ray.io_rayservices.yaml")
+    if validator is None:
+        pytest.skip("../shared/kuberay-v1.7.0/ray.io_rayservices.yaml is absent; cannot check the RayService CRD")
+    for rs in by_kind(dev[1], "RayService").values():
+        assert crd_errors(validator, rs) == []
+
+
+def test_crd_check_rejects_a_misspelt_field(dev) -> None:  # type: ignore[no-untyped-def]
+    validator = crd_validator("ray.io_rayservices.yaml")
+    if validator is None:
+        pytest.skip("KubeRay CRDs absent")
+    rs = json.loads(json.dumps(by_kind(dev[1], "RayService")["minilm-graviton"]))
+    rs["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["replica"] = 2
+    assert any("replica" in e for e in crd_errors(validator, rs))
+
+
+def test_worker_groups_per_processor(dev) -> None:  # type: ignore[no-untyped-def]
+    services = by_kind(dev[1], "RayService")
+    grav = services["minilm-graviton"]["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
+    inf = services["minilm-inferentia"]["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
+    assert grav["template"]["spec"]["nodeSelector"] == {"eks-inference/processor": "graviton"}
+    assert "tolerations" not in grav["template"]["spec"]
+    assert inf["template"]["spec"]["nodeSelector"] == {"eks-inference/processor": "inferentia"}
+    assert inf["template"]["spec"]["tolerations"] == [
+        {"key": "aws.amazon.com/neuron", "operator": "Exists", "effect": "NoSchedule"}]
+    res = inf["template"]["spec"]["containers"][0]["resources"]
+    assert res["limits"]["aws.amazon.com/neuroncore"] == res["requests"]["aws.amazon.com/neuroncore"] == 1
+    assert json.loads(inf["rayStartParams"]["resources"]) == {"neuron_cores": 1}
+    assert "resources" not in grav["rayStartParams"]
+
+
+def test_heads_run_no_replicas_and_land_on_matching_architecture(dev) -> None:  # type: ignore[no-untyped-def]
+    services = by_kind(dev[1], "RayService")
+    for name, rs in services.items():
+        head = rs["spec"]["rayClusterConfig"]["headGroupSpec"]
+        assert head["rayStartParams"]["num-cpus"] == "0"
+        selector = head["template"]["spec"]["nodeSelector"]["eks-inference/processor"]
+        # dev's system nodes are x86 (m7i): the x86 Inferentia image's head goes there, the arm64 one cannot.
+        assert selector == ("graviton" if name.endswith("graviton") else "system")
+
+
+def test_ray_version_and_upgrade_strategy(dev) -> None:  # type: ignore[no-untyped-def]
+    for rs in by_kind(dev[1], "RayService").values():
+        assert rs["spec"]["rayClusterConfig"]["rayVersion"] == RAY_VERSION
+        assert rs["spec"]["upgradeStrategy"] == {"type": "NewCluster"}
+
+
+def test_serve_config_is_the_one_render_serve_config_returns(dev) -> None:  # type: ignore[no-untyped-def]
+    targets, manifests, _ = dev
+    services = by_kind(manifests, "RayService")
+    for t in targets:
+        model_uri, artifact_uri = model_repository_uris(REPOSITORY, t.model)
+        expected = render_serve_config(t.model, t.processor, model_uri=model_uri, artifact_uri=artifact_uri)
+        assert yaml.safe_load(services[t.name]["spec"]["serveConfigV2"]) == expected
+        app = expected["applications"][0]
+        assert app["args"]["model_uri"] == f"{REPOSITORY}/models/minilm/v1"
+        assert app["route_prefix"] == "/minilm"
+
+
+def test_every_container_is_restricted_with_requests_and_limits(dev) -> None:  # type: ignore[no-untyped-def]
+    _, serving, load = dev
+    pods = []
+    for rs in by_kind(serving, "RayService").values():
+        rc = rs["spec"]["rayClusterConfig"]
+        pods += [rc["headGroupSpec"]["template"]] + [w["template"] for w in rc["workerGroupSpecs"]]
+    pods += [j["spec"]["template"] for j in by_kind(load, "Job").values()]
+    assert len(pods) == 4 + 3
+    for pod in pods:
+        assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+        for c in pod["spec"]["containers"]:
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
+            assert sc["capabilities"] == {"drop": ["ALL"]} and sc["seccompProfile"] == {"type": "RuntimeDefault"}
+            assert {"cpu", "memory"} <= set(c["resources"]["requests"]) and {"cpu", "memory"} <= set(
+                c["resources"]["limits"])
+
+
+def test_network_policy_admits_only_loadtest_ingress_and_own_cluster(dev) -> None:  # type: ignore[no-untyped-def]
+    policies = by_kind(dev[1], "NetworkPolicy")
+    pol = policies["minilm-graviton-ingress"]["spec"]
+    assert pol["podSelector"] == {"matchLabels": {"eks-inference/service": "minilm-graviton"}}
+    assert pol["policyTypes"] == ["Ingress"]
+    own, serve, operator = pol["ingress"]
+    assert own == {"from": [{"podSelector": {"matchLabels": {"eks-inference/service": "minilm-graviton"}}}]}
+    assert serve["ports"] == [{"protocol": "TCP", "port": 8000}]
+    assert [p["podSelector"]["matchLabels"] for p in serve["from"]] == [
+        {"eks-inference/role": "loadtest"}, {"eks-inference/role": "ingress"}]
+    assert operator["from"][0]["namespaceSelector"] == {
+        "matchLabels": {"kubernetes.io/metadata.name": "kuberay-system"}}
+
+
+def test_pdb_and_service_accounts(dev) -> None:  # type: ignore[no-untyped-def]
+    pdb = by_kind(dev[1], "PodDisruptionBudget")["minilm-inferentia-workers"]["spec"]
+    assert pdb == {"maxUnavailable": 1, "selector": {"matchLabels": {
+        "eks-inference/service": "minilm-inferentia", "eks-inference/ray-role": "worker"}}}
+    sas = by_kind(dev[1], "ServiceAccount")
+    assert set(sas) == {"serve", "loadtest"} and all(sa["metadata"]["namespace"] == NAMESPACE for sa in sas.values())
+    for rs in by_kind(dev[1], "RayService").values():
+        assert rs["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["serviceAccountName"] == "serve"
+
+
+def test_whole_node_unless_models_share_nodes() -> None:
+    models = [{"name": "small-a", "processors": ["graviton"], "shares_node": True},
+              {"name": "small-b", "processors": ["graviton"], "shares_node": True},
+              {"name": "big", "processors": ["graviton"]}]
+    _, manifests, _ = render(config("dev", models=models))
+    services = by_kind(manifests, "RayService")
+    for name in ("small-a-graviton", "small-b-graviton"):
+        spec = services[name]["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]
+        assert "affinity" not in spec  # packed by their CPU requests, several per node
+    big = services["big-graviton"]["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]
+    assert big["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0][
+        "topologyKey"] == "kubernetes.io/hostname"
+
+
+def test_gpu_target_requests_gpus() -> None:
+    groups = [dict(g, enabled=True) if g["name"] == "gpu" else g for g in config_dict("node_groups")]
+    _, manifests, _ = render(config("dev", node_groups=groups, models=[{"name": "bert", "processors": ["gpu"]}]))
+    w = by_kind(manifests, "RayService")["bert-gpu"]["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
+    assert w["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert w["rayStartParams"]["num-gpus"] == "1"
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in w["template"]["spec"][
+        "tolerations"]
+
+
+def config_dict(key: str) -> Any:
+    from tests.conftest import cdk_context
+
+    return json.loads(json.dumps(cdk_context()["eks-inference:environments"]["dev"][key]))
+
+
+def test_serve_url_points_at_the_kuberay_serve_service(dev) -> None:  # type: ignore[no-untyped-def]
+    t = dev[0][0]
+    assert serve_url(t.model, Processor.GRAVITON) == (
+        "http://minilm-graviton-serve-svc.eks-inference.svc.cluster.local:8000/minilm")
