@@ -66,19 +66,22 @@ class LoadTestPlan:
         return steps * (self.spec.duration_s + self.spec.warmup_s + 30) + 600
 
     def client_args(self, target: ServingTarget) -> list[str]:
+        """Rates and concurrencies are run totals: each of ``--clients`` pods sends its share."""
         s = self.spec
         args = ["loadtest", "run", "--url", target.url, "--mode", s.mode]
         if s.mode == "open":
-            # Each pod sends its share; the report sums throughput over the common window.
-            args += ["--rates", ",".join(_fmt(r / s.clients) for r in s.rates)]
+            args += ["--rates", ",".join(_fmt(r) for r in s.rates)]
         else:
-            args += ["--concurrencies", ",".join(str(max(1, c // s.clients)) for c in s.concurrencies)]
+            args += ["--concurrencies", ",".join(str(c) for c in s.concurrencies)]
         args += [
             "--duration", str(s.duration_s), "--warmup", str(s.warmup_s),
-            "--inputs-per-request", str(s.inputs_per_request), "--seed", "$(CLIENT_INDEX)",
+            "--inputs-per-request", str(s.inputs_per_request), "--slo-p99-ms", _fmt(s.slo_p99_ms),
+            "--clients", str(s.clients), "--client-index", "$(CLIENT_INDEX)", "--seed", "$(CLIENT_INDEX)",
+            "--run-id", s.run_id,
             "--target-name", target.name, "--processor", target.processor.value,
-            "--instance-type", target.instance_type, "--nodes", str(target.nodes),
-            "--out", f"{self.run_uri}/{target.name}/client-$(CLIENT_INDEX).json",
+            "--instance-type", target.instance_type, "--nodes", str(target.nodes), "--region", self.region,
+            "--no-progress",
+            "--out", f"{self.run_uri}/{target.name}/",
         ]
         return args
 

@@ -25,11 +25,12 @@ def test_clients_run_in_parallel_and_share_the_rate() -> None:
     assert j["backoffLimit"] == 0
     args = j["template"]["spec"]["containers"][0]["args"]
     assert args[:2] == ["loadtest", "run"]
-    assert args[args.index("--rates") + 1] == "25,50,100,200"  # dev: 50..400 req/s over 2 clients
+    assert args[args.index("--rates") + 1] == "50,100,200,400"  # run totals; each of 2 clients sends half
+    assert args[args.index("--clients") + 1] == "2" and args[args.index("--client-index") + 1] == "$(CLIENT_INDEX)"
     assert args[args.index("--url") + 1] == (
         "http://minilm-graviton-serve-svc.eks-inference.svc.cluster.local:8000/minilm")
     out = args[args.index("--out") + 1]
-    assert out == "s3://eks-inference-models-example/results/run-001/minilm-graviton/client-$(CLIENT_INDEX).json"
+    assert out == "s3://eks-inference-models-example/results/run-001/minilm-graviton/"
     env = {e["name"]: e for e in j["template"]["spec"]["containers"][0]["env"]}
     assert env["CLIENT_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"] == (
         "metadata.annotations['batch.kubernetes.io/job-completion-index']")
@@ -65,10 +66,10 @@ def test_new_run_id_means_new_job_names_and_empty_run_id_means_no_jobs() -> None
     assert jobs({"loadtest": {"run_id": ""}}) == {}
 
 
-def test_closed_loop_splits_concurrency() -> None:
+def test_closed_loop_sweeps_concurrency() -> None:
     js = jobs({"loadtest": {"run_id": "closed-1", "mode": "closed", "concurrencies": [2, 8, 32], "clients": 2}})
     args = js["loadtest-closed-1-minilm-graviton"]["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert args[args.index("--concurrencies") + 1] == "1,4,16"
+    assert args[args.index("--concurrencies") + 1] == "2,8,32"
 
 
 def test_deadline_covers_every_step() -> None:
@@ -76,3 +77,16 @@ def test_deadline_covers_every_step() -> None:
     j = jobs({"loadtest": {"run_id": "x", "rates": [1, 2, 3], "duration_s": 60, "warmup_s": 10}})
     deadline = j["loadtest-x-minilm-graviton"]["spec"]["activeDeadlineSeconds"]
     assert deadline >= len(spec.rates) * (spec.duration_s + spec.warmup_s)
+
+
+def test_job_arguments_are_accepted_by_the_real_cli() -> None:
+    """The images run `eks-inference ARGS`; every Job's arguments must parse with this package's CLI."""
+    from eks_inference.cli import build_parser
+
+    parser = build_parser()
+    for name, job in jobs().items():
+        args = [a.replace("$(CLIENT_INDEX)", "1") for a in job["spec"]["template"]["spec"]["containers"][0]["args"]]
+        ns = parser.parse_args(args)
+        assert ns.func.__name__ == ("cmd_report" if name.endswith("report") else "cmd_run")
+        if not name.endswith("report"):
+            assert ns.clients == 2 and ns.client_index == 1 and ns.run_id == "run-001"
