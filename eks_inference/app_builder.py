@@ -11,6 +11,7 @@ from cdk_nag import AwsSolutionsChecks
 from eks_inference.checks import EksSecurityChecks
 from eks_inference.config import ENVIRONMENTS_KEY, PlatformConfig, load_config
 from eks_inference.stacks.cluster_stack import ClusterStack
+from eks_inference.stacks.inference_stack import InferenceStack
 from eks_inference.stacks.network_stack import NetworkStack
 
 
@@ -19,6 +20,7 @@ class Stacks:
     config: PlatformConfig
     network: NetworkStack
     cluster: ClusterStack
+    inference: InferenceStack
 
 
 def config_from_app(app: App) -> PlatformConfig:
@@ -50,10 +52,14 @@ def build_app(app: App, *, checks: bool = True) -> Stacks:
                            description=f"eks-inference {config.env_name}: VPC over {config.max_azs} AZs")
     cluster = ClusterStack(app, f"{prefix}-Cluster", config=config, vpc=network.vpc, env=env,
                            description=f"eks-inference {config.env_name}: EKS cluster, node groups, operators")
+    inference = InferenceStack(app, f"{prefix}-Inference", config=config,
+                               inference_cluster=cluster.inference_cluster, env=env,
+                               description=f"eks-inference {config.env_name}: model repository, images, serving")
     Tags.of(app).add("project", "eks-inference")
     Tags.of(app).add("environment", config.env_name)
     cluster.acknowledge_findings()
+    inference.acknowledge_findings()
     if checks:
         Validations.of(app).add_plugins(AwsSolutionsChecks(app))
         EksSecurityChecks.apply(app)
-    return Stacks(config=config, network=network, cluster=cluster)
+    return Stacks(config=config, network=network, cluster=cluster, inference=inference)

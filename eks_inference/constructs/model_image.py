@@ -1,0 +1,73 @@
+"""A processor's container image, built and pushed by ``cdk deploy`` — or an existing URI from config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aws_cdk import IgnoreMode
+from aws_cdk import aws_ecr_assets as ecr_assets
+from constructs import Construct
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# Image name -> (Dockerfile directory, requirements file the image installs).
+IMAGES = {
+    "graviton": ("model_images/graviton", "requirements-serve.txt"),
+    "cpu": ("model_images/graviton", "requirements-serve.txt"),
+    "inferentia": ("model_images/inferentia2", "requirements-serve.txt"),
+    "gpu": ("model_images/gpu", "requirements-serve.txt"),
+    "loadtest": ("model_images/loadtest", "requirements-loadtest.txt"),
+}
+
+
+def build_context_excludes(image: str) -> list[str]:
+    """Docker-ignore patterns that keep the build context to what the Dockerfile copies.
+
+    The context is the repository root (the package is shared), narrowed to: the package without its
+    infrastructure modules (they import aws-cdk-lib, which no image installs), pyproject, README, one
+    requirements file and the image's own folder. A change anywhere else does not change the asset hash,
+    so it shows up in ``cdk diff`` as no new image.
+    """
+    folder, requirements = IMAGES[image]
+    return [
+        "*",
+        "!pyproject.toml", "!README.md", f"!{requirements}",
+        "!eks_inference",
+        "eks_inference/stacks", "eks_inference/constructs", "eks_inference/k8s",
+        "eks_inference/app_builder.py", "eks_inference/checks.py", "eks_inference/nag.py",
+        "eks_inference/summary.py",
+        "**/__pycache__", "**/*.pyc",
+        f"!{folder}",
+    ]
+
+
+class ModelImage(Construct):
+    """One image per processor family, for that family's CPU architecture.
+
+    :param image: ``graviton`` (arm64), ``cpu`` (the same Dockerfile for amd64), ``inferentia``
+        (AWS Neuron base), ``gpu`` (CUDA base) or ``loadtest``.
+    :param platform: defaults by image (arm64 for graviton, amd64 otherwise).
+    :param image_uri: an existing image; skips the build. Default none (build with Docker at deploy).
+    """
+
+    def __init__(self, scope: Construct, construct_id: str, *, image: str,
+                 platform: ecr_assets.Platform | None = None, image_uri: str | None = None) -> None:
+        super().__init__(scope, construct_id)
+        if image not in IMAGES:
+            raise ValueError(f"image {image!r} is not one of {sorted(IMAGES)}")
+        self.asset: ecr_assets.DockerImageAsset | None = None
+        if image_uri:
+            self.image_uri = image_uri
+            return
+        folder, _ = IMAGES[image]
+        default_platform = ecr_assets.Platform.LINUX_ARM64 if image == "graviton" else ecr_assets.Platform.LINUX_AMD64
+        self.asset = ecr_assets.DockerImageAsset(
+            self, "Asset",
+            directory=str(REPO_ROOT),
+            file=f"{folder}/Dockerfile",
+            platform=platform or default_platform,
+            exclude=build_context_excludes(image),
+            ignore_mode=IgnoreMode.DOCKER,
+            display_name=f"eks-inference-{image}",
+        )
+        self.image_uri = self.asset.image_uri

@@ -1,0 +1,153 @@
+"""InferenceStack: model repository, per-processor images, scoped pod identities, charts on the cluster."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aws_cdk.assertions import Match, Template
+
+from eks_inference.config import Processor
+from eks_inference.serving.serve_config import render_serve_config
+from eks_inference.summary import _flatten, _manifest_objects
+from tests.conftest import Assembly
+from tests.unit.k8s_support import config
+
+
+def template(assemblies: dict[str, Assembly], env_name: str = "dev") -> Template:
+    return Template.from_json(assemblies[env_name].template("-Inference"))
+
+
+def test_bucket_is_private_encrypted_versioned_logged(assemblies: dict[str, Assembly]) -> None:
+    t = template(assemblies)
+    buckets = t.find_resources("AWS::S3::Bucket", {"Properties": {"LoggingConfiguration": Match.any_value()}})
+    (bucket_id, bucket), = buckets.items()
+    props = bucket["Properties"]
+    (enc,) = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert enc["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms" and enc["BucketKeyEnabled"] is True
+    assert props["PublicAccessBlockConfiguration"] == {"BlockPublicAcls": True, "BlockPublicPolicy": True,
+                                                       "IgnorePublicAcls": True, "RestrictPublicBuckets": True}
+    assert props["VersioningConfiguration"] == {"Status": "Enabled"}
+    rules = {r["Id"]: r for r in props["LifecycleConfiguration"]["Rules"]}
+    assert rules["expire-load-test-results"]["Prefix"] == "results/"
+    assert rules["expire-load-test-results"]["ExpirationInDays"] == 90
+    t.has_resource_properties("AWS::S3::BucketPolicy", {
+        "Bucket": {"Ref": bucket_id},
+        "PolicyDocument": {"Statement": Match.array_with([Match.object_like({
+            "Effect": "Deny", "Condition": {"Bool": {"aws:SecureTransport": "false"}}})])},
+    })
+    t.has_resource_properties("AWS::KMS::Key", {"EnableKeyRotation": True})
+
+
+def _role_policy(t: Template, role_description: str) -> list[dict[str, Any]]:
+    roles = t.find_resources("AWS::IAM::Role", {"Properties": {"Description": Match.string_like_regexp(
+        role_description)}})
+    (role_id, role), = roles.items()
+    trust = role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]
+    assert trust["Principal"] == {"Service": "pods.eks.amazonaws.com"}
+    assert sorted(trust["Action"]) == ["sts:AssumeRole", "sts:TagSession"]
+    (policy,) = [p for p in t.find_resources("AWS::IAM::Policy").values()
+                 if p["Properties"]["Roles"] == [{"Ref": role_id}]]
+    return policy["Properties"]["PolicyDocument"]["Statement"]
+
+
+def _prefixes(statement: dict[str, Any]) -> set[str]:
+    resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+    return {m for r in resources for m in re.findall(r"/([a-z]+)/\*", json.dumps(r))}
+
+
+def test_serving_pods_read_models_and_write_only_artifacts(assemblies: dict[str, Assembly]) -> None:
+    st = {s["Sid"]: s for s in _role_policy(template(assemblies), "^Serving pods")}
+    assert st["ReadPrefixes"]["Action"] == "s3:GetObject" and _prefixes(st["ReadPrefixes"]) == {"models", "artifacts"}
+    assert st["WritePrefixes"]["Action"] == "s3:PutObject" and _prefixes(st["WritePrefixes"]) == {"artifacts"}
+    assert st["ListPrefixes"]["Condition"] == {"StringLike": {"s3:prefix": ["artifacts/*", "models/*"]}}
+    assert set(st) == {"ListPrefixes", "ReadPrefixes", "DecryptObjects", "WritePrefixes", "EncryptObjects"}
+
+
+def test_load_test_pods_write_only_results(assemblies: dict[str, Assembly]) -> None:
+    st = {s["Sid"]: s for s in _role_policy(template(assemblies), "^Load-test pods")}
+    assert _prefixes(st["WritePrefixes"]) == {"results"} and _prefixes(st["ReadPrefixes"]) == {"results"}
+
+
+def test_pod_identity_associations(assemblies: dict[str, Assembly]) -> None:
+    t = template(assemblies)
+    for sa in ("serve", "loadtest"):
+        t.has_resource_properties("AWS::EKS::PodIdentityAssociation", {"Namespace": "eks-inference",
+                                                                       "ServiceAccount": sa})
+
+
+def _docker_images(asm: Assembly) -> dict[str, Any]:
+    (assets,) = list(asm.path.glob("*-Inference.assets.json"))
+    return json.loads(assets.read_text())["dockerImages"]
+
+
+def test_one_image_asset_per_platform(assemblies: dict[str, Assembly]) -> None:
+    images = _docker_images(assemblies["dev"])
+    by_file = {img["source"]["dockerFile"]: img["source"].get("platform") for img in images.values()}
+    assert by_file == {"model_images/graviton/Dockerfile": "linux/arm64",
+                       "model_images/inferentia2/Dockerfile": "linux/amd64",
+                       "model_images/loadtest/Dockerfile": "linux/amd64"}
+
+
+def test_image_context_holds_only_what_images_need(assemblies: dict[str, Assembly]) -> None:
+    asm = assemblies["dev"]
+    for img in _docker_images(asm).values():
+        ctx = asm.path / img["source"]["directory"]
+        names = {str(p.relative_to(ctx)) for p in ctx.rglob("*")}
+        assert "eks_inference/serving" in names or "eks_inference/loadtest" in names
+        for banned in (".venv", "node_modules", "cdk.out", "tests", "eks_inference/stacks", "eks_inference/k8s",
+                       "eks_inference/constructs", ".git"):
+            assert banned not in names, f"{banned} leaked into the {img['source']['dockerFile']} context"
+        assert sum(p.stat().st_size for p in ctx.rglob("*") if p.is_file()) < 5 * 2**20
+
+
+def _manifests(asm: Assembly) -> list[dict[str, Any]]:
+    t = asm.template("-Inference")
+    objs = []
+    for res in t["Resources"].values():
+        if res["Type"] == "Custom::AWSCDK-EKS-KubernetesResource":
+            objs += json.loads(_flatten(res["Properties"]["Manifest"]) or "[]")
+    return objs
+
+
+def test_charts_are_applied_by_this_stack_after_the_operator(assemblies: dict[str, Assembly]) -> None:
+    asm = assemblies["dev"]
+    kinds = sorted({o["kind"] for o in _manifests(asm)})
+    assert kinds == ["Job", "Namespace", "NetworkPolicy", "PodDisruptionBudget", "RayService", "ServiceAccount"]
+    deps = asm.manifest["artifacts"]["EksInference-dev-Inference"]["dependencies"]
+    assert "EksInference-dev-Cluster" in deps  # the KubeRay operator release lives there
+    t = Template.from_json(asm.template("-Inference"))
+    manifests = t.find_resources("Custom::AWSCDK-EKS-KubernetesResource")
+    loadtest = [r for r in manifests.values()
+                if any(o["kind"] == "Job" for o in json.loads(_flatten(r["Properties"]["Manifest"]) or "[]"))]
+    assert loadtest and all(r.get("DependsOn") for r in loadtest)  # after the RayServices
+
+
+def test_manifest_serve_config_equals_the_rendered_one(assemblies: dict[str, Assembly]) -> None:
+    cfg = config("dev")
+    model = cfg.models[0]
+    for obj in _manifests(assemblies["dev"]):
+        if obj["kind"] != "RayService":
+            continue
+        processor = Processor(obj["metadata"]["labels"]["eks-inference/processor"])
+        served = yaml.safe_load(obj["spec"]["serveConfigV2"])
+        root = served["applications"][0]["args"]["model_uri"].split("/models/")[0]
+        expected = render_serve_config(model, processor, model_uri=f"{root}/models/minilm/v1",
+                                       artifact_uri=f"{root}/artifacts")
+        assert served == expected
+
+
+def test_summary_lists_ray_services_and_jobs(assemblies: dict[str, Assembly]) -> None:
+    from eks_inference.summary import summarize
+
+    objs = [o for s in summarize(Path(assemblies["dev"].path)) for o in s.manifests]
+    assert {(o["kind"], o["name"]) for o in objs if o["kind"] == "RayService"} == {
+        ("RayService", "minilm-graviton"), ("RayService", "minilm-inferentia")}
+    assert _manifest_objects("not json") == []
+
+
+def test_prod_without_run_id_has_no_load_test_jobs(assemblies: dict[str, Assembly]) -> None:
+    assert not [o for o in _manifests(assemblies["prod"]) if o["kind"] == "Job"]
