@@ -15,6 +15,7 @@ import json
 import os
 import secrets
 import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -110,8 +111,9 @@ def _register_run(sub: Any) -> None:
                    help="groups the files of one run (default: $EKS_INFERENCE_RUN_ID or a new id)")
     g.add_argument("--clients", type=int, default=int(os.environ.get("EKS_INFERENCE_CLIENTS", "1")),
                    help="parallel clients in this run; each sends its share (default: $EKS_INFERENCE_CLIENTS or 1)")
-    g.add_argument("--client-index", type=int, default=int(os.environ.get("JOB_COMPLETION_INDEX", "0")),
-                   help="this client's index (default: $JOB_COMPLETION_INDEX of an Indexed Job, or 0)")
+    g.add_argument("--client-index", type=int,
+                   help="this client's index (default: $JOB_COMPLETION_INDEX of an Indexed Job when --clients > 1, "
+                        "else 0)")
     g.add_argument("--start-at", help="start at this time (epoch seconds or ISO 8601) so clients begin together")
     g.add_argument("--json", action="store_true", help="print the step summaries as JSON on stdout")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -126,7 +128,7 @@ def _register_report(sub: Any) -> None:
                     "at the best rate meeting the SLO, and write report.json, report.csv, report.png, report.html.",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="result files, directories or s3:// prefixes")
-    p.add_argument("--out", required=True, help="directory for the report files")
+    p.add_argument("--out", required=True, help="directory (or s3:// prefix) for the report files")
     p.add_argument("--prices", help="JSON overriding the built-in price table: "
                                     "{\"date\": .., \"source\": .., \"prices\": {REGION|\"*\": {TYPE: USD/h}}}")
     p.add_argument("--slo-p99-ms", type=float,
@@ -134,6 +136,9 @@ def _register_report(sub: Any) -> None:
     p.add_argument("--max-error-rate", type=float, default=0.01, help="a step above this error fraction fails")
     p.add_argument("--region", default=DEFAULT_REGION, help="price region for targets that recorded none")
     p.add_argument("--title", default="eks-inference price-performance", help="report title")
+    p.add_argument("--wait-for", type=int, default=0,
+                   help="wait until the inputs hold this many result files (client pods still running)")
+    p.add_argument("--wait-timeout", type=float, default=600.0, help="seconds to wait for --wait-for")
     p.add_argument("--quiet", action="store_true", help="no console tables")
     p.set_defaults(func=cmd_report)
 
@@ -183,6 +188,9 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
         parse_concurrencies(a.concurrencies) if a.concurrencies is not None else ())
     if a.concurrency is not None and len(concs) != 1:
         raise ConfigError(f"--concurrency: {a.concurrency!r} is a list; use --concurrencies for a sweep")
+    if a.mode is None and rates and concs:
+        raise ConfigError("both a rate and a concurrency: say --mode closed (users paced at the rate) or "
+                          "--mode open (the rate alone)")
     mode = Mode(a.mode) if a.mode else (Mode.CLOSED if concs else Mode.OPEN)
     if a.duration is not None and a.requests is not None:
         raise ConfigError("give --duration or --requests, not both")
@@ -201,12 +209,15 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
         raise ConfigError("--inputs-per-request applies to generated texts; a --payload file sets inputs per line")
     target = TargetInfo(name=a.target_name or _default_target_name(a.url), url=parse_endpoint(a.url).url,
                         processor=a.processor, instance_type=a.instance_type, nodes=a.nodes, region=a.region)
+    client_index = a.client_index
+    if client_index is None:
+        client_index = int(os.environ.get("JOB_COMPLETION_INDEX", "0") or 0) if a.clients > 1 else 0
     run_id = a.run_id or (dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3))
     return RunConfig(
         url=a.url, mode=mode, target=target, out=a.out, run_id=run_id, arrival=Arrival(a.arrival),
         rates=rates, concurrencies=concs, duration_s=duration, requests=a.requests, warmup_s=a.warmup,
         timeout_s=a.timeout, payload_file=a.payload, text_length=a.text_length,
-        inputs_per_request=a.inputs_per_request, seed=a.seed, clients=a.clients, client_index=a.client_index,
+        inputs_per_request=a.inputs_per_request, seed=a.seed, clients=a.clients, client_index=client_index,
         search=search, slo_p99_ms=a.slo_p99_ms, max_error_rate=a.max_error_rate, engine=Engine(a.http_client),
         connections=a.connections, max_lag_ms=a.max_lag_ms, start_at=_parse_start_at(a.start_at),
     )
@@ -362,9 +373,11 @@ def cmd_report(a: argparse.Namespace) -> int:
         raise ConfigError(f"--slo-p99-ms: {a.slo_p99_ms} must be positive, e.g. 100")
     if not 0 <= a.max_error_rate <= 1:
         raise ConfigError(f"--max-error-rate: {a.max_error_rate} must be in [0, 1]")
+    if a.wait_for < 0 or a.wait_timeout < 0:
+        raise ConfigError("--wait-for and --wait-timeout must be >= 0")
     prices = load_prices(a.prices)
     try:
-        found = storage.read_inputs(list(a.inputs))
+        found, short = _gather(list(a.inputs), wait_for=a.wait_for, timeout_s=a.wait_timeout)
     except ConfigError:
         raise
     except Exception as e:  # S3 / filesystem trouble: say what and where, no traceback
@@ -377,6 +390,8 @@ def cmd_report(a: argparse.Namespace) -> int:
     targets, warnings = build_targets(steps, slo_p99_ms=slo, max_error_rate=a.max_error_rate, prices=prices,
                                       default_region=a.region)
     warnings = list(skipped) + warnings
+    if short:
+        warnings.append(short)
     for r in parsed:
         if r.doc.get("status") != "complete":
             warnings.append(f"{r.source}: run {r.doc.get('status')}: {r.doc.get('error')}")
@@ -389,9 +404,56 @@ def cmd_report(a: argparse.Namespace) -> int:
     } for r in parsed]
     doc = report.build_document(targets, warnings=warnings, slo_p99_ms=slo, max_error_rate=a.max_error_rate,
                                 prices=prices, inputs=inputs, generated_at=time.time())
-    paths = report.write_report(Path(a.out), doc, targets, slo_p99_ms=slo, title=a.title)
     console = _console(stderr=False)
+    if storage.is_s3(a.out):
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = report.write_report(Path(tmp), doc, targets, slo_p99_ms=slo, title=a.title)
+            written = []
+            for p in paths.values():
+                dest = storage.join(a.out, p.name)
+                storage.write_bytes(dest, p.read_bytes(), content_type=_CONTENT_TYPES[p.suffix])
+                written.append(dest)
+    else:
+        written = [str(p) for p in report.write_report(Path(a.out), doc, targets, slo_p99_ms=slo,
+                                                       title=a.title).values()]
     if not a.quiet:
         report.print_report(console, targets, slo_p99_ms=slo, prices=prices, warnings=warnings)
-    console.print("report: " + ", ".join(str(p) for p in paths.values()), highlight=False)
+    console.print("report: " + ", ".join(written), highlight=False)
+    if short:
+        print(f"eks-inference loadtest report: error: {short}", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
+
+
+_CONTENT_TYPES = {".json": "application/json", ".csv": "text/csv", ".png": "image/png", ".html": "text/html"}
+
+
+def _count_results(found: Sequence[storage.Found]) -> int:
+    n = 0
+    for f in found:
+        try:
+            n += results.is_result(json.loads(f.text))
+        except json.JSONDecodeError:
+            continue
+    return n
+
+
+def _gather(inputs: list[str], *, wait_for: int, timeout_s: float) -> tuple[list[storage.Found], str | None]:
+    """Read the inputs, polling until ``wait_for`` result files are there; the second value says if they
+    never all arrived (the report is still written from what is there)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            found = storage.read_inputs(inputs)
+        except ConfigError:
+            if time.monotonic() >= deadline or wait_for == 0:
+                raise
+            found = []
+        n = _count_results(found)
+        if n >= wait_for:
+            return found, None
+        if time.monotonic() >= deadline:
+            if not found:
+                raise ConfigError(f"no result files appeared in {timeout_s:g} s (--wait-for {wait_for})")
+            return found, f"only {n} of {wait_for} result files arrived within {timeout_s:g} s; report is partial"
+        time.sleep(min(5.0, max(0.1, deadline - time.monotonic())))

@@ -198,7 +198,7 @@ class _Step:
             return
         spec = self.spec
         now = self.loop.time()
-        measured = now >= self.measure_start
+        measured = now >= self.measure_start - 1e-6  # call_at may fire a clock tick early
         if measured:
             if spec.requests is not None:
                 if self.measured_sent >= spec.requests:
@@ -273,11 +273,9 @@ class _Step:
             users = spec.client_concurrency or 1
             if spec.client_rate:
                 self.pace_interval = users / spec.client_rate
+            spread = self.pace_interval / users if self.pace_interval else 0.0
             for u in range(users):
-                if self.pace_interval:
-                    self.handles.append(loop.call_at(self.t_start + u * self.pace_interval / users, self._issue))
-                else:
-                    self._issue()
+                self.handles.append(loop.call_at(self.t_start + u * spread, self._issue))
         self.monitor_handle = loop.call_later(MONITOR_S, self._monitor)
         try:
             await self.done

@@ -73,8 +73,10 @@ def latency_summary_ms(hist: HdrHistogram, *, min_us: int | None, max_us: int | 
     n = hist.get_total_count()
     if n == 0:
         return {**dict.fromkeys(PERCENTILES), "max": None, "min": None, "mean": None}
-    out: dict[str, float | None] = {k: v / 1000.0 for k, v in percentiles_us(hist).items()}
-    out["max"] = (max_us if max_us is not None else hist.get_max_value()) / 1000.0
+    top = max_us if max_us is not None else hist.get_max_value()
+    # A percentile is reported at the top of its bucket; no sample exceeds the exact max, so neither may it.
+    out: dict[str, float | None] = {k: min(v, top) / 1000.0 for k, v in percentiles_us(hist).items()}
+    out["max"] = top / 1000.0
     out["min"] = (min_us if min_us is not None else hist.get_min_value()) / 1000.0
     out["mean"] = hist.get_mean_value() / 1000.0
     return out

@@ -33,17 +33,21 @@ def _s3() -> Any:
 
 
 def write_text(dest: str, text: str) -> None:
-    """Write ``text`` to a local file (creating directories) or an S3 object."""
+    """Write ``text`` to a local file (creating directories, atomically) or an S3 object."""
+    write_bytes(dest, text.encode("utf-8"), content_type="application/json")
+
+
+def write_bytes(dest: str, data: bytes, *, content_type: str) -> None:
     if is_s3(dest):
         bucket, key = split_s3(dest)
         if not key or key.endswith("/"):
             raise ConfigError(f"{dest!r} is a prefix, not an object key")
-        _s3().put_object(Bucket=bucket, Key=key, Body=text.encode("utf-8"), ContentType="application/json")
+        _s3().put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
         return
     p = Path(dest)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
+    tmp.write_bytes(data)
     tmp.replace(p)
 
 

@@ -39,6 +39,8 @@ class StubBehaviour:
         False answers a canned body, so a benchmark measures the client. Default True.
     :param response_style: how 200 bodies are delimited: ``length`` (Content-Length, default), ``chunked``
         or ``close`` (no length; the connection closes), to exercise every HTTP/1.1 framing a client meets.
+    :param model: serve only ``/{model}/predict`` and ``/{model}/info`` (others 404), like a real server
+        with one application; None accepts any prefix. Default None.
     :param record_arrivals: keep each predict's arrival time for ``GET /_stats``, so a test can check the
         rate the server actually saw. Default False.
     """
@@ -51,6 +53,7 @@ class StubBehaviour:
     validate: bool = True
     response_style: str = "length"
     record_arrivals: bool = False
+    model: str | None = None
 
 
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 500: "Internal Server Error"}
@@ -181,6 +184,9 @@ class StubServer:
         path = path.split("?", 1)[0].rstrip("/")
         if method == "GET" and path == "/_stats":
             return 200, json.dumps({"predicts": self.predicts, "arrivals": self.arrivals}).encode()
+        model = self.behaviour.model
+        if model is not None and not path.startswith(f"/{model}/"):
+            return 404, b'{"error":"no such model"}'
         if method == "POST" and path.endswith("/predict"):
             self.predicts += 1
             if self.behaviour.record_arrivals:
@@ -226,12 +232,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-validate", action="store_true", help="skip JSON parsing, answer a canned body")
     p.add_argument("--response-style", choices=["length", "chunked", "close"], default="length",
                    help="how 200 bodies are delimited (default length)")
+    p.add_argument("--model", help="serve only this model's routes (default: any prefix)")
     p.add_argument("--record-arrivals", action="store_true", help="keep arrival times for GET /_stats")
     p.add_argument("--uvloop", action="store_true", help="use uvloop when it is installed")
     a = p.parse_args(argv)
     behaviour = StubBehaviour(delay_s=a.delay, stall_every_s=a.stall_every, stall_for_s=a.stall_for,
                               fail_every=a.fail_every, info=not a.no_info, validate=not a.no_validate,
-                              response_style=a.response_style, record_arrivals=a.record_arrivals)
+                              response_style=a.response_style, record_arrivals=a.record_arrivals,
+                              model=a.model)
     if a.uvloop:
         try:
             import uvloop

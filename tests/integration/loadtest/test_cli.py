@@ -1,0 +1,253 @@
+"""The real ``eks-inference loadtest`` CLI, in subprocesses, against HTTP servers and S3 on 127.0.0.1."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from eks_inference import __version__
+
+from .conftest import StubServer, cli, free_port
+
+pytestmark = pytest.mark.integration
+
+SUMMARY_FIELDS = {"requests", "errors", "throughput_rps", "latency_ms", "mode", "target"}
+LATENCY_FIELDS = {"p50", "p90", "p99", "p999", "max"}
+FAST = ("--warmup", "0.3", "--no-progress")
+
+
+def _results(d: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted(d.glob("*.json"))]
+
+
+def test_run_then_report_end_to_end(stub_server: Callable[..., StubServer], tmp_path: Path) -> None:
+    server = stub_server()
+    results, out = tmp_path / "results", tmp_path / "report"
+    r = cli("loadtest", "run", "--url", server.url("minilm"), "--rates", "50,100", "--duration", "1.5", *FAST,
+            "--target-name", "stub-c7i", "--processor", "cpu", "--instance-type", "c7i.xlarge", "--nodes", "2",
+            "--region", "eu-west-1", "--inputs-per-request", "3", "--slo-p99-ms", "100", "--out", f"{results}/",
+            "--json")
+    assert r.returncode == 0, r.stderr
+    summaries = json.loads(r.stdout)
+    assert [s["requested_rate"] for s in summaries] == [50.0, 100.0]
+    for s, rate in zip(summaries, (50, 100), strict=True):
+        assert set(s) >= SUMMARY_FIELDS and set(s["latency_ms"]) >= LATENCY_FIELDS
+        assert s["mode"] == "open" and s["target"] == "stub-c7i"
+        assert s["requests"] == 1.5 * rate and s["errors"] == 0
+        assert s["inferences"] == 3 * s["ok"]
+        lat = s["latency_ms"]
+        assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p999"] <= lat["max"]
+
+    r = cli("loadtest", "run", "--url", server.url("minilm"), "--mode", "closed", "--concurrencies", "1,4",
+            "--requests", "120", *FAST, "--target-name", "laptop", "--processor", "cpu", "--instance-type", "laptop",
+            "--out", str(results / "laptop.json"))
+    assert r.returncode == 0, r.stderr
+    assert "results written to" in r.stderr
+
+    docs = _results(results)
+    assert len(docs) == 2
+    for doc in docs:
+        assert doc["format_version"] == 1 and doc["status"] == "complete"
+        prov = doc["provenance"]
+        assert prov["tool_version"] == __version__ and "git_sha" in prov and prov["host"]
+        assert prov["server_info"]["model"] == "stub" and prov["server_info_error"] is None
+        assert prov["started_at"] < prov["ended_at"] and prov["url"] == server.url("minilm")
+        assert doc["config"]["run_id"] == doc["run_id"] and doc["config"]["url"] == server.url("minilm")
+        for step in doc["steps"]:
+            assert step["stats"]["latency"]["hist"] and step["stats"]["series"]
+    closed = next(d for d in docs if d["target"]["name"] == "laptop")
+    assert [s["summary"]["requests"] for s in closed["steps"]] == [120, 120]
+    assert [s["summary"]["concurrency"] for s in closed["steps"]] == [1, 4]
+
+    r = cli("loadtest", "report", str(results), "--out", str(out), "--slo-p99-ms", "250")
+    assert r.returncode == 0, r.stderr
+    for name in ("report.json", "report.csv", "report.png", "report.html"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "report.png").read_bytes()[:4] == b"\x89PNG"
+    assert "Price-performance" in r.stdout and "stub-c7i" in r.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert report["slo_p99_ms"] == 250
+    ranked = {t["target"]["name"]: t for t in report["targets"]}
+    priced = ranked["stub-c7i"]
+    assert priced["rank"] == 1 and priced["region"] == "eu-west-1"
+    assert priced["price_per_instance_hour"] > 0 and priced["hourly_usd"] == pytest.approx(
+        2 * priced["price_per_instance_hour"])
+    best = priced["best"]
+    assert best["requested_rate"] == 100.0
+    assert priced["usd_per_million_inferences"] == pytest.approx(
+        priced["hourly_usd"] / (best["inferences_per_s"] * 3600) * 1e6)
+    assert ranked["laptop"]["rank"] is None and ranked["laptop"]["usd_per_million_inferences"] is None
+    assert any("laptop" in w and "n/a" in w for w in report["warnings"])
+    with (out / "report.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and {r["target"] for r in rows} == {"stub-c7i", "laptop"}
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "stub-c7i" in html
+
+
+def test_without_server_info_the_result_says_so(stub_server: Callable[..., StubServer], tmp_path: Path) -> None:
+    server = stub_server("--no-info")
+    r = cli("loadtest", "run", "--url", server.url(), "--rate", "20", "--requests", "10", *FAST,
+            "--out", str(tmp_path / "r.json"))
+    assert r.returncode == 0, r.stderr
+    prov = json.loads((tmp_path / "r.json").read_text())["provenance"]
+    assert prov["server_info"] is None and "HTTP 404" in prov["server_info_error"]
+
+
+def test_parallel_clients_merge_into_one_step(stub_server: Callable[..., StubServer], tmp_path: Path) -> None:
+    """Two client processes share one run (as pods of an Indexed Job do): each sends half of 160 req/s;
+    the report merges their histograms and sums throughput over the window both were measuring."""
+    server = stub_server()
+    start = f"{time.time() + 3:.3f}"
+
+    def client(i: int) -> Any:
+        return cli("loadtest", "run", "--url", server.url(), "--rate", "160", "--duration", "3", *FAST,
+                   "--clients", "2", "--client-index", str(i), "--run-id", "shared-run", "--start-at", start,
+                   "--out", f"{tmp_path}/results/")
+
+    with ThreadPoolExecutor(2) as pool:
+        runs = list(pool.map(client, range(2)))
+    assert all(r.returncode == 0 for r in runs), [r.stderr for r in runs]
+    docs = _results(tmp_path / "results")
+    assert sorted(d["client"]["index"] for d in docs) == [0, 1]
+    assert all(d["steps"][0]["spec"]["client_rate"] == 80.0 for d in docs)
+
+    r = cli("loadtest", "report", str(tmp_path / "results"), "--out", str(tmp_path / "report"), "--quiet")
+    assert r.returncode == 0, r.stderr
+    (target,) = json.loads((tmp_path / "report" / "report.json").read_text())["targets"]
+    (step,) = target["steps"]
+    assert step["clients"] == 2 and step["requested_rate"] == 160.0
+    assert step["requests"] == sum(d["steps"][0]["summary"]["requests"] for d in docs) == 480
+    assert step["throughput_rps"] == pytest.approx(160, rel=0.05)
+    assert "common window" in step["throughput_method"]
+
+
+@pytest.fixture
+def s3_env() -> Iterator[dict[str, str]]:
+    """A moto S3 server on 127.0.0.1 and the environment that points boto3 at it."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
+    boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                 aws_access_key_id="testing", aws_secret_access_key="testing").create_bucket(Bucket="results")
+    yield env
+    server.stop()
+
+
+def test_results_and_report_on_s3(stub_server: Callable[..., StubServer], s3_env: dict[str, str],
+                                  tmp_path: Path) -> None:
+    import boto3
+
+    server = stub_server()
+    r = cli("loadtest", "run", "--url", server.url(), "--rate", "50", "--requests", "40", *FAST,
+            "--instance-type", "c7g.xlarge", "--run-id", "s3-run", "--out", "s3://results/runs/s3-run/",
+            env=s3_env)
+    assert r.returncode == 0, r.stderr
+    r = cli("loadtest", "report", "s3://results/runs/s3-run/", "--out", "s3://results/runs/s3-run/report/",
+            "--wait-for", "1", "--wait-timeout", "10", "--quiet", env=s3_env)
+    assert r.returncode == 0, r.stderr
+    s3 = boto3.client("s3", endpoint_url=s3_env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="results", Prefix="runs/s3-run/")["Contents"]}
+    assert "runs/s3-run/s3-run_stub_client0.json" in keys
+    assert {f"runs/s3-run/report/report.{x}" for x in ("json", "csv", "png", "html")} <= keys
+    report = json.loads(s3.get_object(Bucket="results", Key="runs/s3-run/report/report.json")["Body"].read())
+    assert report["targets"][0]["steps"][0]["requests"] == 40
+
+
+# -- bad input ---------------------------------------------------------------------------------------
+
+def test_unreachable_url_is_a_clear_error_and_keeps_the_result(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}/minilm"
+    t0 = time.monotonic()
+    r = cli("loadtest", "run", "--url", url, "--rate", "10", "--duration", "30", *FAST,
+            "--out", str(tmp_path / "r.json"))
+    assert r.returncode == 1
+    assert f"cannot use {url}/predict" in r.stderr and "onnect" in r.stderr
+    assert "results written to" in r.stderr
+    assert time.monotonic() - t0 < 20  # it did not sit out the 30 s
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["status"] == "aborted" and "cannot use" in doc["error"]
+    assert "Traceback" not in r.stderr
+
+
+def test_wrong_path_is_a_clear_error(stub_server: Callable[..., StubServer], tmp_path: Path) -> None:
+    server = stub_server("--model", "minilm")
+    r = cli("loadtest", "run", "--url", server.url("bert"), "--rate", "10", "--requests", "5", *FAST,
+            "--out", str(tmp_path / "r.json"))
+    assert r.returncode == 1 and "HTTP 404" in r.stderr and "model's base" in r.stderr
+
+
+def test_malformed_payload_file_names_the_line(tmp_path: Path) -> None:
+    f = tmp_path / "payload.jsonl"
+    f.write_text('{"inputs": ["fine"]}\n{"inputs": ["broken"\n')
+    r = cli("loadtest", "run", "--url", "http://127.0.0.1:9/m", "--rate", "10", "--duration", "1",
+            "--payload", str(f), "--out", str(tmp_path / "r.json"))
+    assert r.returncode == 2
+    assert f"{f}:2: not valid JSON" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--rates", "10,-5"], "'-5' is not a rate"),
+    (["--rates", "10,abc"], "'abc' in '10,abc' is not a number"),
+    (["--rate", "0"], "'0' is not a rate"),
+    (["--concurrencies", "4,0"], "0 is outside 1..100000"),
+    (["--mode", "closed", "--rate", "10"], "needs --concurrency"),
+    (["--mode", "open", "--concurrency", "4"], "only for --mode closed"),
+    (["--rate", "10", "--concurrency", "4"], "say --mode closed"),
+    (["--mode", "open", "--rate", "10", "--concurrency", "4"], "only for --mode closed"),
+    (["--rate", "10", "--duration", "5", "--requests", "10"], "not both"),
+    (["--rate", "10", "--search"], "--search needs --slo-p99-ms"),
+    (["--rate", "10", "--text-length", "uniform:9-1"], "--text-length"),
+    (["--rate", "10", "--clients", "2", "--client-index", "5"], "--client-index: 5 must be in 0..1"),
+])
+def test_invalid_options_exit_2_with_the_reason(tmp_path: Path, args: list[str], message: str) -> None:
+    r = cli("loadtest", "run", "--url", "http://127.0.0.1:9/m", *args, "--out", str(tmp_path / "r.json"))
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_mixed_format_versions_in_one_report(stub_server: Callable[..., StubServer], tmp_path: Path) -> None:
+    server = stub_server()
+    r = cli("loadtest", "run", "--url", server.url(), "--rate", "20", "--requests", "10", *FAST,
+            "--out", str(tmp_path / "v1.json"))
+    assert r.returncode == 0, r.stderr
+    doc = json.loads((tmp_path / "v1.json").read_text())
+    doc["format_version"] = 2
+    (tmp_path / "v2.json").write_text(json.dumps(doc))
+    r = cli("loadtest", "report", str(tmp_path / "v1.json"), str(tmp_path / "v2.json"), "--out",
+            str(tmp_path / "report"))
+    assert r.returncode == 2
+    assert "different format versions" in r.stderr and "v1.json" in r.stderr and "v2.json" in r.stderr
+    assert not (tmp_path / "report").exists()
+
+
+def test_help_documents_every_option() -> None:
+    for sub in ("run", "report"):
+        r = cli("loadtest", sub, "--help")
+        assert r.returncode == 0
+        options = set(re.findall(r"(--[a-z0-9-]+)", r.stdout))
+        assert len(options) > (25 if sub == "run" else 8)
+        from eks_inference.cli import build_parser
+
+        parser = build_parser()
+        sub_actions = next(a for a in parser._actions if a.dest == "command")
+        lt = sub_actions.choices["loadtest"]  # type: ignore[index]
+        sp = next(a for a in lt._actions if a.dest == "loadtest_command").choices[sub]
+        for action in sp._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help, f"{sub} {action.option_strings} has no help"

@@ -1,0 +1,143 @@
+"""Run configuration: validation messages, client shares, the SLO search."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from eks_inference.config import ConfigError
+from eks_inference.loadtest.client import parse_endpoint
+from eks_inference.loadtest.plan import (
+    Mode,
+    RunConfig,
+    SearchSpec,
+    TargetInfo,
+    parse_concurrencies,
+    parse_rates,
+)
+
+URL = "http://127.0.0.1:8000/minilm"
+
+
+def _config(**kw: Any) -> RunConfig:
+    base: dict[str, Any] = {"url": URL, "mode": Mode.OPEN, "target": TargetInfo(name="minilm", url=URL),
+                            "out": "x.json", "run_id": "r1", "rates": (10.0,)}
+    base.update(kw)
+    return RunConfig(**base)
+
+
+def test_rates_and_concurrencies_parse() -> None:
+    assert parse_rates("10, 20.5,40") == (10.0, 20.5, 40.0)
+    assert parse_concurrencies("1,4,16") == (1, 4, 16)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("10,-5", "'-5' is not a rate"), ("abc", "'abc' in 'abc' is not a number"), ("0", "not a rate"),
+    ("10,,20", "'' in '10,,20' is not a number"), ("inf", "not a rate"), ("nan", "not a rate"),
+])
+def test_invalid_rates_say_which_value_and_what_to_do(text: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        parse_rates(text)
+
+
+@pytest.mark.parametrize("text, match", [("0", "0 is outside"), ("1.5", "'1.5' .* not a whole number"),
+                                         ("4,-1", "-1 is outside"), ("x", "not a whole number")])
+def test_invalid_concurrencies(text: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        parse_concurrencies(text)
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"concurrencies": (4,)}, "only for --mode closed"),
+    ({"rates": ()}, "needs --rate"),
+    ({"mode": Mode.CLOSED, "rates": ()}, "needs --concurrency"),
+    ({"mode": Mode.CLOSED, "concurrencies": (2,), "rates": (1.0, 2.0)}, "at most one --rate"),
+    ({"duration_s": None}, "exactly one of --duration"),
+    ({"requests": 10}, "exactly one of --duration"),
+    ({"duration_s": 0.0}, "--duration"),
+    ({"warmup_s": -1.0}, "--warmup"),
+    ({"timeout_s": 0.0}, "--timeout"),
+    ({"clients": 2, "client_index": 2}, "--client-index: 2 must be in 0..1"),
+    ({"mode": Mode.CLOSED, "rates": (), "concurrencies": (2,), "clients": 3}, "below --clients 3"),
+    ({"run_id": "no spaces"}, "--run-id"),
+    ({"max_error_rate": 1.5}, "--max-error-rate"),
+    ({"search": SearchSpec(slo_p99_ms=50), "clients": 2}, "each client would search on its own"),
+])
+def test_invalid_run_configs(kw: dict[str, Any], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        _config(**kw)
+
+
+def test_target_validation() -> None:
+    with pytest.raises(ConfigError, match="--processor: 'tpu'"):
+        TargetInfo(name="x", url=URL, processor="tpu")
+    with pytest.raises(ConfigError, match="--nodes"):
+        TargetInfo(name="x", url=URL, nodes=0)
+    with pytest.raises(ConfigError, match="--target-name"):
+        TargetInfo(name="a b", url=URL)
+
+
+@pytest.mark.parametrize("url", ["ftp://host/x", "127.0.0.1:8000/x", "http:///x", "http://h:99999/x",
+                                 "http://h/x?q=1"])
+def test_bad_urls(url: str) -> None:
+    with pytest.raises(ConfigError, match="--url"):
+        parse_endpoint(url)
+
+
+def test_endpoint_accepts_a_predict_url_too() -> None:
+    ep = parse_endpoint("http://127.0.0.1:8000/minilm/predict/")
+    assert ep.url == URL and ep.predict_path == "/minilm/predict" and ep.info_url == URL + "/info"
+    assert parse_endpoint("https://example.com/m").host_header == "example.com"
+
+
+@pytest.mark.parametrize("clients", [1, 2, 3, 7])
+def test_client_shares_add_up_to_the_totals(clients: int) -> None:
+    conc, requests, rate = 16, 1001, 90.0
+    closed = [_config(mode=Mode.CLOSED, rates=(), concurrencies=(conc,), clients=clients, client_index=i,
+                      duration_s=None, requests=requests) for i in range(clients)]
+    assert sum(c.sweep()[0].client_concurrency or 0 for c in closed) == conc
+    assert sum(c.sweep()[0].requests or 0 for c in closed) == requests
+    opened = [_config(rates=(rate,), clients=clients, client_index=i) for i in range(clients)]
+    assert sum(c.sweep()[0].client_rate or 0 for c in opened) == pytest.approx(rate)
+    assert all(c.sweep()[0].rate == rate for c in opened)  # the step is labelled with the total
+
+
+def test_connection_limit_follows_the_load() -> None:
+    assert _config(mode=Mode.CLOSED, rates=(), concurrencies=(12,)).connection_limit(
+        _config(mode=Mode.CLOSED, rates=(), concurrencies=(12,)).sweep()[0]) == 12
+    c = _config(rates=(1000.0,))
+    assert c.connection_limit(c.sweep()[0]) == 2000
+    c = _config(rates=(5.0,))
+    assert c.connection_limit(c.sweep()[0]) == 64
+    c = _config(rates=(5.0,), connections=3)
+    assert c.connection_limit(c.sweep()[0]) == 3
+
+
+def _search(capacity: float, spec: SearchSpec) -> list[float]:
+    """Drive the search against a server that meets the SLO up to ``capacity`` req/s."""
+    history: list[tuple[float, bool]] = []
+    while (rate := spec.next_rate(history)) is not None:
+        history.append((rate, rate <= capacity))
+        assert len(history) < 50
+    return [r for r, _ in history]
+
+
+def test_search_doubles_then_bisects() -> None:
+    spec = SearchSpec(slo_p99_ms=100, start_rate=10, max_rate=10_000, refine_steps=3)
+    tried = _search(137.0, spec)
+    assert tried[:5] == [10, 20, 40, 80, 160]
+    assert tried[5:] == [120, 140, 130]  # three bisections between the last pass and the first fail
+    best = max(r for r in tried if r <= 137)
+    assert best == 130
+
+
+def test_search_goes_down_when_the_start_rate_fails() -> None:
+    tried = _search(3.0, SearchSpec(slo_p99_ms=100, start_rate=10, refine_steps=1))
+    assert tried[:3] == [10, 5, 2.5]
+    assert tried[3] == 3.75
+
+
+def test_search_stops_at_max_rate_and_when_nothing_passes() -> None:
+    assert _search(1e9, SearchSpec(slo_p99_ms=1, start_rate=100, max_rate=500)) == [100, 200, 400, 500]
+    assert _search(0.0, SearchSpec(slo_p99_ms=1, start_rate=16)) == [16, 8, 4, 2, 1]
