@@ -21,23 +21,22 @@ IMAGES = {
 
 
 def build_context_excludes(image: str) -> list[str]:
-    """Docker-ignore patterns that keep the build context to what the Dockerfile copies.
+    """Docker-ignore patterns that keep the build context to exactly what the Dockerfile copies.
 
-    The context is the repository root (the package is shared), narrowed to: the package without its
-    infrastructure modules (they import aws-cdk-lib, which no image installs), pyproject, README, one
-    requirements file and the image's own folder. A change anywhere else does not change the asset hash,
-    so it shows up in ``cdk diff`` as no new image.
+    The context is the repository root (the package is shared), narrowed to: pyproject, README, one
+    requirements file, the modules that image runs, and its own Dockerfile. Serving images never see
+    load-test code and the other way round, so an edit to one does not rebuild the other, and nothing that
+    imports aws-cdk-lib can reach an image.
     """
     folder, requirements = IMAGES[image]
+    modules = ["loadtest"] if image == "loadtest" else ["serving", "compile"]
     return [
         "*",
         "!pyproject.toml", "!README.md", f"!{requirements}",
-        "!eks_inference",
-        "eks_inference/stacks", "eks_inference/constructs", "eks_inference/k8s",
-        "eks_inference/app_builder.py", "eks_inference/checks.py", "eks_inference/nag.py",
-        "eks_inference/summary.py",
-        "**/__pycache__", "**/*.pyc",
-        f"!{folder}",
+        "!eks_inference/__init__.py", "!eks_inference/config.py", "!eks_inference/cli.py",
+        *[f"!eks_inference/{m}" for m in modules],
+        f"!{folder}/Dockerfile",
+        "**/__pycache__", "**/*.py[cod]",
     ]
 
 

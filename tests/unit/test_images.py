@@ -24,6 +24,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from eks_inference.config import RAY_VERSION
+from eks_inference.k8s.pod import NON_ROOT_UID
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES_DIR = ROOT / "model_images"
@@ -228,16 +229,17 @@ def test_hadolint_config_catches_what_it_should(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("image", IMAGES)
-def test_runs_as_uid_1000_set_last(image: str) -> None:
+def test_runs_as_uid_10001_set_last(image: str) -> None:
     users = [i for i in instructions(image) if i.keyword == "USER"]
     assert users, f"{image}: no USER"
     last = users[-1]
     assert last in final(image).body, f"{image}: the last USER is not in the final stage"
     user, _, group = last.args.partition(":")
-    assert user == "1000" and group in ("", "1000"), f"{image}: USER {last.args}"
+    uid = str(NON_ROOT_UID)  # the uid the pods pin in runAsUser
+    assert user == uid and group in ("", uid), f"{image}: USER {last.args}"
     home = env(image)["HOME"]
     runs = " ".join(i.args for i in final(image).all("RUN"))
-    assert "useradd --uid 1000 --gid 1000" in runs and f"--home-dir {home} " in runs, f"{image}: no uid 1000 user"
+    assert f"useradd --uid {uid} --gid {uid}" in runs and f"--home-dir {home} " in runs, f"{image}: no uid {uid} user"
     assert final(image).all("WORKDIR")[-1].args == home
 
 
