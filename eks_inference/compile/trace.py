@@ -57,7 +57,7 @@ def sample_items(task: Task, n: int) -> list[Item]:
 
 def example_batch(encoder: Encoder, task: Task, batch: int, seq: int) -> tuple[torch.Tensor, ...]:
     """Real tokenized text padded to exactly (batch, seq); rows shorter than ``seq`` carry padding."""
-    enc = encoder.encode(sample_items(task, batch), [batch], [seq])
+    enc = encoder.encode_exact(sample_items(task, batch), batch, seq)
     return (torch.from_numpy(enc.input_ids), torch.from_numpy(enc.attention_mask),
             torch.from_numpy(enc.token_type_ids))
 

@@ -78,6 +78,16 @@ class Encoder:
         return out
 
 
+    def encode_exact(self, items: Sequence[Item], batch: int, seq: int) -> Encoded:
+        """Encode to exactly (batch, seq), truncating at ``seq`` tokens (tracing and compile checks)."""
+        self.tokenizer.enable_truncation(seq, strategy="only_second" if self.pairs else "longest_first")
+        try:
+            return self.encode(items, [batch], [seq])
+        finally:
+            self.tokenizer.enable_truncation(self.max_seq_length,
+                                             strategy="only_second" if self.pairs else "longest_first")
+
+
 class Engine:
     """One model on one backend. Thread-safe for one forward at a time (the backend holds a lock)."""
 

@@ -39,7 +39,13 @@ LOG_FILE = "local.log"
 
 
 def ray_environment() -> None:
-    """Environment a private local Ray needs: no token auth, no usage reporting, no model hub."""
+    """Environment a private local Ray needs: the cluster's Ray settings, no token auth, no usage
+    reporting, no model hub. Call it before anything imports ``ray.serve`` (it reads them at import).
+    """
+    from eks_inference.serving.serve_config import RAY_CLUSTER_ENV
+
+    for k, v in RAY_CLUSTER_ENV.items():
+        os.environ.setdefault(k, v)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -91,6 +97,10 @@ class LocalRay:
 
     def start(self, *, proxy_location: str = "HeadOnly") -> LocalRay:
         ray_environment()
+        # Ray's fixed side ports would collide between Rays on one machine (tests, demo, benchmark).
+        for var in ("RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT",
+                    "RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT"):
+            os.environ.setdefault(var, str(free_port()))
         import ray
         from ray.serve._private import api as serve_api
 

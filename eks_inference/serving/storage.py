@@ -187,8 +187,9 @@ def open_store(uri: str, *, endpoint_url: str | None = None) -> Store:
     return LocalStore(uri.removeprefix("file://"))
 
 
-def join(*parts: str) -> str:
-    return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
+def join(root: str, *parts: str) -> str:
+    """``root`` (URI or absolute path, kept as is) joined with relative parts."""
+    return "/".join([root.rstrip("/"), *(p.strip("/") for p in parts if p and p.strip("/"))])
 
 
 def run_concurrently(jobs: Iterable[Any], fn: Any, workers: int = DOWNLOAD_WORKERS) -> Iterator[Any]:

@@ -1,0 +1,163 @@
+"""render_serve_config: the serveConfigV2 contract shared by the charts and `eks-inference local`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from eks_inference.config import ConfigError, DType, ModelSpec, Processor, ServingSpec, Task
+from eks_inference.serving.serve_config import (
+    APP_IMPORT_PATH,
+    DEPLOYMENT_NAME,
+    RAY_CLUSTER_ENV,
+    USER_CONFIG_KEYS,
+    model_repository_uris,
+    parse_app_args,
+    parse_user_config,
+    render_serve_config,
+)
+
+ALL = (Processor.GRAVITON, Processor.INFERENTIA, Processor.GPU, Processor.CPU)
+
+
+def spec(**serving: object) -> ModelSpec:
+    return ModelSpec(name="minilm", task=Task.EMBEDDING, processors=ALL, serving=ServingSpec(**serving))  # type: ignore[arg-type]
+
+
+def render(processor: Processor = Processor.CPU, **kw: object) -> dict:
+    return render_serve_config(spec(), processor, model_uri="s3://b/p/models/minilm/v1",
+                               artifact_uri="s3://b/p/artifacts", **kw)  # type: ignore[arg-type]
+
+
+def deployment(cfg: dict) -> dict:
+    return cfg["applications"][0]["deployments"][0]
+
+
+def test_application_mounts_the_model_at_its_name_and_imports_the_builder() -> None:
+    cfg = render(http_port=8123, http_host="127.0.0.1")
+    app = cfg["applications"][0]
+    assert app["name"] == "minilm"
+    assert app["route_prefix"] == "/minilm"
+    assert app["import_path"] == APP_IMPORT_PATH
+    assert cfg["http_options"] == {"host": "127.0.0.1", "port": 8123}
+    assert deployment(cfg)["name"] == DEPLOYMENT_NAME
+
+
+def test_user_config_carries_exactly_the_runtime_knobs_from_the_serving_spec() -> None:
+    m = ModelSpec(name="m", processors=(Processor.CPU,), serving=ServingSpec(
+        max_batch_size=16, batch_wait_timeout_s=0.004, max_seq_length=64, num_threads=3, dtype=DType.BF16))
+    uc = deployment(render_serve_config(m, Processor.CPU, model_uri="bundled:all-minilm-l6-v2"))["user_config"]
+    assert set(uc) == set(USER_CONFIG_KEYS)
+    assert uc == {"max_batch_size": 16, "batch_wait_timeout_s": 0.004, "max_seq_length": 64, "num_threads": 3,
+                  "dtype": "bf16"}
+
+
+@pytest.mark.parametrize(("processor", "expected"), [
+    (Processor.CPU, {"num_cpus": 2.0}),
+    (Processor.GRAVITON, {"num_cpus": 2.0}),
+    (Processor.INFERENTIA, {"num_cpus": 2.0, "resources": {"neuron_cores": 2}}),
+    (Processor.GPU, {"num_cpus": 2.0, "num_gpus": 0.5}),
+])
+def test_ray_actor_options_request_the_processor_resources(processor: Processor, expected: dict) -> None:
+    m = ModelSpec(name="m", processors=ALL, serving=ServingSpec(cpus_per_replica=2.0, neuron_cores_per_replica=2,
+                                                                gpus_per_replica=0.5))
+    d = deployment(render_serve_config(m, processor, model_uri="bundled:all-minilm-l6-v2"))
+    assert d["ray_actor_options"] == expected
+
+
+def test_limits_come_from_the_spec_so_overload_is_shed_not_queued_forever() -> None:
+    m = ModelSpec(name="m", processors=(Processor.CPU,),
+                  serving=ServingSpec(num_replicas=3, max_ongoing_requests=48, max_queued_requests=7))
+    d = deployment(render_serve_config(m, Processor.CPU, model_uri="bundled:all-minilm-l6-v2"))
+    assert (d["num_replicas"], d["max_ongoing_requests"], d["max_queued_requests"]) == (3, 48, 7)
+    assert d["logging_config"] == {"enable_access_log": False}
+
+
+def test_args_round_trip_through_the_replica_parser() -> None:
+    cfg = render(Processor.INFERENTIA, s3_endpoint_url="http://127.0.0.1:5000", cache_dir="/cache")
+    args = parse_app_args(cfg["applications"][0]["args"])
+    assert args.processor is Processor.INFERENTIA and args.backend == "neuron"
+    assert args.task is Task.EMBEDDING
+    assert args.model_uri == "s3://b/p/models/minilm/v1"
+    assert args.artifact_uri == "s3://b/p/artifacts"
+    assert args.cache_dir == "/cache"
+    assert args.batch_buckets == (1, 2, 4, 8, 16, 32)
+    assert args.s3_endpoint_url == "http://127.0.0.1:5000"
+    uc = parse_user_config(deployment(cfg)["user_config"], batch_buckets=args.batch_buckets)
+    assert (uc.max_batch_size, uc.dtype) == (32, DType.FP32)
+
+
+def test_rendered_document_is_valid_for_ray_serve_and_json() -> None:
+    from eks_inference.serving.local import ray_environment
+
+    ray_environment()
+    from ray.serve.schema import ServeDeploySchema
+
+    for p in ALL:
+        cfg = render(p)
+        json.dumps(cfg)
+        parsed = ServeDeploySchema.model_validate(cfg)
+        assert parsed.applications[0].deployments[0].user_config["max_batch_size"] == 32
+
+
+def test_rendering_is_pure_and_deterministic() -> None:
+    assert render() == render()
+    code = ("import sys; from eks_inference.serving import serve_config; "
+            "bad = [m for m in ('torch', 'ray', 'boto3', 'transformers', 'fastapi') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_repository_layout() -> None:
+    m = ModelSpec(name="minilm", revision="v7")
+    assert model_repository_uris("s3://bucket/pre/", m) == ("s3://bucket/pre/models/minilm/v7",
+                                                            "s3://bucket/pre/artifacts")
+
+
+def test_cluster_env_turns_on_the_measured_ray_settings() -> None:
+    assert RAY_CLUSTER_ENV == {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"}
+
+
+def test_processor_must_be_one_of_the_models() -> None:
+    m = ModelSpec(name="m", processors=(Processor.GRAVITON,))
+    with pytest.raises(ConfigError, match=r"'gpu' is not one of \['graviton'\]"):
+        render_serve_config(m, Processor.GPU, model_uri="bundled:all-minilm-l6-v2")
+
+
+@pytest.mark.parametrize(("kw", "match"), [
+    ({"http_port": 0}, "http_port: 0 is not a TCP port"),
+    ({"model_uri": ""}, "model_uri: '' is empty"),
+    ({"max_body_bytes": 10}, "max_body_bytes/max_input_chars"),
+])
+def test_bad_render_arguments(kw: dict, match: str) -> None:
+    base = {"model_uri": "bundled:all-minilm-l6-v2"} | kw
+    with pytest.raises(ConfigError, match=match):
+        render_serve_config(spec(), Processor.CPU, **base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("change", "match"), [
+    ({"max_batch_size": 64}, "exceeds the largest batch bucket 32"),
+    ({"dtype": "int8"}, "dtype: 'int8' is not allowed"),
+    ({"batch_wait_timeout_s": 2}, "outside \\[0, 1\\]"),
+    ({"max_seq_length": 1024}, "exceeds BERT-family position limits"),
+    ({"num_threads": 0}, "num_threads: 0 is not a positive integer"),
+    ({"surprise": 1}, "'surprise'\\] are not known keys"),
+])
+def test_bad_user_config_is_rejected_with_the_fix(change: dict, match: str) -> None:
+    uc = deployment(render())["user_config"] | change
+    with pytest.raises(ConfigError, match=match):
+        parse_user_config(uc, batch_buckets=(1, 2, 4, 8, 16, 32))
+
+
+def test_bad_app_args_are_rejected() -> None:
+    args = render()["applications"][0]["args"]
+    with pytest.raises(ConfigError, match="batch_buckets"):
+        parse_app_args(args | {"batch_buckets": [4, 2]})
+    with pytest.raises(ConfigError, match="processor: 'tpu' is not allowed"):
+        parse_app_args(args | {"processor": "tpu"})
+    with pytest.raises(ConfigError, match=r"\['model_uri'\] missing"):
+        parse_app_args({k: v for k, v in args.items() if k != "model_uri"})
