@@ -65,8 +65,10 @@ def write_synthetic_model(out_dir: str | Path, *, task: Task = Task.EMBEDDING, s
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     vocab_size = write_tokenizer(out, vocab_file=vocab_file, words=words)
-    cfg = transformers.BertConfig(vocab_size=vocab_size, max_position_embeddings=512, **SIZES[size],
-                                  id2label=dict(enumerate(labels)), label2id={v: i for i, v in enumerate(labels)})
+    extra: dict[str, Any] = {}
+    if task is Task.CLASSIFICATION:
+        extra = {"id2label": dict(enumerate(labels)), "label2id": {v: i for i, v in enumerate(labels)}}
+    cfg = transformers.BertConfig(vocab_size=vocab_size, max_position_embeddings=512, **SIZES[size], **extra)
     torch.manual_seed(seed)
     cls = {Task.EMBEDDING: transformers.BertModel,
            Task.CLASSIFICATION: transformers.BertForSequenceClassification,

@@ -56,7 +56,20 @@ class Encoder:
         self.pad_id = int(tok.pad_token_id or 0)
 
     def encode(self, items: Sequence[Item], batch_buckets: Sequence[int], seq_buckets: Sequence[int]) -> Encoded:
-        encs = self.tokenizer.encode_batch(list(items), add_special_tokens=True)
+        try:
+            encs = self.tokenizer.encode_batch(list(items), add_special_tokens=True)
+        except Exception:
+            if not self.pairs:
+                raise
+            # a question longer than max_seq_length leaves no room for "only_second": cut both instead
+            trunc = self.tokenizer.truncation or {}
+            self.tokenizer.enable_truncation(int(trunc.get("max_length", self.max_seq_length)),
+                                             strategy="longest_first")
+            try:
+                encs = self.tokenizer.encode_batch(list(items), add_special_tokens=True)
+            finally:
+                self.tokenizer.enable_truncation(int(trunc.get("max_length", self.max_seq_length)),
+                                                 strategy="only_second")
         longest = max(len(e.ids) for e in encs)
         b, s = padded_shape(len(encs), longest, batch_buckets, seq_buckets)
         ids = np.full((b, s), self.pad_id, dtype=np.int64)

@@ -100,7 +100,7 @@ def test_rendered_document_is_valid_for_ray_serve_and_json() -> None:
         cfg = render(p)
         json.dumps(cfg)
         parsed = ServeDeploySchema.model_validate(cfg)
-        assert parsed.applications[0].deployments[0].user_config["max_batch_size"] == 32
+        assert (parsed.applications[0].deployments[0].user_config or {})["max_batch_size"] == 32
 
 
 def test_rendering_is_pure_and_deterministic() -> None:
