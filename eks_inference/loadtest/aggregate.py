@@ -17,6 +17,7 @@ from eks_inference.loadtest.plan import Mode, StepSpec, TargetInfo
 from eks_inference.loadtest.prices import DEFAULT_REGION, PriceTable, fleet_hourly, usd_per_million
 from eks_inference.loadtest.stats import (
     StepStats,
+    achieved_rps,
     common_window,
     latency_summary_ms,
     merge,
@@ -51,15 +52,14 @@ class ClientStep:
 def _throughput(steps: Sequence[ClientStep]) -> tuple[float, str]:
     """Successful requests/s summed over clients, and how it was computed."""
     if len(steps) == 1:
-        s = steps[0].stats
-        return (s.ok / s.window_s if s.window_s > 0 else 0.0), "single client: successes / measured window"
+        return achieved_rps(steps[0].stats), "single client: successes over the time they took"
     window = common_window(st.window for st in steps)
     if window is not None:
         counts = [ok_in_window(st.stats.series, *window) for st in steps]
         seconds = counts[0][1]
         if seconds >= 2:
             return sum(n for n, _ in counts) / seconds, f"sum over the common window of {seconds} s"
-    total = sum(st.stats.ok / st.stats.window_s for st in steps if st.stats.window_s > 0)
+    total = sum(achieved_rps(st.stats) for st in steps)
     return total, "sum of per-client rates (clients' windows overlap by less than 2 whole seconds)"
 
 
@@ -107,7 +107,8 @@ def summarize(steps: Sequence[ClientStep]) -> dict[str, Any]:
         "inferences": inferences,
         "inferences_per_s": throughput * (inferences / ok) if ok else 0.0,
         "latency_ms": latency_summary_ms(hist, min_us=min(mins) if mins else None,
-                                         max_us=max(maxs) if maxs else None),
+                                         max_us=max(maxs) if maxs else None,
+                                         sum_us=sum(st.stats.sum_us for st in steps)),
         "schedule_lag_ms": {"p50": lag_p["p50"] / 1000.0, "p99": lag_p["p99"] / 1000.0,
                             "max": (max(lag_max) / 1000.0) if lag_max else None},
         "behind_schedule": behind,

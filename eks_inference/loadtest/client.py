@@ -35,6 +35,10 @@ Callback = Callable[[int, "str | None", float], None]
 USER_AGENT = f"eks-inference-loadtest/{__version__}"
 MAX_HEAD_BYTES = 64 * 1024
 IDLE_S = 2.0
+MAX_CONNECTING = 16
+"""Connections being opened at once. A burst (the loop woke late, a server stall ended) would otherwise
+open one connection per queued request, and opening them costs more than the requests: the client
+falls further behind and opens yet more. Queued requests keep their intended send time either way."""
 """Idle connections older than this are closed, not reused: servers close idle keep-alives (uvicorn
 after 5 s) and reusing one at that moment would count a spurious connection error."""
 
@@ -384,7 +388,7 @@ class FastHttpClient:
         conn = self._take_idle()
         if conn is not None:
             conn.send(req)
-        elif self._open + self._connecting < self.limit:
+        elif self._connecting < MAX_CONNECTING and self._open + self._connecting < self.limit:
             self._connecting += 1
             task = self.loop.create_task(self._connect(req))
             self._tasks.add(task)
@@ -430,10 +434,12 @@ class FastHttpClient:
         c.max_open = max(c.max_open, self._open)
         if self._closed:
             conn.transport.close()
-        elif req.done:
+            return
+        if req.done:
             self._release(conn)
         else:
             conn.send(req)
+        self._kick()
 
     def _release(self, conn: _Conn) -> None:
         pending = self._pending
@@ -466,7 +472,8 @@ class FastHttpClient:
 
     def _kick(self) -> None:
         while self._pending and not self._closed:
-            if not self._idle and self._open + self._connecting >= self.limit:
+            if not self._idle and (self._open + self._connecting >= self.limit
+                                   or self._connecting >= MAX_CONNECTING):
                 return
             req = self._pending.popleft()
             if not req.done:

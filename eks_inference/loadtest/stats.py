@@ -12,8 +12,10 @@ Nothing here does I/O or reads a clock: the runner passes times in, so this is t
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
@@ -60,16 +62,24 @@ def merge(blobs: Iterable[str]) -> HdrHistogram:
     return total
 
 
-def percentiles_us(hist: HdrHistogram) -> dict[str, int]:
-    """p50..p99.9 in µs (each the highest value equivalent to the sample at that rank), 0 when empty."""
-    if hist.get_total_count() == 0:
-        return dict.fromkeys(PERCENTILES, 0)
-    values = hist.get_percentile_to_value_dict(list(PERCENTILES.values()))
-    return {name: int(values[p]) for name, p in PERCENTILES.items()}
+def percentiles_us(hist: HdrHistogram, percentiles: Mapping[str, float] = PERCENTILES) -> dict[str, int]:
+    """Percentiles in µs, 0 when empty: HdrHistogram's definition (the top of the bucket holding the
+    sample of rank round(p·N/100)), found by bisecting cumulative counts instead of the library's
+    per-bucket Python loop."""
+    total = hist.get_total_count()
+    if total == 0:
+        return dict.fromkeys(percentiles, 0)
+    cumulative = list(accumulate(hist.counts))
+    out = {}
+    for name, p in percentiles.items():
+        index = bisect_left(cumulative, hist.get_target_count_at_percentile(p))
+        out[name] = int(hist.get_highest_equivalent_value(hist.get_value_from_index(index)))
+    return out
 
 
-def latency_summary_ms(hist: HdrHistogram, *, min_us: int | None, max_us: int | None) -> dict[str, float | None]:
-    """The latency block of every summary: percentiles from the histogram, exact min/max when known."""
+def latency_summary_ms(hist: HdrHistogram, *, min_us: int | None, max_us: int | None,
+                       sum_us: int | None = None) -> dict[str, float | None]:
+    """The latency block of every summary: percentiles from the histogram, exact min/max/mean when known."""
     n = hist.get_total_count()
     if n == 0:
         return {**dict.fromkeys(PERCENTILES), "max": None, "min": None, "mean": None}
@@ -78,25 +88,86 @@ def latency_summary_ms(hist: HdrHistogram, *, min_us: int | None, max_us: int | 
     out: dict[str, float | None] = {k: min(v, top) / 1000.0 for k, v in percentiles_us(hist).items()}
     out["max"] = top / 1000.0
     out["min"] = (min_us if min_us is not None else hist.get_min_value()) / 1000.0
-    out["mean"] = hist.get_mean_value() / 1000.0
+    out["mean"] = (sum_us / n if sum_us is not None else hist.get_mean_value()) / 1000.0
     return out
 
 
 @dataclass(frozen=True, kw_only=True)
 class SecondBucket:
-    """Completions in one wall-clock second (``t`` is the epoch second); ``hist`` covers successes."""
+    """Completions in one wall-clock second (``t`` is the epoch second).
+
+    Sum and maximum of the successes' latencies merge exactly across clients (sum, max), so the
+    per-second mean and worst case survive a merge; percentiles live in the step's histogram.
+    """
 
     t: int
     ok: int
     errors: int
-    hist: str = ""
+    latency_sum_us: int = 0
+    latency_max_us: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"t": self.t, "ok": self.ok, "errors": self.errors, "hist": self.hist}
+        return {"t": self.t, "ok": self.ok, "errors": self.errors, "latency_sum_us": self.latency_sum_us,
+                "latency_max_us": self.latency_max_us}
 
     @staticmethod
     def from_dict(d: Mapping[str, Any]) -> SecondBucket:
-        return SecondBucket(t=int(d["t"]), ok=int(d["ok"]), errors=int(d["errors"]), hist=str(d.get("hist", "")))
+        return SecondBucket(t=int(d["t"]), ok=int(d["ok"]), errors=int(d["errors"]),
+                            latency_sum_us=int(d.get("latency_sum_us", 0)),
+                            latency_max_us=int(d.get("latency_max_us", 0)))
+
+
+class FastRecorder:
+    """Records into an :class:`HdrHistogram` without its per-call overhead.
+
+    The library's ``record_value`` is pure Python (~5 µs); at thousands of requests per second on one
+    core that is a real share of the client's budget. This inlines the same bucket arithmetic
+    (``bit_length`` for the library's string-based leading-zero count), verified against the library
+    when created; if a future release changed its layout the check fails and recording falls back to
+    ``record_value``. Values must already be clamped into range (:func:`to_us`).
+    """
+
+    __slots__ = ("_counts", "_fast", "_hist", "_mask", "_max", "_min", "_n", "_shc", "_shcm", "_shift", "_um")
+
+    def __init__(self, hist: HdrHistogram) -> None:
+        self._hist = hist
+        self._counts = hist.counts
+        self._mask = hist.sub_bucket_mask
+        self._um = hist.unit_magnitude
+        self._shcm = hist.sub_bucket_half_count_magnitude
+        self._shc = hist.sub_bucket_half_count
+        self._shift = self._um + self._shcm + 1
+        self._n = 0
+        self._min = HIST_HIGHEST_US + 1
+        self._max = -1
+        probes = (0, 1, 2, 1023, 2047, 2048, 4097, 65_535, 123_456, 10**7 + 7, HIST_HIGHEST_US)
+        self._fast = all(self._index(v) == hist._counts_index_for(v) for v in probes)
+
+    def _index(self, v: int) -> int:
+        b = (v | self._mask).bit_length() - self._shift
+        return ((b + 1) << self._shcm) + (v >> (b + self._um)) - self._shc
+
+    def record(self, v: int) -> None:
+        if not self._fast:
+            self._hist.record_value(v)
+            return
+        b = (v | self._mask).bit_length() - self._shift
+        self._counts[((b + 1) << self._shcm) + (v >> (b + self._um)) - self._shc] += 1
+        self._n += 1
+        if v > self._max:
+            self._max = v
+        if v < self._min:
+            self._min = v
+
+    def histogram(self) -> HdrHistogram:
+        """The histogram with its totals brought up to date (call once recording is over)."""
+        h = self._hist
+        if self._fast and self._n:
+            h.total_count += self._n
+            h.min_value = min(h.min_value, self._min)
+            h.max_value = max(h.max_value, self._max)
+            self._n = 0
+        return h
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,6 +177,7 @@ class StepStats:
     :param window_start: epoch seconds when measurement began (warm-up over).
     :param window_s: the measured span that throughput is computed over (see the runner).
     :param last_completion: epoch seconds of the last measured completion (``window_start`` if none).
+    :param last_ok: the same for the last success.
     """
 
     ok: int
@@ -115,11 +187,13 @@ class StepStats:
     latency_hist: str
     min_us: int | None
     max_us: int | None
+    sum_us: int
     lag_hist: str
     lag_max_us: int | None
     window_start: float
     window_s: float
     last_completion: float
+    last_ok: float
     series: tuple[SecondBucket, ...] = field(default_factory=tuple)
 
     @property
@@ -132,11 +206,13 @@ class StepStats:
             "errors_by_kind": dict(sorted(self.errors_by_kind.items())),
             "unfinished": self.unfinished,
             "inferences": self.inferences,
-            "latency": {"unit": "us", "hist": self.latency_hist, "min_us": self.min_us, "max_us": self.max_us},
+            "latency": {"unit": "us", "hist": self.latency_hist, "min_us": self.min_us, "max_us": self.max_us,
+                        "sum_us": self.sum_us},
             "schedule_lag": {"unit": "us", "hist": self.lag_hist, "max_us": self.lag_max_us},
             "window_start": self.window_start,
             "window_s": self.window_s,
             "last_completion": self.last_completion,
+            "last_ok": self.last_ok,
             "series": [b.to_dict() for b in self.series],
         }
 
@@ -151,11 +227,13 @@ class StepStats:
             latency_hist=str(lat["hist"]),
             min_us=lat.get("min_us"),
             max_us=lat.get("max_us"),
+            sum_us=int(lat["sum_us"]),
             lag_hist=str(lag["hist"]),
             lag_max_us=lag.get("max_us"),
             window_start=float(d["window_start"]),
             window_s=float(d["window_s"]),
             last_completion=float(d["last_completion"]),
+            last_ok=float(d["last_ok"]),
             series=tuple(SecondBucket.from_dict(b) for b in d.get("series", [])),
         )
 
@@ -164,26 +242,28 @@ class StepRecorder:
     """Collects one step's outcomes as they complete; times are epoch seconds supplied by the caller.
 
     Mutable on purpose and single-threaded (the event loop calls it); :meth:`finish` freezes it into a
-    :class:`StepStats`. The per-second histogram is encoded as soon as its second is over, so memory stays
-    flat however long the step runs.
+    :class:`StepStats`. Per-second buckets are closed as soon as their second is over.
     """
 
     def __init__(self, *, window_start: float) -> None:
         self.window_start = window_start
-        self.hist = new_histogram()
-        self.lag = new_histogram()
+        self._lat = FastRecorder(new_histogram())
+        self._lag = FastRecorder(new_histogram())
         self.ok = 0
         self.inferences = 0
         self.errors_by_kind: dict[str, int] = {}
         self.min_us: int | None = None
         self.max_us: int | None = None
+        self.sum_us = 0
         self.lag_max_us: int | None = None
         self.last_completion = window_start
+        self.last_ok = window_start
         self._series: list[SecondBucket] = []
         self._sec = math.floor(window_start)
-        self._sec_hist = new_histogram()
         self._sec_ok = 0
         self._sec_err = 0
+        self._sec_sum = 0
+        self._sec_max = 0
 
     @property
     def errors(self) -> int:
@@ -199,27 +279,30 @@ class StepRecorder:
         self._sec = sec
 
     def _flush(self) -> None:
-        blob = encode(self._sec_hist) if self._sec_ok else ""
-        self._series.append(SecondBucket(t=self._sec, ok=self._sec_ok, errors=self._sec_err, hist=blob))
-        if self._sec_ok:
-            self._sec_hist = new_histogram()
-        self._sec_ok = self._sec_err = 0
+        self._series.append(SecondBucket(t=self._sec, ok=self._sec_ok, errors=self._sec_err,
+                                         latency_sum_us=self._sec_sum, latency_max_us=self._sec_max))
+        self._sec_ok = self._sec_err = self._sec_sum = self._sec_max = 0
 
     def record_ok(self, latency_s: float, t_done: float, inferences: int = 1) -> None:
         us = to_us(latency_s)
-        self.hist.record_value(us)
+        self._lat.record(us)
         if self.max_us is None or us > self.max_us:
             self.max_us = us
         if self.min_us is None or us < self.min_us:
             self.min_us = us
         self.ok += 1
+        self.sum_us += us
         self.inferences += inferences
         if t_done >= self._sec + 1:
             self._roll(t_done)
-        self._sec_hist.record_value(us)
         self._sec_ok += 1
+        self._sec_sum += us
+        if us > self._sec_max:
+            self._sec_max = us
         if t_done > self.last_completion:
             self.last_completion = t_done
+        if t_done > self.last_ok:
+            self.last_ok = t_done
 
     def record_error(self, kind: str, t_done: float) -> None:
         self.errors_by_kind[kind] = self.errors_by_kind.get(kind, 0) + 1
@@ -231,7 +314,7 @@ class StepRecorder:
 
     def record_lag(self, lag_s: float) -> None:
         us = to_us(lag_s)
-        self.lag.record_value(us)
+        self._lag.record(us)
         if self.lag_max_us is None or us > self.lag_max_us:
             self.lag_max_us = us
 
@@ -243,16 +326,31 @@ class StepRecorder:
             errors_by_kind=dict(self.errors_by_kind),
             unfinished=unfinished,
             inferences=self.inferences,
-            latency_hist=encode(self.hist),
+            latency_hist=encode(self._lat.histogram()),
             min_us=self.min_us,
             max_us=self.max_us,
-            lag_hist=encode(self.lag),
+            sum_us=self.sum_us,
+            lag_hist=encode(self._lag.histogram()),
             lag_max_us=self.lag_max_us,
             window_start=self.window_start,
             window_s=window_s,
             last_completion=self.last_completion,
+            last_ok=self.last_ok,
             series=tuple(self._series),
         )
+
+
+def achieved_rps(st: StepStats) -> float:
+    """Successes per second over the time they really took.
+
+    Normally that is the measured window. When the last success came later than the window plus the
+    fastest response — an overloaded server working off its queue, or a client sending late — the span
+    stretches to it, so offered load is never reported as achieved throughput.
+    """
+    if st.ok == 0:
+        return 0.0
+    span = max(st.window_s, st.last_ok - st.window_start - (st.min_us or 0) / 1e6)
+    return st.ok / span if span > 0 else 0.0
 
 
 def common_window(windows: Iterable[tuple[float, float]]) -> tuple[float, float] | None:

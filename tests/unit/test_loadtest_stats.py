@@ -48,10 +48,12 @@ def test_percentiles_match_exact_numpy_within_hdr_precision(seed: int) -> None:
         assert exact <= got[name] <= exact * (1 + RELATIVE_PRECISION) + 1, (name, exact, got[name])
         near = float(np.percentile(exact_us, p, method="nearest"))
         assert abs(got[name] - near) <= near * 2 * RELATIVE_PRECISION + 1
-    summary = stats.latency_summary_ms(hist, min_us=st.min_us, max_us=st.max_us)
+    library = hist.get_percentile_to_value_dict(list(stats.PERCENTILES.values()))
+    assert got == {name: library[p] for name, p in stats.PERCENTILES.items()}
+    summary = stats.latency_summary_ms(hist, min_us=st.min_us, max_us=st.max_us, sum_us=st.sum_us)
     assert summary["max"] == exact_us.max() / 1000  # exact, not bucketed
     assert summary["min"] == exact_us.min() / 1000
-    assert summary["mean"] == pytest.approx(exact_us.mean() / 1000, rel=RELATIVE_PRECISION)
+    assert summary["mean"] == pytest.approx(exact_us.mean() / 1000, rel=1e-12)
     assert hist.get_total_count() == len(samples)
 
 
@@ -116,8 +118,24 @@ def test_per_second_series_counts_every_outcome_and_fills_gaps() -> None:
         (int(T0), 1, 1), (int(T0) + 1, 0, 0), (int(T0) + 2, 0, 0), (int(T0) + 3, 1, 1)]
     assert sum(b.ok for b in st.series) == st.ok == 2
     assert st.errors_by_kind == {"http_503": 1, "timeout": 1}
-    merged_seconds = stats.merge(b.hist for b in st.series)
-    assert merged_seconds.get_total_count() == 2
+    assert [(b.latency_sum_us, b.latency_max_us) for b in st.series] == [(2000, 2000), (0, 0), (0, 0), (4000, 4000)]
+
+
+def test_fast_recording_is_identical_to_the_library() -> None:
+    """The inlined bucket arithmetic must put every value where HdrHistogram itself would."""
+    rng = np.random.default_rng(9)
+    values = np.concatenate([rng.integers(0, 5000, 3000), rng.integers(0, stats.HIST_HIGHEST_US, 3000),
+                             2 ** np.arange(0, 31), 2 ** np.arange(1, 31) - 1]).astype(int)
+    fast = stats.FastRecorder(stats.new_histogram())
+    slow = stats.new_histogram()
+    for v in values:
+        fast.record(int(v))
+        slow.record_value(int(v))
+    h = fast.histogram()
+    assert list(h.counts) == list(slow.counts)
+    assert (h.get_total_count(), h.get_min_value(), h.get_max_value()) == (
+        slow.get_total_count(), slow.get_min_value(), slow.get_max_value())
+    assert stats.encode(h) == stats.encode(slow)
 
 
 def test_values_beyond_the_range_are_clamped_not_dropped() -> None:
@@ -154,3 +172,15 @@ def test_throughput_sums_clients_over_their_common_window() -> None:
     assert s["throughput_rps"] == pytest.approx(200.0, rel=1e-9)
     assert "common window of 9 s" in s["throughput_method"]
     assert s["requests"] == 2000
+
+
+def test_throughput_is_what_was_achieved_not_what_was_offered() -> None:
+    """1000 requests offered over 10 s to a server that only manages 50/s: they complete over 20 s."""
+    rec = StepRecorder(window_start=T0)
+    for k in range(1000):
+        intended, done = T0 + k / 100, T0 + 0.01 + k / 50
+        rec.record_ok(done - intended, done)
+    st = rec.finish(window_s=10.0)
+    assert stats.achieved_rps(st) == pytest.approx(50, rel=0.01)
+    healthy = _record(np.full(1000, 0.004), span_s=10.0)  # kept up: exactly the offered 100/s
+    assert stats.achieved_rps(healthy) == pytest.approx(100, rel=1e-9)
