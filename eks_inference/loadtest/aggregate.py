@@ -250,7 +250,7 @@ def build_targets(
             )
     reports = []
     for name, target in targets.items():
-        pts = sorted(points[name], key=lambda p: (p.summary["throughput_rps"], p.summary["run_id"]))
+        pts = sorted(points[name], key=lambda p: (p.summary["run_id"], p.summary["step"]))
         passing = [p for p in pts if p.slo_met]
         best = max(passing, key=lambda p: p.summary["inferences_per_s"]) if passing else None
         region = target.region or default_region

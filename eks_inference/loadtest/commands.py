@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import secrets
+import signal
 import sys
 import tempfile
 import time
@@ -334,12 +335,20 @@ def cmd_run(a: argparse.Namespace) -> int:
         storage.write_text(dest, results.dumps(result_document(config, payloads, outcome, prov)))
 
     async def go() -> runner.RunOutcome:
+        # SIGTERM (a pod being deleted) stops the run like Ctrl-C: what was measured is still written.
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
         if a.no_progress:
             return await runner.run(config, payloads, on_step=write)
         with _RichProgress(err) as bar:
             return await runner.run(config, payloads, progress=bar, on_step=write)
 
-    outcome = asyncio.run(go())
+    try:
+        outcome = asyncio.run(go())
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        print("eks-inference loadtest: interrupted before the first step; nothing measured", file=sys.stderr)
+        return EXIT_INTERRUPTED
     write(outcome)
     summaries = [summarize([s.client_step(config)]) for s in outcome.steps]
     if summaries:

@@ -114,7 +114,9 @@ def render_png(targets: Sequence[TargetReport], *, slo_p99_ms: float, title: str
             pts = [p for p in t.points if p.summary["mode"] == mode and p.summary["ok"] > 0]
             if not pts:
                 continue
-            pts.sort(key=lambda p: p.summary["inferences_per_s"])
+            # In order of offered load: past saturation the curve bends back, which is the point.
+            pts.sort(key=lambda p: (p.summary["run_id"], p.summary["requested_rate"] or 0,
+                                    p.summary["concurrency"] or 0))
             x = [p.summary["inferences_per_s"] for p in pts]
             label = t.target.name + (" (closed loop)" if mode == "closed" else "")
             ls = "-" if mode == "open" else ":"
@@ -144,6 +146,7 @@ def render_png(targets: Sequence[TargetReport], *, slo_p99_ms: float, title: str
         bars = bx.barh(names[::-1], costs[::-1], color=[colors[targets.index(t) % 10] for t in priced][::-1])
         bx.bar_label(bars, labels=[f"${c:,.3f}" for c in costs[::-1]], fontsize=8, padding=2)
         bx.set_xlabel("USD per 1M inferences at the best SLO-meeting rate")
+        bx.margins(x=0.3)
     else:
         bx.text(0.5, 0.5, "no priced target met the SLO", ha="center", va="center", transform=bx.transAxes)
         bx.set_xticks([])

@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import json
 import re
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +18,7 @@ import pytest
 
 from eks_inference import __version__
 
-from .conftest import StubServer, cli, free_port
+from .conftest import ROOT, StubServer, cli, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -251,3 +254,22 @@ def test_help_documents_every_option() -> None:
         for action in sp._actions:
             if action.option_strings and action.dest != "help":
                 assert action.help, f"{sub} {action.option_strings} has no help"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_run_keeps_what_it_measured(stub_server: Callable[..., StubServer], tmp_path: Path,
+                                                sig: signal.Signals) -> None:
+    server = stub_server()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "eks_inference.cli", "loadtest", "run", "--url", server.url(), "--rates", "50,100",
+         "--duration", "30", *FAST, "--out", str(tmp_path / "r.json")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    time.sleep(4)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr
+    assert "interrupted; partial results written" in stderr
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["status"] == "interrupted"
+    (step,) = doc["steps"]
+    assert step["status"] == "interrupted" and step["summary"]["ok"] > 50
