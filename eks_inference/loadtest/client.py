@@ -520,7 +520,6 @@ class AiohttpClient:
 
         self.endpoint = endpoint
         self.loop = asyncio.get_running_loop()
-        self.limit = limit
         self.counters = ClientCounters()
         self._bodies = list(bodies)
         self._connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=IDLE_S)
@@ -529,8 +528,18 @@ class AiohttpClient:
             timeout=aiohttp.ClientTimeout(total=timeout_s),
             headers={"User-Agent": USER_AGENT, "Content-Type": "application/json", "Accept": "application/json"},
         )
-        self._sem = asyncio.Semaphore(limit)
+        self.limit = limit
         self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    @limit.setter
+    def limit(self, value: int) -> None:
+        """Set between steps (nothing in flight): the semaphore is rebuilt at the new size."""
+        self._limit = value
+        self._sem = asyncio.Semaphore(value)
 
     def submit(self, index: int, callback: Callback) -> None:
         c = self.counters

@@ -170,9 +170,9 @@ def _fmt(v: Any, spec: str = ",.1f", na: str = "n/a") -> str:
 
 def _load(s: Mapping[str, Any]) -> str:
     if s["mode"] == "open":
-        return f"{s['requested_rate']:g} req/s {s['arrival']}"
+        return f"{s['requested_rate']:g}/s" + (" poisson" if s["arrival"] == "poisson" else "")
     paced = f" @{s['requested_rate']:g}/s" if s.get("requested_rate") else ""
-    return f"conc {s['concurrency']}{paced}"
+    return f"c={s['concurrency']}{paced}"
 
 
 def render_html(doc: Mapping[str, Any], png: bytes, *, title: str) -> str:
@@ -259,10 +259,14 @@ def ranking_table(targets: Sequence[TargetReport], *, slo_p99_ms: float, prices:
 
 
 def steps_table(summaries: Sequence[Mapping[str, Any]], *, title: str = "Steps") -> Table:
-    table = Table(title=title)
-    for col in ("target", "load", "requests", "errors", "req/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms",
-                "max ms", "lag p99 ms", "note"):
-        table.add_column(col, justify="left" if col in ("target", "load", "note") else "right")
+    """One row per step; latencies in ms. Compact enough for an 80-column terminal with one target."""
+    with_target = len({s["target"] for s in summaries}) > 1
+    table = Table(title=f"{title} (latency in ms)")
+    cols = (["target"] if with_target else []) + ["load", "req", "err", "req/s", "p50", "p90", "p99", "p99.9",
+                                                  "max", "lag p99", "note"]
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("target", "load", "note") else "right",
+                         no_wrap=col != "note")
     for s in summaries:
         lat = s["latency_ms"]
         notes = []
@@ -274,10 +278,11 @@ def steps_table(summaries: Sequence[Mapping[str, Any]], *, title: str = "Steps")
             notes.append(", ".join(f"{k}={v}" for k, v in s["errors_by_kind"].items()))
         if "slo_reason" in s:
             notes.append(("✔ " if s["slo_met"] else "✘ ") + s["slo_reason"])
-        table.add_row(s["target"], _load(s), _fmt(s["requests"], ",d"), _fmt(s["errors"], ",d"),
-                      _fmt(s["throughput_rps"]), _fmt(lat["p50"], ",.2f"), _fmt(lat["p90"], ",.2f"),
-                      _fmt(lat["p99"], ",.2f"), _fmt(lat["p999"], ",.2f"), _fmt(lat["max"], ",.2f"),
-                      _fmt(s["schedule_lag_ms"]["p99"], ",.2f"), "; ".join(notes))
+        cells = [_load(s), _fmt(s["requests"], ",d"), _fmt(s["errors"], ",d"),
+                 _fmt(s["throughput_rps"]), _fmt(lat["p50"], ",.2f"), _fmt(lat["p90"], ",.2f"),
+                 _fmt(lat["p99"], ",.2f"), _fmt(lat["p999"], ",.2f"), _fmt(lat["max"], ",.2f"),
+                 _fmt(s["schedule_lag_ms"]["p99"], ",.2f"), "; ".join(notes)]
+        table.add_row(*([s["target"]] if with_target else []), *cells)
     return table
 
 
