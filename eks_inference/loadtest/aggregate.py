@@ -207,20 +207,20 @@ def group_steps(steps: Sequence[ClientStep]) -> tuple[list[list[ClientStep]], li
     return list(groups.values()), warnings
 
 
-def _check_targets(steps: Sequence[ClientStep]) -> dict[str, TargetInfo]:
+def _check_targets(steps: Sequence[ClientStep],
+                   extra: Sequence[tuple[TargetInfo, str]] = ()) -> dict[str, TargetInfo]:
     targets: dict[str, tuple[TargetInfo, str]] = {}
-    for st in steps:
-        t = st.target
+    for t, source in [*((st.target, st.source) for st in steps), *extra]:
         seen = targets.get(t.name)
         if seen is None:
-            targets[t.name] = (t, st.source)
+            targets[t.name] = (t, source)
             continue
         a = (seen[0].instance_type, seen[0].nodes, seen[0].processor)
         b = (t.instance_type, t.nodes, t.processor)
         if a != b:
             raise ConfigError(
                 f"target {t.name!r} is {a} (instance type, nodes, processor) in {seen[1]} but {b} in "
-                f"{st.source}; give each configuration its own --target-name"
+                f"{source}; give each configuration its own --target-name"
             )
     return {name: t for name, (t, _) in targets.items()}
 
@@ -232,9 +232,14 @@ def build_targets(
     max_error_rate: float,
     prices: PriceTable,
     default_region: str = DEFAULT_REGION,
+    targets_without_steps: Sequence[tuple[TargetInfo, str]] = (),
 ) -> tuple[list[TargetReport], list[str]]:
-    """Targets in rank order (cheapest per 1M inferences first), and warnings for the report."""
-    targets = _check_targets(steps)
+    """Targets in rank order (cheapest per 1M inferences first), and warnings for the report.
+
+    ``targets_without_steps`` ((target, source) of every input) keeps a target whose runs measured
+    nothing in the report, listed last, instead of letting it vanish.
+    """
+    targets = _check_targets(steps, targets_without_steps)
     groups, warnings = group_steps(steps)
     points: dict[str, list[Point]] = {name: [] for name in targets}
     for group in groups:
@@ -261,7 +266,9 @@ def build_targets(
             target=target, points=tuple(pts), best=best, region=region, region_assumed=target.region is None,
             price_per_instance_hour=unit, hourly_usd=hourly, usd_per_million_inferences=cost,
         ))
-        if best is None:
+        if not pts:
+            warnings.append(f"{name}: nothing was measured (see the run errors); it is not ranked")
+        elif best is None:
             warnings.append(f"{name}: no step met the SLO (p99 <= {slo_p99_ms:g} ms, errors <= "
                             f"{max_error_rate:.2%}); it is not ranked")
         elif unit is None:

@@ -396,8 +396,9 @@ def cmd_report(a: argparse.Namespace) -> int:
     parsed, skipped = results.load_results(found)
     slo = a.slo_p99_ms if a.slo_p99_ms is not None else (_recorded_slo(parsed) or DEFAULT_SLO_P99_MS)
     steps = [st for r in parsed for st in r.steps]
-    targets, warnings = build_targets(steps, slo_p99_ms=slo, max_error_rate=a.max_error_rate, prices=prices,
-                                      default_region=a.region)
+    targets, warnings = build_targets(
+        steps, slo_p99_ms=slo, max_error_rate=a.max_error_rate, prices=prices, default_region=a.region,
+        targets_without_steps=[(TargetInfo.from_dict(r.doc["target"]), r.source) for r in parsed])
     warnings = list(skipped) + warnings
     if short:
         warnings.append(short)

@@ -176,3 +176,12 @@ def test_the_same_client_twice_and_conflicting_targets_are_errors() -> None:
     b = _step("a", rate=10, p99_s=0.01, instance="c7g.2xlarge", run_id="r2")
     with pytest.raises(ConfigError, match="own --target-name"):
         build_targets([a, b], slo_p99_ms=100, max_error_rate=0.01, prices=DEFAULT_PRICES)
+
+
+def test_a_target_that_measured_nothing_stays_in_the_report() -> None:
+    down = TargetInfo(name="down", url="http://h/down", instance_type="inf2.xlarge")
+    targets, warnings = build_targets(_fleet()[:1], slo_p99_ms=100, max_error_rate=0.01, prices=DEFAULT_PRICES,
+                                      targets_without_steps=[(down, "down.json")])
+    assert [t.target.name for t in targets] == ["graviton", "down"]
+    assert targets[1].best is None and targets[1].points == () and targets[1].rank is None
+    assert "down: nothing was measured (see the run errors); it is not ranked" in warnings
