@@ -25,11 +25,13 @@ import logging
 import os
 import platform
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -40,6 +42,7 @@ from eks_inference.serving.api import (
     ApiError,
     check_content_length,
     parse_predict_body,
+    predict_request_schema,
 )
 from eks_inference.serving.bucketing import split_sizes
 from eks_inference.serving.serve_config import DEPLOYMENT_NAME, UserConfig, parse_app_args, parse_user_config
@@ -103,6 +106,15 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _walk_routes(routes: list[Any], depth: int = 0) -> Iterator[Any]:
+    """Every route, including those FastAPI keeps inside included routers (Serve re-mounts class routes)."""
+    for route in routes:
+        yield route
+        sub = getattr(route, "routes", None) or getattr(getattr(route, "original_router", None), "routes", None)
+        if sub and depth < 8:
+            yield from _walk_routes(list(sub), depth + 1)
+
+
 def _replica_id() -> str | None:
     try:
         return str(serve.get_replica_context().replica_id.unique_id)
@@ -144,6 +156,7 @@ class InferenceModel:
         self._batcher.set_max_batch_size(cfg.max_batch_size)
         self._batcher.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
         self.cfg = cfg
+        self._describe_api()
         log.info("applied user_config %s", user_config)
 
     def _load(self, cfg: UserConfig) -> None:
@@ -178,6 +191,19 @@ class InferenceModel:
 
         self.engine = self._executor.submit(build).result()
         self.artifact = artifact
+
+    def _describe_api(self) -> None:
+        """Per-model OpenAPI: title, task-specific input schema and this deployment's input limit."""
+        app = getattr(self, "_asgi_app", None)  # the replica's copy of `api`, set by @serve.ingress
+        if not isinstance(app, FastAPI):
+            return
+        a = self.args
+        app.title = f"{a.model}: {a.task.value} on {a.processor.value}"
+        for route in _walk_routes(app.routes):
+            if isinstance(route, APIRoute) and route.path == "/predict":
+                route.openapi_extra = {"requestBody": {"required": True, "content": {"application/json": {
+                    "schema": predict_request_schema(a.task, a.max_inputs)}}}}
+        app.openapi_schema = None
 
     def check_health(self) -> None:
         if self.engine is None:

@@ -47,6 +47,9 @@ def ray_environment() -> None:
     for k, v in RAY_CLUSTER_ENV.items():
         os.environ.setdefault(k, v)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # Replicas drain 30 s by default so an external load balancer can deregister them; locally HAProxy
+    # on the same node learns at once, and a 30 s wait would only slow every stop and redeploy.
+    os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -97,10 +100,11 @@ class LocalRay:
 
     def start(self, *, proxy_location: str = "HeadOnly") -> LocalRay:
         ray_environment()
-        # Ray's fixed side ports would collide between Rays on one machine (tests, demo, benchmark).
+        # Ray's fixed side ports would collide between Rays on one machine (tests, demo, benchmark), and
+        # a child process inherits ours: pick fresh ones for every local Ray.
         for var in ("RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT",
                     "RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT"):
-            os.environ.setdefault(var, str(free_port()))
+            os.environ[var] = str(free_port())
         import ray
         from ray.serve._private import api as serve_api
 
@@ -131,7 +135,7 @@ class LocalRay:
         merged["applications"] = list(self.apps.values())
         self._client.deploy_apps(ServeDeploySchema.model_validate(merged), _blocking=False)
 
-    def remove(self, name: str, *, timeout_s: float = 60.0) -> None:
+    def remove(self, name: str, *, wait: bool = False, timeout_s: float = 60.0) -> None:
         from ray.serve.schema import ServeDeploySchema
 
         if self.apps.pop(name, None) is None:
@@ -140,14 +144,18 @@ class LocalRay:
             {"http_options": {"host": self.http_host, "port": self.http_port},
              "applications": list(self.apps.values())}), _blocking=False)
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and name in self.status():
+        while wait and time.monotonic() < deadline and name in self.status():
             time.sleep(0.5)
 
     def status(self) -> dict[str, tuple[str, str]]:
         from ray import serve
 
-        return {name: (str(getattr(a.status, "value", a.status)), a.message)
-                for name, a in serve.status().applications.items()}
+        out = {}
+        for name, a in serve.status().applications.items():
+            # the application message is generic; a failing deployment's message carries the traceback
+            details = [f"{d}: {ds.message}" for d, ds in a.deployments.items() if ds.message]
+            out[name] = (str(getattr(a.status, "value", a.status)), "\n".join([a.message, *details]))
+        return out
 
     def wait_ready(self, name: str, *, route_prefix: str | None = None, timeout_s: float = 300.0,
                    progress: Callable[[str], None] | None = None,
