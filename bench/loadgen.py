@@ -154,15 +154,20 @@ def main() -> int:
     print(row(f"eks-inference open loop @ {over_rate:,.0f}/s", over["throughput_rps"], over["client_cpu_max"],
               f"lag p99 {over['schedule_lag_ms']['p99']:.1f} ms, behind_schedule={over['behind_schedule']}"))
     print()
+    fast_per_cpu = fast["throughput_rps"] / max(fast["client_cpu_max"], 1e-9)
     if ref:
         print(f"client/wrk req/s ratio: {fast['throughput_rps'] / ref['rps']:.2f} (fast), "
-              f"{aio['throughput_rps'] / ref['rps']:.2f} (aiohttp)")
-        if fast["client_cpu_max"] < 0.9 and ref["cpu"] < 0.9:
-            print("note: neither client used its whole core, so the server was the bottleneck; compare req/CPU-s")
+              f"{aio['throughput_rps'] / ref['rps']:.2f} (aiohttp); per CPU-second: "
+              f"{fast_per_cpu / (ref['rps'] / max(ref['cpu'], 1e-9)):.2f} (fast)")
+    print(f"client ceiling: {fast_per_cpu:,.0f} req per CPU-second closed loop (fast engine), "
+          f"{kept['throughput_rps'] / max(kept['client_cpu_max'], 1e-9):,.0f} open loop")
     goal_ok = kept["throughput_rps"] >= 0.98 * a.rate and not kept["behind_schedule"]
     print(f"goal >= {a.rate:,.0f} req/s open loop from one core, on schedule: {'met' if goal_ok else 'NOT met'}")
+    if not goal_ok and kept["client_cpu_max"] < 0.85:
+        print(f"  the client got only {kept['client_cpu_max']:.0%} of its core while behind (other processes on "
+              "this machine); rerun on a quiet machine")
     print(f"saturation reported at {over_rate:,.0f}/s: {'yes' if over['behind_schedule'] else 'NO'} "
-          f"(achieved {over['throughput_rps']:,.0f} req/s)")
+          f"(achieved {over['throughput_rps']:,.0f} req/s, lag p99 {over['schedule_lag_ms']['p99']:.0f} ms)")
     return 1 if a.strict and not (goal_ok and over["behind_schedule"]) else 0
 
 

@@ -248,6 +248,13 @@ def build_targets(
         points[group[0].target.name].append(
             Point(summary=summary, sources=tuple(sorted({g.source for g in group})), slo_met=ok, slo_reason=reason)
         )
+        waited = summary["waited_for_connection"]
+        if summary["requests"] and waited > 0.01 * summary["requests"]:
+            warnings.append(
+                f"{summary['target']} step {summary['step']}: {waited} of {summary['requests']} requests waited for "
+                "a free connection; their latency includes that wait (raise --connections if the server could "
+                "have taken them)"
+            )
         if summary["client_saturated"]:
             warnings.append(
                 f"{summary['target']} step {summary['step']}: a client used >= {CLIENT_SATURATED_CPU:.0%} of a core; "

@@ -242,28 +242,31 @@ class _Conn(asyncio.Protocol):
         # else: body runs until the server closes; connection_lost completes it
 
     def _parse_head(self, head: bytes) -> bool:
-        if not head.startswith(b"HTTP/1.") or len(head) < 12:
+        if head[:7] != b"HTTP/1." or len(head) < 12:
             return False
         try:
-            self.status = int(head[9:12])
+            self.status = status = int(head[9:12])
         except ValueError:
             return False
         lower = head.lower()
         http10 = head[5:8] == b"1.0"
-        conn = _header(lower, b"connection")
-        self.close_after = (b"close" in conn) if conn is not None else http10
-        if http10 and conn is not None and b"keep-alive" in conn:
-            self.close_after = False
-        te = _header(lower, b"transfer-encoding")
-        cl = _header(lower, b"content-length")
-        if self.status in (204, 304) or 100 <= self.status < 200:
+        if b"\r\nconnection:" in lower:
+            conn = _header(lower, b"connection") or b""
+            self.close_after = b"close" in conn or (http10 and b"keep-alive" not in conn)
+        else:
+            self.close_after = http10
+        if status in (204, 304) or 100 <= status < 200:
             self.remaining = 0
-        elif te is not None and b"chunked" in te:
+            return True
+        if b"\r\ntransfer-encoding:" in lower and b"chunked" in (_header(lower, b"transfer-encoding") or b""):
             self.chunked = True
             self.remaining = -1
-        elif cl is not None:
+            return True
+        i = lower.find(b"\r\ncontent-length:")
+        if i >= 0:
+            end = lower.find(b"\r\n", i + 17)
             try:
-                self.remaining = int(cl)
+                self.remaining = int(lower[i + 17 : end if end >= 0 else len(lower)])
             except ValueError:
                 return False
         else:

@@ -87,7 +87,7 @@ def _register_run(sub: Any) -> None:
     g.add_argument("--warmup", type=float, default=5.0, help="seconds per step sent but not measured")
     g.add_argument("--timeout", type=float, default=30.0, help="per-request timeout in seconds")
     g.add_argument("--connections", type=int,
-                   help="connection pool limit (default: the concurrency, or 2 × rate within 64..4096)")
+                   help="connection pool limit (default: the concurrency, or 0.5 s × rate within 64..1024)")
     g.add_argument("--http-client", choices=[e.value for e in Engine], default=Engine.FAST.value,
                    help="fast: built-in keep-alive HTTP/1.1 engine; aiohttp: general-purpose client")
     g.add_argument("--max-lag-ms", type=float, default=10.0,

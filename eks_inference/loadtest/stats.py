@@ -284,7 +284,11 @@ class StepRecorder:
         self._sec_ok = self._sec_err = self._sec_sum = self._sec_max = 0
 
     def record_ok(self, latency_s: float, t_done: float, inferences: int = 1) -> None:
-        us = to_us(latency_s)
+        us = int(latency_s * 1e6 + 0.5)  # to_us(), inlined: this runs once per response
+        if us < 0:
+            us = 0
+        elif us > HIST_HIGHEST_US:
+            us = HIST_HIGHEST_US
         self._lat.record(us)
         if self.max_us is None or us > self.max_us:
             self.max_us = us
@@ -313,7 +317,9 @@ class StepRecorder:
             self.last_completion = t_done
 
     def record_lag(self, lag_s: float) -> None:
-        us = to_us(lag_s)
+        us = int(lag_s * 1e6 + 0.5) if lag_s > 0 else 0
+        if us > HIST_HIGHEST_US:
+            us = HIST_HIGHEST_US
         self._lag.record(us)
         if self.lag_max_us is None or us > self.lag_max_us:
             self.lag_max_us = us

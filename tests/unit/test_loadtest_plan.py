@@ -107,7 +107,9 @@ def test_connection_limit_follows_the_load() -> None:
     assert _config(mode=Mode.CLOSED, rates=(), concurrencies=(12,)).connection_limit(
         _config(mode=Mode.CLOSED, rates=(), concurrencies=(12,)).sweep()[0]) == 12
     c = _config(rates=(1000.0,))
-    assert c.connection_limit(c.sweep()[0]) == 2000
+    assert c.connection_limit(c.sweep()[0]) == 500
+    c = _config(rates=(50_000.0,))
+    assert c.connection_limit(c.sweep()[0]) == 1024
     c = _config(rates=(5.0,))
     assert c.connection_limit(c.sweep()[0]) == 64
     c = _config(rates=(5.0,), connections=3)

@@ -84,7 +84,9 @@ def test_run_then_report_end_to_end(stub_server: Callable[..., StubServer], tmp_
     assert priced["price_per_instance_hour"] > 0 and priced["hourly_usd"] == pytest.approx(
         2 * priced["price_per_instance_hour"])
     best = priced["best"]
-    assert best["requested_rate"] == 100.0
+    passing = [st for st in priced["steps"] if st["slo_met"]]
+    assert passing, priced["steps"]  # 50 and 100 req/s against a stub: p99 far below 250 ms
+    assert best["inferences_per_s"] == max(st["inferences_per_s"] for st in passing)
     assert priced["usd_per_million_inferences"] == pytest.approx(
         priced["hourly_usd"] / (best["inferences_per_s"] * 3600) * 1e6)
     assert ranked["laptop"]["rank"] is None and ranked["laptop"]["usd_per_million_inferences"] is None
