@@ -104,6 +104,7 @@ def write_csv(path: Path, targets: Sequence[TargetReport]) -> None:
 def render_png(targets: Sequence[TargetReport], *, slo_p99_ms: float, title: str) -> bytes:
     """Latency percentiles vs throughput (one curve per target, p99 solid, p50 dashed) and $ per 1M."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
 
     fig = Figure(figsize=(13, 5.2), dpi=110, layout="constrained")
     ax, bx = fig.subplots(1, 2, width_ratios=[3, 2])
@@ -134,6 +135,9 @@ def render_png(targets: Sequence[TargetReport], *, slo_p99_ms: float, title: str
                        s=220, color=color, edgecolor="black", zorder=6)
     ax.axhline(slo_p99_ms, color="red", lw=1, ls="-.", label=f"SLO p99 {slo_p99_ms:g} ms")
     ax.set_yscale("log")
+    plain = FuncFormatter(lambda v, _pos: f"{v:g}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: f"{v:g}" if str(v)[0] in "235" else ""))
     ax.set_xlabel("throughput (successful inferences/s)")
     ax.set_ylabel("latency (ms, log scale)")
     ax.set_title("Latency vs throughput (★ best step within SLO, × client behind)")
@@ -148,7 +152,10 @@ def render_png(targets: Sequence[TargetReport], *, slo_p99_ms: float, title: str
         bx.set_xlabel("USD per 1M inferences at the best SLO-meeting rate")
         bx.margins(x=0.3)
     else:
-        bx.text(0.5, 0.5, "no priced target met the SLO", ha="center", va="center", transform=bx.transAxes)
+        unpriced = [t.target.name for t in targets if t.best is not None]
+        why = (f"no price for {', '.join(unpriced)}:\nname an EC2 --instance-type, or give --prices"
+               if unpriced else "no target met the SLO")
+        bx.text(0.5, 0.5, why, ha="center", va="center", transform=bx.transAxes)
         bx.set_xticks([])
         bx.set_yticks([])
     bx.set_title("Price-performance (lower is better)")
