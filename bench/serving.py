@@ -109,7 +109,7 @@ def main() -> int:
     ap.add_argument("--replicas", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1, help="torch threads per replica")
     ap.add_argument("--max-batch-size", type=int, default=32)
-    ap.add_argument("--batch-wait-ms", type=float, default=2.0)
+    ap.add_argument("--batch-wait-ms", type=float, default=0.0)
     ap.add_argument("--levels", default="16,32,64")
     ap.add_argument("--parts", default="raw,served,naive,greedy")
     ap.add_argument("--raw-worker", type=int, default=None, help=argparse.SUPPRESS)
@@ -228,7 +228,9 @@ def run_served(args: argparse.Namespace, replicas: int, texts: list[str], levels
         ray.wait_ready(MODEL, timeout_s=600)
         url = f"{ray.url}/{MODEL}"
         asyncio.run(closed_loop(f"{url}/predict", texts, concurrency=max(levels), seconds=2))
-        best, _ = saturate(f"{url}/predict", texts, levels, secs)
+        best, all_levels = saturate(f"{url}/predict", texts, levels, secs)
+        for r in all_levels:
+            print(f"  served {fmt(r)}")
         batches = []
         for _ in range(4 * replicas):
             info = json.loads(http_get(f"{url}/info")[1] or b"{}")

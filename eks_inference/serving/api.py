@@ -8,7 +8,8 @@ benchmark's plain aiohttp server apply exactly the same rules.
 * body ``{"inputs": [...]}`` — strings for ``embedding`` and ``classification``; objects
   ``{"question": str, "context": str}`` for ``question-answering``. No other top-level fields.
 * reply ``{"model": str, "outputs": [...], "truncated": [bool, ...]}``: one output per input, in order.
-  ``embedding`` → list of floats (L2-normalised); ``classification`` → ``{"label", "score", "scores"}``;
+  ``embedding`` → list of floats (L2-normalised, rounded to 7 decimals: float32 precision);
+  ``classification`` → ``{"label", "score", "scores"}``;
   ``question-answering`` → ``{"answer", "score", "start", "end"}`` (character offsets in the context).
 
 Long inputs: an input longer than ``max_seq_length`` *tokens* is truncated to fit and flagged in

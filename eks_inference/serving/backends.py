@@ -103,7 +103,7 @@ class CudaBackend(Backend):
         return graph
 
     def _to_device(self, a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(a).pin_memory().to("cuda", non_blocking=True)
+        return torch.from_numpy(a).to("cuda")  # ids are a few KB: pinning per call would cost more
 
 
 class NeuronBackend(Backend):

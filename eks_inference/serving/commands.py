@@ -14,10 +14,12 @@ from typing import Any
 from eks_inference.config import ConfigError, DType, ModelSpec, Processor, ServingSpec, Task, parse_model
 from eks_inference.serving.serve_config import render_serve_config
 
-DEFAULT_LOCAL_MODEL = "all-minilm-l6-v2"
+DEFAULT_LOCAL_MODEL = "minilm"
+"""Route name of the bundled model, as the project's cdk.json names it."""
 DEFAULT_LOCAL_SOURCE = "bundled:all-minilm-l6-v2"
-LOCAL_BATCH_WAIT_S = 0.002
-"""Idle-processor batch wait for local serving: the busy-aware batcher fills batches under load anyway."""
+LOCAL_BATCH_WAIT_S = 0.0
+"""Idle-processor batch wait for local serving: none. The busy-aware batcher fills batches under load by
+waiting for the running forward instead; an idle wait would only add latency at low load."""
 
 
 def _buckets(text: str) -> tuple[int, ...]:
@@ -38,13 +40,33 @@ def local_defaults(cpus: int | None = None) -> tuple[int, int]:
     return max(1, min(4, n // threads)), threads
 
 
+def _env_model(cdk_json: Path, env: str, name: str | None) -> dict[str, Any]:
+    from eks_inference.config import ENVIRONMENTS_KEY
+
+    try:
+        envs = json.loads(cdk_json.read_text())["context"][ENVIRONMENTS_KEY]
+    except (OSError, KeyError, json.JSONDecodeError) as e:
+        raise ConfigError(f"--env: cannot read environments from {str(cdk_json)!r} ({e}); run from the project root "
+                          "or pass --cdk-json") from None
+    if env not in envs:
+        raise ConfigError(f"--env: {env!r} is not a defined environment; use one of {', '.join(envs)}")
+    models = envs[env].get("models") or []
+    chosen = [m for m in models if name is None or m.get("name") == name]
+    if not chosen:
+        raise ConfigError(f"--model: {name!r} is not a model of environment {env!r}; use one of "
+                          f"{[m.get('name') for m in models]}")
+    return dict(chosen[0])
+
+
 def local_model_spec(args: argparse.Namespace) -> ModelSpec:
-    if args.config:
-        data = json.loads(Path(args.config).read_text())
-        spec = parse_model(data)
-        if Processor.CPU not in spec.processors:
-            spec = ModelSpec(**{**spec.__dict__, "processors": (*spec.processors, Processor.CPU)})
-        return spec
+    """The model to serve: an environment's model from cdk.json (its exact serving shape, on processor cpu),
+    a JSON file with one model entry, or the bundled model tuned for this machine."""
+    if args.env or args.config:
+        data = (_env_model(Path(args.cdk_json), args.env, args.model if args.model != DEFAULT_LOCAL_MODEL else None)
+                if args.env else json.loads(Path(args.config).read_text()))
+        data["processors"] = ["cpu"]
+        data.setdefault("local_source", args.source)
+        return parse_model(data)
     replicas, threads = local_defaults()
     serving = ServingSpec(
         max_batch_size=args.max_batch_size,
@@ -63,7 +85,7 @@ def render_local_config(args: argparse.Namespace) -> dict[str, Any]:
     spec = local_model_spec(args)
     state_dir = Path(args.state_dir).resolve()
     artifact_uri = args.artifact_uri or str(state_dir / "artifacts")
-    return render_serve_config(spec, Processor.CPU, model_uri=args.source if not args.config else spec.local_source,
+    return render_serve_config(spec, Processor.CPU, model_uri=spec.local_source,
                                artifact_uri=artifact_uri, cache_dir=str(state_dir / "cache"),
                                http_host=args.host, http_port=args.port, s3_endpoint_url=args.s3_endpoint_url)
 
@@ -71,7 +93,7 @@ def render_local_config(args: argparse.Namespace) -> dict[str, Any]:
 def _foreground_argv(args: argparse.Namespace) -> list[str]:
     """The same ``local`` command without --detach, for the background process."""
     argv = ["local"]
-    for opt in ("port", "host", "model", "source", "config", "task", "dtype", "replicas", "threads",
+    for opt in ("port", "host", "model", "source", "env", "cdk_json", "config", "task", "dtype", "replicas", "threads",
                 "max_batch_size", "batch_wait_ms", "max_seq_length", "artifact_uri", "s3_endpoint_url",
                 "state_dir", "timeout"):
         value = getattr(args, opt)
@@ -146,6 +168,9 @@ def register(sub: Any) -> None:
                    help=f"model name = route prefix (default {DEFAULT_LOCAL_MODEL})")
     p.add_argument("--source", default=DEFAULT_LOCAL_SOURCE,
                    help=f"weights: bundled:NAME, a model directory or s3://... (default {DEFAULT_LOCAL_SOURCE})")
+    p.add_argument("--env", default=None,
+                   help="serve this environment's model from cdk.json with its exact serving shape (on cpu)")
+    p.add_argument("--cdk-json", default="cdk.json", help="project config for --env (default ./cdk.json)")
     p.add_argument("--config", help="JSON file with one model entry (as in cdk.json); overrides the flags above")
     p.add_argument("--task", default="embedding", choices=[t.value for t in Task])
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
@@ -153,7 +178,7 @@ def register(sub: Any) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch threads per replica (default 1, 2 above 4 cores)")
     p.add_argument("--max-batch-size", type=int, default=32)
     p.add_argument("--batch-wait-ms", type=float, default=LOCAL_BATCH_WAIT_S * 1000,
-                   help="batch wait when the processor is idle (default 2 ms)")
+                   help="batch wait when the processor is idle (default 0 ms)")
     p.add_argument("--max-seq-length", type=int, default=128)
     p.add_argument("--artifact-uri", help="compiled-artifact cache (default .eks-inference/artifacts)")
     p.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint (default: AWS, or AWS_ENDPOINT_URL)")

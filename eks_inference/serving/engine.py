@@ -21,6 +21,8 @@ from eks_inference.serving.backends import Backend
 from eks_inference.serving.bucketing import padded_shape, split_sizes
 from eks_inference.serving.tasks import best_span, classification_outputs, labels_of
 
+EMBEDDING_DECIMALS = 7
+
 Item = str | tuple[str, str]
 """A text (embedding, classification) or a (question, context) pair (question answering)."""
 
@@ -161,7 +163,8 @@ class Engine:
     def _postprocess(self, raw: tuple[np.ndarray, ...], enc: Encoded, items: Sequence[Item]) -> list[Any]:
         n = enc.rows
         if self.task is Task.EMBEDDING:
-            return [row.tolist() for row in raw[0][:n]]
+            # 7 decimals: finer than float32 resolves on unit vectors, half the JSON of float64 reprs
+            return np.round(raw[0][:n].astype(np.float64), EMBEDDING_DECIMALS).tolist()
         if self.task is Task.CLASSIFICATION:
             return classification_outputs(raw[0][:n], self.labels)
         assert enc.offsets is not None and enc.sequence_ids is not None

@@ -67,8 +67,23 @@ def test_print_config_is_the_rendered_serve_config(tmp_path: Path) -> None:
     from eks_inference.serving.serve_config import APP_IMPORT_PATH
 
     app = cfg["applications"][0]
-    assert app["import_path"] == APP_IMPORT_PATH and app["route_prefix"] == "/all-minilm-l6-v2"
+    assert app["import_path"] == APP_IMPORT_PATH and app["route_prefix"] == "/minilm"
     assert cfg["http_options"] == {"host": "127.0.0.1", "port": 8123}
     assert app["args"]["model_uri"] == "bundled:all-minilm-l6-v2" and app["args"]["processor"] == "cpu"
     bad = cli("local", "--print-config", "--max-batch-size", "0", "--state-dir", str(tmp_path))
     assert bad.returncode == 2 and "max_batch_size" in bad.stderr
+
+
+def test_print_config_for_an_environment_uses_its_serving_shape(tmp_path: Path) -> None:
+    cdk = tmp_path / "cdk.json"
+    cdk.write_text(json.dumps({"context": {"eks-inference:environments": {"dev": {"models": [
+        {"name": "minilm", "processors": ["graviton"],
+         "serving": {"max_batch_size": 16, "num_threads": 2, "dtype": "bf16", "num_replicas": 1}}]}}}}))
+    r = cli("local", "--print-config", "--env", "dev", "--cdk-json", str(cdk), "--state-dir", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    dep = json.loads(r.stdout)["applications"][0]["deployments"][0]
+    assert dep["user_config"] == {"max_batch_size": 16, "batch_wait_timeout_s": 0.01, "max_seq_length": 128,
+                                  "num_threads": 2, "dtype": "bf16"}
+    assert dep["ray_actor_options"] == {"num_cpus": 1.0}
+    missing = cli("local", "--print-config", "--env", "prod", "--cdk-json", str(cdk), "--state-dir", str(tmp_path))
+    assert missing.returncode == 2 and "'prod' is not a defined environment" in missing.stderr
