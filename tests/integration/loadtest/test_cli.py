@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ pytestmark = pytest.mark.integration
 SUMMARY_FIELDS = {"requests", "errors", "throughput_rps", "latency_ms", "mode", "target"}
 LATENCY_FIELDS = {"p50", "p90", "p99", "p999", "max"}
 FAST = ("--warmup", "0.3", "--no-progress")
+BUCKET = "loadtest-results"
 
 
 def _results(d: Path) -> list[dict[str, Any]]:
@@ -136,20 +137,16 @@ def test_parallel_clients_merge_into_one_step(stub_server: Callable[..., StubSer
 
 
 @pytest.fixture
-def s3_env() -> Iterator[dict[str, str]]:
-    """A moto S3 server on 127.0.0.1 and the environment that points boto3 at it."""
+def s3_env(moto_s3_endpoint: str) -> dict[str, str]:
+    """The session's moto S3 server (tests/integration/conftest.py), a fresh bucket, and the environment
+    that points boto3 in the CLI subprocesses at it."""
     import boto3
-    from moto.server import ThreadedMotoServer
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
+    env = {"AWS_ENDPOINT_URL": moto_s3_endpoint, "AWS_ACCESS_KEY_ID": "testing",
            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
-    boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                 aws_access_key_id="testing", aws_secret_access_key="testing").create_bucket(Bucket="results")
-    yield env
-    server.stop()
+    boto3.client("s3", endpoint_url=moto_s3_endpoint, region_name="us-east-1", aws_access_key_id="testing",
+                 aws_secret_access_key="testing").create_bucket(Bucket=BUCKET)
+    return env
 
 
 def test_results_and_report_on_s3(stub_server: Callable[..., StubServer], s3_env: dict[str, str],
@@ -158,18 +155,18 @@ def test_results_and_report_on_s3(stub_server: Callable[..., StubServer], s3_env
 
     server = stub_server()
     r = cli("loadtest", "run", "--url", server.url(), "--rate", "50", "--requests", "40", *FAST,
-            "--instance-type", "c7g.xlarge", "--run-id", "s3-run", "--out", "s3://results/runs/s3-run/",
+            "--instance-type", "c7g.xlarge", "--run-id", "s3-run", "--out", "s3://loadtest-results/runs/s3-run/",
             env=s3_env)
     assert r.returncode == 0, r.stderr
-    r = cli("loadtest", "report", "s3://results/runs/s3-run/", "--out", "s3://results/runs/s3-run/report/",
+    r = cli("loadtest", "report", "s3://loadtest-results/runs/s3-run/", "--out", "s3://loadtest-results/runs/s3-run/report/",
             "--wait-for", "1", "--wait-timeout", "10", "--quiet", env=s3_env)
     assert r.returncode == 0, r.stderr
     s3 = boto3.client("s3", endpoint_url=s3_env["AWS_ENDPOINT_URL"], region_name="us-east-1",
                       aws_access_key_id="testing", aws_secret_access_key="testing")
-    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="results", Prefix="runs/s3-run/")["Contents"]}
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="runs/s3-run/")["Contents"]}
     assert "runs/s3-run/s3-run_stub_client0.json" in keys
     assert {f"runs/s3-run/report/report.{x}" for x in ("json", "csv", "png", "html")} <= keys
-    report = json.loads(s3.get_object(Bucket="results", Key="runs/s3-run/report/report.json")["Body"].read())
+    report = json.loads(s3.get_object(Bucket=BUCKET, Key="runs/s3-run/report/report.json")["Body"].read())
     assert report["targets"][0]["steps"][0]["requests"] == 40
 
 
