@@ -49,7 +49,8 @@ def write_tokenizer(out_dir: Path, *, vocab_file: Path | None = None, words: Ite
     tok.post_processor = processors.BertProcessing(("[SEP]", vocab["[SEP]"]), ("[CLS]", vocab["[CLS]"]))
     tok.decoder = decoders.WordPiece()
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                                   sep_token="[SEP]", mask_token="[MASK]", model_max_length=512)
+                                   sep_token="[SEP]", mask_token="[MASK]", model_max_length=512,
+                                   model_input_names=["input_ids", "token_type_ids", "attention_mask"])
     fast.save_pretrained(out_dir)
     (out_dir / "vocab.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return len(lines)
