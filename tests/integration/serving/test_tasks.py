@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,8 @@ WORDS = ["the", "cat", "sat", "on", "mat", "where", "is", "what", "did", "dog", 
 
 
 @pytest.fixture(scope="module")
-def task_apps(local_ray: LocalRay, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, Path]]:
+def task_apps(local_ray: LocalRay, tmp_path_factory: pytest.TempPathFactory,
+              ) -> Iterator[dict[str, tuple[str, Path]]]:
     from eks_inference.config import ModelSpec
 
     root = tmp_path_factory.mktemp("tasks")
