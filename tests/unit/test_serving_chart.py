@@ -174,3 +174,28 @@ def test_serve_url_points_at_the_kuberay_serve_service(dev) -> None:  # type: ig
     t = dev[0][0]
     assert serve_url(t.model, Processor.GRAVITON) == (
         "http://minilm-graviton-serve-svc.eks-inference.svc.cluster.local:8000/minilm")
+
+
+def test_local_mode_runs_the_manifests_serving_shape(dev) -> None:  # type: ignore[no-untyped-def]
+    """`eks-inference local --env dev` runs what the RayService carries, but for where it runs.
+
+    The only differences allowed are the ones a laptop forces: weights come from the bundled package
+    instead of S3, caches live in the project directory, the processor is this CPU and the proxy binds
+    to 127.0.0.1. Batching, replicas, queue limits and resources are the manifest's.
+    """
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    proc = subprocess.run([sys.executable, "-m", "eks_inference.cli", "local", "--env", "dev", "--print-config"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    local = json.loads(proc.stdout)
+    manifest = yaml.safe_load(by_kind(dev[1], "RayService")["minilm-graviton"]["spec"]["serveConfigV2"])
+    placement = ("model_uri", "artifact_uri", "cache_dir", "processor", "s3_endpoint_url")
+    for doc in (local, manifest):
+        for key in placement:
+            doc["applications"][0]["args"].pop(key)
+        doc["http_options"].pop("host")
+    assert local == manifest
