@@ -91,7 +91,8 @@ def _register_run(sub: Any) -> None:
     g.add_argument("--http-client", choices=[e.value for e in Engine], default=Engine.FAST.value,
                    help="fast: built-in keep-alive HTTP/1.1 engine; aiohttp: general-purpose client")
     g.add_argument("--max-lag-ms", type=float, default=10.0,
-                   help="flag the client as behind schedule when its p99 send lag exceeds this")
+                   help="flag the client as behind schedule when its p99 send lag exceeds this "
+                        "(and a tenth of the step's p99 latency)")
     g = p.add_argument_group("payload")
     g.add_argument("--payload", help="JSONL file, one request per line: {\"inputs\": [..]}, {\"text\": ..} or a string")
     g.add_argument("--text-length", default="uniform:8-64",

@@ -4,9 +4,10 @@ Open loop (what a fleet of independent users does): request *k* is due at a fixe
 spacing or Poisson arrivals) whether or not earlier replies came back, and its latency runs from that
 *intended* time. A server stall therefore shows up in every request that was due during it, instead of
 in the one request that happened to be waiting (coordinated omission, as in wrk2). The client records
-how late it actually sent each request; when that lag exceeds ``max_lag_ms`` at p99 the step is
-flagged ``behind_schedule``: the client, not the server, set the pace, and the step is not used for
-the SLO.
+how late it actually sent each request. When that lag exceeds ``max_lag_ms`` at p99 (and a tenth of
+the measured p99 latency), when the step ends further behind than 2% of its window, or when the client
+used 90% of its core, the step is flagged ``behind_schedule``: the client, not only the server, shaped
+what was measured, and the step is not used for the SLO.
 
 Closed loop (a fixed number of users, each waiting for its reply): latency runs from the actual send.
 It answers "how fast at concurrency N", and with ``--rate`` pacing it reproduces the classic naive
@@ -26,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from eks_inference.loadtest.aggregate import ClientStep, slo_verdict, summarize
+from eks_inference.loadtest.aggregate import CLIENT_SATURATED_CPU, ClientStep, slo_verdict, summarize
 from eks_inference.loadtest.client import (
     ErrorKind,
     HttpClient,
@@ -41,6 +42,9 @@ from eks_inference.loadtest.stats import StepRecorder, StepStats, decode, percen
 ABORT_AFTER_S = 5.0
 """A step with connection errors and not one success for this long stops: the target is down."""
 MONITOR_S = 0.5
+LAG_SHARE_OF_P99 = 0.1
+"""Behind schedule: p99 send lag above ``max_lag_ms`` *and* above this share of the measured p99 latency.
+A 15 ms hiccup on a busy machine is noise against a 300 ms tail but the whole story against a 2 ms one."""
 
 
 class Progress(Protocol):
@@ -117,6 +121,7 @@ class _Step:
         self.connection_errors = 0
         self.handles: list[asyncio.TimerHandle] = []
         self.window_end: float | None = None
+        self.last_lag = 0.0
 
     # -- clock -------------------------------------------------------------------------------------
     def epoch(self, t: float) -> float:
@@ -182,7 +187,8 @@ class _Step:
             if measured:
                 self.measured_sent += 1
                 self.in_flight_measured += 1
-                rec.record_lag(now - t)
+                self.last_lag = now - t
+                rec.record_lag(self.last_lag)
             self.client.submit(i, self._callback(t, measured, inf))
             self._advance()
             now = loop.time()
@@ -317,12 +323,23 @@ class _Step:
         else:
             scheduled = self.measured_sent
         c = self.client.counters
-        behind = spec.mode is Mode.OPEN and lag_p99_ms > self.max_lag_ms
+        # The lag is part of every open-loop latency; it matters once it is a real share of the tail.
+        latency_p99_ms = percentiles_us(decode(stats.latency_hist))["p99"] / 1000.0
+        lag_limit_ms = max(self.max_lag_ms, LAG_SHARE_OF_P99 * latency_p99_ms)
+        # A client that cannot sustain the rate ends the step further behind than it began, however
+        # large the tail it inflated: a final lag above 2% of the window is a rate it did not send.
+        # And a client using all of its core delays its own reading of replies, which no send lag shows.
+        final_lag_ms = self.last_lag * 1000.0
+        cpu = (time.process_time() - cpu0) / wall
+        behind = spec.mode is Mode.OPEN and (
+            lag_p99_ms > lag_limit_ms or final_lag_ms > max(lag_limit_ms, 20.0 * window_s)
+            or cpu >= CLIENT_SATURATED_CPU)
         client_info = {
-            "cpu_utilization": round((time.process_time() - cpu0) / wall, 4),
+            "cpu_utilization": round(cpu, 4),
             "behind_schedule": behind,
-            "max_lag_ms": self.max_lag_ms,
+            "max_lag_ms": lag_limit_ms,
             "lag_p99_ms": lag_p99_ms,
+            "final_lag_ms": final_lag_ms,
             "scheduled": scheduled,
             "sent": self.measured_sent,
             "connection_limit": self.client.limit,
