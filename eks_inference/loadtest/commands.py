@@ -92,7 +92,7 @@ def _register_run(sub: Any) -> None:
                    help="fast: built-in keep-alive HTTP/1.1 engine; aiohttp: general-purpose client")
     g.add_argument("--max-lag-ms", type=float, default=10.0,
                    help="flag the client as behind schedule when its p99 send lag exceeds this "
-                        "(and a tenth of the step's p99 latency)")
+                        "(or a tenth of --slo-p99-ms, if larger)")
     g = p.add_argument_group("payload")
     g.add_argument("--payload", help="JSONL file, one request per line: {\"inputs\": [..]}, {\"text\": ..} or a string")
     g.add_argument("--text-length", default="uniform:8-64",

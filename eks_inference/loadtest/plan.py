@@ -236,8 +236,8 @@ class RunConfig:
     :param max_error_rate: a step with a larger error fraction fails the SLO, default 0.01.
     :param connections: connection pool limit; default the closed-loop concurrency, or ``0.5 s × rate``
         (at least 64, at most 1024) in open loop.
-    :param max_lag_ms: the client is flagged behind schedule when its p99 send lag exceeds this and a
-        tenth of the step's p99 latency. Default 10.
+    :param max_lag_ms: the client is flagged behind schedule when its p99 send lag exceeds this (or a
+        tenth of the SLO, when given, if that is larger). Default 10.
     :param start_at: epoch seconds to begin at, so parallel clients start together.
     """
 

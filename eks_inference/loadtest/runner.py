@@ -4,10 +4,10 @@ Open loop (what a fleet of independent users does): request *k* is due at a fixe
 spacing or Poisson arrivals) whether or not earlier replies came back, and its latency runs from that
 *intended* time. A server stall therefore shows up in every request that was due during it, instead of
 in the one request that happened to be waiting (coordinated omission, as in wrk2). The client records
-how late it actually sent each request. When that lag exceeds ``max_lag_ms`` at p99 (and a tenth of
-the measured p99 latency), when the step ends further behind than 2% of its window, or when the client
-used 90% of its core, the step is flagged ``behind_schedule``: the client, not only the server, shaped
-what was measured, and the step is not used for the SLO.
+how late it actually sent each request. When that lag exceeds ``max_lag_ms`` at p99 (or a tenth of
+the SLO when one is given, whichever is larger), when the step ends further behind than 2% of its
+window, or when the client used 90% of its core, the step is flagged ``behind_schedule``: the client,
+not only the server, shaped what was measured, and the step is not used for the SLO.
 
 Closed loop (a fixed number of users, each waiting for its reply): latency runs from the actual send.
 It answers "how fast at concurrency N", and with ``--rate`` pacing it reproduces the classic naive
@@ -42,9 +42,9 @@ from eks_inference.loadtest.stats import StepRecorder, StepStats, decode, percen
 ABORT_AFTER_S = 5.0
 """A step with connection errors and not one success for this long stops: the target is down."""
 MONITOR_S = 0.5
-LAG_SHARE_OF_P99 = 0.1
-"""Behind schedule: p99 send lag above ``max_lag_ms`` *and* above this share of the measured p99 latency.
-A 15 ms hiccup on a busy machine is noise against a 300 ms tail but the whole story against a 2 ms one."""
+LAG_SHARE_OF_SLO = 0.1
+"""With an SLO, send lag up to this share of it is tolerated (at least ``max_lag_ms``): a 15 ms hiccup on a
+busy machine cannot move a verdict against 250 ms, but it is the whole story against 5 ms."""
 
 
 class Progress(Protocol):
@@ -323,9 +323,7 @@ class _Step:
         else:
             scheduled = self.measured_sent
         c = self.client.counters
-        # The lag is part of every open-loop latency; it matters once it is a real share of the tail.
-        latency_p99_ms = percentiles_us(decode(stats.latency_hist))["p99"] / 1000.0
-        lag_limit_ms = max(self.max_lag_ms, LAG_SHARE_OF_P99 * latency_p99_ms)
+        lag_limit_ms = self.max_lag_ms
         # A client that cannot sustain the rate ends the step further behind than it began, however
         # large the tail it inflated: a final lag above 2% of the window is a rate it did not send.
         # And a client using all of its core delays its own reading of replies, which no send lag shows.
@@ -420,6 +418,8 @@ async def run(
             return outcome()
         if p_kind is not None:
             notes.append(f"first request answered {p_kind} ({p_detail}); measuring anyway")
+        slo = config.search.slo_p99_ms if config.search is not None else config.slo_p99_ms
+        lag_limit_ms = max(config.max_lag_ms, LAG_SHARE_OF_SLO * slo) if slo else config.max_lag_ms
         search_history: list[tuple[float, bool]] = []
         planned = config.sweep()
         index = 0
@@ -435,7 +435,7 @@ async def run(
                 spec = planned[index]
             client.limit = config.connection_limit(spec)
             try:
-                result = await _Step(client, spec, inferences, seed=config.seed, max_lag_ms=config.max_lag_ms,
+                result = await _Step(client, spec, inferences, seed=config.seed, max_lag_ms=lag_limit_ms,
                                      progress=progress).run()
             except _Interrupted as e:
                 steps.append(e.outcome)
