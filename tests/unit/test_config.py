@@ -235,3 +235,8 @@ def test_node_group_architecture_is_derived_from_family() -> None:
     assert arch(Processor.GRAVITON, "c7g.xlarge") == "arm64"
     assert arch(Processor.INFERENTIA, "inf2.xlarge") == "amd64"
     assert arch(Processor.GPU, "g5.xlarge") == "amd64"
+
+
+def test_closed_loop_needs_a_request_per_client() -> None:
+    with pytest.raises(ConfigError, match=r"loadtest.concurrencies: \[1, 8\] has steps below clients=2"):
+        LoadTestSpec(run_id="c", mode="closed", concurrencies=(1, 8), clients=2)
