@@ -329,7 +329,7 @@ class LoadTestSpec:
         if self.mode == "closed" and min(self.concurrencies) < self.clients:
             raise _fail("loadtest.concurrencies", list(self.concurrencies),
                         f"has steps below clients={self.clients}",
-                        "each client pod needs at least one request in flight; raise the concurrencies or lower clients")
+                        "each client pod needs a request in flight; raise the concurrencies or lower clients")
         if self.duration_s < 1 or self.warmup_s < 0:
             raise _fail("loadtest.duration_s/warmup_s", (self.duration_s, self.warmup_s), "is out of range",
                         "use duration_s >= 1 and warmup_s >= 0")
