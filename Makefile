@@ -48,10 +48,26 @@ synth: setup
 summary: setup
 	$(PY) -m eks_inference.summary cdk.out
 
+EI := $(VENV)/bin/eks-inference
+DEMO_URL := http://127.0.0.1:$(DEMO_PORT)/minilm
+DEMO_PORT ?= 8000
+DEMO_OUT ?= out/demo
+
 demo: setup
-	@echo "== Synthesizing every stack of env=$(ENV) into cdk.out/ (offline, no credentials)"
+	@echo "== 1/4 Synthesizing every stack of env=$(ENV) into cdk.out/ (offline, no credentials)"
 	$(CDK) synth -c env=$(ENV) --quiet
 	$(PY) -m eks_inference.summary cdk.out
+	@echo "== 2/4 Serving the bundled model locally with the RayService's serve config"
+	$(EI) local --env $(ENV) --detach --port $(DEMO_PORT)
+	trap '$(EI) local --stop' EXIT; \
+	  echo "== 3/4 A few requests"; \
+	  $(PY) scripts/demo_query.py $(DEMO_URL); \
+	  echo "== 4/4 A short open-loop sweep (about a minute) and the price-performance report"; \
+	  rm -rf $(DEMO_OUT); \
+	  $(EI) loadtest run --url $(DEMO_URL) --mode open --rates 5,10,20,40 --duration 10 --warmup 3 \
+	    --target-name local-minilm-cpu --processor cpu --slo-p99-ms 250 --out $(DEMO_OUT)/results/; \
+	  $(EI) loadtest report $(DEMO_OUT)/results --out $(DEMO_OUT)/report --slo-p99-ms 250
+	@echo "Report: $(DEMO_OUT)/report/report.html (PNG: $(DEMO_OUT)/report/report.png)"
 
 lint: setup
 	$(VENV)/bin/ruff check .
