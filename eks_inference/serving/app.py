@@ -322,7 +322,14 @@ class InferenceModel:
 
 def build_app(args: dict[str, Any]) -> Any:
     """Ray Serve application builder (``import_path: eks_inference.serving.app:build_app``)."""
+    import ray
+
+    from eks_inference.config import RAY_VERSION
+
     parse_app_args(args)  # fail at deploy time, in the controller, on malformed args
+    if ray.__version__ != RAY_VERSION:
+        log.warning("Ray %s runs this application, but the project pins %s (images, RayService rayVersion)",
+                    ray.__version__, RAY_VERSION)
     deployment: Any = InferenceModel
     return deployment.bind(args)
 

@@ -50,23 +50,32 @@ def serving_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("serving-cache")
 
 
-def deploy_model(ray: LocalRay, cache: Path, *, name: str, task: Task = Task.EMBEDDING, model_uri: str = BUNDLED,
-                 artifact_uri: str | None = None, timeout_s: float = 400, s3_endpoint_url: str | None = None,
-                 cache_dir: Path | None = None, **serving: Any) -> dict[str, Any]:
+def model_config(ray: LocalRay, cache: Path, *, name: str, task: Task = Task.EMBEDDING, model_uri: str = BUNDLED,
+                 artifact_uri: str | None = None, s3_endpoint_url: str | None = None, cache_dir: Path | None = None,
+                 **serving: Any) -> dict[str, Any]:
     spec = ModelSpec(name=name, task=task, processors=(Processor.CPU,), serving=ServingSpec(**serving))
-    cfg = render_serve_config(spec, Processor.CPU, model_uri=model_uri,
-                              artifact_uri=artifact_uri or str(cache / "repo"),
-                              cache_dir=str(cache_dir or cache / "replica-cache"), http_host="127.0.0.1",
-                              http_port=ray.http_port, s3_endpoint_url=s3_endpoint_url, max_input_chars=5000)
+    return render_serve_config(spec, Processor.CPU, model_uri=model_uri,
+                               artifact_uri=artifact_uri or str(cache / "repo"),
+                               cache_dir=str(cache_dir or cache / "replica-cache"), http_host="127.0.0.1",
+                               http_port=ray.http_port, s3_endpoint_url=s3_endpoint_url, max_input_chars=5000)
+
+
+def deploy_model(ray: LocalRay, cache: Path, *, name: str, timeout_s: float = 400, **kw: Any) -> dict[str, Any]:
+    cfg = model_config(ray, cache, name=name, **kw)
     ray.deploy(cfg)
     ray.wait_ready(name, timeout_s=timeout_s)
     return cfg
 
 
+def minilm_config(ray: LocalRay, cache: Path) -> dict[str, Any]:
+    return model_config(ray, cache, name="minilm", max_batch_size=8, max_inputs=16, batch_wait_timeout_s=0.002)
+
+
 @pytest.fixture(scope="session")
 def minilm(local_ray: LocalRay, serving_cache: Path) -> Iterator[str]:
     """The bundled model, fp32, one replica; yields its base URL."""
-    deploy_model(local_ray, serving_cache, name="minilm", max_batch_size=8, max_inputs=16, batch_wait_timeout_s=0.002)
+    local_ray.deploy(minilm_config(local_ray, serving_cache))
+    local_ray.wait_ready("minilm", timeout_s=400)
     yield f"{local_ray.url}/minilm"
     local_ray.remove("minilm")
 

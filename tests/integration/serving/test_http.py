@@ -16,7 +16,7 @@ from eks_inference.serving.artifacts import bundled_model_path
 from eks_inference.serving.local import LocalRay
 from eks_inference.serving.tasks import load_task_module
 
-from .conftest import deploy_model, get, post
+from .conftest import deploy_model, get, minilm_config, post
 
 pytestmark = pytest.mark.integration
 
@@ -64,13 +64,19 @@ def test_predictions_equal_the_model_run_directly(minilm: str) -> None:
 
 def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(minilm: str) -> None:
     want = direct_embeddings(TEXTS)
-    with ThreadPoolExecutor(len(TEXTS) * 2) as pool:
-        results = list(pool.map(lambda i: post(f"{minilm}/predict", {"inputs": [TEXTS[i % len(TEXTS)]]}),
-                                range(len(TEXTS) * 2)))
+    n = len(TEXTS) * 4
+    _, before = get(f"{minilm}/info")
+    with ThreadPoolExecutor(n) as pool:
+        results = list(pool.map(lambda i: post(f"{minilm}/predict", {"inputs": [TEXTS[i % len(TEXTS)]]}), range(n)))
     for i, (status, body) in enumerate(results):
         assert status == 200, body
         assert isinstance(body, dict)
         np.testing.assert_allclose(body["outputs"][0], want[i % len(TEXTS)], atol=2e-5)
+    _, after = get(f"{minilm}/info")
+    batches = after["stats"]["batches"] - before["stats"]["batches"]
+    inputs = after["stats"]["inputs"] - before["stats"]["inputs"]
+    assert inputs == n
+    assert batches < n / 2, (batches, n)  # requests that queued during a forward went into one batch
 
 
 def test_info_healthz_and_openapi(minilm: str) -> None:
@@ -105,6 +111,32 @@ def test_bf16_answers_stay_close_to_fp32(minilm: str, minilm_bf16: str) -> None:
     _, info = get(f"{minilm_bf16}/info")
     assert info["dtype"] == "bf16" and isinstance(info["bf16_native"], bool)
     assert info["artifact"]["checks"]["min_cosine_vs_fp32"] >= 0.99
+
+
+def test_user_config_changes_apply_in_place_through_reconfigure(minilm: str, local_ray: LocalRay,
+                                                               serving_cache: Path) -> None:
+    """An operator edits only the user_config of the deployed serveConfigV2: same replica, new settings."""
+    _, before = get(f"{minilm}/info")
+    cfg = minilm_config(local_ray, serving_cache)
+    uc = cfg["applications"][0]["deployments"][0]["user_config"]
+    original = dict(uc)
+    uc.update(max_batch_size=4, batch_wait_timeout_s=0.005, num_threads=2)
+    try:
+        local_ray.deploy(cfg)
+        deadline = time.monotonic() + 60
+        while (info := get(f"{minilm}/info")[1])["max_batch_size"] != 4 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert (info["max_batch_size"], info["batch_wait_timeout_s"], info["num_threads"]) == (4, 0.005, 2)
+        assert info["replica"] == before["replica"]  # same process: reconfigure, not a restart
+        assert info["artifact"]["key"] == before["artifact"]["key"]  # within the compiled buckets: no recompile
+        status, body = post(f"{minilm}/predict", {"inputs": TEXTS})  # 5 inputs > 4: split into two batches
+        assert status == 200 and isinstance(body, dict) and len(body["outputs"]) == len(TEXTS)
+    finally:
+        uc.update(original)
+        local_ray.deploy(cfg)
+        deadline = time.monotonic() + 60
+        while get(f"{minilm}/info")[1]["max_batch_size"] != 8 and time.monotonic() < deadline:
+            time.sleep(0.5)
 
 
 BAD: list[tuple[str, bytes, dict[str, str], int, str]] = [
