@@ -127,10 +127,11 @@ def _replica_id() -> str | None:
 class InferenceModel:
     def __init__(self, args: dict[str, Any]) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         from eks_inference.serving.artifacts import resolve_model
 
         self.args = parse_app_args(args)
+        # CPU replicas keep every core for the forward; a GPU replica tokenizes big batches in parallel
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "true" if self.args.backend == "cuda" else "false")
         t0 = time.perf_counter()
         self.model = resolve_model(self.args.model_uri, cache_dir=self.args.cache_dir,
                                    endpoint_url=self.args.s3_endpoint_url)
