@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -106,14 +107,20 @@ def _trace_torchscript(eager: torch.nn.Module, encoder: Encoder, task: Task, dty
     b0 = min(2, req.batch_buckets[-1])
     s0 = min(32, req.seq_buckets[-1])
     ex = tuple(t.to(device) for t in example_batch(encoder, task, b0, s0))
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # TorchScript is deprecated in favour of torch.export, but it is what torch-neuronx produces and
+        # what jit.load reads on every backend; the tracer's notes on Python control flow are expected.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         graph = torch.jit.trace(model, ex, check_trace=False, strict=False)
     shapes = sorted({(req.batch_buckets[0], req.seq_buckets[0]), (req.batch_buckets[-1], req.seq_buckets[-1]),
                      (min(4, req.batch_buckets[-1]), req.seq_buckets[len(req.seq_buckets) // 2])})
     worst = _check_shapes(lambda x: graph(*(t.to(device) for t in x)), eager, encoder, task, shapes, dtype)
     rel = f"{writer}/graph.pt"
     (out / writer).mkdir(parents=True, exist_ok=True)
-    torch.jit.save(graph, str(out / rel))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(graph, str(out / rel))
     return [{"file": rel, "batch": None, "seq": None}], {"min_cosine_vs_fp32": worst, "checked_shapes": shapes}
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,13 @@ def cpu_has_native_bf16() -> bool:
     except OSError:
         return False
     return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16", "bf16"))
+
+
+def _jit_load(path: Path, device: str | None) -> Any:
+    """``torch.jit.load``: deprecated in favour of torch.export, but torch-neuronx artifacts are TorchScript."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.load(str(path), map_location=device) if device else torch.jit.load(str(path))
 
 
 class Backend:
@@ -84,7 +92,7 @@ class CpuBackend(Backend):
     name = "cpu"
 
     def _load(self, path: Path) -> Any:
-        graph = torch.jit.load(str(path), map_location="cpu")
+        graph = _jit_load(path, "cpu")
         graph.eval()
         return graph
 
@@ -98,7 +106,7 @@ class CudaBackend(Backend):
         super().__init__(artifact_dir, manifest, num_threads=num_threads)
 
     def _load(self, path: Path) -> Any:
-        graph = torch.jit.load(str(path), map_location="cuda")
+        graph = _jit_load(path, "cuda")
         graph.eval()
         return graph
 
@@ -115,7 +123,7 @@ class NeuronBackend(Backend):
         except ImportError as e:
             raise RuntimeError("processor inferentia needs torch-neuronx (the Inferentia image has it); "
                                f"import failed: {e}") from None
-        return torch.jit.load(str(path))
+        return _jit_load(path, None)
 
     def graph_for(self, batch: int, seq: int) -> Any:
         if (batch, seq) not in self.graphs:
