@@ -58,24 +58,39 @@ def _env_model(cdk_json: Path, env: str, name: str | None) -> dict[str, Any]:
     return dict(chosen[0])
 
 
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Serving fields given explicitly on the command line (they win over the environment's)."""
+    o: dict[str, Any] = {}
+    for flag, field in (("max_batch_size", "max_batch_size"), ("max_seq_length", "max_seq_length"),
+                        ("threads", "num_threads"), ("replicas", "num_replicas"), ("dtype", "dtype")):
+        if getattr(args, flag) is not None:
+            o[field] = getattr(args, flag)
+    if args.batch_wait_ms is not None:
+        o["batch_wait_timeout_s"] = args.batch_wait_ms / 1000.0
+    return o
+
+
 def local_model_spec(args: argparse.Namespace) -> ModelSpec:
     """The model to serve: an environment's model from cdk.json (its exact serving shape, on processor cpu),
-    a JSON file with one model entry, or the bundled model tuned for this machine."""
+    a JSON file with one model entry, or the bundled model tuned for this machine. Serving flags given
+    explicitly (``--dtype fp32``, ``--replicas 2``, ...) override the environment's values."""
     if args.env or args.config:
         data = (_env_model(Path(args.cdk_json), args.env, args.model if args.model != DEFAULT_LOCAL_MODEL else None)
                 if args.env else json.loads(Path(args.config).read_text()))
         data["processors"] = ["cpu"]
         data.setdefault("local_source", args.source)
+        data["serving"] = {**(data.get("serving") or {}), **_overrides(args)}
         return parse_model(data)
     replicas, threads = local_defaults()
+    o = _overrides(args)
     serving = ServingSpec(
-        max_batch_size=args.max_batch_size,
-        batch_wait_timeout_s=args.batch_wait_ms / 1000.0,
-        max_seq_length=args.max_seq_length,
-        num_threads=args.threads or threads,
-        num_replicas=args.replicas or replicas,
-        cpus_per_replica=float(args.threads or threads),
-        dtype=DType(args.dtype),
+        max_batch_size=o.get("max_batch_size", 32),
+        batch_wait_timeout_s=o.get("batch_wait_timeout_s", LOCAL_BATCH_WAIT_S),
+        max_seq_length=o.get("max_seq_length", 128),
+        num_threads=o.get("num_threads", threads),
+        num_replicas=o.get("num_replicas", replicas),
+        cpus_per_replica=float(o.get("num_threads", threads)),
+        dtype=DType(o.get("dtype", "fp32")),
     )
     return ModelSpec(name=args.model, task=Task(args.task), processors=(Processor.CPU,), serving=serving,
                      local_source=args.source)
@@ -173,13 +188,13 @@ def register(sub: Any) -> None:
     p.add_argument("--cdk-json", default="cdk.json", help="project config for --env (default ./cdk.json)")
     p.add_argument("--config", help="JSON file with one model entry (as in cdk.json); overrides the flags above")
     p.add_argument("--task", default="embedding", choices=[t.value for t in Task])
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--dtype", default=None, choices=["fp32", "bf16"], help="default fp32 (or the environment's)")
     p.add_argument("--replicas", type=int, default=None, help="default: by CPU count (2 on 2 cores)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per replica (default 1, 2 above 4 cores)")
-    p.add_argument("--max-batch-size", type=int, default=32)
-    p.add_argument("--batch-wait-ms", type=float, default=LOCAL_BATCH_WAIT_S * 1000,
-                   help="batch wait when the processor is idle (default 0 ms)")
-    p.add_argument("--max-seq-length", type=int, default=128)
+    p.add_argument("--max-batch-size", type=int, default=None, help="default 32 (or the environment's)")
+    p.add_argument("--batch-wait-ms", type=float, default=None,
+                   help="batch wait when the processor is idle (default 0 ms, or the environment's)")
+    p.add_argument("--max-seq-length", type=int, default=None, help="default 128 (or the environment's)")
     p.add_argument("--artifact-uri", help="compiled-artifact cache (default .eks-inference/artifacts)")
     p.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint (default: AWS, or AWS_ENDPOINT_URL)")
     p.add_argument("--state-dir", default=".eks-inference", help="state, log and caches (default .eks-inference)")

@@ -85,5 +85,9 @@ def test_print_config_for_an_environment_uses_its_serving_shape(tmp_path: Path) 
     assert dep["user_config"] == {"max_batch_size": 16, "batch_wait_timeout_s": 0.01, "max_seq_length": 128,
                                   "num_threads": 2, "dtype": "bf16"}
     assert dep["ray_actor_options"] == {"num_cpus": 1.0}
+    r = cli("local", "--print-config", "--env", "dev", "--cdk-json", str(cdk), "--state-dir", str(tmp_path),
+            "--dtype", "fp32", "--replicas", "2")
+    dep = json.loads(r.stdout)["applications"][0]["deployments"][0]
+    assert (dep["user_config"]["dtype"], dep["num_replicas"], dep["user_config"]["max_batch_size"]) == ("fp32", 2, 16)
     missing = cli("local", "--print-config", "--env", "prod", "--cdk-json", str(cdk), "--state-dir", str(tmp_path))
     assert missing.returncode == 2 and "'prod' is not a defined environment" in missing.stderr
