@@ -145,6 +145,7 @@ class InferenceModel:
         self._busy_rows = 0
         self.requests = 0
         self.bf16_native: bool | None = None
+        self.dtype_note: str | None = None
 
     # -- configuration -----------------------------------------------------------------------------
     def reconfigure(self, user_config: dict[str, Any]) -> None:
@@ -162,21 +163,20 @@ class InferenceModel:
 
     def _load(self, cfg: UserConfig) -> None:
         from eks_inference.serving.artifacts import ArtifactRequest, resolve_artifact, sdk_versions
-        from eks_inference.serving.backends import cpu_has_native_bf16, load_backend
+        from eks_inference.serving.backends import cpu_has_native_bf16, effective_dtype, load_backend
         from eks_inference.serving.bucketing import seq_buckets_for
         from eks_inference.serving.engine import Engine
 
         a = self.args
-        if a.backend == "cpu" and cfg.dtype is DType.FP16:
-            raise ValueError("user_config dtype: 'fp16' is not served on CPU processors; use fp32 or bf16")
         if a.backend == "cpu" and cfg.dtype is DType.BF16:
             self.bf16_native = cpu_has_native_bf16()
-            if not self.bf16_native:
-                log.warning("bf16 requested but this CPU has no bf16 instructions: it runs emulated, "
-                            "slower than fp32 (Graviton3 and AVX512-BF16/AMX x86 have them)")
+        dtype, self.dtype_note = effective_dtype(a.backend, cfg.dtype.value, bf16_native=bool(self.bf16_native),
+                                                 allow_emulated_bf16=a.allow_emulated_bf16)
+        if self.dtype_note:
+            log.warning("user_config dtype %s: serving %s because %s", cfg.dtype.value, dtype, self.dtype_note)
         seq_buckets = seq_buckets_for(a.backend, cfg.max_seq_length)
         req = ArtifactRequest(model=a.model, revision=a.revision, task=a.task.value, processor=a.processor.value,
-                              backend=a.backend, dtype=cfg.dtype.value, batch_buckets=a.batch_buckets,
+                              backend=a.backend, dtype=dtype, batch_buckets=a.batch_buckets,
                               seq_buckets=seq_buckets, versions=sdk_versions(a.backend))
         artifact = resolve_artifact(req, self.model, cache_dir=a.cache_dir, artifact_uri=a.artifact_uri,
                                     endpoint_url=a.s3_endpoint_url)
@@ -302,7 +302,9 @@ class InferenceModel:
         }
         if cfg is not None and eng is not None and art is not None:
             data |= {
-                "dtype": cfg.dtype.value,
+                "dtype": art.manifest["dtype"],
+                "requested_dtype": cfg.dtype.value,
+                "dtype_note": self.dtype_note,
                 "bf16_native": self.bf16_native,
                 "max_batch_size": cfg.max_batch_size,
                 "batch_wait_timeout_s": cfg.batch_wait_timeout_s,

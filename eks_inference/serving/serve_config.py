@@ -9,7 +9,8 @@ Contract (used by ``eks_inference.k8s``)::
 
     render_serve_config(model, processor, *, model_uri, artifact_uri=None, cache_dir=DEFAULT_CACHE_DIR,
                         http_host="0.0.0.0", http_port=8000, s3_endpoint_url=None,
-                        max_body_bytes=1048576, max_input_chars=20000, access_log=False) -> dict
+                        max_body_bytes=1048576, max_input_chars=20000, access_log=False,
+                        allow_emulated_bf16=False) -> dict
 
 returns ``{"proxy_location": ..., "http_options": {...}, "applications": [one app]}`` where the app is
 named after the model, mounted at ``/{model.name}``, imports :data:`APP_IMPORT_PATH` with ``args``
@@ -72,6 +73,7 @@ def render_serve_config(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_input_chars: int = DEFAULT_MAX_INPUT_CHARS,
     access_log: bool = False,
+    allow_emulated_bf16: bool = False,
 ) -> dict[str, Any]:
     """The ``serveConfigV2`` document serving ``model`` on ``processor``.
 
@@ -90,6 +92,8 @@ def render_serve_config(
         ``max_seq_length`` tokens and flagged); default 20,000.
     :param access_log: one replica log line per request; default False (Serve's metrics count requests,
         and at thousands of requests per second the log line costs more than it tells).
+    :param allow_emulated_bf16: serve bf16 on CPUs without bf16 instructions too (slow; for checking
+        numerics); default False: such CPUs serve fp32 when the config asks for bf16.
     """
     if processor not in model.processors:
         raise ConfigError(
@@ -124,6 +128,7 @@ def render_serve_config(
         "max_body_bytes": max_body_bytes,
         "max_input_chars": max_input_chars,
         "s3_endpoint_url": s3_endpoint_url,
+        "allow_emulated_bf16": allow_emulated_bf16,
     }
     user_config = {
         "max_batch_size": s.max_batch_size,
@@ -173,6 +178,7 @@ class AppArgs:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_input_chars: int = DEFAULT_MAX_INPUT_CHARS
     s3_endpoint_url: str | None = None
+    allow_emulated_bf16: bool = False
 
     @property
     def backend(self) -> str:
@@ -232,6 +238,7 @@ def parse_app_args(args: Mapping[str, Any]) -> AppArgs:
         max_input_chars=_pos_int("application args max_input_chars",
                                  args.get("max_input_chars", DEFAULT_MAX_INPUT_CHARS)),
         s3_endpoint_url=args.get("s3_endpoint_url") or None,
+        allow_emulated_bf16=bool(args.get("allow_emulated_bf16", False)),
     )
 
 

@@ -13,7 +13,7 @@ import torch
 
 from eks_inference.config import Task
 from eks_inference.serving.artifacts import ArtifactRequest, resolve_artifact, resolve_model, sdk_versions
-from eks_inference.serving.backends import cpu_has_native_bf16, load_backend
+from eks_inference.serving.backends import cpu_has_native_bf16, effective_dtype, load_backend
 from eks_inference.serving.batcher import GreedyBatcher
 from eks_inference.serving.engine import Encoder, Engine
 from eks_inference.serving.tasks import best_span, load_task_module
@@ -123,6 +123,18 @@ def test_bundled_tokenizer_really_tokenizes(tmp_path: Path) -> None:
 
 def test_bf16_support_probe_is_a_bool() -> None:
     assert isinstance(cpu_has_native_bf16(), bool)
+
+
+def test_bf16_is_served_where_the_cpu_has_it_and_fp32_elsewhere() -> None:
+    assert effective_dtype("cpu", "bf16", bf16_native=True) == ("bf16", None)
+    dtype, why = effective_dtype("cpu", "bf16", bf16_native=False)
+    assert dtype == "fp32" and why is not None and "no bf16 instructions" in why
+    assert effective_dtype("cpu", "bf16", bf16_native=False, allow_emulated_bf16=True) == ("bf16", None)
+    assert effective_dtype("cpu", "fp32", bf16_native=False) == ("fp32", None)
+    assert effective_dtype("cuda", "fp16", bf16_native=False) == ("fp16", None)
+    assert effective_dtype("neuron", "bf16", bf16_native=False) == ("bf16", None)
+    with pytest.raises(ValueError, match="'fp16' is not served on CPU"):
+        effective_dtype("cpu", "fp16", bf16_native=True)
 
 
 def test_neuron_artifacts_need_torch_neuronx(tmp_path: Path) -> None:

@@ -52,12 +52,13 @@ def serving_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def model_config(ray: LocalRay, cache: Path, *, name: str, task: Task = Task.EMBEDDING, model_uri: str = BUNDLED,
                  artifact_uri: str | None = None, s3_endpoint_url: str | None = None, cache_dir: Path | None = None,
-                 **serving: Any) -> dict[str, Any]:
+                 allow_emulated_bf16: bool = False, **serving: Any) -> dict[str, Any]:
     spec = ModelSpec(name=name, task=task, processors=(Processor.CPU,), serving=ServingSpec(**serving))
     return render_serve_config(spec, Processor.CPU, model_uri=model_uri,
                                artifact_uri=artifact_uri or str(cache / "repo"),
                                cache_dir=str(cache_dir or cache / "replica-cache"), http_host="127.0.0.1",
-                               http_port=ray.http_port, s3_endpoint_url=s3_endpoint_url, max_input_chars=5000)
+                               http_port=ray.http_port, s3_endpoint_url=s3_endpoint_url, max_input_chars=5000,
+                               allow_emulated_bf16=allow_emulated_bf16)
 
 
 def deploy_model(ray: LocalRay, cache: Path, *, name: str, timeout_s: float = 400, **kw: Any) -> dict[str, Any]:
@@ -82,8 +83,8 @@ def minilm(local_ray: LocalRay, serving_cache: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def minilm_bf16(local_ray: LocalRay, serving_cache: Path) -> Iterator[str]:
-    """The bundled model in bf16 (small buckets: bf16 is emulated, hence slow, on CPUs without it)."""
+    """The bundled model in bf16, even where the CPU only emulates it (small buckets: emulated bf16 is slow)."""
     deploy_model(local_ray, serving_cache, name="minilm-bf16", dtype=DType.BF16, max_batch_size=4,
-                 max_seq_length=64, batch_wait_timeout_s=0.0)
+                 max_seq_length=64, batch_wait_timeout_s=0.0, allow_emulated_bf16=True)
     yield f"{local_ray.url}/minilm-bf16"
     local_ray.remove("minilm-bf16")

@@ -109,7 +109,7 @@ def test_bf16_answers_stay_close_to_fp32(minilm: str, minilm_bf16: str) -> None:
     assert cos.min() >= 0.99, cos
     assert not np.array_equal(a, b)  # really a different dtype path
     _, info = get(f"{minilm_bf16}/info")
-    assert info["dtype"] == "bf16" and isinstance(info["bf16_native"], bool)
+    assert info["dtype"] == info["requested_dtype"] == "bf16" and isinstance(info["bf16_native"], bool)
     assert info["artifact"]["checks"]["min_cosine_vs_fp32"] >= 0.99
 
 
@@ -131,6 +131,18 @@ def test_user_config_changes_apply_in_place_through_reconfigure(minilm: str, loc
         assert info["artifact"]["key"] == before["artifact"]["key"]  # within the compiled buckets: no recompile
         status, body = post(f"{minilm}/predict", {"inputs": TEXTS})  # 5 inputs > 4: split into two batches
         assert status == 200 and isinstance(body, dict) and len(body["outputs"]) == len(TEXTS)
+
+        uc["dtype"] = "bf16"  # "bf16 where the CPU has it": elsewhere the replica keeps serving fp32
+        local_ray.deploy(cfg)
+        deadline = time.monotonic() + 300
+        while (info := get(f"{minilm}/info")[1]).get("requested_dtype") != "bf16" and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert info["replica"] == before["replica"]
+        if info["bf16_native"]:
+            assert info["dtype"] == "bf16" and info["artifact"]["key"] != before["artifact"]["key"]
+        else:
+            assert info["dtype"] == "fp32" and "no bf16 instructions" in info["dtype_note"]
+            assert info["artifact"]["key"] == before["artifact"]["key"]
     finally:
         uc.update(original)
         local_ray.deploy(cfg)
