@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import urllib.request
 
 TEXTS = [
@@ -24,7 +25,22 @@ def cosine(a: list[float], b: list[float]) -> float:
     return sum(x * y for x, y in zip(a, b, strict=True))  # outputs are L2-normalized
 
 
+def wait_healthy(base: str, timeout_s: float = 60.0) -> None:
+    """The proxy can take a moment to (re)bind after the app reports healthy; wait for it to answer."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/healthz", timeout=5) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.5)
+
+
 def main(base: str) -> int:
+    wait_healthy(base)
     info = call(f"{base}/info")
     print(f"model {info.get('model')} on {info.get('processor')} ({info.get('dtype')}), task {info.get('task')}")
     reply = call(f"{base}/predict", {"inputs": TEXTS})
