@@ -143,6 +143,7 @@ class InferenceModel:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forward")
         self._busy_since: float | None = None
         self._busy_rows = 0
+        self.handler_ema_ms = 0.0
         self.requests = 0
         self.bf16_native: bool | None = None
         self.dtype_note: str | None = None
@@ -264,11 +265,14 @@ class InferenceModel:
         for n in split_sizes(len(items), self.cfg.max_batch_size):
             chunks.append(items[start:start + n])
             start += n
+        t0 = time.perf_counter()
         try:
             parts = await asyncio.gather(*(self._predict_batch(c) for c in chunks))
         except Exception as e:  # a bug must not take the replica down; the client gets a JSON 500
             log.exception("prediction failed")
             return _json({"error": {"code": "internal", "message": f"prediction failed: {type(e).__name__}"}}, 500)
+        dt_ms = (time.perf_counter() - t0) * 1000
+        self.handler_ema_ms = dt_ms if self.requests == 1 else 0.9 * self.handler_ema_ms + 0.1 * dt_ms
         outputs = [o for p in parts for o in p[0]]
         truncated = [t for p in parts for t in p[1]]
         return _json({"model": a.model, "outputs": outputs, "truncated": truncated})
@@ -317,7 +321,9 @@ class InferenceModel:
                              "compile_seconds": art.manifest.get("compile_seconds")},
                 "stats": {"requests": self.requests, "batches": eng.batches, "inputs": eng.items,
                           "mean_batch_size": round(eng.items / eng.batches, 2) if eng.batches else None,
-                          "forward_ms": {str(b): round(t * 1000, 2) for b, t in sorted(eng.forward_ema_s.items())}},
+                          "forward_ms": {str(b): round(t * 1000, 2) for b, t in sorted(eng.forward_ema_s.items())},
+                          "engine_run_ms": round(eng.run_ema_s * 1000, 2),
+                          "batch_and_run_ms": round(self.handler_ema_ms, 2)},
                 "replica": _replica_id(),
             }
         return _json(data)

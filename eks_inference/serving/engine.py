@@ -122,6 +122,8 @@ class Engine:
         self._stats_lock = threading.Lock()
         self.batches = 0
         self.items = 0
+        self.run_ema_s = 0.0
+        """EMA of one chunk end to end (tokenize, forward, post-process): the engine's share of latency."""
 
     def estimate_forward_s(self, rows: int) -> float:
         """EMA of measured forward time at the batch bucket ``rows`` pads to (0 before the first)."""
@@ -148,6 +150,7 @@ class Engine:
         return outputs, truncated
 
     def _run_chunk(self, items: Sequence[Item]) -> tuple[list[Any], list[bool]]:
+        t_start = time.perf_counter()
         enc = self.encoder.encode(items, self.batch_buckets, self.seq_buckets)
         t0 = time.perf_counter()
         raw = self.backend.forward(enc.input_ids, enc.attention_mask, enc.token_type_ids)
@@ -158,7 +161,10 @@ class Engine:
             self.forward_ema_s[b] = dt if prev is None else 0.8 * prev + 0.2 * dt
             self.batches += 1
             self.items += enc.rows
-        return self._postprocess(raw, enc, items), enc.truncated
+        answers = self._postprocess(raw, enc, items)
+        run = time.perf_counter() - t_start
+        self.run_ema_s = run if self.run_ema_s == 0.0 else 0.9 * self.run_ema_s + 0.1 * run
+        return answers, enc.truncated
 
     def _postprocess(self, raw: tuple[np.ndarray, ...], enc: Encoded, items: Sequence[Item]) -> list[Any]:
         n = enc.rows
