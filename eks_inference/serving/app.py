@@ -139,7 +139,6 @@ class InferenceModel:
         self.cfg: UserConfig | None = None
         self.engine: Any = None
         self.artifact: Any = None
-        self.load_error: str | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forward")
         self._busy_since: float | None = None
         self._busy_rows = 0
@@ -209,7 +208,7 @@ class InferenceModel:
 
     def check_health(self) -> None:
         if self.engine is None:
-            raise RuntimeError(f"model not loaded: {self.load_error or 'still starting'}")
+            raise RuntimeError("model not loaded yet")
 
     # -- batching ----------------------------------------------------------------------------------
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0, batch_size_fn=_count_inputs)
