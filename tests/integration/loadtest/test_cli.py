@@ -112,7 +112,8 @@ def test_parallel_clients_merge_into_one_step(stub_server: Callable[..., StubSer
     """Two client processes share one run (as pods of an Indexed Job do): each sends half of 160 req/s;
     the report merges their histograms and sums throughput over the window both were measuring."""
     server = stub_server()
-    start = f"{time.time() + 3:.3f}"
+    # Far enough ahead that both processes are up even on a loaded machine, so their windows overlap.
+    start = f"{time.time() + 12:.3f}"
 
     def client(i: int) -> Any:
         return cli("loadtest", "run", "--url", server.url(), "--rate", "160", "--duration", "3", *FAST,
