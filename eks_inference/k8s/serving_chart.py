@@ -31,7 +31,7 @@ from eks_inference.k8s.ray_service import (
     Toleration,
     WorkerGroup,
 )
-from eks_inference.serving.serve_config import model_repository_uris, render_serve_config
+from eks_inference.serving.serve_config import RAY_CLUSTER_ENV, model_repository_uris, render_serve_config
 
 NAMESPACE = "eks-inference"
 SERVE_SERVICE_ACCOUNT = "serve"
@@ -100,7 +100,9 @@ def _ray_service(name: str, namespace_: str, model: ModelSpec, processor: Proces
     s = model.serving
     labels = {**PART_OF, "app.kubernetes.io/name": "eks-inference", "app.kubernetes.io/component": "serving",
               SERVICE_LABEL: name, "eks-inference/model": model.name, PROCESSOR_LABEL: processor.value}
-    env = {"AWS_REGION": region, "AWS_DEFAULT_REGION": region, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    # RAY_CLUSTER_ENV moves HTTP from Ray's Python proxy to HAProxy (the setting local mode measured faster).
+    env = {**RAY_CLUSTER_ENV, "AWS_REGION": region, "AWS_DEFAULT_REGION": region, "HF_HUB_OFFLINE": "1",
+           "RAY_USAGE_STATS_ENABLED": "0"}
     ray_cpus = max(1, math.ceil(s.cpus_per_replica))
     extended: dict[str, int] = {}
     ray_resources: dict[str, int] = {}
