@@ -16,13 +16,17 @@ export TRANSFORMERS_OFFLINE := 1
 export RAY_AUTH_MODE := disabled
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: help setup synth summary demo test lint bench clean
+.PHONY: help setup setup-test synth summary demo test lint bench clean
 
-help:
-	@echo "make demo   set up, synthesize every stack, serve the bundled model locally and load-test it"
-	@echo "make test   set up, lint, type-check and run the whole test suite (offline)"
-	@echo "make synth  synthesize ENV=$(ENV) into cdk.out/"
-	@echo "make bench  run the benchmarks in bench/ (prints ratios measured in one run)"
+help:  ## list the targets and the variables they read
+	@echo "Targets:"
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  make \1\t\2/' | expand -t 16
+	@echo "Variables (make TARGET VAR=value):"
+	@echo "  ENV=$(ENV)        environment in cdk.json to synthesize and serve (dev, prod, or your own)"
+	@echo "  DEMO_PORT=$(DEMO_PORT)  port of the local server that make demo starts"
+	@echo "  DEMO_OUT=$(DEMO_OUT)  where make demo writes results and the report"
+	@echo "  PYTEST_ARGS=      extra pytest arguments for make test, e.g. PYTEST_ARGS='-k report'"
+	@echo "  PYTHON=$(PYTHON)  interpreter that creates .venv (3.11 or newer)"
 
 $(VENV)/.installed: requirements-cdk.txt requirements-serve.txt requirements-loadtest.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,20 +44,22 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-setup: $(VENV)/.installed .venv-checkov/.installed node_modules/.installed
+setup: $(VENV)/.installed node_modules/.installed  ## create .venv and install the pinned set and the CDK CLI
 
-synth: setup
+setup-test: setup .venv-checkov/.installed
+
+synth: setup  ## synthesize ENV into cdk.out/ (offline, no credentials)
 	$(CDK) synth -c env=$(ENV) --quiet
 
-summary: setup
+summary: setup  ## summarize the synthesized cdk.out/ (run make synth first)
 	$(PY) -m eks_inference.summary cdk.out
 
 EI := $(VENV)/bin/eks-inference
-DEMO_URL := http://127.0.0.1:$(DEMO_PORT)/minilm
 DEMO_PORT ?= 8000
 DEMO_OUT ?= out/demo
+DEMO_URL = http://127.0.0.1:$(DEMO_PORT)/minilm
 
-demo: setup
+demo: setup  ## set up, synthesize every stack, serve the bundled model locally, load-test it, write the report
 	@echo "== 1/4 Synthesizing every stack of env=$(ENV) into cdk.out/ (offline, no credentials)"
 	$(CDK) synth -c env=$(ENV) --quiet
 	$(PY) -m eks_inference.summary cdk.out
@@ -69,15 +75,15 @@ demo: setup
 	  $(EI) loadtest report $(DEMO_OUT)/results --out $(DEMO_OUT)/report --slo-p99-ms 250
 	@echo "Report: $(DEMO_OUT)/report/report.html (PNG: $(DEMO_OUT)/report/report.png)"
 
-lint: setup
+lint: setup  ## ruff and mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy eks_inference app.py
 
-test: lint
+test: setup-test lint  ## set up, lint, type-check and run the whole test suite (offline)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-bench: setup
+bench: setup  ## run the benchmarks in bench/ (each prints ratios measured in one run)
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b; done
 
-clean:
+clean:  ## remove build outputs, caches and demo results (keeps .venv and node_modules)
 	rm -rf cdk.out .pytest_cache .mypy_cache .ruff_cache out
