@@ -26,7 +26,7 @@ from eks_inference.config import (
     worker_pod_requests,
 )
 from eks_inference.instance_types import INSTANCE_TYPES
-from tests.conftest import cdk_context
+from tests.conftest import ROOT, cdk_context
 
 
 def envs() -> dict[str, Any]:
@@ -442,3 +442,14 @@ def test_allocatable_follows_the_eks_bootstrap() -> None:
     assert t.allocatable_cpu_millis == 8000 - (60 + 10 + 10 + 10)
     assert t.allocatable_memory_mib == 16 * 1024 - (11 * 58 + 255) - 100
     assert INSTANCE_TYPES["inf2.24xlarge"].neuron_cores == 12 and INSTANCE_TYPES["g5.12xlarge"].gpus == 4
+
+
+def test_readme_example_is_what_synth_prints() -> None:
+    readme = (ROOT / "README.md").read_text()
+    shown = re.search(r"```\n(eks-inference: 3 configuration errors:\n.*?)\n```", readme, flags=re.S)
+    assert shown, "README's configuration error example is missing"
+    block = dev(region="eu-wset-1", node_groups=groups_with("graviton", instance_types=["c7i.2xlarge"]))
+    block["models"][0]["serving"]["max_batch_size"] = 0
+    with pytest.raises(ConfigError) as info:
+        parse_platform("dev", block)
+    assert format_config_error(info.value) == shown.group(1)
