@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import re
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,7 +28,7 @@ from eks_inference.config import (
     worker_pod_requests,
 )
 from eks_inference.instance_types import INSTANCE_TYPES
-from tests.conftest import ROOT, cdk_context
+from tests.conftest import CDK, ROOT, cdk_context, offline_env
 
 
 def envs() -> dict[str, Any]:
@@ -453,3 +455,20 @@ def test_readme_example_is_what_synth_prints() -> None:
     with pytest.raises(ConfigError) as info:
         parse_platform("dev", block)
     assert format_config_error(info.value) == shown.group(1)
+
+
+def test_synth_prints_every_error(tmp_path: Path) -> None:
+    """Through the real CLI and app.py: two mistakes, two numbered lines, no traceback."""
+    env = offline_env()
+    proc = subprocess.run([str(CDK), "synth", "-c", "env=dev", "-c", "account=12345", "-c", "region=eu-west1",
+                           "--quiet", "-o", str(tmp_path / "cdk.out")], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode != 0
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and "Subprocess exited with error" not in ln]
+    assert lines == [
+        "eks-inference: 2 configuration errors:",
+        "  1. environment 'dev' account: '12345' is not a 12-digit AWS account id; set 'account' in the environment, "
+        "pass -c account=123456789012, or export CDK_DEFAULT_ACCOUNT",
+        "  2. environment 'dev' region: 'eu-west1' is not an AWS region; did you mean 'eu-west-1'? Set 'region' in "
+        "cdk.json or pass -c region=eu-west-1",
+    ], proc.stderr
