@@ -932,18 +932,21 @@ def _model(errs: _Errors, data: Any) -> ModelSpec | None:
         return None
     kw = dict(data)
     ok = _take_enum(errs, kw, "task", f"{where} task", Task)
-    if _take_list(errs, kw, "processors", f"{where} processors", '["graviton", "inferentia"]') \
-            and "processors" in kw:
-        procs = []
-        for p in kw["processors"]:
-            try:
-                procs.append(_enum(f"{where} processors", Processor, p))
-            except ConfigError as e:
-                errs.extend(e)
+    if "processors" in kw:
+        if _take_list(errs, kw, "processors", f"{where} processors", '["graviton", "inferentia"]'):
+            procs, before = [], len(errs.items)
+            for p in kw["processors"]:
+                try:
+                    procs.append(_enum(f"{where} processors", Processor, p))
+                except ConfigError as e:
+                    errs.extend(e)
+            if len(errs.items) > before:
+                del kw["processors"]  # reported; the default stands in so the other fields are still checked
                 ok = False
-        kw["processors"] = tuple(procs)
-    else:
-        ok &= "processors" in kw or "processors" not in data
+            else:
+                kw["processors"] = tuple(procs)
+        else:
+            ok = False
     if "serving" in kw:
         serving = _serving(errs, kw.pop("serving"), f"{where} serving")
         if serving is None:
