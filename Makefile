@@ -47,6 +47,7 @@ node_modules/.installed: package.json package-lock.json
 setup: $(VENV)/.installed node_modules/.installed  ## create .venv and install the pinned set and the CDK CLI
 
 setup-test: setup .venv-checkov/.installed
+	bash scripts/install-test-tools.sh
 
 synth: setup  ## synthesize ENV into cdk.out/ (offline, no credentials)
 	$(CDK) synth -c env=$(ENV) --quiet

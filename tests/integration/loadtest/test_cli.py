@@ -273,3 +273,30 @@ def test_interrupted_run_keeps_what_it_measured(stub_server: Callable[..., StubS
     assert doc["status"] == "interrupted"
     (step,) = doc["steps"]
     assert step["status"] == "interrupted" and step["summary"]["ok"] > 50
+
+
+def test_two_runs_in_one_folder_stay_apart(stub_server: Callable[..., StubServer], tmp_path: Path) -> None:
+    server = stub_server()
+    for run_id, rates in (("run-a", "20,40"), ("run-b", "30")):
+        r = cli("loadtest", "run", "--url", server.url(), "--rates", rates, "--requests", "20", *FAST,
+                "--instance-type", "c7g.xlarge", "--run-id", run_id, "--out", f"{tmp_path}/results/")
+        assert r.returncode == 0, r.stderr
+    r = cli("loadtest", "report", str(tmp_path / "results"), "--out", str(tmp_path / "both"))
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "both" / "report.json").read_text())
+    series = {t["label"]: [s["requested_rate"] for s in t["steps"]] for t in report["targets"]}
+    assert series == {"stub · run run-a": [20.0, 40.0], "stub · run run-b": [30.0]}
+    assert sorted(r["rank"] for r in report["ranking"]) == [1, 2]
+    assert "stub · run run-a" in r.stdout and "stub · run run-b" in r.stdout
+    with (tmp_path / "both" / "report.csv").open() as f:
+        assert {(row["series"], row["run_id"]) for row in csv.DictReader(f)} == {
+            ("stub · run run-a", "run-a"), ("stub · run run-b", "run-b")}
+
+    r = cli("loadtest", "report", str(tmp_path / "results"), "--out", str(tmp_path / "one"), "--run-id", "run-b",
+            "--quiet")
+    assert r.returncode == 0, r.stderr
+    (only,) = json.loads((tmp_path / "one" / "report.json").read_text())["targets"]
+    assert only["label"] == "stub" and only["run_id"] == "run-b"
+    r = cli("loadtest", "report", str(tmp_path / "results"), "--out", str(tmp_path / "none"), "--run-id", "run-z")
+    assert r.returncode == 2
+    assert "--run-id run-z: no such run among the inputs; runs there: run-a, run-b" in r.stderr
