@@ -125,8 +125,11 @@ def write_csv(path: Path, targets: Sequence[TargetReport]) -> None:
 # -- plot --------------------------------------------------------------------------------------------
 
 def _cost_label(t: TargetReport) -> str:
-    priced = f"\n(priced as {t.target.price_as})" if t.target.price_as else ""
-    return f"{t.label}{priced}"
+    """The series, and what its cost is computed from (the instance it ran on, or the type it is priced as)."""
+    if t.target.priced_type is None:
+        return t.label
+    hourly = f", ${t.price_per_instance_hour:,.4f}/h" if t.price_per_instance_hour is not None else ""
+    return f"{t.label}\n{t.target.instances_label}{hourly}"
 
 
 def build_figure(targets: Sequence[TargetReport], *, slo_p99_ms: float, title: str) -> Figure:
@@ -203,8 +206,10 @@ def build_figure(targets: Sequence[TargetReport], *, slo_p99_ms: float, title: s
     ypos = list(range(len(targets)))[::-1]
     known = [c for c in costs if c is not None]
     if targets:
-        bars = bx.barh(ypos, [c or 0.0 for c in costs], color=[colors[i % 10] for i in range(len(targets))])
+        bars = bx.barh(ypos, [c or 0.0 for c in costs], height=0.5,
+                       color=[colors[i % 10] for i in range(len(targets))])
         bx.set_yticks(ypos, names, fontsize=8)
+        bx.set_ylim(-0.75, len(targets) - 0.25)
         for bar, t, c in zip(bars, targets, costs, strict=True):
             y = bar.get_y() + bar.get_height() / 2
             if c is not None:

@@ -313,7 +313,7 @@ def test_slo_above_every_point_stays_visible_and_clear_of_the_legend() -> None:
 def test_cost_chart_shows_every_series_with_a_reason_when_unranked() -> None:
     targets, _ = build_targets(_fleet(), slo_p99_ms=100, max_error_rate=0.01, prices=DEFAULT_PRICES)
     bx = build_figure(targets, slo_p99_ms=100, title="t").axes[1]
-    ticks = sorted((lbl.get_position()[1], lbl.get_text()) for lbl in bx.get_yticklabels())
+    ticks = sorted((lbl.get_position()[1], lbl.get_text().split("\n")[0]) for lbl in bx.get_yticklabels())
     assert [text for _, text in ticks][::-1] == [t.label for t in targets]  # top to bottom, in rank order
     texts = [t.get_text() for t in bx.texts]
     assert "no step met the SLO" in texts  # gpu
