@@ -61,7 +61,7 @@ EI := $(VENV)/bin/eks-inference
 DEMO_PORT ?= 8000
 DEMO_OUT ?= out/demo
 DEMO_PRICE_AS ?= c7i.large
-DEMO_FRACTIONS ?= 0.2,0.4,0.6,0.75,0.85,0.95
+DEMO_FRACTIONS ?= 0.25,0.5,0.75,0.9,1.0
 DEMO_URL = http://127.0.0.1:$(DEMO_PORT)/minilm
 
 demo: setup  ## set up, synthesize every stack, serve the bundled model locally, load-test it, write the report
@@ -73,7 +73,7 @@ demo: setup  ## set up, synthesize every stack, serve the bundled model locally,
 	trap '$(EI) local --stop' EXIT; \
 	  echo "== 3/4 A few requests"; \
 	  $(PY) scripts/demo_query.py $(DEMO_URL); \
-	  echo "== 4/4 Capacity, then an open-loop sweep up to it (about a minute), and the price-performance report"; \
+	  echo "== 4/4 Capacity, then an open-loop sweep past the knee (a minute or two), and the price-performance report"; \
 	  rm -rf $(DEMO_OUT); \
 	  $(EI) loadtest run --url $(DEMO_URL) --capacity-fractions $(DEMO_FRACTIONS) --duration 8 --warmup 2 \
 	    --timeout 10 --wait-ready 120 --target-name local-minilm-cpu --processor cpu --price-as $(DEMO_PRICE_AS) \

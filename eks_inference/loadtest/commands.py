@@ -110,7 +110,8 @@ def _register_run(sub: Any) -> None:
     g.add_argument("--rates", help="comma-separated rates for an open-loop sweep, e.g. 10,20,40")
     g.add_argument("--capacity-fractions", metavar="F1,F2,...",
                    help="measure the target's capacity first (a short closed loop), then sweep open-loop rates "
-                        "at these fractions of it, e.g. 0.3,0.6,0.9,1.1 (over 1 shows the knee)")
+                        "at these fractions of it, e.g. 0.3,0.6,0.9,1.1; with --slo-p99-ms, while the last step "
+                        "still meets it, go on at +15%% a step (up to 4 more) until one does not: the knee")
     g.add_argument("--calibrate-concurrency", type=int, default=16,
                    help="in-flight requests of the capacity measurement (--capacity-fractions)")
     g.add_argument("--calibrate-duration", type=float, default=5.0,

@@ -43,6 +43,11 @@ ABORT_AFTER_S = 5.0
 """A step with connection errors and not one success for this long stops: the target is down."""
 MONITOR_S = 0.5
 LATE_START_S = 0.5
+KNEE_EXTRA_STEPS = 4
+KNEE_STEP_FACTOR = 1.15
+"""A capacity sweep (with an SLO) whose last step still meets it goes on at +15% a step, at most 4 more times:
+a closed-loop capacity estimate can be off by a fifth either way, and a sweep that never leaves the flat
+part of the curve shows no knee."""
 LAG_SHARE_OF_SLO = 0.1
 """With an SLO, send lag up to this share of it is tolerated (at least ``max_lag_ms``): a 15 ms hiccup on a
 busy machine cannot move a verdict against 250 ms, but it is the whole story against 5 ms."""
@@ -519,6 +524,13 @@ async def run(
                     notes.append(f"search stopped at {spec.label}: the client fell behind its schedule; "
                                  "use more clients to measure higher rates")
                     break
+            if (config.capacity_fractions and config.slo_p99_ms is not None and index == len(planned) - 1
+                    and len(planned) - len(config.capacity_fractions) < KNEE_EXTRA_STEPS):
+                passed, _ = slo_verdict(summary, slo_p99_ms=config.slo_p99_ms, max_error_rate=config.max_error_rate)
+                if passed and not result.client.get("behind_schedule"):
+                    rate = rates_from_capacity((spec.rate or 0.0) * KNEE_STEP_FACTOR, (1.0,))[0]
+                    planned.append(config.step(index + 1, rate=rate))
+                    notes.append(f"{spec.label} still met the SLO; going on at {rate:g} req/s to find the knee")
             index += 1
         if config.search is not None:
             passing = [r for r, ok in search_history if ok]

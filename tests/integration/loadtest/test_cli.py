@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import re
 import signal
@@ -300,3 +301,24 @@ def test_two_runs_in_one_folder_stay_apart(stub_server: Callable[..., StubServer
     r = cli("loadtest", "report", str(tmp_path / "results"), "--out", str(tmp_path / "none"), "--run-id", "run-z")
     assert r.returncode == 2
     assert "--run-id run-z: no such run among the inputs; runs there: run-a, run-b" in r.stderr
+
+
+def test_capacity_sweep_goes_on_until_the_knee(stub_server: Callable[..., StubServer], tmp_path: Path) -> None:
+    """Rates relative to a measured capacity; while the last step still meets the SLO the sweep goes on at +15%
+    (the stub's 20 ms sleep never saturates, so it stops after the 4 extra steps), and stops at once when a step
+    misses it."""
+    server = stub_server("--delay", "0.02")
+    common = ("--capacity-fractions", "0.25,0.5", "--calibrate-concurrency", "4", "--calibrate-duration", "1",
+              "--duration", "0.5", "--warmup", "0.2", "--no-progress")
+    r = cli("loadtest", "run", "--url", server.url(), *common, "--slo-p99-ms", "250", "--out", str(tmp_path / "a.json"))
+    assert r.returncode == 0, r.stderr
+    doc = json.loads((tmp_path / "a.json").read_text())
+    cal = doc["calibration"]
+    assert cal["concurrency"] == 4 and 100 < cal["throughput_rps"] < 200  # 4 users × 1 / 20 ms, less overhead
+    rates = [s["spec"]["rate"] for s in doc["steps"]]
+    assert rates[:2] == cal["rates"] == [float(f"{cal['throughput_rps'] * f:.3g}") for f in (0.25, 0.5)]
+    assert len(rates) == 6 and all(b == pytest.approx(a * 1.15, rel=0.01) for a, b in itertools.pairwise(rates[1:]))
+    assert "capacity:" in r.stderr and "to find the knee" in r.stderr
+    r = cli("loadtest", "run", "--url", server.url(), *common, "--slo-p99-ms", "1", "--out", str(tmp_path / "b.json"))
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads((tmp_path / "b.json").read_text())["steps"]) == 2
