@@ -553,6 +553,7 @@ def cmd_report(a: argparse.Namespace) -> int:
                                                           "cpu_count", "argv", "url", "waited_for_target_s",
                                                           "barrier")},
         "server_info": r.provenance.get("server_info"), "server_info_error": r.provenance.get("server_info_error"),
+        "calibration": r.doc.get("calibration"), "notes": list(r.doc.get("notes") or []),
     } for r in parsed]
     doc = report.build_document(targets, warnings=warnings, slo_p99_ms=slo, max_error_rate=a.max_error_rate,
                                 prices=prices, inputs=inputs, generated_at=time.time())

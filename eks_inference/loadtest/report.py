@@ -333,6 +333,7 @@ def _input_block(i: Mapping[str, Any]) -> str:
          else ""),
         ("clients met", _barrier_text(prov.get("barrier"))),
         ("server", _server_summary(info, info_error)),
+        *(("note", str(n)) for n in i.get("notes") or ()),
     ]
     body = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in rows if k and v)
     raw = ("<details><summary>server /info (raw)</summary><pre>"
