@@ -218,6 +218,12 @@ def test_malformed_payload_file_names_the_line(tmp_path: Path) -> None:
     (["--rate", "10", "--search"], "--search needs --slo-p99-ms"),
     (["--rate", "10", "--text-length", "uniform:9-1"], "--text-length"),
     (["--rate", "10", "--clients", "2", "--client-index", "5"], "--client-index: 5 must be in 0..1"),
+    (["--rate", "10", "--clients", "2", "--client-index", "1"], "need one shared --run-id"),
+    (["--rate", "10", "--clients", "2", "--client-index", "1", "--run-id", "r"], "every client would write this"),
+    (["--rate", "10", "--wait-ready", "-1"], "--wait-ready: -1 must be in [0, 86400]"),
+    (["--rate", "10", "--price-as", "a b"], "--price-as: 'a b' is not an instance type"),
+    (["--capacity-fractions", "0.5,0"], "--capacity-fractions: '0' is not a fraction"),
+    (["--capacity-fractions", "0.5", "--rates", "10"], "--capacity-fractions: sweeps open-loop rates of its own"),
 ])
 def test_invalid_options_exit_2_with_the_reason(tmp_path: Path, args: list[str], message: str) -> None:
     r = cli("loadtest", "run", "--url", "http://127.0.0.1:9/m", *args, "--out", str(tmp_path / "r.json"))
