@@ -52,19 +52,16 @@ def write_bytes(dest: str, data: bytes, *, content_type: str) -> None:
 
 
 def exists(location: str) -> bool:
-    """Whether a local file or an S3 object is there (a missing bucket is an error, not False)."""
+    """Whether a local file or an S3 object is there.
+
+    On S3 this lists the key's prefix instead of a HEAD: a role that may list only under a prefix (an
+    ``s3:prefix`` condition, as the load-test role has) gets 403, not 404, for a HEAD on a missing key.
+    """
     if not is_s3(location):
         return Path(location).is_file()
-    from botocore.exceptions import ClientError
-
     bucket, key = split_s3(location)
-    try:
-        _s3().head_object(Bucket=bucket, Key=key)
-    except ClientError as e:
-        if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-            return False
-        raise
-    return True
+    listed = _s3().list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
+    return any(obj["Key"] == key for obj in listed.get("Contents", []))
 
 
 def list_texts(prefix: str, *, suffix: str) -> dict[str, str]:

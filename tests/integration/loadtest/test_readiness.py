@@ -65,13 +65,14 @@ def _start_client(server: StubServer, index: int, out: str, run_id: str,
     return subprocess.Popen(
         [sys.executable, "-m", "eks_inference.cli", "loadtest", "run", "--url", server.url(), "--rate", "40",
          "--duration", "2", *FAST, "--clients", "2", "--client-index", str(index), "--run-id", run_id,
-         "--wait-ready", "40", "--out", out],
+         "--wait-ready", "40", "--skip-if-exists", "--out", out],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, **(env or {})})
 
 
 def _barrier_run(server: StubServer, out: str, run_id: str,
                  env: dict[str, str] | None = None) -> list[tuple[int, str]]:
-    """Client 0 first, client 1 three seconds later (a pod scheduled late); both must start together."""
+    """Client 0 first, client 1 three seconds later (a pod scheduled late); both must start together. Both pass
+    --skip-if-exists, as the chart's pods do: with no result there yet, they measure."""
     first = _start_client(server, 0, out, run_id, env)
     time.sleep(3)
     second = _start_client(server, 1, out, run_id, env)
