@@ -26,6 +26,8 @@ help:  ## list the targets and the variables they read
 	@echo "  ENV=$(ENV)        environment in cdk.json to synthesize and serve (dev, prod, or your own)"
 	@echo "  DEMO_PORT=$(DEMO_PORT)  port of the local server that make demo starts"
 	@echo "  DEMO_OUT=$(DEMO_OUT)  where make demo writes results and the report"
+	@echo "  DEMO_PRICE_AS=$(DEMO_PRICE_AS)  EC2 type the demo prices this machine as (labelled 'priced as')"
+	@echo "  DEMO_FRACTIONS=$(DEMO_FRACTIONS)  demo sweep rates, as fractions of the capacity it measures first"
 	@echo "  PYTEST_ARGS=      extra pytest arguments for make test, e.g. PYTEST_ARGS='-k report'"
 	@echo "  PYTHON=$(PYTHON)  interpreter that creates .venv (3.11 or newer)"
 
@@ -48,6 +50,7 @@ node_modules/.installed: package.json package-lock.json
 setup: $(VENV)/.installed node_modules/.installed  ## create .venv and install the pinned set and the CDK CLI
 
 setup-test: setup .venv-checkov/.installed
+	bash scripts/install-test-tools.sh
 
 synth: setup  ## synthesize ENV into cdk.out/ (offline, no credentials)
 	$(CDK) synth -c env=$(ENV) --quiet
@@ -58,6 +61,8 @@ summary: setup  ## summarize the synthesized cdk.out/ (run make synth first)
 EI := $(VENV)/bin/eks-inference
 DEMO_PORT ?= 8000
 DEMO_OUT ?= out/demo
+DEMO_PRICE_AS ?= c7i.large
+DEMO_FRACTIONS ?= 0.25,0.5,0.75,0.9,1.0
 DEMO_URL = http://127.0.0.1:$(DEMO_PORT)/minilm
 
 demo: setup  ## set up, synthesize every stack, serve the bundled model locally, load-test it, write the report
@@ -69,10 +74,11 @@ demo: setup  ## set up, synthesize every stack, serve the bundled model locally,
 	trap '$(EI) local --stop' EXIT; \
 	  echo "== 3/4 A few requests"; \
 	  $(PY) scripts/demo_query.py $(DEMO_URL); \
-	  echo "== 4/4 A short open-loop sweep (about a minute) and the price-performance report"; \
+	  echo "== 4/4 Capacity, then an open-loop sweep past the knee (a minute or two), and the price-performance report"; \
 	  rm -rf $(DEMO_OUT); \
-	  $(EI) loadtest run --url $(DEMO_URL) --mode open --rates 5,10,20,40 --duration 10 --warmup 3 \
-	    --target-name local-minilm-cpu --processor cpu --slo-p99-ms 250 --out $(DEMO_OUT)/results/; \
+	  $(EI) loadtest run --url $(DEMO_URL) --capacity-fractions $(DEMO_FRACTIONS) --duration 8 --warmup 2 \
+	    --timeout 10 --wait-ready 120 --target-name local-minilm-cpu --processor cpu --price-as $(DEMO_PRICE_AS) \
+	    --slo-p99-ms 250 --out $(DEMO_OUT)/results/; \
 	  $(EI) loadtest report $(DEMO_OUT)/results --out $(DEMO_OUT)/report --slo-p99-ms 250
 	@echo "Report: $(DEMO_OUT)/report/report.html (PNG: $(DEMO_OUT)/report/report.png)"
 

@@ -19,6 +19,7 @@ from eks_inference.loadtest.stats import (
     StepStats,
     achieved_rps,
     common_window,
+    few_samples,
     latency_summary_ms,
     merge,
     ok_in_window,
@@ -109,6 +110,7 @@ def summarize(steps: Sequence[ClientStep]) -> dict[str, Any]:
         "latency_ms": latency_summary_ms(hist, min_us=min(mins) if mins else None,
                                          max_us=max(maxs) if maxs else None,
                                          sum_us=sum(st.stats.sum_us for st in steps)),
+        "few_samples": few_samples(hist.get_total_count()),
         "schedule_lag_ms": {"p50": lag_p["p50"] / 1000.0, "p99": lag_p["p99"] / 1000.0,
                             "max": (max(lag_max) / 1000.0) if lag_max else None},
         "behind_schedule": behind,
@@ -151,9 +153,16 @@ class Point:
 
 @dataclass(frozen=True, kw_only=True)
 class TargetReport:
-    """A target's curve and its price-performance at the best step that met the SLO."""
+    """One run of one target: its curve and its price-performance at the best step that met the SLO.
+
+    Runs stay apart: two runs of a target (yesterday's and today's, or before and after a change) are two
+    series, each with its own best step and rank. Merging them would draw one zig-zag line through both
+    and pick a "best" step from whichever run happened to be luckier.
+    """
 
     target: TargetInfo
+    run_id: str | None
+    label: str
     points: tuple[Point, ...]
     best: Point | None
     region: str
@@ -163,12 +172,30 @@ class TargetReport:
     usd_per_million_inferences: float | None
     rank: int | None = None
 
+    @property
+    def unranked_reason(self) -> str | None:
+        """Why it has no rank (the same words in every format), or None when ranked."""
+        if self.rank is not None:
+            return None
+        if not self.points:
+            return "nothing was measured"
+        if self.best is None:
+            return "no step met the SLO"
+        if self.target.priced_type is None:
+            return "no instance type to price"
+        return f"no price for {self.target.priced_type}"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "target": self.target.to_dict(),
+            "run_id": self.run_id,
+            "label": self.label,
             "rank": self.rank,
+            "unranked_reason": self.unranked_reason,
             "region": self.region,
             "region_assumed": self.region_assumed,
+            "priced_instance_type": self.target.priced_type,
+            "price_basis": price_basis(self.target),
             "price_per_instance_hour": self.price_per_instance_hour,
             "hourly_usd": self.hourly_usd,
             "best": dict(self.best.summary) if self.best else None,
@@ -177,6 +204,16 @@ class TargetReport:
             "steps": [{**p.summary, "slo_met": p.slo_met, "slo_reason": p.slo_reason,
                        "sources": list(p.sources)} for p in self.points],
         }
+
+
+def price_basis(target: TargetInfo) -> str | None:
+    """How its cost was priced, in words a reader of the report needs next to the figure."""
+    if target.price_as:
+        ran = target.instance_type or "another machine"
+        return f"priced as {target.price_as} (measured on {ran}, not on that instance)"
+    if target.instance_type:
+        return f"the instance type it ran on ({target.instance_type})"
+    return None
 
 
 def _step_key(st: ClientStep) -> tuple[Any, ...]:
@@ -207,22 +244,35 @@ def group_steps(steps: Sequence[ClientStep]) -> tuple[list[list[ClientStep]], li
     return list(groups.values()), warnings
 
 
+SeriesKey = tuple[str, str | None]
+
+
 def _check_targets(steps: Sequence[ClientStep],
-                   extra: Sequence[tuple[TargetInfo, str]] = ()) -> dict[str, TargetInfo]:
-    targets: dict[str, tuple[TargetInfo, str]] = {}
-    for t, source in [*((st.target, st.source) for st in steps), *extra]:
-        seen = targets.get(t.name)
+                   extra: Sequence[tuple[TargetInfo, str | None, str]] = ()) -> dict[SeriesKey, TargetInfo]:
+    """One description per run of a target; the clients of a run must agree on what they measured."""
+    targets: dict[SeriesKey, tuple[TargetInfo, str]] = {}
+    for t, run_id, source in [*((st.target, st.run_id, st.source) for st in steps), *extra]:
+        key = (t.name, run_id)
+        seen = targets.get(key)
         if seen is None:
-            targets[t.name] = (t, source)
+            targets[key] = (t, source)
             continue
-        a = (seen[0].instance_type, seen[0].nodes, seen[0].processor)
-        b = (t.instance_type, t.nodes, t.processor)
+        a = (seen[0].instance_type, seen[0].price_as, seen[0].nodes, seen[0].processor)
+        b = (t.instance_type, t.price_as, t.nodes, t.processor)
         if a != b:
             raise ConfigError(
-                f"target {t.name!r} is {a} (instance type, nodes, processor) in {seen[1]} but {b} in "
-                f"{source}; give each configuration its own --target-name"
+                f"target {t.name!r} of run {run_id!r} is {a} (instance type, priced as, nodes, processor) in "
+                f"{seen[1]} but {b} in {source}; the clients of one run must describe the same target"
             )
-    return {name: t for name, (t, _) in targets.items()}
+    return {key: t for key, (t, _) in targets.items()}
+
+
+def _labels(keys: Sequence[SeriesKey]) -> dict[SeriesKey, str]:
+    """The target's name, with its run where the name alone would be ambiguous."""
+    counts: dict[str, int] = {}
+    for name, _ in keys:
+        counts[name] = counts.get(name, 0) + 1
+    return {(name, run): name if counts[name] == 1 or run is None else f"{name} · run {run}" for name, run in keys}
 
 
 def build_targets(
@@ -232,63 +282,72 @@ def build_targets(
     max_error_rate: float,
     prices: PriceTable,
     default_region: str = DEFAULT_REGION,
-    targets_without_steps: Sequence[tuple[TargetInfo, str]] = (),
+    targets_without_steps: Sequence[tuple[TargetInfo, str | None, str]] = (),
 ) -> tuple[list[TargetReport], list[str]]:
-    """Targets in rank order (cheapest per 1M inferences first), and warnings for the report.
+    """One series per run of each target, in rank order (cheapest per 1M inferences first), and warnings.
 
-    ``targets_without_steps`` ((target, source) of every input) keeps a target whose runs measured
-    nothing in the report, listed last, instead of letting it vanish.
+    ``targets_without_steps`` ((target, run id, source) of every input) keeps a run that measured nothing in
+    the report, listed last, instead of letting it vanish.
     """
     targets = _check_targets(steps, targets_without_steps)
+    labels = _labels(list(targets))
     groups, warnings = group_steps(steps)
-    points: dict[str, list[Point]] = {name: [] for name in targets}
+    points: dict[SeriesKey, list[Point]] = {key: [] for key in targets}
     for group in groups:
         summary = summarize(group)
         ok, reason = slo_verdict(summary, slo_p99_ms=slo_p99_ms, max_error_rate=max_error_rate)
-        points[group[0].target.name].append(
+        key: SeriesKey = (group[0].target.name, group[0].run_id)
+        points[key].append(
             Point(summary=summary, sources=tuple(sorted({g.source for g in group})), slo_met=ok, slo_reason=reason)
         )
+        where = f"{labels[key]} step {summary['step']}"
         waited = summary["waited_for_connection"]
         if summary["requests"] and waited > 0.01 * summary["requests"]:
             warnings.append(
-                f"{summary['target']} step {summary['step']}: {waited} of {summary['requests']} requests waited for "
-                "a free connection; their latency includes that wait (raise --connections if the server could "
-                "have taken them)"
+                f"{where}: {waited} of {summary['requests']} requests waited for a free connection; their latency "
+                "includes that wait (raise --connections if the server could have taken them)"
             )
         if summary["client_saturated"]:
             warnings.append(
-                f"{summary['target']} step {summary['step']}: a client used >= {CLIENT_SATURATED_CPU:.0%} of a core; "
-                "its latency may include client time (add clients)"
+                f"{where}: a client used >= {CLIENT_SATURATED_CPU:.0%} of a core; its latency may include client "
+                "time (add clients)"
             )
     reports = []
-    for name, target in targets.items():
-        pts = sorted(points[name], key=lambda p: (p.summary["run_id"], p.summary["step"]))
+    for key, target in targets.items():
+        label = labels[key]
+        pts = sorted(points[key], key=lambda p: p.summary["step"])
         passing = [p for p in pts if p.slo_met]
         best = max(passing, key=lambda p: p.summary["inferences_per_s"]) if passing else None
         region = target.region or default_region
-        unit = prices.hourly(target.instance_type, region)
+        unit = prices.hourly(target.priced_type, region)
         hourly = fleet_hourly(unit, target.nodes)
         cost = usd_per_million(hourly, best.summary["inferences_per_s"]) if best else None
         reports.append(TargetReport(
-            target=target, points=tuple(pts), best=best, region=region, region_assumed=target.region is None,
-            price_per_instance_hour=unit, hourly_usd=hourly, usd_per_million_inferences=cost,
+            target=target, run_id=key[1], label=label, points=tuple(pts), best=best, region=region,
+            region_assumed=target.region is None, price_per_instance_hour=unit, hourly_usd=hourly,
+            usd_per_million_inferences=cost,
         ))
         if not pts:
-            warnings.append(f"{name}: nothing was measured (see the run errors); it is not ranked")
+            warnings.append(f"{label}: nothing was measured (see the run errors); it is not ranked")
         elif best is None:
-            warnings.append(f"{name}: no step met the SLO (p99 <= {slo_p99_ms:g} ms, errors <= "
+            warnings.append(f"{label}: no step met the SLO (p99 <= {slo_p99_ms:g} ms, errors <= "
                             f"{max_error_rate:.2%}); it is not ranked")
+        elif target.priced_type is None:
+            warnings.append(f"{label}: no instance type recorded, so its cost is n/a; run it with `loadtest run "
+                            "--instance-type TYPE` (the EC2 type it runs on) or `--price-as TYPE` (to price this "
+                            "machine as that EC2 type)")
         elif unit is None:
-            warnings.append(f"{name}: no price for instance type {target.instance_type or '(none)'} in {region}; "
-                            "cost is n/a (add it with --prices)")
+            warnings.append(f"{label}: the price table of {prices.date} has no price for {target.priced_type} in "
+                            f"{region}, so its cost is n/a; give one with `loadtest report --prices FILE` "
+                            f"({{\"prices\": {{\"{region}\": {{\"{target.priced_type}\": USD_PER_HOUR}}}}}})")
     return rank(reports), warnings
 
 
 def rank(reports: Sequence[TargetReport]) -> list[TargetReport]:
     """Cheapest per 1M inferences first; unpriced ones next by throughput; those without a passing step last."""
     priced = sorted((r for r in reports if r.usd_per_million_inferences is not None),
-                    key=lambda r: (r.usd_per_million_inferences, r.target.name))
+                    key=lambda r: (r.usd_per_million_inferences, r.label))
     unpriced = sorted((r for r in reports if r.best is not None and r.usd_per_million_inferences is None),
-                      key=lambda r: (-(r.best.summary["inferences_per_s"] if r.best else 0.0), r.target.name))
-    failing = sorted((r for r in reports if r.best is None), key=lambda r: r.target.name)
+                      key=lambda r: (-(r.best.summary["inferences_per_s"] if r.best else 0.0), r.label))
+    failing = sorted((r for r in reports if r.best is None), key=lambda r: r.label)
     return [replace(r, rank=i + 1) for i, r in enumerate(priced)] + unpriced + failing

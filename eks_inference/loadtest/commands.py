@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -17,6 +18,7 @@ import secrets
 import signal
 import sys
 import tempfile
+import textwrap
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,8 +27,9 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from eks_inference.cli_help import add_command
 from eks_inference.config import ConfigError, Processor
-from eks_inference.loadtest import provenance, report, results, runner, storage
+from eks_inference.loadtest import provenance, readiness, report, results, runner, storage
 from eks_inference.loadtest.aggregate import DEFAULT_SLO_P99_MS, build_targets, summarize
 from eks_inference.loadtest.client import Engine, parse_endpoint
 from eks_inference.loadtest.payloads import Payload, generate_payloads, load_payload_file, parse_length_dist
@@ -38,46 +41,81 @@ from eks_inference.loadtest.plan import (
     StepSpec,
     TargetInfo,
     parse_concurrencies,
+    parse_fractions,
     parse_rates,
 )
-from eks_inference.loadtest.prices import DEFAULT_REGION, load_prices
+from eks_inference.loadtest.prices import DEFAULT_REGION, age_warning, load_prices
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 
 
+def _wrap(text: str) -> str:
+    return textwrap.fill(text, width=100)
+
+
 def register(subparsers: Any) -> None:
-    lt = subparsers.add_parser(
-        "loadtest", help="load-test a model endpoint and report price-performance",
-        description="Open-loop (rate) and closed-loop (concurrency) load tests with HDR histograms, and a "
-                    "price-performance report merged exactly across clients.",
+    lt = add_command(
+        subparsers, "loadtest", summary="load-test a model endpoint and report price-performance",
+        description=_wrap("Open-loop (rate) and closed-loop (concurrency) load tests with HDR histograms, and a "
+                          "price-performance report merged exactly across clients."),
+        example_lines=(
+            "eks-inference loadtest run --url http://127.0.0.1:8000/minilm --rates 5,10,20 --duration 10 "
+            "--out out/results/",
+            "eks-inference loadtest report out/results --out out/report",
+        ),
     )
     sub = lt.add_subparsers(dest="loadtest_command", metavar="{run,report}")
-    lt.set_defaults(func=lambda a: (lt.print_help(), 2)[1])
+
+    def group_help(_a: argparse.Namespace) -> int:
+        lt.print_help()
+        return 2
+
+    lt.set_defaults(func=group_help)
     _register_run(sub)
     _register_report(sub)
 
 
 def _register_run(sub: Any) -> None:
-    p = sub.add_parser(
-        "run", help="send load to one endpoint and write one result file",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Send load to URL/predict (JSON {\"inputs\": [...]}) and write one result file per client. "
-                    "Open loop measures latency from each request's intended send time (no coordinated omission).",
+    p = add_command(
+        sub, "run", summary="send load to one endpoint and write one result file",
+        description=_wrap("Send load to URL/predict (JSON {\"inputs\": [...]}) and write one result file per client. "
+                          "Open loop measures latency from each request's intended send time (no coordinated "
+                          "omission). With --clients N, the N clients of a run meet through ready markers under --out "
+                          "and start together; with --wait-ready, each first waits for URL/healthz."),
+        example_lines=(
+            "eks-inference loadtest run --url http://127.0.0.1:8000/minilm --rates 5,10,20,40 --duration 10 \\",
+            "    --target-name local-minilm-cpu --processor cpu --price-as c7i.large --out out/results/",
+            "eks-inference loadtest run --url http://127.0.0.1:8000/minilm --capacity-fractions 0.3,0.6,0.9,1.1 \\",
+            "    --duration 8 --out out/results/     # rates relative to the capacity measured first",
+            "eks-inference loadtest run --url http://minilm-serve:8000/minilm --rates 100,200 --run-id run-002 \\",
+            "    --clients 4 --wait-ready 900 --skip-if-exists --out s3://BUCKET/results/run-002/graviton/",
+        ),
     )
     g = p.add_argument_group("target")
     g.add_argument("--url", required=True, help="model endpoint base, e.g. http://127.0.0.1:8000/minilm "
-                                                "(POST URL/predict, GET URL/info for provenance)")
+                                                "(POST URL/predict, GET URL/info for provenance, URL/healthz)")
     g.add_argument("--target-name", help="label in reports (default: last path segment of the URL)")
     g.add_argument("--processor", choices=[x.value for x in Processor], help="processor family serving the target")
-    g.add_argument("--instance-type", help="EC2 instance type for pricing, e.g. c7g.2xlarge")
+    g.add_argument("--instance-type", help="EC2 instance type the target runs on, for pricing, e.g. c7g.2xlarge")
+    g.add_argument("--price-as", metavar="TYPE",
+                   help="price the target as this EC2 instance type although it did not run on one (a laptop, "
+                        "a local demo); the report labels its cost 'priced as TYPE'")
     g.add_argument("--nodes", type=int, default=1, help="instances serving the target (cost = nodes × price)")
     g.add_argument("--region", default=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
-                   help="AWS region for pricing (default: $AWS_REGION)")
+                   help="AWS region for pricing (default: $AWS_REGION, else the report's --region)")
     g = p.add_argument_group("load")
     g.add_argument("--mode", choices=[m.value for m in Mode],
                    help="open: fixed arrival rate; closed: fixed concurrency (default: from --rate/--concurrency)")
     g.add_argument("--rate", help="requests/s (open loop), or the pacing rate of a closed loop")
     g.add_argument("--rates", help="comma-separated rates for an open-loop sweep, e.g. 10,20,40")
+    g.add_argument("--capacity-fractions", metavar="F1,F2,...",
+                   help="measure the target's capacity first (a short closed loop), then sweep open-loop rates "
+                        "at these fractions of it, e.g. 0.3,0.6,0.9,1.1; with --slo-p99-ms, while the last step "
+                        "still meets it, go on at +15%% a step (up to 4 more) until one does not: the knee")
+    g.add_argument("--calibrate-concurrency", type=int, default=16,
+                   help="in-flight requests of the capacity measurement (--capacity-fractions)")
+    g.add_argument("--calibrate-duration", type=float, default=5.0,
+                   help="measured seconds of the capacity measurement, after --warmup")
     g.add_argument("--arrival", choices=[a.value for a in Arrival], default=Arrival.CONSTANT.value,
                    help="open-loop arrivals: constant spacing, or Poisson (random, independent users)")
     g.add_argument("--concurrency", help="in-flight requests (closed loop)")
@@ -112,25 +150,40 @@ def _register_run(sub: Any) -> None:
     g.add_argument("--run-id", default=os.environ.get("EKS_INFERENCE_RUN_ID"),
                    help="groups the files of one run (default: $EKS_INFERENCE_RUN_ID or a new id)")
     g.add_argument("--clients", type=int, default=int(os.environ.get("EKS_INFERENCE_CLIENTS", "1")),
-                   help="parallel clients in this run; each sends its share (default: $EKS_INFERENCE_CLIENTS or 1)")
+                   help="parallel clients in this run; each sends its share, and all start together through "
+                        "ready markers under --out (default: $EKS_INFERENCE_CLIENTS or 1)")
     g.add_argument("--client-index", type=int,
                    help="this client's index (default: $JOB_COMPLETION_INDEX of an Indexed Job when --clients > 1, "
                         "else 0)")
-    g.add_argument("--start-at", help="start at this time (epoch seconds or ISO 8601) so clients begin together")
+    g.add_argument("--start-at", help="start at this time (epoch seconds or ISO 8601) instead of meeting the other "
+                                      "clients through ready markers")
+    g.add_argument("--wait-ready", type=float, metavar="SECONDS",
+                   help="first poll URL/healthz until it answers 200, for at most SECONDS; also bounds the wait for "
+                        f"the other clients (default: probe once; clients wait {readiness.DEFAULT_BARRIER_S:g} s)")
+    g.add_argument("--skip-if-exists", action="store_true",
+                   help="exit 0 without measuring when this client's result file for this run already exists")
     g.add_argument("--json", action="store_true", help="print the step summaries as JSON on stdout")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
 
 
 def _register_report(sub: Any) -> None:
-    p = sub.add_parser(
-        "report", help="merge result files and write the price-performance report",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Merge client result files exactly (HDR histograms), rank targets by USD per 1M inferences "
-                    "at the best rate meeting the SLO, and write report.json, report.csv, report.png, report.html.",
+    p = add_command(
+        sub, "report", summary="merge result files and write the price-performance report",
+        description=_wrap("Merge client result files exactly (HDR histograms), rank each run of each target by "
+                          "USD per 1M inferences at the best rate meeting the SLO, and write report.json, report.csv, "
+                          "report.png and report.html. Each run is its own series; --run-id picks runs."),
+        example_lines=(
+            "eks-inference loadtest report out/results --out out/report --slo-p99-ms 250",
+            "eks-inference loadtest report s3://BUCKET/results/run-002/ --out s3://BUCKET/results/run-002/report/ \\",
+            "    --wait-for 8 --wait-timeout 1800",
+            "eks-inference loadtest report out/results --out out/report --run-id 20261129T101500Z-3f2a1c",
+        ),
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="result files, directories or s3:// prefixes")
     p.add_argument("--out", required=True, help="directory (or s3:// prefix) for the report files")
+    p.add_argument("--run-id", action="append", metavar="RUN_ID",
+                   help="report only this run (repeat for several); default: every run found, each its own series")
     p.add_argument("--prices", help="JSON overriding the built-in price table: "
                                     "{\"date\": .., \"source\": .., \"prices\": {REGION|\"*\": {TYPE: USD/h}}}")
     p.add_argument("--slo-p99-ms", type=float,
@@ -206,23 +259,37 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
         search = SearchSpec(slo_p99_ms=a.slo_p99_ms, start_rate=rates[0] if rates else 10.0,
                             max_rate=a.max_rate, refine_steps=a.search_steps)
         rates = ()
+    fractions = parse_fractions(a.capacity_fractions) if a.capacity_fractions is not None else ()
     parse_length_dist(a.text_length)
+    if a.wait_ready is not None and not 0 <= a.wait_ready <= 86_400:
+        raise ConfigError(f"--wait-ready: {a.wait_ready:g} must be in [0, 86400] seconds, e.g. 600")
     if a.payload is not None and a.inputs_per_request != 1:
         raise ConfigError("--inputs-per-request applies to generated texts; a --payload file sets inputs per line")
     target = TargetInfo(name=a.target_name or _default_target_name(a.url), url=parse_endpoint(a.url).url,
-                        processor=a.processor, instance_type=a.instance_type, nodes=a.nodes, region=a.region)
+                        processor=a.processor, instance_type=a.instance_type, nodes=a.nodes, region=a.region,
+                        price_as=a.price_as)
     client_index = a.client_index
     if client_index is None:
         client_index = int(os.environ.get("JOB_COMPLETION_INDEX", "0") or 0) if a.clients > 1 else 0
     run_id = a.run_id or (dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3))
-    return RunConfig(
+    config = RunConfig(
         url=a.url, mode=mode, target=target, out=a.out, run_id=run_id, arrival=Arrival(a.arrival),
         rates=rates, concurrencies=concs, duration_s=duration, requests=a.requests, warmup_s=a.warmup,
         timeout_s=a.timeout, payload_file=a.payload, text_length=a.text_length,
         inputs_per_request=a.inputs_per_request, seed=a.seed, clients=a.clients, client_index=client_index,
         search=search, slo_p99_ms=a.slo_p99_ms, max_error_rate=a.max_error_rate, engine=Engine(a.http_client),
         connections=a.connections, max_lag_ms=a.max_lag_ms, start_at=_parse_start_at(a.start_at),
+        capacity_fractions=fractions, calibrate_concurrency=a.calibrate_concurrency,
+        calibrate_s=a.calibrate_duration,
     )
+    if config.clients > 1:
+        if not a.run_id:
+            raise ConfigError(f"--clients {config.clients}: the clients need one shared --run-id (or "
+                              "$EKS_INFERENCE_RUN_ID) so that their results merge into one run")
+        if config.out.endswith(".json"):
+            raise ConfigError(f"--out {config.out}: with --clients {config.clients} every client would write this "
+                              "one file; give a directory or s3:// prefix")
+    return config
 
 
 def load_payloads(config: RunConfig) -> list[Payload]:
@@ -268,6 +335,7 @@ def result_document(config: RunConfig, payloads: Sequence[Payload], outcome: run
             "server_info_error": outcome.server_info_error,
         },
         "config": config.to_dict(),
+        "calibration": outcome.calibration,
         "payload": {
             "source": config.payload_file or "generated",
             "text_length": None if config.payload_file else config.text_length,
@@ -324,16 +392,67 @@ class _RichProgress:
             self.task = None
 
 
+def _say(text: str) -> None:
+    """A line for pod logs while waiting (stderr, flushed: no progress bar runs yet)."""
+    print(f"eks-inference loadtest: {text}", file=sys.stderr, flush=True)
+
+
+def _not_measured(why: str, started: float) -> runner.RunOutcome:
+    return runner.RunOutcome(status="aborted", error=why, steps=(), started_at=started, ended_at=time.time(),
+                             server_info=None, server_info_error="not asked: the run did not start")
+
+
+def _before_start(a: argparse.Namespace, config: RunConfig, dest: str,
+                  prov: dict[str, Any]) -> tuple[RunConfig, str | None]:
+    """Wait for the target and for the other clients; returns the config to run (with the common start
+    time) or why it cannot start. Everything waited for is recorded in the provenance."""
+    t0 = time.monotonic()
+    budget = a.wait_ready if a.wait_ready is not None else readiness.DEFAULT_BARRIER_S
+    try:
+        if a.wait_ready is not None:
+            prov["waited_for_target_s"] = round(readiness.wait_ready(config.url, timeout_s=a.wait_ready, say=_say), 3)
+        if config.clients > 1 and config.start_at is None:
+            barrier = readiness.Barrier(location=storage.parent(dest), run_id=config.run_id,
+                                        target=config.target.name, clients=config.clients,
+                                        index=config.client_index)
+            barrier.arrive(ready_at=time.time(), extra={"host": prov.get("host"), "pod": prov.get("pod")})
+            start_at, ready = barrier.wait(timeout_s=budget, since=t0, say=_say)
+            prov["barrier"] = {"markers": barrier.directory, "start_at": provenance.iso(start_at),
+                               "ready_at": {str(i): provenance.iso(t) for i, t in sorted(ready.items())}}
+            config = dataclasses.replace(config, start_at=start_at)
+    except readiness.NotReady as e:
+        return config, str(e)
+    return config, None
+
+
 def cmd_run(a: argparse.Namespace) -> int:
     config = config_from_args(a)
     payloads = load_payloads(config)
     dest = result_path(config)
     prov = provenance.collect()
+    started = time.time()
     err = _console(stderr=True)
     out = _console(stderr=a.json)
 
     def write(outcome: runner.RunOutcome) -> None:
         storage.write_text(dest, results.dumps(result_document(config, payloads, outcome, prov)))
+
+    try:
+        if a.skip_if_exists and storage.exists(dest):
+            print(f"eks-inference loadtest: results for run {config.run_id} client {config.client_index} already "
+                  f"exist at {dest}; not measuring again (set a new run_id to measure again)", file=sys.stderr)
+            return EXIT_OK
+        config, why = _before_start(a, config, dest, prov)
+        if why is not None:
+            write(_not_measured(why, started))
+            print(f"eks-inference loadtest: error: {why}; nothing measured (recorded in {dest})", file=sys.stderr)
+            return EXIT_FAILED
+    except ConfigError:
+        raise
+    except Exception as e:  # S3 or filesystem trouble at the output location: say what and where
+        print(f"eks-inference loadtest: error: using the output location {storage.parent(dest)} failed: "
+              f"{type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_FAILED
 
     async def go() -> runner.RunOutcome:
         # SIGTERM (a pod being deleted) stops the run like Ctrl-C: what was measured is still written.
@@ -378,6 +497,20 @@ def _recorded_slo(parsed: Sequence[results.ParsedResult]) -> float | None:
     return None
 
 
+def _run_id(r: results.ParsedResult) -> str | None:
+    run = r.doc.get("run_id")
+    return None if run is None else str(run)
+
+
+def _only_runs(parsed: Sequence[results.ParsedResult], wanted: Sequence[str]) -> list[results.ParsedResult]:
+    found = sorted({str(r.doc.get("run_id")) for r in parsed})
+    missing = [w for w in wanted if w not in found]
+    if missing:
+        raise ConfigError(f"--run-id {', '.join(missing)}: no such run among the inputs; runs there: "
+                          f"{', '.join(found)}")
+    return [r for r in parsed if str(r.doc.get("run_id")) in wanted]
+
+
 def cmd_report(a: argparse.Namespace) -> int:
     if a.slo_p99_ms is not None and not a.slo_p99_ms > 0:
         raise ConfigError(f"--slo-p99-ms: {a.slo_p99_ms} must be positive, e.g. 100")
@@ -395,12 +528,18 @@ def cmd_report(a: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_FAILED
     parsed, skipped = results.load_results(found)
+    if a.run_id:
+        parsed = _only_runs(parsed, a.run_id)
     slo = a.slo_p99_ms if a.slo_p99_ms is not None else (_recorded_slo(parsed) or DEFAULT_SLO_P99_MS)
     steps = [st for r in parsed for st in r.steps]
     targets, warnings = build_targets(
         steps, slo_p99_ms=slo, max_error_rate=a.max_error_rate, prices=prices, default_region=a.region,
-        targets_without_steps=[(TargetInfo.from_dict(r.doc["target"]), r.source) for r in parsed])
+        targets_without_steps=[(TargetInfo.from_dict(r.doc["target"]), _run_id(r), r.source) for r in parsed])
     warnings = list(skipped) + warnings
+    if any(t.price_per_instance_hour is not None for t in targets):
+        stale = age_warning(prices, today=dt.datetime.now(dt.UTC).date())
+        if stale:
+            warnings.append(stale)
     if short:
         warnings.append(short)
     for r in parsed:
@@ -410,8 +549,11 @@ def cmd_report(a: argparse.Namespace) -> int:
         "source": r.source, "run_id": r.doc.get("run_id"), "target": r.doc["target"]["name"],
         "client": r.doc.get("client"), "status": r.doc.get("status"), "error": r.doc.get("error"),
         "started_at": r.provenance.get("started_at"), "ended_at": r.provenance.get("ended_at"),
-        "provenance": {k: r.provenance.get(k) for k in ("tool_version", "git_sha", "host", "pod", "argv", "url")},
+        "provenance": {k: r.provenance.get(k) for k in ("tool_version", "git_sha", "host", "pod", "platform",
+                                                          "cpu_count", "argv", "url", "waited_for_target_s",
+                                                          "barrier")},
         "server_info": r.provenance.get("server_info"), "server_info_error": r.provenance.get("server_info_error"),
+        "calibration": r.doc.get("calibration"), "notes": list(r.doc.get("notes") or []),
     } for r in parsed]
     doc = report.build_document(targets, warnings=warnings, slo_p99_ms=slo, max_error_rate=a.max_error_rate,
                                 prices=prices, inputs=inputs, generated_at=time.time())

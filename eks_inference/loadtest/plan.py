@@ -52,6 +52,26 @@ def parse_rates(text: str, *, option: str = "--rates") -> tuple[float, ...]:
     return tuple(out)
 
 
+def parse_fractions(text: str, *, option: str = "--capacity-fractions") -> tuple[float, ...]:
+    """``0.3,0.6,1.1`` → (0.3, 0.6, 1.1): fractions of a measured capacity, each in (0, 10]."""
+    out = []
+    for x in (s.strip() for s in text.split(",")):
+        try:
+            v = float(x)
+        except ValueError:
+            raise ConfigError(f"{option}: {x!r} in {text!r} is not a number; use e.g. 0.3,0.6,0.9,1.1") from None
+        if not math.isfinite(v) or not 0 < v <= 10:
+            raise ConfigError(f"{option}: {x!r} is not a fraction in (0, 10]; use e.g. 0.3,0.6,0.9,1.1")
+        out.append(v)
+    return tuple(out)
+
+
+def rates_from_capacity(capacity_rps: float, fractions: Sequence[float]) -> tuple[float, ...]:
+    """Open-loop rates at ``fractions`` of a measured capacity, to three significant digits (readable labels),
+    never below 0.1 requests/s."""
+    return tuple(max(0.1, float(f"{capacity_rps * f:.3g}")) for f in fractions)
+
+
 def parse_concurrencies(text: str, *, option: str = "--concurrencies") -> tuple[int, ...]:
     """``1,4,16`` → (1, 4, 16); rejects anything that is not a whole number >= 1."""
     out = []
@@ -77,6 +97,9 @@ class TargetInfo:
         unless ``--prices`` names it).
     :param nodes: instances serving the target, default 1; cost is ``nodes`` × the hourly price.
     :param region: for the price lookup; None falls back to the report's ``--region``.
+    :param price_as: an EC2 type to price the target as when it did not run on one (a laptop, the local
+        demo); takes precedence over ``instance_type`` for the price, and every cost it yields is labelled
+        "priced as". Default None.
     """
 
     name: str
@@ -85,6 +108,7 @@ class TargetInfo:
     instance_type: str | None = None
     nodes: int = 1
     region: str | None = None
+    price_as: str | None = None
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):
@@ -96,8 +120,23 @@ class TargetInfo:
             raise ConfigError(f"--processor: {self.processor!r} is not a processor; use one of {', '.join(allowed)}")
         if self.instance_type is not None and not _NAME_RE.match(self.instance_type):
             raise ConfigError(f"--instance-type: {self.instance_type!r} is not an instance type, e.g. c7g.xlarge")
+        if self.price_as is not None and not _NAME_RE.match(self.price_as):
+            raise ConfigError(f"--price-as: {self.price_as!r} is not an instance type, e.g. c7i.large")
         if isinstance(self.nodes, bool) or not isinstance(self.nodes, int) or self.nodes < 1:
             raise ConfigError(f"--nodes: {self.nodes!r} is not a whole number >= 1")
+
+    @property
+    def priced_type(self) -> str | None:
+        """The instance type its cost is computed from."""
+        return self.price_as or self.instance_type
+
+    @property
+    def instances_label(self) -> str:
+        """``c7g.xlarge × 2``, or ``priced as c7i.large × 1`` when it did not run on that type."""
+        if self.price_as:
+            ran = f" (ran on {self.instance_type})" if self.instance_type else ""
+            return f"priced as {self.price_as} × {self.nodes}{ran}"
+        return f"{self.instance_type or '?'} × {self.nodes}"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,7 +145,7 @@ class TargetInfo:
     def from_dict(d: dict[str, Any]) -> TargetInfo:
         return TargetInfo(name=d["name"], url=d.get("url", ""), processor=d.get("processor"),
                           instance_type=d.get("instance_type"), nodes=int(d.get("nodes", 1)),
-                          region=d.get("region"))
+                          region=d.get("region"), price_as=d.get("price_as"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -171,6 +210,12 @@ def _bracketed_at(history: Sequence[tuple[float, bool]]) -> int:
     return len(history) - 1
 
 
+def _whole_ceil(x: float) -> int:
+    """``ceil(x)``, except that a product meant to be whole (1.5 s × 50/s = 75.00000000000001) stays whole."""
+    n = round(x)
+    return n if abs(x - n) <= 1e-9 * max(1.0, abs(x)) else math.ceil(x)
+
+
 @dataclass(frozen=True, kw_only=True)
 class StepSpec:
     """One measured step and this client's share of it (totals are across all clients of the run).
@@ -190,6 +235,23 @@ class StepSpec:
     duration_s: float | None
     requests: int | None
     warmup_s: float
+
+    def constant_schedule(self) -> tuple[int, int | None]:
+        """For constant arrivals, the measured sends as indices ``[first, end)`` of the schedule (send *n* is
+        due ``n / client_rate`` after the step starts); ``end`` is None for an unbounded step.
+
+        Decided on whole indices, never by comparing float times: ``t0 + n / rate`` and
+        ``(t0 + warmup) + duration`` can round apart by one ulp, and then the send due exactly at the end
+        of the window counts as measured (76 requests in a 1.5 s step at 50/s, depending only on the
+        monotonic clock's value).
+        """
+        assert self.mode is Mode.OPEN and self.arrival is Arrival.CONSTANT and self.client_rate
+        first = _whole_ceil(self.warmup_s * self.client_rate)
+        if self.requests is not None:
+            return first, first + self.requests
+        if self.duration_s is not None:
+            return first, first + _whole_ceil(self.duration_s * self.client_rate)
+        return first, None
 
     @property
     def label(self) -> str:
@@ -239,6 +301,11 @@ class RunConfig:
     :param max_lag_ms: the client is flagged behind schedule when its p99 send lag exceeds this (or a
         tenth of the SLO, when given, if that is larger). Default 10.
     :param start_at: epoch seconds to begin at, so parallel clients start together.
+    :param capacity_fractions: instead of fixed rates, first measure the target's capacity (a closed loop
+        of ``calibrate_concurrency`` for ``calibrate_s`` seconds after the warm-up), then sweep open-loop
+        rates at these fractions of it. Default none.
+    :param calibrate_concurrency: in-flight requests of that measurement, default 16.
+    :param calibrate_s: its measured seconds, default 5.
     """
 
     url: str
@@ -266,6 +333,9 @@ class RunConfig:
     connections: int | None = None
     max_lag_ms: float = 10.0
     start_at: float | None = None
+    capacity_fractions: tuple[float, ...] = ()
+    calibrate_concurrency: int = 16
+    calibrate_s: float = 5.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -275,8 +345,8 @@ class RunConfig:
             if self.concurrencies:
                 raise ConfigError("--concurrency/--concurrencies: only for --mode closed; use --rate/--rates "
                                   "for the open loop")
-            if not self.rates and self.search is None:
-                raise ConfigError("--mode open needs --rate R, --rates R1,R2,... or --search")
+            if not self.rates and self.search is None and not self.capacity_fractions:
+                raise ConfigError("--mode open needs --rate R, --rates R1,R2,..., --capacity-fractions or --search")
         else:
             if not self.concurrencies:
                 raise ConfigError("--mode closed needs --concurrency N or --concurrencies N1,N2,...")
@@ -313,6 +383,21 @@ class RunConfig:
                               "fixed --rates with several clients")
         if not 0 <= self.max_error_rate <= 1:
             raise ConfigError(f"--max-error-rate: {self.max_error_rate} must be in [0, 1], e.g. 0.01")
+        if self.capacity_fractions:
+            if self.mode is not Mode.OPEN or self.rates or self.search is not None:
+                raise ConfigError("--capacity-fractions: sweeps open-loop rates of its own; drop --rate/--rates, "
+                                  "--search and --mode closed")
+            if self.clients > 1:
+                raise ConfigError("--capacity-fractions: each client would measure a different capacity; run one "
+                                  "client, or sweep fixed --rates with several clients")
+            if any(not 0 < f <= 10 for f in self.capacity_fractions):
+                raise ConfigError(f"--capacity-fractions: {list(self.capacity_fractions)} must each be in (0, 10], "
+                                  "e.g. 0.3,0.6,0.9,1.1")
+            if not 1 <= self.calibrate_concurrency <= MAX_CONCURRENCY:
+                raise ConfigError(f"--calibrate-concurrency: {self.calibrate_concurrency} must be in "
+                                  f"1..{MAX_CONCURRENCY}")
+            if not 0 < self.calibrate_s <= 3600:
+                raise ConfigError(f"--calibrate-duration: {self.calibrate_s} must be in (0, 3600] seconds")
         if self.connections is not None and self.connections < 1:
             raise ConfigError(f"--connections: {self.connections} must be >= 1")
         if not self.max_lag_ms > 0:
@@ -338,9 +423,16 @@ class RunConfig:
                         client_concurrency=self._share(concurrency), duration_s=self.duration_s,
                         requests=requests, warmup_s=self.warmup_s)
 
+    def calibration_step(self) -> StepSpec:
+        """The closed loop that measures capacity for ``capacity_fractions`` (not a step of the sweep)."""
+        return StepSpec(index=-1, mode=Mode.CLOSED, arrival=self.arrival, rate=None,
+                        concurrency=self.calibrate_concurrency, client_rate=None,
+                        client_concurrency=self.calibrate_concurrency, duration_s=self.calibrate_s, requests=None,
+                        warmup_s=self.warmup_s)
+
     def sweep(self) -> list[StepSpec]:
-        """The fixed steps (empty for a search, whose steps depend on what it measures)."""
-        if self.search is not None:
+        """The fixed steps (empty for a search or a capacity sweep, whose steps depend on what they measure)."""
+        if self.search is not None or self.capacity_fractions:
             return []
         if self.mode is Mode.OPEN:
             return [self.step(i, rate=r) for i, r in enumerate(self.rates)]

@@ -8,6 +8,7 @@ still gets a report.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from typing import Any
 from eks_inference.config import ConfigError
 
 DEFAULT_REGION = "us-east-1"
+MAX_PRICE_AGE_DAYS = 180
+"""Older prices than this get a warning in the report: list prices move, and new instance generations appear."""
 
 # Linux, shared tenancy, on-demand USD per instance-hour.
 _US = {
@@ -25,7 +28,7 @@ _US = {
     "inf2.xlarge": 0.7582, "inf2.8xlarge": 1.9679, "inf2.24xlarge": 6.4906,
     "g5.xlarge": 1.0060, "g5.2xlarge": 1.2120,
     "g6.xlarge": 0.8048, "g6.2xlarge": 0.9776,
-    "c7i.xlarge": 0.1785, "c7i.2xlarge": 0.3570,
+    "c7i.large": 0.08925, "c7i.xlarge": 0.1785, "c7i.2xlarge": 0.3570,
 }
 _EU_WEST_1 = {
     "m7g.large": 0.0914, "m7g.xlarge": 0.1827,
@@ -33,7 +36,7 @@ _EU_WEST_1 = {
     "inf2.xlarge": 0.8338, "inf2.8xlarge": 2.1643, "inf2.24xlarge": 7.1396,
     "g5.xlarge": 1.1230, "g5.2xlarge": 1.3530,
     "g6.xlarge": 0.8957, "g6.2xlarge": 1.0880,
-    "c7i.xlarge": 0.2016, "c7i.2xlarge": 0.4032,
+    "c7i.large": 0.1008, "c7i.xlarge": 0.2016, "c7i.2xlarge": 0.4032,
 }
 
 
@@ -138,3 +141,18 @@ def usd_per_million(hourly_usd: float | None, inferences_per_s: float) -> float 
     if hourly_usd is None or inferences_per_s <= 0:
         return None
     return hourly_usd / (inferences_per_s * 3600.0) * 1e6
+
+
+def age_warning(table: PriceTable, *, today: dt.date, max_age_days: int = MAX_PRICE_AGE_DAYS) -> str | None:
+    """A warning when the table is older than ``max_age_days`` (or carries no readable date)."""
+    try:
+        taken = dt.date.fromisoformat(table.date)
+    except ValueError:
+        return (f"the price table's date {table.date!r} is not an ISO date, so its age is unknown; give current "
+                "prices with --prices FILE ({\"date\": \"YYYY-MM-DD\", \"prices\": {...}})")
+    age = (today - taken).days
+    if age <= max_age_days:
+        return None
+    return (f"the price table is dated {table.date}, {age} days old (more than {max_age_days}); costs use those "
+            "prices — check current ones and override them with --prices FILE "
+            "({\"date\": \"YYYY-MM-DD\", \"prices\": {\"REGION\": {\"TYPE\": USD_PER_HOUR}}})")

@@ -1,8 +1,10 @@
 """Writers for the price-performance report: JSON, CSV, PNG, a self-contained HTML page, console tables.
 
 The numbers come from :mod:`aggregate`; this module only lays them out, so every format shows the same
-figures. The HTML embeds the PNG (base64) and carries no external references: it can be attached to a
-ticket or opened from S3 as a single file.
+figures and the same caveats: one series per run of a target, "priced as" next to a cost that was not
+measured on that instance, a mark on every percentile computed from fewer samples than it needs, and a
+reason next to every series that has no rank. The HTML embeds the PNG (base64) and carries no external
+references: it can be attached to a ticket or opened from S3 as a single file.
 """
 
 from __future__ import annotations
@@ -13,25 +15,39 @@ import datetime as dt
 import html
 import io
 import json
+import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
 from eks_inference import __version__
 from eks_inference.loadtest.aggregate import TargetReport
+from eks_inference.loadtest.plan import TargetInfo
 from eks_inference.loadtest.prices import PriceTable
+from eks_inference.loadtest.stats import MIN_SAMPLES, MIN_TAIL_SAMPLES
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 REPORT_FORMAT = "eks-inference.loadtest.report"
 REPORT_FORMAT_VERSION = 1
 CSV_COLUMNS = (
-    "target", "processor", "instance_type", "nodes", "region", "run_id", "step", "mode", "arrival",
-    "requested_rate", "concurrency", "clients", "requests", "ok", "errors", "error_rate", "throughput_rps",
-    "inferences_per_s", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms", "behind_schedule",
-    "client_saturated", "slo_met", "slo_reason", "price_per_instance_hour", "hourly_usd",
-    "usd_per_million_inferences_at_step",
+    "series", "target", "run_id", "processor", "instance_type", "priced_as", "nodes", "region", "step", "mode",
+    "arrival", "requested_rate", "concurrency", "clients", "requests", "ok", "errors", "error_rate",
+    "throughput_rps", "inferences_per_s", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms",
+    "few_samples", "behind_schedule", "client_saturated", "slo_met", "slo_reason", "price_per_instance_hour",
+    "hourly_usd", "usd_per_million_inferences_at_step",
+)
+PERCENTILE_LABELS = {"p50": "p50", "p90": "p90", "p95": "p95", "p99": "p99", "p999": "p99.9"}
+FEW = "†"
+PERCENTILE_RULE = (
+    f"{FEW} marks a percentile computed from fewer successful requests than it needs: at least "
+    f"{MIN_TAIL_SAMPLES} beyond it, i.e. "
+    + ", ".join(f"{PERCENTILE_LABELS[k]} ≥ {v:,}" for k, v in MIN_SAMPLES.items())
+    + "; treat it as a rough value (the p99 of 25 requests is their maximum)."
 )
 
 
@@ -54,10 +70,14 @@ def build_document(
         "slo_p99_ms": slo_p99_ms,
         "max_error_rate": max_error_rate,
         "prices": {"date": prices.date, "source": prices.source, "note": prices.note},
+        "percentile_min_samples": dict(MIN_SAMPLES),
+        "percentile_rule": PERCENTILE_RULE,
         "ranking": [
-            {"rank": t.rank, "target": t.target.name, "usd_per_million_inferences": t.usd_per_million_inferences,
+            {"rank": t.rank, "label": t.label, "target": t.target.name, "run_id": t.run_id,
+             "unranked_reason": t.unranked_reason, "usd_per_million_inferences": t.usd_per_million_inferences,
              "best_inferences_per_s": t.best.summary["inferences_per_s"] if t.best else None,
-             "hourly_usd": t.hourly_usd}
+             "hourly_usd": t.hourly_usd, "priced_instance_type": t.target.priced_type,
+             "priced_as": t.target.price_as is not None}
             for t in targets
         ],
         "targets": [t.to_dict() for t in targets],
@@ -78,13 +98,14 @@ def csv_rows(targets: Sequence[TargetReport]) -> list[dict[str, Any]]:
         for p in t.points:
             s, lat = p.summary, p.summary["latency_ms"]
             rows.append({
-                "target": t.target.name, "processor": t.target.processor, "instance_type": t.target.instance_type,
-                "nodes": t.target.nodes, "region": t.region, "run_id": s["run_id"], "step": s["step"],
-                "mode": s["mode"], "arrival": s["arrival"], "requested_rate": s["requested_rate"],
-                "concurrency": s["concurrency"], "clients": s["clients"], "requests": s["requests"], "ok": s["ok"],
-                "errors": s["errors"], "error_rate": s["error_rate"], "throughput_rps": s["throughput_rps"],
-                "inferences_per_s": s["inferences_per_s"], "p50_ms": lat["p50"], "p90_ms": lat["p90"],
-                "p95_ms": lat["p95"], "p99_ms": lat["p99"], "p999_ms": lat["p999"], "max_ms": lat["max"],
+                "series": t.label, "target": t.target.name, "run_id": s["run_id"], "processor": t.target.processor,
+                "instance_type": t.target.instance_type, "priced_as": t.target.price_as, "nodes": t.target.nodes,
+                "region": t.region, "step": s["step"], "mode": s["mode"], "arrival": s["arrival"],
+                "requested_rate": s["requested_rate"], "concurrency": s["concurrency"], "clients": s["clients"],
+                "requests": s["requests"], "ok": s["ok"], "errors": s["errors"], "error_rate": s["error_rate"],
+                "throughput_rps": s["throughput_rps"], "inferences_per_s": s["inferences_per_s"],
+                "p50_ms": lat["p50"], "p90_ms": lat["p90"], "p95_ms": lat["p95"], "p99_ms": lat["p99"],
+                "p999_ms": lat["p999"], "max_ms": lat["max"], "few_samples": ";".join(s.get("few_samples", [])),
                 "behind_schedule": s["behind_schedule"], "client_saturated": s["client_saturated"],
                 "slo_met": p.slo_met, "slo_reason": p.slo_reason,
                 "price_per_instance_hour": t.price_per_instance_hour, "hourly_usd": t.hourly_usd,
@@ -101,14 +122,29 @@ def write_csv(path: Path, targets: Sequence[TargetReport]) -> None:
             w.writerow({k: ("" if v is None else v) for k, v in row.items()})
 
 
-def render_png(targets: Sequence[TargetReport], *, slo_p99_ms: float, title: str) -> bytes:
-    """Latency percentiles vs throughput (one curve per target, p99 solid, p50 dashed) and $ per 1M."""
+# -- plot --------------------------------------------------------------------------------------------
+
+def _cost_label(t: TargetReport) -> str:
+    """The series, and what its cost is computed from (the instance it ran on, or the type it is priced as)."""
+    if t.target.priced_type is None:
+        return t.label
+    hourly = f", ${t.price_per_instance_hour:,.4f}/h" if t.price_per_instance_hour is not None else ""
+    return f"{t.label}\n{t.target.instances_label}{hourly}"
+
+
+def build_figure(targets: Sequence[TargetReport], *, slo_p99_ms: float, title: str) -> Figure:
+    """Latency percentiles vs throughput (one curve per run of a target: p99 solid, p50 dashed) and USD per 1M
+    inferences for every series, a reason in place of a bar for those without a cost."""
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
     from matplotlib.ticker import FuncFormatter
 
-    fig = Figure(figsize=(13, 5.2), dpi=110, layout="constrained")
+    fig = Figure(figsize=(13, 6.2), dpi=110, layout="constrained")
     ax, bx = fig.subplots(1, 2, width_ratios=[3, 2])
     colors = [f"C{i}" for i in range(10)]
+    plotted: list[float] = []
+    handles: list[Any] = []
+    few_p99 = False
     for i, t in enumerate(targets):
         color = colors[i % len(colors)]
         for mode in ("open", "closed"):
@@ -116,15 +152,24 @@ def render_png(targets: Sequence[TargetReport], *, slo_p99_ms: float, title: str
             if not pts:
                 continue
             # In order of offered load: past saturation the curve bends back, which is the point.
-            pts.sort(key=lambda p: (p.summary["run_id"], p.summary["requested_rate"] or 0,
-                                    p.summary["concurrency"] or 0))
+            pts.sort(key=lambda p: (p.summary["requested_rate"] or 0, p.summary["concurrency"] or 0))
             x = [p.summary["inferences_per_s"] for p in pts]
-            label = t.target.name + (" (closed loop)" if mode == "closed" else "")
+            p99 = [p.summary["latency_ms"]["p99"] for p in pts]
+            p50 = [p.summary["latency_ms"]["p50"] for p in pts]
+            plotted += [v for v in p99 + p50 if v]
+            label = t.label + (" (closed loop)" if mode == "closed" else "")
             ls = "-" if mode == "open" else ":"
-            ax.plot(x, [p.summary["latency_ms"]["p99"] for p in pts], ls, marker="o", color=color,
-                    label=f"{label} p99")
-            ax.plot(x, [p.summary["latency_ms"]["p50"] for p in pts], "--", marker=".", color=color, alpha=0.6,
-                    label=f"{label} p50")
+            (line,) = ax.plot(x, p99, ls, color=color, label=f"{label} p99")
+            handles.append(line)
+            (line50,) = ax.plot(x, p50, "--", marker=".", color=color, alpha=0.6, label=f"{label} p50")
+            handles.append(line50)
+            few = ["p99" in p.summary.get("few_samples", []) for p in pts]
+            few_p99 = few_p99 or any(few)
+            ax.scatter([v for v, f in zip(x, few, strict=True) if not f],
+                       [v for v, f in zip(p99, few, strict=True) if not f], marker="o", color=color, zorder=4)
+            ax.scatter([v for v, f in zip(x, few, strict=True) if f],
+                       [v for v, f in zip(p99, few, strict=True) if f], marker="o", facecolors="white",
+                       edgecolors=color, linewidths=1.5, zorder=4)
             bad = [p for p in pts if p.summary["behind_schedule"]]
             if bad:
                 ax.scatter([p.summary["inferences_per_s"] for p in bad],
@@ -133,37 +178,67 @@ def render_png(targets: Sequence[TargetReport], *, slo_p99_ms: float, title: str
         if t.best is not None:
             ax.scatter([t.best.summary["inferences_per_s"]], [t.best.summary["latency_ms"]["p99"]], marker="*",
                        s=220, color=color, edgecolor="black", zorder=6)
-    ax.axhline(slo_p99_ms, color="red", lw=1, ls="-.", label=f"SLO p99 {slo_p99_ms:g} ms")
+    slo_line = ax.axhline(slo_p99_ms, color="red", lw=1.2, ls="-.", label=f"SLO p99 {slo_p99_ms:g} ms")
+    handles.append(slo_line)
+    # The SLO line always lies inside the axes with room above it, whatever the points do, and carries its own
+    # label at the right end; the legend sits below the plot, where it can cover nothing.
+    lo = min([*plotted, slo_p99_ms]) / 1.6
+    hi = max([*plotted, slo_p99_ms]) * 2.2
     ax.set_yscale("log")
+    ax.set_ylim(lo, hi)
+    ax.text(0.995, slo_p99_ms, f"SLO {slo_p99_ms:g} ms ", color="red", fontsize=8, ha="right", va="bottom",
+            transform=ax.get_yaxis_transform())
     plain = FuncFormatter(lambda v, _pos: f"{v:g}")
     ax.yaxis.set_major_formatter(plain)
     ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: f"{v:g}" if str(v)[0] in "235" else ""))
     ax.set_xlabel("throughput (successful inferences/s)")
     ax.set_ylabel("latency (ms, log scale)")
-    ax.set_title("Latency vs throughput (★ best step within SLO, × client behind)")
+    ax.set_title("Latency vs throughput (★ best step within SLO, × client behind)", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left")
-    priced = [t for t in targets if t.usd_per_million_inferences is not None]
-    if priced:
-        names = [t.target.name for t in priced]
-        costs = [t.usd_per_million_inferences or 0.0 for t in priced]
-        bars = bx.barh(names[::-1], costs[::-1], color=[colors[targets.index(t) % 10] for t in priced][::-1])
-        bx.bar_label(bars, labels=[f"${c:,.3f}" for c in costs[::-1]], fontsize=8, padding=2)
-        bx.set_xlabel("USD per 1M inferences at the best SLO-meeting rate")
-        bx.margins(x=0.3)
+    if few_p99:
+        handles.append(Line2D([], [], marker="o", ls="", markerfacecolor="white", markeredgecolor="grey",
+                              label=f"p99 from < {MIN_SAMPLES['p99']:,} requests (rough)"))
+    ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13),
+              ncol=min(3, max(1, len(handles))), frameon=False)
+
+    names = [_cost_label(t) for t in targets]
+    costs = [t.usd_per_million_inferences for t in targets]
+    ypos = list(range(len(targets)))[::-1]
+    known = [c for c in costs if c is not None]
+    if targets:
+        bars = bx.barh(ypos, [c or 0.0 for c in costs], height=0.5,
+                       color=[colors[i % 10] for i in range(len(targets))])
+        bx.set_yticks(ypos, names, fontsize=8)
+        bx.set_ylim(-0.75, len(targets) - 0.25)
+        for bar, t, c in zip(bars, targets, costs, strict=True):
+            y = bar.get_y() + bar.get_height() / 2
+            if c is not None:
+                bx.annotate(f"${c:,.3f}", (c, y), xytext=(3, 0), textcoords="offset points", va="center",
+                            fontsize=8)
+            else:
+                bx.annotate(t.unranked_reason or "n/a", (0, y), xytext=(3, 0), textcoords="offset points",
+                            va="center", fontsize=8, color="dimgrey", style="italic")
+        bx.set_xlim(0, (max(known) if known else 1.0) * 1.45)
+        if not known:
+            bx.set_xticks([])
     else:
-        unpriced = [t.target.name for t in targets if t.best is not None]
-        why = (f"no price for {', '.join(unpriced)}:\nname an EC2 --instance-type, or give --prices"
-               if unpriced else "no target met the SLO")
-        bx.text(0.5, 0.5, why, ha="center", va="center", transform=bx.transAxes)
+        bx.text(0.5, 0.5, "no targets", ha="center", va="center", transform=bx.transAxes)
         bx.set_xticks([])
         bx.set_yticks([])
-    bx.set_title("Price-performance (lower is better)")
+    bx.set_xlabel("USD per 1M inferences at the best SLO-meeting rate")
+    bx.set_title("Price-performance (lower is better)", fontsize=10)
     fig.suptitle(title)
+    return fig
+
+
+def render_png(targets: Sequence[TargetReport], *, slo_p99_ms: float, title: str) -> bytes:
+    fig = build_figure(targets, slo_p99_ms=slo_p99_ms, title=title)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
 
+
+# -- text helpers ------------------------------------------------------------------------------------
 
 def _fmt(v: Any, spec: str = ",.1f", na: str = "n/a") -> str:
     if v is None:
@@ -175,6 +250,12 @@ def _fmt(v: Any, spec: str = ",.1f", na: str = "n/a") -> str:
     return str(v)
 
 
+def _pct(s: Mapping[str, Any], key: str) -> str:
+    """A percentile in ms, with the few-samples mark where the rule says so."""
+    text = _fmt(s["latency_ms"][key], ",.2f")
+    return text + FEW if key in s.get("few_samples", ()) else text
+
+
 def _load(s: Mapping[str, Any]) -> str:
     if s["mode"] == "open":
         return f"{s['requested_rate']:g}/s" + (" poisson" if s["arrival"] == "poisson" else "")
@@ -182,99 +263,180 @@ def _load(s: Mapping[str, Any]) -> str:
     return f"c={s['concurrency']}{paced}"
 
 
+# -- HTML --------------------------------------------------------------------------------------------
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1500px}
+h1{font-size:22px} h2{font-size:17px;margin-top:1.6em}
+.wrap{overflow-x:auto;max-width:100%}
+table{border-collapse:collapse;margin:.6em 0}
+td,th{border:1px solid #ccc;padding:3px 6px;font-size:12.5px;text-align:right;vertical-align:top}
+th{background:#f3f3f3} td.l,th.l{text-align:left}
+td.few{color:#8a5a00;background:#fff8e6}
+td.wrap-text{text-align:left;overflow-wrap:anywhere;max-width:28em}
+img{max-width:100%;height:auto}
+.note{color:#555;font-size:12px;max-width:80em}
+.warn li{margin:.2em 0;overflow-wrap:anywhere}
+details{border:1px solid #ddd;border-radius:4px;margin:.4em 0;padding:.3em .6em}
+summary{cursor:pointer;overflow-wrap:anywhere}
+table.kv td{text-align:left;font-size:12px} table.kv td:first-child{color:#555;white-space:nowrap}
+table.kv td:last-child{overflow-wrap:anywhere;max-width:70em}
+pre{white-space:pre-wrap;overflow-wrap:anywhere;font-size:11.5px;margin:0}
+"""
+
+
+def _td(text: Any, cls: str = "", title: str = "") -> str:
+    attrs = (f' class="{cls}"' if cls else "") + (f' title="{html.escape(title)}"' if title else "")
+    return f"<td{attrs}>{html.escape(str(text))}</td>"
+
+
+def _pct_td(s: Mapping[str, Any], key: str) -> str:
+    if key in s.get("few_samples", ()):
+        return _td(_pct(s, key), "few", f"from {s['ok']:,} successful requests; {PERCENTILE_LABELS[key]} needs "
+                                        f"at least {MIN_SAMPLES[key]:,}")
+    return _td(_pct(s, key))
+
+
+_SERVER_KEYS = ("model", "revision", "processor", "backend", "dtype", "max_batch_size", "batch_wait_timeout_s",
+                "num_threads", "max_seq_length")
+
+
+def _server_summary(info: Mapping[str, Any] | None, error: str | None) -> str:
+    if not info:
+        return error or "none"
+    parts = [f"{k.replace('_', ' ')} {info[k]}" for k in _SERVER_KEYS if info.get(k) not in (None, "")]
+    versions = info.get("versions")
+    if isinstance(versions, Mapping):
+        parts += [f"{k} {v}" for k, v in list(versions.items())[:4]]
+    return " · ".join(str(p) for p in parts) or "see details"
+
+
+def _input_block(i: Mapping[str, Any]) -> str:
+    prov = i.get("provenance") or {}
+    client = i.get("client") or {}
+    info, info_error = i.get("server_info"), i.get("server_info_error")
+    who = f"client {client.get('index', '?')} of {client.get('count', '?')}"
+    head = (f"{i.get('target')} · run {i.get('run_id')} · {who} — {i.get('status')} — "
+            f"{i.get('started_at') or '?'} → {i.get('ended_at') or '?'}")
+    sha = prov.get("git_sha") or "unknown"
+    argv = prov.get("argv")
+    rows: list[tuple[str, str]] = [
+        ("file", str(i.get("source"))),
+        ("error", str(i.get("error"))) if i.get("error") else ("", ""),
+        ("target URL", str(prov.get("url") or "?")),
+        ("tool", f"eks-inference {prov.get('tool_version') or '?'}, git {sha}"),
+        ("host", " · ".join(str(x) for x in (prov.get("host"), prov.get("pod"), prov.get("platform"),
+                                             f"{prov.get('cpu_count')} CPUs" if prov.get("cpu_count") else None)
+                            if x)),
+        ("command", shlex.join(str(a) for a in argv) if isinstance(argv, list) else str(argv or "?")),
+        ("waited for target", f"{prov['waited_for_target_s']:.1f} s" if prov.get("waited_for_target_s") is not None
+         else ""),
+        ("clients met", _barrier_text(prov.get("barrier"))),
+        ("server", _server_summary(info, info_error)),
+        *(("note", str(n)) for n in i.get("notes") or ()),
+    ]
+    body = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in rows if k and v)
+    raw = ("<details><summary>server /info (raw)</summary><pre>"
+           f"{html.escape(json.dumps(info, indent=1, sort_keys=True))}</pre></details>") if info else ""
+    return (f"<details><summary>{html.escape(head)}</summary><table class=\"kv\">{body}</table>{raw}</details>")
+
+
+def _barrier_text(barrier: Any) -> str:
+    if not isinstance(barrier, Mapping):
+        return ""
+    ready = barrier.get("ready_at") or {}
+    return f"started together at {barrier.get('start_at')} ({len(ready)} clients ready)"
+
+
 def render_html(doc: Mapping[str, Any], png: bytes, *, title: str) -> str:
     e = html.escape
     rows = []
     for r in doc["targets"]:
-        t = r["target"]
-        best = r["best"]
+        t, best = r["target"], r["best"]
+        rank = _fmt(r["rank"], "d", "–")
         rows.append(
-            "<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in (
-                _fmt(r["rank"], "d", "–"), t["name"], t.get("processor") or "?",
-                f"{t.get('instance_type') or '?'} × {t['nodes']}", r["region"] + (" (assumed)" if r["region_assumed"]
-                                                                               else ""),
-                _fmt(best["inferences_per_s"] if best else None),
-                _fmt(best["latency_ms"]["p99"] if best else None, ",.2f"),
-                _fmt(r["hourly_usd"], ",.4f"), _fmt(r["usd_per_million_inferences"], ",.4f"),
-            )) + "</tr>"
+            "<tr>" + _td(rank) + _td(r["label"], "l") + _td(t.get("processor") or "?", "l")
+            + _td(TargetInfo.from_dict(t).instances_label, "l")
+            + _td(r["region"] + (" (assumed)" if r["region_assumed"] else ""), "l")
+            + _td(_fmt(best["inferences_per_s"] if best else None))
+            + (_pct_td(best, "p99") if best else _td("n/a"))
+            + _td(_fmt(r["hourly_usd"], ",.4f")) + _td(_fmt(r["usd_per_million_inferences"], ",.4f"))
+            + _td(r["unranked_reason"] or "", "l") + "</tr>"
         )
     steps = []
     for r in doc["targets"]:
         for s in r["steps"]:
-            lat = s["latency_ms"]
-            cells = (s["target"], s["run_id"], _load(s), s["clients"], s["requests"], s["errors"],
-                     _fmt(s["throughput_rps"]), _fmt(s["inferences_per_s"]), _fmt(lat["p50"], ",.2f"),
-                     _fmt(lat["p90"], ",.2f"), _fmt(lat["p99"], ",.2f"), _fmt(lat["p999"], ",.2f"),
-                     _fmt(lat["max"], ",.2f"), "yes" if s["behind_schedule"] else "",
-                     ("✔ " if s["slo_met"] else "✘ ") + s["slo_reason"])
-            steps.append("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in cells) + "</tr>")
-    inputs = []
-    for i in doc["inputs"]:
-        prov = i.get("provenance", {})
-        info = i.get("server_info")
-        inputs.append("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in (
-            i["source"], i.get("target"), i.get("status"), i.get("started_at"), i.get("ended_at"),
-            prov.get("tool_version"), prov.get("git_sha") or "unknown", prov.get("host"),
-            json.dumps(info, sort_keys=True)[:300] if info else (i.get("server_info_error") or "none"),
-        )) + "</tr>")
+            steps.append(
+                "<tr>" + _td(r["label"], "l") + _td(_load(s), "l") + _td(s["clients"]) + _td(f"{s['requests']:,}")
+                + _td(f"{s['errors']:,}") + _td(_fmt(s["throughput_rps"])) + _td(_fmt(s["inferences_per_s"]))
+                + "".join(_pct_td(s, k) for k in ("p50", "p90", "p99", "p999"))
+                + _td(_fmt(s["latency_ms"]["max"], ",.2f")) + _td("yes" if s["behind_schedule"] else "")
+                + _td(("✔ " if s["slo_met"] else "✘ ") + s["slo_reason"], "wrap-text") + "</tr>"
+            )
+    inputs = "".join(_input_block(i) for i in doc["inputs"]) or "<p>none</p>"
     warnings = "".join(f"<li>{e(w)}</li>" for w in doc["warnings"]) or "<li>none</li>"
     img = base64.b64encode(png).decode("ascii")
     prices = doc["prices"]
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>
-<style>
-body{{font-family:system-ui,sans-serif;margin:2em;color:#222}} table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:right}} th{{background:#f3f3f3}}
-td:first-child,td:nth-child(2){{text-align:left}} img{{max-width:100%}} .note{{color:#666;font-size:12px}}
-</style></head><body>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{e(title)}</title>
+<style>{_CSS}</style></head><body>
 <h1>{e(title)}</h1>
-<p>Generated {e(doc['generated_at'])} by eks-inference {e(doc['tool_version'])}. SLO: p99 &le; {doc['slo_p99_ms']:g} ms
-and errors &le; {doc['max_error_rate']:.2%}; a step where the client fell behind its schedule never counts.
-Percentiles come from HDR histograms merged exactly across clients.</p>
+<p class="note">Generated {e(doc['generated_at'])} by eks-inference {e(doc['tool_version'])}. SLO: p99 &le;
+{doc['slo_p99_ms']:g} ms and errors &le; {doc['max_error_rate']:.2%}; a step where the client fell behind its
+schedule never counts. Each run of a target is its own series. Percentiles come from HDR histograms merged exactly
+across clients.</p>
 <h2>Ranking (USD per 1M inferences at the best SLO-meeting step)</h2>
-<table><tr><th>rank</th><th>target</th><th>processor</th><th>instances</th><th>region</th><th>best inf/s</th>
-<th>p99 ms there</th><th>USD/hour</th><th>USD per 1M inf</th></tr>
-{''.join(rows)}</table>
-<p class="note">Prices: {e(prices['source'])}, dated {e(prices['date'])}. {e(prices['note'])}</p>
-<img alt="latency percentiles vs throughput per target" src="data:image/png;base64,{img}">
+<div class="wrap"><table id="ranking"><tr><th>rank</th><th class="l">series</th><th class="l">processor</th>
+<th class="l">instances</th><th class="l">region</th><th>best inf/s</th><th>p99 ms there</th><th>USD/hour</th>
+<th>USD per 1M inf</th><th class="l">not ranked because</th></tr>
+{''.join(rows)}</table></div>
+<p class="note">Prices: {e(prices['source'])}, dated {e(prices['date'])}. {e(prices['note'])}
+A cost "priced as" a type was measured on another machine and priced at that type's hourly rate.</p>
+<img id="plot" alt="latency percentiles vs throughput per series, and USD per 1M inferences"
+ src="data:image/png;base64,{img}">
 <h2>Steps</h2>
-<table><tr><th>target</th><th>run</th><th>load</th><th>clients</th><th>requests</th><th>errors</th><th>req/s</th>
-<th>inf/s</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th><th>client behind</th><th>SLO</th></tr>
-{''.join(steps)}</table>
-<h2>Warnings</h2><ul>{warnings}</ul>
+<div class="wrap"><table id="steps"><tr><th class="l">series</th><th class="l">load</th><th>clients</th>
+<th>requests</th><th>errors</th><th>req/s</th><th>inf/s</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th>
+<th>p99.9 ms</th><th>max ms</th><th>client behind</th><th class="l">SLO</th></tr>
+{''.join(steps)}</table></div>
+<p class="note">{e(doc.get('percentile_rule', PERCENTILE_RULE))}</p>
+<h2>Warnings</h2><ul class="warn">{warnings}</ul>
 <h2>Inputs and provenance</h2>
-<table><tr><th>file</th><th>target</th><th>status</th><th>start</th><th>end</th><th>tool</th><th>git</th><th>host</th>
-<th>server /info</th></tr>
-{''.join(inputs)}</table>
+{inputs}
 </body></html>
 """
 
 
+# -- console -----------------------------------------------------------------------------------------
+
 def ranking_table(targets: Sequence[TargetReport], *, slo_p99_ms: float, prices: PriceTable) -> Table:
     table = Table(title=f"Price-performance at p99 <= {slo_p99_ms:g} ms (prices of {prices.date})")
-    for col in ("rank", "target", "processor", "instances", "best inf/s", "p99 ms", "USD/hour", "USD/1M inf"):
-        table.add_column(col, justify="left" if col in ("target", "processor", "instances") else "right")
+    for col in ("rank", "series", "processor", "instances", "best inf/s", "p99 ms", "USD/hour", "USD/1M inf",
+                "not ranked because"):
+        table.add_column(col, justify="left" if col in ("series", "processor", "instances", "not ranked because")
+                         else "right")
     for t in targets:
         b = t.best.summary if t.best else None
         table.add_row(
-            _fmt(t.rank, "d", "–"), t.target.name, t.target.processor or "?",
-            f"{t.target.instance_type or '?'} × {t.target.nodes}",
-            _fmt(b["inferences_per_s"] if b else None), _fmt(b["latency_ms"]["p99"] if b else None, ",.2f"),
-            _fmt(t.hourly_usd, ",.4f"), _fmt(t.usd_per_million_inferences, ",.4f"),
+            _fmt(t.rank, "d", "–"), t.label, t.target.processor or "?", t.target.instances_label,
+            _fmt(b["inferences_per_s"] if b else None), _pct(b, "p99") if b else "n/a",
+            _fmt(t.hourly_usd, ",.4f"), _fmt(t.usd_per_million_inferences, ",.4f"), t.unranked_reason or "",
         )
     return table
 
 
 def steps_table(summaries: Sequence[Mapping[str, Any]], *, title: str = "Steps") -> Table:
-    """One row per step; latencies in ms. Compact enough for an 80-column terminal with one target."""
-    with_target = len({s["target"] for s in summaries}) > 1
-    table = Table(title=f"{title} (latency in ms)")
-    cols = (["target"] if with_target else []) + ["load", "req", "err", "req/s", "p50", "p90", "p99", "p99.9",
+    """One row per step; latencies in ms. Compact enough for an 80-column terminal with one series."""
+    series = [str(s.get("series") or s["target"]) for s in summaries]
+    with_series = len(set(series)) > 1
+    table = Table(title=f"{title} (latency in ms; {FEW} = fewer samples than the percentile needs)")
+    cols = (["series"] if with_series else []) + ["load", "req", "err", "req/s", "p50", "p90", "p99", "p99.9",
                                                   "max", "lag p99", "note"]
     for col in cols:
-        table.add_column(col, justify="left" if col in ("target", "load", "note") else "right",
+        table.add_column(col, justify="left" if col in ("series", "load", "note") else "right",
                          no_wrap=col != "note")
-    for s in summaries:
+    for name, s in zip(series, summaries, strict=True):
         lat = s["latency_ms"]
         notes = []
         if s["behind_schedule"]:
@@ -285,11 +447,10 @@ def steps_table(summaries: Sequence[Mapping[str, Any]], *, title: str = "Steps")
             notes.append(", ".join(f"{k}={v}" for k, v in s["errors_by_kind"].items()))
         if "slo_reason" in s:
             notes.append(("✔ " if s["slo_met"] else "✘ ") + s["slo_reason"])
-        cells = [_load(s), _fmt(s["requests"], ",d"), _fmt(s["errors"], ",d"),
-                 _fmt(s["throughput_rps"]), _fmt(lat["p50"], ",.2f"), _fmt(lat["p90"], ",.2f"),
-                 _fmt(lat["p99"], ",.2f"), _fmt(lat["p999"], ",.2f"), _fmt(lat["max"], ",.2f"),
+        cells = [_load(s), _fmt(s["requests"], ",d"), _fmt(s["errors"], ",d"), _fmt(s["throughput_rps"]),
+                 _pct(s, "p50"), _pct(s, "p90"), _pct(s, "p99"), _pct(s, "p999"), _fmt(lat["max"], ",.2f"),
                  _fmt(s["schedule_lag_ms"]["p99"], ",.2f"), "; ".join(notes)]
-        table.add_row(*([s["target"]] if with_target else []), *cells)
+        table.add_row(*([name] if with_series else []), *cells)
     return table
 
 
@@ -309,7 +470,8 @@ def write_report(
 
 def print_report(console: Console, targets: Sequence[TargetReport], *, slo_p99_ms: float, prices: PriceTable,
                  warnings: Sequence[str]) -> None:
-    rows = [{**p.summary, "slo_met": p.slo_met, "slo_reason": p.slo_reason} for t in targets for p in t.points]
+    rows = [{**p.summary, "series": t.label, "slo_met": p.slo_met, "slo_reason": p.slo_reason}
+            for t in targets for p in t.points]
     console.print(steps_table(rows, title="Steps (merged across clients)"))
     console.print(ranking_table(targets, slo_p99_ms=slo_p99_ms, prices=prices))
     for w in warnings:

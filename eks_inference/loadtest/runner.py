@@ -36,12 +36,18 @@ from eks_inference.loadtest.client import (
     parse_endpoint,
 )
 from eks_inference.loadtest.payloads import Payload
-from eks_inference.loadtest.plan import Arrival, Mode, RunConfig, StepSpec
+from eks_inference.loadtest.plan import Arrival, Mode, RunConfig, StepSpec, rates_from_capacity
 from eks_inference.loadtest.stats import StepRecorder, StepStats, decode, percentiles_us
 
 ABORT_AFTER_S = 5.0
 """A step with connection errors and not one success for this long stops: the target is down."""
 MONITOR_S = 0.5
+LATE_START_S = 0.5
+KNEE_EXTRA_STEPS = 4
+KNEE_STEP_FACTOR = 1.15
+"""A capacity sweep (with an SLO) whose last step still meets it goes on at +15% a step, at most 4 more times:
+a closed-loop capacity estimate can be off by a fifth either way, and a sweep that never leaves the flat
+part of the curve shows no knee."""
 LAG_SHARE_OF_SLO = 0.1
 """With an SLO, send lag up to this share of it is tolerated (at least ``max_lag_ms``): a 15 ms hiccup on a
 busy machine cannot move a verdict against 250 ms, but it is the whole story against 5 ms."""
@@ -94,14 +100,17 @@ class RunOutcome:
     server_info: Mapping[str, Any] | None
     server_info_error: str | None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    calibration: Mapping[str, Any] | None = None
 
 
 class _Step:
     """One step's schedule and bookkeeping. Single-threaded: every method runs on the event loop."""
 
     def __init__(self, client: HttpClient, spec: StepSpec, inferences: Sequence[int], *, seed: int,
-                 max_lag_ms: float, progress: Progress) -> None:
+                 max_lag_ms: float, progress: Progress, start_at: float | None = None) -> None:
         self.client = client
+        self.start_at = start_at
+        self.late_s = 0.0
         self.spec = spec
         self.inferences = list(inferences)
         self.rng = random.Random(seed * 1_000_003 + spec.index)
@@ -171,8 +180,13 @@ class _Step:
         now = loop.time()
         while self.next_t <= now:
             t = self.next_t
-            measured = t >= self.measure_start
-            if measured:
+            if self.measured_range is not None:
+                first, end = self.measured_range
+                measured = self.n_sched >= first
+                if end is not None and self.n_sched >= end:
+                    self._finish_scheduling(t if spec.requests is not None else self.measure_end)
+                    return
+            elif measured := t >= self.measure_start:
                 if spec.requests is not None:
                     if self.measured_sent >= spec.requests:
                         self._finish_scheduling(t)
@@ -264,9 +278,21 @@ class _Step:
         # clock starts: a full collection can itself take that long.
         gc.collect()
         gc.freeze()
+        if self.start_at is not None:
+            # After the collection, so that clients meeting at one instant also send their first request at it.
+            wait = self.start_at - time.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self.late_s = max(0.0, time.time() - self.start_at)
         self.mono0, self.epoch0 = loop.time(), time.time()
         self.t_start = self.mono0 + 0.002
-        self.measure_start = self.t_start + spec.warmup_s
+        self.measured_range: tuple[int, int | None] | None = None
+        if spec.mode is Mode.OPEN and spec.arrival is Arrival.CONSTANT:
+            assert spec.client_rate
+            self.measured_range = spec.constant_schedule()
+            self.measure_start = self.t_start + self.measured_range[0] / spec.client_rate
+        else:
+            self.measure_start = self.t_start + spec.warmup_s
         self.measure_end = self.measure_start + spec.duration_s if spec.duration_s is not None else math.inf
         self.window_end = None
         self.rec = StepRecorder(window_start=self.epoch(self.measure_start))
@@ -316,7 +342,9 @@ class _Step:
         wall = max(time.monotonic() - wall0, 1e-9)
         lag_p99_ms = percentiles_us(decode(stats.lag_hist))["p99"] / 1000.0
         if spec.mode is Mode.OPEN:
-            if spec.requests is not None:
+            if self.measured_range is not None and self.measured_range[1] is not None:
+                scheduled = self.measured_range[1] - self.measured_range[0]
+            elif spec.requests is not None:
                 scheduled = spec.requests
             else:
                 scheduled = round((spec.client_rate or 0) * (spec.duration_s or 0))
@@ -392,8 +420,6 @@ async def run(
     """Execute the whole run; never raises for target trouble, it reports it in the outcome."""
     progress = progress or NullProgress()
     endpoint = parse_endpoint(config.url)
-    if config.start_at is not None:
-        await asyncio.sleep(max(0.0, config.start_at - time.time()))
     started = time.time()
     info, info_error = await fetch_info(endpoint, timeout_s=min(5.0, config.timeout_s))
     inferences = [len(p.inputs) for p in payloads]
@@ -404,9 +430,12 @@ async def run(
     client = open_client(config.engine, endpoint, [p.body for p in payloads], limit=first_limit,
                          timeout_s=config.timeout_s)
 
+    calibration: dict[str, Any] | None = None
+
     def outcome() -> RunOutcome:
         return RunOutcome(status=status, error=error, steps=tuple(steps), started_at=started, ended_at=time.time(),
-                          server_info=info, server_info_error=info_error, notes=tuple(notes))
+                          server_info=info, server_info_error=info_error, notes=tuple(notes),
+                          calibration=calibration)
 
     try:
         p_status, p_kind, p_detail = await _probe(client, config.timeout_s)
@@ -422,6 +451,35 @@ async def run(
         lag_limit_ms = max(config.max_lag_ms, LAG_SHARE_OF_SLO * slo) if slo else config.max_lag_ms
         search_history: list[tuple[float, bool]] = []
         planned = config.sweep()
+        start_at = config.start_at
+        if config.capacity_fractions:
+            cal = config.calibration_step()
+            client.limit = config.connection_limit(cal)
+            try:
+                measured = await _Step(client, cal, inferences, seed=config.seed, max_lag_ms=lag_limit_ms,
+                                       progress=progress, start_at=start_at).run()
+            except _Interrupted:
+                status, error = "interrupted", "interrupted while measuring capacity; nothing kept"
+                return outcome()
+            start_at = None
+            cal_summary = summarize([measured.client_step(config)])
+            progress.step_finished(cal_summary)
+            capacity = cal_summary["throughput_rps"]
+            if measured.status != "complete" or not capacity:
+                status, error = "aborted", (f"capacity measurement at concurrency {config.calibrate_concurrency}: "
+                                            f"{measured.note or 'no successful responses'}")
+                return outcome()
+            rates = rates_from_capacity(capacity, config.capacity_fractions)
+            planned = [config.step(i, rate=r) for i, r in enumerate(rates)]
+            calibration = {
+                "concurrency": config.calibrate_concurrency, "duration_s": config.calibrate_s,
+                "warmup_s": config.warmup_s, "throughput_rps": capacity,
+                "inferences_per_s": cal_summary["inferences_per_s"], "latency_ms": cal_summary["latency_ms"],
+                "errors": cal_summary["errors"], "fractions": list(config.capacity_fractions), "rates": list(rates),
+            }
+            notes.append(f"capacity: {capacity:,.1f} req/s at concurrency {config.calibrate_concurrency} (closed loop, "
+                         f"{config.calibrate_s:g} s); sweeping {', '.join(f'{r:g}' for r in rates)} req/s "
+                         f"({', '.join(f'{f:g}' for f in config.capacity_fractions)} × that)")
         index = 0
         while True:
             if config.search is not None:
@@ -434,13 +492,18 @@ async def run(
                     break
                 spec = planned[index]
             client.limit = config.connection_limit(spec)
+            step = _Step(client, spec, inferences, seed=config.seed, max_lag_ms=lag_limit_ms, progress=progress,
+                         start_at=start_at)
             try:
-                result = await _Step(client, spec, inferences, seed=config.seed, max_lag_ms=lag_limit_ms,
-                                     progress=progress).run()
+                result = await step.run()
             except _Interrupted as e:
                 steps.append(e.outcome)
                 status, error = "interrupted", "interrupted; the results measured so far are kept"
                 return outcome()
+            if start_at is not None and step.late_s > LATE_START_S:
+                notes.append(f"started {step.late_s:.1f} s after the common start time; the clients' measuring "
+                             "windows overlap less")
+            start_at = None
             steps.append(result)
             summary = summarize([result.client_step(config)])
             progress.step_finished(summary)
@@ -461,6 +524,13 @@ async def run(
                     notes.append(f"search stopped at {spec.label}: the client fell behind its schedule; "
                                  "use more clients to measure higher rates")
                     break
+            if (config.capacity_fractions and config.slo_p99_ms is not None and index == len(planned) - 1
+                    and len(planned) - len(config.capacity_fractions) < KNEE_EXTRA_STEPS):
+                passed, _ = slo_verdict(summary, slo_p99_ms=config.slo_p99_ms, max_error_rate=config.max_error_rate)
+                if passed and not result.client.get("behind_schedule"):
+                    rate = rates_from_capacity((spec.rate or 0.0) * KNEE_STEP_FACTOR, (1.0,))[0]
+                    planned.append(config.step(index + 1, rate=rate))
+                    notes.append(f"{spec.label} still met the SLO; going on at {rate:g} req/s to find the knee")
             index += 1
         if config.search is not None:
             passing = [r for r, ok in search_history if ok]

@@ -24,6 +24,25 @@ HIST_LOWEST_US = 1
 HIST_HIGHEST_US = 3_600_000_000
 HIST_SIGNIFICANT_DIGITS = 3
 PERCENTILES: Mapping[str, float] = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p999": 99.9}
+MIN_TAIL_SAMPLES = 10
+"""A percentile is trusted when at least this many samples lie above it. With fewer, it is one of the last few
+order statistics: the p99 of 25 requests is simply their maximum, and the count beyond the true p99 in n
+samples varies as sqrt(n/100), so ten of them keep the estimate within about a third of its tail."""
+
+
+def min_samples(percentile: float) -> int:
+    """Samples a percentile needs: ``MIN_TAIL_SAMPLES / (1 − p)`` — p50 20, p90 100, p95 200, p99 1000,
+    p99.9 10000."""
+    return math.ceil(round(MIN_TAIL_SAMPLES / (1.0 - percentile / 100.0), 6))
+
+
+MIN_SAMPLES: Mapping[str, int] = {name: min_samples(p) for name, p in PERCENTILES.items()}
+
+
+def few_samples(n: int) -> list[str]:
+    """The percentiles that ``n`` samples cannot resolve by the :data:`MIN_TAIL_SAMPLES` rule (none when n is 0:
+    there is then no value to flag)."""
+    return [name for name, need in MIN_SAMPLES.items() if 0 < n < need]
 
 
 def new_histogram() -> HdrHistogram:

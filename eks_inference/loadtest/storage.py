@@ -51,6 +51,53 @@ def write_bytes(dest: str, data: bytes, *, content_type: str) -> None:
     tmp.replace(p)
 
 
+def exists(location: str) -> bool:
+    """Whether a local file or an S3 object is there.
+
+    On S3 this lists the key's prefix instead of a HEAD: a role that may list only under a prefix (an
+    ``s3:prefix`` condition, as the load-test role has) gets 403, not 404, for a HEAD on a missing key.
+    """
+    if not is_s3(location):
+        return Path(location).is_file()
+    bucket, key = split_s3(location)
+    listed = _s3().list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
+    return any(obj["Key"] == key for obj in listed.get("Contents", []))
+
+
+def list_texts(prefix: str, *, suffix: str) -> dict[str, str]:
+    """``{name: text}`` of the files directly under a local directory or S3 prefix whose names end in
+    ``suffix``; empty when the directory does not exist yet."""
+    if not is_s3(prefix):
+        d = Path(prefix)
+        if not d.is_dir():
+            return {}
+        out = {}
+        for f in sorted(d.iterdir()):
+            if f.name.endswith(suffix) and f.is_file():
+                try:
+                    out[f.name] = f.read_text(encoding="utf-8")
+                except FileNotFoundError:  # replaced between listing and reading
+                    continue
+        return out
+    bucket, key = split_s3(prefix)
+    key = key if (not key or key.endswith("/")) else key + "/"
+    s3 = _s3()
+    found = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key, Delimiter="/"):
+        for obj in page.get("Contents", []):
+            name = obj["Key"][len(key):]
+            if name.endswith(suffix):
+                found[name] = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read().decode("utf-8")
+    return found
+
+
+def parent(location: str) -> str:
+    """The directory or prefix that holds ``location``."""
+    if is_s3(location):
+        return location.rsplit("/", 1)[0] + "/"
+    return str(Path(location).parent)
+
+
 def join(base: str, name: str) -> str:
     if is_s3(base):
         return base.rstrip("/") + "/" + name

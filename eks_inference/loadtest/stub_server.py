@@ -8,8 +8,9 @@ client, not the server; its optional periodic stall makes coordinated omission v
 
 It speaks just enough HTTP/1.1 for keep-alive clients (Content-Length bodies, no chunked uploads):
 ``POST /<anything>/predict`` answers ``{"outputs": [...]}`` with one entry per input, ``GET
-/<anything>/info`` answers a small JSON document, ``GET /_stats`` counts what arrived, anything else is a
-404. It prints
+/<anything>/info`` answers a small JSON document, ``GET /<anything>/healthz`` answers 200 once ready (503
+with a JSON reason before ``--ready-after`` seconds, like a replica still fetching its weights), ``GET
+/_stats`` counts what arrived, anything else is a 404. It prints
 ``LISTENING <port>`` on stdout once bound, so a parent process can start it on port 0.
 """
 
@@ -43,6 +44,8 @@ class StubBehaviour:
         with one application; None accepts any prefix. Default None.
     :param record_arrivals: keep each predict's arrival time for ``GET /_stats``, so a test can check the
         rate the server actually saw. Default False.
+    :param ready_after_s: for this long after start, ``/healthz`` and predicts answer 503 with a JSON body
+        naming what the server waits for. Default 0 (ready at once).
     """
 
     delay_s: float = 0.0
@@ -54,9 +57,12 @@ class StubBehaviour:
     response_style: str = "length"
     record_arrivals: bool = False
     model: str | None = None
+    ready_after_s: float = 0.0
 
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 500: "Internal Server Error"}
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 500: "Internal Server Error",
+            503: "Service Unavailable"}
+NOT_READY = {"status": "loading", "waiting_for": "model weights s3://models/stub/v1/model.safetensors"}
 
 
 def _response(status: int, body: bytes, keep_alive: bool, style: str = "length") -> tuple[bytes, bool]:
@@ -187,7 +193,14 @@ class StubServer:
         model = self.behaviour.model
         if model is not None and not path.startswith(f"/{model}/"):
             return 404, b'{"error":"no such model"}'
+        not_ready = time.monotonic() - self.t0 < self.behaviour.ready_after_s
+        if method == "GET" and path.endswith("/healthz"):
+            if not_ready:
+                return 503, json.dumps(NOT_READY).encode()
+            return 200, b'{"status":"ok","model":"stub"}'
         if method == "POST" and path.endswith("/predict"):
+            if not_ready:
+                return 503, json.dumps({"error": {"code": "not_ready", "message": "model is loading"}}).encode()
             self.predicts += 1
             if self.behaviour.record_arrivals:
                 self.arrivals.append(time.time())
@@ -234,12 +247,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="how 200 bodies are delimited (default length)")
     p.add_argument("--model", help="serve only this model's routes (default: any prefix)")
     p.add_argument("--record-arrivals", action="store_true", help="keep arrival times for GET /_stats")
+    p.add_argument("--ready-after", type=float, default=0.0,
+                   help="answer /healthz and predicts with 503 for this many seconds after start (default 0)")
     p.add_argument("--uvloop", action="store_true", help="use uvloop when it is installed")
     a = p.parse_args(argv)
     behaviour = StubBehaviour(delay_s=a.delay, stall_every_s=a.stall_every, stall_for_s=a.stall_for,
                               fail_every=a.fail_every, info=not a.no_info, validate=not a.no_validate,
                               response_style=a.response_style, record_arrivals=a.record_arrivals,
-                              model=a.model)
+                              model=a.model, ready_after_s=a.ready_after)
     if a.uvloop:
         try:
             import uvloop

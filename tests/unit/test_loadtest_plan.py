@@ -143,3 +143,31 @@ def test_search_goes_down_when_the_start_rate_fails() -> None:
 def test_search_stops_at_max_rate_and_when_nothing_passes() -> None:
     assert _search(1e9, SearchSpec(slo_p99_ms=1, start_rate=100, max_rate=500)) == [100, 200, 400, 500]
     assert _search(0.0, SearchSpec(slo_p99_ms=1, start_rate=16)) == [16, 8, 4, 2, 1]
+
+
+def test_constant_schedule_window_is_decided_on_indices() -> None:
+    """The flaky 76-instead-of-75: with the step starting at monotonic time 31.277 (t_start = loop time +
+    2 ms), send 90 is due at ``t0 + 90/50`` which rounds one ulp *below* ``(t0 + 0.3) + 1.5``; a rule that
+    compares float times counted it as measured. The index rule counts exactly rate × duration."""
+    t0 = 31.275
+    measure_start, measure_end = t0 + 0.3, t0 + 0.3 + 1.5
+    by_time = [n for n in range(200) if measure_start <= t0 + n / 50 < measure_end]
+    assert len(by_time) == 76  # the old rule, reproduced
+    spec = _config(rates=(50.0,), duration_s=1.5, warmup_s=0.3).sweep()[0]
+    first, end = spec.constant_schedule()
+    assert (first, end) == (15, 90)
+
+
+@pytest.mark.parametrize("rate, warmup, duration, clients, expected", [
+    (50.0, 0.3, 1.5, 1, 75), (100.0, 0.3, 1.5, 1, 150), (3.0, 0.0, 1.5, 1, 5), (160.0, 0.3, 3.0, 2, 240),
+    (160.0, 0.3, 3.0, 3, 160), (0.5, 5.0, 10.0, 1, 5), (7.0, 0.7, 2.1, 1, 15),
+])
+def test_constant_schedule_counts(rate: float, warmup: float, duration: float, clients: int,
+                                  expected: int) -> None:
+    spec = _config(rates=(rate,), duration_s=duration, warmup_s=warmup, clients=clients).sweep()[0]
+    first, end = spec.constant_schedule()
+    assert end is not None and end - first == expected
+    assert first / spec.client_rate >= warmup - 1e-9 > (first - 1) / spec.client_rate  # type: ignore[operator]
+    counted = _config(rates=(rate,), requests=40 * clients, duration_s=None, warmup_s=warmup,
+                      clients=clients).sweep()[0].constant_schedule()
+    assert counted[1] is not None and counted[1] - counted[0] == 40

@@ -14,7 +14,7 @@ from eks_inference.config import ConfigError
 from eks_inference.loadtest.aggregate import ClientStep, build_targets, slo_verdict, summarize
 from eks_inference.loadtest.plan import Arrival, Mode, StepSpec, TargetInfo
 from eks_inference.loadtest.prices import DEFAULT_PRICES, load_prices, usd_per_million
-from eks_inference.loadtest.report import CSV_COLUMNS, build_document, write_report
+from eks_inference.loadtest.report import CSV_COLUMNS, build_document, build_figure, write_report
 from eks_inference.loadtest.results import FORMAT, FORMAT_VERSION, check_versions, load_results
 from eks_inference.loadtest.stats import StepRecorder
 from eks_inference.loadtest.storage import Found
@@ -169,19 +169,170 @@ def test_inputs_that_are_not_results() -> None:
         load_results([Found(source="y.json", text=json.dumps(broken), explicit=True)])
 
 
-def test_the_same_client_twice_and_conflicting_targets_are_errors() -> None:
+def test_the_same_client_twice_and_conflicting_clients_are_errors() -> None:
     a = _step("a", rate=10, p99_s=0.01, instance="c7g.xlarge")
     with pytest.raises(ConfigError, match="appears twice"):
         build_targets([a, a], slo_p99_ms=100, max_error_rate=0.01, prices=DEFAULT_PRICES)
-    b = _step("a", rate=10, p99_s=0.01, instance="c7g.2xlarge", run_id="r2")
-    with pytest.raises(ConfigError, match="own --target-name"):
+    b = _step("a", rate=20, p99_s=0.01, instance="c7g.2xlarge", index=1)
+    with pytest.raises(ConfigError, match="the clients of one run must describe the same target"):
         build_targets([a, b], slo_p99_ms=100, max_error_rate=0.01, prices=DEFAULT_PRICES)
+
+
+def test_two_runs_of_one_target_are_two_series_everywhere(tmp_path: Path) -> None:
+    """Run r1 passes up to 200/s; run r2 (another day, another instance type) up to 300/s. Merged, they would be one
+    zig-zag line and one "best" picked across both; apart, each run has its own curve, best step, cost and rank."""
+    r1 = [_step("a", rate=r, p99_s=p, instance="c7g.xlarge", run_id="r1", index=i)
+          for i, (r, p) in enumerate([(100, 0.02), (400, 0.5), (200, 0.05)])]
+    r2 = [_step("a", rate=r, p99_s=p, instance="c7g.2xlarge", run_id="r2", index=i)
+          for i, (r, p) in enumerate([(150, 0.02), (300, 0.06), (600, 0.9)])]
+    targets, _ = build_targets(r1 + r2, slo_p99_ms=100, max_error_rate=0.01, prices=DEFAULT_PRICES)
+    by_run = {t.run_id: t for t in targets}
+    assert set(by_run) == {"r1", "r2"} and {t.label for t in targets} == {"a · run r1", "a · run r2"}
+    assert by_run["r1"].best is not None and by_run["r1"].best.summary["requested_rate"] == 200
+    assert by_run["r2"].best is not None and by_run["r2"].best.summary["requested_rate"] == 300
+    assert [p.summary["run_id"] for p in by_run["r1"].points] == ["r1"] * 3
+    assert by_run["r1"].usd_per_million_inferences == pytest.approx(0.145 / (200 * 3600) * 1e6)
+    assert by_run["r2"].usd_per_million_inferences == pytest.approx(0.29 / (300 * 3600) * 1e6)
+    assert (by_run["r1"].rank, by_run["r2"].rank) == (1, 2)  # $0.145/h at 200/s beats $0.29/h at 300/s
+
+    doc = build_document(targets, warnings=[], slo_p99_ms=100, max_error_rate=0.01, prices=DEFAULT_PRICES,
+                         inputs=[], generated_at=T0)
+    assert [(r["run_id"], r["rank"]) for r in doc["ranking"]] == [("r1", 1), ("r2", 2)]
+    assert {t["run_id"] for t in doc["targets"]} == {"r1", "r2"}
+    paths = write_report(tmp_path, doc, targets, slo_p99_ms=100, title="t")
+    with paths["csv"].open() as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["series"], r["run_id"]) for r in rows} == {("a · run r1", "r1"), ("a · run r2", "r2")}
+    fig = build_figure(targets, slo_p99_ms=100, title="t")
+    ax = fig.axes[0]
+    p99_lines = {ln.get_label(): list(ln.get_xdata()) for ln in ax.get_lines() if str(ln.get_label()).endswith("p99")}
+    assert set(p99_lines) == {"a · run r1 p99", "a · run r2 p99"}
+    for xs in p99_lines.values():  # each run's own steps, in order of offered load: no line jumps between runs
+        assert len(xs) == 3
+    html = paths["html"].read_text()
+    assert "a · run r1" in html and "a · run r2" in html
 
 
 def test_a_target_that_measured_nothing_stays_in_the_report() -> None:
     down = TargetInfo(name="down", url="http://h/down", instance_type="inf2.xlarge")
     targets, warnings = build_targets(_fleet()[:1], slo_p99_ms=100, max_error_rate=0.01, prices=DEFAULT_PRICES,
-                                      targets_without_steps=[(down, "down.json")])
+                                      targets_without_steps=[(down, "r9", "down.json")])
     assert [t.target.name for t in targets] == ["graviton", "down"]
     assert targets[1].best is None and targets[1].points == () and targets[1].rank is None
+    assert targets[1].unranked_reason == "nothing was measured"
     assert "down: nothing was measured (see the run errors); it is not ranked" in warnings
+
+
+def test_a_local_run_priced_as_an_instance_type_says_so(tmp_path: Path) -> None:
+    local = _step("laptop", rate=50, p99_s=0.06, instance=None)
+    priced = ClientStep(**{**local.__dict__, "target": TargetInfo(name="laptop", url="http://h/laptop",
+                                                                  processor="cpu", price_as="c7i.large")})
+    targets, warnings = build_targets([priced], slo_p99_ms=100, max_error_rate=0.01, prices=DEFAULT_PRICES)
+    (t,) = targets
+    assert t.rank == 1 and t.price_per_instance_hour == DEFAULT_PRICES.hourly("c7i.large", "us-east-1")
+    assert t.usd_per_million_inferences == pytest.approx(0.08925 / (50 * 3600) * 1e6)
+    doc = build_document(targets, warnings=warnings, slo_p99_ms=100, max_error_rate=0.01, prices=DEFAULT_PRICES,
+                         inputs=[], generated_at=T0)
+    assert doc["targets"][0]["price_basis"].startswith("priced as c7i.large")
+    assert doc["ranking"][0]["priced_as"] is True
+    html = write_report(tmp_path, doc, targets, slo_p99_ms=100, title="t")["html"].read_text()
+    assert "priced as c7i.large × 1" in html
+    fig = build_figure(targets, slo_p99_ms=100, title="t")
+    assert any("priced as c7i.large" in lbl.get_text() for lbl in fig.axes[1].get_yticklabels())
+
+
+def test_missing_prices_give_the_fix_that_works() -> None:
+    nothing = _step("laptop", rate=50, p99_s=0.06, instance=None)
+    unknown = _step("box", rate=50, p99_s=0.06, instance="x9.huge")
+    _, warnings = build_targets([nothing, unknown], slo_p99_ms=100, max_error_rate=0.01, prices=DEFAULT_PRICES)
+    (w_laptop,) = [w for w in warnings if w.startswith("laptop")]
+    assert "--instance-type TYPE" in w_laptop and "--price-as TYPE" in w_laptop and "--prices" not in w_laptop
+    (w_box,) = [w for w in warnings if w.startswith("box")]
+    assert "no price for x9.huge in us-east-1" in w_box and "--prices FILE" in w_box
+    assert '"x9.huge": USD_PER_HOUR' in w_box
+
+
+def test_price_table_age_warning() -> None:
+    import datetime as dt
+
+    from eks_inference.loadtest.prices import MAX_PRICE_AGE_DAYS, PriceTable, age_warning
+
+    taken = dt.date.fromisoformat(DEFAULT_PRICES.date)
+    assert age_warning(DEFAULT_PRICES, today=taken + dt.timedelta(days=MAX_PRICE_AGE_DAYS)) is None
+    w = age_warning(DEFAULT_PRICES, today=taken + dt.timedelta(days=400))
+    assert w is not None and f"dated {DEFAULT_PRICES.date}, 400 days old (more than {MAX_PRICE_AGE_DAYS})" in w
+    assert "--prices FILE" in w
+    assert "not an ISO date" in (age_warning(PriceTable(date="June", source="x"), today=taken) or "")
+
+
+def test_percentiles_from_too_few_samples_are_marked(tmp_path: Path) -> None:
+    from eks_inference.loadtest.stats import MIN_SAMPLES, few_samples
+
+    assert MIN_SAMPLES == {"p50": 20, "p90": 100, "p95": 200, "p99": 1000, "p999": 10000}
+    assert few_samples(25) == ["p90", "p95", "p99", "p999"] and few_samples(1000) == ["p999"]
+    assert few_samples(0) == [] and few_samples(10_000) == []
+    rec = StepRecorder(window_start=T0)
+    for k in range(25):
+        rec.record_ok(0.01 + k / 1000, T0 + k / 10)
+    spec = StepSpec(index=0, mode=Mode.OPEN, arrival=Arrival.CONSTANT, rate=10, concurrency=None, client_rate=10,
+                    client_concurrency=None, duration_s=2.5, requests=None, warmup_s=0)
+    st = ClientStep(source="s.json", run_id="r", client_index=0, clients=1,
+                    target=TargetInfo(name="t", url="http://h/t", instance_type="c7g.xlarge"), spec=spec,
+                    stats=rec.finish(window_s=2.5))
+    targets, _ = build_targets([st], slo_p99_ms=100, max_error_rate=0.01, prices=DEFAULT_PRICES)
+    doc = build_document(targets, warnings=[], slo_p99_ms=100, max_error_rate=0.01, prices=DEFAULT_PRICES,
+                         inputs=[], generated_at=T0)
+    assert doc["targets"][0]["steps"][0]["few_samples"] == ["p90", "p95", "p99", "p999"]
+    assert doc["percentile_min_samples"]["p99"] == 1000
+    paths = write_report(tmp_path, doc, targets, slo_p99_ms=100, title="t")
+    with paths["csv"].open() as f:
+        assert next(csv.DictReader(f))["few_samples"] == "p90;p95;p99;p999"
+    html = paths["html"].read_text()
+    assert 'class="few" title="from 25 successful requests; p99 needs at least 1,000"' in html
+    assert "p99 ≥ 1,000" in html
+    legend = [t.get_text() for t in build_figure(targets, slo_p99_ms=100, title="t").axes[0].get_legend().get_texts()]
+    assert "p99 from < 1,000 requests (rough)" in legend
+
+
+def test_slo_above_every_point_stays_visible_and_clear_of_the_legend() -> None:
+    targets, _ = build_targets(_fleet(), slo_p99_ms=100, max_error_rate=0.01, prices=DEFAULT_PRICES)
+    slo = 50_000.0  # far above every point (the slowest p99 is 900 ms)
+    fig = build_figure(targets, slo_p99_ms=slo, title="t")
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    lo, hi = ax.get_ylim()
+    assert lo < slo < hi and hi / slo >= 1.5  # inside, with room above
+    y_px = ax.transData.transform((1.0, slo))[1]
+    axes_box = ax.get_window_extent()
+    legend_box = ax.get_legend().get_window_extent()
+    assert axes_box.y0 < y_px < axes_box.y1
+    assert legend_box.y1 <= axes_box.y0 + 1  # the legend lies below the plot: it can hide no line
+    assert any(t.get_text().startswith(f"SLO {slo:g} ms") for t in ax.texts)
+
+
+def test_cost_chart_shows_every_series_with_a_reason_when_unranked() -> None:
+    targets, _ = build_targets(_fleet(), slo_p99_ms=100, max_error_rate=0.01, prices=DEFAULT_PRICES)
+    bx = build_figure(targets, slo_p99_ms=100, title="t").axes[1]
+    ticks = sorted((lbl.get_position()[1], lbl.get_text().split("\n")[0]) for lbl in bx.get_yticklabels())
+    assert [text for _, text in ticks][::-1] == [t.label for t in targets]  # top to bottom, in rank order
+    texts = [t.get_text() for t in bx.texts]
+    assert "no step met the SLO" in texts  # gpu
+    assert "no instance type to price" in texts  # laptop
+    assert sum(t.startswith("$") for t in texts) == 2  # graviton and inferentia
+
+
+def test_provenance_is_readable_not_a_cut_json_dump(tmp_path: Path) -> None:
+    info = {"model": "minilm", "processor": "cpu", "dtype": "fp32", "max_batch_size": 32,
+            "versions": {"ray": "2.60.0", "torch": "2.13.0"}, "artifact": {"key": "k" * 400, "checks": list(range(50))}}
+    targets, warnings = build_targets(_fleet()[:1], slo_p99_ms=100, max_error_rate=0.01, prices=DEFAULT_PRICES)
+    inputs = [{"source": "results/r_graviton_client0.json", "run_id": "r", "target": "graviton",
+               "client": {"index": 0, "count": 1}, "status": "complete", "started_at": "2026-01-01T00:00:00Z",
+               "ended_at": "2026-01-01T00:01:00Z", "provenance": {"tool_version": "0.1.0", "git_sha": "a" * 40,
+                                                                   "host": "h", "argv": ["eks-inference", "loadtest"]},
+               "server_info": info, "server_info_error": None}]
+    doc = build_document(targets, warnings=warnings, slo_p99_ms=100, max_error_rate=0.01, prices=DEFAULT_PRICES,
+                         inputs=inputs, generated_at=T0)
+    html = write_report(tmp_path, doc, targets, slo_p99_ms=100, title="t")["html"].read_text()
+    assert "model minilm · processor cpu · dtype fp32 · max batch size 32 · ray 2.60.0 · torch 2.13.0" in html
+    assert "k" * 400 in html  # the raw document is whole, inside a collapsed, wrapping block
+    assert "<details><summary>server /info (raw)</summary><pre>" in html

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import re
 import signal
@@ -217,6 +218,12 @@ def test_malformed_payload_file_names_the_line(tmp_path: Path) -> None:
     (["--rate", "10", "--search"], "--search needs --slo-p99-ms"),
     (["--rate", "10", "--text-length", "uniform:9-1"], "--text-length"),
     (["--rate", "10", "--clients", "2", "--client-index", "5"], "--client-index: 5 must be in 0..1"),
+    (["--rate", "10", "--clients", "2", "--client-index", "1"], "need one shared --run-id"),
+    (["--rate", "10", "--clients", "2", "--client-index", "1", "--run-id", "r"], "every client would write this"),
+    (["--rate", "10", "--wait-ready", "-1"], "--wait-ready: -1 must be in [0, 86400]"),
+    (["--rate", "10", "--price-as", "a b"], "--price-as: 'a b' is not an instance type"),
+    (["--capacity-fractions", "0.5,0"], "--capacity-fractions: '0' is not a fraction"),
+    (["--capacity-fractions", "0.5", "--rates", "10"], "--capacity-fractions: sweeps open-loop rates of its own"),
 ])
 def test_invalid_options_exit_2_with_the_reason(tmp_path: Path, args: list[str], message: str) -> None:
     r = cli("loadtest", "run", "--url", "http://127.0.0.1:9/m", *args, "--out", str(tmp_path / "r.json"))
@@ -273,3 +280,51 @@ def test_interrupted_run_keeps_what_it_measured(stub_server: Callable[..., StubS
     assert doc["status"] == "interrupted"
     (step,) = doc["steps"]
     assert step["status"] == "interrupted" and step["summary"]["ok"] > 50
+
+
+def test_two_runs_in_one_folder_stay_apart(stub_server: Callable[..., StubServer], tmp_path: Path) -> None:
+    server = stub_server()
+    for run_id, rates in (("run-a", "20,40"), ("run-b", "30")):
+        r = cli("loadtest", "run", "--url", server.url(), "--rates", rates, "--requests", "20", *FAST,
+                "--instance-type", "c7g.xlarge", "--run-id", run_id, "--out", f"{tmp_path}/results/")
+        assert r.returncode == 0, r.stderr
+    r = cli("loadtest", "report", str(tmp_path / "results"), "--out", str(tmp_path / "both"))
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "both" / "report.json").read_text())
+    series = {t["label"]: [s["requested_rate"] for s in t["steps"]] for t in report["targets"]}
+    assert series == {"stub · run run-a": [20.0, 40.0], "stub · run run-b": [30.0]}
+    assert sorted(r["rank"] for r in report["ranking"]) == [1, 2]
+    assert "stub · run run-a" in r.stdout and "stub · run run-b" in r.stdout
+    with (tmp_path / "both" / "report.csv").open() as f:
+        assert {(row["series"], row["run_id"]) for row in csv.DictReader(f)} == {
+            ("stub · run run-a", "run-a"), ("stub · run run-b", "run-b")}
+
+    r = cli("loadtest", "report", str(tmp_path / "results"), "--out", str(tmp_path / "one"), "--run-id", "run-b",
+            "--quiet")
+    assert r.returncode == 0, r.stderr
+    (only,) = json.loads((tmp_path / "one" / "report.json").read_text())["targets"]
+    assert only["label"] == "stub" and only["run_id"] == "run-b"
+    r = cli("loadtest", "report", str(tmp_path / "results"), "--out", str(tmp_path / "none"), "--run-id", "run-z")
+    assert r.returncode == 2
+    assert "--run-id run-z: no such run among the inputs; runs there: run-a, run-b" in r.stderr
+
+
+def test_capacity_sweep_goes_on_until_the_knee(stub_server: Callable[..., StubServer], tmp_path: Path) -> None:
+    """Rates relative to a measured capacity; while the last step still meets the SLO the sweep goes on at +15%
+    (the stub's 20 ms sleep never saturates, so it stops after the 4 extra steps), and stops at once when a step
+    misses it."""
+    server = stub_server("--delay", "0.02")
+    common = ("--capacity-fractions", "0.25,0.5", "--calibrate-concurrency", "4", "--calibrate-duration", "1",
+              "--duration", "0.5", "--warmup", "0.2", "--no-progress")
+    r = cli("loadtest", "run", "--url", server.url(), *common, "--slo-p99-ms", "250", "--out", str(tmp_path / "a.json"))
+    assert r.returncode == 0, r.stderr
+    doc = json.loads((tmp_path / "a.json").read_text())
+    cal = doc["calibration"]
+    assert cal["concurrency"] == 4 and 100 < cal["throughput_rps"] < 200  # 4 users × 1 / 20 ms, less overhead
+    rates = [s["spec"]["rate"] for s in doc["steps"]]
+    assert rates[:2] == cal["rates"] == [float(f"{cal['throughput_rps'] * f:.3g}") for f in (0.25, 0.5)]
+    assert len(rates) == 6 and all(b == pytest.approx(a * 1.15, rel=0.01) for a, b in itertools.pairwise(rates[1:]))
+    assert "capacity:" in r.stderr and "to find the knee" in r.stderr
+    r = cli("loadtest", "run", "--url", server.url(), *common, "--slo-p99-ms", "1", "--out", str(tmp_path / "b.json"))
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads((tmp_path / "b.json").read_text())["steps"]) == 2
