@@ -132,13 +132,19 @@ class Clients:
         return self._clients[service]
 
 
+def _short(text: str, limit: int = 120) -> str:
+    """One line of an error: HTML bodies of proxies and emulators reduced to their text, then cut."""
+    text = " ".join(re.sub(r"<[^>]+>", " ", text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _error(e: Exception) -> str:
     from botocore.exceptions import ClientError
 
     if isinstance(e, ClientError):
         err = e.response.get("Error", {})
-        return f"{err.get('Code', 'Error')}: {err.get('Message', '')}".strip()
-    return f"{type(e).__name__}: {e}"
+        return _short(f"{err.get('Code', 'Error')}: {err.get('Message', '')}".strip())
+    return _short(f"{type(e).__name__}: {e}")
 
 
 def check_credentials(ctx: Context, aws: Clients) -> Check:
@@ -367,11 +373,11 @@ def check_docker(ctx: Context, run: Runner = _run, which: Callable[[str], str | 
                      "install Docker with the buildx plugin" + ("" if need else ", or keep using image_uris"))
     version = run(["docker", "buildx", "version"])
     if version.returncode != 0:
-        return Check("docker buildx", severity, f"buildx missing ({(version.stderr or version.stdout).strip()[:80]}); "
+        return Check("docker buildx", severity, f"buildx missing ({_short(version.stderr or version.stdout, 60)}); "
                      f"{why}", "install the buildx plugin (Debian: apt-get install docker-buildx)")
     inspect = run(["docker", "buildx", "inspect"])
     if inspect.returncode != 0:
-        return Check("docker buildx", severity, f"no builder ({(inspect.stderr or inspect.stdout).strip()[:120]}); "
+        return Check("docker buildx", severity, f"no builder ({_short(inspect.stderr or inspect.stdout, 100)}); "
                      f"{why}", "start the Docker daemon (docker info must answer)")
     platforms = parse_buildx_platforms(inspect.stdout)
     lacking = sorted(set(need.values()) - platforms)
