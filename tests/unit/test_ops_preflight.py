@@ -115,3 +115,19 @@ def test_no_credentials_is_one_line() -> None:
 def test_usage_errors_exit_2(args: list[str], message: str) -> None:
     proc = subprocess.run([str(EI), *args], cwd=ROOT, env=offline_env(), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["diff", "preflight"])
+def test_help_has_summary_examples_and_documented_options(command: str) -> None:
+    from eks_inference.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert sub.choices is not None
+    assert sub._choices_actions and any(a.dest == command and a.help for a in sub._choices_actions)
+    p = sub.choices[command]
+    assert p.epilog and p.epilog.startswith("examples:\n  eks-inference " + command)
+    for action in p._actions:
+        if action.option_strings and action.dest != "help":
+            assert action.help, f"{command} {action.option_strings} has no help"
+    assert p.format_help().count("(default: cdk.out)") == 1
