@@ -39,7 +39,13 @@ _HEADLINE = (("replace", "replacement", "replacements"), ("new-ray-cluster", "ne
 
 
 def is_churn(change: Change) -> bool:
-    """A string that differs only in content hashes: an asset rebuilt, not a setting changed."""
+    """A string that differs only in content hashes: an asset rebuilt, not a setting changed.
+
+    Also an entry added or removed under a hash-named key: the legacy synthesizer's asset parameters
+    (``AssetParameters<hash>S3Bucket...``) are renamed, not changed, when an asset is rebuilt.
+    """
+    if change.old is MISSING or change.new is MISSING:
+        return any(isinstance(seg, str) and _HASH.search(seg) for seg in change.path)
     return (isinstance(change.old, str) and isinstance(change.new, str) and change.old != change.new
             and bool(_HASH.search(change.new)) and _HASH.sub("#", change.old) == _HASH.sub("#", change.new))
 
@@ -258,12 +264,14 @@ def churn_summary(d: AssemblyDiff) -> str | None:
         return None
     moved: dict[str, tuple[str, str]] = {}
     for c in churn:
+        if c.old is MISSING or c.new is MISSING:
+            continue
         for o, n in zip(_HASH.findall(c.old), _HASH.findall(c.new), strict=False):
             if o != n:
                 asset = d.assets.get(n) or d.assets.get(o)
                 label = f"{asset.kind} {asset.name}" if asset else f"asset {n[:12]}"
                 moved[label] = (o, n)
-    items = ", ".join(f"{label} {o[:8]}→{n[:8]}" for label, (o, n) in sorted(moved.items()))
+    items = ", ".join(f"{label} {o[:8]}→{n[:8]}" for label, (o, n) in sorted(moved.items())) or "asset parameters"
     return f"asset churn (rebuilt, {len(churn)} references not listed): {items}"
 
 

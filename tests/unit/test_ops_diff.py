@@ -254,3 +254,22 @@ def test_serve_update_types_match_ray() -> None:
     from ray.serve._private import deploy_utils
     source = inspect.getsource(deploy_utils.get_app_code_version)
     assert all(f'"{f}"' in source for f in SERVE_APP_CODE_VERSION)
+
+
+def test_legacy_asset_parameters_and_lambda_keys_are_churn() -> None:
+    """A rebuilt asset under the legacy synthesizer renames its parameters and moves the Lambda S3 key."""
+    def template(h: str) -> Template:
+        return {"Parameters": {f"AssetParameters{h}S3Bucket1234ABCD": {"Type": "String"}},
+                "Resources": {"Fn": {"Type": "AWS::Lambda::Function", "Properties": {
+                    "Code": {"S3Bucket": {"Ref": f"AssetParameters{h}S3Bucket1234ABCD"}, "S3Key": f"{h}.zip"},
+                    "Runtime": "python3.13"}}}}
+
+    old, new = template("a" * 64), template("b" * 64)
+    d = diff_templates({"S": old}, {"S": new})
+    assert d.changed and [r.changes for s in d.stacks for r in s.resources] == [[]]
+    assert len(d.churn()) == 4
+    assert render_text(d).splitlines()[-2] == ("asset churn (rebuilt, 4 references not listed): "
+                                               "asset bbbbbbbbbbbb aaaaaaaa→bbbbbbbb")
+    new["Resources"]["Fn"]["Properties"]["Runtime"] = "python3.14"
+    (fn,) = [r for s in diff_templates({"S": old}, {"S": new}).stacks for r in s.resources]
+    assert [(c.text_path, c.new) for c in fn.changes] == [("Properties.Runtime", "python3.14")]
