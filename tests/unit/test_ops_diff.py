@@ -51,9 +51,10 @@ def kinds(d: AssemblyDiff) -> dict[str, list[str]]:
     return out
 
 
-def edit_manifest(template: Template, edit: Callable[[list[dict[str, Any]]], None]) -> None:
-    """Edit the serving chart's objects, keeping the ``Fn::Join`` tokens where they are."""
-    res = next(r for lid, r in template["Resources"].items() if lid.startswith("ClusterServingChart"))
+def edit_manifest(template: Template, edit: Callable[[list[dict[str, Any]]], None],
+                  chart: str = "ClusterServingChart") -> None:
+    """Edit a chart's objects, keeping the ``Fn::Join`` tokens where they are."""
+    res = next(r for lid, r in template["Resources"].items() if lid.startswith(chart))
     parts = res["Properties"]["Manifest"]["Fn::Join"][1]
     marks = {f"@@{i}@@": p for i, p in enumerate(parts) if not isinstance(p, str)}
     text = "".join(p if isinstance(p, str) else f"@@{i}@@" for i, p in enumerate(parts))
@@ -201,6 +202,19 @@ def test_removed_object_is_pruned(assemblies: dict[str, Assembly]) -> None:
     d = edited(assemblies, "Inference", lambda t: edit_manifest(
         t, lambda docs: docs.remove(ray_service(docs, "minilm-inferentia"))))
     assert kinds(d)["RayService eks-inference/minilm-inferentia"] == ["delete"]
+
+
+def test_new_run_id_prunes_the_old_jobs_and_runs_new_ones(assemblies: dict[str, Assembly]) -> None:
+    def rename(docs: list[dict[str, Any]]) -> None:
+        for doc in docs:
+            doc["metadata"]["name"] = doc["metadata"]["name"].replace("run-001", "run-002")
+
+    d = edited(assemblies, "Inference", lambda t: edit_manifest(t, rename, chart="ClusterLoadTestChart"))
+    k = kinds(d)
+    jobs = {label: v for label, v in k.items() if label.startswith("Job ")}
+    assert {label for label, v in jobs.items() if v == ["delete"]} == {
+        label for label in jobs if "run-001" in label} and len(jobs) == 6
+    assert {label for label, v in jobs.items() if v == ["job-run"]} == {label for label in jobs if "run-002" in label}
 
 
 # -- Serve: Ray 2.60 ----------------------------------------------------------------------------------------

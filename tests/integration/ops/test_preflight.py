@@ -38,8 +38,8 @@ def moto(moto_s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str
 
 
 def run_cli(args: list[str], endpoint: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    """The installed CLI, with a PATH that has no Docker on it (the Docker check is tested on its own)."""
-    env = {**os.environ, "AWS_ENDPOINT_URL": endpoint, "PATH": "/usr/bin:/bin"}
+    """The installed CLI, with only the virtual environment on PATH: no Docker (its check is tested on its own)."""
+    env = {**os.environ, "AWS_ENDPOINT_URL": endpoint, "PATH": str(EI.parent)}
     return subprocess.run([str(EI), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
 
