@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from eks_inference.ops.assembly import Assembly, Asset
+from eks_inference.ops.assembly import STACK_SUFFIXES, Assembly, Asset
 from eks_inference.ops.effects import Effect, create_only_properties, object_effects, resource_effect
 from eks_inference.ops.intrinsics import refs, render
 from eks_inference.ops.kube import ObjectKey, manifest_objects, object_label, parse_json_document
@@ -244,9 +244,15 @@ def diff_stack(name: str, old: Mapping[str, Any] | None, new: Mapping[str, Any] 
     return stack
 
 
+def _deploy_order(name: str) -> tuple[int, str]:
+    """This app's stacks in the order CloudFormation deploys them (Network, Cluster, Inference)."""
+    suffix = name.rsplit("-", 1)[-1]
+    return (STACK_SUFFIXES.index(suffix) if suffix in STACK_SUFFIXES else len(STACK_SUFFIXES), name)
+
+
 def diff_templates(old: Mapping[str, Mapping[str, Any] | None], new: Mapping[str, Mapping[str, Any] | None],
                    assets: Mapping[str, Asset] | None = None) -> AssemblyDiff:
-    names = [*old, *(n for n in new if n not in old)]
+    names = sorted([*old, *(n for n in new if n not in old)], key=_deploy_order)
     stacks = [diff_stack(n, old.get(n), new.get(n)) for n in names if old.get(n) is not None or new.get(n) is not None]
     return AssemblyDiff([s for s in stacks if s.changed], dict(assets or {}))
 
@@ -292,13 +298,18 @@ def _change_line(c: Change) -> str:
 _SIGN = {"add": "+", "remove": "-", "modify": "~", "create": "+", "delete": "-"}
 
 
+def _shown(effects: Sequence[Effect]) -> list[Effect]:
+    """Effects worth a line: a plain create or delete is already said by the + or - in front."""
+    return [e for e in effects if not (e.kind in ("create", "delete") and e.text in ("create", "delete"))]
+
+
 def render_text(d: AssemblyDiff) -> str:
     lines: list[str] = []
     for s in d.stacks:
         lines.append(f"{_SIGN[s.action]} stack {s.name}" + ("" if s.action == "modify" else f" ({s.action})"))
         for r in s.resources:
             lines.append(f"  {_SIGN[r.action]} {r.logical_id} ({r.type})")
-            lines += [f"      => {e.text}" for e in r.effects]
+            lines += [f"      => {e.text}" for e in _shown(r.effects)]
             lines += [f"      {_change_line(c)}" for c in r.changes]
             if r.churn:
                 lines.append(f"      ({len(r.churn)} asset reference{'s' if len(r.churn) > 1 else ''} moved)")
@@ -339,7 +350,7 @@ def render_markdown(d: AssemblyDiff, *, title: str = "eks-inference diff") -> st
         lines.append(f"#### {_SIGN[s.action]} `{s.name}`" + ("" if s.action == "modify" else f" ({s.action})"))
         lines.append("")
         for r in s.resources:
-            effects = "; ".join(_md_effect(e) for e in r.effects)
+            effects = "; ".join(_md_effect(e) for e in _shown(r.effects))
             lines.append(f"- {_SIGN[r.action]} `{r.logical_id}` (`{r.type}`)" + (f": {effects}" if effects else ""))
             lines += [f"  - {_md_change(c)}" for c in r.changes]
             for o in r.objects:
