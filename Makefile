@@ -10,7 +10,8 @@ CDK := node_modules/.bin/cdk
 ENV ?= dev
 PYTEST_ARGS ?=
 
-export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 1
+# jsii reads a list of Node majors to accept ("1" silences nothing); app.py adds 20 itself for plain `npx cdk`.
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export RAY_AUTH_MODE := disabled

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from eks_inference import __version__
-from eks_inference.config import ConfigError
+from eks_inference.config import ConfigError, format_config_error
 
 # module -> what it provides; each module has ``register(subparsers) -> None`` and sets ``func`` on its parsers.
 _COMMAND_MODULES = (
@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(func(args) or 0)
     except ConfigError as e:
-        print(f"eks-inference: configuration error: {e}", file=sys.stderr)
+        print(format_config_error(e), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

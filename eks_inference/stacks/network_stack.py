@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import RemovalPolicy, Stack, Tags
+from aws_cdk import Acknowledgment, RemovalPolicy, Stack, Tags, Validations
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -36,14 +36,25 @@ class NetworkStack(Stack):
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, config: PlatformConfig, **kwargs: Any) -> None:
+        # Set before the Stack exists: aws-cdk-lib reads availability_zones back through the override below.
+        self._zones: list[str] | None = None if config.zones_lookup else list(config.availability_zones)
         super().__init__(scope, construct_id, **kwargs)
+        if self._zones is not None:
+            # What Stack.availability_zones acknowledges for looked-up names holds for configured ones too.
+            Validations.of(self).acknowledge(Acknowledgment(
+                id="CloudFormation-Validate::W3010",
+                reason="The zones are named in the environment's config (availability_zones), on purpose.",
+            ))
         prefix = int(config.vpc_cidr.split("/")[1])
+        zone_props: dict[str, Any] = (
+            {"max_azs": config.max_azs} if self._zones is None else {"availability_zones": list(self._zones)}
+        )
         self.vpc = ec2.Vpc(
             self,
             "Vpc",
             ip_addresses=ec2.IpAddresses.cidr(config.vpc_cidr),
-            max_azs=config.max_azs,
             nat_gateways=config.nat_gateways,
+            **zone_props,
             subnet_configuration=[
                 ec2.SubnetConfiguration(name="Public", subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=prefix + 6),
                 ec2.SubnetConfiguration(
@@ -85,3 +96,15 @@ class NetworkStack(Stack):
             "CKV_AWS_116": "Invoked synchronously by CloudFormation, which reports failures; a DLQ would stay empty.",
             "CKV_AWS_117": "It only calls the EC2 API and needs no VPC access.",
         })
+
+    @property
+    def availability_zones(self) -> list[str]:
+        """The configured zones, so that neither this stack nor its VPC asks AWS (a context lookup) for them.
+
+        aws-cdk-lib's ``Stack.availabilityZones`` looks the zones up whenever account and region are concrete, and
+        ``Vpc`` reads it even when given ``availabilityZones`` (to check they are a subset); overriding it is
+        the documented way to name zones. With ``availability_zones: "lookup"`` the lookup runs as usual.
+        """
+        if self._zones is None:
+            return list(super().availability_zones)
+        return list(self._zones)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import re
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,11 +21,14 @@ from eks_inference.config import (
     NodeGroupSpec,
     Processor,
     ServingSpec,
+    format_config_error,
     instance_family,
     load_config,
     parse_platform,
+    worker_pod_requests,
 )
-from tests.conftest import cdk_context
+from eks_inference.instance_types import INSTANCE_TYPES
+from tests.conftest import CDK, ROOT, cdk_context, offline_env
 
 
 def envs() -> dict[str, Any]:
@@ -240,3 +246,229 @@ def test_node_group_architecture_is_derived_from_family() -> None:
 def test_closed_loop_needs_a_request_per_client() -> None:
     with pytest.raises(ConfigError, match=r"loadtest.concurrencies: \[1, 8\] has steps below clients=2"):
         LoadTestSpec(run_id="c", mode="closed", concurrencies=(1, 8), clients=2)
+
+
+# --- Regions and Availability Zones: synth needs no AWS call for any account ---------------------------------
+
+
+def test_default_zones_are_the_regions_first_for_any_account() -> None:
+    cfg = parse_platform("dev", dev(account="123456789012", region="eu-west-1"))
+    assert cfg.availability_zones == ("eu-west-1a", "eu-west-1b", "eu-west-1c") and not cfg.zones_lookup
+    assert parse_platform("dev", dev(max_azs=2)).availability_zones == ("us-west-2a", "us-west-2b")
+
+
+def test_default_zones_skip_letters_a_region_does_not_offer_every_account() -> None:
+    cfg = parse_platform("dev", dev(region="ap-northeast-1"))
+    assert cfg.availability_zones == ("ap-northeast-1a", "ap-northeast-1c", "ap-northeast-1d")
+
+
+def test_misspelt_region_suggests_the_closest() -> None:
+    with pytest.raises(ConfigError, match=r"^environment 'dev' region: 'eu-wset-1' is not an AWS region; did you mean "
+                                          r"'eu-west-1'\? Set 'region' in cdk.json or pass -c region=eu-west-1$"):
+        parse_platform("dev", dev(region="eu-wset-1"))
+
+
+def test_region_newer_than_the_table_works_with_named_zones() -> None:
+    with pytest.raises(ConfigError, match=r"region: 'zz-qqqq-7' is not an AWS region; check the name; a region newer"):
+        parse_platform("dev", dev(region="zz-qqqq-7"))
+    zones = ["zz-qqqq-7a", "zz-qqqq-7b"]
+    cfg = parse_platform("dev", dev(region="zz-qqqq-7", availability_zones=zones, nat_gateways=1))
+    assert cfg.availability_zones == tuple(zones) and cfg.max_azs == 2
+
+
+def test_zones_named_in_the_config_set_max_azs() -> None:
+    cfg = parse_platform("dev", dev(region="us-east-1", availability_zones=["us-east-1b", "us-east-1d", "us-east-1f"]))
+    assert cfg.availability_zones == ("us-east-1b", "us-east-1d", "us-east-1f") and cfg.max_azs == 3
+
+
+def test_zone_outside_the_region() -> None:
+    with pytest.raises(ConfigError, match=r"^availability_zones: 'eu-west-1d' is not a zone of eu-west-1; use one of "
+                                          r"eu-west-1a, eu-west-1b, eu-west-1c$"):
+        parse_platform("dev", dev(region="eu-west-1", availability_zones=["eu-west-1a", "eu-west-1d"]))
+    with pytest.raises(ConfigError, match=r"availability_zones: 'us-west-2a' is not a zone name of eu-west-1"):
+        parse_platform("dev", dev(region="eu-west-1", availability_zones=["us-west-2a", "us-west-2b"]))
+
+
+def test_zone_count_must_match_an_explicit_max_azs() -> None:
+    with pytest.raises(ConfigError, match=r"names 2 zones but max_azs is 3; list 3 zones, or leave max_azs out"):
+        parse_platform("dev", dev(availability_zones=["us-west-2a", "us-west-2b"], max_azs=3))
+
+
+def test_lookup_only_when_asked() -> None:
+    assert parse_platform("dev", dev(availability_zones="lookup")).zones_lookup
+    with pytest.raises(ConfigError, match=r"availability_zones: 'us-west-2a' is neither a list of zone names nor "
+                                          r"'lookup'"):
+        parse_platform("dev", dev(availability_zones="us-west-2a"))
+
+
+def test_region_whose_accounts_see_different_zones_needs_them_named() -> None:
+    with pytest.raises(ConfigError, match=r"cannot be chosen offline in us-west-1: each account sees two of its three "
+                                          r"zones.*describe-availability-zones --region us-west-1\), or use 'lookup'"):
+        parse_platform("dev", dev(region="us-west-1", max_azs=2))
+    assert parse_platform("dev", dev(region="us-west-1", availability_zones=["us-west-1b", "us-west-1c"])).max_azs == 2
+
+
+def test_more_azs_than_the_region_offers() -> None:
+    with pytest.raises(ConfigError, match=r"max_azs: 4 exceeds the 3 zones every account sees in eu-west-1"):
+        parse_platform("dev", dev(region="eu-west-1", max_azs=4))
+
+
+# --- Errors: named, typed, and all at once ----------------------------------------------------------------------
+
+
+def test_public_access_cidrs_must_be_a_list() -> None:
+    with pytest.raises(ConfigError, match=r"^public_access_cidrs: '203.0.113.0/24' is not a list; "
+                                          r"write \[\"203.0.113.0/24\"\]$"):
+        parse_platform("dev", dev(public_access_cidrs="203.0.113.0/24"))
+
+
+def test_serving_errors_name_the_model() -> None:
+    models = [{"name": "minilm", "processors": ["graviton"], "serving": {"max_batch_size": 0}}]
+    with pytest.raises(ConfigError, match=r"^model 'minilm' serving.max_batch_size: 0 is not a positive integer; "
+                                          r"give a whole number >= 1$"):
+        parse_platform("dev", dev(models=models))
+    models[0]["serving"] = {"dtype": "int4"}
+    with pytest.raises(ConfigError, match=r"^model 'minilm' serving.dtype: 'int4' is not allowed; use one of fp32"):
+        parse_platform("dev", dev(models=models))
+
+
+def test_every_error_is_reported_at_once() -> None:
+    block = dev(nat_gateways=0, public_access_cidrs="203.0.113.0/24")
+    block["node_groups"][1]["instance_types"] = ["c7i.2xlarge"]
+    block["node_groups"][2].update(min_size=3, max_size=2)
+    block["models"] = [{"name": "minilm", "processors": ["graviton"], "serving": {"max_batch_size": 0}},
+                       {"name": "qa", "task": "qa", "processors": ["inferentia"]}]
+    block["loadtest"] = {"run_id": "Run 1", "clients": 0}
+    block["addons"] = {"kuberay_operator_chart": "latest"}
+    with pytest.raises(ConfigError) as info:
+        parse_platform("dev", block)
+    expected = [
+        r"^nat_gateways: 0 is outside 1\.\.3",
+        r"^public_access_cidrs: '203\.0\.113\.0/24' is not a list",
+        r"^node group 'graviton' instance_types: 'c7i\.2xlarge' is not a graviton instance type",
+        r"^node group 'inferentia': max_size 2 < min_size 3",
+        r"^model 'minilm' serving\.max_batch_size: 0 is not a positive integer",
+        r"^model 'qa' task: 'qa' is not allowed; use one of embedding, classification, question-answering",
+        r"^loadtest\.run_id: 'Run 1' is not a valid id",
+        r"^loadtest\.clients: 0 is outside 1\.\.100",
+        r"^addons\.kuberay_operator_chart: 'latest' is not a pinned version",
+    ]
+    errors = info.value.errors
+    assert len(errors) == len(expected), "\n".join(errors)
+    for pattern, line in zip(expected, errors, strict=True):
+        assert re.match(pattern, line), (pattern, line)
+    assert str(info.value) == "\n".join(errors)
+    shown = format_config_error(info.value)
+    assert shown.splitlines()[0] == f"eks-inference: {len(expected)} configuration errors:"
+    assert shown.splitlines()[1:] == [f"  {i}. {e}" for i, e in enumerate(errors, 1)]
+
+
+def test_one_error_is_one_line() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_platform("dev", dev(nat_gateways=0))
+    assert format_config_error(info.value) == ("eks-inference: configuration error: nat_gateways: 0 is outside 1..3; "
+                                               "use 1 (dev) or one per AZ (prod); private nodes need a route out")
+
+
+def test_instance_size_must_be_in_the_table() -> None:
+    with pytest.raises(ConfigError, match=r"'c7g\.3xlarge' is not a c7g size in the instance table .*; use one of the "
+                                          r"sizes medium, large, xlarge, 2xlarge"):
+        parse_platform("dev", dev(node_groups=groups_with("graviton", instance_types=["c7g.3xlarge"])))
+
+
+# --- Layouts that cannot fit the nodes ----------------------------------------------------------------------------
+
+
+def _minilm(**serving: Any) -> list[dict[str, Any]]:
+    return [{"name": "minilm", "processors": ["graviton", "inferentia"], "serving": serving}]
+
+
+def test_more_replicas_than_max_nodes_hold() -> None:
+    """One Serve replica per worker pod, one whole-node pod per node: 5 replicas need 5 nodes, dev allows 4 and 2."""
+    with pytest.raises(ConfigError) as info:
+        parse_platform("dev", dev(models=_minilm(num_replicas=5, num_threads=2)))
+    assert info.value.errors == (
+        "node group 'graviton' max_size: 4 cannot hold the serving replicas, which need 5 c7g.2xlarge nodes "
+        "(minilm: 5 replicas, 1 per node (whole node)); raise max_size to 5 or lower num_replicas",
+        "node group 'inferentia' max_size: 2 cannot hold the serving replicas, which need 5 inf2.xlarge nodes "
+        "(minilm: 5 replicas, 1 per node (whole node)); raise max_size to 5 or lower num_replicas",
+    )
+    groups = groups_with("graviton", max_size=5)
+    for g in groups:
+        if g["name"] == "inferentia":
+            g["max_size"] = 5
+    assert parse_platform("dev", dev(node_groups=groups, models=_minilm(num_replicas=5))).models[0]
+
+
+def test_models_that_share_nodes_pack_by_their_requests() -> None:
+    """A 2-CPU, 8 GiB pod: a c7g.4xlarge (16 vCPU, 32 GiB) holds three by memory, so 6 replicas need 2 nodes."""
+    node = INSTANCE_TYPES["c7g.4xlarge"]
+    req = worker_pod_requests(ServingSpec(num_threads=1), Processor.GRAVITON)
+    assert (req.cpu, req.memory_gib) == (2, 8)
+    assert req.per_node(node) == node.allocatable_memory_mib // (8 * 1024) == 3
+    groups = groups_with("graviton", instance_types=["c7g.4xlarge"], max_size=2)
+    shared = [{"name": "small", "processors": ["graviton"], "shares_node": True, "serving": {"num_replicas": 6}}]
+    assert parse_platform("dev", dev(node_groups=groups, models=shared)).models[0].shares_node
+    shared[0]["serving"] = {"num_replicas": 7}
+    with pytest.raises(ConfigError, match=r"which need 3 c7g\.4xlarge nodes \(small: 7 replicas, 3 per node\)"):
+        parse_platform("dev", dev(node_groups=groups, models=shared))
+
+
+def test_worker_pod_larger_than_a_node() -> None:
+    with pytest.raises(ConfigError, match=r"^model 'minilm' serving: a worker pod needs 2 CPU, 8 GiB, 4 NeuronCores "
+                                          r"but one inf2\.xlarge \(node group 'inferentia'\) offers 3\.92 CPU, "
+                                          r"15\.0 GiB, 2 NeuronCores; lower"):
+        parse_platform("dev", dev(models=[{"name": "minilm", "processors": ["inferentia"],
+                                           "serving": {"neuron_cores_per_replica": 4}}]))
+
+
+def test_num_threads_above_the_instances_vcpus() -> None:
+    with pytest.raises(ConfigError, match=r"^model 'minilm' serving\.num_threads: 6 exceeds the 4 vCPUs of "
+                                          r"inf2\.xlarge \(node group 'inferentia'\); use at most 4, or a larger "
+                                          r"instance type$"):
+        parse_platform("dev", dev(models=[{"name": "minilm", "processors": ["inferentia"],
+                                           "serving": {"num_threads": 6}}]))
+
+
+def test_capacity_uses_the_groups_smallest_instance_type() -> None:
+    groups = groups_with("graviton", instance_types=["c7g.4xlarge", "c7g.xlarge"])
+    with pytest.raises(ConfigError, match=r"num_threads: 8 exceeds the 4 vCPUs of c7g\.xlarge \(node group 'graviton'"):
+        parse_platform("dev", dev(node_groups=groups, models=[{"name": "m", "processors": ["graviton"],
+                                                               "serving": {"num_threads": 8}}]))
+
+
+def test_allocatable_follows_the_eks_bootstrap() -> None:
+    """nodeadm reserves 6/1/0.5/0.5 % of the first four cores, 0.25 % of the rest, and 11 MiB per pod + 255 MiB."""
+    t = INSTANCE_TYPES["c7g.2xlarge"]
+    assert (t.vcpus, t.memory_gib, t.max_pods) == (8, 16, 58)
+    assert t.allocatable_cpu_millis == 8000 - (60 + 10 + 10 + 10)
+    assert t.allocatable_memory_mib == 16 * 1024 - (11 * 58 + 255) - 100
+    assert INSTANCE_TYPES["inf2.24xlarge"].neuron_cores == 12 and INSTANCE_TYPES["g5.12xlarge"].gpus == 4
+
+
+def test_readme_example_is_what_synth_prints() -> None:
+    readme = (ROOT / "README.md").read_text()
+    shown = re.search(r"```\n(eks-inference: 3 configuration errors:\n.*?)\n```", readme, flags=re.S)
+    assert shown, "README's configuration error example is missing"
+    block = dev(region="eu-wset-1", node_groups=groups_with("graviton", instance_types=["c7i.2xlarge"]))
+    block["models"][0]["serving"]["max_batch_size"] = 0
+    with pytest.raises(ConfigError) as info:
+        parse_platform("dev", block)
+    assert format_config_error(info.value) == shown.group(1)
+
+
+def test_synth_prints_every_error(tmp_path: Path) -> None:
+    """Through the real CLI and app.py: two mistakes, two numbered lines, no traceback."""
+    env = offline_env()
+    proc = subprocess.run([str(CDK), "synth", "-c", "env=dev", "-c", "account=12345", "-c", "region=eu-west1",
+                           "--quiet", "-o", str(tmp_path / "cdk.out")], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode != 0
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and "Subprocess exited with error" not in ln]
+    assert lines == [
+        "eks-inference: 2 configuration errors:",
+        "  1. environment 'dev' account: '12345' is not a 12-digit AWS account id; set 'account' in the environment, "
+        "pass -c account=123456789012, or export CDK_DEFAULT_ACCOUNT",
+        "  2. environment 'dev' region: 'eu-west1' is not an AWS region; did you mean 'eu-west-1'? Set 'region' in "
+        "cdk.json or pass -c region=eu-west-1",
+    ], proc.stderr

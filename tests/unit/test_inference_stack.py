@@ -143,9 +143,9 @@ def test_manifest_serve_config_equals_the_rendered_one(assemblies: dict[str, Ass
 def test_summary_lists_ray_services_and_jobs(assemblies: dict[str, Assembly]) -> None:
     from eks_inference.summary import summarize
 
-    objs = [o for s in summarize(Path(assemblies["dev"].path)) for o in s.manifests]
-    assert {(o["kind"], o["name"]) for o in objs if o["kind"] == "RayService"} == {
-        ("RayService", "minilm-graviton"), ("RayService", "minilm-inferentia")}
+    s = summarize(Path(assemblies["dev"].path))
+    assert {r.name for r in s.ray_services} == {"minilm-graviton", "minilm-inferentia"}
+    assert s.jobs
     assert _manifest_objects("not json") == []
 
 

@@ -1,10 +1,20 @@
-"""NetworkStack: three AZs, public and private subnets with load-balancer tags, flow logs, S3 endpoint."""
+"""NetworkStack: three AZs (named offline for any account and region), public and private subnets with
+load-balancer tags, flow logs, S3 endpoint; and a synth whose output is clean."""
 
 from __future__ import annotations
 
+import copy
+import json
+import subprocess
+from pathlib import Path
+
+from aws_cdk import App, Environment
 from aws_cdk.assertions import Match, Template
 
-from tests.conftest import Assembly
+from eks_inference.config import ENVIRONMENTS_KEY, parse_platform
+from eks_inference.node_runtime import SILENCE_END_OF_LIFE
+from eks_inference.stacks.network_stack import NetworkStack
+from tests.conftest import CDK, OWN_ACCOUNT, OWN_REGION, ROOT, Assembly, cdk_context, offline_env
 
 
 def _subnets(t: Template, public: bool) -> dict:
@@ -51,3 +61,57 @@ def test_flow_logs_and_s3_gateway_endpoint(assemblies: dict[str, Assembly]) -> N
     })
     prod = Template.from_json(assemblies["prod"].template("-Network"))
     prod.has_resource_properties("AWS::Logs::LogGroup", {"RetentionInDays": 365})
+
+
+def test_own_account_and_region_synthesize_offline(own_account_assembly: Assembly) -> None:
+    """`cdk synth -c account=... -c region=eu-west-1` with no credentials and nothing cached in cdk.context.json:
+    the VPC takes the region's first three zones from the shipped table instead of asking AWS."""
+    asm = own_account_assembly
+    assert not asm.manifest.get("missing"), asm.manifest.get("missing")
+    for name in asm.stack_names:
+        assert asm.manifest["artifacts"][name]["environment"] == f"aws://{OWN_ACCOUNT}/{OWN_REGION}"
+    t = Template.from_json(asm.template("-Network"))
+    for public in (True, False):
+        azs = sorted(s["Properties"]["AvailabilityZone"] for s in _subnets(t, public).values())
+        assert azs == ["eu-west-1a", "eu-west-1b", "eu-west-1c"], (public, azs)
+
+
+def test_misspelt_region_stops_synth_with_one_line(tmp_path: Path) -> None:
+    env = offline_env()
+    env.pop(SILENCE_END_OF_LIFE, None)
+    proc = subprocess.run([str(CDK), "synth", "-c", "env=dev", "-c", "region=eu-wset-1", "--quiet",
+                           "-o", str(tmp_path / "cdk.out")], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode != 0
+    app_lines = [ln for ln in (proc.stdout + proc.stderr).splitlines()
+                 if ln.strip() and "Subprocess exited with error" not in ln]  # the CDK CLI's own closing line
+    assert app_lines == ["eks-inference: configuration error: environment 'dev' region: 'eu-wset-1' is not an AWS "
+                         "region; did you mean 'eu-west-1'? Set 'region' in cdk.json or pass -c region=eu-west-1"]
+
+
+def test_synth_output_is_clean(assemblies: dict[str, Assembly], own_account_assembly: Assembly) -> None:
+    """No Node end-of-life banner forwarded as bytes literals, no warnings, nothing that looks like a crash, even
+    though the synth runs without the Makefile's JSII_* variable (app.py sets it, as for `npx cdk synth`)."""
+    for asm in (*assemblies.values(), own_account_assembly):
+        out = asm.stdout
+        assert "b'" not in out and "end-of-life" not in out and "!!" not in out, out[:2000]
+        for crash in ("Traceback", "Error", "WARNING", "jsii.errors"):
+            assert crash not in out, out[:2000]
+
+
+def test_zone_lookup_only_when_asked() -> None:
+    """With availability_zones: "lookup" the stack falls back to aws-cdk-lib's context lookup (the CLI would ask AWS
+    and cache the answer in cdk.context.json); otherwise no lookup is ever registered."""
+    envs = copy.deepcopy(cdk_context()[ENVIRONMENTS_KEY])
+    for zones, expect_lookup in (("lookup", True), (None, False)):
+        block = dict(envs["dev"], account=OWN_ACCOUNT, region=OWN_REGION)
+        if zones:
+            block["availability_zones"] = zones
+        config = parse_platform("dev", block)
+        app = App()
+        stack = NetworkStack(app, "Net", config=config, env=Environment(account=OWN_ACCOUNT, region=OWN_REGION))
+        manifest = json.loads((Path(app.synth().directory) / "manifest.json").read_text())
+        missing = [m["key"] for m in manifest.get("missing", [])]
+        assert any(k.startswith(f"availability-zones:account={OWN_ACCOUNT}:region={OWN_REGION}") for k in missing) \
+            is expect_lookup, missing
+        assert expect_lookup or stack.availability_zones == ["eu-west-1a", "eu-west-1b", "eu-west-1c"]
