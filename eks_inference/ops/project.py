@@ -56,7 +56,11 @@ def platform_config(context: Mapping[str, Any]) -> PlatformConfig:
 
 
 def availability_zones(context: Mapping[str, Any], config: PlatformConfig) -> list[str] | None:
-    """The zones the VPC will use: the first ``max_azs`` of the committed lookup, as ``ec2.Vpc`` takes them."""
+    """The zones the VPC will span: the configured ones; with ``availability_zones: "lookup"`` the first ``max_azs``
+    of the cached lookup in ``cdk.context.json``, as ``ec2.Vpc`` takes them; ``None`` when synth would still ask AWS.
+    """
+    if not config.zones_lookup and config.availability_zones:
+        return list(config.availability_zones)
     zones = context.get(f"availability-zones:account={config.account}:region={config.region}")
     if isinstance(zones, list) and zones:
         return [str(z) for z in zones[: config.max_azs]]

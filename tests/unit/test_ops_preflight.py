@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from eks_inference.config import ENVIRONMENTS_KEY
 from eks_inference.ops import preflight as pf
 from eks_inference.ops.project import availability_zones, platform_config, read_context
 from tests.conftest import ROOT, offline_env
@@ -93,9 +94,15 @@ def test_missing_docker_fails_unless_image_uris_cover_every_image() -> None:
     assert warned.status == "warn" and "image_uris cover every image" in warned.found
 
 
-def test_zones_come_from_the_committed_lookup() -> None:
-    assert dev_context().zones == ["us-west-2a", "us-west-2b", "us-west-2c"]
-    assert dev_context(account="123456789012").zones is None  # no lookup for that account: ask EC2
+def test_zones_are_the_ones_the_vpc_spans() -> None:
+    assert dev_context().zones == list(dev_context().config.availability_zones) == ["us-west-2a", "us-west-2b",
+                                                                                     "us-west-2c"]
+    ctx = read_context(ROOT, {"env": "dev"})
+    ctx[ENVIRONMENTS_KEY]["dev"] = {**ctx[ENVIRONMENTS_KEY]["dev"], "availability_zones": "lookup", "max_azs": 2}
+    config = platform_config(ctx)
+    assert availability_zones(ctx, config) is None  # synth would ask AWS; so does preflight
+    ctx["availability-zones:account=111122223333:region=us-west-2"] = ["us-west-2b", "us-west-2c", "us-west-2d"]
+    assert availability_zones(ctx, config) == ["us-west-2b", "us-west-2c"]  # the cached lookup, first max_azs
 
 
 def test_no_credentials_is_one_line() -> None:

@@ -90,10 +90,9 @@ def test_zone_without_the_instance_type(moto: str, tmp_path: Path) -> None:
     """moto's us-east-1 data offers inf2.xlarge in us-east-1a, b, c and f, not d."""
     ctx = cdk_context()
     dev = ctx[ENVIRONMENTS_KEY]["dev"]
-    ctx[ENVIRONMENTS_KEY] = {"east": {**dev, "account": MOTO_ACCOUNT, "region": "us-east-1"}}
+    ctx[ENVIRONMENTS_KEY] = {"east": {**dev, "account": MOTO_ACCOUNT, "region": "us-east-1",
+                                      "availability_zones": ["us-east-1a", "us-east-1b", "us-east-1d"]}}
     (tmp_path / "cdk.json").write_text(json.dumps({"context": ctx}))
-    (tmp_path / "cdk.context.json").write_text(json.dumps({
-        f"availability-zones:account={MOTO_ACCOUNT}:region=us-east-1": ["us-east-1a", "us-east-1b", "us-east-1d"]}))
     proc = run_cli(["preflight", "--env", "east", "--app-dir", str(tmp_path), "--json"], moto, cwd=tmp_path)
     check = by_check(json.loads(proc.stdout))["instance offerings"]
     assert proc.returncode == 1 and check["status"] == "fail"
