@@ -18,6 +18,7 @@ from eks_inference.config import ConfigError, format_config_error
 _COMMAND_MODULES = (
     "eks_inference.serving.commands",   # local, compile, publish
     "eks_inference.loadtest.commands",  # loadtest run | report
+    "eks_inference.ops.commands",       # diff, preflight
 )
 
 
