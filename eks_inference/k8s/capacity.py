@@ -124,23 +124,32 @@ COREDNS = (PodRequest("coredns", 100, 70), PodRequest("coredns", 100, 70))
 
 def fit(pods: Sequence[PodRequest], *, nodes: int, node_alloc: tuple[int, int],
         per_node: Iterable[PodRequest] = PER_NODE) -> list[PodRequest]:
-    """Pods left over after first-fit-decreasing them onto ``nodes`` identical nodes (empty: all fit).
+    """Pods left unscheduled when ``pods`` arrive in order on ``nodes`` identical nodes (empty: all fit).
 
-    The scheduler places pods one at a time and never moves them, so an order-independent answer needs a
-    packing, not a sum: two 1-vCPU pods do not share a node with 1.8 vCPU free.
+    Placed as kube-scheduler places them: a pod goes only where its requests fit what is left of allocatable
+    (NodeResourcesFit), and among those nodes to the least allocated one, CPU and memory weighted equally
+    (kubernetes pkg/scheduler/framework/plugins/noderesources/least_allocated.go). Nothing is moved later, so
+    spreading can strand a large pod that a tighter packing would have fitted; counting it that way errs
+    towards "does not fit".
     """
     per = list(per_node)
-    free = [[node_alloc[0] - sum(p.cpu_m for p in per), node_alloc[1] - sum(p.memory_mib for p in per)]
-            for _ in range(nodes)]
+    cpu, mem = node_alloc
+    used = [[sum(p.cpu_m for p in per), sum(p.memory_mib for p in per)] for _ in range(nodes)]
     left: list[PodRequest] = []
-    for pod in sorted(pods, key=lambda p: (p.cpu_m, p.memory_mib), reverse=True):
-        for slot in free:
-            if slot[0] >= pod.cpu_m and slot[1] >= pod.memory_mib:
-                slot[0] -= pod.cpu_m
-                slot[1] -= pod.memory_mib
-                break
-        else:
+    for pod in pods:
+        best, best_score = None, -1.0
+        for u in used:
+            c, m = u[0] + pod.cpu_m, u[1] + pod.memory_mib
+            if c > cpu or m > mem:
+                continue
+            score = ((cpu - c) / cpu + (mem - m) / mem) / 2
+            if score > best_score:
+                best, best_score = u, score
+        if best is None:
             left.append(pod)
+        else:
+            best[0] += pod.cpu_m
+            best[1] += pod.memory_mib
     return left
 
 

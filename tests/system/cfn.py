@@ -104,9 +104,13 @@ class DeployOrder:
     def of(cls, asm: Assembly) -> DeployOrder:
         arts = asm.manifest["artifacts"]
         stacks = [n for n, a in arts.items() if a["type"] == "aws:cloudformation:stack"]
-        order = cls(templates={s: json.loads((asm.path / f"{s}.template.json").read_text()) for s in stacks},
-                    stack_deps={s: [d for d in arts[s].get("dependencies", []) if d in stacks] for s in stacks})
-        for s, t in order.templates.items():
+        return cls.build({s: json.loads((asm.path / f"{s}.template.json").read_text()) for s in stacks},
+                         {s: [d for d in arts[s].get("dependencies", []) if d in stacks] for s in stacks})
+
+    @classmethod
+    def build(cls, templates: dict[str, dict[str, Any]], stack_deps: dict[str, list[str]]) -> DeployOrder:
+        order = cls(templates=templates, stack_deps=stack_deps)
+        for s, t in templates.items():
             publish = Node(s, "#assets")
             order.parents[publish] = set()
             ids = set(t["Resources"])
@@ -114,10 +118,11 @@ class DeployOrder:
                 deps = res.get("DependsOn", [])
                 deps = [deps] if isinstance(deps, str) else deps
                 refs = references(res.get("Properties", {})) & ids
-                order.parents[Node(s, rid)] = {Node(s, d) for d in {*deps, *refs}} | {publish}
-                for dep_stack in order.stack_deps[s]:
-                    order.parents[Node(s, rid)] |= {Node(dep_stack, r) for r in order.templates[dep_stack][
-                        "Resources"]} | {Node(dep_stack, "#assets")}
+                parents = {Node(s, d) for d in {*deps, *refs}} | {publish}
+                for dep_stack in stack_deps[s]:
+                    parents |= {Node(dep_stack, r) for r in templates[dep_stack]["Resources"]}
+                    parents.add(Node(dep_stack, "#assets"))
+                order.parents[Node(s, rid)] = parents
         return order
 
     def ancestors(self, node: Node) -> set[Node]:
