@@ -55,8 +55,12 @@ class ModelImage(Construct):
         if image not in IMAGES:
             raise ValueError(f"image {image!r} is not one of {sorted(IMAGES)}")
         self.asset: ecr_assets.DockerImageAsset | None = None
+        self.identity: str
+        """Plain text that changes exactly when the image does (the asset hash, or the configured URI);
+        ``image_uri`` of a built image is a deploy-time token whose text never changes."""
         if image_uri:
             self.image_uri = image_uri
+            self.identity = image_uri
             return
         folder, _ = IMAGES[image]
         default_platform = ecr_assets.Platform.LINUX_ARM64 if image == "graviton" else ecr_assets.Platform.LINUX_AMD64
@@ -70,3 +74,4 @@ class ModelImage(Construct):
             display_name=f"eks-inference-{image}",
         )
         self.image_uri = self.asset.image_uri
+        self.identity = self.asset.asset_hash
