@@ -20,6 +20,10 @@ IMAGES = {
 }
 
 
+CORE_MODULES = ("__init__.py", "config.py", "cli.py", "cli_help.py", "instance_types.py", "regions.py")
+"""Modules every image ships: the CLI and the config it validates (which reads the instance and region tables)."""
+
+
 def build_context_excludes(image: str) -> list[str]:
     """Docker-ignore patterns that keep the build context to exactly what the Dockerfile copies.
 
@@ -33,7 +37,7 @@ def build_context_excludes(image: str) -> list[str]:
     return [
         "*",
         "!pyproject.toml", "!README.md", f"!{requirements}",
-        "!eks_inference/__init__.py", "!eks_inference/config.py", "!eks_inference/cli.py",
+        *[f"!eks_inference/{m}" for m in CORE_MODULES],
         *[f"!eks_inference/{m}" for m in modules],
         f"!{folder}/Dockerfile",
         "**/__pycache__", "**/*.py[cod]",
