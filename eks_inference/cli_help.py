@@ -24,7 +24,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         default = action.default
         if (action.required or default is None or default is False or default == [] or default == ""
                 or default is argparse.SUPPRESS or isinstance(action, argparse._StoreConstAction)
-                or action.option_strings == [] and action.nargs in ("+", "*", "?")):
+                or (action.option_strings == [] and action.nargs in ("+", "*", "?"))):
             return text
         if isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction | argparse._HelpAction
                       | argparse._VersionAction | argparse._CountAction):
