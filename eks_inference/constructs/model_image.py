@@ -33,7 +33,7 @@ def build_context_excludes(image: str) -> list[str]:
     return [
         "*",
         "!pyproject.toml", "!README.md", f"!{requirements}",
-        "!eks_inference/__init__.py", "!eks_inference/config.py", "!eks_inference/cli.py",
+        "!eks_inference/__init__.py", "!eks_inference/config.py", "!eks_inference/cli.py", "!eks_inference/cli_help.py",
         *[f"!eks_inference/{m}" for m in modules],
         f"!{folder}/Dockerfile",
         "**/__pycache__", "**/*.py[cod]",

@@ -58,6 +58,9 @@ container env; ``eks-inference local`` sets it for its private Ray.
 ADMISSION_SPARE = 8
 """Serve admits this many requests per replica beyond the replica's own limit, so that requests over the
 limit reach the application and get its JSON 503 instead of Serve's plain-text one."""
+BURST_QUEUE_FACTOR = 4
+"""Serve's own queue holds this many times the replica's limit: a burst waits there for the instant it takes
+the replica to shed it (in JSON); only a burst beyond that meets Serve's plain-text 503."""
 
 USER_CONFIG_KEYS = ("max_batch_size", "batch_wait_timeout_s", "max_seq_length", "num_threads", "dtype")
 
@@ -155,7 +158,7 @@ def render_serve_config(
         # The replica itself sheds load above max_requests_per_replica with a JSON 503; Serve's own limits
         # stay above it as a backstop (Serve's 503 body is plain text).
         "max_ongoing_requests": s.max_ongoing_requests + s.max_queued_requests + ADMISSION_SPARE,
-        "max_queued_requests": s.max_queued_requests,
+        "max_queued_requests": BURST_QUEUE_FACTOR * (s.max_ongoing_requests + s.max_queued_requests),
         "user_config": user_config,
         "ray_actor_options": actor,
         "health_check_period_s": 10,

@@ -12,6 +12,7 @@ from eks_inference.config import ConfigError, DType, ModelSpec, Processor, Servi
 from eks_inference.serving.serve_config import (
     ADMISSION_SPARE,
     APP_IMPORT_PATH,
+    BURST_QUEUE_FACTOR,
     DEPLOYMENT_NAME,
     INDEX_APP_NAME,
     INDEX_IMPORT_PATH,
@@ -79,7 +80,8 @@ def test_limits_come_from_the_spec_so_overload_is_shed_not_queued_forever() -> N
     args = parse_app_args(render_serve_config(m, Processor.CPU, model_uri="bundled:all-minilm-l6-v2")
                           ["applications"][0]["args"])
     assert args.max_requests_per_replica == 48 + 7
-    assert (d["num_replicas"], d["max_ongoing_requests"], d["max_queued_requests"]) == (3, 55 + ADMISSION_SPARE, 7)
+    assert (d["num_replicas"], d["max_ongoing_requests"], d["max_queued_requests"]) == (
+        3, 55 + ADMISSION_SPARE, BURST_QUEUE_FACTOR * 55)
     assert d["logging_config"] == {"enable_access_log": False}
 
 
