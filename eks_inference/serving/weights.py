@@ -13,6 +13,12 @@ When the manifest appears the thread downloads and verifies the files and the re
 fetches its artifact and warms up exactly as a replica with published weights does in its constructor.
 A corrupt object is never served: the thread records the integrity error, the health check fails with it,
 Serve replaces the replica, and the new replica fails in its constructor naming object and expected hash.
+
+Upstream (Ray 2.60): ``python/ray/serve/_private/replica.py`` (start = constructor, reconfigure, one health
+check), ``python/ray/serve/_private/deployment_state.py`` (``_failed_to_start_threshold``,
+``record_replica_startup_failure``, ``ActorReplicaWrapper.check_health`` with 3 failures in a row);
+KubeRay ``ray-operator/controllers/ray/rayservice_controller.go`` (``checkIfNeedSubmitServeApplications``).
+The behaviour is replayed in ``tests/system/test_first_deploy_serving.py``.
 """
 
 from __future__ import annotations

@@ -60,3 +60,12 @@ def test_defaults_are_shown_where_they_help() -> None:
     assert compile_["--processor"] == "target processor (default: cpu)"
     publish = option_entries(help_text("publish"))
     assert publish["--revision"] == "weights revision (default: v1)"
+
+
+def test_compile_refuses_a_bad_source_in_one_line() -> None:
+    r = subprocess.run([sys.executable, "-m", "eks_inference.cli", "compile", "bundled:bert-base", "--name", "x"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert r.stderr.splitlines() == ["eks-inference: configuration error: SOURCE: 'bundled:bert-base' is not a "
+                                     "bundled model; use bundled:all-minilm-l6-v2, a model directory or "
+                                     "s3://BUCKET/models/NAME/REVISION"]
