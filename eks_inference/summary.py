@@ -275,7 +275,7 @@ def render(s: AssemblySummary) -> None:
     if s.ray_services:
         serving = table("RayServices (one Serve replica per worker pod)", "name", "replicas", "worker pods min..max",
                         "worker pod requests", "batch max / wait / seq", "threads", "dtype",
-                        "replica limit · Serve ongoing / queued")
+                        "replica · Serve limits")
         for r in s.ray_services:
             req = ", ".join(f"{v} {k.rsplit('/', 1)[-1]}" for k, v in r.worker_requests.items())
             for d in r.deployments or [{}]:
