@@ -13,12 +13,15 @@ Closed loop (a fixed number of users, each waiting for its reply): latency runs 
 It answers "how fast at concurrency N", and with ``--rate`` pacing it reproduces the classic naive
 tester, which under-reports stalls; both are useful, and they are labelled.
 
-Everything runs on one event loop through callbacks; statistics go to :class:`StepRecorder`.
+Everything runs on one event loop through callbacks; statistics go to :class:`StepRecorder`. Around each step,
+client 0 reads the target's own metrics (:mod:`eks_inference.loadtest.server_metrics`); the other clients pause
+while it does, so that all stay in step.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import math
 import random
@@ -37,6 +40,7 @@ from eks_inference.loadtest.client import (
 )
 from eks_inference.loadtest.payloads import Payload
 from eks_inference.loadtest.plan import Arrival, Mode, RunConfig, StepSpec, rates_from_capacity
+from eks_inference.loadtest.server_metrics import StepReader
 from eks_inference.loadtest.stats import StepRecorder, StepStats, decode, percentiles_us
 
 ABORT_AFTER_S = 5.0
@@ -76,6 +80,8 @@ class NullProgress:
 class StepOutcome:
     """One executed step: its statistics and how the client itself fared."""
 
+    server_metrics: Mapping[str, Any] | None = None
+    """The target's own account of the step (client 0 only; :mod:`eks_inference.loadtest.server_metrics`)."""
     spec: StepSpec
     stats: StepStats
     status: str
@@ -87,7 +93,7 @@ class StepOutcome:
     def client_step(self, config: RunConfig, source: str = "(this run)") -> ClientStep:
         return ClientStep(source=source, run_id=config.run_id, client_index=config.client_index,
                           clients=config.clients, target=config.target, spec=self.spec, stats=self.stats,
-                          client=self.client, status=self.status)
+                          client=self.client, status=self.status, server=self.server_metrics)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -416,12 +422,18 @@ async def run(
     *,
     progress: Progress | None = None,
     on_step: Callable[[RunOutcome], None] | None = None,
+    server_metrics: bool = True,
 ) -> RunOutcome:
-    """Execute the whole run; never raises for target trouble, it reports it in the outcome."""
+    """Execute the whole run; never raises for target trouble, it reports it in the outcome.
+
+    :param server_metrics: read the target's metrics around each step (client 0) and pause with it (the
+        others); default on.
+    """
     progress = progress or NullProgress()
     endpoint = parse_endpoint(config.url)
     started = time.time()
     info, info_error = await fetch_info(endpoint, timeout_s=min(5.0, config.timeout_s))
+    reader = StepReader(info, reads=config.client_index == 0, pauses=config.clients > 1) if server_metrics else None
     inferences = [len(p.inputs) for p in payloads]
     steps: list[StepOutcome] = []
     notes: list[str] = []
@@ -494,12 +506,16 @@ async def run(
             client.limit = config.connection_limit(spec)
             step = _Step(client, spec, inferences, seed=config.seed, max_lag_ms=lag_limit_ms, progress=progress,
                          start_at=start_at)
+            if reader is not None:
+                await reader.begin(settle=start_at is None)
             try:
                 result = await step.run()
             except _Interrupted as e:
                 steps.append(e.outcome)
                 status, error = "interrupted", "interrupted; the results measured so far are kept"
                 return outcome()
+            if reader is not None:
+                result = dataclasses.replace(result, server_metrics=await reader.finish())
             if start_at is not None and step.late_s > LATE_START_S:
                 notes.append(f"started {step.late_s:.1f} s after the common start time; the clients' measuring "
                              "windows overlap less")
