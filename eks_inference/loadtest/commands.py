@@ -431,7 +431,7 @@ def _verify(a: argparse.Namespace, config: RunConfig) -> dict[str, Any]:
         _say(f"verification could not run: {type(e).__name__}: {e}")
         return {"status": "not-checked", "reason": f"verification could not run: {type(e).__name__}: {e}",
                 "checked_by_client": 0}
-    print(render_table(verdict), file=sys.stderr, flush=True)
+    print(render_table(verdict, limit=5), file=sys.stderr, flush=True)
     return {**verdict.to_dict(), "checked_by_client": 0}
 
 

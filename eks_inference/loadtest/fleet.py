@@ -314,8 +314,15 @@ def render(pl: Plan) -> str:
     if pl.refused:
         lines += ["", "Refused:"]
         lines += [f"  {x.label}: {x.reason}" for x in pl.refused]
-    return "\n".join(textwrap.fill(line, width=118, subsequent_indent="     ") if len(line) > 118 and
-                     line.startswith("  ") else line for line in lines)
+    return "\n".join(_wrap(line) for line in lines)
+
+
+def _wrap(line: str, width: int = 110) -> str:
+    """Prose lines wrapped (the table's rows are short), continuation lines indented under their text."""
+    if len(line) <= width:
+        return line
+    indent = " " * (len(line) - len(line.lstrip()) + 3)
+    return textwrap.fill(line, width=width, subsequent_indent=indent, break_on_hyphens=False)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -302,20 +302,26 @@ def verify_target(url: str, *, source: str | None = None, reference_mode: str = 
                    comparison=comparison, skipped=skipped, notes=tuple(notes))
 
 
-def render_table(v: Verdict, *, width: int = 120) -> str:
-    """A plain-text table, worst probe first (no terminal library: the serve extra has none)."""
+def render_table(v: Verdict, *, width: int = 120, limit: int | None = None) -> str:
+    """A plain-text table, worst probe first (no terminal library: the serve extra has none). ``limit`` shows
+    only the failing probes and at most that many others (the load tester's log); None shows them all."""
     rows = sorted(v.comparison.rows, key=v.comparison.sort_key)
+    if limit is not None:
+        failing = [r for r in rows if not r.ok]
+        rows = failing + [r for r in rows if r.ok][: max(0, limit - len(failing))]
     score_name = {Task.EMBEDDING: "cosine", Task.CLASSIFICATION: "max|Δp|",
                   Task.QUESTION_ANSWERING: "span"}[v.task]
-    head = f"{'':2}{'probe':<18} {'input':<42} {score_name:>9}  detail"
+    head = f"{'':2}{'probe':<18} {'input':<42} {score_name:>9}  why it fails"
     lines = [f"Verification of {v.url} ({v.task.value}, {v.target_dtype or '?'}, max_seq_length {v.max_seq_length})",
-             f"reference: {v.reference} from {v.source}", head, "-" * min(width, len(head) + 40)]
+             f"reference: {v.reference} from {v.source}", head, "-" * len(head)]
     for r in rows:
         score = "n/a" if r.score is None else f"{r.score:.6f}" if v.task is not Task.QUESTION_ANSWERING else (
             "same" if r.score == 1.0 else "other")
         mark = "  " if r.ok else "✘ "
-        line = f"{mark}{r.probe.id:<18} {r.probe.short(42):<42} {score:>9}  {r.detail}"
+        line = f"{mark}{r.probe.id:<18} {r.probe.short(42):<42} {score:>9}  {'' if r.ok else r.detail}".rstrip()
         lines.append(line if len(line) <= width else line[: width - 1] + "…")
+    if limit is not None and len(rows) < len(v.comparison.rows):
+        lines.append(f"  … {len(v.comparison.rows) - len(rows)} more probes agree (all of them are in the result file)")
     lines += [f"skipped: {s}" for s in v.skipped]
     lines += [f"note: {n}" for n in v.notes]
     lines.append(v.summary())
