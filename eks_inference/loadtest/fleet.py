@@ -274,12 +274,13 @@ def render(pl: Plan) -> str:
     lines = [
         f"Fleet for {p.target_rps:,.0f} requests/s at p99 <= {p.slo_p99_ms:g} ms, {p.headroom:.0%} headroom, "
         f"{p.azs} zones (any {p.azs - 1} carry the load)",
-        f"from {pl.source} (generated {r.get('generated_at')}, instance prices of "
-        f"{(r.get('prices') or {}).get('date')}, {HOURS_PER_MONTH} h a month)",
+        f"from {pl.source} (generated {r.get('generated_at')}; instance prices of "
+        f"{(r.get('prices') or {}).get('date')})",
         "",
     ]
     if pl.planned:
-        head = ("rank", "series", "processor", "instance type", "req/s per node", "nodes", "USD/month", "+ fixed")
+        head = ("rank", "series", "processor", "instance type", "req/s per node", "nodes", "USD/month",
+                "with fixed")
         rows = []
         for i, x in enumerate(pl.planned):
             fixed = x.fixed.total
@@ -295,7 +296,8 @@ def render(pl: Plan) -> str:
             return "  ".join(c.rjust(w) if j in right else c.ljust(w)
                              for j, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
 
-        lines += [fmt(head), fmt(["-" * w for w in widths]), *(fmt(row) for row in rows), ""]
+        # table rows are marked so that the prose wrapping below leaves them whole
+        lines += [TABLE + fmt(head), TABLE + fmt(["-" * w for w in widths]), *(TABLE + fmt(row) for row in rows), ""]
         lines.append("Each figure rests on one measured point:")
         for i, x in enumerate(pl.planned):
             m = x.measured
@@ -307,7 +309,7 @@ def render(pl: Plan) -> str:
                 + (" (priced as that type, measured elsewhere)" if x.priced_as else ""))
         lines.append("")
         for region in sorted({x.region for x in pl.planned}):
-            lines.append(f"Fixed per month in {region} (prices of {OTHER_PRICES_DATE}): "
+            lines.append(f"Fixed per month ({HOURS_PER_MONTH} h) in {region}, prices of {OTHER_PRICES_DATE}: "
                          f"{fixed_costs(region, p).text()}")
     else:
         lines.append("No target can be planned.")
@@ -317,8 +319,13 @@ def render(pl: Plan) -> str:
     return "\n".join(_wrap(line) for line in lines)
 
 
+TABLE = "\0"
+
+
 def _wrap(line: str, width: int = 110) -> str:
-    """Prose lines wrapped (the table's rows are short), continuation lines indented under their text."""
+    """Prose lines wrapped, continuation lines indented under their text; table rows kept whole."""
+    if line.startswith(TABLE):
+        return line[len(TABLE):]
     if len(line) <= width:
         return line
     indent = " " * (len(line) - len(line.lstrip()) + 3)

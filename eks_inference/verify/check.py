@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eks_inference.config import Task
+from eks_inference.config import ConfigError, Task
 from eks_inference.verify.compare import Comparison, Row, Tolerances, compare
 from eks_inference.verify.probes import PROBE_SET_VERSION, Probe, probes_for
 from eks_inference.verify.reference import (
@@ -220,10 +220,10 @@ def get_reference(source_uri: str, task: Task, max_seq_length: int, *, mode: str
     notes: list[str] = []
     try:
         source = describe_source(source_uri, endpoint_url=endpoint_url)
-    except VerifyError:
-        raise
-    except Exception as e:  # ConfigError, S3 trouble: name the source
-        raise VerifyError(f"--source {source_uri}: {e}") from None
+    except ConfigError as e:
+        raise VerifyError(str(e)) from None
+    except Exception as e:  # S3 trouble: name the source
+        raise VerifyError(f"--source {source_uri}: {type(e).__name__}: {e}") from None
     compute = mode == "compute" or (mode == "auto" and torch_available())
     if write and not compute:
         raise VerifyError("--write-reference computes the reference, which needs torch and transformers: install "
@@ -235,8 +235,6 @@ def get_reference(source_uri: str, task: Task, max_seq_length: int, *, mode: str
             ref = model.run(max_seq_length)
         except ReferenceUnavailable as e:
             raise VerifyError(str(e)) from None
-        except VerifyError:
-            raise
         except Exception as e:
             raise VerifyError(f"computing the reference from {source_uri} failed: {type(e).__name__}: {e}") from None
         if write:
