@@ -1,4 +1,4 @@
-"""``eks-inference`` command line: local, compile, publish, loadtest, verify, plan.
+"""``eks-inference`` command line: local, compile, publish, loadtest, diff, preflight, verify, plan.
 
 Each area registers its own sub-commands, imported lazily so that an image with only the ``serve``
 or only the ``loadtest`` extra still gets a working CLI for its part.
@@ -18,6 +18,7 @@ from eks_inference.config import ConfigError, format_config_error
 _COMMAND_MODULES = (
     "eks_inference.serving.commands",   # local, compile, publish
     "eks_inference.loadtest.commands",  # loadtest run | report
+    "eks_inference.ops.commands",       # diff, preflight
     "eks_inference.verify.commands",    # verify
     "eks_inference.loadtest.fleet",     # plan
 )

@@ -459,6 +459,9 @@ class LoadTestSpec:
     :param duration_s: per step, default 60.  :param warmup_s: excluded from stats, default 10.
     :param slo_p99_ms: latency target for the price-performance ranking, default 100.
     :param inputs_per_request: texts per request, default 1.
+    :param ready_timeout_s: how long client pods wait for the target's ``/healthz`` to answer 200 (and for
+        each other) before sending; default 1800 (a first deploy pulls images and compiles on Inferentia2).
+        The Jobs' deadline includes it.
     """
 
     run_id: str = ""
@@ -470,9 +473,13 @@ class LoadTestSpec:
     warmup_s: int = 10
     slo_p99_ms: float = 100.0
     inputs_per_request: int = 1
+    ready_timeout_s: int = 1800
 
     def __post_init__(self) -> None:
         errs = _Errors()
+        if not _is_int(self.ready_timeout_s) or not 0 <= self.ready_timeout_s <= 86400:
+            errs.add("loadtest.ready_timeout_s", self.ready_timeout_s, "is outside 0..86400 s",
+                     "use e.g. 1800 (30 minutes)")
         if self.run_id and (not isinstance(self.run_id, str) or not _RUN_ID_RE.match(self.run_id)):
             errs.add("loadtest.run_id", self.run_id, "is not a valid id",
                      "use lower-case letters, digits and '-' (max 32 chars), e.g. 'run-2026-11-28'")
@@ -502,28 +509,33 @@ class LoadTestSpec:
 class AddonVersions:
     """Pinned versions of everything the cluster installs; nothing floats.
 
-    Defaults were current for Kubernetes 1.35 when this release was cut; override per environment.
+    Defaults were current for Kubernetes 1.36 when this release was cut; override per environment.
 
     :param kuberay_operator_chart: KubeRay operator Helm chart version (manages RayService).
     :param kuberay_repository: where that chart comes from.
     :param neuron_chart: Neuron Helm chart version (device plugin and scheduler extension for inf2).
     :param neuron_repository: where that chart comes from.
+    :param neuron_kube_scheduler: tag of the EKS Distro kube-scheduler the Neuron chart runs as its second
+        scheduler; its minor must be the cluster's (the chart's own default is a 1.31 build).
     :param metrics_server_chart: metrics-server Helm chart version (``kubectl top``, autoscalers).
     :param metrics_server_repository: where that chart comes from.
     :param nvidia_device_plugin_chart: NVIDIA device plugin chart version, installed with a GPU node group.
     :param nvidia_device_plugin_repository: where that chart comes from.
     :param pod_identity_agent: EKS Pod Identity agent add-on version.
+    :param vpc_cni: the ``vpc-cni`` add-on, managed by the stack so that NetworkPolicy enforcement is on.
     """
 
     kuberay_operator_chart: str = "1.7.0"
     kuberay_repository: str = "https://ray-project.github.io/kuberay-helm/"
-    neuron_chart: str = "1.1.2"
+    neuron_chart: str = "1.10.0"
+    neuron_kube_scheduler: str = "v1.36.0-eks-1-36-1"
     neuron_repository: str = "oci://public.ecr.aws/neuron/neuron-helm-chart"
     metrics_server_chart: str = "3.13.0"
     metrics_server_repository: str = "https://kubernetes-sigs.github.io/metrics-server/"
     nvidia_device_plugin_chart: str = "0.17.1"
     nvidia_device_plugin_repository: str = "https://nvidia.github.io/k8s-device-plugin"
     pod_identity_agent: str = "v1.3.10-eksbuild.2"
+    vpc_cni: str = "v1.23.1-eksbuild.1"
 
     def __post_init__(self) -> None:
         errs = _Errors()

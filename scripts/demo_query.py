@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import urllib.error
 import urllib.request
 
 TEXTS = [
@@ -25,22 +26,34 @@ def cosine(a: list[float], b: list[float]) -> float:
     return sum(x * y for x, y in zip(a, b, strict=True))  # outputs are L2-normalized
 
 
-def wait_healthy(base: str, timeout_s: float = 60.0) -> None:
-    """The proxy can take a moment to (re)bind after the app reports healthy; wait for it to answer."""
+def wait_healthy(base: str, timeout_s: float = 60.0) -> str | None:
+    """The proxy can take a moment to (re)bind after the app reports healthy; wait for it to answer.
+
+    Returns None once healthy, else the last reason the model gave (e.g. its weights are not published).
+    """
     deadline = time.monotonic() + timeout_s
-    while True:
+    reason = "no answer"
+    while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"{base}/healthz", timeout=5) as resp:
                 if resp.status == 200:
-                    return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
+                    return None
+        except urllib.error.HTTPError as e:
+            try:
+                reason = json.loads(e.read())["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                reason = f"HTTP {e.code}"
+        except OSError as e:
+            reason = str(e)
         time.sleep(0.5)
+    return reason
 
 
 def main(base: str) -> int:
-    wait_healthy(base)
+    reason = wait_healthy(base)
+    if reason is not None:
+        print(f"demo_query: {base} is not serving: {reason}", file=sys.stderr)
+        return 1
     info = call(f"{base}/info")
     print(f"model {info.get('model')} on {info.get('processor')} ({info.get('dtype')}), task {info.get('task')}")
     reply = call(f"{base}/predict", {"inputs": TEXTS})

@@ -15,6 +15,9 @@ from eks_inference.node_runtime import SILENCE_END_OF_LIFE, quiet_node_banner
 
 quiet_node_banner()  # tests that build stacks in this process start jsii's Node.js too
 
+# Real servers shared by tests/integration/ and tests/system/: one Ray and one moto server per session.
+from tests.servers import local_ray, local_serve, minilm, minilm_bf16, moto_s3_endpoint, serving_cache  # noqa: E402, F401
+
 ROOT = Path(__file__).resolve().parents[1]
 CDK = ROOT / "node_modules" / ".bin" / "cdk"
 ENVIRONMENTS = ("dev", "prod")

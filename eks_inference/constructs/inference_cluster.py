@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import cast
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import CfnResource, Duration, RemovalPolicy
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_eks_v2 as eks
 from aws_cdk import aws_iam as iam
@@ -27,6 +28,13 @@ from eks_inference.constructs.processor_node_group import (
     PROCESSOR_LABEL,
     ProcessorNodeGroup,
     node_role,
+)
+from eks_inference.k8s.capacity import (
+    KUBERAY_OPERATOR,
+    METRICS_SERVER,
+    NEURON_KUBE_SCHEDULER,
+    NEURON_SCHEDULER_EXTENSION,
+    PodRequest,
 )
 
 KUBERAY_NAMESPACE = "kuberay-system"
@@ -50,7 +58,12 @@ class InferenceCluster(Construct):
     What it adds: a customer-managed KMS key (rotation on) for Kubernetes secrets; every control-plane
     log type; endpoint access as configured; an admin access entry; no default capacity (each group is
     explicit); the KubeRay operator, the Neuron device plugin and scheduler extension (when an inf2
-    group exists), metrics-server (Helm, pinned) and the EKS Pod Identity agent (add-on, pinned).
+    group exists), metrics-server (Helm, pinned), the EKS Pod Identity agent and the VPC CNI with
+    NetworkPolicy enforcement on (add-ons, pinned).
+
+    Without the ``vpc-cni`` add-on configured with ``enableNetworkPolicy``, EKS runs the CNI it bootstraps,
+    whose network policy agent is off: NetworkPolicies are accepted and silently not enforced. The add-on
+    takes that DaemonSet over (``ResolveConflicts: OVERWRITE``) and stays managed by the stack.
 
     ``aws_eks_v2`` adds its own Neuron device plugin manifest when inf2 groups come through
     ``add_nodegroup_capacity``; that manifest points at an old, unpinned image and selects nodes by the
@@ -98,6 +111,7 @@ class InferenceCluster(Construct):
                 "list your office or VPN ranges"
             )
         self.addon_versions = addons or AddonVersions()
+        _check_scheduler_minor(self.addon_versions.neuron_kube_scheduler)
 
         self.secrets_key = secrets_key or kms.Key(
             self,
@@ -159,7 +173,22 @@ class InferenceCluster(Construct):
             preserve_on_delete=False,
         )
 
+        self.vpc_cni = eks.Addon(
+            self,
+            "VpcCni",
+            cluster=icluster,
+            addon_name="vpc-cni",
+            addon_version=self.addon_versions.vpc_cni,
+            configuration_values={"enableNetworkPolicy": "true"},
+            preserve_on_delete=False,
+        )
+        # The cluster bootstraps a self-managed aws-node DaemonSet; the add-on must take it over, not fail on it.
+        cast(CfnResource, self.vpc_cni.node.default_child).add_property_override("ResolveConflicts", "OVERWRITE")
+
         v = self.addon_versions
+        self.system_pods: list[PodRequest] = [PodRequest.of("kuberay-operator", KUBERAY_OPERATOR),
+                                              PodRequest.of("metrics-server", METRICS_SERVER)]
+        """Operator pods this construct places on the system nodes (the load-test capacity check counts them)."""
         self.kuberay_operator = self.cluster.add_helm_chart(
             "KubeRayOperator",
             chart="kuberay-operator",
@@ -172,10 +201,7 @@ class InferenceCluster(Construct):
             timeout=Duration.minutes(10),
             values={
                 "nodeSelector": _SYSTEM_SELECTOR,
-                "resources": {
-                    "requests": {"cpu": "100m", "memory": "256Mi"},
-                    "limits": {"cpu": "1", "memory": "512Mi"},
-                },
+                "resources": KUBERAY_OPERATOR.to_dict(),
             },
         )
         self.kuberay_operator.node.add_dependency(system_group.nodegroup)
@@ -187,7 +213,7 @@ class InferenceCluster(Construct):
             repository=v.metrics_server_repository,
             version=v.metrics_server_chart,
             namespace="kube-system",
-            values={"nodeSelector": _SYSTEM_SELECTOR},
+            values={"nodeSelector": _SYSTEM_SELECTOR, "resources": METRICS_SERVER.to_dict()},
         )
         self.metrics_server.node.add_dependency(system_group.nodegroup)
 
@@ -210,10 +236,14 @@ class InferenceCluster(Construct):
                     "scheduler": {
                         "enabled": True,
                         "nodeSelector": _SYSTEM_SELECTOR,
+                        "resources": NEURON_SCHEDULER_EXTENSION.to_dict(),
+                        # The chart's second kube-scheduler defaults to a 1.31 build; it must be the cluster's minor.
                         "customScheduler": {
                             "enabled": True,
                             "fullnameOverride": NEURON_SCHEDULER_NAME,
                             "nodeSelector": _SYSTEM_SELECTOR,
+                            "image": {"tag": v.neuron_kube_scheduler},
+                            "resources": NEURON_KUBE_SCHEDULER.to_dict(),
                         },
                     },
                     # Node problem detector needs its own IAM role to replace nodes; out of scope here.
@@ -221,6 +251,8 @@ class InferenceCluster(Construct):
                 },
             )
             self.neuron.node.add_dependency(system_group.nodegroup)
+            self.system_pods += [PodRequest.of("neuron scheduler extension", NEURON_SCHEDULER_EXTENSION),
+                                 PodRequest.of("neuron kube-scheduler", NEURON_KUBE_SCHEDULER)]
 
         self.nvidia: eks.HelmChart | None = None
         if any(g.processor is Processor.GPU for g in enabled):
@@ -236,6 +268,18 @@ class InferenceCluster(Construct):
                     "tolerations": [{"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}],
                 },
             )
+
+
+def _check_scheduler_minor(tag: str) -> None:
+    """The Neuron chart's second scheduler is a kube-scheduler; one of another minor than the cluster's is
+    outside Kubernetes' version-skew policy and may not understand the cluster's scheduling API."""
+    m = re.match(r"^v?(\d+)\.(\d+)\.", tag)
+    if not m or f"{m[1]}.{m[2]}" != KUBERNETES_VERSION:
+        raise ConfigError(
+            f"addons.neuron_kube_scheduler: {tag!r} is not a Kubernetes {KUBERNETES_VERSION} kube-scheduler; "
+            f"pick an EKS Distro tag of {KUBERNETES_VERSION}, e.g. v{KUBERNETES_VERSION}.0-eks-"
+            f"{KUBERNETES_VERSION.replace('.', '-')}-1"
+        )
 
 
 def _pascal(name: str) -> str:

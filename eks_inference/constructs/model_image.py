@@ -20,6 +20,10 @@ IMAGES = {
 }
 
 
+CORE_MODULES = ("__init__.py", "config.py", "cli.py", "cli_help.py", "instance_types.py", "regions.py")
+"""Modules every image ships: the CLI and the config it validates (which reads the instance and region tables)."""
+
+
 def build_context_excludes(image: str) -> list[str]:
     """Docker-ignore patterns that keep the build context to exactly what the Dockerfile copies.
 
@@ -33,7 +37,7 @@ def build_context_excludes(image: str) -> list[str]:
     return [
         "*",
         "!pyproject.toml", "!README.md", f"!{requirements}",
-        "!eks_inference/__init__.py", "!eks_inference/config.py", "!eks_inference/cli.py",
+        *[f"!eks_inference/{m}" for m in CORE_MODULES],
         *[f"!eks_inference/{m}" for m in modules],
         f"!{folder}/Dockerfile",
         "**/__pycache__", "**/*.py[cod]",
@@ -55,8 +59,12 @@ class ModelImage(Construct):
         if image not in IMAGES:
             raise ValueError(f"image {image!r} is not one of {sorted(IMAGES)}")
         self.asset: ecr_assets.DockerImageAsset | None = None
+        self.identity: str
+        """Plain text that changes exactly when the image does (the asset hash, or the configured URI);
+        ``image_uri`` of a built image is a deploy-time token whose text never changes."""
         if image_uri:
             self.image_uri = image_uri
+            self.identity = image_uri
             return
         folder, _ = IMAGES[image]
         default_platform = ecr_assets.Platform.LINUX_ARM64 if image == "graviton" else ecr_assets.Platform.LINUX_AMD64
@@ -70,3 +78,4 @@ class ModelImage(Construct):
             display_name=f"eks-inference-{image}",
         )
         self.image_uri = self.asset.image_uri
+        self.identity = self.asset.asset_hash

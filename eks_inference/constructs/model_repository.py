@@ -72,7 +72,11 @@ class ModelRepository(Construct):
         return self.bucket.arn_for_objects(f"{prefix}*")
 
     def grant_prefixes(self, grantee: iam.IGrantable, *, read: list[str], write: list[str]) -> None:
-        """Object access scoped to prefixes: ``read`` may get and list, ``write`` may also put."""
+        """Object access scoped to prefixes: ``read`` may get and list, ``write`` may also put.
+
+        Writers may abort their own multipart uploads: boto3 uploads large artifacts in parts and aborts a
+        failed upload; without the permission the parts linger (billed) until the lifecycle rule's 7 days.
+        """
         readable = sorted(set(read) | set(write))
         statements = [
             iam.PolicyStatement(sid="ListPrefixes", actions=["s3:ListBucket"], resources=[self.bucket.bucket_arn],
@@ -83,7 +87,7 @@ class ModelRepository(Construct):
         ]
         if write:
             statements += [
-                iam.PolicyStatement(sid="WritePrefixes", actions=["s3:PutObject"],
+                iam.PolicyStatement(sid="WritePrefixes", actions=["s3:PutObject", "s3:AbortMultipartUpload"],
                                     resources=[self._objects(p) for p in write]),
                 iam.PolicyStatement(sid="EncryptObjects", actions=["kms:GenerateDataKey"],
                                     resources=[self.key.key_arn]),

@@ -1,15 +1,29 @@
 """In-cluster load tests: per target, an Indexed Job of N client pods, then one Job that merges the report.
 
-Each client pod writes its own result file (HDR histograms inside) under
-``results/{run_id}/{target}/client-{index}.json``; the report Job waits for all of them and merges the
-histograms exactly. A new ``run_id`` in config renders new Job names, so a new run is a reviewable
-``cdk diff`` and finished runs are never overwritten.
+Each client pod writes its own result file (HDR histograms inside) under ``results/{run_id}/{target}/``;
+the report Job waits for all of them and merges the histograms exactly.
+
+A run is a deliberate act: nothing runs unless ``loadtest.run_id`` is set, and a run's results are written
+once. Two mechanisms keep it so across later deploys:
+
+- A Job's pod template is immutable (kubernetes pkg/apis/batch/validation ValidateJobSpecUpdate), and the
+  load-test image tag is the hash of its code, so a Job name that depended only on the run id would make
+  the next deploy's ``kubectl apply`` fail and roll the stack back. Job names end in a short hash of the
+  Job's spec instead: a changed spec is a new Job, and ``kubectl apply --prune`` removes the old one.
+- Clients run with ``--skip-if-exists``: a Job re-created for a run that already has results (a new image
+  after the run, or a Job deleted by hand) exits at once instead of overwriting them. A new measurement
+  needs a new ``run_id``.
+
+Finished Jobs are kept (no TTL): a TTL would delete them and let the next ``apply`` of an unchanged
+manifest re-create them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from cdk8s import Chart
@@ -32,6 +46,11 @@ from eks_inference.k8s.serving_chart import (
 )
 
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+CLIENT_RESOURCES = Resources(cpu="1", memory="1Gi")
+"""Guaranteed QoS: a throttled client falls behind its schedule, and the report would blame the target."""
+REPORT_RESOURCES = Resources(cpu="250m", cpu_limit="1", memory="1Gi")
+"""The report pod mostly waits for client files; it needs a core only for the final merge and plots."""
+DNS_LABEL_MAX = 63
 
 # checkov reads these per object; each says why the check does not apply here.
 CHECKOV_SKIPS = {
@@ -55,6 +74,11 @@ class LoadTestPlan:
     results_uri: str
     region: str
     namespace: str = NAMESPACE
+    token_ids: Mapping[str, str] = field(default_factory=dict)
+    """Stable stand-ins for deploy-time tokens in the spec (image URI, bucket), read by the Job-name hash.
+
+    A token's text (``${Token[...]}``) stays the same when the image behind it changes; the name must not.
+    """
 
     @property
     def run_uri(self) -> str:
@@ -62,8 +86,9 @@ class LoadTestPlan:
 
     @property
     def deadline_s(self) -> int:
+        """activeDeadlineSeconds: the wait for the target, every step with slack, and ten minutes to spare."""
         steps = len(self.spec.rates) if self.spec.mode == "open" else len(self.spec.concurrencies)
-        return steps * (self.spec.duration_s + self.spec.warmup_s + 30) + 600
+        return self.spec.ready_timeout_s + steps * (self.spec.duration_s + self.spec.warmup_s + 30) + 600
 
     def client_args(self, target: ServingTarget) -> list[str]:
         """Rates and concurrencies are run totals: each of ``--clients`` pods sends its share."""
@@ -78,6 +103,7 @@ class LoadTestPlan:
             "--inputs-per-request", str(s.inputs_per_request), "--slo-p99-ms", _fmt(s.slo_p99_ms),
             "--clients", str(s.clients), "--client-index", "$(CLIENT_INDEX)", "--seed", "$(CLIENT_INDEX)",
             "--run-id", s.run_id,
+            "--wait-ready", str(s.ready_timeout_s), "--skip-if-exists",
             "--target-name", target.name, "--processor", target.processor.value,
             "--instance-type", target.instance_type, "--nodes", str(target.nodes), "--region", self.region,
             "--no-progress",
@@ -92,7 +118,8 @@ class LoadTestPlan:
                 "--slo-p99-ms", _fmt(self.spec.slo_p99_ms),
                 "--out", f"{self.run_uri}/report/"]
 
-    def _pod(self, name: str, args: list[str], component: str, extra_env: list[dict[str, Any]]) -> dict[str, Any]:
+    def _pod(self, name: str, args: list[str], component: str, extra_env: list[dict[str, Any]],
+             resources: Resources) -> dict[str, Any]:
         return {
             "metadata": {"labels": {**PART_OF, ROLE_LABEL: "loadtest", "app.kubernetes.io/component": component,
                                     "eks-inference/run-id": self.spec.run_id}},
@@ -110,7 +137,7 @@ class LoadTestPlan:
                     "args": args,
                     "env": env_list({"AWS_REGION": self.region, "AWS_DEFAULT_REGION": self.region,
                                      "HOME": "/tmp", "MPLCONFIGDIR": "/tmp"}) + extra_env,
-                    "resources": Resources(cpu="1", memory="1Gi").to_dict(),
+                    "resources": resources.to_dict(),
                     "securityContext": restricted_container_security_context(),
                     "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
                 }],
@@ -127,25 +154,51 @@ class LoadTestPlan:
             "parallelism": self.spec.clients,
             # A retried client would send its schedule twice; a failed one keeps its partial result instead.
             "backoffLimit": 0,
-            "template": self._pod("client", self.client_args(target), "loadtest-client", index_env),
+            "template": self._pod("client", self.client_args(target), "loadtest-client", index_env,
+                                  CLIENT_RESOURCES),
         })
 
     def report_job(self, targets: Sequence[ServingTarget]) -> dict[str, Any]:
         return self._job(f"loadtest-{self.spec.run_id}-report", "report", {
             "completions": 1, "parallelism": 1, "backoffLimit": 2,
-            "template": self._pod("report", self.report_args(targets), "loadtest-report", []),
+            "template": self._pod("report", self.report_args(targets), "loadtest-report", [], REPORT_RESOURCES),
         })
 
-    def _job(self, name: str, target: str, spec: dict[str, Any]) -> dict[str, Any]:
+    def _job(self, stem: str, target: str, spec: dict[str, Any]) -> dict[str, Any]:
+        spec = {"activeDeadlineSeconds": self.deadline_s, **spec}
         return {
             "apiVersion": "batch/v1",
             "kind": "Job",
-            "metadata": {"name": name[:63].rstrip("-"), "namespace": self.namespace,
+            "metadata": {"name": job_name(stem, spec, self.token_ids), "namespace": self.namespace,
                          "annotations": dict(CHECKOV_SKIPS),
                          "labels": {**PART_OF, ROLE_LABEL: "loadtest", "eks-inference/run-id": self.spec.run_id,
                                     "eks-inference/target": target}},
-            "spec": {"activeDeadlineSeconds": self.deadline_s, "ttlSecondsAfterFinished": 7 * 24 * 3600, **spec},
+            "spec": spec,
         }
+
+    def pod_requests(self, targets: Sequence[ServingTarget]) -> list[tuple[str, Resources]]:
+        """(pod, resources) of every pod a run starts at once: all clients of all targets and the report."""
+        clients = [(f"load-test client of {t.name}", CLIENT_RESOURCES) for t in targets
+                   for _ in range(self.spec.clients)]
+        return [*clients, ("load-test report", REPORT_RESOURCES)]
+
+
+def job_name(stem: str, spec: dict[str, Any], token_ids: Mapping[str, str] | None = None) -> str:
+    """``{stem}-{hash of the spec}``, cut to fit a DNS label.
+
+    The hash covers the whole spec, so any change to it (image, arguments, completions) is a new Job rather
+    than an update the API server must reject. Indexed Jobs name their pods' hostnames ``{job}-{index}``
+    (kubernetes pkg/apis/batch/validation ValidateJob), so the budget leaves room for the largest index.
+    """
+    text = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+    for token, stable in (token_ids or {}).items():
+        text = text.replace(token, stable)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    budget = DNS_LABEL_MAX
+    if spec.get("completionMode") == "Indexed":
+        budget -= 1 + len(str(int(spec["completions"]) - 1))
+    head = stem[:budget - len(digest) - 1].rstrip("-")
+    return f"{head}-{digest}"
 
 
 class LoadTestChart(Chart):
@@ -163,9 +216,9 @@ class LoadTestChart(Chart):
             job["metadata"]["labels"][PROCESSOR_LABEL] = t.processor.value
             self.jobs.append(job)
         self.jobs.append(plan.report_job(targets))
-        # Clients only send; nothing may connect to them.
+        # Clients only send; nothing may connect to them. One name for every run: kubectl's prune never
+        # removes a NetworkPolicy, so a per-run name would leave one behind after each run.
         emit(self, "NoIngress", network_policy(
-            f"loadtest-{plan.spec.run_id}-no-ingress", plan.namespace, ingress=[],
-            pod_labels={ROLE_LABEL: "loadtest", "eks-inference/run-id": plan.spec.run_id}))
+            "loadtest-no-ingress", plan.namespace, ingress=[], pod_labels={ROLE_LABEL: "loadtest"}))
         for i, job in enumerate(self.jobs):
             emit(self, f"Job{i}", job)

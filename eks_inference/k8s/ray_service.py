@@ -25,6 +25,76 @@ API_VERSION = "ray.io/v1"
 SERVE_PORT = 8000
 DASHBOARD_PORT = 8265
 GCS_PORT = 6379
+MIB = 1 << 20
+
+SERVE_DIRECT_INGRESS_PORTS = ((30000, 31000), (40000, 41000))
+"""Port ranges Ray Serve 2.60 replicas listen on for HTTP and gRPC when HAProxy ingress is on (the head's
+and workers' HAProxy forward to them); Ray's defaults, listed so NetworkPolicies and their tests can name them."""
+
+KUBERAY_DERIVED_RESOURCES = {"aws.amazon.com/neuroncore": "neuron_cores", "google.com/tpu": "TPU",
+                             "nvidia.com/gpu": "num-gpus"}
+"""Container limits KubeRay turns into ``ray start`` resources itself (ray-operator/controllers/ray/common/pod.go,
+addWellKnownAcceleratorResources): the limit is the one source of truth, so rayStartParams never repeat them."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RayPorts:
+    """Every port a Ray node listens on, pinned in ``rayStartParams``.
+
+    Left alone, Ray picks the node manager, object manager, runtime-env agent and dashboard-agent gRPC ports
+    at random on every start; pinned, the pod spec, the NetworkPolicies and the docs can name each one. The
+    worker range is Ray's default, written out for the same reason.
+    """
+
+    gcs: int = GCS_PORT
+    dashboard: int = DASHBOARD_PORT
+    client_server: int = 10001
+    node_manager: int = 6380
+    object_manager: int = 6381
+    runtime_env_agent: int = 6382
+    dashboard_agent_grpc: int = 6383
+    dashboard_agent_listen: int = 52365
+    metrics_export: int = 8080
+    min_worker: int = 10002
+    max_worker: int = 19999
+
+    def start_params(self, *, head: bool) -> dict[str, str]:
+        params = {
+            "node-manager-port": self.node_manager,
+            "object-manager-port": self.object_manager,
+            "runtime-env-agent-port": self.runtime_env_agent,
+            "dashboard-agent-grpc-port": self.dashboard_agent_grpc,
+            "dashboard-agent-listen-port": self.dashboard_agent_listen,
+            "metrics-export-port": self.metrics_export,
+            "min-worker-port": self.min_worker,
+            "max-worker-port": self.max_worker,
+        }
+        if head:
+            params.update({"port": self.gcs, "dashboard-port": self.dashboard,
+                           "ray-client-server-port": self.client_server})
+        return {k: str(v) for k, v in params.items()}
+
+
+RAY_PORTS = RayPorts()
+
+
+def quoted_resources(resources: Mapping[str, float]) -> str:
+    """``rayStartParams.resources`` as KubeRay itself writes it: JSON inside single quotes.
+
+    KubeRay puts every param into one ``bash -c`` line as ``--resources=VALUE``; bash strips the double
+    quotes of bare JSON and ``ray start`` then rejects ``{neuron_cores:1}``. Single quotes survive as one
+    word with the JSON intact (and KubeRay's own parser trims them when it merges accelerators in).
+    """
+    text = json.dumps(dict(sorted(resources.items())), separators=(",", ":"))
+    if "'" in text:
+        raise ValueError(f"Ray resource names cannot contain a single quote: {sorted(resources)}")
+    return f"'{text}'"
+
+
+def shm_size_for(object_store_bytes: int) -> str:
+    """/dev/shm must hold the whole object store or Ray moves it to /tmp (disk) with only a log warning;
+    a quarter GiB on top covers what else lives there (semaphores, torch shared tensors)."""
+    return f"{object_store_bytes // MIB + 256}Mi"
 
 
 class UpgradeStrategy:
@@ -58,7 +128,9 @@ class RayPod:
     :param service_account: bound to the EKS Pod Identity role of serving pods.
     :param env: extra environment (region, offline flags).
     :param labels: pod labels (NetworkPolicy and PDB select on them).
-    :param shm_size: memory-backed /dev/shm for Ray's object store; default none.
+    :param object_store_bytes: Ray's object store, passed as ``object-store-memory``; /dev/shm is sized to
+        hold it (:func:`shm_size_for`). Set explicitly because Ray's default, 30 % of the container's memory,
+        outgrows any /dev/shm that is not itself most of the pod's memory.
     :param scheduler_name: default the cluster's scheduler; the Neuron scheduler for multi-core pods.
     :param anti_affinity_label: spread pods carrying this label one per node (whole-node serving).
     """
@@ -70,12 +142,12 @@ class RayPod:
     tolerations: Sequence[Toleration] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
-    shm_size: str | None = None
+    object_store_bytes: int = 512 * MIB
     scheduler_name: str | None = None
     anti_affinity_label: tuple[str, str] | None = None
 
     def template(self, *, ports: Sequence[tuple[str, int]], readiness: Mapping[str, Any]) -> dict[str, Any]:
-        volumes, mounts = scratch_volumes(shm_size=self.shm_size)
+        volumes, mounts = scratch_volumes(shm_size=shm_size_for(self.object_store_bytes))
         container = {
             "name": "ray",
             "image": self.image,
@@ -112,17 +184,28 @@ class RayPod:
 
 @dataclass(frozen=True, kw_only=True)
 class HeadGroup:
-    """The Ray head: GCS, Serve controller and dashboard, no replicas (``num-cpus: "0"``)."""
+    """The Ray head: GCS, Serve controller and dashboard, no replicas (``num-cpus: "0"``).
+
+    :param ports: default :data:`RAY_PORTS`.
+    """
 
     pod: RayPod
+    ports: RayPorts = RAY_PORTS
+
+    def start_params(self) -> dict[str, str]:
+        return {"num-cpus": "0", "dashboard-host": "0.0.0.0",
+                "object-store-memory": str(self.pod.object_store_bytes), **self.ports.start_params(head=True)}
 
     def to_dict(self) -> dict[str, Any]:
-        readiness = {"httpGet": {"path": "/api/gcs_healthz", "port": DASHBOARD_PORT},
+        readiness = {"httpGet": {"path": "/api/gcs_healthz", "port": self.ports.dashboard},
                      "initialDelaySeconds": 10, "periodSeconds": 5, "timeoutSeconds": 2, "failureThreshold": 12}
+        p = self.ports
         return {
-            "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
+            "rayStartParams": self.start_params(),
             "template": self.pod.template(
-                ports=[("gcs", GCS_PORT), ("dashboard", DASHBOARD_PORT), ("serve", SERVE_PORT)],
+                ports=[("gcs-server", p.gcs), ("dashboard", p.dashboard), ("client", p.client_server),
+                       ("serve", SERVE_PORT), ("metrics", p.metrics_export),
+                       ("dashboard-agent", p.dashboard_agent_listen)],
                 readiness=readiness,
             ),
         }
@@ -132,11 +215,16 @@ class HeadGroup:
 class WorkerGroup:
     """Ray workers on one processor's nodes; each pod hosts ``ray_cpus`` CPUs of Serve replicas.
 
+    Accelerators are not repeated here: KubeRay derives ``neuron_cores`` from the container's
+    ``aws.amazon.com/neuroncore`` limit and ``num-gpus`` from ``nvidia.com/gpu``
+    (:data:`KUBERAY_DERIVED_RESOURCES`), so the limit the scheduler honours is the count Ray advertises.
+
     :param name: group name (kebab-case), the processor.
     :param replicas: pods to start; ``min_replicas``/``max_replicas`` bound autoscaling.
     :param ray_cpus: ``num-cpus`` Ray advertises for the pod (replicas ask ``num_cpus`` of it).
-    :param ray_resources: custom Ray resources, e.g. ``{"neuron_cores": 2}``.
-    :param ray_gpus: ``num-gpus`` for GPU pods; default none.
+    :param ray_resources: other custom Ray resources; default none. Rendered single-quoted
+        (:func:`quoted_resources`).
+    :param ports: default :data:`RAY_PORTS`.
     """
 
     name: str
@@ -145,25 +233,36 @@ class WorkerGroup:
     min_replicas: int
     max_replicas: int
     ray_cpus: int
-    ray_resources: Mapping[str, int] = field(default_factory=dict)
-    ray_gpus: int | None = None
+    ray_resources: Mapping[str, float] = field(default_factory=dict)
+    ports: RayPorts = RAY_PORTS
+
+    def __post_init__(self) -> None:
+        derived = sorted(set(self.ray_resources) & set(KUBERAY_DERIVED_RESOURCES.values()))
+        if derived:
+            raise ValueError(f"worker group {self.name!r}: {derived} come from the container limits "
+                             f"({sorted(KUBERAY_DERIVED_RESOURCES)}); set the limit instead")
+
+    def start_params(self) -> dict[str, str]:
+        params = {"num-cpus": str(self.ray_cpus), "object-store-memory": str(self.pod.object_store_bytes),
+                  **self.ports.start_params(head=False)}
+        if self.ray_resources:
+            params["resources"] = quoted_resources(self.ray_resources)
+        return params
 
     def to_dict(self) -> dict[str, Any]:
-        params: dict[str, str] = {"num-cpus": str(self.ray_cpus)}
-        if self.ray_resources:
-            # rayStartParams values are strings; KubeRay passes this one to `ray start --resources`.
-            params["resources"] = json.dumps(dict(self.ray_resources), separators=(",", ":"))
-        if self.ray_gpus is not None:
-            params["num-gpus"] = str(self.ray_gpus)
         readiness = {"httpGet": {"path": "/-/healthz", "port": SERVE_PORT},
                      "initialDelaySeconds": 10, "periodSeconds": 5, "timeoutSeconds": 2, "failureThreshold": 60}
+        p = self.ports
         return {
             "groupName": self.name,
             "replicas": self.replicas,
             "minReplicas": self.min_replicas,
             "maxReplicas": self.max_replicas,
-            "rayStartParams": params,
-            "template": self.pod.template(ports=[("serve", SERVE_PORT)], readiness=readiness),
+            "rayStartParams": self.start_params(),
+            "template": self.pod.template(
+                ports=[("serve", SERVE_PORT), ("metrics", p.metrics_export),
+                       ("dashboard-agent", p.dashboard_agent_listen)],
+                readiness=readiness),
         }
 
 

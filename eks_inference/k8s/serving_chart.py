@@ -23,7 +23,8 @@ from eks_inference.k8s.objects import (
 )
 from eks_inference.k8s.pod import Resources
 from eks_inference.k8s.ray_service import (
-    DASHBOARD_PORT,
+    MIB,
+    RAY_PORTS,
     SERVE_PORT,
     HeadGroup,
     RayPod,
@@ -40,11 +41,16 @@ PROCESSOR_LABEL = "eks-inference/processor"
 SERVICE_LABEL = "eks-inference/service"
 ROLE_LABEL = "eks-inference/role"
 KUBERAY_NAMESPACE = "kuberay-system"
-DASHBOARD_AGENT_PORT = 52365
 NEURON_SCHEDULER = "neuron-scheduler"
 
 _EXTENDED = {Processor.INFERENTIA: "aws.amazon.com/neuroncore", Processor.GPU: "nvidia.com/gpu"}
 _TAINTS = {Processor.INFERENTIA: "aws.amazon.com/neuron", Processor.GPU: "nvidia.com/gpu"}
+
+WORKER_OBJECT_STORE_BYTES = 1024 * MIB
+"""Serve passes requests and batches between actors in-process or as small objects; 1 GiB of object store per
+worker is ample and, with /dev/shm sized to it, leaves the rest of the pod's 8 GiB to the model."""
+HEAD_OBJECT_STORE_BYTES = 512 * MIB
+"""The head runs no replicas, only the Serve controller and proxy."""
 
 
 def service_name(model: ModelSpec, processor: Processor) -> str:
@@ -104,21 +110,19 @@ def _ray_service(name: str, namespace_: str, model: ModelSpec, processor: Proces
     env = {**RAY_CLUSTER_ENV, "AWS_REGION": region, "AWS_DEFAULT_REGION": region, "HF_HUB_OFFLINE": "1",
            "RAY_USAGE_STATS_ENABLED": "0"}
     ray_cpus = max(1, math.ceil(s.cpus_per_replica))
+    # Accelerators go only into the container limits; KubeRay turns those into `neuron_cores` / `num-gpus`.
     extended: dict[str, int] = {}
-    ray_resources: dict[str, int] = {}
-    ray_gpus = None
     tolerations: tuple[Toleration, ...] = ()
     scheduler = None
     if processor in _EXTENDED:
         tolerations = (Toleration(key=_TAINTS[processor]),)
     if processor is Processor.INFERENTIA:
         extended[_EXTENDED[processor]] = s.neuron_cores_per_replica
-        ray_resources["neuron_cores"] = s.neuron_cores_per_replica
         env["NEURON_RT_NUM_CORES"] = str(s.neuron_cores_per_replica)
         # Cores spanning Neuron devices must be contiguous; the scheduler extension places such pods.
         scheduler = NEURON_SCHEDULER if s.neuron_cores_per_replica > 2 else None
     elif processor is Processor.GPU:
-        extended[_EXTENDED[processor]] = ray_gpus = max(1, math.ceil(s.gpus_per_replica))
+        extended[_EXTENDED[processor]] = max(1, math.ceil(s.gpus_per_replica))
     # One Serve replica per worker pod: Kubernetes places and counts replicas; Ray batches inside each.
     pod_cpu = max(ray_cpus, s.num_threads) + 1  # + raylet, Serve proxy and metrics agent
     worker_labels = {**labels, "eks-inference/ray-role": "worker"}
@@ -130,8 +134,6 @@ def _ray_service(name: str, namespace_: str, model: ModelSpec, processor: Proces
         min_replicas=s.num_replicas,
         max_replicas=max(s.num_replicas, worker_max),
         ray_cpus=ray_cpus,
-        ray_resources=ray_resources,
-        ray_gpus=ray_gpus,
         pod=RayPod(
             image=image,
             resources=Resources(cpu=str(pod_cpu), memory="8Gi", extended=extended),
@@ -140,7 +142,7 @@ def _ray_service(name: str, namespace_: str, model: ModelSpec, processor: Proces
             service_account=SERVE_SERVICE_ACCOUNT,
             env=env,
             labels=worker_labels,
-            shm_size="2Gi",
+            object_store_bytes=WORKER_OBJECT_STORE_BYTES,
             scheduler_name=scheduler,
             anti_affinity_label=None if model.shares_node else ("eks-inference/whole-node", "true"),
         ),
@@ -154,18 +156,50 @@ def _ray_service(name: str, namespace_: str, model: ModelSpec, processor: Proces
         service_account=SERVE_SERVICE_ACCOUNT,
         env=env,
         labels={**labels, "eks-inference/ray-role": "head"},
-        shm_size="512Mi",
+        object_store_bytes=HEAD_OBJECT_STORE_BYTES,
     ))
     return RayServiceSpec(name=name, namespace=namespace_, labels=labels, ray_version=RAY_VERSION,
                           serve_config=serve_config, head=head, workers=[worker])
 
 
-class ServingChart(Chart):
-    """Namespace, service accounts, and for each target its RayService, NetworkPolicy and PDB.
+class TargetChart(Chart):
+    """One target's RayService, its NetworkPolicy and its PodDisruptionBudget.
+
+    Each target is a manifest resource of its own in the stack, so that dropping a model or processor from
+    config deletes its objects: CloudFormation deletes the resource and the handler runs ``kubectl delete``.
+    Inside one shared manifest they would stay behind, because ``kubectl apply --prune`` prunes only a
+    fixed list of kinds (kubectl's default prune allowlist) that has no RayService, NetworkPolicy or PDB.
 
     The NetworkPolicy admits, on the serve port, only load-test pods and the namespace's ingress pods
-    (label ``eks-inference/role: ingress``); Ray's own ports only from pods of the same RayService and
-    the KubeRay operator (dashboard and health).
+    (label ``eks-inference/role: ingress``); Ray's own ports only from pods of the same RayService; and from
+    the KubeRay operator's namespace the dashboard, the dashboard agent and the serve port.
+    """
+
+    def __init__(self, scope: Construct, construct_id: str, *, target: ServingTarget,
+                 namespace_: str = NAMESPACE) -> None:
+        super().__init__(scope, construct_id, disable_resource_name_hashes=True)
+        self.target = t = target
+        emit(self, "RayService", t.ray_service.to_dict())
+        own = {SERVICE_LABEL: t.name}
+        emit(self, "NetworkPolicy", network_policy(
+            f"{t.name}-ingress", namespace_, pod_labels=own, labels=own,
+            ingress=[
+                IngressRule(peers=[Peer(pod_labels=own)]),
+                IngressRule(peers=[Peer(pod_labels={ROLE_LABEL: "loadtest"}),
+                                   Peer(pod_labels={ROLE_LABEL: "ingress"})], ports=[SERVE_PORT]),
+                IngressRule(peers=[Peer(namespace_name=KUBERAY_NAMESPACE)],
+                            ports=[RAY_PORTS.dashboard, RAY_PORTS.dashboard_agent_listen, SERVE_PORT]),
+            ],
+        ))
+        emit(self, "WorkerPdb", pod_disruption_budget(
+            f"{t.name}-workers", namespace_, labels=own,
+            pod_labels={**own, "eks-inference/ray-role": "worker"}))
+
+
+class ServingChart(Chart):
+    """The namespace and service accounts; each target's objects are a :class:`TargetChart` inside it.
+
+    ``to_json()`` holds only the shared objects (cdk8s leaves nested charts out); :meth:`manifests` has all.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, targets: list[ServingTarget],
@@ -177,20 +211,9 @@ class ServingChart(Chart):
                                                           labels={"app.kubernetes.io/component": "serving"}))
         emit(self, "LoadTestServiceAccount", service_account(LOADTEST_SERVICE_ACCOUNT, namespace_,
                                                              labels={"app.kubernetes.io/component": "loadtest"}))
-        for t in targets:
-            cid = "".join(p.capitalize() for p in t.name.split("-"))
-            emit(self, f"{cid}RayService", t.ray_service.to_dict())
-            own = {SERVICE_LABEL: t.name}
-            emit(self, f"{cid}NetworkPolicy", network_policy(
-                f"{t.name}-ingress", namespace_, pod_labels=own, labels=own,
-                ingress=[
-                    IngressRule(peers=[Peer(pod_labels=own)]),
-                    IngressRule(peers=[Peer(pod_labels={ROLE_LABEL: "loadtest"}),
-                                       Peer(pod_labels={ROLE_LABEL: "ingress"})], ports=[SERVE_PORT]),
-                    IngressRule(peers=[Peer(namespace_name=KUBERAY_NAMESPACE)],
-                                ports=[DASHBOARD_PORT, DASHBOARD_AGENT_PORT, SERVE_PORT]),
-                ],
-            ))
-            emit(self, f"{cid}WorkerPdb", pod_disruption_budget(
-                f"{t.name}-workers", namespace_, labels=own,
-                pod_labels={**own, "eks-inference/ray-role": "worker"}))
+        self.target_charts = [
+            TargetChart(self, "".join(p.capitalize() for p in t.name.split("-")), target=t, namespace_=namespace_)
+            for t in targets]
+
+    def manifests(self) -> list[dict[str, Any]]:
+        return [*self.to_json(), *(m for c in self.target_charts for m in c.to_json())]

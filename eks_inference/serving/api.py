@@ -19,18 +19,26 @@ refused with 413, because tokenizing megabytes only to throw them away is a deni
 Errors are JSON ``{"error": {"code": str, "message": str}}``:
 
 =====  ========================  ===========================================================
-400    ``invalid_json``           body is not JSON
+400    ``invalid_json``           body is not strict JSON (also: NaN/Infinity, nesting deeper than
+                                  the parser's limit, integers over 4300 digits)
 400    ``invalid_utf8``           body (or a text) is not valid UTF-8
 404    ``not_found``              unknown route under the model's prefix
 405    ``method_not_allowed``     e.g. GET /predict
 413    ``body_too_large``         body over ``max_body_bytes``
 413    ``too_many_inputs``        more than ``max_inputs`` inputs
 413    ``input_too_long``         one input over ``max_input_chars`` characters
-422    ``invalid_request``        not an object, missing/unknown fields, ``inputs`` not a list
+422    ``invalid_request``        not an object, missing/unknown/repeated fields, ``inputs`` not a list
 422    ``empty_inputs``           ``inputs`` is ``[]``
 422    ``invalid_input``          an input of the wrong type (message names its index)
-503    (from Ray Serve)           overloaded: over ``max_ongoing_requests`` × replicas + ``max_queued_requests``
+503    ``weights_not_published``  the model's weights are not in the repository yet (body names the
+                                  missing object and the publish command; the replica loads them later)
+503    ``not_ready``              loading, compiling or warming up
+503    ``model_unavailable``      the weights turned out corrupt; the replica is being replaced
+503    ``overloaded``             the replica already holds ``max_ongoing_requests + max_queued_requests``
+                                  requests (``Retry-After: 1``); Serve's own limits sit above it
 =====  ========================  ===========================================================
+
+The body's ``content-type`` is not checked (JSON is parsed whatever it says), so ``curl -d`` works as is.
 """
 
 from __future__ import annotations
@@ -81,6 +89,33 @@ def _check_text(value: Any, where: str, max_input_chars: int) -> str:
     return value
 
 
+def _reject_constant(name: str) -> Any:
+    raise ApiError(400, "invalid_json", f"request body is not JSON: {name} is not a JSON number")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ApiError(422, "invalid_request", f"field {k!r} appears twice in one object; send it once")
+        out[k] = v
+    return out
+
+
+def _loads(text: str) -> Any:
+    """Strict JSON: no NaN/Infinity, no repeated keys; too deep or too long numbers are client errors."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as e:
+        raise ApiError(400, "invalid_json", f"request body is not JSON: {e.msg} at line {e.lineno} "
+                                            f"column {e.colno}") from None
+    except RecursionError:
+        raise ApiError(400, "invalid_json", "request body nests arrays or objects too deeply; "
+                                            "send {\"inputs\": [...]} with strings") from None
+    except ValueError as e:  # e.g. an integer literal over Python's 4300-digit conversion limit
+        raise ApiError(400, "invalid_json", f"request body has a value that cannot be read: {e}") from None
+
+
 def parse_predict_body(body: bytes, *, task: Task, max_inputs: int, max_input_chars: int,
                        max_body_bytes: int) -> list[Any]:
     """Validate a predict body and return its inputs (str, or (question, context) for QA)."""
@@ -90,11 +125,7 @@ def parse_predict_body(body: bytes, *, task: Task, max_inputs: int, max_input_ch
         text = body.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ApiError(400, "invalid_utf8", f"request body is not valid UTF-8 (byte {e.start})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ApiError(400, "invalid_json", f"request body is not JSON: {e.msg} at line {e.lineno} "
-                                            f"column {e.colno}") from None
+    data = _loads(text)
     if not isinstance(data, dict):
         raise ApiError(422, "invalid_request", f"body is a JSON {type(data).__name__}; send {{\"inputs\": [...]}}")
     unknown = sorted(set(data) - {"inputs"})

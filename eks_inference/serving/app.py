@@ -6,6 +6,12 @@ the backend, warm every sequence bucket, and only then report healthy. A corrupt
 :class:`~eks_inference.serving.artifacts.ArtifactIntegrityError` naming it and its expected hash, so the
 replica never serves.
 
+Weights not published yet (the first deploy of a fresh repository): the constructor returns at once and a
+background thread waits for them (:mod:`eks_inference.serving.weights`); ``user_config`` values that arrive
+meanwhile are kept and applied, latest last, once the weights load. Until then ``/healthz`` and ``/predict``
+answer a 503 JSON naming the missing object and the publish command, and ``check_health`` passes so Serve
+keeps the replica; weights that turn out corrupt make ``check_health`` fail with the integrity error instead.
+
 Batching: requests are split into chunks of at most ``max_batch_size`` inputs and queued on a
 ``@serve.batch`` method whose size is counted in inputs (``batch_size_fn``), not requests. The forward runs
 on one dedicated thread so the event loop keeps accepting requests meanwhile. ``batch_wait_timeout_s``
@@ -15,7 +21,8 @@ that queued during it. Stock ``@serve.batch`` would form the next batch as soon 
 leave it queued behind the running forward, which yields batches of one or two under load.
 
 API, limits and errors: see :mod:`eks_inference.serving.api`. OpenAPI at ``/{model}/openapi.json``,
-interactive docs at ``/{model}/docs``.
+interactive docs at ``/{model}/docs``: a page whose Swagger UI assets are served by the replica itself from
+the pinned ``swagger-ui-bundle-v2`` package, so it works without internet access.
 """
 
 import asyncio
@@ -24,13 +31,14 @@ import json
 import logging
 import os
 import platform
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -76,6 +84,9 @@ api = FastAPI(
                 "Inputs longer than the model's max_seq_length tokens are truncated and flagged in "
                 "`truncated`; inputs over max_input_chars characters get 413.",
     version="1",
+    docs_url=None,
+    redoc_url=None,
+    redirect_slashes=False,  # a 307 to the slash-less path is not an answer a JSON client expects
 )
 
 
@@ -90,6 +101,39 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
 def _json(data: Any, status: int = 200) -> Response:
     return Response(json.dumps(data, separators=(",", ":")).encode(), status_code=status,
                     media_type="application/json")
+
+
+_DOCS_ASSETS = {"swagger-ui.css": "text/css; charset=utf-8",
+                "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
+                "favicon-32x32.png": "image/png", "favicon-16x16.png": "image/png"}
+
+
+def docs_page(title: str) -> str:
+    """Swagger UI for the model's OpenAPI, every URL relative to ``/{model}/docs`` (no CDN, no validator)."""
+    from html import escape
+
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>
+<link rel="stylesheet" href="docs-assets/swagger-ui.css">
+<link rel="icon" type="image/png" href="docs-assets/favicon-32x32.png"></head>
+<body><div id="swagger-ui"></div>
+<script src="docs-assets/swagger-ui-bundle.js"></script>
+<script>
+window.ui = SwaggerUIBundle({{url: "openapi.json", dom_id: "#swagger-ui", deepLinking: true, validatorUrl: null,
+  presets: [SwaggerUIBundle.presets.apis], layout: "BaseLayout"}});
+</script></body></html>
+"""
+
+
+def docs_asset(name: str) -> tuple[bytes, str] | None:
+    """A Swagger UI file from the pinned swagger-ui-bundle-v2 package, or None if it is not one we serve."""
+    if name not in _DOCS_ASSETS:
+        return None
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:
+        return None
+    return (swagger_ui_path / name).read_bytes(), _DOCS_ASSETS[name]
 
 
 def _count_inputs(chunks: list[list[Any]]) -> int:
@@ -127,29 +171,122 @@ def _replica_id() -> str | None:
 class InferenceModel:
     def __init__(self, args: dict[str, Any]) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from eks_inference.serving.artifacts import resolve_model
+        from eks_inference.serving.artifacts import ArtifactNotFound, resolve_model
 
         self.args = parse_app_args(args)
         # CPU replicas keep every core for the forward; a GPU replica tokenizes big batches in parallel
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "true" if self.args.backend == "cuda" else "false")
-        t0 = time.perf_counter()
-        self.model = resolve_model(self.args.model_uri, cache_dir=self.args.cache_dir,
-                                   endpoint_url=self.args.s3_endpoint_url)
-        self.model_seconds = time.perf_counter() - t0
         self.cfg: UserConfig | None = None
         self.engine: Any = None
         self.artifact: Any = None
+        self.model: Any = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forward")
         self._busy_since: float | None = None
         self._busy_rows = 0
         self.handler_ema_ms = 0.0
         self.requests = 0
+        self.shed = 0
+        self._admitted = 0
         self.bf16_native: bool | None = None
         self.dtype_note: str | None = None
+        # While the weights thread owns start-up, reconfigure only records the config it gets (latest wins).
+        self._state = threading.Condition()
+        self._background = False
+        self._pending: UserConfig | None = None
+        self._failure: str | None = None
+        self._watch: Any = None
+        self._stop = threading.Event()
+        t0 = time.perf_counter()
+        try:
+            self.model = resolve_model(self.args.model_uri, cache_dir=self.args.cache_dir,
+                                       endpoint_url=self.args.s3_endpoint_url)
+        except ArtifactNotFound as e:
+            if e.missing is None:
+                raise
+            self._start_waiting(e)
+        self.model_seconds = time.perf_counter() - t0
+
+    def __del__(self) -> None:
+        stop = getattr(self, "_stop", None)
+        if stop is not None:
+            stop.set()
+
+    # -- unpublished weights -----------------------------------------------------------------------
+    def _start_waiting(self, missing: Any) -> None:
+        from eks_inference.serving.weights import WeightsWatch
+
+        self._watch = WeightsWatch(model=self.args.model, missing=missing.missing, command=missing.command,
+                                   reason=str(missing))
+        self._background = True
+        first, largest = self.args.weights_poll_s
+        log.warning("%s. This replica waits for them (checking every %.0f s, growing to %.0f s) and serves "
+                    "once they appear.", missing, first, largest)
+        threading.Thread(target=self._wait_then_load, name="weights-wait", daemon=True).start()
+
+    def _wait_then_load(self) -> None:
+        from eks_inference.serving.weights import Backoff, wait_for_weights
+
+        watch = self._watch
+        first, largest = self.args.weights_poll_s
+        try:
+            model = wait_for_weights(self.args.model_uri, cache_dir=self.args.cache_dir,
+                                     endpoint_url=self.args.s3_endpoint_url, watch=watch, stop=self._stop,
+                                     backoff=Backoff(initial_s=first, max_s=largest))
+            if model is None:
+                return
+            self.model = model
+            log.info("weights published at %s after %.0f s of waiting; loading the model", watch.missing,
+                     time.time() - watch.since)
+            applied: UserConfig | None = None
+            while True:
+                with self._state:
+                    while self._pending is None and not self._stop.is_set():
+                        self._state.wait(1.0)
+                    if self._stop.is_set():
+                        return
+                    cfg = self._pending
+                    if cfg is applied:  # nothing newer arrived while loading: hand over to reconfigure
+                        self._background = False
+                        self._watch = None
+                        return
+                assert cfg is not None
+                self._apply(cfg)
+                applied = cfg
+                log.info("applied user_config %s", cfg)
+        except Exception as e:
+            message = f"{type(e).__name__}: {e}"
+            with self._state:
+                self._failure = message
+            log.error("model %r cannot be served: %s", self.args.model, message)
+
+    def _not_ready(self) -> tuple[int, dict[str, Any]] | None:
+        """Why this replica cannot answer yet (status, JSON body), or None when it can."""
+        failure, watch = self._failure, self._watch
+        model = self.args.model
+        if failure is not None:
+            return 503, {"status": "failed", "model": model,
+                         "error": {"code": "model_unavailable", "message": failure}}
+        if watch is not None and watch.waiting:
+            return 503, watch.body()
+        if self.engine is None or self.cfg is None:
+            return 503, {"status": "loading", "model": model, "error": {
+                "code": "not_ready", "message": "the model is loading (weights, then the compiled artifact, "
+                                                "then a warm-up); retry shortly"}}
+        return None
 
     # -- configuration -----------------------------------------------------------------------------
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         cfg = parse_user_config(user_config, batch_buckets=self.args.batch_buckets)
+        with self._state:
+            if self._background:
+                self._pending = cfg
+                self._state.notify_all()
+                log.info("user_config %s kept; it applies once the model's weights are loaded", user_config)
+                return
+        self._apply(cfg)
+        log.info("applied user_config %s", user_config)
+
+    def _apply(self, cfg: UserConfig) -> None:
         prev = self.cfg
         if self.engine is None or prev is None or (prev.dtype, prev.max_seq_length) != (cfg.dtype, cfg.max_seq_length):
             self._load(cfg)
@@ -159,7 +296,6 @@ class InferenceModel:
         self._batcher.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
         self.cfg = cfg
         self._describe_api()
-        log.info("applied user_config %s", user_config)
 
     def _load(self, cfg: UserConfig) -> None:
         from eks_inference.serving.artifacts import ArtifactRequest, resolve_artifact, sdk_versions
@@ -207,7 +343,11 @@ class InferenceModel:
         app.openapi_schema = None
 
     def check_health(self) -> None:
-        if self.engine is None:
+        """Healthy while waiting for weights or loading them (Serve must not replace a waiting replica);
+        failing with the reason once weights turned out corrupt, so Serve replaces the replica."""
+        if self._failure is not None:
+            raise RuntimeError(self._failure)
+        if self.engine is None and not self._background:
             raise RuntimeError("model not loaded yet")
 
     # -- batching ----------------------------------------------------------------------------------
@@ -249,6 +389,24 @@ class InferenceModel:
             "schema": PREDICT_RESPONSE_SCHEMA}}}, **_ERRORS})
     async def predict(self, request: Request) -> Response:
         a = self.args
+        not_ready = self._not_ready()
+        if not_ready is not None:
+            return _json(not_ready[1], not_ready[0])
+        limit = a.max_requests_per_replica
+        if limit is not None and self._admitted >= limit:
+            self.shed += 1
+            return Response(json.dumps({"error": {"code": "overloaded", "message": (
+                f"this replica already holds {limit} requests (max_ongoing_requests + max_queued_requests); "
+                "retry shortly or add replicas")}}).encode(), status_code=503, media_type="application/json",
+                headers={"retry-after": "1"})
+        self._admitted += 1
+        try:
+            return await self._predict(request)
+        finally:
+            self._admitted -= 1
+
+    async def _predict(self, request: Request) -> Response:
+        a = self.args
         try:
             check_content_length(request.headers.get("content-length"), a.max_body_bytes)
             body = await self._read_body(request)
@@ -256,8 +414,7 @@ class InferenceModel:
                                        max_input_chars=a.max_input_chars, max_body_bytes=a.max_body_bytes)
         except ApiError as e:
             return _json(e.body(), e.status)
-        if self.engine is None or self.cfg is None:
-            return _json({"error": {"code": "not_ready", "message": "model is still loading"}}, 503)
+        assert self.cfg is not None
         self.requests += 1
         self._stretch_wait()
         chunks, start = [], 0
@@ -286,19 +443,34 @@ class InferenceModel:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    @api.get("/healthz")
+    @api.get("/healthz", responses={"503": _ERRORS["503"]})
     async def healthz(self) -> Response:
-        if self.engine is None:
-            return _json({"status": "loading"}, 503)
+        not_ready = self._not_ready()
+        if not_ready is not None:
+            return _json(not_ready[1], not_ready[0])
         return _json({"status": "ok", "model": self.args.model})
+
+    @api.get("/docs", include_in_schema=False)
+    async def docs(self) -> Response:
+        return HTMLResponse(docs_page(f"{self.args.model} - eks-inference"))
+
+    @api.get("/docs-assets/{name}", include_in_schema=False)
+    async def docs_assets(self, name: str) -> Response:
+        found = docs_asset(name)
+        if found is None:
+            return _json({"error": {"code": "not_found", "message": f"no docs asset {name!r}"}}, 404)
+        data, media_type = found
+        return Response(data, media_type=media_type, headers={"cache-control": "public, max-age=3600"})
 
     @api.get("/info")
     async def info(self) -> Response:
-        a, cfg, eng, art = self.args, self.cfg, self.engine, self.artifact
+        a, cfg, eng, art, model = self.args, self.cfg, self.engine, self.artifact, self.model
+        not_ready = self._not_ready()
         data: dict[str, Any] = {
             "model": a.model, "revision": a.revision, "task": a.task.value,
+            "status": "ok" if not_ready is None else not_ready[1]["status"],
             "processor": a.processor.value, "backend": a.backend,
-            "model_uri": a.model_uri, "weights_digest": self.model.digest,
+            "model_uri": a.model_uri, "weights_digest": model.digest if model is not None else None,
             "limits": {"max_inputs": a.max_inputs, "max_input_chars": a.max_input_chars,
                        "max_body_bytes": a.max_body_bytes},
             "versions": _versions(),
@@ -318,13 +490,15 @@ class InferenceModel:
                 "artifact": {"key": art.key, "source": art.source, "uri": art.uri,
                              "seconds": round(art.seconds, 3), "checks": art.manifest.get("checks"),
                              "compile_seconds": art.manifest.get("compile_seconds")},
-                "stats": {"requests": self.requests, "batches": eng.batches, "inputs": eng.items,
+                "stats": {"requests": self.requests, "shed": self.shed, "batches": eng.batches, "inputs": eng.items,
                           "mean_batch_size": round(eng.items / eng.batches, 2) if eng.batches else None,
                           "forward_ms": {str(b): round(t * 1000, 2) for b, t in sorted(eng.forward_ema_s.items())},
                           "engine_run_ms": round(eng.run_ema_s * 1000, 2),
                           "batch_and_run_ms": round(self.handler_ema_ms, 2)},
-                "replica": _replica_id(),
             }
+        else:
+            data["error"] = not_ready[1]["error"] if not_ready else None
+        data["replica"] = _replica_id()
         return _json(data)
 
 

@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import platform
+import re
 import shutil
 import time
 import uuid
@@ -50,7 +51,17 @@ class ArtifactIntegrityError(RuntimeError):
 
 
 class ArtifactNotFound(RuntimeError):
-    """A model directory or artifact has no manifest where it was expected."""
+    """A model directory or artifact has no manifest where it was expected.
+
+    For model weights in a repository, ``missing`` is the full URI of the absent ``manifest.json`` and
+    ``command`` the ``eks-inference publish`` line that creates it (None where the URI is not laid out as
+    ``.../models/NAME/REVISION``): the replica reports both while it waits for the weights.
+    """
+
+    def __init__(self, message: str, *, missing: str | None = None, command: str | None = None) -> None:
+        super().__init__(message)
+        self.missing = missing
+        self.command = command
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -238,6 +249,65 @@ def bundled_model_path(name: str) -> Path:
     return Path(getattr(mod, func)())
 
 
+_REPOSITORY_MODEL = re.compile(r"^(?P<root>s3://[^/]+(?:/.*?)?)/models/(?P<name>[^/]+)/(?P<revision>[^/]+)/?$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def publish_command(model_uri: str, *, endpoint_url: str | None = None, source: str = "MODEL_DIR") -> str | None:
+    """The ``eks-inference publish`` line that writes ``model_uri`` (``{root}/models/{name}/{revision}``)."""
+    m = _REPOSITORY_MODEL.match(model_uri)
+    if m is None:
+        return None
+    cmd = f"eks-inference publish {source} --to {m['root']} --name {m['name']} --revision {m['revision']}"
+    return f"{cmd} --s3-endpoint-url {endpoint_url}" if endpoint_url else cmd
+
+
+def read_model_manifest(store: Store, *, endpoint_url: str | None = None) -> dict[str, Any]:
+    """The model manifest of ``store``; ArtifactNotFound naming the absent object and the publish command."""
+    raw = store.read_bytes(MANIFEST)
+    if raw is None:
+        missing = store.uri_of(MANIFEST)
+        command = publish_command(store.uri, endpoint_url=endpoint_url)
+        how = (f"publish them with `{command}` (MODEL_DIR: a Hugging Face model directory or bundled:NAME)"
+               if command else f"upload a model directory with its {MANIFEST} there (eks-inference publish "
+                               "writes both)")
+        raise ArtifactNotFound(f"the model's weights are not published: {missing} does not exist; {how}",
+                               missing=missing, command=command)
+    return parse_manifest(raw, store.uri, kind="model")
+
+
+def check_model_source(source: str, *, where: str = "--source") -> None:
+    """Refuse a weights source that cannot work, before anything starts (Ray, a replica, a download).
+
+    ``bundled:NAME`` must be a bundled model, a directory must exist, an ``s3://`` URI needs a valid bucket
+    name and a prefix. Whether an S3 prefix holds published weights is not checked: a replica waits for them.
+    """
+    known = ", ".join(f"bundled:{n}" for n in BUNDLED_MODELS)
+    if source.startswith("bundled:"):
+        name = source.removeprefix("bundled:")
+        if name not in BUNDLED_MODELS:
+            raise ConfigError(f"{where}: {source!r} is not a bundled model; use {known}, a model directory "
+                              "or s3://BUCKET/models/NAME/REVISION")
+        bundled_model_path(name)
+        return
+    if source.startswith("s3://"):
+        bucket, _, prefix = source.removeprefix("s3://").partition("/")
+        if not _BUCKET.match(bucket) or ".." in bucket:
+            raise ConfigError(f"{where}: {source!r} has no valid S3 bucket name; write "
+                              "s3://BUCKET/models/NAME/REVISION (bucket: 3-63 lower-case letters, digits, '.', '-')")
+        if not prefix.strip("/"):
+            raise ConfigError(f"{where}: {source!r} names a bucket but no model prefix; write "
+                              f"s3://{bucket}/models/NAME/REVISION")
+        return
+    if "://" in source and not source.startswith("file://"):
+        raise ConfigError(f"{where}: {source!r} has an unsupported scheme; use {known}, a model directory or "
+                          "s3://BUCKET/models/NAME/REVISION")
+    path = Path(source.removeprefix("file://")).expanduser()
+    if not path.is_dir():
+        raise ConfigError(f"{where}: {str(path)!r} is not a directory; give a Hugging Face model directory, "
+                          f"s3://BUCKET/models/NAME/REVISION or {known}")
+
+
 def resolve_model(model_uri: str, *, cache_dir: str | Path, endpoint_url: str | None = None) -> ResolvedModel:
     """Local path to verified model files.
 
@@ -258,11 +328,7 @@ def resolve_model(model_uri: str, *, cache_dir: str | Path, endpoint_url: str | 
             return ResolvedModel(path, files_digest(m["files"]), model_uri)
         return ResolvedModel(path, files_digest(hash_tree(path)), model_uri)
     store = open_store(model_uri, endpoint_url=endpoint_url)
-    try:
-        m = parse_manifest(store.read_bytes(MANIFEST), store.uri, kind="model")
-    except ArtifactNotFound:
-        raise ArtifactNotFound(f"no {MANIFEST} at {store.uri}; publish the model first "
-                               "(eks-inference publish MODEL_DIR --to s3://BUCKET/PREFIX)") from None
+    m = read_model_manifest(store, endpoint_url=endpoint_url)
     digest = files_digest(m["files"])
     dest = Path(cache_dir) / "models" / digest[:24]
     fetch_verified(store, "", m["files"], dest)

@@ -8,10 +8,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
+from eks_inference.cli_help import add_command
 from eks_inference.config import ConfigError, DType, ModelSpec, Processor, ServingSpec, Task, parse_model
+from eks_inference.serving.artifacts import check_model_source
 from eks_inference.serving.serve_config import render_serve_config
 
 DEFAULT_LOCAL_MODEL = "minilm"
@@ -97,7 +100,10 @@ def local_model_spec(args: argparse.Namespace) -> ModelSpec:
 
 
 def render_local_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The serve config ``local`` runs (and ``--print-config`` prints), its weights source checked first."""
     spec = local_model_spec(args)
+    explicit = args.source != DEFAULT_LOCAL_SOURCE or not (args.env or args.config)
+    check_model_source(spec.local_source, where="--source" if explicit else f"model {spec.name!r} local_source")
     state_dir = Path(args.state_dir).resolve()
     artifact_uri = args.artifact_uri or str(state_dir / "artifacts")
     return render_serve_config(spec, Processor.CPU, model_uri=spec.local_source,
@@ -127,15 +133,31 @@ def cmd_local(args: argparse.Namespace) -> int:
     if args.print_config:
         print(json.dumps(config, indent=2))
         return 0
-    if args.detach:
-        return local.start_detached(_foreground_argv(args), state_dir=state_dir, timeout_s=args.timeout)
-    return local.run_foreground(config, state_dir=state_dir, timeout_s=args.timeout)
+    try:
+        if args.detach:
+            return local.start_detached(_foreground_argv(args), state_dir=state_dir, timeout_s=args.timeout)
+        return local.run_foreground(config, state_dir=state_dir, timeout_s=args.timeout)
+    except local.AlreadyRunning as e:
+        print(f"eks-inference: {e}", file=sys.stderr)
+        return 1
+
+
+def _not_found(e: Exception) -> int:
+    print(f"eks-inference: {e}", file=sys.stderr)
+    return 1
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from eks_inference.serving.artifacts import ArtifactRequest, resolve_artifact, resolve_model, sdk_versions
+    from eks_inference.serving.artifacts import (
+        ArtifactNotFound,
+        ArtifactRequest,
+        resolve_artifact,
+        resolve_model,
+        sdk_versions,
+    )
     from eks_inference.serving.bucketing import batch_buckets_up_to, seq_buckets_for
 
+    check_model_source(args.source, where="SOURCE")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     processor = Processor(args.processor)
     buckets = args.batch_buckets or batch_buckets_up_to(args.max_batch_size)
@@ -143,7 +165,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
         raise ConfigError(f"--batch-buckets: {list(buckets)} is not strictly increasing positive sizes; "
                           "use e.g. 1,2,4,8,16,32")
     out = Path(args.out).resolve()
-    model = resolve_model(args.source, cache_dir=out / "cache", endpoint_url=args.s3_endpoint_url)
+    try:
+        model = resolve_model(args.source, cache_dir=out / "cache", endpoint_url=args.s3_endpoint_url)
+    except ArtifactNotFound as e:
+        return _not_found(e)
     req = ArtifactRequest(model=args.name, revision=args.revision, task=args.task, processor=processor.value,
                           backend=processor.backend, dtype=args.dtype, batch_buckets=tuple(buckets),
                           seq_buckets=seq_buckets_for(processor.backend, args.max_seq_length),
@@ -170,24 +195,34 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("local", help="serve a model on this machine with the RayService's serve config",
-                       description="Start a private Ray on this machine, deploy the serveConfigV2 that "
-                                   "render_serve_config produces for the model (processor cpu), wait until it is "
-                                   "healthy and print its URL. Stops on Ctrl-C, SIGTERM or `local --stop`.")
+    p = add_command(
+        sub, "local", summary="serve a model on this machine with the RayService's serve config",
+        description="Start a private Ray on this machine, deploy the serveConfigV2 that render_serve_config "
+                    "produces for the model (processor cpu), wait until it is healthy and print its URL. Stops on "
+                    "Ctrl-C, SIGTERM or `local --stop`. Weights on S3 that are not published yet are waited for "
+                    "(the reason and the publish command are printed); serving starts once they appear.",
+        example_lines=(
+            "eks-inference local --detach                      # the bundled all-MiniLM-L6-v2, in the background",
+            "eks-inference local --env dev --detach            # the dev environment's serving shape, on this CPU",
+            "eks-inference local --source ./my-model --model mymodel --task classification",
+            "eks-inference local --source s3://BUCKET/models/minilm/v1 --s3-endpoint-url http://127.0.0.1:5000",
+            "eks-inference local --print-config --env dev      # the serveConfigV2 it would run",
+            "eks-inference local --stop",
+        ))
     p.add_argument("--stop", action="store_true", help="stop the local serving started earlier")
-    p.add_argument("--detach", action="store_true", help="start in the background, return once healthy")
+    p.add_argument("--detach", action="store_true",
+                   help="start in the background; return once healthy (or waiting for unpublished weights)")
     p.add_argument("--print-config", action="store_true", help="print the rendered serveConfigV2 and exit")
-    p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
-    p.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
-    p.add_argument("--model", default=DEFAULT_LOCAL_MODEL,
-                   help=f"model name = route prefix (default {DEFAULT_LOCAL_MODEL})")
+    p.add_argument("--port", type=int, default=8000, help="HTTP port")
+    p.add_argument("--host", default="127.0.0.1", help="HTTP bind address")
+    p.add_argument("--model", default=DEFAULT_LOCAL_MODEL, help="model name = route prefix (/NAME/predict)")
     p.add_argument("--source", default=DEFAULT_LOCAL_SOURCE,
-                   help=f"weights: bundled:NAME, a model directory or s3://... (default {DEFAULT_LOCAL_SOURCE})")
+                   help="weights: bundled:NAME, a model directory or s3://BUCKET/models/NAME/REVISION")
     p.add_argument("--env", default=None,
                    help="serve this environment's model from cdk.json with its exact serving shape (on cpu)")
-    p.add_argument("--cdk-json", default="cdk.json", help="project config for --env (default ./cdk.json)")
+    p.add_argument("--cdk-json", default="cdk.json", help="project config read by --env")
     p.add_argument("--config", help="JSON file with one model entry (as in cdk.json); overrides the flags above")
-    p.add_argument("--task", default="embedding", choices=[t.value for t in Task])
+    p.add_argument("--task", default="embedding", choices=[t.value for t in Task], help="what the model does")
     p.add_argument("--dtype", default=None, choices=["fp32", "bf16"], help="default fp32 (or the environment's)")
     p.add_argument("--replicas", type=int, default=None, help="default: by CPU count (2 on 2 cores)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per replica (default 1, 2 above 4 cores)")
@@ -195,34 +230,58 @@ def register(sub: Any) -> None:
     p.add_argument("--batch-wait-ms", type=float, default=None,
                    help="batch wait when the processor is idle (default 0 ms, or the environment's)")
     p.add_argument("--max-seq-length", type=int, default=None, help="default 128 (or the environment's)")
-    p.add_argument("--artifact-uri", help="compiled-artifact cache (default .eks-inference/artifacts)")
+    p.add_argument("--artifact-uri", help="compiled-artifact cache (default: STATE_DIR/artifacts)")
     p.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint (default: AWS, or AWS_ENDPOINT_URL)")
-    p.add_argument("--state-dir", default=".eks-inference", help="state, log and caches (default .eks-inference)")
-    p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait until healthy (default 600)")
+    p.add_argument("--state-dir", default=".eks-inference", help="state file, log and caches")
+    p.add_argument("--timeout", type=float, default=600.0,
+                   help="seconds to wait until healthy; time spent waiting for unpublished weights does not count")
     p.set_defaults(func=cmd_local)
 
-    c = sub.add_parser("compile", help="trace/compile a model for a processor and write a verified artifact")
-    c.add_argument("source", help="model directory, bundled:NAME or s3://.../models/NAME/REV")
+    c = add_command(
+        sub, "compile", summary="trace/compile a model for a processor and write a verified artifact",
+        description="Trace (cpu, cuda) or compile (neuron) a model for its batch and sequence buckets, check the "
+                    "result against the eager model, and write the artifact with a manifest of sha256 sums. With "
+                    "--publish-to it goes to the repository's compiled-artifact cache, where replicas with the "
+                    "same cache key download it instead of compiling.",
+        example_lines=(
+            "eks-inference compile bundled:all-minilm-l6-v2 --name minilm",
+            "eks-inference compile s3://BUCKET/models/minilm/v1 --name minilm --processor inferentia "
+            "--publish-to s3://BUCKET",
+            "eks-inference compile ./my-model --name mymodel --dtype bf16 --batch-buckets 1,4,16 --max-seq-length 256",
+        ))
+    c.add_argument("source", help="model directory, bundled:NAME or s3://BUCKET/models/NAME/REVISION")
     c.add_argument("--name", required=True, help="model name (as in the config)")
-    c.add_argument("--revision", default="v1")
-    c.add_argument("--task", default="embedding", choices=[t.value for t in Task])
-    c.add_argument("--processor", default="cpu", choices=[p.value for p in Processor])
-    c.add_argument("--dtype", default="fp32", choices=[d.value for d in DType])
-    c.add_argument("--batch-buckets", type=_buckets, default=None, help="e.g. 1,2,4,8,16,32 (default powers of 2)")
-    c.add_argument("--max-batch-size", type=int, default=32)
-    c.add_argument("--max-seq-length", type=int, default=128)
+    c.add_argument("--revision", default="v1", help="weights revision (part of the cache key)")
+    c.add_argument("--task", default="embedding", choices=[t.value for t in Task], help="what the model does")
+    c.add_argument("--processor", default="cpu", choices=[p.value for p in Processor], help="target processor")
+    c.add_argument("--dtype", default="fp32", choices=[d.value for d in DType], help="compute type")
+    c.add_argument("--batch-buckets", type=_buckets, default=None,
+                   help="batch sizes to compile, e.g. 1,2,4,8,16,32 (default: powers of 2 up to --max-batch-size)")
+    c.add_argument("--max-batch-size", type=int, default=32, help="largest batch")
+    c.add_argument("--max-seq-length", type=int, default=128, help="longest sequence in tokens")
     c.add_argument("--out", default=".eks-inference/compiled", help="output directory")
-    c.add_argument("--publish-to", default=None, help="repository s3://BUCKET/PREFIX (or a directory) to publish to")
-    c.add_argument("--s3-endpoint-url", default=None)
+    c.add_argument("--publish-to", default=None,
+                   help="repository s3://BUCKET/PREFIX (or a directory) to publish to (default: keep it local)")
+    c.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint (default: AWS, or AWS_ENDPOINT_URL)")
     c.set_defaults(func=cmd_compile)
 
-    u = sub.add_parser("publish", help="upload a model directory or a compiled artifact to the model repository")
+    u = add_command(
+        sub, "publish", summary="upload a model directory or a compiled artifact to the model repository",
+        description="Upload a Hugging Face model directory (or a bundled model) to REPO/models/NAME/REVISION/ with "
+                    "a manifest of sha256 sums, or a compiled artifact to REPO/artifacts/. The manifest is written "
+                    "last and create-only: replicas waiting for the weights start loading when it appears, and a "
+                    "published revision never changes under them (publish different files under a new --revision).",
+        example_lines=(
+            "eks-inference publish bundled:all-minilm-l6-v2 --to s3://BUCKET --name minilm --revision v1",
+            "eks-inference publish ./my-model --to s3://BUCKET/team-a --name mymodel --revision 2026-01-15",
+            "eks-inference publish --artifact .eks-inference/compiled/artifacts/minilm/v1/KEY --to s3://BUCKET",
+        ))
     u.add_argument("source", nargs="?", help="model directory or bundled:NAME")
     u.add_argument("--to", required=True, help="repository: s3://BUCKET/PREFIX or a directory")
-    u.add_argument("--name", help="model name (models/NAME/REVISION/)")
-    u.add_argument("--revision", default="v1")
-    u.add_argument("--task", default=None, choices=[t.value for t in Task])
+    u.add_argument("--name", help="model name (models/NAME/REVISION/); required with SOURCE")
+    u.add_argument("--revision", default="v1", help="weights revision")
+    u.add_argument("--task", default=None, choices=[t.value for t in Task],
+                   help="recorded in the manifest (default: not recorded)")
     u.add_argument("--artifact", default=None, help="a compiled artifact directory (with manifest.json)")
-    u.add_argument("--s3-endpoint-url", default=None)
+    u.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint (default: AWS, or AWS_ENDPOINT_URL)")
     u.set_defaults(func=cmd_publish)
-

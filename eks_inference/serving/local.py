@@ -9,7 +9,13 @@ because a declarative deploy replaces the whole application set.
 
 The CLI's ``eks-inference local`` runs in the foreground until Ctrl-C or SIGTERM and records itself in
 ``.eks-inference/local.json``; ``--detach`` starts that foreground process in its own session and returns
-once the model is healthy; ``--stop`` signals it and waits until Ray is down.
+once the model is healthy (or is waiting for unpublished weights); ``--stop`` signals it and waits until
+Ray is down.
+
+Weights not published yet (an ``s3://`` source with no ``manifest.json``): the replica waits for them as it
+does in a cluster. The command prints the reason and the publish command once, a progress line every
+minute, and serves as soon as the weights appear. ``--timeout`` bounds the start-up only: the time spent
+waiting for weights does not count against it, since waiting is what the server is asked to do.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -36,6 +43,8 @@ from eks_inference.config import ConfigError
 STATE_DIR = Path(".eks-inference")
 STATE_FILE = "local.json"
 LOG_FILE = "local.log"
+FAILURE_FILE = "last-failure.log"
+PROGRESS_EVERY_S = 60.0
 
 
 def ray_environment() -> None:
@@ -67,6 +76,15 @@ def port_in_use(host: str, port: int) -> bool:
         return s.connect_ex((host if host != "0.0.0.0" else "127.0.0.1", port)) == 0
 
 
+def http_get_json(url: str, timeout: float = 5.0) -> tuple[int, dict[str, Any]]:
+    status, raw = http_get(url, timeout)
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        body = None
+    return status, body if isinstance(body, dict) else {}
+
+
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
@@ -77,8 +95,36 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
         return 0, b""
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+_EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?([A-Za-z_]\w*(?:Error|Exception|NotFound|Failed)):\s*(\S.*)$")
+
+
+def strip_ansi(text: str) -> str:
+    return _ANSI.sub("", text)
+
+
+def failure_summary(message: str) -> str:
+    """The line of a Ray failure that says what went wrong: the last ``SomeError: reason`` line, module path
+    and colour codes removed (Ray relays the replica's whole traceback, twice wrapped)."""
+    lines = [ln.strip() for ln in strip_ansi(message).splitlines() if ln.strip()]
+    for line in reversed(lines):
+        m = _EXCEPTION_LINE.match(line)
+        if m and not m.group(2).startswith("Traceback"):
+            return f"{m.group(1)}: {m.group(2)}"
+    return lines[-1] if lines else "no reason given"
+
+
 class DeployFailed(RuntimeError):
-    """The application did not become healthy; the message carries Ray's reason (replica traceback)."""
+    """The application did not become healthy; the message carries Ray's reason (replica traceback),
+    :attr:`summary` the one line that matters."""
+
+    @property
+    def summary(self) -> str:
+        return failure_summary(str(self))
+
+
+class AlreadyRunning(RuntimeError):
+    """``eks-inference local`` already runs with this state directory (not a configuration error)."""
 
 
 @dataclass
@@ -130,16 +176,27 @@ class LocalRay:
                               f"{self.http_port}; render the config with http_port={self.http_port}")
         for app in config["applications"]:
             self.apps[app["name"]] = app
+        self._index_all_models()
         merged = {k: v for k, v in config.items() if k != "applications"}
         merged["http_options"] = {"host": self.http_host, "port": self.http_port}
         merged["applications"] = list(self.apps.values())
         self._client.deploy_apps(ServeDeploySchema.model_validate(merged), _blocking=False)
+
+    def _index_all_models(self) -> None:
+        """Each rendered config's route index lists its own model; here one index serves them all."""
+        from eks_inference.serving.serve_config import APP_IMPORT_PATH, INDEX_APP_NAME
+
+        index = self.apps.get(INDEX_APP_NAME)
+        if index is not None:
+            models = sorted(n for n, a in self.apps.items() if a.get("import_path") == APP_IMPORT_PATH)
+            self.apps[INDEX_APP_NAME] = {**index, "args": {**(index.get("args") or {}), "models": models}}
 
     def remove(self, name: str, *, wait: bool = False, timeout_s: float = 60.0) -> None:
         from ray.serve.schema import ServeDeploySchema
 
         if self.apps.pop(name, None) is None:
             return
+        self._index_all_models()
         self._client.deploy_apps(ServeDeploySchema.model_validate(
             {"http_options": {"host": self.http_host, "port": self.http_port},
              "applications": list(self.apps.values())}), _blocking=False)
@@ -159,10 +216,13 @@ class LocalRay:
 
     def wait_ready(self, name: str, *, route_prefix: str | None = None, timeout_s: float = 300.0,
                    progress: Callable[[str], None] | None = None,
-                   cancelled: Callable[[], bool] = lambda: False) -> bool:
+                   cancelled: Callable[[], bool] = lambda: False,
+                   not_ready: Callable[[dict[str, Any]], None] | None = None) -> bool:
         """Block until ``name`` is RUNNING and its ``/healthz`` answers 200 (True), or ``cancelled()`` (False).
 
-        Raises DeployFailed with Ray's reason when the application fails or the timeout passes.
+        Each 503 body of ``/healthz`` goes to ``not_ready``. While it says ``waiting_for_weights`` the timeout
+        is held (waiting for a publish is not a slow start). Raises DeployFailed with Ray's reason when the
+        application fails, the replica reports it cannot serve (corrupt weights), or the timeout passes.
         """
         prefix = route_prefix or f"/{name}"
         deadline = time.monotonic() + timeout_s
@@ -176,8 +236,17 @@ class LocalRay:
             if st != last and progress:
                 progress(st)
             last = st
-            if st == "RUNNING" and http_get(f"{self.url}{prefix}/healthz", timeout=5)[0] == 200:
-                return True
+            if st == "RUNNING":
+                code, body = http_get_json(f"{self.url}{prefix}/healthz", timeout=5)
+                if code == 200:
+                    return True
+                if code == 503 and body.get("status") == "failed":
+                    raise DeployFailed(f"application {name!r} cannot serve: "
+                                       f"{(body.get('error') or {}).get('message')}")
+                if code == 503 and body.get("status") == "waiting_for_weights":
+                    deadline = time.monotonic() + timeout_s
+                if code == 503 and not_ready is not None and body:
+                    not_ready(body)
             time.sleep(0.5)
         st, msg = self.status().get(name, ("NOT_STARTED", ""))
         raise DeployFailed(f"application {name!r} not healthy after {timeout_s:.0f} s (status {st}): {msg}")
@@ -185,7 +254,11 @@ class LocalRay:
     def shutdown(self) -> None:
         import ray
         from ray import serve
+        from ray._private import worker as ray_worker
 
+        # Stopping Serve kills its controller while a retried task is pending; Ray's driver then prints a
+        # "(raylet) Task ServeController.graceful_shutdown failed" line in raw colour codes. Expected here.
+        ray_worker.print_to_stdstream = lambda *args, **kwargs: None
         with contextlib.suppress(Exception):
             serve.shutdown()
         with contextlib.suppress(Exception):
@@ -265,16 +338,52 @@ def write_state(state: dict[str, Any], state_dir: Path = STATE_DIR) -> None:
     os.replace(tmp, state_path(state_dir))
 
 
+class WaitReporter:
+    """Turns the replica's 503 bodies into a few lines: the waiting reason once, progress every minute,
+    and a line when the weights appear."""
+
+    def __init__(self, out: Callable[[str], None], *, on_waiting: Callable[[dict[str, Any]], None] | None = None,
+                 every_s: float = PROGRESS_EVERY_S) -> None:
+        self.out = out
+        self.on_waiting = on_waiting
+        self.every_s = every_s
+        self.waiting_since: float | None = None
+        self.last_line = 0.0
+        self.found = False
+
+    def __call__(self, body: dict[str, Any]) -> None:
+        now = time.monotonic()
+        if body.get("status") == "waiting_for_weights":
+            if self.waiting_since is None:
+                self.waiting_since = self.last_line = now
+                self.out(f"waiting for the model's weights: {body.get('missing')} does not exist yet")
+                if body.get("command"):
+                    self.out(f"  publish them with: {body['command']}")
+                self.out("  serving starts by itself once they appear (Ctrl-C or `eks-inference local --stop` "
+                         "to give up)")
+                if self.on_waiting:
+                    self.on_waiting(body)
+            elif now - self.last_line >= self.every_s:
+                self.last_line = now
+                self.out(f"  still waiting for {body.get('missing')} ({(now - self.waiting_since) / 60:.0f} min, "
+                         f"{body.get('checks')} checks)")
+        elif self.waiting_since is not None and not self.found and body.get("status") == "loading":
+            self.found = True
+            self.out("  weights found; loading the model ...")
+
+
 def run_foreground(config: dict[str, Any], *, state_dir: Path = STATE_DIR, timeout_s: float = 600.0,
                    out: Callable[[str], None] = print) -> int:
-    """Serve ``config`` until Ctrl-C or SIGTERM; returns the exit code."""
+    """Serve ``config`` until Ctrl-C or SIGTERM; returns the exit code.
+
+    ``timeout_s`` bounds the start-up; time spent waiting for unpublished weights is not counted.
+    """
     app = config["applications"][0]
     http = config.get("http_options", {})
     host, port = str(http.get("host", "127.0.0.1")), int(http.get("port", 8000))
     prev = read_state(state_dir)
     if prev and pid_alive(int(prev.get("pid", 0))):
-        raise ConfigError(f"local serving already runs (pid {prev['pid']}, {prev.get('url')}); "
-                          "stop it with `eks-inference local --stop`")
+        raise AlreadyRunning(already_running_message(prev))
     if port_in_use(host, port):
         raise ConfigError(f"--port: {port} is already in use on {host}; pick another with --port")
     stop = {"flag": False}
@@ -289,6 +398,11 @@ def run_foreground(config: dict[str, Any], *, state_dir: Path = STATE_DIR, timeo
     state = {"pid": os.getpid(), "url": f"{base}/{app['name']}", "model": app["name"], "port": port,
              "status": "starting", "started_at": time.time(), "temp_dir": None}
     write_state(state, state_dir)
+
+    def waiting(body: dict[str, Any]) -> None:
+        state.update(status="waiting", missing=body.get("missing"), command=body.get("command"))
+        write_state(state, state_dir)
+
     try:
         out(f"starting Ray Serve for model {app['name']!r} on {base} ...")
         ray.start(proxy_location=str(config.get("proxy_location", "HeadOnly")))
@@ -299,10 +413,12 @@ def run_foreground(config: dict[str, Any], *, state_dir: Path = STATE_DIR, timeo
         try:
             if not ray.wait_ready(app["name"], route_prefix=app.get("route_prefix"), timeout_s=timeout_s,
                                   progress=lambda st: out(f"  application status: {st}"),
-                                  cancelled=lambda: stop["flag"]):
+                                  cancelled=lambda: stop["flag"], not_ready=WaitReporter(out, on_waiting=waiting)):
                 return 130
         except DeployFailed as e:
-            out(f"eks-inference: {e}")
+            details = state_dir / FAILURE_FILE
+            details.write_text(strip_ansi(str(e)) + "\n")
+            out(f"eks-inference: model {app['name']!r} failed to start: {e.summary} (details: {details})")
             return 1
         url = f"{base}{app.get('route_prefix', '/' + app['name'])}"
         state["status"] = "ready"
@@ -323,13 +439,18 @@ def run_foreground(config: dict[str, Any], *, state_dir: Path = STATE_DIR, timeo
             signal.signal(s, h)
 
 
+def already_running_message(state: dict[str, Any]) -> str:
+    return (f"local serving already runs (pid {state['pid']}, {state.get('url')}); stop it with "
+            "`eks-inference local --stop` first, or give this one another --state-dir")
+
+
 def start_detached(argv: list[str], *, state_dir: Path = STATE_DIR, timeout_s: float = 600.0,
                    out: Callable[[str], None] = print) -> int:
-    """Run ``eks-inference <argv>`` (the foreground command) in its own session; return once ready."""
+    """Run ``eks-inference <argv>`` (the foreground command) in its own session; return once it serves, or
+    once it waits for unpublished weights (it then serves by itself when they appear)."""
     prev = read_state(state_dir)
     if prev and pid_alive(int(prev.get("pid", 0))):
-        raise ConfigError(f"local serving already runs (pid {prev['pid']}, {prev.get('url')}); "
-                          "stop it with `eks-inference local --stop`")
+        raise AlreadyRunning(already_running_message(prev))
     state_dir.mkdir(parents=True, exist_ok=True)
     log_path = state_dir / LOG_FILE
     with open(log_path, "wb") as log:
@@ -342,9 +463,19 @@ def start_detached(argv: list[str], *, state_dir: Path = STATE_DIR, timeout_s: f
             out(f"serving {st['model']!r} at {st['url']} (pid {proc.pid}, log {log_path}); "
                 "stop with `eks-inference local --stop`")
             return 0
+        if st and int(st.get("pid", -1)) == proc.pid and st.get("status") == "waiting":
+            out(f"started {st['model']!r} at {st['url']} (pid {proc.pid}, log {log_path}), waiting for its "
+                f"weights: {st.get('missing')} does not exist yet")
+            if st.get("command"):
+                out(f"  publish them with: {st['command']}")
+            out("  it serves by itself once they appear; stop with `eks-inference local --stop`")
+            return 0
         if proc.poll() is not None:
-            tail = log_path.read_text(errors="replace").splitlines()[-25:]
-            out("eks-inference: local serving exited before it was ready:\n  " + "\n  ".join(tail))
+            lines = [ln.strip() for ln in strip_ansi(log_path.read_text(errors="replace")).splitlines()]
+            ours = [ln for ln in lines if ln.startswith("eks-inference:")]
+            reason = ours[-1] if ours else next((ln for ln in reversed(lines) if ln), "no output")
+            out(f"{reason} (log: {log_path})" if ours else f"eks-inference: local serving exited before it was "
+                f"ready: {reason} (log: {log_path})")
             return proc.returncode or 1
         time.sleep(0.5)
     out(f"eks-inference: not ready after {timeout_s:.0f} s; stopping it (log: {log_path})")

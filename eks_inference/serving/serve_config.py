@@ -12,11 +12,14 @@ Contract (used by ``eks_inference.k8s``)::
                         max_body_bytes=1048576, max_input_chars=20000, access_log=False,
                         allow_emulated_bf16=False) -> dict
 
-returns ``{"proxy_location": ..., "http_options": {...}, "applications": [one app]}`` where the app is
-named after the model, mounted at ``/{model.name}``, imports :data:`APP_IMPORT_PATH` with ``args``
-carrying what the replica needs, and has one deployment :data:`DEPLOYMENT_NAME` whose ``user_config``
-holds the batching knobs (applied in ``reconfigure``) and whose ``ray_actor_options`` hold the
-processor's resources (``num_cpus``; ``resources: {neuron_cores: N}`` on inferentia; ``num_gpus`` on gpu).
+returns ``{"proxy_location": ..., "http_options": {...}, "applications": [model app, index app]}``.
+The model app comes first: it is named after the model, mounted at ``/{model.name}``, imports
+:data:`APP_IMPORT_PATH` with ``args`` carrying what the replica needs, and has one deployment
+:data:`DEPLOYMENT_NAME` whose ``user_config`` holds the batching knobs (applied in ``reconfigure``) and whose
+``ray_actor_options`` hold the processor's resources (``num_cpus``; ``resources: {neuron_cores: N}`` on
+inferentia; ``num_gpus`` on gpu). The index app (:data:`INDEX_APP_NAME`, route prefix ``/``, see
+:mod:`eks_inference.serving.index`) answers ``GET /`` with the model list and every path outside the
+model's prefix with a JSON 404, instead of the ingress's plain-text one; it reserves no CPU.
 The Ray containers should also carry :data:`RAY_CLUSTER_ENV` in their environment.
 """
 
@@ -33,6 +36,10 @@ DEPLOYMENT_NAME = "InferenceModel"
 DEFAULT_CACHE_DIR = "/tmp/eks-inference-cache"
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 DEFAULT_MAX_INPUT_CHARS = 20_000
+INDEX_APP_NAME = "_index"
+"""Name of the route-index application; the underscore keeps it apart from every model name (kebab-case)."""
+INDEX_IMPORT_PATH = "eks_inference.serving.index:build_app"
+INDEX_DEPLOYMENT_NAME = "RouteIndex"
 
 RAY_CLUSTER_ENV: dict[str, str] = {
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
@@ -47,6 +54,13 @@ replicas ~7.7 ms and no proxy, for +45 % throughput and −14 ms p50 at concurre
 ``/-/routes`` (KubeRay's probes) keep working. Not part of ``serveConfigV2``: the charts put it in the
 container env; ``eks-inference local`` sets it for its private Ray.
 """
+
+ADMISSION_SPARE = 8
+"""Serve admits this many requests per replica beyond the replica's own limit, so that requests over the
+limit reach the application and get its JSON 503 instead of Serve's plain-text one."""
+BURST_QUEUE_FACTOR = 4
+"""Serve's own queue holds this many times the replica's limit: a burst waits there for the instant it takes
+the replica to shed it (in JSON); only a burst beyond that meets Serve's plain-text 503."""
 
 USER_CONFIG_KEYS = ("max_batch_size", "batch_wait_timeout_s", "max_seq_length", "num_threads", "dtype")
 
@@ -129,6 +143,7 @@ def render_serve_config(
         "max_input_chars": max_input_chars,
         "s3_endpoint_url": s3_endpoint_url,
         "allow_emulated_bf16": allow_emulated_bf16,
+        "max_requests_per_replica": s.max_ongoing_requests + s.max_queued_requests,
     }
     user_config = {
         "max_batch_size": s.max_batch_size,
@@ -140,8 +155,10 @@ def render_serve_config(
     deployment = {
         "name": DEPLOYMENT_NAME,
         "num_replicas": s.num_replicas,
-        "max_ongoing_requests": s.max_ongoing_requests,
-        "max_queued_requests": s.max_queued_requests,
+        # The replica itself sheds load above max_requests_per_replica with a JSON 503; Serve's own limits
+        # stay above it as a backstop (Serve's 503 body is plain text).
+        "max_ongoing_requests": s.max_ongoing_requests + s.max_queued_requests + ADMISSION_SPARE,
+        "max_queued_requests": BURST_QUEUE_FACTOR * (s.max_ongoing_requests + s.max_queued_requests),
         "user_config": user_config,
         "ray_actor_options": actor,
         "health_check_period_s": 10,
@@ -158,6 +175,23 @@ def render_serve_config(
             "import_path": APP_IMPORT_PATH,
             "args": args,
             "deployments": [deployment],
+        }, index_application([model.name], access_log=access_log)],
+    }
+
+
+def index_application(models: list[str], *, access_log: bool = False) -> dict[str, Any]:
+    """The route-index application listing ``models`` (see :mod:`eks_inference.serving.index`)."""
+    return {
+        "name": INDEX_APP_NAME,
+        "route_prefix": "/",
+        "import_path": INDEX_IMPORT_PATH,
+        "args": {"models": sorted(models)},
+        "deployments": [{
+            "name": INDEX_DEPLOYMENT_NAME,
+            "num_replicas": 1,
+            "max_ongoing_requests": 100,
+            "ray_actor_options": {"num_cpus": 0},
+            "logging_config": {"enable_access_log": access_log},
         }],
     }
 
@@ -179,6 +213,12 @@ class AppArgs:
     max_input_chars: int = DEFAULT_MAX_INPUT_CHARS
     s3_endpoint_url: str | None = None
     allow_emulated_bf16: bool = False
+    max_requests_per_replica: int | None = None
+    """Predict requests one replica holds at once (working or waiting for a batch); beyond it a JSON 503.
+    Rendered as the model's ``max_ongoing_requests + max_queued_requests``; None: no limit of its own."""
+    weights_poll_s: tuple[float, float] = (2.0, 30.0)
+    """First and largest interval between looks for unpublished weights. Not rendered (the default suits a
+    fleet); a test or an operator may add ``weights_poll_s: [first, largest]`` to the args."""
 
     @property
     def backend(self) -> str:
@@ -239,7 +279,20 @@ def parse_app_args(args: Mapping[str, Any]) -> AppArgs:
                                  args.get("max_input_chars", DEFAULT_MAX_INPUT_CHARS)),
         s3_endpoint_url=args.get("s3_endpoint_url") or None,
         allow_emulated_bf16=bool(args.get("allow_emulated_bf16", False)),
+        max_requests_per_replica=(None if args.get("max_requests_per_replica") is None else _pos_int(
+            "application args max_requests_per_replica", args["max_requests_per_replica"])),
+        weights_poll_s=_poll_interval(args.get("weights_poll_s", (2.0, 30.0))),
     )
+
+
+def _poll_interval(value: Any) -> tuple[float, float]:
+    ok = (isinstance(value, list | tuple) and len(value) == 2
+          and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+          and 0 < value[0] <= value[1] <= 300)
+    if not ok:
+        raise ConfigError(f"application args weights_poll_s: {value!r} is not [first, largest] seconds with "
+                          "0 < first <= largest <= 300; use e.g. [2, 30]")
+    return float(value[0]), float(value[1])
 
 
 def parse_user_config(data: Mapping[str, Any], *, batch_buckets: tuple[int, ...]) -> UserConfig:

@@ -19,6 +19,7 @@ from eks_inference.constructs.model_repository import (
     RESULTS_PREFIX,
     ModelRepository,
 )
+from eks_inference.k8s.capacity import COREDNS, PodRequest, check_system_group
 from eks_inference.k8s.load_test_chart import LoadTestChart, LoadTestPlan
 from eks_inference.k8s.serving_chart import (
     LOADTEST_SERVICE_ACCOUNT,
@@ -37,6 +38,12 @@ class InferenceStack(Stack):
     The cdk8s charts are added through an imported handle of the cluster, so their manifests live in
     this stack: adding them to the cluster construct itself would place them in ClusterStack, which would
     then need this stack's bucket and images while this stack needs the cluster — a cycle.
+
+    Order matters on a first deploy: CloudFormation creates what nothing orders in parallel, and a pod
+    admitted before its service account's Pod Identity association exists never gets credentials (the
+    EKS Pod Identity webhook mutates pods only at admission). Each chart therefore waits for the
+    associations and role policies of its service accounts, and for the operators, add-ons (the VPC CNI
+    that enforces its NetworkPolicies) and images its pods need.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, config: PlatformConfig,
@@ -59,10 +66,12 @@ class InferenceStack(Stack):
         self.repository.grant_prefixes(self.serving_role, read=[MODELS_PREFIX], write=[ARTIFACTS_PREFIX])
         self.loadtest_role = self._pod_role("LoadTestPodRole", "Load-test pods: write and read results")
         self.repository.grant_prefixes(self.loadtest_role, read=[], write=[RESULTS_PREFIX])
+        self.pod_identities: dict[str, eks.CfnPodIdentityAssociation] = {}
         for cid, sa, role in (("ServingPodIdentity", SERVE_SERVICE_ACCOUNT, self.serving_role),
                               ("LoadTestPodIdentity", LOADTEST_SERVICE_ACCOUNT, self.loadtest_role)):
-            eks.CfnPodIdentityAssociation(self, cid, cluster_name=src.cluster_name, namespace=NAMESPACE,
-                                          service_account=sa, role_arn=role.role_arn)
+            self.pod_identities[sa] = eks.CfnPodIdentityAssociation(
+                self, cid, cluster_name=src.cluster_name, namespace=NAMESPACE, service_account=sa,
+                role_arn=role.role_arn)
 
         self.targets: list[ServingTarget] = plan_targets(
             config,
@@ -70,28 +79,72 @@ class InferenceStack(Stack):
             repository_uri=self.repository.uri,
             region=self.region,
         )
+        plan: LoadTestPlan | None = None
+        if config.loadtest.run_id:
+            image = self.images["loadtest"]
+            plan = LoadTestPlan(
+                spec=config.loadtest, image=image.image_uri,
+                results_uri=f"{self.repository.uri}/{RESULTS_PREFIX.rstrip('/')}", region=self.region,
+                token_ids={image.image_uri: image.identity,
+                           self.repository.uri: f"s3://{self.repository.node.path}"})
+        self._check_system_capacity(config, inference_cluster, plan)
+
         k8s_app = cdk8s.App()
         self.serving_chart = ServingChart(k8s_app, "serving", targets=self.targets)
         self.load_test_chart: LoadTestChart | None = None
         cluster = eks.Cluster.from_cluster_attributes(
             self, "Cluster", cluster_name=src.cluster_name, kubectl_provider=src.kubectl_provider)
+        # Namespace and service accounts; every target's pods need them.
         self.serving_manifest = cluster.add_cdk8s_chart("ServingChart", self.serving_chart)
-        # RayService is a KubeRay CRD: the operator's release must exist before the first RayService.
-        self.serving_manifest.node.add_dependency(inference_cluster.kuberay_operator)
-        for image in self.images.values():
-            if image.asset is not None:
-                self.serving_manifest.node.add_dependency(image.asset)
-        if config.loadtest.run_id:
-            plan = LoadTestPlan(spec=config.loadtest, image=self.images["loadtest"].image_uri,
-                                results_uri=f"{self.repository.uri}/{RESULTS_PREFIX.rstrip('/')}",
-                                region=self.region)
+        self.target_manifests: dict[str, eks.KubernetesManifest] = {}
+        for chart in self.serving_chart.target_charts:
+            # overwrite: created with `kubectl apply`, so objects left by an earlier layout are adopted.
+            manifest = eks.KubernetesManifest(self, f"{chart.node.id}Serving", cluster=cluster,
+                                              manifest=chart.to_json(), overwrite=True)
+            manifest.node.add_dependency(self.serving_manifest)
+            # RayService is a KubeRay CRD: the operator's release must exist before the first RayService; its
+            # NetworkPolicy means nothing until the VPC CNI enforces it.
+            manifest.node.add_dependency(inference_cluster.kuberay_operator, inference_cluster.vpc_cni,
+                                         inference_cluster.pod_identity_agent)
+            self._wait_for_identity(manifest, SERVE_SERVICE_ACCOUNT, self.serving_role)
+            image_asset = self.images[chart.target.processor.value].asset
+            if image_asset is not None:  # published before this stack deploys; stated for the reader
+                manifest.node.add_dependency(image_asset)
+            self.target_manifests[chart.target.name] = manifest
+        if plan is not None:
             self.load_test_chart = LoadTestChart(k8s_app, "loadtest", plan=plan, targets=self.targets)
             load_manifest = cluster.add_cdk8s_chart("LoadTestChart", self.load_test_chart)
-            load_manifest.node.add_dependency(self.serving_manifest)
+            load_manifest.node.add_dependency(self.serving_manifest, *self.target_manifests.values(),
+                                              inference_cluster.vpc_cni, inference_cluster.pod_identity_agent)
+            self._wait_for_identity(load_manifest, LOADTEST_SERVICE_ACCOUNT, self.loadtest_role)
+            if self.images["loadtest"].asset is not None:
+                load_manifest.node.add_dependency(self.images["loadtest"].asset)
 
         CfnOutput(self, "ModelRepositoryUri", value=self.repository.uri)
         for name, image in self.images.items():
             CfnOutput(self, f"{name.capitalize()}ImageUri", value=image.image_uri)
+
+    def _wait_for_identity(self, manifest: Construct, service_account: str, role: iam.Role) -> None:
+        """The association and the role's policy must exist before any pod of ``service_account`` does."""
+        manifest.node.add_dependency(self.pod_identities[service_account])
+        policy = role.node.try_find_child("DefaultPolicy")
+        if policy is not None:
+            manifest.node.add_dependency(policy)
+
+    def _check_system_capacity(self, config: PlatformConfig, inference_cluster: InferenceCluster,
+                               plan: LoadTestPlan | None) -> None:
+        """Operators, Ray heads placed there and a run's load-test pods must fit the system nodes at their
+        configured size: nothing scales that group, and pods that do not fit wait until their deadline."""
+        system = next(g for g in config.enabled_node_groups if g.processor is None)
+        heads = [PodRequest.of(f"Ray head of {t.name}", t.ray_service.head.pod.resources) for t in self.targets
+                 if t.ray_service.head.pod.node_selector.get("eks-inference/processor") == "system"]
+        base = [*inference_cluster.system_pods, *COREDNS, *heads]
+        check_system_group(system, base=base, extra=[], extra_what="system pods (operators and Ray heads)",
+                           extra_fix="move work off the system nodes")
+        if plan is not None:
+            extra = [PodRequest.of(name, res) for name, res in plan.pod_requests(self.targets)]
+            check_system_group(system, base=base, extra=extra, extra_what=f"loadtest run {plan.spec.run_id!r}",
+                               extra_fix="lower loadtest.clients")
 
     def _pod_role(self, construct_id: str, description: str) -> iam.Role:
         """An IAM role that EKS Pod Identity hands to one service account's pods."""

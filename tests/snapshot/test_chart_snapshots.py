@@ -11,13 +11,16 @@ import os
 import pytest
 import yaml
 
+from tests.conftest import cdk_context
 from tests.unit.k8s_support import config, render, snapshot_path
 
 
 @pytest.mark.parametrize("env_name", ["dev", "prod"])
 @pytest.mark.parametrize("chart", ["serving", "loadtest"])
 def test_chart_snapshot(env_name: str, chart: str) -> None:
-    _, serving, load = render(config(env_name))
+    # No environment asks for a load-test run by default; snapshot the Jobs a run would start.
+    block = cdk_context()["eks-inference:environments"][env_name]["loadtest"]
+    _, serving, load = render(config(env_name, loadtest={**block, "run_id": block["run_id"] or "run-001"}))
     docs = copy.deepcopy(serving if chart == "serving" else load)
     for d in docs:  # the embedded YAML string is unreadable in a diff; snapshot it parsed
         if d["kind"] == "RayService":

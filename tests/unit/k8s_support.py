@@ -36,7 +36,7 @@ def render(cfg: PlatformConfig) -> tuple[list[ServingTarget], list[dict[str, Any
     plan = LoadTestPlan(spec=cfg.loadtest, image=LOADTEST_IMAGE, results_uri=f"{REPOSITORY}/results",
                         region=cfg.region)
     load = LoadTestChart(app, "loadtest", plan=plan, targets=targets)
-    return targets, list(serving.to_json()), list(load.to_json())
+    return targets, serving.manifests(), list(load.to_json())
 
 
 def kubernetes_version() -> str:

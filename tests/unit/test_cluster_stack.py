@@ -7,9 +7,10 @@ import re
 from typing import Any
 
 import aws_cdk.aws_eks_v2 as eks
+import pytest
 from aws_cdk.assertions import Match, Template
 
-from eks_inference.config import KUBERNETES_VERSION
+from eks_inference.config import KUBERNETES_VERSION, ConfigError
 from tests.conftest import Assembly
 
 
@@ -164,7 +165,7 @@ def test_helm_charts_are_pinned(assemblies: dict[str, Assembly]) -> None:
     assert c["kuberay-operator"]["Repository"] == "https://ray-project.github.io/kuberay-helm/"
     assert c["kuberay-operator"]["Namespace"] == "kuberay-system"
     assert c["metrics-server"]["Version"] == "3.13.0"
-    assert c["neuron-helm-chart"]["Version"] == "1.1.2"
+    assert c["neuron-helm-chart"]["Version"] == "1.10.0"
     assert c["neuron-helm-chart"]["Repository"] == "oci://public.ecr.aws/neuron/neuron-helm-chart"
     for props in c.values():
         assert re.fullmatch(r"\d+\.\d+\.\d+", props["Version"])
@@ -178,6 +179,17 @@ def test_neuron_chart_runs_device_plugin_and_scheduler_extension(assemblies: dic
     assert {"key": "aws.amazon.com/neuron", "operator": "Exists", "effect": "NoSchedule"} in values["devicePlugin"][
         "tolerations"]
     assert values["npd"] == {"enabled": False}
+    # The chart's second kube-scheduler defaults to a 1.31 build; it runs the cluster's minor instead.
+    tag = values["scheduler"]["customScheduler"]["image"]["tag"]
+    assert tag.startswith(f"v{KUBERNETES_VERSION}.") and f"-eks-{KUBERNETES_VERSION.replace('.', '-')}-" in tag
+
+
+def test_neuron_scheduler_of_another_minor_is_refused() -> None:
+    from eks_inference.constructs.inference_cluster import _check_scheduler_minor
+
+    with pytest.raises(ConfigError, match=r"addons.neuron_kube_scheduler: 'v1.31.12-eks-1-31-30' is not a "
+                                          rf"Kubernetes {KUBERNETES_VERSION} kube-scheduler; pick an EKS Distro"):
+        _check_scheduler_minor("v1.31.12-eks-1-31-30")
 
 
 def test_builtin_neuron_device_plugin_manifest_is_not_used(assemblies: dict[str, Assembly]) -> None:
@@ -186,17 +198,33 @@ def test_builtin_neuron_device_plugin_manifest_is_not_used(assemblies: dict[str,
     assert not any("neuron-device-plugin" in json.dumps(m) for m in manifests.values())
 
 
-def test_operators_run_on_system_nodes(assemblies: dict[str, Assembly]) -> None:
-    for name in ("kuberay-operator", "metrics-server"):
+def test_operators_run_on_system_nodes_with_the_requests_the_capacity_check_counts(
+        assemblies: dict[str, Assembly]) -> None:
+    from eks_inference.k8s.capacity import KUBERAY_OPERATOR, METRICS_SERVER
+
+    for name, resources in (("kuberay-operator", KUBERAY_OPERATOR), ("metrics-server", METRICS_SERVER)):
         values = json.loads(charts(cluster_template(assemblies))[name]["Values"])
         assert values["nodeSelector"] == {"eks-inference/processor": "system"}
+        assert values["resources"] == resources.to_dict()
 
 
 def test_pod_identity_agent_addon_is_pinned(assemblies: dict[str, Assembly]) -> None:
     t = cluster_template(assemblies)
-    t.resource_count_is("AWS::EKS::Addon", 1)
+    t.resource_count_is("AWS::EKS::Addon", 2)
     t.has_resource_properties("AWS::EKS::Addon", {
         "AddonName": "eks-pod-identity-agent", "AddonVersion": Match.string_like_regexp(r"^v\d+\.\d+\.\d+-eksbuild")})
+
+
+def test_vpc_cni_addon_enforces_network_policies(assemblies: dict[str, Assembly]) -> None:
+    """Without it EKS runs the CNI it bootstraps, whose policy agent is off: NetworkPolicies do nothing."""
+    for env_name in ("dev", "prod"):
+        addons = cluster_template(assemblies, env_name).find_resources(
+            "AWS::EKS::Addon", {"Properties": {"AddonName": "vpc-cni"}})
+        (addon,) = addons.values()
+        props = addon["Properties"]
+        assert re.fullmatch(r"v\d+\.\d+\.\d+-eksbuild\.\d+", props["AddonVersion"])
+        assert json.loads(props["ConfigurationValues"]) == {"enableNetworkPolicy": "true"}
+        assert props["ResolveConflicts"] == "OVERWRITE"  # takes over the DaemonSet EKS bootstraps
 
 
 def test_prod_kubectl_provider_runs_in_the_vpc(assemblies: dict[str, Assembly]) -> None:

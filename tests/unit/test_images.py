@@ -339,6 +339,36 @@ def test_neuron_sdk_version_is_recorded_once() -> None:
     assert env("inferentia2")["NEURON_SDK_VERSION"] == match[1]
 
 
+def neuron_pip_check_passes(report: str, tmp: Path) -> bool:
+    """Run the Neuron builder's own `pip check` filter, with the real grep and bash, over a `pip check` report."""
+    (run,) = [i.args for i in stage("inferentia2", "builder").all("RUN") if "pip check" in i.args]
+    match = re.search(r"(! grep -Ev '[^']+') /tmp/pip-check.txt", run)
+    assert match, run
+    (tmp / "pip-check.txt").write_text(report)
+    proc = subprocess.run(["bash", "-o", "pipefail", "-c", f"{match[1]} pip-check.txt > /dev/null"], cwd=tmp)
+    return proc.returncode == 0
+
+
+def test_neuron_pip_check_lets_through_only_the_documented_conflicts(tmp_path: Path) -> None:
+    """The Neuron image runs `pip check`; the DLC's transformers and protobuf pins are the only reasons to pass."""
+    assert neuron_pip_check_passes("No broken requirements found.\n", tmp_path)
+    assert neuron_pip_check_passes(
+        "neuronx-distributed-inference 0.6.0 has requirement transformers==4.56.2, but you have transformers 5.24.0.\n"
+        "neuronx-cc 2.21.0 has requirement protobuf<4, but you have protobuf 7.36.2.\n", tmp_path)
+    assert not neuron_pip_check_passes("torch-neuronx 2.9.0 requires libneuronxla, which is not installed.\n", tmp_path)
+    assert not neuron_pip_check_passes(
+        "torch-neuronx 2.9.0 has requirement torch==2.9.*, but you have torch 2.13.0.\n", tmp_path)
+
+
+def test_neuron_image_proves_neuron_and_ray_serve_load_together() -> None:
+    """The venv's protobuf (>= 5 for ray[serve]) shadows the DLC's (< 4): the build imports both stacks in one
+    interpreter and starts the compiler, so a clash fails the build rather than the first pod."""
+    runs = " ".join(i.args for i in final("inferentia2").all("RUN"))
+    for module in ("torch_neuronx", "torch_xla", "neuronxcc", "ray.serve", "google.protobuf"):
+        assert module in runs
+    assert "neuronx-cc --version" in runs
+
+
 def test_python_minor_is_the_same_across_images() -> None:
     """Ray refuses workers whose Python differs from the head's; one minor everywhere keeps mixing possible."""
     def minor(image: str) -> str:

@@ -10,8 +10,12 @@ import pytest
 
 from eks_inference.config import ConfigError, DType, ModelSpec, Processor, ServingSpec, Task
 from eks_inference.serving.serve_config import (
+    ADMISSION_SPARE,
     APP_IMPORT_PATH,
+    BURST_QUEUE_FACTOR,
     DEPLOYMENT_NAME,
+    INDEX_APP_NAME,
+    INDEX_IMPORT_PATH,
     RAY_CLUSTER_ENV,
     USER_CONFIG_KEYS,
     model_repository_uris,
@@ -72,8 +76,39 @@ def test_limits_come_from_the_spec_so_overload_is_shed_not_queued_forever() -> N
     m = ModelSpec(name="m", processors=(Processor.CPU,),
                   serving=ServingSpec(num_replicas=3, max_ongoing_requests=48, max_queued_requests=7))
     d = deployment(render_serve_config(m, Processor.CPU, model_uri="bundled:all-minilm-l6-v2"))
-    assert (d["num_replicas"], d["max_ongoing_requests"], d["max_queued_requests"]) == (3, 48, 7)
+    # the replica sheds above 48 + 7 with a JSON 503; Serve's own (plain-text) limits sit above as a backstop
+    args = parse_app_args(render_serve_config(m, Processor.CPU, model_uri="bundled:all-minilm-l6-v2")
+                          ["applications"][0]["args"])
+    assert args.max_requests_per_replica == 48 + 7
+    assert (d["num_replicas"], d["max_ongoing_requests"], d["max_queued_requests"]) == (
+        3, 55 + ADMISSION_SPARE, BURST_QUEUE_FACTOR * 55)
     assert d["logging_config"] == {"enable_access_log": False}
+
+
+def test_a_route_index_answers_every_path_outside_the_model_in_json() -> None:
+    cfg = render()
+    assert [a["name"] for a in cfg["applications"]] == ["minilm", INDEX_APP_NAME]
+    index = cfg["applications"][1]
+    assert (index["route_prefix"], index["import_path"], index["args"]) == ("/", INDEX_IMPORT_PATH,
+                                                                             {"models": ["minilm"]})
+    (dep,) = index["deployments"]
+    assert dep["ray_actor_options"] == {"num_cpus": 0} and dep["num_replicas"] == 1
+    from eks_inference.serving.index import index_answer
+
+    assert index_answer("GET", "/", ["minilm"])[1]["models"][0]["predict"] == "/minilm/predict"
+    status, body = index_answer("POST", "/bert/predict", ["minilm"])
+    assert status == 404 and body["error"]["code"] == "not_found"
+    assert body["error"]["message"].startswith("no model is served at /bert/predict; models here: /minilm")
+    assert index_answer("DELETE", "/", ["minilm"])[0] == 405
+
+
+def test_replica_args_accept_a_weights_poll_interval_and_refuse_nonsense() -> None:
+    args = render()["applications"][0]["args"]
+    assert parse_app_args(args).weights_poll_s == (2.0, 30.0)
+    assert parse_app_args({**args, "weights_poll_s": [0.5, 2]}).weights_poll_s == (0.5, 2.0)
+    for bad in ([0, 1], [5, 2], [1, 1000], "fast", [1]):
+        with pytest.raises(ConfigError, match="weights_poll_s"):
+            parse_app_args({**args, "weights_poll_s": bad})
 
 
 def test_args_round_trip_through_the_replica_parser() -> None:

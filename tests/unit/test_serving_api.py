@@ -9,7 +9,7 @@ import pytest
 from eks_inference.config import Task
 from eks_inference.serving.api import ApiError, check_content_length, parse_predict_body, predict_request_schema
 
-LIMITS = {"max_inputs": 4, "max_input_chars": 50, "max_body_bytes": 2048}
+LIMITS = {"max_inputs": 4, "max_input_chars": 50, "max_body_bytes": 8192}
 
 
 def parse(body: bytes | str, task: Task = Task.EMBEDDING) -> list:
@@ -42,7 +42,14 @@ def test_valid_bodies() -> None:
     ('{"inputs": [null]}', 422, "invalid_input", "inputs[0] is NoneType"),
     ('{"inputs": ["a", "b", "c", "d", "e"]}', 413, "too_many_inputs", "limit is 4"),
     (json.dumps({"inputs": ["x" * 51]}), 413, "input_too_long", "51 characters; the limit is 50"),
-    ("x" * 2049, 413, "body_too_large", "2049 bytes"),
+    ("x" * 8193, 413, "body_too_large", "8193 bytes"),
+    # used to escape as RecursionError / ValueError, i.e. a plain-text 500 from Serve
+    ('{"inputs": ' + "[" * 1500 + "]" * 1500 + "}", 400, "invalid_json", "nests arrays or objects too deeply"),
+    ('{"inputs": [' + "9" * 4400 + "]}", 400, "invalid_json", "cannot be read"),
+    ('{"inputs": [NaN]}', 400, "invalid_json", "NaN is not a JSON number"),
+    ('{"inputs": [-Infinity]}', 400, "invalid_json", "-Infinity is not a JSON number"),
+    ('{"inputs": ["a"], "inputs": ["b"]}', 422, "invalid_request", "'inputs' appears twice"),
+    (b'\xef\xbb\xbf{"inputs": ["a"]}', 400, "invalid_json", "BOM"),
 ])
 def test_bad_bodies_get_a_clear_status_code_and_message(body: str | bytes, status: int, code: str, says: str) -> None:
     e = err(body)

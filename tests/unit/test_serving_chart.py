@@ -33,7 +33,7 @@ def test_one_ray_service_per_model_and_processor(dev) -> None:  # type: ignore[n
 def test_core_manifests_pass_kubernetes_validate_strict(dev) -> None:  # type: ignore[no-untyped-def]
     _, serving, load = dev
     core = [m for m in serving + load if m["kind"] != "RayService"]
-    assert {m["kind"] for m in core} == {"Namespace", "ServiceAccount", "NetworkPolicy", "PodDisruptionBudget", "Job"}
+    assert {m["kind"] for m in core} == {"Namespace", "ServiceAccount", "NetworkPolicy", "PodDisruptionBudget"}
     for m in core:
         validate_core(m)
 
@@ -66,8 +66,9 @@ def test_worker_groups_per_processor(dev) -> None:  # type: ignore[no-untyped-de
         {"key": "aws.amazon.com/neuron", "operator": "Exists", "effect": "NoSchedule"}]
     res = inf["template"]["spec"]["containers"][0]["resources"]
     assert res["limits"]["aws.amazon.com/neuroncore"] == res["requests"]["aws.amazon.com/neuroncore"] == 1
-    assert json.loads(inf["rayStartParams"]["resources"]) == {"neuron_cores": 1}
-    assert "resources" not in grav["rayStartParams"]
+    # KubeRay derives neuron_cores from the limit; repeating it here as bare JSON broke `ray start` (bash
+    # strips its quotes). tests/system/test_ray_start.py runs the whole command line.
+    assert "resources" not in inf["rayStartParams"] and "resources" not in grav["rayStartParams"]
 
 
 def test_heads_run_no_replicas_and_land_on_matching_architecture(dev) -> None:  # type: ignore[no-untyped-def]
@@ -105,7 +106,7 @@ def test_every_container_is_restricted_with_requests_and_limits(dev) -> None:  #
         rc = rs["spec"]["rayClusterConfig"]
         pods += [rc["headGroupSpec"]["template"]] + [w["template"] for w in rc["workerGroupSpecs"]]
     pods += [j["spec"]["template"] for j in by_kind(load, "Job").values()]
-    assert len(pods) == 4 + 3
+    assert len(pods) == 4  # dev asks for no load-test run; test_load_test_chart covers the Jobs' pods
     for pod in pods:
         assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
         for c in pod["spec"]["containers"]:
@@ -159,7 +160,7 @@ def test_gpu_target_requests_gpus() -> None:
     _, manifests, _ = render(config("dev", node_groups=groups, models=[{"name": "bert", "processors": ["gpu"]}]))
     w = by_kind(manifests, "RayService")["bert-gpu"]["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
     assert w["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
-    assert w["rayStartParams"]["num-gpus"] == "1"
+    assert "num-gpus" not in w["rayStartParams"]  # KubeRay derives it from the nvidia.com/gpu limit
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in w["template"]["spec"][
         "tolerations"]
 

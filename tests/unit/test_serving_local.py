@@ -90,3 +90,72 @@ def test_run_foreground_refuses_a_busy_port(tmp_path: Path) -> None:
         cfg = render_local_config(parse("--state-dir", str(tmp_path), "--port", str(port)))
         with pytest.raises(ConfigError, match=f"--port: {port} is already in use"):
             local.run_foreground(cfg, state_dir=tmp_path)
+
+
+RAY_FAILURE = (
+    "application 'minilm' is DEPLOY_FAILED: Failed to update the deployments ['InferenceModel'].\n"
+    "InferenceModel: The deployment failed to start 6 times in a row. This may be due to a problem with its "
+    "constructor or initial health check failing. See controller logs for details. Error:\n"
+    "\x1b[36mray::ServeReplica:minilm:InferenceModel.initialize_and_get_metadata()\x1b[39m (pid=15510)\n"
+    '  File "/x/ray/serve/_private/replica.py", line 1928, in initialize\n'
+    "    raise RuntimeError(traceback.format_exc()) from None\n"
+    "RuntimeError: Traceback (most recent call last):\n"
+    '  File "/x/eks_inference/serving/artifacts.py", line 231, in bundled_model_path\n'
+    "eks_inference.config.ConfigError: bundled model 'bert-base' is unknown; use one of all-minilm-l6-v2\n"
+)
+
+
+def test_a_ray_failure_is_reduced_to_its_meaningful_line_without_colour_codes() -> None:
+    e = local.DeployFailed(RAY_FAILURE)
+    assert e.summary == "ConfigError: bundled model 'bert-base' is unknown; use one of all-minilm-l6-v2"
+    assert local.failure_summary("\x1b[31mno exception here\x1b[0m\n\n") == "no exception here"
+    assert "\x1b" not in local.strip_ansi(RAY_FAILURE)
+
+
+def test_the_wait_for_weights_is_reported_once_then_now_and_then() -> None:
+    lines: list[str] = []
+    seen: list[dict] = []
+    report = local.WaitReporter(lines.append, on_waiting=seen.append, every_s=0.05)
+    waiting = {"status": "waiting_for_weights", "missing": "s3://b/models/m/v1/manifest.json",
+               "command": "eks-inference publish MODEL_DIR --to s3://b --name m --revision v1", "checks": 4}
+    report(waiting)
+    report(waiting)
+    time.sleep(0.06)
+    report(waiting)
+    report({"status": "loading"})
+    report({"status": "loading"})
+    assert lines == [
+        "waiting for the model's weights: s3://b/models/m/v1/manifest.json does not exist yet",
+        "  publish them with: eks-inference publish MODEL_DIR --to s3://b --name m --revision v1",
+        "  serving starts by itself once they appear (Ctrl-C or `eks-inference local --stop` to give up)",
+        "  still waiting for s3://b/models/m/v1/manifest.json (0 min, 4 checks)",
+        "  weights found; loading the model ...",
+    ]
+    assert seen == [waiting]
+
+
+def test_a_second_local_says_it_already_runs_not_a_config_error(tmp_path: Path) -> None:
+    import os
+
+    local.write_state({"pid": os.getpid(), "url": "http://127.0.0.1:8000/minilm", "model": "minilm"}, tmp_path)
+    cfg = render_local_config(parse("--state-dir", str(tmp_path)))
+    with pytest.raises(local.AlreadyRunning) as e:
+        local.run_foreground(cfg, state_dir=tmp_path)
+    assert not isinstance(e.value, ConfigError)
+    assert str(e.value) == (f"local serving already runs (pid {os.getpid()}, http://127.0.0.1:8000/minilm); stop it "
+                            "with `eks-inference local --stop` first, or give this one another --state-dir")
+    r = subprocess.run([sys.executable, "-m", "eks_inference.cli", "local", "--detach", "--state-dir", str(tmp_path)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and r.stderr.startswith("eks-inference: local serving already runs")
+    assert "configuration error" not in r.stderr and r.stdout == ""
+
+
+@pytest.mark.parametrize("flags", [(), ("--print-config",)])
+def test_a_bad_source_is_one_line_before_ray_starts(tmp_path: Path, flags: tuple[str, ...]) -> None:
+    r = subprocess.run([sys.executable, "-m", "eks_inference.cli", "local", "--source", "bundled:bert-base",
+                        "--state-dir", str(tmp_path), *flags], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert r.stderr.splitlines() == ["eks-inference: configuration error: --source: 'bundled:bert-base' is not a "
+                                     "bundled model; use bundled:all-minilm-l6-v2, a model directory or "
+                                     "s3://BUCKET/models/NAME/REVISION"]
+    assert r.stdout == "" and not (tmp_path / "local.json").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -163,6 +164,21 @@ BAD: list[tuple[str, bytes, dict[str, str], int, str]] = [
     ("too many items", json.dumps({"inputs": ["a"] * 17}).encode(), {}, 413, "too_many_inputs"),
     ("text over max_input_chars", json.dumps({"inputs": ["a" * 5001]}).encode(), {}, 413, "input_too_long"),
     ("oversized body", b'{"inputs": ["' + b"a" * (1 << 20) + b'"]}', {}, 413, "body_too_large"),
+    # found by fuzzing and a deliberate hunt; the first two used to get a plain-text 500 Internal Server Error
+    ("nesting deeper than the parser's limit", b'{"inputs": ' + b"[" * 5000 + b"]" * 5000 + b"}", {}, 400,
+     "invalid_json"),
+    ("integer over 4300 digits", b'{"inputs": [' + b"9" * 5000 + b"]}", {}, 400, "invalid_json"),
+    ("NaN literal", b'{"inputs": [NaN]}', {}, 400, "invalid_json"),
+    ("Infinity literal", b'{"inputs": ["a"], "x": -Infinity}', {}, 400, "invalid_json"),
+    ("repeated key", b'{"inputs": ["a"], "inputs": ["b"]}', {}, 422, "invalid_request"),
+    ("objects for an embedding model", b'{"inputs": [{"question": "q", "context": "c"}]}', {}, 422, "invalid_input"),
+    ("UTF-8 byte order mark", b'\xef\xbb\xbf{"inputs": ["a"]}', {}, 400, "invalid_json"),
+    ("UTF-16 body", '{"inputs": ["a"]}'.encode("utf-16"), {}, 400, "invalid_utf8"),
+    ("overlong UTF-8", b'{"inputs": ["\xc0\xaf"]}', {}, 400, "invalid_utf8"),
+    ("lone low surrogate", b'{"inputs": ["\\udfff x"]}', {}, 400, "invalid_utf8"),
+    ("raw null byte in a string", b'{"inputs": ["a\x00b"]}', {}, 400, "invalid_json"),
+    ("empty body", b"", {}, 400, "invalid_json"),
+    ("form-encoded", b"inputs=a", {"content-type": "application/x-www-form-urlencoded"}, 400, "invalid_json"),
 ]
 
 
@@ -177,7 +193,28 @@ def test_bad_input_gets_clear_json_errors_and_the_replica_keeps_serving(minilm: 
     assert status == 404 and err["error"]["code"] == "not_found"
     status, err = get(f"{minilm}/predict")
     assert status == 405 and err["error"]["code"] == "method_not_allowed"
-    assert get(f"{local_serve}/no-such-model/predict")[0] == 404  # outside every app: Ray's own 404
+    status, err = post(f"{minilm}/predict/", {"inputs": ["a"]})  # no redirect to the slash-less path
+    assert status == 404 and err["error"]["code"] == "not_found"
+    # outside every model's prefix: the route index answers in JSON (Serve's ingress would say it in plain text)
+    status, err = post(f"{local_serve}/no-such-model/predict", {"inputs": ["a"]})
+    assert status == 404 and err["error"]["code"] == "not_found" and "/minilm" in err["error"]["message"]
+    status, index = get(f"{local_serve}/")
+    assert status == 200 and {"name": "minilm", "predict": "/minilm/predict", "health": "/minilm/healthz",
+                              "info": "/minilm/info", "docs": "/minilm/docs",
+                              "openapi": "/minilm/openapi.json"} in index["models"]
+
+    # valid requests that are odd on the wire: chunked transfer, a content-type that is not JSON, null escapes
+    conn = http.client.HTTPConnection("127.0.0.1", int(local_serve.rsplit(":", 1)[1]), timeout=60)
+    conn.putrequest("POST", "/minilm/predict")
+    conn.putheader("content-type", "text/plain")
+    conn.putheader("transfer-encoding", "chunked")
+    conn.endheaders()
+    for part in (b'{"inputs": ["chunked', b' body", "a\\u0000b"]}'):
+        conn.send(b"%x\r\n%s\r\n" % (len(part), part))
+    conn.send(b"0\r\n\r\n")
+    r = conn.getresponse()
+    assert r.status == 200 and len(json.loads(r.read())["outputs"]) == 2
+    conn.close()
 
     status, long = post(f"{minilm}/predict", {"inputs": ["word " * 400, "fine"]})
     assert status == 200 and isinstance(long, dict)
@@ -193,20 +230,22 @@ def test_overload_is_shed_fast_with_503_then_the_service_recovers(local_ray: Loc
     url = f"{local_ray.url}/minilm-tight/predict"
     heavy = {"inputs": [TEXTS[4] * 2] * 64}
     try:
-        def call(_: int) -> tuple[int, float]:
+        def call(_: int) -> tuple[int, float, object]:
             t0 = time.perf_counter()
-            status, _body = post(url, heavy, timeout=300)
-            return status, time.perf_counter() - t0
+            status, body = post(url, heavy, timeout=300)
+            return status, time.perf_counter() - t0, body
 
         with ThreadPoolExecutor(24) as pool:
             results = list(pool.map(call, range(24)))
-        statuses = [s for s, _ in results]
+        statuses = [s for s, _, _ in results]
         assert statuses.count(503) >= 12, statuses
         assert statuses.count(200) >= 2, statuses
         assert set(statuses) <= {200, 503}
-        shed = sorted(t for s, t in results if s == 503)
-        served = sorted(t for s, t in results if s == 200)
+        shed = sorted(t for s, t, _ in results if s == 503)
+        served = sorted(t for s, t, _ in results if s == 200)
         assert shed[len(shed) // 2] < served[-1] / 2, (shed, served)  # shedding is fast, not queued
+        bodies = [b for s, _, b in results if s == 503]
+        assert all(isinstance(b, dict) and b["error"]["code"] == "overloaded" for b in bodies), bodies  # JSON
         status, body = post(url, {"inputs": ["after the storm"]})
         assert status == 200 and isinstance(body, dict) and len(body["outputs"]) == 1
     finally:

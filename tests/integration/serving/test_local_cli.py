@@ -42,7 +42,9 @@ def test_local_detach_serves_the_bundled_model_and_stop_cleans_up(tmp_path: Path
     assert info["model_uri"] == "bundled:all-minilm-l6-v2" and info["processor"] == "cpu"
 
     again = cli("local", "--detach", "--port", str(free_port()), *common)
-    assert again.returncode == 2 and "already runs" in again.stderr
+    assert again.returncode == 1, again.stderr
+    assert again.stderr.strip() == (f"eks-inference: local serving already runs (pid {st['pid']}, {url}); stop it "
+                                    "with `eks-inference local --stop` first, or give this one another --state-dir")
 
     stop = cli("local", "--stop", *common, timeout=120)
     assert stop.returncode == 0, stop.stdout + stop.stderr

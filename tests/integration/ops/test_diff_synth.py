@@ -1,0 +1,132 @@
+"""``eks-inference diff`` on pairs of real synths: the dev app, and the dev app with one thing changed.
+
+Each pair must name exactly the changed fields (and the consequences the app itself derives from them)
+and nothing else, and say what each change will do.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from eks_inference.cli import main
+from tests.conftest import Assembly
+
+INFERENCE = "EksInference-dev-Inference"
+CLUSTER = "EksInference-dev-Cluster"
+
+
+def run_diff(old: Path, new: Path, fmt: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    rc = main(["diff", str(old), str(new), "--format", fmt])
+    return rc, capsys.readouterr().out
+
+
+def rows(doc: dict[str, Any]) -> set[tuple[str, str, str, str, Any, Any]]:
+    """(stack, resource type, object, path, old, new) for every listed change."""
+    out = set()
+    for s in doc["stacks"]:
+        out |= {(s["name"], "", "", c["path"], json.dumps(c["old"]), json.dumps(c["new"])) for c in s["sections"]}
+        for r in s["resources"]:
+            out |= {(s["name"], r["type"], "", c["path"], json.dumps(c["old"]), json.dumps(c["new"]))
+                    for c in r["changes"]}
+            for o in r["objects"]:
+                label = f"{o['kind']} {o['namespace']}/{o['name']}"
+                out |= {(s["name"], r["type"], label, c["path"], json.dumps(c["old"]), json.dumps(c["new"]))
+                        for c in o["changes"]}
+    return out
+
+
+def effects(doc: dict[str, Any]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for s in doc["stacks"]:
+        for r in s["resources"]:
+            if r["effects"]:
+                out[r["logical_id"]] = [e["kind"] for e in r["effects"]]
+            for o in r["objects"]:
+                out[f"{o['kind']} {o['namespace']}/{o['name']}"] = [e["kind"] for e in o["effects"]]
+    return out
+
+
+def test_same_assembly_is_no_change(assemblies: dict[str, Assembly], capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out = run_diff(assemblies["dev"].path, assemblies["dev"].path, "text", capsys)
+    assert (rc, out) == (0, "no changes\n")
+
+
+def test_serving_field_is_an_in_place_serve_update(assemblies: dict[str, Assembly], variant_assemblies: dict[str, Path],
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """serving.max_batch_size 32 → 16: user_config, and the batch buckets derived from it, in both RayServices."""
+    rc, out = run_diff(assemblies["dev"].path, variant_assemblies["batch16"], "json", capsys)
+    doc = json.loads(out)
+    assert rc == 1 and doc["asset_churn"] is None
+    rs = "Custom::AWSCDK-EKS-KubernetesResource"
+    expected = set()
+    for proc in ("graviton", "inferentia"):
+        obj = f"RayService eks-inference/minilm-{proc}"
+        expected |= {
+            (INFERENCE, rs, obj, "spec.serveConfigV2.applications[minilm].deployments[InferenceModel]"
+                                 ".user_config.max_batch_size", "32", "16"),
+            (INFERENCE, rs, obj, "spec.serveConfigV2.applications[minilm].args.batch_buckets",
+             "[1, 2, 4, 8, 16, 32]", "[1, 2, 4, 8, 16]"),
+        }
+    assert rows(doc) == expected
+    assert effects(doc) == {"RayService eks-inference/minilm-graviton": ["serve-restart"],
+                            "RayService eks-inference/minilm-inferentia": ["serve-restart"]}
+
+    rc, text = run_diff(assemblies["dev"].path, variant_assemblies["batch16"], "text", capsys)
+    assert rc == 1
+    assert text.count("spec.serveConfigV2.applications[minilm].deployments[InferenceModel].user_config"
+                      ".max_batch_size: 32 → 16") == 2
+    assert text.count("=> in-place Serve update") == 2 and "=> new Ray cluster" not in text
+    assert "(args and deployment options changed)" in text  # batch_buckets is an application arg: Ray rebuilds
+
+
+def test_node_group_instance_type_is_a_replacement(assemblies: dict[str, Assembly],
+                                                   variant_assemblies: dict[str, Path],
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """graviton c7g.2xlarge → c7g.4xlarge and max_size 4 → 6, with what the app derives from them."""
+    rc, out = run_diff(assemblies["dev"].path, variant_assemblies["graviton"], "json", capsys)
+    doc = json.loads(out)
+    assert rc == 1 and doc["asset_churn"] is None
+    job = "Job eks-inference/loadtest-run-001-minilm-graviton"
+    changes = rows(doc)
+    (args_change,) = [c for c in changes if c[2] == job]
+    assert args_change[3].startswith("spec.template.spec.containers[client].args[")
+    assert changes == {
+        (CLUSTER, "AWS::EKS::Nodegroup", "", "InstanceTypes[0]", '"c7g.2xlarge"', '"c7g.4xlarge"'),
+        (CLUSTER, "AWS::EKS::Nodegroup", "", "ScalingConfig.MaxSize", "4", "6"),
+        (INFERENCE, "Custom::AWSCDK-EKS-KubernetesResource", "RayService eks-inference/minilm-graviton",
+         "spec.rayClusterConfig.workerGroupSpecs[graviton].maxReplicas", "4", "6"),
+        (INFERENCE, "Custom::AWSCDK-EKS-KubernetesResource", job, args_change[3], '"c7g.2xlarge"', '"c7g.4xlarge"'),
+    }
+    kinds = effects(doc)
+    (nodegroup,) = [k for k in kinds if "GravitonNodeGroup" in k]
+    assert kinds[nodegroup] == ["replace"]
+    assert kinds["RayService eks-inference/minilm-graviton"] == ["ray-not-applied"]
+    assert kinds[job] == ["job-immutable"]
+    rc, text = run_diff(assemblies["dev"].path, variant_assemblies["graviton"], "text", capsys)
+    assert "REPLACEMENT: InstanceTypes is create-only" in text
+    assert "=> new Ray cluster" not in text and "=> no new Ray cluster" in text
+
+
+def test_rebuilt_image_is_churn_and_a_new_ray_cluster(assemblies: dict[str, Assembly],
+                                                      variant_assemblies: dict[str, Path],
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """The graviton Dockerfile's base moves: one churn line, and the graviton RayService gets a new cluster."""
+    rc, out = run_diff(assemblies["dev"].path, variant_assemblies["image"], "json", capsys)
+    doc = json.loads(out)
+    assert rc == 1
+    assert rows(doc) == set()
+    assert effects(doc) == {"RayService eks-inference/minilm-graviton": ["new-ray-cluster"]}
+    assert doc["asset_churn"].startswith("asset churn (rebuilt, 3 references not listed): image "
+                                         "eks-inference-graviton ")
+    rc, text = run_diff(assemblies["dev"].path, variant_assemblies["image"], "text", capsys)
+    assert [line for line in text.splitlines() if "churn" in line] == [doc["asset_churn"]]
+    assert "new Ray cluster (upgradeStrategy NewCluster)" in text
+    assert "dkr.ecr" not in text  # no image URI is dumped
+
+    rc, md = run_diff(assemblies["dev"].path, variant_assemblies["image"], "markdown", capsys)
+    assert md.startswith("### eks-inference diff: 1 stack changed: 1 new Ray cluster\n")
+    assert "**new Ray cluster (upgradeStrategy NewCluster)" in md

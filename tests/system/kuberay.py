@@ -1,0 +1,146 @@
+"""What KubeRay v1.7.0 makes of a RayService's pod templates: labels, probes and the ``ray start`` command line.
+
+Reproduced from ray-project/kuberay at tag v1.7.0, ray-operator/controllers/ray/common/pod.go:
+``DefaultHeadPodTemplate`` / ``DefaultWorkerPodTemplate`` (labels through ``labelPod``, the worker's
+``address``), ``setMissingRayStartParams`` (``dashboard-host``, ``metrics-export-port``, ``block``,
+``dashboard-agent-listen-port``), ``generateRayStartCommand`` (``num-cpus`` and ``memory`` from the
+container limits, then ``addWellKnownAcceleratorResources``: ``num-gpus`` from a GPU limit and the first
+custom accelerator, e.g. ``aws.amazon.com/neuroncore`` → ``neuron_cores``, merged into ``resources`` as
+single-quoted JSON), ``convertParamMap`` (sorted keys, ``--key=value``; ``true`` becomes a bare flag,
+``false`` drops it), ``BuildPod`` (``ulimit -n ${RAY_START_ULIMIT_OPEN_FILES:-65536}; ray start ...`` as the
+only argument of ``/bin/bash -c --``, from utils.GetContainerCommand) and ``initLivenessAndReadinessProbe``
+(an ``httpGet`` liveness probe on the dashboard agent's ``/api/healthz`` for Ray >= 2.53 when none is set).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+NEURON_CORE = "aws.amazon.com/neuroncore"
+CUSTOM_ACCELERATORS = {NEURON_CORE: "neuron_cores", "google.com/tpu": "TPU"}
+DEFAULT_METRICS_PORT = 8080
+DEFAULT_DASHBOARD_AGENT_LISTEN_PORT = 52365
+DEFAULT_GCS_PORT = 6379
+BOOLEAN_VALUED = ("log-color", "include-dashboard", "include-log-monitor")
+
+
+def quantity_value(q: Any) -> int:
+    """resource.Quantity.Value() for the forms our manifests use: integers, ``m``, ``Ki/Mi/Gi``."""
+    s = str(q)
+    for suffix, factor in (("Ki", 1 << 10), ("Mi", 1 << 20), ("Gi", 1 << 30), ("Ti", 1 << 40)):
+        if s.endswith(suffix):
+            return int(float(s[:-2]) * factor)
+    if s.endswith("m"):
+        return -(-int(s[:-1]) // 1000)  # Value() rounds up
+    return int(float(s))
+
+
+def is_gpu_key(name: str) -> bool:
+    """utils.IsGPUResourceKey: a resource whose name ends in ``gpu`` (``nvidia.com/gpu``, ``amd.com/gpu``)."""
+    return name.endswith("gpu")
+
+
+def _resources_map(params: dict[str, str]) -> dict[str, float]:
+    if "resources" not in params:
+        return {}
+    return dict(json.loads(params["resources"].strip("'\"` ")))
+
+
+def add_well_known_accelerator_resources(params: dict[str, str], limits: dict[str, Any]) -> None:
+    if not limits:
+        return
+    resources = _resources_map(params)
+    added = any(name in resources for name in CUSTOM_ACCELERATORS.values())
+    for key in sorted(limits):
+        value = quantity_value(limits[key])
+        if "num-gpus" not in params and is_gpu_key(key) and value:
+            params["num-gpus"] = str(value)
+        if not added and key in CUSTOM_ACCELERATORS and value:
+            if CUSTOM_ACCELERATORS[key] not in resources:
+                resources[CUSTOM_ACCELERATORS[key]] = float(value)
+                # Go's json.Marshal writes 1.0 as 1
+                params["resources"] = "'" + json.dumps(
+                    {k: int(v) if float(v).is_integer() else v for k, v in resources.items()},
+                    separators=(",", ":"), sort_keys=True) + "'"
+            added = True
+
+
+def convert_param_map(params: dict[str, str]) -> str:
+    out = []
+    for key in sorted(params):
+        value = params[key]
+        if value.lower() in ("true", "false") and key not in BOOLEAN_VALUED:
+            if value.lower() == "true":
+                out.append(f" --{key} ")
+        else:
+            out.append(f" --{key}={value} ")
+    return "".join(out)
+
+
+def complete_params(params: dict[str, str], *, head: bool, head_address: str) -> dict[str, str]:
+    """setMissingRayStartParams."""
+    p = dict(params)
+    if not head:
+        p.setdefault("address", head_address)
+    else:
+        p.setdefault("dashboard-host", "0.0.0.0")
+    p.setdefault("metrics-export-port", str(DEFAULT_METRICS_PORT))
+    p["block"] = "true"
+    p.setdefault("dashboard-agent-listen-port", str(DEFAULT_DASHBOARD_AGENT_LISTEN_PORT))
+    return p
+
+
+def ray_start_command(params: dict[str, str], limits: dict[str, Any], *, head: bool) -> str:
+    """generateRayStartCommand."""
+    p = dict(params)
+    if "num-cpus" not in p and "cpu" in limits:
+        p["num-cpus"] = str(quantity_value(limits["cpu"]))
+    if "memory" not in p and "memory" in limits:
+        p["memory"] = str(quantity_value(limits["memory"]))
+    add_well_known_accelerator_resources(p, limits)
+    return ("ray start --head" if head else "ray start") + convert_param_map(p)
+
+
+def label_pod(labels: dict[str, str], *, cluster: str, head: bool, group: str) -> dict[str, str]:
+    node_type = "head" if head else "worker"
+    out = {"ray.io/is-ray-node": "yes", "ray.io/cluster": cluster, "ray.io/node-type": node_type,
+           "ray.io/group": group, "ray.io/identifier": f"{cluster}-{node_type}",
+           "app.kubernetes.io/name": "kuberay", "app.kubernetes.io/created-by": "kuberay-operator"}
+    for k, v in labels.items():
+        if k not in ("ray.io/node-type", "ray.io/group", "ray.io/cluster"):
+            out[k] = v
+    return out
+
+
+def build_pods(ray_service: dict[str, Any], *, cluster_suffix: str = "x7k2p") -> list[dict[str, Any]]:
+    """The head pod and one pod per worker group that KubeRay creates for ``ray_service``."""
+    name, ns = ray_service["metadata"]["name"], ray_service["metadata"]["namespace"]
+    cluster = f"{name}-{cluster_suffix}"  # utils.GenerateRayClusterName
+    spec = ray_service["spec"]["rayClusterConfig"]
+    head_params = spec["headGroupSpec"]["rayStartParams"]
+    head_address = f"{cluster}-head-svc.{ns}.svc.cluster.local:{head_params.get('port', DEFAULT_GCS_PORT)}"
+    groups = [(True, "headgroup", spec["headGroupSpec"])] + [(False, w["groupName"], w)
+                                                              for w in spec["workerGroupSpecs"]]
+    pods = []
+    for head, group, g in groups:
+        tpl = copy.deepcopy(g["template"])
+        labels = label_pod(tpl["metadata"].get("labels", {}), cluster=cluster, head=head, group=group)
+        labels["ray.io/serve"] = "false" if head else "true"  # BuildPod, RayService pods
+        container = tpl["spec"]["containers"][0]
+        params = complete_params(g["rayStartParams"], head=head, head_address=head_address)
+        limits = container.get("resources", {}).get("limits", {})
+        cmd = f"ulimit -n ${{RAY_START_ULIMIT_OPEN_FILES:-65536}}; {ray_start_command(params, limits, head=head)}"
+        container["command"] = ["/bin/bash", "-c", "--"]
+        container["args"] = [cmd]
+        if "livenessProbe" not in container:
+            container["livenessProbe"] = {"httpGet": {"path": "/api/healthz", "port": int(
+                params["dashboard-agent-listen-port"])}}
+        ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+        if "metrics" not in ports:
+            container.setdefault("ports", []).append({"name": "metrics", "containerPort": DEFAULT_METRICS_PORT})
+        pods.append({"apiVersion": "v1", "kind": "Pod",
+                     "metadata": {"name": f"{cluster}-{group}", "namespace": ns, "labels": labels},
+                     "spec": tpl["spec"], "group": group, "head": head})
+    return pods

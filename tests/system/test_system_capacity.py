@@ -1,0 +1,106 @@
+"""Will the pods that land on the system nodes be scheduled? Read from the synthesized templates (Helm values,
+RayService heads, Jobs, the node group's instance type and desired size) and placed the way kube-scheduler
+places them (eks_inference/k8s/capacity.py ``fit``: NodeResourcesFit and LeastAllocated, kubernetes
+pkg/scheduler/framework/plugins/noderesources/; allocatable per the EKS AL2023 AMI's nodeadm)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from eks_inference.config import ConfigError, NodeGroupSpec
+from eks_inference.k8s.capacity import (
+    COREDNS,
+    PodRequest,
+    allocatable,
+    check_system_group,
+    cpu_millicores,
+    fit,
+    instance_shape,
+    memory_mebibytes,
+)
+from tests.conftest import Assembly
+from tests.system.cfn import HELM_TYPE
+from tests.system.synthesized import objects
+
+SYSTEM = {"eks-inference/processor": "system"}
+
+
+def requests_of(name: str, resources: dict[str, Any]) -> PodRequest:
+    req = resources.get("requests", {})
+    return PodRequest(name, cpu_millicores(str(req.get("cpu", "0"))), memory_mebibytes(str(req.get("memory", "0"))))
+
+
+def helm_system_pods(asm: Assembly) -> list[PodRequest]:
+    pods = []
+    for res in asm.template("-Cluster")["Resources"].values():
+        if res["Type"] != HELM_TYPE:
+            continue
+        chart, values = res["Properties"]["Chart"], json.loads(res["Properties"].get("Values") or "{}")
+        if values.get("nodeSelector") == SYSTEM:
+            pods.append(requests_of(chart, values["resources"]))
+        scheduler = values.get("scheduler", {})
+        if scheduler.get("enabled") and scheduler.get("nodeSelector") == SYSTEM:
+            pods.append(requests_of(f"{chart} scheduler extension", scheduler["resources"]))
+            custom = scheduler["customScheduler"]
+            assert custom["nodeSelector"] == SYSTEM
+            pods.append(requests_of(f"{chart} kube-scheduler", custom["resources"]))
+    return pods
+
+
+def workload_system_pods(asm: Assembly) -> list[PodRequest]:
+    pods = []
+    for rs in objects(asm, "RayService"):
+        head = rs["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]
+        if head["nodeSelector"] == SYSTEM:
+            pods.append(requests_of(f"head of {rs['metadata']['name']}", head["containers"][0]["resources"]))
+    for job in objects(asm, "Job"):
+        spec = job["spec"]["template"]["spec"]
+        assert spec["nodeSelector"] == SYSTEM
+        for _ in range(job["spec"]["parallelism"]):
+            pods.append(requests_of(job["metadata"]["name"], spec["containers"][0]["resources"]))
+    return pods
+
+
+def system_group(asm: Assembly) -> tuple[list[str], int, int]:
+    (ng,) = [r["Properties"] for r in asm.template("-Cluster")["Resources"].values()
+             if r["Type"] == "AWS::EKS::Nodegroup" and r["Properties"]["Labels"] == SYSTEM]
+    return ng["InstanceTypes"], ng["ScalingConfig"]["DesiredSize"], ng["ScalingConfig"]["MaxSize"]
+
+
+@pytest.mark.parametrize("which", ["dev", "prod", "dev with a load-test run"])
+def test_every_system_pod_is_scheduled(which: str, assemblies: dict[str, Assembly],
+                                       redeploy: dict[str, Assembly]) -> None:
+    asm = redeploy["before"] if which.startswith("dev with") else assemblies[which]
+    types, desired, _ = system_group(asm)
+    alloc = min(allocatable(instance_shape(t)) for t in types)
+    pods = [*helm_system_pods(asm), *COREDNS, *workload_system_pods(asm)]
+    assert len(helm_system_pods(asm)) == 4  # kuberay, metrics-server, the Neuron extension and its scheduler
+    assert fit(pods, nodes=desired, node_alloc=alloc) == []
+    if which.startswith("dev with"):
+        assert sum(p.name.startswith("loadtest-") for p in pods) == 5  # 2 clients x 2 targets + the report
+
+
+def test_the_run_on_dev_as_shipped_is_refused_with_the_fix(redeploy: dict[str, Assembly]) -> None:
+    """The same run on dev's shipped system group (2 x m7i.large): the synth-time check names the node count."""
+    asm = redeploy["before"]
+    load = [p for p in workload_system_pods(asm) if p.name.startswith("loadtest-")]
+    base = [*helm_system_pods(asm), *COREDNS,
+            *[p for p in workload_system_pods(asm) if not p.name.startswith("loadtest-")]]
+    shipped = NodeGroupSpec(name="system", processor=None, instance_types=("m7i.large",), min_size=1, max_size=3,
+                            desired_size=2)
+    assert fit([*base, *load], nodes=2, node_alloc=allocatable(instance_shape("m7i.large")))
+    with pytest.raises(ConfigError, match=r"^loadtest run 'run-002': \d+ pod\(s\) .* do not fit on node group "
+                                          r"'system' \(2 x m7i.large, .*; raise its desired_size and max_size to "
+                                          r"\d+ \(or use larger instance types\), or lower loadtest.clients$"):
+        check_system_group(shipped, base=base, extra=load, extra_what="loadtest run 'run-002'",
+                           extra_fix="lower loadtest.clients")
+
+
+def test_allocatable_follows_nodeadm() -> None:
+    """awslabs/amazon-eks-ami nodeadm/internal/kubelet/config.go: 6 % + 1 % + 0.5 % x 2 + 0.25 % per core over 4."""
+    assert allocatable(instance_shape("m7i.large"))[0] == 2000 - 70
+    assert allocatable(instance_shape("m7i.4xlarge"))[0] == 16000 - (60 + 10 + 10 + 30)
+    assert instance_shape("t3.medium").vcpus == 2 and instance_shape("m7g.medium").vcpus == 1
