@@ -48,8 +48,12 @@ def _store_references(src: Path, uri: str, *, task: str | None, digest: str,
                       endpoint_url: str | None) -> tuple[str, ...]:
     """Reference outputs for the verification probes beside the weights; never fails the publish."""
     from eks_inference.config import Task
-    from eks_inference.verify.reference import SERVE_EXTRA_HINT, infer_task, store_references, torch_available
 
+    try:
+        from eks_inference.verify.reference import infer_task, store_references, torch_available
+        from eks_inference.verify.stored import SERVE_EXTRA_HINT
+    except ImportError:  # an image without the verification package
+        return ("no reference outputs stored: eks_inference.verify is not installed here",)
     if not torch_available():
         return (f"no reference outputs stored: {SERVE_EXTRA_HINT}, then publish again",)
     kind = Task(task) if task else infer_task(src)

@@ -24,13 +24,12 @@ from typing import Any
 from eks_inference.config import ConfigError, Task
 from eks_inference.verify.compare import Comparison, Row, Tolerances, compare
 from eks_inference.verify.probes import PROBE_SET_VERSION, Probe, probes_for
-from eks_inference.verify.reference import (
+from eks_inference.verify.reference import load_reference_model, torch_available
+from eks_inference.verify.stored import (
     Reference,
     ReferenceUnavailable,
     describe_source,
-    load_reference_model,
     read_reference,
-    torch_available,
     write_reference,
 )
 

@@ -11,7 +11,8 @@ from eks_inference.config import Task
 from eks_inference.verify.check import Comparison, Verdict, VerifyError, _chunks, base_url, render_table
 from eks_inference.verify.compare import Tolerances, compare
 from eks_inference.verify.probes import LADDER_WORDS, PROBE_SET_VERSION, ladder_text, probes_for
-from eks_inference.verify.reference import Reference, infer_task, reference_prefix
+from eks_inference.verify.reference import infer_task
+from eks_inference.verify.stored import Reference, reference_prefix
 
 
 def unit(v: list[float]) -> list[float]:

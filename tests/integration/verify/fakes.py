@@ -41,11 +41,10 @@ def bundled_dir() -> Path:
     return bundled_model_path("all-minilm-l6-v2")
 
 
-def _eager(model_dir: Path, task: Task) -> Any:
-    from eks_inference.serving.tasks import load_task_module
-    from eks_inference.verify.reference import _EagerBackend
+def eager(model_dir: Path, task: Task) -> Any:
+    from eks_inference.verify.reference import EagerBackend, eager_module
 
-    return _EagerBackend(load_task_module(model_dir, task, attn_implementation="eager").float().eval())
+    return EagerBackend(eager_module(model_dir, task))
 
 
 def random_model_dir(dest: Path, *, layers: int = 2, seed: int = 7) -> Path:
@@ -66,7 +65,7 @@ def perturbed_engine_backend(task: Task, *, relative_noise: float, seed: int = 3
     """The bundled weights, every tensor plus Gaussian noise of ``relative_noise`` × its own std."""
     import torch
 
-    backend = _eager(bundled_dir(), task)
+    backend = eager(bundled_dir(), task)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in backend.module.parameters():
@@ -151,7 +150,7 @@ def twisted(twist: str, *, tmp: Path, task: Task = Task.EMBEDDING, max_seq_lengt
     src = bundled_dir()
     kw: dict[str, Any] = {"model": model, "task": task, "max_seq_length": max_seq_length}
     if twist == "correct":
-        return start(engine_answer(src, _eager(src, task), task=task, max_seq_length=max_seq_length), **kw)
+        return start(engine_answer(src, eager(src, task), task=task, max_seq_length=max_seq_length), **kw)
     if twist == "wrong-vectors":
         def wrong(items: list[Any]) -> tuple[list[Any], list[bool]]:
             out = []
@@ -165,12 +164,12 @@ def twisted(twist: str, *, tmp: Path, task: Task = Task.EMBEDDING, max_seq_lengt
         return start(wrong, **kw)
     if twist == "random-model":
         d = random_model_dir(tmp / "random-model")
-        return start(engine_answer(d, _eager(d, task), task=task, max_seq_length=max_seq_length), **kw)
+        return start(engine_answer(d, eager(d, task), task=task, max_seq_length=max_seq_length), **kw)
     if twist == "perturbed":
         backend = perturbed_engine_backend(task, relative_noise=0.1)
         return start(engine_answer(src, backend, task=task, max_seq_length=max_seq_length), **kw)
     if twist == "silent-truncation":
-        inner = engine_answer(src, _eager(src, task), task=task, max_seq_length=max(8, max_seq_length // 4))
+        inner = engine_answer(src, eager(src, task), task=task, max_seq_length=max(8, max_seq_length // 4))
 
         def silent(items: list[Any]) -> tuple[list[Any], list[bool]]:
             outputs, _ = inner(items)

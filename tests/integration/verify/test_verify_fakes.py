@@ -114,6 +114,13 @@ def test_a_stored_reference_serves_a_machine_without_torch(correct: fakes.FakeTa
     assert f"reference: stored: {model}/.references/probes-v1-" in stored.stdout
     assert stored.stdout.strip().splitlines()[-1].startswith("PASSED: ")
 
+    # the load tester in that image verifies the same way before its schedule
+    run = cli("loadtest", "run", "--url", correct.url, "--verify", "--verify-source", str(model), "--rates", "4",
+              "--duration", "1", "--warmup", "0.2", "--no-progress", "--out", str(work / "lt.json"), env=without_torch)
+    assert run.returncode == 0, run.stderr
+    verdict = json.loads((work / "lt.json").read_text())["verification"]
+    assert verdict["status"] == "passed" and verdict["reference"].startswith(f"stored: {model}/.references/")
+
     # a tampered stored reference is refused, not trusted
     (out_file,) = (model / ".references").glob("probes-v1-*/seq-128/outputs-*.json")
     out_file.write_text(out_file.read_text().replace("0.", "0.1", 5))
@@ -138,7 +145,7 @@ def test_references_published_to_s3_verify_in_the_load_test_image(
     assert again.status == "already-published" and all("(already-stored)" in line for line in again.references)
 
     model_uri = "s3://verify-refs/models/tiny/v1"
-    answer = fakes.engine_answer(tiny, fakes._eager(tiny, Task.EMBEDDING), task=Task.EMBEDDING, max_seq_length=64)
+    answer = fakes.engine_answer(tiny, fakes.eager(tiny, Task.EMBEDDING), task=Task.EMBEDDING, max_seq_length=64)
     target = fakes.start(answer, model="tiny", max_seq_length=64, model_uri=model_uri)
     try:
         env = {**without_torch, "AWS_ENDPOINT_URL": moto_s3_endpoint}
