@@ -318,7 +318,8 @@ def render_table(v: Verdict, *, width: int = 120, limit: int | None = None) -> s
         line = f"{mark}{r.probe.id:<18} {r.probe.short(42):<42} {score:>9}  {'' if r.ok else r.detail}".rstrip()
         lines.append(line if len(line) <= width else line[: width - 1] + "…")
     if limit is not None and len(rows) < len(v.comparison.rows):
-        lines.append(f"  … {len(v.comparison.rows) - len(rows)} more probes agree (all of them are in the result file)")
+        more = len(v.comparison.rows) - len(rows)
+        lines.append(f"  … and {more} more {'probes agree' if more > 1 else 'probe agrees'} (all are in the result file)")
     lines += [f"skipped: {s}" for s in v.skipped]
     lines += [f"note: {n}" for n in v.notes]
     lines.append(v.summary())
