@@ -319,7 +319,8 @@ def render_table(v: Verdict, *, width: int = 120, limit: int | None = None) -> s
         lines.append(line if len(line) <= width else line[: width - 1] + "…")
     if limit is not None and len(rows) < len(v.comparison.rows):
         more = len(v.comparison.rows) - len(rows)
-        lines.append(f"  … and {more} more {'probes agree' if more > 1 else 'probe agrees'} (all are in the result file)")
+        agree = "probes agree" if more > 1 else "probe agrees"
+        lines.append(f"  … and {more} more {agree} (all are in the result file)")
     lines += [f"skipped: {s}" for s in v.skipped]
     lines += [f"note: {n}" for n in v.notes]
     lines.append(v.summary())
