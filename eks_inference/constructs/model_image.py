@@ -33,7 +33,8 @@ def build_context_excludes(image: str) -> list[str]:
     imports aws-cdk-lib can reach an image.
     """
     folder, requirements = IMAGES[image]
-    modules = ["loadtest"] if image == "loadtest" else ["serving", "compile"]
+    modules = (["loadtest", "verify", "costs.py", "manifests.py", "serving/__init__.py", "serving/storage.py"]
+               if image == "loadtest" else ["serving", "compile"])
     return [
         "*",
         "!pyproject.toml", "!README.md", f"!{requirements}",

@@ -72,6 +72,13 @@ def test_serving_pods_read_models_and_write_only_artifacts(assemblies: dict[str,
 def test_load_test_pods_write_only_results(assemblies: dict[str, Assembly]) -> None:
     st = {s["Sid"]: s for s in _role_policy(template(assemblies), "^Load-test pods")}
     assert _prefixes(st["WritePrefixes"]) == {"results"} and _prefixes(st["ReadPrefixes"]) == {"results"}
+    # `loadtest run --verify` reads each model's manifest and stored reference outputs, never the weights.
+    reads = json.dumps(st["ReadModelManifestsAndReferences"]["Resource"])
+    assert st["ReadModelManifestsAndReferences"]["Action"] == "s3:GetObject"
+    assert sorted(re.findall(r"/models/[^\"]*", reads)) == ["/models/*/.references/*", "/models/*/manifest.json"]
+    assert st["ListModels"]["Condition"] == {"StringLike": {"s3:prefix": ["models/*"]}}
+    assert set(st) == {"ListPrefixes", "ReadPrefixes", "DecryptObjects", "WritePrefixes", "EncryptObjects",
+                       "ListModels", "ReadModelManifestsAndReferences"}
 
 
 def test_pod_identity_associations(assemblies: dict[str, Assembly]) -> None:
