@@ -16,22 +16,37 @@ from __future__ import annotations
 RAY_PREFIX = "ray_"
 
 # -- ours (eks_inference.serving.metrics); labels: application, replica (+ bucket where noted) --------------
+# Ray 2.60 rebuilds a histogram's _sum from bucket midpoints (open_telemetry_metric_recorder.py,
+# record_histogram_aggregated_batch: "the histogram sum value will be an approximation"), so every mean the load
+# tester and the dashboards compute comes from the exact counters below; the histograms give the distributions.
 REQUEST_QUEUE_MS = "eks_inference_request_queue_ms"
 """Histogram, per predict request: from admission (body parsed) to the start of the first forward carrying it."""
 REQUEST_MODEL_MS = "eks_inference_request_model_ms"
 """Histogram, per predict request: from the start of its first forward to the end of its last one."""
 FORWARD_MS = "eks_inference_forward_ms"
 """Histogram, per forward, label ``bucket`` (compiled shape ``BxS``): the backend's forward alone."""
-BATCH_ROWS = "eks_inference_batch_rows"
-"""Histogram, per forward, label ``bucket``: real inputs in the forward (the rest of ``B`` is padding)."""
+TIMED_REQUESTS = "eks_inference_timed_requests"
+"""Counter: predict requests that reached the model (the count behind the two time counters)."""
+QUEUE_TIME_MS = "eks_inference_queue_time_ms"
+"""Counter: exact sum of the per-request queue times, ms."""
+MODEL_TIME_MS = "eks_inference_model_time_ms"
+"""Counter: exact sum of the per-request model times, ms."""
+FORWARDS = "eks_inference_forwards"
+"""Counter, label ``bucket``: forwards run."""
+BATCH_INPUTS = "eks_inference_batch_inputs"
+"""Counter, label ``bucket``: real inputs carried by those forwards (the rest of each ``B`` is padding)."""
+FORWARD_TIME_MS = "eks_inference_forward_time_ms"
+"""Counter, label ``bucket``: exact sum of forward times, ms."""
 TOKEN_SLOTS = "eks_inference_token_slots"
 """Counter, label ``bucket``: token positions computed (B × S per forward)."""
 PADDING_SLOTS = "eks_inference_padding_slots"
 """Counter, label ``bucket``: token positions computed on padding (padded rows and padded tokens)."""
 
-OURS = (REQUEST_QUEUE_MS, REQUEST_MODEL_MS, FORWARD_MS, BATCH_ROWS, TOKEN_SLOTS, PADDING_SLOTS)
-HISTOGRAMS = frozenset({REQUEST_QUEUE_MS, REQUEST_MODEL_MS, FORWARD_MS, BATCH_ROWS})
-COUNTERS = frozenset({TOKEN_SLOTS, PADDING_SLOTS})
+HISTOGRAMS = frozenset({REQUEST_QUEUE_MS, REQUEST_MODEL_MS, FORWARD_MS})
+COUNTERS = frozenset({TIMED_REQUESTS, QUEUE_TIME_MS, MODEL_TIME_MS, FORWARDS, BATCH_INPUTS, FORWARD_TIME_MS,
+                      TOKEN_SLOTS, PADDING_SLOTS})
+OURS = (REQUEST_QUEUE_MS, REQUEST_MODEL_MS, FORWARD_MS, TIMED_REQUESTS, QUEUE_TIME_MS, MODEL_TIME_MS, FORWARDS,
+        BATCH_INPUTS, FORWARD_TIME_MS, TOKEN_SLOTS, PADDING_SLOTS)
 
 # -- Ray Serve's own (already exported names) ------------------------------------------------------------------
 SERVE_REQUESTS = "ray_serve_deployment_request_counter_total"

@@ -20,8 +20,10 @@ IMAGES = {
 }
 
 
-CORE_MODULES = ("__init__.py", "config.py", "cli.py", "cli_help.py", "instance_types.py", "regions.py")
-"""Modules every image ships: the CLI and the config it validates (which reads the instance and region tables)."""
+CORE_MODULES = ("__init__.py", "config.py", "cli.py", "cli_help.py", "instance_types.py", "regions.py",
+                "metric_names.py")
+"""Modules every image ships: the CLI and the config it validates (which reads the instance and region tables),
+and the names of the metrics serving exports and the load tester reads."""
 
 
 def build_context_excludes(image: str) -> list[str]:

@@ -10,7 +10,8 @@ the start and at the end of each step; the step's ``server_metrics`` are the dif
 * ``forwards`` and ``mean_batch_size`` (real inputs per forward), ``padding_ratio`` (token positions computed on
   padding);
 * ``queue_ms`` and ``model_ms``: per request, the mean wait from admission to its forward and the mean time in
-  it; the client's mean latency minus both is the network, proxy and HTTP handling (the report's split);
+  it; the client's mean latency minus both is the network, proxy and HTTP handling (the report's split). Means
+  come from the replica's exact counters, never from histogram sums (Ray rebuilds those from bucket midpoints);
 * ``replicas`` at the start and end (Serve's healthy-replica gauge).
 
 Counters are differenced per series (a series that appears during the step counts from zero; one that
@@ -89,11 +90,9 @@ def _counter_delta(start: Mapping[SeriesKey, float], end: Mapping[SeriesKey, flo
     return total, sum(1 for key in start if key not in end)
 
 
-def _hist(s: Snapshot, e: Snapshot, name: str, **labels: str) -> tuple[float, float, int]:
-    """(sum delta, count delta, vanished series) of a histogram."""
-    total, gone = _counter_delta(s.select(name + "_sum", **labels), e.select(name + "_sum", **labels))
-    count, _ = _counter_delta(s.select(name + "_count", **labels), e.select(name + "_count", **labels))
-    return total, count, gone
+def _total(s: Snapshot, e: Snapshot, name: str, **labels: str) -> tuple[float, int]:
+    """(delta, vanished series) of one of our counters, summed over series."""
+    return _counter_delta(s.select(names.exported(name), **labels), e.select(names.exported(name), **labels))
 
 
 def _mean(total: float, count: float, ndigits: int = 3) -> float | None:
@@ -126,29 +125,29 @@ def step_metrics(start: Snapshot, end: Snapshot, *, application: str) -> dict[st
         before = http0.get(key, 0.0)
         code = dict(key[1]).get("status_code", "?")
         responses[code] = responses.get(code, 0) + round(v - before if v >= before else v)
-    q_sum, q_n, q_gone = _hist(start, end, names.exported(names.REQUEST_QUEUE_MS), **app)
-    m_sum, m_n, _ = _hist(start, end, names.exported(names.REQUEST_MODEL_MS), **app)
-    f_sum, f_n, _ = _hist(start, end, names.exported(names.FORWARD_MS), **app)
-    r_sum, r_n, _ = _hist(start, end, names.exported(names.BATCH_ROWS), **app)
-    slots, _ = _counter_delta(start.select(names.exported(names.TOKEN_SLOTS), **app),
-                              end.select(names.exported(names.TOKEN_SLOTS), **app))
-    padding, _ = _counter_delta(start.select(names.exported(names.PADDING_SLOTS), **app),
-                                end.select(names.exported(names.PADDING_SLOTS), **app))
+    timed, t_gone = _total(start, end, names.TIMED_REQUESTS, **app)
+    queue, _ = _total(start, end, names.QUEUE_TIME_MS, **app)
+    model, _ = _total(start, end, names.MODEL_TIME_MS, **app)
+    forwards, _ = _total(start, end, names.FORWARDS, **app)
+    inputs, _ = _total(start, end, names.BATCH_INPUTS, **app)
+    forward_ms, _ = _total(start, end, names.FORWARD_TIME_MS, **app)
+    slots, _ = _total(start, end, names.TOKEN_SLOTS, **app)
+    padding, _ = _total(start, end, names.PADDING_SLOTS, **app)
     notes = []
-    if gone or q_gone:
-        notes.append(f"{max(gone, q_gone)} replica series ended during the step (a replica stopped); what they "
+    if gone or t_gone:
+        notes.append(f"{max(gone, t_gone)} replica series ended during the step (a replica stopped); what they "
                      "served after the first read is not counted")
     return {
         "status": "ok",
         "requests": round(requests),
         "responses": dict(sorted(responses.items())),
-        "timed_requests": round(q_n),
-        "forwards": round(f_n),
-        "mean_batch_size": _mean(r_sum, r_n, 2),
+        "timed_requests": round(timed),
+        "forwards": round(forwards),
+        "mean_batch_size": _mean(inputs, forwards, 2),
         "padding_ratio": round(padding / slots, 4) if slots > 0 else None,
-        "queue_ms": _mean(q_sum, q_n),
-        "model_ms": _mean(m_sum, m_n),
-        "forward_ms": _mean(f_sum, f_n),
+        "queue_ms": _mean(queue, timed),
+        "model_ms": _mean(model, timed),
+        "forward_ms": _mean(forward_ms, forwards),
         "replicas": {"start": replicas_in(start, application), "end": replicas_in(end, application)},
         "notes": notes,
     }
@@ -193,8 +192,8 @@ class ServerScraper:
     def _fingerprint(self, s: Snapshot) -> tuple[float, ...]:
         app = {"application": self.application}
         return tuple(sum(s.select(n, **app).values()) for n in (
-            names.SERVE_REQUESTS, names.exported(names.REQUEST_QUEUE_MS) + "_count",
-            names.exported(names.FORWARD_MS) + "_count", names.SERVE_HTTP_REQUESTS))
+            names.SERVE_REQUESTS, names.exported(names.TIMED_REQUESTS), names.exported(names.FORWARDS),
+            names.SERVE_HTTP_REQUESTS))
 
     async def settled(self, *, since: float) -> tuple[Snapshot, float]:
         """A snapshot taken once everything recorded before ``since`` (epoch s) has reached the endpoints, and

@@ -30,7 +30,6 @@ METRICS_HOST_ENV = "EKS_INFERENCE_METRICS_HOST"
 MS_BOUNDARIES = [0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
                  30000.0]
 """Milliseconds, from sub-millisecond CPU forwards to a compile-sized stall."""
-ROWS_BOUNDARIES = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0]
 
 
 def bucket_label(batch: int, seq: int) -> str:
@@ -41,36 +40,49 @@ def bucket_label(batch: int, seq: int) -> str:
 class ReplicaMetrics:
     """The replica's own metrics (:data:`~eks_inference.metric_names.OURS`), recorded through ``ray.util.metrics``.
 
-    Thread-safe: forwards are recorded on the replica's forward thread, requests on its event loop. Label
-    dictionaries are built once per bucket so that a record is one call into Ray's recorder.
+    Distributions are histograms; every sum a mean is computed from is a counter, because Ray rebuilds histogram
+    sums from bucket midpoints (see :mod:`eks_inference.metric_names`). Thread-safe: forwards are recorded on the
+    replica's forward thread, requests on its event loop. Label dictionaries are built once per bucket.
     """
 
     def __init__(self, *, application: str, replica: str) -> None:
         from ray.util import metrics as m
 
         base = ("application", "replica")
-        default = {"application": application, "replica": replica}
-        self.queue_ms = m.Histogram(names.REQUEST_QUEUE_MS, "Per predict request: ms from admission to the start "
-                                    "of the first forward carrying it", boundaries=MS_BOUNDARIES,
-                                    tag_keys=base).set_default_tags(default)
-        self.model_ms = m.Histogram(names.REQUEST_MODEL_MS, "Per predict request: ms from the start of its first "
-                                    "forward to the end of its last", boundaries=MS_BOUNDARIES,
-                                    tag_keys=base).set_default_tags(default)
         shaped = (*base, "bucket")
-        self.forward_ms = m.Histogram(names.FORWARD_MS, "Per forward: ms in the backend, by compiled shape",
-                                      boundaries=MS_BOUNDARIES, tag_keys=shaped).set_default_tags(default)
-        self.rows = m.Histogram(names.BATCH_ROWS, "Per forward: real inputs, by compiled shape",
-                                boundaries=ROWS_BOUNDARIES, tag_keys=shaped).set_default_tags(default)
-        self.slots = m.Counter(names.TOKEN_SLOTS, "Token positions computed, by compiled shape",
-                               tag_keys=shaped).set_default_tags(default)
-        self.padding = m.Counter(names.PADDING_SLOTS, "Token positions computed on padding, by compiled shape",
-                                 tag_keys=shaped).set_default_tags(default)
+        default = {"application": application, "replica": replica}
+
+        def hist(name: str, doc: str, keys: tuple[str, ...]) -> Any:
+            return m.Histogram(name, doc, boundaries=MS_BOUNDARIES, tag_keys=keys).set_default_tags(default)
+
+        def counter(name: str, doc: str, keys: tuple[str, ...]) -> Any:
+            return m.Counter(name, doc, tag_keys=keys).set_default_tags(default)
+
+        self.queue_ms = hist(names.REQUEST_QUEUE_MS, "Per predict request: ms from admission to the start of the "
+                             "first forward carrying it", base)
+        self.model_ms = hist(names.REQUEST_MODEL_MS, "Per predict request: ms from the start of its first forward "
+                             "to the end of its last", base)
+        self.timed = counter(names.TIMED_REQUESTS, "Predict requests that reached the model", base)
+        self.queue_total = counter(names.QUEUE_TIME_MS, "Sum of per-request queue times, ms", base)
+        self.model_total = counter(names.MODEL_TIME_MS, "Sum of per-request model times, ms", base)
+        self.forward_ms = hist(names.FORWARD_MS, "Per forward: ms in the backend, by compiled shape", shaped)
+        self.forwards = counter(names.FORWARDS, "Forwards run, by compiled shape", shaped)
+        self.inputs = counter(names.BATCH_INPUTS, "Real inputs carried by forwards, by compiled shape", shaped)
+        self.forward_total = counter(names.FORWARD_TIME_MS, "Sum of forward times, ms, by compiled shape", shaped)
+        self.slots = counter(names.TOKEN_SLOTS, "Token positions computed, by compiled shape", shaped)
+        self.padding = counter(names.PADDING_SLOTS, "Token positions computed on padding, by compiled shape", shaped)
         self._tags: dict[tuple[int, int], dict[str, str]] = {}
         self._lock = threading.Lock()
 
     def request(self, queue_s: float, model_s: float) -> None:
-        self.queue_ms.observe(max(queue_s, 0.0) * 1000.0)
-        self.model_ms.observe(max(model_s, 0.0) * 1000.0)
+        queue_ms, model_ms = max(queue_s, 0.0) * 1000.0, max(model_s, 0.0) * 1000.0
+        self.queue_ms.observe(queue_ms)
+        self.model_ms.observe(model_ms)
+        self.timed.inc()
+        if queue_ms > 0:
+            self.queue_total.inc(queue_ms)
+        if model_ms > 0:
+            self.model_total.inc(model_ms)
 
     def forward(self, *, rows: int, batch: int, seq: int, real_tokens: int, seconds: float) -> None:
         """One forward at shape ``batch`` × ``seq`` carrying ``rows`` inputs with ``real_tokens`` non-pad tokens."""
@@ -78,8 +90,13 @@ class ReplicaMetrics:
         if tags is None:
             with self._lock:
                 tags = self._tags.setdefault((batch, seq), {"bucket": bucket_label(batch, seq)})
-        self.forward_ms.observe(seconds * 1000.0, tags)
-        self.rows.observe(float(rows), tags)
+        ms = seconds * 1000.0
+        self.forward_ms.observe(ms, tags)
+        self.forwards.inc(1, tags)
+        if rows > 0:
+            self.inputs.inc(rows, tags)
+        if ms > 0:
+            self.forward_total.inc(ms, tags)
         slots = batch * seq
         self.slots.inc(slots, tags)
         if slots > real_tokens:

@@ -154,7 +154,8 @@ def test_repository_layout() -> None:
 
 
 def test_cluster_env_turns_on_the_measured_ray_settings() -> None:
-    assert RAY_CLUSTER_ENV == {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"}
+    assert RAY_CLUSTER_ENV == {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1",
+                               "RAY_metrics_report_interval_ms": "5000"}
 
 
 def test_processor_must_be_one_of_the_models() -> None:
