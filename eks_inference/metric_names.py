@@ -62,6 +62,8 @@ SERVE_ONGOING = "ray_serve_replica_processing_queries"
 SERVE_HEALTH_CHECK_FAILURES = "ray_serve_health_check_failures_total"
 """Counter from the Serve controller: failed replica health checks; Serve replaces a replica that fails them (or
 that died: the check then fails too)."""
+SERVE_DEPLOYMENT_STATUS = "ray_serve_deployment_status"
+"""Gauge from the Serve controller, one series per deployment while it exists (value: its status code)."""
 SERVE_QUEUED = "ray_serve_deployment_queued_queries"
 """Gauge at the handle: requests waiting for any replica to take them."""
 
