@@ -80,8 +80,10 @@ def test_limits_come_from_the_spec_so_overload_is_shed_not_queued_forever() -> N
     args = parse_app_args(render_serve_config(m, Processor.CPU, model_uri="bundled:all-minilm-l6-v2")
                           ["applications"][0]["args"])
     assert args.max_requests_per_replica == 48 + 7
-    assert (d["num_replicas"], d["max_ongoing_requests"], d["max_queued_requests"]) == (
-        3, 55 + ADMISSION_SPARE, BURST_QUEUE_FACTOR * 55)
+    assert "num_replicas" not in d  # Serve refuses a number next to an autoscaling_config
+    scaling = d["autoscaling_config"]
+    assert (scaling["min_replicas"], scaling["max_replicas"], d["max_ongoing_requests"], d["max_queued_requests"]) == (
+        3, 3, 55 + ADMISSION_SPARE, BURST_QUEUE_FACTOR * 55)
     assert d["logging_config"] == {"enable_access_log": False}
 
 

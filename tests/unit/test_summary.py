@@ -53,8 +53,10 @@ def test_summary_reports_what_the_config_asked_for(own_account_assembly: Assembl
             r = services[f"{model.name}-{processor.value}"]
             (d,) = r.deployments
             serving = model.serving
-            assert (d["num_replicas"], r.workers, r.min_workers) == (serving.num_replicas,) * 3
-            assert r.max_workers == max(serving.num_replicas, config.node_group_for(processor).max_size)
+            lo, hi = serving.replicas
+            scaling = d["autoscaling_config"]
+            assert (scaling["min_replicas"], r.workers, r.min_workers) == (lo,) * 3
+            assert scaling["max_replicas"] == r.max_workers == hi
             assert d["user_config"]["max_batch_size"] == serving.max_batch_size
             assert d["user_config"]["batch_wait_timeout_s"] == serving.batch_wait_timeout_s
             assert d["user_config"]["num_threads"] == serving.num_threads
