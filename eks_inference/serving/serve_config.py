@@ -42,9 +42,16 @@ INDEX_APP_NAME = "_index"
 INDEX_IMPORT_PATH = "eks_inference.serving.index:build_app"
 INDEX_DEPLOYMENT_NAME = "RouteIndex"
 
+AUTOSCALING_METRIC_PUSH_S = 2
+"""How often each replica reports its ongoing requests to Serve's autoscaler (Ray's default 10 s). With HAProxy
+ingress requests bypass the handles, so these reports are the autoscaler's only input
+(ray/serve/_private/replica.py, ``should_collect_ongoing_requests``); every 2 s puts several samples in the
+look-back window and lets a step in load be seen within seconds, at one small call per replica per 2 s."""
+
 RAY_CLUSTER_ENV: dict[str, str] = {
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": str(AUTOSCALING_METRIC_PUSH_S),
 }
 """Environment for every Ray container (head and workers) that runs these applications.
 
