@@ -170,7 +170,10 @@ def live_replicas(app_name: str, deployment: str) -> dict[str, Any]:
     the controller (``get_serve_details``, what ``serve.status()`` reads)."""
     from ray.serve.context import _get_global_client
 
-    details = _get_global_client().get_serve_details()
+    client = _get_global_client()
+    if client is None:
+        raise RuntimeError("no Serve controller is running")
+    details = client.get_serve_details()
     dep = details["applications"][app_name]["deployments"][deployment]
     states = [str(r.get("state")) for r in dep.get("replicas", [])]
     cfg = dep.get("deployment_config") or {}
