@@ -175,7 +175,7 @@ def live_replicas(app_name: str, deployment: str) -> dict[str, Any]:
         raise RuntimeError("no Serve controller is running")
     details = client.get_serve_details()
     dep = details["applications"][app_name]["deployments"][deployment]
-    states = [str(r.get("state")) for r in dep.get("replicas", [])]
+    states = [str(getattr(r.get("state"), "value", r.get("state"))) for r in dep.get("replicas", [])]
     cfg = dep.get("deployment_config") or {}
     scaling = cfg.get("autoscaling_config") or {}
     fixed = cfg.get("num_replicas")
