@@ -301,8 +301,8 @@ class ServingSpec:
     :param num_replicas: a fixed replica count, shorthand for ``min_replicas`` = ``max_replicas`` = N; give either
         this or min/max. Default none.
     :param target_ongoing_requests: requests per replica that Serve's autoscaler aims for (running plus waiting
-        in the replica's batch queue). Default ``max_batch_size``: one full batch in flight keeps a replica's
-        batches full; more only waits another forward. At most ``max_ongoing_requests``.
+        in the replica's batch queue). Default: derived per processor from the batch size
+        (:func:`default_target_ongoing_requests`). At most ``max_ongoing_requests``.
     :param upscale_delay_s: how long the load must stay above the target before replicas are added, default 15.
     :param downscale_delay_s: how long it must stay below before replicas are removed, default 300 (a new
         replica, and on accelerators a new node, costs minutes; brief dips should not give it back).
@@ -416,10 +416,7 @@ class ServingSpec:
             errs.add(f"{where}.initializing_timeout_s", self.initializing_timeout_s, "is outside 60..86400 s",
                      "use e.g. 3600 (a first start may wait for a node, an image pull and a compile)")
         target = self.target_ongoing_requests
-        if target is None:
-            if _is_int(self.max_batch_size) and self.max_batch_size >= 1:
-                object.__setattr__(self, "target_ongoing_requests", float(self.max_batch_size))
-        elif not _is_number(target) or target <= 0:
+        if target is not None and (not _is_number(target) or target <= 0):
             errs.add(f"{where}.target_ongoing_requests", target, "must be a positive number",
                      "use e.g. the max_batch_size, or leave it out")
         target = self.target_ongoing_requests
@@ -429,6 +426,12 @@ class ServingSpec:
                      f"exceeds max_ongoing_requests {self.max_ongoing_requests}: the replica would queue and shed "
                      "before Serve's autoscaler adds replicas",
                      f"lower it to at most {self.max_ongoing_requests}, or raise max_ongoing_requests")
+
+    def target_for(self, processor: Processor) -> float:
+        """The autoscaling target on ``processor``: the configured one, else the derived default."""
+        if self.target_ongoing_requests is not None:
+            return float(self.target_ongoing_requests)
+        return default_target_ongoing_requests(self.max_batch_size, processor, self.max_ongoing_requests)
 
     @property
     def replica_limit(self) -> int:
@@ -461,6 +464,22 @@ class ServingSpec:
         elif bk[-1] != self.max_batch_size:
             errs.add(f"{where}.batch_buckets", list(bk), f"does not end at max_batch_size {self.max_batch_size}",
                      "make the largest bucket equal max_batch_size")
+
+
+def default_target_ongoing_requests(max_batch_size: int, processor: Processor, max_ongoing_requests: int) -> float:
+    """Requests in flight per replica that Serve's autoscaler should aim for, from the batching shape.
+
+    Serve wants ``ceil(total ongoing / target)`` replicas. Just past one replica's capacity, N replicas each run
+    near their lone-request latency, so the total in flight is about load × that latency; unless the target lies
+    at or below one replica's capacity × its lone-request latency (how many requests it finishes while one
+    unbatched request takes), N replicas look like N − 1 and Serve removes one, which is then overloaded and
+    added back: the deployment flaps (seen in bench/autoscale.py at targets of 2, 4 and 8 on this CPU). That
+    product is the batching gain: a CPU forward of a batch of B costs about B single forwards, so about 1; an
+    Inferentia or GPU forward of a full batch costs a few single ones, so a quarter of ``max_batch_size`` is a
+    safe share. Never above ``max_ongoing_requests``, never below 1.
+    """
+    share = 1.0 if processor.backend == "cpu" else max(1.0, max_batch_size / 4)
+    return float(min(max_ongoing_requests, share))
 
 
 @dataclass(frozen=True)

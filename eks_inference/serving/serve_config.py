@@ -162,7 +162,7 @@ def render_serve_config(
     }
     deployment = {
         "name": DEPLOYMENT_NAME,
-        "autoscaling_config": autoscaling_config(model),
+        "autoscaling_config": autoscaling_config(model, processor),
         # The replica itself sheds load above max_requests_per_replica with a JSON 503; Serve's own limits
         # stay above it as a backstop (Serve's 503 body is plain text).
         "max_ongoing_requests": s.replica_limit + ADMISSION_SPARE,
@@ -187,12 +187,14 @@ def render_serve_config(
     }
 
 
-def autoscaling_config(model: ModelSpec) -> dict[str, Any]:
+def autoscaling_config(model: ModelSpec, processor: Processor) -> dict[str, Any]:
     """Serve's ``autoscaling_config`` for the model's deployment (Ray 2.60 ``ray.serve.config.AutoscalingConfig``).
 
     Serve counts a replica's ongoing requests as those it holds, running or waiting in its batch queue; direct
     (HAProxy) ingress makes each replica push that count itself. The target is what a replica should hold on
-    average (by default one full batch); the replica admits up to ``max_ongoing_requests + max_queued_requests``
+    average (by default derived from the batch size and the processor,
+    :func:`~eks_inference.config.default_target_ongoing_requests`); the replica admits up to
+    ``max_ongoing_requests + max_queued_requests``
     and sheds beyond, so between the target and that limit lies the room that absorbs a rise in load while new
     replicas start. Only at ``max_replicas`` does a sustained overload meet the 503. A fixed count renders
     ``min_replicas == max_replicas``: the same document shape whether or not the model scales.
@@ -203,7 +205,7 @@ def autoscaling_config(model: ModelSpec) -> dict[str, Any]:
         "min_replicas": lo,
         "max_replicas": hi,
         "initial_replicas": lo,
-        "target_ongoing_requests": s.target_ongoing_requests,
+        "target_ongoing_requests": s.target_for(processor),
         "upscale_delay_s": s.upscale_delay_s,
         "downscale_delay_s": s.downscale_delay_s,
         "look_back_period_s": s.look_back_period_s,

@@ -508,13 +508,17 @@ def test_synth_prints_every_error(tmp_path: Path) -> None:
 
 
 def test_replica_bounds_default_and_shorthand() -> None:
-    """No bounds: one replica, no scaling; num_replicas fixes both; the target defaults to one full batch."""
+    """No bounds: one replica, no scaling; num_replicas fixes both; the target is derived per processor from the
+    batch size: 1 on CPUs, a quarter batch on accelerators (default_target_ongoing_requests)."""
     assert ServingSpec().replicas == (1, 1)
     assert ServingSpec(num_replicas=3).replicas == (3, 3)
     assert ServingSpec(min_replicas=2).replicas == (2, 2)
     assert ServingSpec(min_replicas=1, max_replicas=4).replicas == (1, 4)
-    assert ServingSpec(max_batch_size=16).target_ongoing_requests == 16
-    assert ServingSpec(target_ongoing_requests=8).target_ongoing_requests == 8
+    assert ServingSpec(max_batch_size=32).target_for(Processor.GRAVITON) == 1
+    assert ServingSpec(max_batch_size=32).target_for(Processor.INFERENTIA) == 8
+    assert ServingSpec(max_batch_size=2).target_for(Processor.GPU) == 1
+    assert ServingSpec(max_batch_size=512, max_ongoing_requests=64).target_for(Processor.GPU) == 64
+    assert ServingSpec(target_ongoing_requests=6).target_for(Processor.CPU) == 6
 
 
 @pytest.mark.parametrize(("serving", "message"), [
