@@ -113,7 +113,7 @@ def test_min_greater_than_max() -> None:
 
 
 def test_desired_outside_range() -> None:
-    with pytest.raises(ConfigError, match=r"desired_size 9 is outside \[1, 4\]"):
+    with pytest.raises(ConfigError, match=r"desired_size 9 is outside \[1, 8\]"):
         parse_platform("dev", dev(node_groups=groups_with("graviton", desired_size=9)))
 
 
@@ -383,10 +383,19 @@ def _minilm(**serving: Any) -> list[dict[str, Any]]:
     return [{"name": "minilm", "processors": ["graviton", "inferentia"], "serving": serving}]
 
 
+def four_each() -> list[dict[str, Any]]:
+    """dev's node groups with four graviton and four inferentia nodes at most."""
+    groups = groups_with("graviton", max_size=4)
+    for g in groups:
+        if g["name"] == "inferentia":
+            g["max_size"] = 4
+    return groups
+
+
 def test_more_replicas_than_max_nodes_hold() -> None:
-    """One Serve replica per worker pod, one whole-node pod per node: 5 replicas need 5 nodes, dev allows 4 each."""
+    """One Serve replica per worker pod, one whole-node pod per node: 5 replicas need 5 nodes, 4 are allowed."""
     with pytest.raises(ConfigError) as info:
-        parse_platform("dev", dev(models=_minilm(num_replicas=5, num_threads=2)))
+        parse_platform("dev", dev(node_groups=four_each(), models=_minilm(num_replicas=5, num_threads=2)))
     assert info.value.errors == (
         "node group 'graviton' max_size: 4 cannot hold the serving replicas, which need 5 c7g.2xlarge nodes "
         "(minilm: 5 replicas, 1 per node (whole node)); raise max_size to 5 or lower max_replicas",
@@ -402,10 +411,10 @@ def test_more_replicas_than_max_nodes_hold() -> None:
 
 def test_upgrade_needs_room_for_the_new_clusters_minimum() -> None:
     """A NewCluster upgrade starts the new Ray cluster at min_replicas while the old one may run at max_replicas:
-    dev's graviton group (4 nodes) holds 3 + 1, not 4 + 1; the inferentia group (4) the same."""
-    assert parse_platform("dev", dev(models=_minilm(min_replicas=1, max_replicas=3))).models[0]
+    groups of 4 nodes hold 3 + 1, not 4 + 1."""
+    assert parse_platform("dev", dev(node_groups=four_each(), models=_minilm(min_replicas=1, max_replicas=3)))
     with pytest.raises(ConfigError) as info:
-        parse_platform("dev", dev(models=_minilm(min_replicas=1, max_replicas=4)))
+        parse_platform("dev", dev(node_groups=four_each(), models=_minilm(min_replicas=1, max_replicas=4)))
     assert info.value.errors == (
         "node group 'graviton' max_size: 4 leaves no room for a NewCluster upgrade, whose new Ray cluster starts at "
         "min_replicas next to the old one at max_replicas: 5 c7g.2xlarge nodes (minilm: 4 + 1 replicas, 1 per node "
@@ -423,7 +432,7 @@ def test_upgrade_room_counts_every_model_of_the_group() -> None:
     with pytest.raises(ConfigError, match=r"^node group 'graviton' max_size: 4 leaves no room for a NewCluster "
                                           r"upgrade, .*: 5 c7g\.2xlarge nodes \(a: 2 \+ 1 replicas, 1 per node "
                                           r"\(whole node\); b: 1 \+ 1 replicas, 1 per node \(whole node\)\)"):
-        parse_platform("dev", dev(models=models))
+        parse_platform("dev", dev(node_groups=four_each(), models=models))
     assert parse_platform("dev", dev(node_groups=groups_with("graviton", max_size=5), models=models))
 
 
@@ -553,4 +562,4 @@ def test_system_group_cannot_scale_to_zero() -> None:
 def test_dev_inferentia_scales_from_zero() -> None:
     """dev keeps no Inferentia node idle: the group starts at 0 and the autoscaler adds one for the first replica."""
     group = load_config("dev", envs()).node_group_for(Processor.INFERENTIA)
-    assert (group.min_size, group.desired_size, group.max_size) == (0, None, 4)
+    assert (group.min_size, group.desired_size, group.max_size) == (0, None, 6)
