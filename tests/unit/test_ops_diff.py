@@ -52,19 +52,30 @@ def kinds(d: AssemblyDiff) -> dict[str, list[str]]:
 
 
 def edit_manifest(template: Template, edit: Callable[[list[dict[str, Any]]], None],
-                  chart: str = "ClusterServingChart") -> None:
-    """Edit a chart's objects, keeping the ``Fn::Join`` tokens where they are."""
-    res = next(r for lid, r in template["Resources"].items() if lid.startswith(chart))
-    parts = res["Properties"]["Manifest"]["Fn::Join"][1]
-    marks = {f"@@{i}@@": p for i, p in enumerate(parts) if not isinstance(p, str)}
-    text = "".join(p if isinstance(p, str) else f"@@{i}@@" for i, p in enumerate(parts))
-    docs = json.loads(text)
-    edit(docs)
-    text = json.dumps(docs, separators=(",", ":"))
-    out: list[Any] = []
-    for chunk in text.split("@@"):
-        out.append(marks.get(f"@@{chunk}@@", chunk) if chunk.isdigit() and f"@@{chunk}@@" in marks else chunk)
-    res["Properties"]["Manifest"]["Fn::Join"][1] = out
+                  chart: str | None = None) -> None:
+    """Edit a chart's objects, keeping the ``Fn::Join`` tokens where they are. Without ``chart``, every manifest
+    that holds a RayService (one per target) is offered the edit; those it does not apply to are left alone."""
+    for lid, res in template["Resources"].items():
+        manifest = res.get("Properties", {}).get("Manifest")
+        if not isinstance(manifest, dict) or "Fn::Join" not in manifest:
+            continue
+        if chart is not None and not lid.startswith(chart):
+            continue
+        parts = manifest["Fn::Join"][1]
+        marks = {f"@@{i}@@": p for i, p in enumerate(parts) if not isinstance(p, str)}
+        text = "".join(p if isinstance(p, str) else f"@@{i}@@" for i, p in enumerate(parts))
+        docs = json.loads(text)
+        if chart is None and not any(d["kind"] == "RayService" for d in docs):
+            continue
+        try:
+            edit(docs)
+        except ValueError:  # the edit names an object of another manifest
+            continue
+        text = json.dumps(docs, separators=(",", ":"))
+        out: list[Any] = []
+        for chunk in text.split("@@"):
+            out.append(marks.get(f"@@{chunk}@@", chunk) if chunk.isdigit() and f"@@{chunk}@@" in marks else chunk)
+        manifest["Fn::Join"][1] = out
 
 
 def ray_service(docs: list[dict[str, Any]], name: str) -> dict[str, Any]:
@@ -220,7 +231,8 @@ def test_new_run_id_prunes_the_old_jobs_and_runs_new_ones(assemblies: dict[str, 
 # -- Serve: Ray 2.60 ----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("path", "value", "kind", "phrase"), [
-    (("deployments", 0, "num_replicas"), 3, "serve-update", "replicas kept (num_replicas changed)"),
+    (("deployments", 0, "autoscaling_config", "max_replicas"), 5, "serve-update",
+     "replicas kept (autoscaling_config changed)"),
     (("deployments", 0, "user_config", "batch_wait_timeout_s"), 0.02, "serve-update", "reconfigure()"),
     (("deployments", 0, "ray_actor_options", "num_cpus"), 2, "serve-restart", "replicas restart"),
     (("args", "max_inputs"), 8, "serve-restart", "rebuilt"),

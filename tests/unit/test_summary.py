@@ -40,7 +40,8 @@ def test_summary_reports_what_the_config_asked_for(own_account_assembly: Assembl
     for spec in config.enabled_node_groups:
         g = groups[spec.processor_label]
         assert g["instances"] == ", ".join(spec.instance_types)
-        assert g["size"] == f"{spec.min_size}..{spec.max_size} (desired {spec.desired_size})"
+        desired = spec.desired_size if spec.desired_size is not None else spec.min_size
+        assert g["size"] == f"{spec.min_size}..{spec.max_size} (desired {desired})"
 
     images = {im["image"]: im for im in s.images}
     assert set(images) == {p.value for m in config.models for p in m.processors} | {"loadtest"}
