@@ -1,4 +1,4 @@
-"""``eks-inference`` command line: local, compile, publish, loadtest, report.
+"""``eks-inference`` command line: local, compile, publish, loadtest, diff, preflight, verify, plan.
 
 Each area registers its own sub-commands, imported lazily so that an image with only the ``serve``
 or only the ``loadtest`` extra still gets a working CLI for its part.
@@ -19,7 +19,11 @@ _COMMAND_MODULES = (
     "eks_inference.serving.commands",   # local, compile, publish
     "eks_inference.loadtest.commands",  # loadtest run | report
     "eks_inference.ops.commands",       # diff, preflight
+    "eks_inference.verify.commands",    # verify
+    "eks_inference.loadtest.fleet",     # plan
 )
+_UNAVAILABLE_AS = {"eks_inference.loadtest.fleet": "plan"}
+"""Command name shown for a module that cannot be imported, where it differs from the module's package."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
             module = importlib.import_module(name)
         except ImportError as e:  # an image built with one extra only
             missing = getattr(e, "name", None) or str(e)
-            sub.add_parser(name.split(".")[1], help=f"(unavailable: {missing} is not installed)")
+            sub.add_parser(_UNAVAILABLE_AS.get(name, name.split(".")[1]),
+                           help=f"(unavailable: {missing} is not installed)")
             continue
         module.register(sub)
     return parser

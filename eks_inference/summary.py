@@ -17,11 +17,18 @@ from typing import Any
 
 import yaml
 
+from eks_inference.serving.serve_config import INDEX_APP_NAME
+
 STACK = "aws:cloudformation:stack"
 
 
 @dataclass
 class RayServiceSummary:
+    """One RayService. ``deployments`` are those of its model applications, each tagged with its application and
+    the replica's own request limit (``replica_limit``: above it the replica answers 503 itself; Serve's
+    ``max_ongoing_requests``/``max_queued_requests`` sit above it as a backstop). ``applications`` names every
+    Serve application, the route index (``_index``, no replicas to size) included."""
+
     name: str
     namespace: str
     processor: str
@@ -30,6 +37,7 @@ class RayServiceSummary:
     max_workers: int
     worker_requests: dict[str, Any]
     deployments: list[dict[str, Any]] = field(default_factory=list)
+    applications: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -91,14 +99,17 @@ def _ray_service(obj: dict[str, Any]) -> RayServiceSummary:
         serve = yaml.safe_load(spec.get("serveConfigV2") or "{}") or {}
     except yaml.YAMLError:
         serve = {}
-    deployments = [dict(d, application=app.get("name")) for app in serve.get("applications", [])
-                   for d in app.get("deployments", [])]
+    apps = serve.get("applications") or []
+    deployments = [dict(d, application=app.get("name"),
+                        replica_limit=(app.get("args") or {}).get("max_requests_per_replica"))
+                   for app in apps if app.get("name") != INDEX_APP_NAME for d in app.get("deployments", [])]
     return RayServiceSummary(
         name=meta.get("name", "?"), namespace=meta.get("namespace", ""),
         processor=meta.get("labels", {}).get("eks-inference/processor", "-"),
         workers=worker.get("replicas", 0), min_workers=worker.get("minReplicas", 0),
         max_workers=worker.get("maxReplicas", 0),
         worker_requests=container.get("resources", {}).get("requests", {}), deployments=deployments,
+        applications=[str(a.get("name", "?")) for a in apps],
     )
 
 
@@ -263,7 +274,8 @@ def render(s: AssemblySummary) -> None:
 
     if s.ray_services:
         serving = table("RayServices (one Serve replica per worker pod)", "name", "replicas", "worker pods min..max",
-                        "worker pod requests", "batch max / wait / seq", "threads", "dtype", "ongoing / queued")
+                        "worker pod requests", "batch max / wait / seq", "threads", "dtype",
+                        "replica · Serve limits")
         for r in s.ray_services:
             req = ", ".join(f"{v} {k.rsplit('/', 1)[-1]}" for k, v in r.worker_requests.items())
             for d in r.deployments or [{}]:
@@ -278,7 +290,8 @@ def render(s: AssemblySummary) -> None:
                     f"{uc.get('max_batch_size', '?')} / {wait * 1000:g} ms / {uc.get('max_seq_length', '?')}"
                     if isinstance(wait, int | float) else "?",
                     str(uc.get("num_threads", "?")), str(uc.get("dtype", "?")),
-                    f"{d.get('max_ongoing_requests', '?')} / {d.get('max_queued_requests', '?')}")
+                    f"{d.get('replica_limit') or '?'} · {d.get('max_ongoing_requests', '?')} / "
+                    f"{d.get('max_queued_requests', '?')}")
         console.print(serving)
     if s.jobs:
         console.print(f"[bold]Load-test Jobs[/bold]  {', '.join(s.jobs)}")

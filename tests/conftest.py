@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -93,3 +95,55 @@ def own_account_assembly(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
     """`cdk synth -c env=dev` for an account and region that nothing has looked up or cached, as a newcomer runs
     it with their own account (one synth, shared by the network, summary and output tests)."""
     return synth(tmp_path_factory.mktemp("cdk-out-own"), "env=dev", f"account={OWN_ACCOUNT}", f"region={OWN_REGION}")
+
+
+ENVIRONMENTS_KEY = "eks-inference:environments"
+RUN_ID = "run-001"
+_CHILD = (
+    "import os, pathlib, runpy\n"
+    "import eks_inference.constructs.model_image as m\n"
+    "root = os.environ.get('EKI_TEST_REPO_ROOT')\n"
+    "if root:\n"
+    "    m.REPO_ROOT = pathlib.Path(root)\n"
+    "runpy.run_path('app.py', run_name='__main__')\n"
+)
+
+
+def with_load_test_run(env: dict[str, Any], run_id: str = RUN_ID) -> None:
+    """Give an environment block a load-test run, and a system group sized for it: the examples ship without a
+    run (so a first deploy measures nothing), and what the capacity check asks for a two-client run on two
+    targets is more than their system group has."""
+    env["loadtest"]["run_id"] = run_id
+    for g in env["node_groups"]:
+        if g["name"] == "system":
+            g.update(instance_types=["m7i.xlarge"], desired_size=3, max_size=3)
+
+
+def synth_variant(outdir: Path, edit: Callable[[dict[str, Any]], None], *, env_name: str = "dev",
+                  repo_root: Path | None = None) -> Path:
+    """Synthesize ``env_name`` with ``edit`` applied to its environment block; returns the assembly directory.
+
+    The real app (``app.py`` → ``build_app``) runs in a child process, with the context the CDK CLI would pass
+    (cdk.json, cdk.context.json, ``-c env=NAME``) in ``CDK_CONTEXT_JSON``; the child's memory (~600 MB of jsii)
+    goes when it exits.
+    """
+    context = {**cdk_context(), **json.loads((ROOT / "cdk.context.json").read_text())}
+    environments = copy.deepcopy(context[ENVIRONMENTS_KEY])
+    edit(environments[env_name])
+    context.update({ENVIRONMENTS_KEY: environments, "env": env_name,
+                    "aws:cdk:enable-path-metadata": True, "aws:cdk:version-reporting": False})
+    env = {**offline_env(), "CDK_CONTEXT_JSON": json.dumps(context), "CDK_OUTDIR": str(outdir)}
+    if repo_root is not None:
+        env["EKI_TEST_REPO_ROOT"] = str(repo_root)
+    proc = subprocess.run([sys.executable, "-c", _CHILD], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, f"synth of the {env_name} variant failed:\n{proc.stdout}\n{proc.stderr}"
+    return outdir
+
+
+@pytest.fixture(scope="session")
+def run_assembly(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
+    """dev with load-test run ``run-001`` (:func:`with_load_test_run`): the one synth that has load-test Jobs and
+    a load-test image, shared by the chart, summary and diff tests."""
+    path = synth_variant(tmp_path_factory.mktemp("cdk-out-run") / "dev", with_load_test_run)
+    return Assembly(path, "")

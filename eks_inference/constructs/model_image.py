@@ -20,8 +20,9 @@ IMAGES = {
 }
 
 
-CORE_MODULES = ("__init__.py", "config.py", "cli.py", "cli_help.py", "instance_types.py", "regions.py")
-"""Modules every image ships: the CLI and the config it validates (which reads the instance and region tables)."""
+CORE_MODULES = ("__init__.py", "config.py", "cli.py", "cli_help.py", "instance_types.py", "regions.py", "manifests.py")
+"""Modules every image ships: the CLI, the config it validates (which reads the instance and region tables)
+and the manifest primitives that serving and verification both hash with."""
 
 
 def build_context_excludes(image: str) -> list[str]:
@@ -33,7 +34,8 @@ def build_context_excludes(image: str) -> list[str]:
     imports aws-cdk-lib can reach an image.
     """
     folder, requirements = IMAGES[image]
-    modules = ["loadtest"] if image == "loadtest" else ["serving", "compile"]
+    modules = (["loadtest", "verify", "costs.py", "serving/__init__.py", "serving/storage.py"]
+               if image == "loadtest" else ["serving", "compile"])
     return [
         "*",
         "!pyproject.toml", "!README.md", f"!{requirements}",

@@ -94,3 +94,19 @@ class ModelRepository(Construct):
             ]
         for st in statements:
             grantee.grant_principal.add_to_principal_policy(st)
+
+    def grant_verification_reads(self, grantee: iam.IGrantable) -> None:
+        """What ``verify`` reads beside the weights without downloading them: each model's manifest (its
+        weights digest) and the reference outputs stored under ``.references/``. Listing under ``models/``
+        lets a missing reference read as 404 rather than 403; no weight file becomes readable.
+        """
+        statements = [
+            iam.PolicyStatement(sid="ListModels", actions=["s3:ListBucket"], resources=[self.bucket.bucket_arn],
+                                conditions={"StringLike": {"s3:prefix": [f"{MODELS_PREFIX}*"]}}),
+            iam.PolicyStatement(sid="ReadModelManifestsAndReferences", actions=["s3:GetObject"], resources=[
+                self.bucket.arn_for_objects(f"{MODELS_PREFIX}*/manifest.json"),
+                self.bucket.arn_for_objects(f"{MODELS_PREFIX}*/.references/*"),
+            ]),
+        ]
+        for st in statements:
+            grantee.grant_principal.add_to_principal_policy(st)

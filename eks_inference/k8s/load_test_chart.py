@@ -103,7 +103,7 @@ class LoadTestPlan:
             "--inputs-per-request", str(s.inputs_per_request), "--slo-p99-ms", _fmt(s.slo_p99_ms),
             "--clients", str(s.clients), "--client-index", "$(CLIENT_INDEX)", "--seed", "$(CLIENT_INDEX)",
             "--run-id", s.run_id,
-            "--wait-ready", str(s.ready_timeout_s), "--skip-if-exists",
+            "--wait-ready", str(s.ready_timeout_s), "--skip-if-exists", "--verify",
             "--target-name", target.name, "--processor", target.processor.value,
             "--instance-type", target.instance_type, "--nodes", str(target.nodes), "--region", self.region,
             "--no-progress",

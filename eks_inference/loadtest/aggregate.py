@@ -171,6 +171,26 @@ class TargetReport:
     hourly_usd: float | None
     usd_per_million_inferences: float | None
     rank: int | None = None
+    verification: Mapping[str, Any] | None = None
+    """The run's verdict (``status`` passed | failed | not-checked, ``worst``, ``summary``), see
+    :func:`series_verification`; None when the run was not verified."""
+
+    @property
+    def verification_status(self) -> str:
+        v = self.verification
+        status = v.get("status") if isinstance(v, Mapping) else None
+        return status if status in ("passed", "failed") else "not-checked"
+
+    @property
+    def verified(self) -> str:
+        """``yes``, ``FAILED: worst input`` or ``not checked``: the report's "verified" column."""
+        status = self.verification_status
+        if status == "passed":
+            return "yes"
+        if status == "failed":
+            worst = (self.verification or {}).get("worst") or {}
+            return f"FAILED: {worst.get('text') or worst.get('probe') or 'see the verdict'}"
+        return "not checked"
 
     @property
     def unranked_reason(self) -> str | None:
@@ -179,11 +199,20 @@ class TargetReport:
             return None
         if not self.points:
             return "nothing was measured"
+        if self.verification_status == "failed":
+            return "its answers FAILED verification"
         if self.best is None:
             return "no step met the SLO"
+        if self.verification_status != "passed":
+            return "not verified (measure with loadtest run --verify)"
         if self.target.priced_type is None:
             return "no instance type to price"
         return f"no price for {self.target.priced_type}"
+
+    @property
+    def rankable(self) -> bool:
+        return (self.best is not None and self.usd_per_million_inferences is not None
+                and self.verification_status == "passed")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -192,6 +221,8 @@ class TargetReport:
             "label": self.label,
             "rank": self.rank,
             "unranked_reason": self.unranked_reason,
+            "verified": self.verified,
+            "verification": dict(self.verification) if self.verification else None,
             "region": self.region,
             "region_assumed": self.region_assumed,
             "priced_instance_type": self.target.priced_type,
@@ -275,6 +306,17 @@ def _labels(keys: Sequence[SeriesKey]) -> dict[SeriesKey, str]:
     return {(name, run): name if counts[name] == 1 or run is None else f"{name} · run {run}" for name, run in keys}
 
 
+def series_verification(verdicts: Sequence[Mapping[str, Any] | None]) -> dict[str, Any] | None:
+    """One verdict for a run from its clients' result files: any failure fails it; else any pass passes it
+    (with several clients only client 0 checks, the others record its verdict or nothing)."""
+    found = [v for v in verdicts if isinstance(v, Mapping) and v.get("status")]
+    for status in ("failed", "passed"):
+        match = [v for v in found if v["status"] == status]
+        if match:
+            return dict(match[0])
+    return dict(found[0]) if found else None
+
+
 def build_targets(
     steps: Sequence[ClientStep],
     *,
@@ -283,11 +325,14 @@ def build_targets(
     prices: PriceTable,
     default_region: str = DEFAULT_REGION,
     targets_without_steps: Sequence[tuple[TargetInfo, str | None, str]] = (),
+    verifications: Mapping[SeriesKey, Mapping[str, Any] | None] | None = None,
 ) -> tuple[list[TargetReport], list[str]]:
     """One series per run of each target, in rank order (cheapest per 1M inferences first), and warnings.
 
     ``targets_without_steps`` ((target, run id, source) of every input) keeps a run that measured nothing in
-    the report, listed last, instead of letting it vanish.
+    the report, listed last, instead of letting it vanish. ``verifications`` holds each run's verdict
+    (:func:`series_verification`): only a run whose answers passed verification is ranked; the others stay
+    in the report, unranked, with the reason.
     """
     targets = _check_targets(steps, targets_without_steps)
     labels = _labels(list(targets))
@@ -322,11 +367,20 @@ def build_targets(
         unit = prices.hourly(target.priced_type, region)
         hourly = fleet_hourly(unit, target.nodes)
         cost = usd_per_million(hourly, best.summary["inferences_per_s"]) if best else None
-        reports.append(TargetReport(
+        verification = (verifications or {}).get(key)
+        report = TargetReport(
             target=target, run_id=key[1], label=label, points=tuple(pts), best=best, region=region,
             region_assumed=target.region is None, price_per_instance_hour=unit, hourly_usd=hourly,
-            usd_per_million_inferences=cost,
-        ))
+            usd_per_million_inferences=cost, verification=verification,
+        )
+        reports.append(report)
+        if report.verification_status == "failed":
+            warnings.append(f"{label}: its answers FAILED verification ({report.verified}); it is not ranked, "
+                            "whatever its speed")
+        elif pts and report.verification_status != "passed":
+            why = (verification or {}).get("reason") if verification else None
+            warnings.append(f"{label}: its answers were not verified{f' ({why})' if why else ''}; it is not ranked "
+                            "(measure with `loadtest run --verify`)")
         if not pts:
             warnings.append(f"{label}: nothing was measured (see the run errors); it is not ranked")
         elif best is None:
@@ -344,10 +398,18 @@ def build_targets(
 
 
 def rank(reports: Sequence[TargetReport]) -> list[TargetReport]:
-    """Cheapest per 1M inferences first; unpriced ones next by throughput; those without a passing step last."""
-    priced = sorted((r for r in reports if r.usd_per_million_inferences is not None),
-                    key=lambda r: (r.usd_per_million_inferences, r.label))
-    unpriced = sorted((r for r in reports if r.best is not None and r.usd_per_million_inferences is None),
-                      key=lambda r: (-(r.best.summary["inferences_per_s"] if r.best else 0.0), r.label))
-    failing = sorted((r for r in reports if r.best is None), key=lambda r: r.label)
-    return [replace(r, rank=i + 1) for i, r in enumerate(priced)] + unpriced + failing
+    """Verified and priced ones ranked, cheapest per 1M inferences first; then, unranked, verified ones without
+    a price (by throughput), unverified ones, those that failed verification, and those without a passing step.
+    """
+    def by_throughput(r: TargetReport) -> tuple[float, str]:
+        return (-(r.best.summary["inferences_per_s"] if r.best else 0.0), r.label)
+
+    ranked = sorted((r for r in reports if r.rankable), key=lambda r: (r.usd_per_million_inferences, r.label))
+    rest = [r for r in reports if not r.rankable]
+    unpriced = sorted((r for r in rest if r.best is not None and r.verification_status == "passed"),
+                      key=by_throughput)
+    unverified = sorted((r for r in rest if r.best is not None and r.verification_status == "not-checked"),
+                        key=by_throughput)
+    failed = sorted((r for r in rest if r.verification_status == "failed"), key=by_throughput)
+    no_slo = sorted((r for r in rest if r.best is None and r.verification_status != "failed"), key=lambda r: r.label)
+    return [replace(r, rank=i + 1) for i, r in enumerate(ranked)] + unpriced + unverified + failed + no_slo

@@ -30,7 +30,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from eks_inference.cli_help import add_command
 from eks_inference.config import ConfigError, Processor
 from eks_inference.loadtest import provenance, readiness, report, results, runner, storage
-from eks_inference.loadtest.aggregate import DEFAULT_SLO_P99_MS, build_targets, summarize
+from eks_inference.loadtest.aggregate import DEFAULT_SLO_P99_MS, build_targets, series_verification, summarize
 from eks_inference.loadtest.client import Engine, parse_endpoint
 from eks_inference.loadtest.payloads import Payload, generate_payloads, load_payload_file, parse_length_dist
 from eks_inference.loadtest.plan import (
@@ -159,6 +159,18 @@ def _register_run(sub: Any) -> None:
     g.add_argument("--max-rate", type=float, default=100_000.0, help="upper bound of the search")
     g.add_argument("--search-steps", type=int, default=3, help="bisection steps after bracketing the SLO")
     g.add_argument("--max-error-rate", type=float, default=0.01, help="a step above this error fraction fails")
+    g = p.add_argument_group("verification")
+    g.add_argument("--verify", action="store_true",
+                   help="before sending load (after --wait-ready), check the target's answers against an fp32 "
+                        "reference of its weights (as `eks-inference verify` does) and record the verdict in the "
+                        "result file; a failing target is not measured (exit 1). With --clients N only client 0 "
+                        "checks; the others record its verdict")
+    g.add_argument("--verify-source", metavar="SOURCE",
+                   help="weights of the reference: bundled:NAME, a model directory or s3://... (default: the "
+                        "model_uri the target's /info names)")
+    g.add_argument("--verify-reference", choices=("auto", "compute", "stored"), default="auto",
+                   help="compute the reference here (needs torch), read the one stored beside the weights, or auto: "
+                        "compute when torch is installed")
     g = p.add_argument_group("clients and output")
     g.add_argument("--out", required=True,
                    help="result file (*.json) or directory / s3:// prefix to write RUN_TARGET_clientN.json into")
@@ -332,8 +344,9 @@ def result_path(config: RunConfig) -> str:
 
 
 def result_document(config: RunConfig, payloads: Sequence[Payload], outcome: runner.RunOutcome,
-                     prov: Mapping[str, Any]) -> dict[str, Any]:
-    """The result file (format version :data:`results.FORMAT_VERSION`)."""
+                     prov: Mapping[str, Any], verification: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The result file (format version :data:`results.FORMAT_VERSION`); ``verification`` is the run's verdict
+    (None: not asked for)."""
     digest = hashlib.sha256(b"\n".join(p.body for p in payloads)).hexdigest()
     steps: list[dict[str, Any]] = []
     for s in outcome.steps:
@@ -367,6 +380,7 @@ def result_document(config: RunConfig, payloads: Sequence[Payload], outcome: run
         },
         "config": config.to_dict(),
         "calibration": outcome.calibration,
+        "verification": dict(verification) if verification is not None else None,
         "payload": {
             "source": config.payload_file or "generated",
             "text_length": None if config.payload_file else config.text_length,
@@ -433,27 +447,74 @@ def _not_measured(why: str, started: float) -> runner.RunOutcome:
                              server_info=None, server_info_error="not asked: the run did not start")
 
 
+def _verify(a: argparse.Namespace, config: RunConfig) -> dict[str, Any]:
+    """Client 0's check of the target's answers, as stored in its result file (never raises)."""
+    from eks_inference.verify.check import VerifyError, render_table, verify_target
+
+    _say(f"verifying {config.url} against an fp32 reference of its weights")
+    try:
+        verdict = verify_target(config.url, source=a.verify_source, reference_mode=a.verify_reference,
+                                timeout_s=max(30.0, config.timeout_s), say=_say)
+    except VerifyError as e:
+        _say(f"verification could not run: {e}")
+        return {"status": "not-checked", "reason": f"verification could not run: {e}", "checked_by_client": 0}
+    except Exception as e:  # S3 or filesystem trouble: record it, measure anyway
+        _say(f"verification could not run: {type(e).__name__}: {e}")
+        return {"status": "not-checked", "reason": f"verification could not run: {type(e).__name__}: {e}",
+                "checked_by_client": 0}
+    print(render_table(verdict, limit=5), file=sys.stderr, flush=True)
+    return {**verdict.to_dict(), "checked_by_client": 0}
+
+
+def _verdict_of_client0(barrier: readiness.Barrier) -> dict[str, Any]:
+    """What client 0 wrote in its ready marker (its verdict, without the per-probe rows)."""
+    marker = barrier.marker(0) or {}
+    v = marker.get("verification")
+    if isinstance(v, Mapping) and v.get("status"):
+        return {**v, "recorded_from": "client 0's ready marker"}
+    return {"status": "not-checked", "reason": "not checked by this client (client 0 verifies the run)"}
+
+
+def _compact(v: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v[k] for k in ("status", "summary", "worst", "reason", "criteria", "reference", "source",
+                              "probe_set_version", "checked_by_client", "checked_at") if k in v}
+
+
 def _before_start(a: argparse.Namespace, config: RunConfig, dest: str,
-                  prov: dict[str, Any]) -> tuple[RunConfig, str | None]:
-    """Wait for the target and for the other clients; returns the config to run (with the common start
-    time) or why it cannot start. Everything waited for is recorded in the provenance."""
+                  prov: dict[str, Any]) -> tuple[RunConfig, str | None, dict[str, Any] | None]:
+    """Wait for the target, verify it (client 0, with --verify) and wait for the other clients; returns the
+    config to run (with the common start time), why it cannot start, and the verdict to record. Everything
+    waited for is recorded in the provenance."""
     t0 = time.monotonic()
     budget = a.wait_ready if a.wait_ready is not None else readiness.DEFAULT_BARRIER_S
+    verification: dict[str, Any] | None = None
     try:
         if a.wait_ready is not None:
             prov["waited_for_target_s"] = round(readiness.wait_ready(config.url, timeout_s=a.wait_ready, say=_say), 3)
+        if a.verify:
+            verification = (_verify(a, config) if config.client_index == 0 else
+                            {"status": "not-checked", "reason": "not checked by this client (client 0 verifies "
+                                                                "the run)"})
         if config.clients > 1 and config.start_at is None:
             barrier = readiness.Barrier(location=storage.parent(dest), run_id=config.run_id,
                                         target=config.target.name, clients=config.clients,
                                         index=config.client_index)
-            barrier.arrive(ready_at=time.time(), extra={"host": prov.get("host"), "pod": prov.get("pod")})
+            extra: dict[str, Any] = {"host": prov.get("host"), "pod": prov.get("pod")}
+            if verification is not None and config.client_index == 0:
+                extra["verification"] = _compact(verification)
+            barrier.arrive(ready_at=time.time(), extra=extra)
             start_at, ready = barrier.wait(timeout_s=budget, since=t0, say=_say)
             prov["barrier"] = {"markers": barrier.directory, "start_at": provenance.iso(start_at),
                                "ready_at": {str(i): provenance.iso(t) for i, t in sorted(ready.items())}}
             config = dataclasses.replace(config, start_at=start_at)
+            if a.verify and config.client_index != 0:
+                verification = _verdict_of_client0(barrier)
     except readiness.NotReady as e:
-        return config, str(e)
-    return config, None
+        return config, str(e), verification
+    if verification is not None and verification.get("status") == "failed":
+        worst = (verification.get("worst") or {}).get("text") or "see the verdict"
+        return config, f"the target's answers FAILED verification (worst input: {worst})", verification
+    return config, None, verification
 
 
 def cmd_run(a: argparse.Namespace) -> int:
@@ -465,15 +526,17 @@ def cmd_run(a: argparse.Namespace) -> int:
     err = _console(stderr=True)
     out = _console(stderr=a.json)
 
+    verification: dict[str, Any] | None = None
+
     def write(outcome: runner.RunOutcome) -> None:
-        storage.write_text(dest, results.dumps(result_document(config, payloads, outcome, prov)))
+        storage.write_text(dest, results.dumps(result_document(config, payloads, outcome, prov, verification)))
 
     try:
         if a.skip_if_exists and storage.exists(dest):
             print(f"eks-inference loadtest: results for run {config.run_id} client {config.client_index} already "
                   f"exist at {dest}; not measuring again (set a new run_id to measure again)", file=sys.stderr)
             return EXIT_OK
-        config, why = _before_start(a, config, dest, prov)
+        config, why, verification = _before_start(a, config, dest, prov)
         if why is not None:
             write(_not_measured(why, started))
             print(f"eks-inference loadtest: error: {why}; nothing measured (recorded in {dest})", file=sys.stderr)
@@ -569,9 +632,13 @@ def cmd_report(a: argparse.Namespace) -> int:
         parsed = _only_runs(parsed, a.run_id)
     slo = a.slo_p99_ms if a.slo_p99_ms is not None else (_recorded_slo(parsed) or DEFAULT_SLO_P99_MS)
     steps = [st for r in parsed for st in r.steps]
+    by_series: dict[tuple[str, str | None], list[Any]] = {}
+    for r in parsed:
+        by_series.setdefault((str(r.doc["target"]["name"]), _run_id(r)), []).append(r.doc.get("verification"))
     targets, warnings = build_targets(
         steps, slo_p99_ms=slo, max_error_rate=a.max_error_rate, prices=prices, default_region=a.region,
-        targets_without_steps=[(TargetInfo.from_dict(r.doc["target"]), _run_id(r), r.source) for r in parsed])
+        targets_without_steps=[(TargetInfo.from_dict(r.doc["target"]), _run_id(r), r.source) for r in parsed],
+        verifications={k: series_verification(v) for k, v in by_series.items()})
     warnings = list(skipped) + warnings
     if any(t.price_per_instance_hour is not None for t in targets):
         stale = age_warning(prices, today=dt.datetime.now(dt.UTC).date())
@@ -591,6 +658,7 @@ def cmd_report(a: argparse.Namespace) -> int:
                                                           "barrier")},
         "server_info": r.provenance.get("server_info"), "server_info_error": r.provenance.get("server_info_error"),
         "calibration": r.doc.get("calibration"), "notes": list(r.doc.get("notes") or []),
+        "verification": _compact(r.doc["verification"]) if isinstance(r.doc.get("verification"), Mapping) else None,
     } for r in parsed]
     doc = report.build_document(targets, warnings=warnings, slo_p99_ms=slo, max_error_rate=a.max_error_rate,
                                 prices=prices, inputs=inputs, generated_at=time.time())

@@ -29,6 +29,8 @@ _US = {
     "g5.xlarge": 1.0060, "g5.2xlarge": 1.2120,
     "g6.xlarge": 0.8048, "g6.2xlarge": 0.9776,
     "c7i.large": 0.08925, "c7i.xlarge": 0.1785, "c7i.2xlarge": 0.3570,
+    # added 2026-11-29 (same pages): the system node groups' type and the prod cpu group's, for plan and costs
+    "m7i.large": 0.1008, "m7i.xlarge": 0.2016, "c7i.4xlarge": 0.7140,
 }
 _EU_WEST_1 = {
     "m7g.large": 0.0914, "m7g.xlarge": 0.1827,
@@ -37,6 +39,8 @@ _EU_WEST_1 = {
     "g5.xlarge": 1.1230, "g5.2xlarge": 1.3530,
     "g6.xlarge": 0.8957, "g6.2xlarge": 1.0880,
     "c7i.large": 0.1008, "c7i.xlarge": 0.2016, "c7i.2xlarge": 0.4032,
+    # added 2026-11-29: four times c7i.xlarge (a family's sizes scale linearly in price); m7i not transcribed here
+    "c7i.4xlarge": 0.8064,
 }
 
 
@@ -88,8 +92,8 @@ DEFAULT_PRICES = PriceTable(
     source="AWS EC2 On-Demand pricing pages (Linux, shared tenancy), transcribed by hand",
     note=(
         "A snapshot of public list prices, not a quote: no Savings Plans, Spot, reserved or EKS control-plane "
-        "($0.10/h per cluster) costs. us-west-2 matches us-east-1 for these types. Check current prices and "
-        "override with --prices FILE."
+        "($0.10/h per cluster) costs. us-west-2 matches us-east-1 for these types. m7i.large, m7i.xlarge and "
+        "c7i.4xlarge were added on 2026-11-29. Check current prices and override with --prices FILE."
     ),
     prices={"us-east-1": _US, "us-west-2": dict(_US), "eu-west-1": _EU_WEST_1},
 )

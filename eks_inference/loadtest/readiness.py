@@ -122,6 +122,16 @@ class Barrier:
         storage.write_bytes(dest, json.dumps(doc).encode("utf-8"), content_type="application/json")
         return dest
 
+    def marker(self, index: int) -> dict[str, Any] | None:
+        """Client ``index``'s marker document for this run (with what it added, e.g. its verdict), or None."""
+        name = f"{self._prefix}{index}{MARKER_SUFFIX}"
+        text = storage.list_texts(self.directory, suffix=MARKER_SUFFIX).get(name)
+        try:
+            doc = json.loads(text) if text is not None else None
+        except ValueError:
+            return None
+        return doc if isinstance(doc, dict) and doc.get("run_id") == self.run_id else None
+
     def ready(self) -> dict[int, float]:
         """``{client index: ready time}`` of the markers written so far for this run and target."""
         out: dict[int, float] = {}

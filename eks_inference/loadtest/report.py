@@ -35,7 +35,8 @@ if TYPE_CHECKING:
 REPORT_FORMAT = "eks-inference.loadtest.report"
 REPORT_FORMAT_VERSION = 1
 CSV_COLUMNS = (
-    "series", "target", "run_id", "processor", "instance_type", "priced_as", "nodes", "region", "step", "mode",
+    "series", "target", "run_id", "verified", "processor", "instance_type", "priced_as", "nodes", "region", "step",
+    "mode",
     "arrival", "requested_rate", "concurrency", "clients", "requests", "ok", "errors", "error_rate",
     "throughput_rps", "inferences_per_s", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms",
     "few_samples", "behind_schedule", "client_saturated", "slo_met", "slo_reason", "price_per_instance_hour",
@@ -74,7 +75,8 @@ def build_document(
         "percentile_rule": PERCENTILE_RULE,
         "ranking": [
             {"rank": t.rank, "label": t.label, "target": t.target.name, "run_id": t.run_id,
-             "unranked_reason": t.unranked_reason, "usd_per_million_inferences": t.usd_per_million_inferences,
+             "verified": t.verified, "unranked_reason": t.unranked_reason,
+             "usd_per_million_inferences": t.usd_per_million_inferences,
              "best_inferences_per_s": t.best.summary["inferences_per_s"] if t.best else None,
              "hourly_usd": t.hourly_usd, "priced_instance_type": t.target.priced_type,
              "priced_as": t.target.price_as is not None}
@@ -98,7 +100,8 @@ def csv_rows(targets: Sequence[TargetReport]) -> list[dict[str, Any]]:
         for p in t.points:
             s, lat = p.summary, p.summary["latency_ms"]
             rows.append({
-                "series": t.label, "target": t.target.name, "run_id": s["run_id"], "processor": t.target.processor,
+                "series": t.label, "target": t.target.name, "run_id": s["run_id"], "verified": t.verified,
+                "processor": t.target.processor,
                 "instance_type": t.target.instance_type, "priced_as": t.target.price_as, "nodes": t.target.nodes,
                 "region": t.region, "step": s["step"], "mode": s["mode"], "arrival": s["arrival"],
                 "requested_rate": s["requested_rate"], "concurrency": s["concurrency"], "clients": s["clients"],
@@ -202,7 +205,8 @@ def build_figure(targets: Sequence[TargetReport], *, slo_p99_ms: float, title: s
               ncol=min(3, max(1, len(handles))), frameon=False)
 
     names = [_cost_label(t) for t in targets]
-    costs = [t.usd_per_million_inferences for t in targets]
+    # only ranked series get a bar: a cost of an unverified or failing target is not a price-performance figure
+    costs = [t.usd_per_million_inferences if t.rank is not None else None for t in targets]
     ypos = list(range(len(targets)))[::-1]
     known = [c for c in costs if c is not None]
     if targets:
@@ -273,6 +277,7 @@ table{border-collapse:collapse;margin:.6em 0}
 td,th{border:1px solid #ccc;padding:3px 6px;font-size:12.5px;text-align:right;vertical-align:top}
 th{background:#f3f3f3} td.l,th.l{text-align:left}
 td.few{color:#8a5a00;background:#fff8e6}
+td.ok{color:#14622b} td.bad{color:#a40000;background:#fff0f0;overflow-wrap:anywhere;max-width:28em}
 td.wrap-text{text-align:left;overflow-wrap:anywhere;max-width:28em}
 img{max-width:100%;height:auto}
 .note{color:#555;font-size:12px;max-width:80em}
@@ -333,12 +338,19 @@ def _input_block(i: Mapping[str, Any]) -> str:
          else ""),
         ("clients met", _barrier_text(prov.get("barrier"))),
         ("server", _server_summary(info, info_error)),
+        ("verification", _verification_text(i.get("verification"))),
         *(("note", str(n)) for n in i.get("notes") or ()),
     ]
     body = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in rows if k and v)
     raw = ("<details><summary>server /info (raw)</summary><pre>"
            f"{html.escape(json.dumps(info, indent=1, sort_keys=True))}</pre></details>") if info else ""
     return (f"<details><summary>{html.escape(head)}</summary><table class=\"kv\">{body}</table>{raw}</details>")
+
+
+def _verification_text(v: Any) -> str:
+    if not isinstance(v, Mapping):
+        return "not checked (run without --verify)"
+    return str(v.get("summary") or v.get("reason") or v.get("status"))
 
 
 def _barrier_text(barrier: Any) -> str:
@@ -348,6 +360,11 @@ def _barrier_text(barrier: Any) -> str:
     return f"started together at {barrier.get('start_at')} ({len(ready)} clients ready)"
 
 
+def _verified_cls(r: Mapping[str, Any]) -> str:
+    v = str(r.get("verified") or "")
+    return "l ok" if v == "yes" else "l bad" if v.startswith("FAILED") else "l"
+
+
 def render_html(doc: Mapping[str, Any], png: bytes, *, title: str, timeline_png: bytes = b"") -> str:
     e = html.escape
     rows = []
@@ -355,7 +372,8 @@ def render_html(doc: Mapping[str, Any], png: bytes, *, title: str, timeline_png:
         t, best = r["target"], r["best"]
         rank = _fmt(r["rank"], "d", "–")
         rows.append(
-            "<tr>" + _td(rank) + _td(r["label"], "l") + _td(t.get("processor") or "?", "l")
+            "<tr>" + _td(rank) + _td(r["label"], "l") + _td(r.get("verified") or "not checked", _verified_cls(r))
+            + _td(t.get("processor") or "?", "l")
             + _td(TargetInfo.from_dict(t).instances_label, "l")
             + _td(r["region"] + (" (assumed)" if r["region_assumed"] else ""), "l")
             + _td(_fmt(best["inferences_per_s"] if best else None))
@@ -385,9 +403,11 @@ def render_html(doc: Mapping[str, Any], png: bytes, *, title: str, timeline_png:
 <p class="note">Generated {e(doc['generated_at'])} by eks-inference {e(doc['tool_version'])}. SLO: p99 &le;
 {doc['slo_p99_ms']:g} ms and errors &le; {doc['max_error_rate']:.2%}; a step where the client fell behind its
 schedule never counts. Each run of a target is its own series. Percentiles come from HDR histograms merged exactly
-across clients.</p>
+across clients. Only a series whose answers passed verification against an fp32 reference of its weights
+(<code>loadtest run --verify</code>) is ranked: a fast wrong answer is not a price-performance figure.</p>
 <h2>Ranking (USD per 1M inferences at the best SLO-meeting step)</h2>
-<div class="wrap"><table id="ranking"><tr><th>rank</th><th class="l">series</th><th class="l">processor</th>
+<div class="wrap"><table id="ranking"><tr><th>rank</th><th class="l">series</th><th class="l">verified</th>
+<th class="l">processor</th>
 <th class="l">instances</th><th class="l">region</th><th>best inf/s</th><th>p99 ms there</th><th>USD/hour</th>
 <th>USD per 1M inf</th><th class="l">not ranked because</th></tr>
 {''.join(rows)}</table></div>
@@ -413,14 +433,14 @@ A cost "priced as" a type was measured on another machine and priced at that typ
 
 def ranking_table(targets: Sequence[TargetReport], *, slo_p99_ms: float, prices: PriceTable) -> Table:
     table = Table(title=f"Price-performance at p99 <= {slo_p99_ms:g} ms (prices of {prices.date})")
-    for col in ("rank", "series", "processor", "instances", "best inf/s", "p99 ms", "USD/hour", "USD/1M inf",
-                "not ranked because"):
-        table.add_column(col, justify="left" if col in ("series", "processor", "instances", "not ranked because")
-                         else "right")
+    for col in ("rank", "series", "verified", "processor", "instances", "best inf/s", "p99 ms", "USD/hour",
+                "USD/1M inf", "not ranked because"):
+        table.add_column(col, justify="left" if col in ("series", "verified", "processor", "instances",
+                                                        "not ranked because") else "right")
     for t in targets:
         b = t.best.summary if t.best else None
         table.add_row(
-            _fmt(t.rank, "d", "–"), t.label, t.target.processor or "?", t.target.instances_label,
+            _fmt(t.rank, "d", "–"), t.label, t.verified, t.target.processor or "?", t.target.instances_label,
             _fmt(b["inferences_per_s"] if b else None), _pct(b, "p99") if b else "n/a",
             _fmt(t.hourly_usd, ",.4f"), _fmt(t.usd_per_million_inferences, ",.4f"), t.unranked_reason or "",
         )

@@ -4,7 +4,8 @@
 object of a chart sits in one ``Manifest`` string, and a RayService's Serve config is YAML inside it. Here
 manifests, Serve configs and Helm values are parsed and compared field by field (``path: old → new``), each
 change is told with what it will do (see :mod:`eks_inference.ops.effects`), and content-hash churn of image
-and file assets is folded into one line.
+and file assets is folded into one line. Objects are matched across the manifest resources of a stack, so an
+object that moves to a manifest of its own reads as moved (with what that does), not as deleted and created.
 """
 
 from __future__ import annotations
@@ -16,12 +17,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eks_inference.ops.assembly import STACK_SUFFIXES, Assembly, Asset
-from eks_inference.ops.effects import Effect, create_only_properties, object_effects, resource_effect
+from eks_inference.ops.effects import (
+    Effect,
+    create_only_properties,
+    job_replaced_effect,
+    object_effects,
+    prunable,
+    resource_effect,
+)
 from eks_inference.ops.intrinsics import refs, render
 from eks_inference.ops.kube import ObjectKey, manifest_objects, object_label, parse_json_document
 from eks_inference.ops.tree import MISSING, Change, diff, render_path, render_value
 
 _HASH = re.compile(r"[0-9a-f]{64}")
+_SPEC_HASH = re.compile(r"-[0-9a-f]{8}$")  # Job names end in a hash of their spec (k8s/load_test_chart.job_name)
+_PRUNE_LABEL = "aws.cdk.eks/prune-"
 _MANIFEST_TYPE = "Custom::AWSCDK-EKS-KubernetesResource"
 _HELM_TYPE = "Custom::AWSCDK-EKS-HelmChart"
 _SECTIONS = ("Description", "Transform", "Parameters", "Mappings", "Conditions", "Rules", "Outputs")
@@ -31,11 +41,14 @@ _HEADLINE = (("replace", "replacement", "replacements"), ("new-ray-cluster", "ne
              ("serve-restart", "in-place Serve update restarting replicas",
               "in-place Serve updates restarting replicas"),
              ("serve-update", "in-place Serve update", "in-place Serve updates"),
+             ("apply-fails", "object that cannot be created", "objects that cannot be created"),
              ("job-immutable", "Job that cannot be re-applied", "Jobs that cannot be re-applied"),
+             ("job-replaced", "Job replaced", "Jobs replaced"),
              ("job-run", "Job run", "Job runs"),
              ("ray-not-applied", "RayService change not applied to its running cluster",
               "RayService changes not applied to their running clusters"),
-             ("delete", "deletion", "deletions"))
+             ("delete", "deletion", "deletions"),
+             ("orphan", "object left in the cluster", "objects left in the cluster"))
 
 
 def is_churn(change: Change) -> bool:
@@ -62,6 +75,8 @@ class ObjectDiff:
     changes: list[Change]
     churn: list[Change]
     effects: list[Effect]
+    old: Any = field(default=MISSING, repr=False)
+    new: Any = field(default=MISSING, repr=False)
 
     @property
     def label(self) -> str:
@@ -149,8 +164,74 @@ def _object_diffs(old_res: Mapping[str, Any] | None, new_res: Mapping[str, Any] 
         action = "add" if old is MISSING else "remove" if new is MISSING else "modify"
         changes = diff(old, new) if action == "modify" else []
         listed, churn = _split(changes)
-        out.append(ObjectDiff(key, action, listed, churn, object_effects(key[0], old, new, changes, pruned=pruned)))
+        effects = object_effects(key[0], old, new, changes, pruned=pruned, resource_deleted=new_res is None)
+        out.append(ObjectDiff(key, action, listed, churn, effects, old, new))
+    _pair_replaced_jobs(out)
     return out
+
+
+def _job_stem(key: ObjectKey) -> str | None:
+    return _SPEC_HASH.sub("", key[2]) if key[0] == "Job" and _SPEC_HASH.search(key[2]) else None
+
+
+def _pair_replaced_jobs(objects: list[ObjectDiff]) -> None:
+    """A Job removed and one added under the same name stem (the spec hash cut off) is one Job replaced.
+
+    The added Job then lists what changed in the spec and says that it replaces the removed one.
+    """
+    removed = {(o.key[1], _job_stem(o.key)): o for o in objects if o.action == "remove" and _job_stem(o.key)}
+    for o in objects:
+        gone = removed.get((o.key[1], _job_stem(o.key))) if o.action == "add" and _job_stem(o.key) else None
+        if gone is None:
+            continue
+        changes = [c for c in diff(gone.old, o.new) if c.path != ("metadata", "name")]
+        o.changes, o.churn = _split(changes)
+        o.effects = [job_replaced_effect(gone.key[2], o.new)]
+
+
+def _without_prune_labels(changes: Sequence[Change]) -> list[Change]:
+    return [c for c in changes if not (len(c.path) == 3 and c.path[:2] == ("metadata", "labels")
+                                       and str(c.path[2]).startswith(_PRUNE_LABEL))]
+
+
+def _pair_moves(stack: StackDiff, new_template: Mapping[str, Any]) -> None:
+    """Objects that leave one manifest resource and appear in another of the stack are moved, not re-created.
+
+    CloudFormation creates and updates resources first and deletes removed ones in its cleanup phase. The
+    receiving manifest applies over the running object when it is updated or created with ``Overwrite``
+    (a plain ``kubectl create`` fails on it); the giving one leaves it alone when it is updated and the kind
+    is not prunable, but deletes it when the giving resource itself is deleted (``kubectl delete``).
+    Prunable kinds leaving an updated manifest are left as a deletion and a creation: which comes first
+    depends on the order of the two resources.
+    """
+    resources = new_template.get("Resources", {})
+    gone = {o.key: (r, o) for r in stack.resources for o in r.objects if o.action == "remove"}
+    for dest in stack.resources:
+        for o in dest.objects:
+            if o.action != "add" or o.key not in gone:
+                continue
+            src, src_o = gone[o.key]
+            if src is dest or (src.action == "modify" and prunable(src_o.old)):
+                continue
+            changes = _without_prune_labels(diff(src_o.old, o.new))
+            if dest.action == "add" and str(resources.get(dest.logical_id, {}).get("Properties", {})
+                                            .get("Overwrite", "false")).lower() != "true":
+                o.effects = [Effect("apply-fails", f"kubectl create fails: the object exists already (applied by "
+                                                   f"{src.logical_id}); create {dest.logical_id} with Overwrite so "
+                                                   "that it is applied over")]
+                continue
+            o.action = "modify"
+            o.changes, o.churn = _split(changes)
+            o.effects = [Effect("moved", f"moved here from {src.logical_id}: applied over the running object"),
+                         *(object_effects(o.key[0], src_o.old, o.new, changes, pruned=True) if changes else [])]
+            if src.action == "remove":
+                lost = Effect("delete", f"then deleted: {src.logical_id} leaves the stack, and its `kubectl delete` "
+                                        "in CloudFormation's cleanup phase removes the object this manifest applied")
+                o.effects.append(lost)
+                src_o.effects = [lost]
+            else:
+                src_o.effects = [Effect("moved", f"moved to {dest.logical_id}: kept running (kubectl apply --prune "
+                                                 f"leaves {o.key[0]} alone)")]
 
 
 
@@ -241,6 +322,7 @@ def diff_stack(name: str, old: Mapping[str, Any] | None, new: Mapping[str, Any] 
                     render({k: new.get(k, MISSING) for k in _SECTIONS if k in old or k in new}))
     stack.sections, stack.churn = _split(sections)
     _cascade(stack, new)
+    _pair_moves(stack, new)
     return stack
 
 
@@ -340,7 +422,8 @@ def _md_change(c: Change) -> str:
 
 
 def _md_effect(e: Effect) -> str:
-    strong = e.kind in ("replace", "new-ray-cluster", "job-immutable", "delete", "node-rolling", "serve-restart")
+    strong = e.kind in ("replace", "new-ray-cluster", "job-immutable", "apply-fails", "delete", "orphan",
+                        "node-rolling", "serve-restart")
     return f"**{e.text}**" if strong else e.text
 
 

@@ -21,9 +21,13 @@ Every rule here restates an upstream behaviour, and the upstream source is named
   application's ``import_path``, ``runtime_env`` or ``args`` form its code version, so changing them rebuilds
   the application and restarts its replicas. HTTP, gRPC and proxy options are cluster-scoped: a running Serve
   ignores new values (``ray/serve/_private/api.py``).
-* aws-cdk-lib's kubectl handler (``custom-resource-handlers/dist/aws-eks-v2/kubectl-handler``): a manifest
-  update is ``kubectl apply --prune -l <PruneLabel>`` (objects removed from the chart are deleted); a Helm
-  chart update is ``helm upgrade --install`` of the release named in the resource.
+* aws-cdk-lib's kubectl handler (``custom-resource-handlers/dist/aws-eks-v2/kubectl-handler``): a new
+  manifest is ``kubectl create`` (``kubectl apply`` with ``Overwrite``), an update ``kubectl apply --prune -l
+  <PruneLabel>``, a removed manifest ``kubectl delete`` of its objects; a Helm chart update is ``helm upgrade
+  --install`` of the release named in the resource.
+* kubectl (``staging/src/k8s.io/kubectl/pkg/cmd/apply/prune/prune.go``): ``--prune`` without
+  ``--prune-allowlist`` deletes only the kinds of its default allowlist; a RayService, NetworkPolicy or
+  PodDisruptionBudget dropped from a manifest stays in the cluster.
 * Kubernetes: a Job's pod template, selector, completions and completion mode are immutable, so ``kubectl
   apply`` of a changed Job under the same name fails while the Job exists.
 """
@@ -142,9 +146,31 @@ def helm_effects(changes: Sequence[Change]) -> list[Effect]:
 
 _JOB_IMMUTABLE = ("template", "selector", "completions", "completionMode", "manualSelector")
 
+# kubectl's defaultNamespacedPruneResources and defaultNonNamespacedPruneResources (group, kind).
+PRUNE_ALLOWLIST = frozenset({
+    ("", "ConfigMap"), ("", "Endpoints"), ("", "PersistentVolumeClaim"), ("", "Pod"), ("", "ReplicationController"),
+    ("", "Secret"), ("", "Service"), ("batch", "Job"), ("batch", "CronJob"), ("networking.k8s.io", "Ingress"),
+    ("apps", "DaemonSet"), ("apps", "Deployment"), ("apps", "ReplicaSet"), ("apps", "StatefulSet"),
+    ("", "Namespace"), ("", "PersistentVolume"),
+})
 
-def object_effects(kind: str, old: Any, new: Any, changes: Sequence[Change], *, pruned: bool) -> list[Effect]:
-    """Effects of one Kubernetes object of a manifest (``old``/``new`` are ``MISSING`` when absent)."""
+
+def group_kind(obj: Mapping[str, Any]) -> tuple[str, str]:
+    api = str(obj.get("apiVersion", ""))
+    return (api.split("/")[0] if "/" in api else "", str(obj.get("kind", "?")))
+
+
+def prunable(obj: Mapping[str, Any]) -> bool:
+    """Whether ``kubectl apply --prune`` (default allowlist) deletes this object once its manifest drops it."""
+    return group_kind(obj) in PRUNE_ALLOWLIST
+
+
+def object_effects(kind: str, old: Any, new: Any, changes: Sequence[Change], *, pruned: bool,
+                   resource_deleted: bool = False) -> list[Effect]:
+    """Effects of one Kubernetes object of a manifest (``old``/``new`` are ``MISSING`` when absent).
+
+    ``resource_deleted``: the whole manifest resource leaves the stack, so its objects go with ``kubectl delete``.
+    """
     if old is MISSING:
         if kind == "Job":
             return [Effect("job-run", "new Job: runs once it is applied")]
@@ -152,9 +178,16 @@ def object_effects(kind: str, old: Any, new: Any, changes: Sequence[Change], *, 
             return [Effect("new-ray-cluster", "new RayService: KubeRay creates its Ray cluster and deploys Serve")]
         return [Effect("create", "created")]
     if new is MISSING:
-        if pruned:
+        if resource_deleted:
+            return [Effect("delete", "deleted with its manifest resource (kubectl delete)")]
+        if not pruned:
+            return [Effect("orphan", "left running in the cluster: the manifest has no prune label")]
+        if prunable(old):
             return [Effect("delete", "deleted (kubectl apply --prune)")]
-        return [Effect("orphan", "left running in the cluster: the manifest has no prune label")]
+        group, k = group_kind(old)
+        return [Effect("orphan", f"left running in the cluster: kubectl apply --prune deletes only the kinds on "
+                                 f"kubectl's default prune allowlist, which has no {k}"
+                                 f"{f' ({group})' if group else ''}; delete it by hand")]
     if kind == "RayService":
         return ray_service_effects(old, new, changes)
     if kind == "Job":
@@ -177,6 +210,17 @@ _MUTED_HEAD: tuple[tuple[str, ...], ...] = (("template", "spec", "tolerations"),
                                             ("template", "spec", "schedulingGates"))
 _MUTED_WORKER: tuple[tuple[str, ...], ...] = (("replicas",), ("minReplicas",), ("maxReplicas",),
                                               ("scaleStrategy", "workersToDelete"), *_MUTED_HEAD)
+
+
+def job_replaced_effect(old_name: str, new: Mapping[str, Any]) -> Effect:
+    """A Job whose spec changed under the same run: its name (which ends in a hash of the spec) changed too."""
+    run = ((new.get("metadata") or {}).get("labels") or {}).get("eks-inference/run-id")
+    containers = (((new.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
+    skips = any("--skip-if-exists" in (c.get("args") or []) for c in containers)
+    skip = (f"its pods exit at once where run {run} already has their results (--skip-if-exists), so measuring "
+            "again needs a new loadtest.run_id") if skips and run else "it runs once it is applied"
+    return Effect("job-replaced", f"replaces Job {old_name}, whose spec differs (the name carries a hash of the "
+                                  f"spec): the old Job is pruned and this one starts; {skip}")
 
 
 def _drop(doc: Any, path: tuple[str, ...]) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from eks_inference.config import KUBERNETES_VERSION, CapacityType, PlatformConfig, Processor, instance_family
+from eks_inference.config import KUBERNETES_VERSION, CapacityType, PlatformConfig, instance_family
 from eks_inference.ops.assembly import DEFAULT_BOOTSTRAP_PARAMETER, Assembly, stack_names
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
@@ -92,11 +92,13 @@ class Context:
         return KUBERNETES_VERSION
 
     def addons(self) -> list[tuple[str, str]]:
-        """Pinned EKS add-ons: from the synthesized templates when there are some, else from the config."""
+        """Pinned EKS add-ons: from the synthesized templates when there are some, else from the config (the
+        add-ons :class:`~eks_inference.constructs.inference_cluster.InferenceCluster` installs)."""
         found = [(str(r["Properties"]["AddonName"]), str(r["Properties"].get("AddonVersion", "")))
                  for t in self._templates() for r in t.get("Resources", {}).values()
                  if r.get("Type") == "AWS::EKS::Addon"]
-        return found or [("eks-pod-identity-agent", self.config.addons.pod_identity_agent)]
+        return found or [("eks-pod-identity-agent", self.config.addons.pod_identity_agent),
+                         ("vpc-cni", self.config.addons.vpc_cni)]
 
     def cluster_name(self) -> str | None:
         for t in self._templates():
@@ -106,9 +108,13 @@ class Context:
         return None
 
     def images_to_build(self) -> dict[str, str]:
-        """Image name → Docker platform, for every image ``cdk deploy`` builds (no ``image_uris`` entry)."""
+        """Image name → Docker platform, for every image ``cdk deploy`` builds (no ``image_uris`` entry).
+
+        One image per processor that serves a model, for its nodes' architecture, and the load-test image
+        (amd64) only while a run is configured: without ``loadtest.run_id`` the app has no load-test image.
+        """
         wanted = {p for m in self.config.models for p in m.processors}
-        names = {p.value: ("linux/arm64" if p is Processor.GRAVITON else "linux/amd64") for p in wanted}
+        names = {p.value: f"linux/{p.architecture}" for p in wanted}
         if self.config.loadtest.run_id:
             names["loadtest"] = "linux/amd64"
         return {n: plat for n, plat in sorted(names.items()) if n not in self.config.image_uris}

@@ -229,7 +229,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
             raise ConfigError("publish: give MODEL_DIR (or bundled:NAME) and --name, or --artifact DIR")
         res = publish_model(args.source, args.to, name=args.name, revision=args.revision, task=args.task,
                             endpoint_url=args.s3_endpoint_url)
-    print(json.dumps({"uri": res.uri, "status": res.status, "files": res.files, "bytes": res.bytes}, indent=2))
+    print(json.dumps({"uri": res.uri, "status": res.status, "files": res.files, "bytes": res.bytes,
+                      "references": list(res.references)}, indent=2))
     return 0
 
 

@@ -66,6 +66,7 @@ class InferenceStack(Stack):
         self.repository.grant_prefixes(self.serving_role, read=[MODELS_PREFIX], write=[ARTIFACTS_PREFIX])
         self.loadtest_role = self._pod_role("LoadTestPodRole", "Load-test pods: write and read results")
         self.repository.grant_prefixes(self.loadtest_role, read=[], write=[RESULTS_PREFIX])
+        self.repository.grant_verification_reads(self.loadtest_role)  # clients run `loadtest run --verify`
         self.pod_identities: dict[str, eks.CfnPodIdentityAssociation] = {}
         for cid, sa, role in (("ServingPodIdentity", SERVE_SERVICE_ACCOUNT, self.serving_role),
                               ("LoadTestPodIdentity", LOADTEST_SERVICE_ACCOUNT, self.loadtest_role)):

@@ -18,6 +18,7 @@ import yaml
 
 from eks_inference.config import Processor
 from eks_inference.k8s.ray_service import RAY_PORTS, quoted_resources
+from eks_inference.serving.serve_config import INDEX_APP_NAME
 from tests.conftest import Assembly
 from tests.system import kuberay
 from tests.system.synthesized import objects
@@ -57,11 +58,36 @@ def ray_services(manifests: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {m["metadata"]["name"]: m for m in manifests if m["kind"] == "RayService"}
 
 
-def actor_options(ray_service: dict[str, Any]) -> dict[str, Any]:
+def serve_deployments(ray_service: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(the model deployment, the route index's deployments) of a RayService's serveConfigV2."""
     serve = yaml.safe_load(ray_service["spec"]["serveConfigV2"])
-    app = serve["applications"][0]  # the model's; the route index after it reserves nothing
-    (deployment,) = app["deployments"]
-    return dict(deployment["ray_actor_options"])
+    apps = {a["name"]: a for a in serve["applications"]}
+    index = apps.pop(INDEX_APP_NAME)
+    ((_, model_app),) = apps.items()
+    (model,) = model_app["deployments"]
+    return model, list(index["deployments"])
+
+
+def asks(deployment: dict[str, Any], replicas: int = 1) -> dict[str, float]:
+    """Ray resources ``replicas`` replicas of a deployment hold (ray_actor_options; Serve's default is 1 CPU)."""
+    opts = deployment.get("ray_actor_options") or {}
+    need = {"CPU": opts.get("num_cpus", 1), "GPU": opts.get("num_gpus", 0), **opts.get("resources", {})}
+    return {k: v * replicas for k, v in need.items()}
+
+
+def offers(params: dict[str, Any]) -> dict[str, float]:
+    """Ray resources a node started with these ``ray start`` options advertises."""
+    return {"CPU": params["num_cpus"], "GPU": params["num_gpus"] or 0, **params["resources"]}
+
+
+def actor_options(ray_service: dict[str, Any]) -> dict[str, Any]:
+    """The model deployment's ray_actor_options (what one of its replicas asks Ray for)."""
+    model, _ = serve_deployments(ray_service)
+    return dict(model["ray_actor_options"])
+
+
+def fits(offer: dict[str, float], *held: dict[str, float]) -> bool:
+    return all(sum(h.get(k, 0) for h in held) <= offer.get(k, 0) for k in {k for h in held for k in h})
 
 
 def tmpfs_bytes(pod: dict[str, Any]) -> int:
@@ -88,7 +114,18 @@ def plasma_directory(pod: dict[str, Any], object_store_memory: int, monkeypatch:
 
 
 def check_pods(ray_service: dict[str, Any], tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    wants = actor_options(ray_service)
+    """Every pod starts, and every replica fits wherever Serve may place it.
+
+    Serve places replicas on any node that has room for their ray_actor_options (Ray 2.60
+    ray/serve/_private/deployment_scheduler.py: the SPREAD strategy over feasible nodes unless
+    RAY_SERVE_USE_PACK_SCHEDULING_STRATEGY is set; ray-core's actor scheduling: explicit resources, a num_cpus of 0
+    included, are all a node must offer). The model deployment asks for CPUs (and neuron_cores or GPUs), which the
+    head (num-cpus 0) does not offer: one replica per worker pod. The route index asks for nothing, so it may land
+    on the head or on any worker: the head must hold it, and every worker must hold it next to its model replica.
+    """
+    model, index = serve_deployments(ray_service)
+    wants = dict(model["ray_actor_options"])
+    index_asks = [asks(d, d.get("num_replicas", 1)) for d in index]
     for pod in kuberay.build_pods(ray_service):
         c = pod["spec"]["containers"][0]
         argv = bash_argv(c["command"], c["args"], tmp)
@@ -103,14 +140,14 @@ def check_pods(ray_service: dict[str, Any], tmp: Path, monkeypatch: pytest.Monke
             RAY_PORTS.min_worker, RAY_PORTS.max_worker), where
         assert plasma_directory(pod, p["object_store_memory"], monkeypatch) == "/dev/shm", where
         if pod["head"]:
-            assert p["num_cpus"] == 0 and p["port"] == RAY_PORTS.gcs, where  # no replicas on the head
+            assert p["num_cpus"] == 0 and p["port"] == RAY_PORTS.gcs, where  # no model replicas on the head
+            assert not fits(offers(p), asks(model)), where
+            assert fits(offers(p), *index_asks), f"{where}: the route index {index_asks} does not fit the head {p}"
             continue
         assert p["address"].endswith(f"-head-svc.{pod['metadata']['namespace']}.svc.cluster.local:{RAY_PORTS.gcs}")
-        # A replica fits its worker: every resource it asks for, the node advertises.
-        assert p["num_cpus"] >= wants["num_cpus"], where
-        assert (p["num_gpus"] or 0) >= wants.get("num_gpus", 0), where
-        for name, amount in wants.get("resources", {}).items():
-            assert p["resources"].get(name, 0) >= amount, f"{where}: replicas need {name}={amount}, node has {p}"
+        # A replica fits its worker: every resource it asks for, the node advertises, with room left for the index.
+        assert fits(offers(p), asks(model)), f"{where}: a replica needs {asks(model)}, node has {offers(p)}"
+        assert fits(offers(p), asks(model), *index_asks), f"{where}: no room for the route index {index_asks}"
         extended = {k for k in c["resources"]["limits"] if "/" in k}
         assert bool(extended) == bool(set(wants) & {"resources", "num_gpus"}), where
 
@@ -119,8 +156,8 @@ def check_pods(ray_service: dict[str, Any], tmp: Path, monkeypatch: pytest.Monke
 def test_synthesized_ray_pods_start(env_name: str, assemblies: dict[str, Assembly], tmp_path: Path,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """Each head and worker group of the synthesized charts: bash keeps every value intact, ray start parses
-    it, the workers offer what the Serve deployment's ray_actor_options ask (neuron_cores on inf2), and the
-    object store lands in /dev/shm."""
+    it, the workers offer what the model deployment asks (neuron_cores on inf2), every node what the route index
+    asks, and the object store lands in /dev/shm."""
     services = ray_services(objects(assemblies[env_name], "RayService"))
     assert sorted(services) == ["minilm-graviton", "minilm-inferentia"]
     for rs in services.values():

@@ -24,15 +24,12 @@ CHANGED_FILE = "eks_inference/loadtest/runner.py"
 
 
 def environments(*, after: bool) -> dict[str, Any]:
-    from tests.conftest import cdk_context
+    from tests.conftest import cdk_context, with_load_test_run
 
     ctx = cdk_context()
     envs = copy.deepcopy(ctx["eks-inference:environments"])
     dev = envs["dev"]
-    dev["loadtest"]["run_id"] = RUN_ID
-    for g in dev["node_groups"]:
-        if g["name"] == "system":  # what the capacity check asks for a two-client run on two targets
-            g.update(instance_types=["m7i.xlarge"], desired_size=3, max_size=3)
+    with_load_test_run(dev, RUN_ID)
     if after:
         dev["models"][0]["serving"]["max_batch_size"] = 16
     return {**ctx, "eks-inference:environments": envs, "env": "dev"}

@@ -70,12 +70,12 @@ def test_chart_values_discover_this_cluster_and_prefer_cheaper_groups(env_name: 
     assert args["expander"] == "priority,least-waste"  # price is not implemented on AWS
     assert args["balance-similar-node-groups"] is True
     assert v["nodeSelector"] == {"eks-inference/processor": "system"}
-    # Priorities: graviton's c7g.2xlarge ($0.29/h) above inferentia's inf2.xlarge ($0.76/h); the unpriced m7i
-    # system group and anything found later only under the catch-all.
+    # Priorities by the price table: the system group's m7i ($0.10/h) above graviton's c7g.2xlarge ($0.29/h) above
+    # inferentia's inf2.xlarge ($0.76/h); anything found later only under the catch-all.
     prio = v["expanderPriorities"]
     by_group = {p: priority_of(prio, f"eks-{props['NodegroupName']}-8ec4a1b0-5c1d-4a2e-9f00-0123456789ab")
                 for p, props in groups(t).items()}
-    assert by_group["graviton"] > by_group["inferentia"] > by_group["system"] == 1
+    assert by_group["system"] > by_group["graviton"] > by_group["inferentia"] > 1
     assert prio["1"] == [".*"]
 
 
@@ -151,7 +151,7 @@ def test_priorities_follow_the_price_table() -> None:
             ("spot-22222222", "c7g.xlarge", CapacityType.SPOT),
             ("dear-33333333", "inf2.xlarge", CapacityType.ON_DEMAND),
             ("twin-44444444", "inf2.xlarge", CapacityType.ON_DEMAND),
-            ("unpriced-55555555", "m7i.large", CapacityType.ON_DEMAND)]
+            ("unpriced-55555555", "t3.nano", CapacityType.ON_DEMAND)]
     prio = expander_priorities(rows, region="us-east-1", prices=DEFAULT_PRICES)
     assert prio == {"1": [".*"], "30": [asg_name_pattern("spot-22222222")], "20": [asg_name_pattern("cheap-11111111")],
                     "10": sorted([asg_name_pattern("dear-33333333"), asg_name_pattern("twin-44444444")])}

@@ -72,6 +72,13 @@ def test_serving_pods_read_models_and_write_only_artifacts(assemblies: dict[str,
 def test_load_test_pods_write_only_results(assemblies: dict[str, Assembly]) -> None:
     st = {s["Sid"]: s for s in _role_policy(template(assemblies), "^Load-test pods")}
     assert _prefixes(st["WritePrefixes"]) == {"results"} and _prefixes(st["ReadPrefixes"]) == {"results"}
+    # `loadtest run --verify` reads each model's manifest and stored reference outputs, never the weights.
+    reads = json.dumps(st["ReadModelManifestsAndReferences"]["Resource"])
+    assert st["ReadModelManifestsAndReferences"]["Action"] == "s3:GetObject"
+    assert sorted(re.findall(r"/models/[^\"]*", reads)) == ["/models/*/.references/*", "/models/*/manifest.json"]
+    assert st["ListModels"]["Condition"] == {"StringLike": {"s3:prefix": ["models/*"]}}
+    assert set(st) == {"ListPrefixes", "ReadPrefixes", "DecryptObjects", "WritePrefixes", "EncryptObjects",
+                       "ListModels", "ReadModelManifestsAndReferences"}
 
 
 def test_pod_identity_associations(assemblies: dict[str, Assembly]) -> None:
@@ -86,16 +93,19 @@ def _docker_images(asm: Assembly) -> dict[str, Any]:
     return json.loads(assets.read_text())["dockerImages"]
 
 
-def test_one_image_asset_per_platform(assemblies: dict[str, Assembly]) -> None:
-    images = _docker_images(assemblies["dev"])
-    by_file = {img["source"]["dockerFile"]: img["source"].get("platform") for img in images.values()}
+def test_one_image_asset_per_platform(assemblies: dict[str, Assembly], run_assembly: Assembly) -> None:
+    def by_file(asm: Assembly) -> dict[str, str | None]:
+        return {img["source"]["dockerFile"]: img["source"].get("platform") for img in _docker_images(asm).values()}
+
+    serving = {"model_images/graviton/Dockerfile": "linux/arm64", "model_images/inferentia2/Dockerfile": "linux/amd64"}
     # The load-test image is built only for an environment that asks for a run.
-    assert by_file == {"model_images/graviton/Dockerfile": "linux/arm64",
-                       "model_images/inferentia2/Dockerfile": "linux/amd64"}
+    assert by_file(assemblies["dev"]) == serving
+    assert by_file(run_assembly) == {**serving, "model_images/loadtest/Dockerfile": "linux/amd64"}
 
 
-def test_image_context_holds_only_what_images_need(assemblies: dict[str, Assembly]) -> None:
-    asm = assemblies["dev"]
+def test_image_context_holds_only_what_images_need(run_assembly: Assembly) -> None:
+    asm = run_assembly  # dev with a load-test run: the serving images and the load-test image
+    assert len(_docker_images(asm)) == 3
     for img in _docker_images(asm).values():
         ctx = asm.path / img["source"]["directory"]
         names = {str(p.relative_to(ctx)) for p in ctx.rglob("*")}
@@ -138,12 +148,13 @@ def test_manifest_serve_config_equals_the_rendered_one(assemblies: dict[str, Ass
         assert served == expected
 
 
-def test_summary_lists_ray_services_and_jobs(assemblies: dict[str, Assembly]) -> None:
+def test_summary_lists_ray_services_and_jobs(run_assembly: Assembly) -> None:
     from eks_inference.summary import summarize
 
-    s = summarize(Path(assemblies["dev"].path))
+    s = summarize(Path(run_assembly.path))
     assert {r.name for r in s.ray_services} == {"minilm-graviton", "minilm-inferentia"}
-    assert s.jobs
+    jobs = [o["metadata"]["name"] for o in _manifests(run_assembly) if o["kind"] == "Job"]
+    assert sorted(s.jobs) == sorted(jobs) and len(jobs) == 3  # a client Job per target and the report Job
     assert _manifest_objects("not json") == []
 
 

@@ -1,5 +1,6 @@
 """The committed example report (docs/example-report/, written by `make demo`) still matches what the report
-code writes today, and shows what the demo is for: a cost, priced as a named instance type, and a knee."""
+code writes today, and shows what the demo is for: a verified target, a cost priced as a named instance type,
+and a knee."""
 
 from __future__ import annotations
 
@@ -33,3 +34,12 @@ def test_the_example_shows_a_cost_priced_as_and_a_knee() -> None:
     assert p99[-1] > 5 * p99[0]
     html = (EXAMPLE / "report.html").read_text()
     assert f"priced as {target['target']['price_as']}" in html
+
+
+def test_the_example_target_was_verified_before_it_was_ranked() -> None:
+    doc = json.loads((EXAMPLE / "report.json").read_text())
+    (target,) = doc["targets"]
+    assert target["verified"] == "yes" and target["verification"]["status"] == "passed"
+    assert target["verification"]["summary"].startswith("PASSED: ")
+    assert doc["ranking"][0]["verified"] == "yes"
+    assert '<td class="l ok">yes</td>' in (EXAMPLE / "report.html").read_text()

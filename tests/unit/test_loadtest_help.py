@@ -1,4 +1,5 @@
-"""Every ``eks-inference loadtest`` command's ``--help``: a one-line summary, an example block, each default once."""
+"""Every ``eks-inference loadtest`` command's ``--help``, and ``verify``'s and ``plan``'s: a one-line summary, an
+example block, each default once."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ def _loadtest_commands() -> list[tuple[str, argparse.ArgumentParser, str]]:
     sub = next(a for a in group._actions if isinstance(a, argparse._SubParsersAction))
     sub_summaries = {a.dest: a.help for a in sub._choices_actions}
     out += [(f"loadtest {name}", p, sub_summaries.get(name) or "") for name, p in sub.choices.items()]
+    out += [(name, _choices(root)[name], summaries[name] or "") for name in ("verify", "plan")]
     return out
 
 
@@ -76,4 +78,5 @@ def test_help_has_a_summary_examples_and_each_default_once(name: str, parser: ar
 def test_the_run_flags_the_chart_passes_are_named_exactly() -> None:
     run = dict((n, p) for n, p, _ in COMMANDS)["loadtest run"]
     options = {o for a in run._actions for o in a.option_strings}
-    assert {"--wait-ready", "--skip-if-exists", "--clients", "--client-index", "--run-id", "--price-as"} <= options
+    assert {"--wait-ready", "--skip-if-exists", "--clients", "--client-index", "--run-id", "--price-as",
+            "--verify", "--verify-source"} <= options

@@ -39,6 +39,17 @@ def test_price_table_covers_the_default_config_in_three_regions() -> None:
     assert DEFAULT_PRICES.hourly(None, "us-east-1") is None
 
 
+def test_the_system_and_cpu_group_types_are_priced_where_transcribed() -> None:
+    """m7i (system node groups) and c7i.4xlarge (prod's cpu group), added 2026-11-29 for plan and docs/costs.md."""
+    for region in ("us-east-1", "us-west-2"):
+        assert (DEFAULT_PRICES.hourly("m7i.large", region), DEFAULT_PRICES.hourly("m7i.xlarge", region),
+                DEFAULT_PRICES.hourly("c7i.4xlarge", region)) == (0.1008, 0.2016, 0.714)
+    assert DEFAULT_PRICES.hourly("c7i.4xlarge", "eu-west-1") == pytest.approx(
+        4 * (DEFAULT_PRICES.hourly("c7i.xlarge", "eu-west-1") or 0))
+    assert DEFAULT_PRICES.hourly("m7i.large", "eu-west-1") is None  # not transcribed there: n/a, never guessed
+    assert "added on 2026-11-29" in DEFAULT_PRICES.note
+
+
 def test_price_overrides(tmp_path: Path) -> None:
     f = tmp_path / "prices.json"
     f.write_text(json.dumps({"date": "2030-01-01", "prices": {"us-east-1": {"c7g.xlarge": 0.1},
@@ -80,6 +91,14 @@ def _step(name: str, *, rate: float, p99_s: float, instance: str | None, nodes: 
                       spec=spec, stats=rec.finish(window_s=10.0), client={"behind_schedule": behind})
 
 
+PASSED = {"status": "passed", "summary": "PASSED: 31 of 31 probes agree"}
+
+
+def verified(steps: list[ClientStep]) -> dict[tuple[str, str | None], Any]:
+    """Every series of ``steps`` verified: only verified series are ranked."""
+    return {(st.target.name, st.run_id): PASSED for st in steps}
+
+
 def test_slo_verdicts_say_why() -> None:
     ok = summarize([_step("a", rate=100, p99_s=0.05, instance=None)])
     assert slo_verdict(ok, slo_p99_ms=100, max_error_rate=0.01)[0]
@@ -108,7 +127,8 @@ def _fleet() -> list[ClientStep]:
 
 
 def test_ranking_by_cost_per_million_at_the_best_slo_rate() -> None:
-    targets, warnings = build_targets(_fleet(), slo_p99_ms=100, max_error_rate=0.01, prices=DEFAULT_PRICES)
+    targets, warnings = build_targets(_fleet(), slo_p99_ms=100, max_error_rate=0.01, prices=DEFAULT_PRICES,
+                                      verifications=verified(_fleet()))
     names = [t.target.name for t in targets]
     g = next(t for t in targets if t.target.name == "graviton")
     i = next(t for t in targets if t.target.name == "inferentia")
@@ -126,7 +146,8 @@ def test_ranking_by_cost_per_million_at_the_best_slo_rate() -> None:
 
 
 def test_report_files(tmp_path: Path) -> None:
-    targets, warnings = build_targets(_fleet(), slo_p99_ms=100, max_error_rate=0.01, prices=DEFAULT_PRICES)
+    targets, warnings = build_targets(_fleet(), slo_p99_ms=100, max_error_rate=0.01, prices=DEFAULT_PRICES,
+                                      verifications=verified(_fleet()))
     doc = build_document(targets, warnings=warnings, slo_p99_ms=100, max_error_rate=0.01, prices=DEFAULT_PRICES,
                          inputs=[{"source": "x.json", "target": "graviton"}], generated_at=T0)
     paths = write_report(tmp_path, doc, targets, slo_p99_ms=100, title="test")
@@ -185,7 +206,8 @@ def test_two_runs_of_one_target_are_two_series_everywhere(tmp_path: Path) -> Non
           for i, (r, p) in enumerate([(100, 0.02), (400, 0.5), (200, 0.05)])]
     r2 = [_step("a", rate=r, p99_s=p, instance="c7g.2xlarge", run_id="r2", index=i)
           for i, (r, p) in enumerate([(150, 0.02), (300, 0.06), (600, 0.9)])]
-    targets, _ = build_targets(r1 + r2, slo_p99_ms=100, max_error_rate=0.01, prices=DEFAULT_PRICES)
+    targets, _ = build_targets(r1 + r2, slo_p99_ms=100, max_error_rate=0.01, prices=DEFAULT_PRICES,
+                               verifications=verified(r1 + r2))
     by_run = {t.run_id: t for t in targets}
     assert set(by_run) == {"r1", "r2"} and {t.label for t in targets} == {"a · run r1", "a · run r2"}
     assert by_run["r1"].best is not None and by_run["r1"].best.summary["requested_rate"] == 200
@@ -227,7 +249,8 @@ def test_a_local_run_priced_as_an_instance_type_says_so(tmp_path: Path) -> None:
     local = _step("laptop", rate=50, p99_s=0.06, instance=None)
     priced = ClientStep(**{**local.__dict__, "target": TargetInfo(name="laptop", url="http://h/laptop",
                                                                   processor="cpu", price_as="c7i.large")})
-    targets, warnings = build_targets([priced], slo_p99_ms=100, max_error_rate=0.01, prices=DEFAULT_PRICES)
+    targets, warnings = build_targets([priced], slo_p99_ms=100, max_error_rate=0.01, prices=DEFAULT_PRICES,
+                                      verifications=verified([priced]))
     (t,) = targets
     assert t.rank == 1 and t.price_per_instance_hour == DEFAULT_PRICES.hourly("c7i.large", "us-east-1")
     assert t.usd_per_million_inferences == pytest.approx(0.08925 / (50 * 3600) * 1e6)
@@ -244,7 +267,8 @@ def test_a_local_run_priced_as_an_instance_type_says_so(tmp_path: Path) -> None:
 def test_missing_prices_give_the_fix_that_works() -> None:
     nothing = _step("laptop", rate=50, p99_s=0.06, instance=None)
     unknown = _step("box", rate=50, p99_s=0.06, instance="x9.huge")
-    _, warnings = build_targets([nothing, unknown], slo_p99_ms=100, max_error_rate=0.01, prices=DEFAULT_PRICES)
+    _, warnings = build_targets([nothing, unknown], slo_p99_ms=100, max_error_rate=0.01, prices=DEFAULT_PRICES,
+                                verifications=verified([nothing, unknown]))
     (w_laptop,) = [w for w in warnings if w.startswith("laptop")]
     assert "--instance-type TYPE" in w_laptop and "--price-as TYPE" in w_laptop and "--prices" not in w_laptop
     (w_box,) = [w for w in warnings if w.startswith("box")]
@@ -311,7 +335,8 @@ def test_slo_above_every_point_stays_visible_and_clear_of_the_legend() -> None:
 
 
 def test_cost_chart_shows_every_series_with_a_reason_when_unranked() -> None:
-    targets, _ = build_targets(_fleet(), slo_p99_ms=100, max_error_rate=0.01, prices=DEFAULT_PRICES)
+    targets, _ = build_targets(_fleet(), slo_p99_ms=100, max_error_rate=0.01, prices=DEFAULT_PRICES,
+                               verifications=verified(_fleet()))
     bx = build_figure(targets, slo_p99_ms=100, title="t").axes[1]
     ticks = sorted((lbl.get_position()[1], lbl.get_text().split("\n")[0]) for lbl in bx.get_yticklabels())
     assert [text for _, text in ticks][::-1] == [t.label for t in targets]  # top to bottom, in rank order

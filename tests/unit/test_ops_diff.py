@@ -27,8 +27,10 @@ from tests.conftest import Assembly
 Template = dict[str, Any]
 
 
-def edited(assemblies: dict[str, Assembly], suffix: str, edit: Callable[[Template], None]) -> AssemblyDiff:
-    old = assemblies["dev"].template(suffix)
+def edited(assemblies: dict[str, Assembly] | Assembly, suffix: str, edit: Callable[[Template], None]) -> AssemblyDiff:
+    """dev's stack (or the stack of the assembly given) against a copy with ``edit`` applied."""
+    asm = assemblies if isinstance(assemblies, Assembly) else assemblies["dev"]
+    old = asm.template(suffix)
     new = copy.deepcopy(old)
     edit(new)
     name = f"EksInference-dev-{suffix}"
@@ -51,31 +53,39 @@ def kinds(d: AssemblyDiff) -> dict[str, list[str]]:
     return out
 
 
-def edit_manifest(template: Template, edit: Callable[[list[dict[str, Any]]], None],
-                  chart: str | None = None) -> None:
-    """Edit a chart's objects, keeping the ``Fn::Join`` tokens where they are. Without ``chart``, every manifest
-    that holds a RayService (one per target) is offered the edit; those it does not apply to are left alone."""
-    for lid, res in template["Resources"].items():
-        manifest = res.get("Properties", {}).get("Manifest")
-        if not isinstance(manifest, dict) or "Fn::Join" not in manifest:
-            continue
-        if chart is not None and not lid.startswith(chart):
-            continue
-        parts = manifest["Fn::Join"][1]
-        marks = {f"@@{i}@@": p for i, p in enumerate(parts) if not isinstance(p, str)}
-        text = "".join(p if isinstance(p, str) else f"@@{i}@@" for i, p in enumerate(parts))
-        docs = json.loads(text)
-        if chart is None and not any(d["kind"] == "RayService" for d in docs):
-            continue
-        try:
-            edit(docs)
-        except ValueError:  # the edit names an object of another manifest
-            continue
-        text = json.dumps(docs, separators=(",", ":"))
-        out: list[Any] = []
-        for chunk in text.split("@@"):
-            out.append(marks.get(f"@@{chunk}@@", chunk) if chunk.isdigit() and f"@@{chunk}@@" in marks else chunk)
-        manifest["Fn::Join"][1] = out
+def _parts(manifest: Any) -> list[Any]:
+    """A ``Manifest`` property as ``Fn::Join`` parts (a manifest without deploy-time tokens is a plain string)."""
+    return list(manifest["Fn::Join"][1]) if isinstance(manifest, dict) else [manifest]
+
+
+def manifest_docs(res: dict[str, Any]) -> list[dict[str, Any]]:
+    parts = _parts(res["Properties"]["Manifest"])
+    return list(json.loads("".join(p if isinstance(p, str) else "0" for p in parts)))
+
+
+def manifest_holding(template: Template, kind: str, name: str) -> tuple[str, dict[str, Any]]:
+    """(logical id, resource) of the manifest whose objects include ``kind`` named ``name`` (or ``name-<hash>``)."""
+    (found,) = [(lid, r) for lid, r in template["Resources"].items()
+                if r["Type"] == "Custom::AWSCDK-EKS-KubernetesResource"
+                and any(d["kind"] == kind and d["metadata"]["name"].startswith(name) for d in manifest_docs(r))]
+    return found
+
+
+def edit_manifest(template: Template, edit: Callable[[list[dict[str, Any]]], None], *, holding: str,
+                  kind: str = "RayService") -> None:
+    """Edit the objects of the manifest that holds ``kind`` ``holding``, keeping the ``Fn::Join`` tokens where
+    they are."""
+    _, res = manifest_holding(template, kind, holding)
+    parts = _parts(res["Properties"]["Manifest"])
+    marks = {f"@@{i}@@": p for i, p in enumerate(parts) if not isinstance(p, str)}
+    text = "".join(p if isinstance(p, str) else f"@@{i}@@" for i, p in enumerate(parts))
+    docs = json.loads(text)
+    edit(docs)
+    text = json.dumps(docs, separators=(",", ":"))
+    out: list[Any] = []
+    for chunk in text.split("@@"):
+        out.append(marks.get(f"@@{chunk}@@", chunk) if chunk.isdigit() and f"@@{chunk}@@" in marks else chunk)
+    res["Properties"]["Manifest"] = {"Fn::Join": ["", out]} if marks else "".join(out)
 
 
 def ray_service(docs: list[dict[str, Any]], name: str) -> dict[str, Any]:
@@ -199,33 +209,108 @@ def test_ray_service_cluster_changes(assemblies: dict[str, Assembly]) -> None:
         new_head_resources(docs)
         ray_service(docs, "minilm-graviton")["spec"]["upgradeStrategy"] = {"type": "None"}
 
-    cases = {toleration_only: "ray-not-applied", appended_group: "ray-in-place",
-             new_head_resources: "new-ray-cluster", none_strategy: "ray-not-applied"}
-    for edit, expected in cases.items():
-        d = edited(assemblies, "Inference", lambda t, e=edit: edit_manifest(t, e))  # type: ignore[misc]
+    cases = {toleration_only: ("minilm-inferentia", "ray-not-applied"),
+             appended_group: ("minilm-graviton", "ray-in-place"),
+             new_head_resources: ("minilm-graviton", "new-ray-cluster"),
+             none_strategy: ("minilm-graviton", "ray-not-applied")}
+    for edit, (service, expected) in cases.items():
+        d = edited(assemblies, "Inference",
+                   lambda t, e=edit, s=service: edit_manifest(t, e, holding=s))  # type: ignore[misc]
         k = {label: v for label, v in kinds(d).items() if label.startswith("RayService")}
-        assert list(k.values()) == [[expected]], edit.__name__
-    text = render_text(edited(assemblies, "Inference", lambda t: edit_manifest(t, none_strategy)))
+        assert k == {f"RayService eks-inference/{service}": [expected]}, edit.__name__
+    text = render_text(edited(assemblies, "Inference",
+                              lambda t: edit_manifest(t, none_strategy, holding="minilm-graviton")))
     assert "upgradeStrategy None keeps the running RayCluster" in text
 
 
-def test_removed_object_is_pruned(assemblies: dict[str, Assembly]) -> None:
-    d = edited(assemblies, "Inference", lambda t: edit_manifest(
-        t, lambda docs: docs.remove(ray_service(docs, "minilm-inferentia"))))
-    assert kinds(d)["RayService eks-inference/minilm-inferentia"] == ["delete"]
+def test_removed_target_deletes_its_objects(assemblies: dict[str, Assembly]) -> None:
+    """Each model × processor is a manifest resource of its own: dropping one from config drops the resource,
+    and the kubectl handler's delete removes its objects (kinds that kubectl's prune would leave behind)."""
+    lid, _ = manifest_holding(assemblies["dev"].template("Inference"), "RayService", "minilm-inferentia")
+    d = edited(assemblies, "Inference", lambda t: t["Resources"].pop(lid))
+    assert kinds(d) == {
+        lid: ["delete"],
+        "RayService eks-inference/minilm-inferentia": ["delete"],
+        "NetworkPolicy eks-inference/minilm-inferentia-ingress": ["delete"],
+        "PodDisruptionBudget eks-inference/minilm-inferentia-workers": ["delete"]}
+    assert "deleted with its manifest resource (kubectl delete)" in render_text(d)
 
 
-def test_new_run_id_prunes_the_old_jobs_and_runs_new_ones(assemblies: dict[str, Assembly]) -> None:
+def test_prune_deletes_only_the_kinds_on_kubectls_allowlist(run_assembly: Assembly) -> None:
+    """kubectl apply --prune, as the handler runs it (no --prune-allowlist), deletes a Job dropped from a manifest
+    but leaves a NetworkPolicy or a RayService running (kubectl's default prune allowlist has neither)."""
+    def drop_report_and_policy(docs: list[dict[str, Any]]) -> None:
+        docs[:] = [d for d in docs if d["kind"] != "NetworkPolicy"
+                   and not d["metadata"]["name"].startswith("loadtest-run-001-report-")]
+
+    k = kinds(edited(run_assembly, "Inference",
+                     lambda t: edit_manifest(t, drop_report_and_policy, holding="loadtest-run-001-report", kind="Job")))
+    (report,) = [label for label in k if label.startswith("Job eks-inference/loadtest-run-001-report-")]
+    assert {label: v for label, v in k.items() if label.startswith(("Job", "NetworkPolicy"))} == {
+        report: ["delete"], "NetworkPolicy eks-inference/loadtest-no-ingress": ["orphan"]}
+    d = edited(run_assembly, "Inference", lambda t: edit_manifest(
+        t, lambda docs: docs.remove(ray_service(docs, "minilm-graviton")), holding="minilm-graviton"))
+    assert kinds(d)["RayService eks-inference/minilm-graviton"] == ["orphan"]
+    assert "which has no RayService (ray.io); delete it by hand" in render_text(d)
+    assert d.effects() and "1 object left in the cluster" in render_text(d).splitlines()[-1]
+
+
+def test_new_run_id_prunes_the_old_jobs_and_runs_new_ones(run_assembly: Assembly) -> None:
     def rename(docs: list[dict[str, Any]]) -> None:
         for doc in docs:
             doc["metadata"]["name"] = doc["metadata"]["name"].replace("run-001", "run-002")
 
-    d = edited(assemblies, "Inference", lambda t: edit_manifest(t, rename, chart="ClusterLoadTestChart"))
+    d = edited(run_assembly, "Inference",
+               lambda t: edit_manifest(t, rename, holding="loadtest-run-001-report", kind="Job"))
     k = kinds(d)
     jobs = {label: v for label, v in k.items() if label.startswith("Job ")}
     assert {label for label, v in jobs.items() if v == ["delete"]} == {
         label for label in jobs if "run-001" in label} and len(jobs) == 6
     assert {label for label, v in jobs.items() if v == ["job-run"]} == {label for label in jobs if "run-002" in label}
+
+
+def test_objects_moving_to_their_own_manifest_are_applied_in_place(assemblies: dict[str, Assembly]) -> None:
+    """From one shared serving manifest (the earlier layout) to a manifest per target: CloudFormation updates
+    the shared manifest (kubectl apply --prune leaves RayServices, NetworkPolicies and PDBs alone) and creates the
+    target manifests with Overwrite (kubectl apply over the running objects). No Ray cluster is re-created."""
+    def one_shared_manifest(t: Template) -> None:
+        res = t["Resources"]
+        _, shared = manifest_holding(t, "Namespace", "eks-inference")
+        label = shared["Properties"]["PruneLabel"]
+        parts = _parts(shared["Properties"]["Manifest"])
+        for service in ("minilm-graviton", "minilm-inferentia"):
+            lid, _ = manifest_holding(t, "RayService", service)
+            own = res.pop(lid)["Properties"]
+            more = [p.replace(own["PruneLabel"], label) if isinstance(p, str) else p for p in _parts(own["Manifest"])]
+            parts[-1] = parts[-1][:-1] + "," + more[0][1:]
+            parts += more[1:]
+        shared["Properties"]["Manifest"] = {"Fn::Join": ["", parts]}
+
+    new = assemblies["dev"].template("Inference")
+    old = copy.deepcopy(new)
+    one_shared_manifest(old)
+    d = diff_templates({"S": old}, {"S": new})
+    objects = [(r.logical_id, o.label, o.action, [e.kind for e in o.effects]) for s in d.stacks
+               for r in s.resources for o in r.objects]
+    moved = {label for _, label, action, _ in objects if action == "modify"}
+    assert moved == {f"{kind} eks-inference/minilm-{p}{suffix}" for p in ("graviton", "inferentia")
+                     for kind, suffix in (("RayService", ""), ("NetworkPolicy", "-ingress"),
+                                          ("PodDisruptionBudget", "-workers"))}
+    assert all(kinds_ == ["moved"] for _, _, _, kinds_ in objects), objects
+    assert not [o for s in d.stacks for r in s.resources for o in r.objects if o.changes]
+    assert "new Ray cluster" not in render_text(d) and "moved here from ClusterServingChart" in render_text(d)
+
+    # Renaming a target's construct: the new manifest applies over the objects, then deleting the old resource
+    # deletes them (kubectl delete in CloudFormation's cleanup phase).
+    renamed = copy.deepcopy(new)
+    lid, _ = manifest_holding(renamed, "RayService", "minilm-graviton")
+    renamed["Resources"]["Renamed" + lid] = renamed["Resources"].pop(lid)
+    d = diff_templates({"S": new}, {"S": renamed})
+    effects = {(r.logical_id, o.label): [e.kind for e in o.effects] for s in d.stacks for r in s.resources
+               for o in r.objects}
+    assert effects[(lid, "RayService eks-inference/minilm-graviton")] == ["delete"]
+    assert effects[("Renamed" + lid, "RayService eks-inference/minilm-graviton")] == ["moved", "delete"]
+    assert "removes the object this manifest applied" in render_text(d)
 
 
 # -- Serve: Ray 2.60 ----------------------------------------------------------------------------------------
@@ -251,7 +336,7 @@ def test_serve_config_changes(assemblies: dict[str, Assembly], path: tuple[Any, 
         node[path[-1]] = value
         rs["spec"]["serveConfigV2"] = yaml.safe_dump(cfg, sort_keys=False)
 
-    d = edited(assemblies, "Inference", lambda t: edit_manifest(t, edit))
+    d = edited(assemblies, "Inference", lambda t: edit_manifest(t, edit, holding="minilm-graviton"))
     (obj,) = [o for s in d.stacks for r in s.resources for o in r.objects]
     assert [e.kind for e in obj.effects] == [kind]
     assert phrase in obj.effects[0].text

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 
-from eks_inference.config import ENVIRONMENTS_KEY
+from eks_inference.config import ENVIRONMENTS_KEY, Processor
 from eks_inference.ops import preflight as pf
 from eks_inference.ops.project import availability_zones, platform_config, read_context
 from tests.conftest import ROOT, offline_env
@@ -64,8 +65,18 @@ def test_buildx_platforms_are_parsed() -> None:
 
 def test_docker_needs_arm64_for_the_graviton_image() -> None:
     ctx = dev_context()
-    assert ctx.images_to_build() == {"graviton": "linux/arm64", "inferentia": "linux/amd64",
-                                     "loadtest": "linux/amd64"}
+    assert not ctx.config.loadtest.run_id  # dev ships without a run, so the app has no load-test image
+    assert ctx.images_to_build() == {"graviton": "linux/arm64", "inferentia": "linux/amd64"}
+    run = replace(ctx.config, loadtest=replace(ctx.config.loadtest, run_id="run-001"))
+    assert pf.Context(config=run, assembly=None, zones=ctx.zones).images_to_build() == {
+        "graviton": "linux/arm64", "inferentia": "linux/amd64", "loadtest": "linux/amd64"}
+    x86_only = replace(ctx.config, models=tuple(replace(m, processors=(Processor.INFERENTIA,))
+                                                for m in ctx.config.models))
+    x86_ctx = pf.Context(config=x86_only, assembly=None, zones=ctx.zones)
+    assert x86_ctx.images_to_build() == {"inferentia": "linux/amd64"}
+    plain = pf.check_docker(x86_ctx, which=lambda _: "/usr/bin/docker",
+                            run=runner({"buildx version": (0, "v0.20.1"), "buildx inspect": (0, INSPECT_PLAIN)}))
+    assert plain.status == "pass"  # nothing to build for arm64: no emulation needed
     ok = pf.check_docker(ctx, run=runner({"buildx version": (0, "github.com/docker/buildx v0.20.1"),
                                           "buildx inspect": (0, INSPECT_WITH_EMULATION)}),
                          which=lambda _: "/usr/bin/docker")

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 from pathlib import Path
 
 import pytest
 
 from eks_inference.config import ENVIRONMENTS_KEY, PlatformConfig, load_config, worker_pod_requests
+from eks_inference.serving.serve_config import ADMISSION_SPARE, BURST_QUEUE_FACTOR, INDEX_APP_NAME
 from eks_inference.summary import main, render, summarize
-from tests.conftest import OWN_ACCOUNT, OWN_REGION, Assembly, cdk_context
+from tests.conftest import OWN_ACCOUNT, OWN_REGION, RUN_ID, Assembly, cdk_context
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +46,9 @@ def test_summary_reports_what_the_config_asked_for(own_account_assembly: Assembl
         assert g["size"] == f"{spec.min_size}..{spec.max_size} (desired {desired})"
 
     images = {im["image"]: im for im in s.images}
-    assert set(images) == {p.value for m in config.models for p in m.processors} | {"loadtest"}
+    # A load-test image only with a run (test_summary_of_a_load_test_run); the example ships without one.
+    assert not config.loadtest.run_id and not s.jobs
+    assert set(images) == {p.value for m in config.models for p in m.processors}
     assert images["graviton"]["built_from"] == "model_images/graviton/Dockerfile (linux/arm64)"
     assert images["graviton"]["uri"].startswith(f"{OWN_ACCOUNT}.dkr.ecr.{OWN_REGION}.amazonaws.com/")
 
@@ -61,9 +65,24 @@ def test_summary_reports_what_the_config_asked_for(own_account_assembly: Assembl
             assert d["user_config"]["max_batch_size"] == serving.max_batch_size
             assert d["user_config"]["batch_wait_timeout_s"] == serving.batch_wait_timeout_s
             assert d["user_config"]["num_threads"] == serving.num_threads
-            assert (d["max_ongoing_requests"], d["max_queued_requests"]) == (serving.max_ongoing_requests,
-                                                                             serving.max_queued_requests)
-    assert s.jobs and all(j.startswith(f"loadtest-{config.loadtest.run_id}-") for j in s.jobs)
+            assert d["application"] == model.name
+            assert r.applications == [model.name, INDEX_APP_NAME]  # the route index has no replicas to size
+            # The replica sheds load above its own limit; Serve's limits sit above it as a backstop.
+            limit = serving.max_ongoing_requests + serving.max_queued_requests
+            assert d["replica_limit"] == limit
+            assert (d["max_ongoing_requests"], d["max_queued_requests"]) == (limit + ADMISSION_SPARE,
+                                                                             BURST_QUEUE_FACTOR * limit)
+
+
+def test_summary_of_a_load_test_run(run_assembly: Assembly) -> None:
+    """dev with a load-test run: the load-test image (built for amd64) and the run's Jobs, named after the run."""
+    s = summarize(run_assembly.path)
+    images = {im["image"]: im for im in s.images}
+    assert images["loadtest"]["built_from"] == "model_images/loadtest/Dockerfile (linux/amd64)"
+    targets = [r.name for r in s.ray_services]
+    assert len(s.jobs) == len(targets) + 1
+    for stem in [*targets, "report"]:  # Job names end in a hash of their spec
+        assert len([j for j in s.jobs if re.fullmatch(f"loadtest-{RUN_ID}-{stem}-[0-9a-f]{{8}}", j)]) == 1, s.jobs
 
 
 def test_summary_prints_it_compactly(own_account_assembly: Assembly, config: PlatformConfig) -> None:
@@ -81,6 +100,8 @@ def test_summary_prints_it_compactly(own_account_assembly: Assembly, config: Pla
     s = config.models[0].serving
     row = next(ln for ln in lines if ln.startswith(f"{config.models[0].name}-graviton"))
     assert f"{s.max_batch_size} / {s.batch_wait_timeout_s * 1000:g} ms / {s.max_seq_length}" in row
+    limit = s.max_ongoing_requests + s.max_queued_requests
+    assert f"{limit} · {limit + ADMISSION_SPARE} / {BURST_QUEUE_FACTOR * limit}" in row
     assert s.dtype.value in row
 
 

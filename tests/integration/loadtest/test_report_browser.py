@@ -65,7 +65,8 @@ def _step(name: str, run_id: str, index: int, rate: float, p99_s: float, target:
 
 def _report(tmp_path: Path) -> Path:
     """A report that stresses the layout: long names and run ids, two runs of one target, a priced-as local
-    target, an unranked one, and a large server /info document."""
+    target, an unranked one, one that failed verification with a long worst input, and a large server /info
+    document."""
     graviton = TargetInfo(name="minilm-graviton-c7g-2xlarge-batch32", url="http://minilm-graviton.eks-inference"
                           ".svc.cluster.local:8000/minilm", processor="graviton", instance_type="c7g.2xlarge",
                           nodes=3, region="eu-west-1")
@@ -81,7 +82,13 @@ def _report(tmp_path: Path) -> Path:
         *(_step(local.name, "demo", i, r, p, local) for i, (r, p) in enumerate([(5, 0.1), (10, 0.15), (20, 2.5)])),
         _step(gpu.name, "g1", 0, 100, 0.4, gpu),
     ]
-    targets, warnings = build_targets(steps, slo_p99_ms=250, max_error_rate=0.01, prices=DEFAULT_PRICES)
+    passed = {"status": "passed", "summary": "PASSED: 31 of 31 probes agree"}
+    failed = {"status": "failed", "worst": {"probe": "ladder-540", "text": "ladder-540 ('Ray Serve batches requests so "
+                                            "that the…'): cosine 0.6902 < 0.99; the reference truncates this input "
+                                            "at max_seq_length, the server says it did not"}}
+    verifications = {(st.target.name, st.run_id): passed for st in steps} | {(gpu.name, "g1"): failed}
+    targets, warnings = build_targets(steps, slo_p99_ms=250, max_error_rate=0.01, prices=DEFAULT_PRICES,
+                                      verifications=verifications)
     info = {"model": "minilm", "processor": "graviton", "dtype": "bf16", "max_batch_size": 32,
             "versions": {"ray": "2.60.0", "torch": "2.13.0", "transformers": "5.0.0"},
             "artifact": {"key": "artifacts/minilm/" + "0123456789abcdef" * 16, "checks": list(range(80))}}

@@ -25,16 +25,21 @@ EI = ROOT / ".venv" / "bin" / "eks-inference"
 
 
 @pytest.mark.integration
-def test_nothing_deployed_yet_creates_every_stack(moto_s3_endpoint: str, assemblies: dict[str, Assembly]) -> None:
+def test_nothing_deployed_yet_creates_every_stack(moto_s3_endpoint: str, run_assembly: Assembly) -> None:
+    """dev with a load-test run, into an account that has none of its stacks: every object is new."""
     env = {**os.environ, "AWS_ENDPOINT_URL": moto_s3_endpoint}
-    proc = subprocess.run([str(EI), "diff", "--deployed", "-c", "env=dev", "--assembly", str(assemblies["dev"].path),
+    proc = subprocess.run([str(EI), "diff", "--deployed", "-c", "env=dev", "--assembly", str(run_assembly.path),
                            "--format", "json"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stderr
     doc = json.loads(proc.stdout)
     assert [(s["name"], s["action"]) for s in doc["stacks"]] == [(n, "create") for n in stack_names("dev")]
     inference = doc["stacks"][2]
-    objects = {(o["kind"], o["name"]) for r in inference["resources"] for o in r["objects"]}
-    assert ("RayService", "minilm-graviton") in objects and ("Job", "loadtest-run-001-report") in objects
+    objects = {(o["kind"], o["name"]): [e["kind"] for e in o["effects"]] for r in inference["resources"]
+               for o in r["objects"]}
+    assert objects[("RayService", "minilm-graviton")] == objects[("RayService", "minilm-inferentia")] == [
+        "new-ray-cluster"]
+    (report,) = [name for kind, name in objects if kind == "Job" and name.startswith("loadtest-run-001-report-")]
+    assert objects[("Job", report)] == ["job-run"]
 
 
 def test_deployed_templates_diff_like_the_assemblies(assemblies: dict[str, Assembly],

@@ -83,32 +83,37 @@ def test_serving_field_is_an_in_place_serve_update(assemblies: dict[str, Assembl
     assert "(args and deployment options changed)" in text  # batch_buckets is an application arg: Ray rebuilds
 
 
-def test_node_group_instance_type_is_a_replacement(assemblies: dict[str, Assembly],
-                                                   variant_assemblies: dict[str, Path],
+def test_node_group_instance_type_is_a_replacement(run_assembly: Assembly, variant_assemblies: dict[str, Path],
                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    """graviton c7g.2xlarge → c7g.4xlarge and max_size 4 → 6, with what the app derives from them."""
-    rc, out = run_diff(assemblies["dev"].path, variant_assemblies["graviton"], "json", capsys)
+    """During load-test run run-001, graviton c7g.2xlarge → c7g.4xlarge and max_size 4 → 6, with what the app
+    derives from them: the RayService's maxReplicas, and the graviton client Job's --instance-type, which
+    changes that Job's spec and so its name (a new Job replaces it)."""
+    rc, out = run_diff(run_assembly.path, variant_assemblies["graviton"], "json", capsys)
     doc = json.loads(out)
     assert rc == 1 and doc["asset_churn"] is None
-    job = "Job eks-inference/loadtest-run-001-minilm-graviton"
+    kinds = effects(doc)
+    jobs = [k for k in kinds if k.startswith("Job ")]
+    (old_job,) = [k for k in jobs if kinds[k] == ["delete"]]
+    (new_job,) = [k for k in jobs if kinds[k] == ["job-replaced"]]
+    assert len(jobs) == 2 and all(j.startswith("Job eks-inference/loadtest-run-001-minilm-graviton-") for j in jobs)
     changes = rows(doc)
-    (args_change,) = [c for c in changes if c[2] == job]
+    (args_change,) = [c for c in changes if c[2] == new_job]
     assert args_change[3].startswith("spec.template.spec.containers[client].args[")
     assert changes == {
         (CLUSTER, "AWS::EKS::Nodegroup", "", "InstanceTypes[0]", '"c7g.2xlarge"', '"c7g.4xlarge"'),
         (CLUSTER, "AWS::EKS::Nodegroup", "", "ScalingConfig.MaxSize", "4", "6"),
         (INFERENCE, "Custom::AWSCDK-EKS-KubernetesResource", "RayService eks-inference/minilm-graviton",
          "spec.rayClusterConfig.workerGroupSpecs[graviton].maxReplicas", "4", "6"),
-        (INFERENCE, "Custom::AWSCDK-EKS-KubernetesResource", job, args_change[3], '"c7g.2xlarge"', '"c7g.4xlarge"'),
+        (INFERENCE, "Custom::AWSCDK-EKS-KubernetesResource", new_job, args_change[3], '"c7g.2xlarge"', '"c7g.4xlarge"'),
     }
-    kinds = effects(doc)
     (nodegroup,) = [k for k in kinds if "GravitonNodeGroup" in k]
     assert kinds[nodegroup] == ["replace"]
     assert kinds["RayService eks-inference/minilm-graviton"] == ["ray-not-applied"]
-    assert kinds[job] == ["job-immutable"]
-    rc, text = run_diff(assemblies["dev"].path, variant_assemblies["graviton"], "text", capsys)
+    rc, text = run_diff(run_assembly.path, variant_assemblies["graviton"], "text", capsys)
     assert "REPLACEMENT: InstanceTypes is create-only" in text
     assert "=> new Ray cluster" not in text and "=> no new Ray cluster" in text
+    assert f"=> replaces Job {old_job.rsplit('/', 1)[1]}" in text and "(--skip-if-exists)" in text
+    assert "1 Job replaced" in text.splitlines()[-1]
 
 
 def test_rebuilt_image_is_churn_and_a_new_ray_cluster(assemblies: dict[str, Assembly],

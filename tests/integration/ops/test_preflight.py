@@ -169,13 +169,21 @@ def test_addon_version_for_the_kubernetes_version(moto: str, assemblies: dict[st
                                                   offered: tuple[str, ...], status: str) -> None:
     eks = boto3.client("eks", region_name="us-west-2")
     ctx = context(account=MOTO_ACCOUNT)
+    pinned = ctx.config.addons
+    configured = [("eks-pod-identity-agent", pinned.pod_identity_agent), ("vpc-cni", pinned.vpc_cni)]
+    assert ctx.addons() == configured  # no assembly: what InferenceCluster installs, read from the config
     ctx.assembly = load_assembly(assemblies["dev"].path)
-    assert ctx.addons() == [("eks-pod-identity-agent", "v1.3.10-eksbuild.2")] and ctx.kubernetes_version == "1.36"
+    assert ctx.addons() == configured and ctx.kubernetes_version == "1.36"
+    assert pinned.pod_identity_agent == "v1.3.10-eksbuild.2"  # what `offered` is written against
     with Stubber(eks) as stub:
         stub.add_response("describe_addon_versions", _addon_versions("eks-pod-identity-agent", *offered),
                           {"addonName": "eks-pod-identity-agent", "kubernetesVersion": "1.36"})
-        (check,) = pf.check_addons(ctx, pf.Clients("us-west-2", {"eks": eks}))
-    assert check.status == status
+        stub.add_response("describe_addon_versions", _addon_versions("vpc-cni", "v9.9.9-eksbuild.1", pinned.vpc_cni),
+                          {"addonName": "vpc-cni", "kubernetesVersion": "1.36"})
+        check, cni = pf.check_addons(ctx, pf.Clients("us-west-2", {"eks": eks}))
+    assert (check.check, check.status) == ("add-on eks-pod-identity-agent", status)
+    assert (cni.check, cni.status, cni.found) == ("add-on vpc-cni", "pass",
+                                                  f"{pinned.vpc_cni} offered for Kubernetes 1.36")
     if status == "fail":
         assert check.found == ("v1.3.10-eksbuild.2 is not offered for Kubernetes 1.36 (offered: v1.3.11-eksbuild.1, "
                                "v1.3.9-eksbuild.3)")
