@@ -117,6 +117,7 @@ def test_seconds_merge_across_clients() -> None:
             for r in out] == [(0, 4.0, 4, 1, 2.0, 5.0, 2), (1, 4.0, 2, 0, 1.0, 1.5, None)]
 
 
+@pytest.mark.integration
 def test_the_runner_follows_a_schedule_and_samples_replicas(tmp_path: Any) -> None:
     """Against the stub server: a 2 s step at 20 req/s then a 2 s ramp to 60 sends what the schedule integrates
     to (40 + 80), each segment keeps its own statistics, and /info is sampled about once a second."""
