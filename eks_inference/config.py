@@ -174,8 +174,13 @@ class NodeGroupSpec:
         the operators and the Ray heads.
     :param instance_types: EC2 instance types, all of the processor's families and listed in
         ``eks_inference/instance_types.py``; the first is the one On-Demand capacity prefers.
-    :param min_size: default 0.  :param max_size: default 2.
-    :param desired_size: default ``min_size``.
+    :param min_size: default 0. The cluster autoscaler never goes below it; accelerator groups may stay at 0 and
+        are scaled up from zero when a pod asks for their devices. The system group needs at least 1 (the
+        autoscaler itself runs there).
+    :param max_size: default 2. The cluster autoscaler never goes above it; it must hold every model's replicas at
+        their ``max_replicas``, and during a NewCluster upgrade the new Ray cluster's minimum next to them.
+    :param desired_size: default ``min_size``. Only the size a new group starts at: the cluster autoscaler owns the
+        size afterwards, and the stack keeps this value stable so that a deploy does not reset it.
     :param disk_size_gib: root volume, default 100 (images with torch and Neuron are large).
     :param capacity_type: default ON_DEMAND.
     :param enabled: default true; the optional ``gpu`` and ``cpu`` groups ship disabled.
@@ -218,6 +223,10 @@ class NodeGroupSpec:
             elif self.desired_size is not None and not (self.min_size <= self.desired_size <= self.max_size):
                 errs.line(f"{where}: desired_size {self.desired_size} is outside [{self.min_size}, "
                           f"{self.max_size}]; set it between min_size and max_size, or leave it out")
+            if self.processor is None and self.min_size < 1 <= self.max_size:
+                errs.add(f"{where} min_size", self.min_size, "leaves the system group empty at times, and the "
+                         "cluster autoscaler, the operators and the Ray heads run there",
+                         "use min_size 1 or more for the system group")
             if self.disk_size_gib < 20:
                 errs.add(f"{where} disk_size_gib", self.disk_size_gib, "is too small for the images",
                          "use at least 20 (100 is the default)")
@@ -284,10 +293,29 @@ class ServingSpec:
         default powers of two up to ``max_batch_size``.
     :param num_threads: torch intra-op threads per replica, default 1; at most the node's vCPUs.
     :param dtype: default fp32; bf16 where the processor supports it.
-    :param num_replicas: default 1. Each replica runs in a worker pod of its own, so the node group's
-        ``max_size`` nodes must hold them all.
-    :param max_ongoing_requests: per replica, default 64 (Ray's 5 is below any useful batch).
-    :param max_queued_requests: per handle; beyond it requests get a fast 503. Default 128.
+    :param min_replicas: fewest Serve replicas, default 1 (or ``num_replicas``). Each replica runs in a worker pod
+        of its own. At least 1: the Service in front of a RayService routes to worker pods only, so with none
+        requests fail instead of waiting.
+    :param max_replicas: most Serve replicas, default ``min_replicas`` (no scaling). The node group's ``max_size``
+        nodes must hold this many worker pods, and during a NewCluster upgrade ``min_replicas`` more.
+    :param num_replicas: a fixed replica count, shorthand for ``min_replicas`` = ``max_replicas`` = N; give either
+        this or min/max. Default none.
+    :param target_ongoing_requests: requests per replica that Serve's autoscaler aims for (running plus waiting
+        in the replica's batch queue). Default: derived per processor from the batch size
+        (:func:`default_target_ongoing_requests`). At most ``max_ongoing_requests``.
+    :param upscale_delay_s: how long the load must stay above the target before replicas are added, default 15.
+    :param downscale_delay_s: how long it must stay below before replicas are removed, default 300 (a new
+        replica, and on accelerators a new node, costs minutes; brief dips should not give it back).
+    :param look_back_period_s: the window Serve averages the ongoing requests over, default 15 (Ray warns at
+        10 s or less).
+    :param initializing_timeout_s: how long a new RayService may take to serve before KubeRay gives up on it
+        (annotation ``ray.io/initializing-timeout``): it then deletes its Ray cluster and reports
+        ``InitializingTimeout`` instead of staying Pending. Default 3600 (a first start may wait for a node and
+        compile for Inferentia2). Applies to the first start only, not to upgrades.
+    :param max_ongoing_requests: per replica, default 64 (Ray's 5 is below any useful batch). What a replica
+        works on; the autoscaler's target lies at or below it.
+    :param max_queued_requests: per replica, default 128: requests a replica holds beyond
+        ``max_ongoing_requests`` while replicas are being added; beyond both it sheds with a fast JSON 503.
     :param max_inputs: items per request, default 64.
     :param cpus_per_replica: Ray CPUs per replica, default 1.
     :param neuron_cores_per_replica: Ray ``neuron_cores`` per replica on inf2, default 1.
@@ -300,7 +328,14 @@ class ServingSpec:
     batch_buckets: tuple[int, ...] = ()
     num_threads: int = 1
     dtype: DType = DType.FP32
-    num_replicas: int = 1
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+    num_replicas: int | None = None
+    target_ongoing_requests: float | None = None
+    upscale_delay_s: float = 15.0
+    downscale_delay_s: float = 300.0
+    look_back_period_s: float = 15.0
+    initializing_timeout_s: int = 3600
     max_ongoing_requests: int = 64
     max_queued_requests: int = 128
     max_inputs: int = 64
@@ -311,7 +346,7 @@ class ServingSpec:
     def __post_init__(self) -> None:
         errs = _Errors()
         where = "serving"
-        for fname in ("max_batch_size", "max_seq_length", "num_threads", "num_replicas",
+        for fname in ("max_batch_size", "max_seq_length", "num_threads",
                       "max_ongoing_requests", "max_inputs", "neuron_cores_per_replica"):
             v = getattr(self, fname)
             if not _is_int(v) or v < 1:
@@ -337,7 +372,78 @@ class ServingSpec:
                          f"use one of {', '.join(d.value for d in DType)}")
         if _is_int(self.max_batch_size) and self.max_batch_size >= 1:
             self._check_buckets(errs, where)
+        self._check_scaling(errs, where)
         errs.raise_any()
+
+    def _check_scaling(self, errs: _Errors, where: str) -> None:
+        """Resolves the replica bounds (num_replicas, or min/max and their defaults) and checks the autoscaler's
+        knobs against the limits a replica enforces itself."""
+        counts_ok = True
+        for fname in ("min_replicas", "max_replicas", "num_replicas"):
+            v = getattr(self, fname)
+            if v is not None and (not _is_int(v) or v < 1):
+                fix = ("give a whole number >= 1; with no replica, the RayService's Service has no endpoint and "
+                       "requests fail instead of waiting" if fname == "min_replicas" else "give a whole number >= 1")
+                errs.add(f"{where}.{fname}", v, "is not a positive integer", fix)
+                counts_ok = False
+        if counts_ok:
+            if self.num_replicas is not None:
+                if {self.min_replicas, self.max_replicas} - {None, self.num_replicas}:
+                    errs.line(f"{where}: num_replicas {self.num_replicas} is given with min_replicas/max_replicas "
+                              f"({self.min_replicas}/{self.max_replicas}); give a fixed num_replicas or the "
+                              "autoscaling bounds min_replicas and max_replicas, not both")
+                    counts_ok = False
+                else:
+                    object.__setattr__(self, "min_replicas", self.num_replicas)
+                    object.__setattr__(self, "max_replicas", self.num_replicas)
+            else:
+                lo = self.min_replicas if self.min_replicas is not None else 1
+                hi = self.max_replicas if self.max_replicas is not None else max(lo, 1)
+                object.__setattr__(self, "min_replicas", lo)
+                object.__setattr__(self, "max_replicas", hi)
+                if hi < lo:
+                    errs.line(f"{where}: max_replicas {hi} < min_replicas {lo}; raise max_replicas or lower "
+                              "min_replicas")
+                    counts_ok = False
+        for fname in ("upscale_delay_s", "downscale_delay_s"):
+            v = getattr(self, fname)
+            if not _is_number(v) or not 0 <= v <= 86400:
+                errs.add(f"{where}.{fname}", v, "is outside 0..86400 s", "use seconds, e.g. 15 or 300")
+        if not _is_number(self.look_back_period_s) or not 0 < self.look_back_period_s <= 3600:
+            errs.add(f"{where}.look_back_period_s", self.look_back_period_s, "is outside (0, 3600] s",
+                     "use e.g. 15 (above 10 s, which Ray warns about)")
+        if not _is_int(self.initializing_timeout_s) or not 60 <= self.initializing_timeout_s <= 86400:
+            errs.add(f"{where}.initializing_timeout_s", self.initializing_timeout_s, "is outside 60..86400 s",
+                     "use e.g. 3600 (a first start may wait for a node, an image pull and a compile)")
+        target = self.target_ongoing_requests
+        if target is not None and (not _is_number(target) or target <= 0):
+            errs.add(f"{where}.target_ongoing_requests", target, "must be a positive number",
+                     "use e.g. the max_batch_size, or leave it out")
+        target = self.target_ongoing_requests
+        if (isinstance(target, int | float) and _is_number(target) and _is_int(self.max_ongoing_requests)
+                and self.max_ongoing_requests >= 1 and target > self.max_ongoing_requests):
+            errs.add(f"{where}.target_ongoing_requests", target,
+                     f"exceeds max_ongoing_requests {self.max_ongoing_requests}: the replica would queue and shed "
+                     "before Serve's autoscaler adds replicas",
+                     f"lower it to at most {self.max_ongoing_requests}, or raise max_ongoing_requests")
+
+    def target_for(self, processor: Processor) -> float:
+        """The autoscaling target on ``processor``: the configured one, else the derived default."""
+        if self.target_ongoing_requests is not None:
+            return float(self.target_ongoing_requests)
+        return default_target_ongoing_requests(self.max_batch_size, processor, self.max_ongoing_requests)
+
+    @property
+    def replica_limit(self) -> int:
+        """Requests one replica holds at once (working or queued); beyond it the replica sheds with a JSON 503."""
+        return self.max_ongoing_requests + self.max_queued_requests
+
+    @property
+    def replicas(self) -> tuple[int, int]:
+        """(min, max) Serve replicas, resolved from ``num_replicas`` or the bounds and their defaults."""
+        lo = self.min_replicas if isinstance(self.min_replicas, int) else 1
+        hi = self.max_replicas if isinstance(self.max_replicas, int) else lo
+        return lo, hi
 
     def _check_buckets(self, errs: _Errors, where: str) -> None:
         if not self.batch_buckets:
@@ -358,6 +464,22 @@ class ServingSpec:
         elif bk[-1] != self.max_batch_size:
             errs.add(f"{where}.batch_buckets", list(bk), f"does not end at max_batch_size {self.max_batch_size}",
                      "make the largest bucket equal max_batch_size")
+
+
+def default_target_ongoing_requests(max_batch_size: int, processor: Processor, max_ongoing_requests: int) -> float:
+    """Requests in flight per replica that Serve's autoscaler should aim for, from the batching shape.
+
+    Serve wants ``ceil(total ongoing / target)`` replicas. Just past one replica's capacity, N replicas each run
+    near their lone-request latency, so the total in flight is about load × that latency; unless the target lies
+    at or below one replica's capacity × its lone-request latency (how many requests it finishes while one
+    unbatched request takes), N replicas look like N − 1 and Serve removes one, which is then overloaded and
+    added back: the deployment flaps (seen in bench/autoscale.py at targets of 2, 4 and 8 on this CPU). That
+    product is the batching gain: a CPU forward of a batch of B costs about B single forwards, so about 1; an
+    Inferentia or GPU forward of a full batch costs a few single ones, so a quarter of ``max_batch_size`` is a
+    safe share. Never above ``max_ongoing_requests``, never below 1.
+    """
+    share = 1.0 if processor.backend == "cpu" else max(1.0, max_batch_size / 4)
+    return float(min(max_ongoing_requests, share))
 
 
 @dataclass(frozen=True)
@@ -527,6 +649,10 @@ class AddonVersions:
     :param metrics_server_repository: where that chart comes from.
     :param nvidia_device_plugin_chart: NVIDIA device plugin chart version, installed with a GPU node group.
     :param nvidia_device_plugin_repository: where that chart comes from.
+    :param cluster_autoscaler_chart: Cluster Autoscaler Helm chart version (scales the managed node groups).
+    :param cluster_autoscaler_repository: where that chart comes from.
+    :param cluster_autoscaler_image: the Cluster Autoscaler image tag; its minor must be the cluster's (the
+        chart's own default is the previous minor's release).
     :param neuron_monitor_image: neuron-monitor image the inferentia nodes run to export NeuronCore utilisation
         and device memory (the pinned Neuron chart ships no monitor).
     :param dcgm_exporter_chart: NVIDIA dcgm-exporter Helm chart version, installed with a GPU node group (GPU
@@ -545,6 +671,9 @@ class AddonVersions:
     metrics_server_repository: str = "https://kubernetes-sigs.github.io/metrics-server/"
     nvidia_device_plugin_chart: str = "0.17.1"
     nvidia_device_plugin_repository: str = "https://nvidia.github.io/k8s-device-plugin"
+    cluster_autoscaler_chart: str = "9.59.0"
+    cluster_autoscaler_repository: str = "https://kubernetes.github.io/autoscaler"
+    cluster_autoscaler_image: str = "v1.36.1"
     neuron_monitor_image: str = "public.ecr.aws/neuron/neuron-monitor:1.0.0"
     dcgm_exporter_chart: str = "4.8.2"
     dcgm_exporter_repository: str = "https://nvidia.github.io/dcgm-exporter/helm-charts"
@@ -842,15 +971,22 @@ def _check_platform_parts(errs: _Errors, node_groups: tuple[NodeGroupSpec, ...],
 
 
 def _check_capacity(errs: _Errors, group: NodeGroupSpec, models: list[ModelSpec]) -> None:
-    """Every replica is a worker pod of its own; the group's ``max_size`` nodes must hold them all.
+    """Every replica is a worker pod of its own; the group's ``max_size`` nodes must hold them all, twice over in part.
 
     A whole-node model's pods repel each other (one per node, by anti-affinity); a model that shares nodes packs
     as many pods onto a node as its requests allow. The smallest instance type of the group is what must fit.
+
+    Two layouts must fit. Steady state: every model at ``max_replicas``. A NewCluster upgrade (an image or Ray
+    cluster change of the processor, which upgrades all its RayServices at once): KubeRay starts a second Ray
+    cluster and moves traffic only once it serves, so the new cluster's ``min_replicas`` pods must find room next
+    to the old cluster at up to its maximum, or it stays Pending and the upgrade never completes. The new cluster
+    carries no traffic until then, so Serve keeps it at its minimum; once traffic moves, the old cluster is deleted
+    (after KubeRay's deletion delay) and the new one grows into the nodes it frees.
     """
     assert group.processor is not None
     node = group.smallest_instance
     of_group = f"{node.name} (node group {group.name!r})"
-    needed, parts = 0, []
+    steady, upgrade, parts, up_parts = 0, 0, [], []
     for m in models:
         s = m.serving
         if s.num_threads > node.vcpus:
@@ -865,15 +1001,22 @@ def _check_capacity(errs: _Errors, group: NodeGroupSpec, models: list[ModelSpec]
                       f"offers {_describe_node(node)}; lower num_threads, cpus_per_replica or the per-replica "
                       "devices, or use a larger instance type")
             continue
+        lo, hi = s.replicas
         per_node = fit if m.shares_node else 1
-        nodes = -(-s.num_replicas // per_node)
-        needed += nodes
-        parts.append(f"{m.name}: {s.num_replicas} replica{'s' if s.num_replicas > 1 else ''}, "
-                     f"{per_node} per node" + ("" if m.shares_node else " (whole node)"))
-    if needed > group.max_size:
+        packing = f"{per_node} per node" + ("" if m.shares_node else " (whole node)")
+        steady += -(-hi // per_node)
+        upgrade += -(-(hi + lo) // per_node)
+        parts.append(f"{m.name}: {hi} replica{'s' if hi > 1 else ''}, {packing}")
+        up_parts.append(f"{m.name}: {hi} + {lo} replicas, {packing}")
+    if steady > group.max_size:
         errs.add(f"node group {group.name!r} max_size", group.max_size,
-                 f"cannot hold the serving replicas, which need {needed} {node.name} nodes ({'; '.join(parts)})",
-                 f"raise max_size to {needed} or lower num_replicas")
+                 f"cannot hold the serving replicas, which need {steady} {node.name} nodes ({'; '.join(parts)})",
+                 f"raise max_size to {steady} or lower max_replicas")
+    elif upgrade > group.max_size:
+        errs.add(f"node group {group.name!r} max_size", group.max_size,
+                 f"leaves no room for a NewCluster upgrade, whose new Ray cluster starts at min_replicas next to "
+                 f"the old one at max_replicas: {upgrade} {node.name} nodes ({'; '.join(up_parts)})",
+                 f"raise max_size to {upgrade}, or lower max_replicas or min_replicas")
 
 
 # ---------------------------------------------------------------------------------------------------

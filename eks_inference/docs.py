@@ -178,7 +178,8 @@ def _instance_section() -> list[str]:
         f"What config checks layouts against (`eks_inference/instance_types.py`, checked {INSTANCE_TYPES_DATE}). "
         "Each serving replica is a worker pod requesting its `num_threads` (or `cpus_per_replica`) + 1 CPU, "
         f"{cfg.WORKER_MEMORY_GIB} GiB and its NeuronCores or GPUs; a group's smallest type must hold one, and "
-        "`max_size` nodes must hold all replicas (one per node unless the model sets `shares_node`). "
+        "`max_size` nodes must hold all replicas at `max_replicas` (one per node unless the model sets "
+        "`shares_node`), and `min_replicas` more during a NewCluster upgrade. "
         "Allocatable is what the EKS AL2023 bootstrap leaves to pods.",
         "",
         "| instance type | vCPUs | memory GiB | NeuronCores | GPUs | max pods | allocatable CPU | allocatable GiB |",

@@ -2,8 +2,8 @@
 
 A floor below serving and verification: the load-test image (no torch, no serving stack) reads model and
 reference manifests with these, and gets the same digests a replica reports in ``/info``.
-``eks_inference.serving.artifacts`` holds the same definitions for the serving side;
-``tests/unit/test_manifests.py`` checks that the two never disagree.
+``eks_inference.serving.artifacts`` builds on these (its integrity errors wrap :class:`ManifestError`), so a
+replica and a verifying client can never compute different digests.
 """
 
 from __future__ import annotations

@@ -281,8 +281,11 @@ def render(s: AssemblySummary) -> None:
             for d in r.deployments or [{}]:
                 uc = d.get("user_config", {})
                 wait = uc.get("batch_wait_timeout_s")
+                scaling = d.get("autoscaling_config") or {}
+                replicas = (f"{scaling.get('min_replicas', '?')}..{scaling.get('max_replicas', '?')}" if scaling
+                            else str(d.get("num_replicas", "?")))
                 serving.add_row(
-                    r.name, str(d.get("num_replicas", "?")),
+                    r.name, replicas,
                     f"{r.min_workers}..{r.max_workers} (now {r.workers})", req,
                     f"{uc.get('max_batch_size', '?')} / {wait * 1000:g} ms / {uc.get('max_seq_length', '?')}"
                     if isinstance(wait, int | float) else "?",

@@ -20,10 +20,11 @@ IMAGES = {
 }
 
 
-CORE_MODULES = ("__init__.py", "config.py", "cli.py", "cli_help.py", "instance_types.py", "regions.py",
+CORE_MODULES = ("__init__.py", "config.py", "cli.py", "cli_help.py", "instance_types.py", "regions.py", "manifests.py",
                 "metric_names.py")
-"""Modules every image ships: the CLI and the config it validates (which reads the instance and region tables),
-and the names of the metrics serving exports and the load tester reads."""
+"""Modules every image ships: the CLI, the config it validates (which reads the instance and region tables), the
+manifest primitives that serving and verification both hash with, and the names of the metrics serving exports
+and the load tester reads."""
 
 
 def build_context_excludes(image: str) -> list[str]:
@@ -35,7 +36,7 @@ def build_context_excludes(image: str) -> list[str]:
     imports aws-cdk-lib can reach an image.
     """
     folder, requirements = IMAGES[image]
-    modules = (["loadtest", "verify", "costs.py", "manifests.py", "serving/__init__.py", "serving/storage.py"]
+    modules = (["loadtest", "verify", "costs.py", "serving/__init__.py", "serving/storage.py"]
                if image == "loadtest" else ["serving", "compile"])
     return [
         "*",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 from aws_cdk import Tags
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_eks_v2 as eks
@@ -9,12 +12,22 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from eks_inference.config import ConfigError, NodeGroupSpec, Processor
+from eks_inference.instance_types import INSTANCE_TYPES
 
 PROCESSOR_LABEL = "eks-inference/processor"
 """Node label naming the processor of a node; RayService worker groups select on it."""
 
 NEURON_TAINT_KEY = "aws.amazon.com/neuron"
 GPU_TAINT_KEY = "nvidia.com/gpu"
+NEURON_CORE = "aws.amazon.com/neuroncore"
+NEURON_DEVICE = "aws.amazon.com/neuron"
+NVIDIA_GPU = "nvidia.com/gpu"
+NEURON_CORES_PER_DEVICE = 2
+"""An Inferentia2 device holds two NeuronCores (inf2.xlarge: one device, two cores)."""
+TEMPLATE_RESOURCE_TAG = "k8s.io/cluster-autoscaler/node-template/resources/"
+"""Prefix of node-group tags the Cluster Autoscaler (>= 1.28) reads, through eks:DescribeNodegroup, for the
+extended resources of a node it has not seen yet (kubernetes/autoscaler cluster-autoscaler/cloudprovider/aws/
+aws_manager.go, buildNodeFromTemplate and extractAllocatableResourcesFromTags)."""
 
 _AMI_TYPES: dict[tuple[str, str], eks.NodegroupAmiType] = {
     ("system", "amd64"): eks.NodegroupAmiType.AL2023_X86_64_STANDARD,
@@ -46,6 +59,43 @@ def taints_for(spec: NodeGroupSpec) -> list[eks.TaintSpec]:
     return []
 
 
+def template_resources(spec: NodeGroupSpec) -> dict[str, int]:
+    """The device counts a node of this group advertises once its device plugin runs, which the Cluster Autoscaler
+    cannot know for a group it has never seen a node of (it knows vCPUs, memory and NVIDIA GPUs from the instance
+    type, nothing about Neuron). With several instance types, the least of them: a pod that fits it fits all."""
+    types = [INSTANCE_TYPES[t] for t in spec.instance_types]
+    out: dict[str, int] = {}
+    if spec.processor is Processor.INFERENTIA:
+        cores = min(t.neuron_cores for t in types)
+        out[NEURON_CORE] = cores
+        out[NEURON_DEVICE] = cores // NEURON_CORES_PER_DEVICE
+    elif spec.processor is Processor.GPU:
+        out[NVIDIA_GPU] = min(t.gpus for t in types)
+    return out
+
+
+def autoscaler_tags(spec: NodeGroupSpec) -> dict[str, str]:
+    """Node-group tags that let the Cluster Autoscaler build this group's template node while it has no node.
+
+    Labels and taints need no tag: the autoscaler reads them from the node group itself (eks:DescribeNodegroup,
+    since 1.24), which is why they are set on the node group rather than in the launch template. The tags stay on
+    the node group (EKS copies none of them to the Auto Scaling group); the autoscaler reads them there too.
+    """
+    return {f"{TEMPLATE_RESOURCE_TAG}{name}": str(count) for name, count in sorted(template_resources(spec).items())}
+
+
+def nodegroup_name(spec: NodeGroupSpec, ami_type: str) -> str:
+    """``<name>-<hash>``: a name the Cluster Autoscaler's priority list can match (EKS names the group's Auto
+    Scaling group ``eks-<node group name>-<uuid>``), that changes exactly when a create-only property does.
+
+    AWS::EKS::Nodegroup replaces the group when its instance types, capacity type or AMI type change, and
+    CloudFormation cannot replace a resource whose custom name stays the same; the hash of those properties gives
+    the replacement a new name.
+    """
+    key = json.dumps([list(spec.instance_types), spec.capacity_type.value, ami_type])
+    return f"{spec.name}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+
+
 def node_role(scope: Construct, construct_id: str) -> iam.Role:
     """The instance role every node group shares, with only what a kubelet needs.
 
@@ -74,6 +124,10 @@ class ProcessorNodeGroup(Construct):
     Every node: IMDSv2 required (hop limit 1, so containers cannot reach the node's credentials),
     an encrypted gp3 root volume, the label ``eks-inference/processor=<processor>``, and for
     accelerators a NoSchedule taint so only pods that request the accelerator land there.
+
+    Sized by the Cluster Autoscaler between ``min_size`` and ``max_size``: the group carries a name the
+    autoscaler's priority list can match (:func:`nodegroup_name`) and, for accelerators, the node-template tags
+    that let it scale the group up from zero nodes (:func:`autoscaler_tags`).
 
     :param cluster: the ``aws_eks_v2`` cluster to join.
     :param spec: the validated :class:`NodeGroupSpec` (instance types, sizes, capacity type).
@@ -131,10 +185,14 @@ class ProcessorNodeGroup(Construct):
                 ],
             ),
         )
+        self.nodegroup_name = nodegroup_name(spec, self.ami_type.value)
+        self.autoscaler_tags = autoscaler_tags(spec)
         self.nodegroup = eks.Nodegroup(
             self,
             "Nodegroup",
             cluster=cluster,
+            nodegroup_name=self.nodegroup_name,
+            tags=self.autoscaler_tags or None,
             instance_types=[ec2.InstanceType(t) for t in spec.instance_types],
             ami_type=self.ami_type,
             capacity_type=eks.CapacityType(spec.capacity_type.value),

@@ -1,8 +1,10 @@
 """What the system node group holds, and whether the pods planned for it fit: checked at synth.
 
-Nothing scales the system group (there is no cluster autoscaler), so pods that do not fit stay Pending and a
-load test fails on its deadline an hour later. This module counts what the group's nodes offer and what is
-asked of them, the way the kubelet and the scheduler count it: by requests, against allocatable.
+The system group's steady load (operators, the Cluster Autoscaler itself, Ray heads, a load test's clients) must
+fit at its desired size: the autoscaler runs on these very nodes, and pods that wait for it to start would wait
+for themselves. Passing peaks (the second Ray head of each RayService during a NewCluster upgrade) may use the
+nodes the autoscaler adds up to ``max_size``. This module counts what the group's nodes offer and what is asked of
+them, the way the kubelet and the scheduler count it: by requests, against allocatable.
 
 Allocatable follows the EKS AL2023 AMI's ``nodeadm`` (awslabs/amazon-eks-ami,
 nodeadm/internal/kubelet/config.go): kube-reserved CPU is 6 % of the first core, 1 % of the second, 0.5 %
@@ -154,12 +156,15 @@ def fit(pods: Sequence[PodRequest], *, nodes: int, node_alloc: tuple[int, int],
 
 
 def check_system_group(group: NodeGroupSpec, *, base: Sequence[PodRequest], extra: Sequence[PodRequest],
-                       extra_what: str, extra_fix: str) -> None:
+                       extra_what: str, extra_fix: str, at_max_size: bool = False) -> None:
     """Raise ConfigError unless ``base`` (operators, heads) and ``extra`` (e.g. load-test pods) fit.
 
-    The message names the node count that would fit, within ``max_size`` or beyond it.
+    Counted at the group's desired size, or at ``max_size`` for a passing peak the Cluster Autoscaler may add
+    nodes for (``at_max_size``). The message names the node count that would fit, within ``max_size`` or beyond.
     """
     nodes = group.desired_size if group.desired_size is not None else group.min_size
+    if at_max_size:
+        nodes = group.max_size
     shape = min((instance_shape(t) for t in group.instance_types), key=lambda s: (s.vcpus, s.memory_mib))
     alloc = allocatable(shape)
     pods = [*base, *extra]
@@ -172,6 +177,8 @@ def check_system_group(group: NodeGroupSpec, *, base: Sequence[PodRequest], extr
              f"{alloc[1]} MiB allocatable each)")
     if needed is None:
         size_fix = "use larger instance types for it"
+    elif at_max_size:
+        size_fix = f"raise its max_size to {needed} (or use larger instance types)"
     elif needed <= group.max_size:
         size_fix = f"raise its desired_size to {needed} (or use larger instance types)"
     else:

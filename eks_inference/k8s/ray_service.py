@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from eks_inference.k8s.capacity import cpu_millicores, memory_mebibytes
 from eks_inference.k8s.pod import (
     Resources,
     env_list,
@@ -34,7 +35,33 @@ and workers' HAProxy forward to them); Ray's defaults, listed so NetworkPolicies
 KUBERAY_DERIVED_RESOURCES = {"aws.amazon.com/neuroncore": "neuron_cores", "google.com/tpu": "TPU",
                              "nvidia.com/gpu": "num-gpus"}
 """Container limits KubeRay turns into ``ray start`` resources itself (ray-operator/controllers/ray/common/pod.go,
-addWellKnownAcceleratorResources): the limit is the one source of truth, so rayStartParams never repeat them."""
+addWellKnownAcceleratorResources).
+
+The Ray autoscaler does not see that translation: it reads a group's resources from the RayCluster spec, CPU,
+memory and GPUs from the limits but custom resources only from ``rayStartParams.resources`` (or the group's
+``resources`` field; Ray 2.60 ``autoscaler/_private/kuberay/autoscaling_config.py``,
+``_get_custom_resources``). A group whose ``neuron_cores`` came from the limit alone would offer none in the
+autoscaler's eyes, and replicas asking for them would never get a worker. So a worker group declares the
+custom accelerator in ``rayStartParams`` too, equal to its limit (checked); KubeRay then keeps that value
+instead of adding its own."""
+AUTOSCALER_DECLARED = {"aws.amazon.com/neuroncore": "neuron_cores", "google.com/tpu": "TPU"}
+"""Limits whose Ray resource the autoscaler cannot derive (see above): declared in ``rayStartParams``."""
+HEAD_SERVICE_ACCOUNT = "ray-head"
+"""The head pods' service account. KubeRay binds its autoscaler Role (pods get/list/watch/patch, rayclusters
+get/patch) to whatever the head template names; naming one keeps it stable across the RayCluster names that each
+NewCluster upgrade changes. No EKS Pod Identity association points at it: the head runs no replica that reads
+S3, so it holds no AWS credentials."""
+INITIALIZING_TIMEOUT_ANNOTATION = "ray.io/initializing-timeout"
+"""KubeRay v1.7.0 (ray-operator/controllers/ray/utils/constant.go): a RayService not serving within this time
+(Go duration or integer seconds) of its first start is failed for good: ``Ready=False`` with reason
+``InitializingTimeout``, a Warning event, and its Ray clusters deleted. Only the first start counts, not upgrades;
+recovering means deleting and recreating the RayService."""
+NOT_EVICTABLE = {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"}
+"""The Cluster Autoscaler must not drain a node from under a Ray pod to consolidate: a head takes its whole Ray
+cluster with it, a worker its replica and whatever it was answering. Ray scales its own pods in (Serve removes a
+replica, the Ray autoscaler then its idle pod), and the node, empty, goes after that."""
+API_ACCESS_VOLUME = "kube-api-access"
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -133,6 +160,8 @@ class RayPod:
         outgrows any /dev/shm that is not itself most of the pod's memory.
     :param scheduler_name: default the cluster's scheduler; the Neuron scheduler for multi-core pods.
     :param anti_affinity_label: spread pods carrying this label one per node (whole-node serving).
+    :param extra_volumes: pod volumes beyond the scratch ones (e.g. the head's API token for its autoscaler).
+    :param annotations: pod annotations; default :data:`NOT_EVICTABLE`.
     """
 
     image: str
@@ -145,6 +174,8 @@ class RayPod:
     object_store_bytes: int = 512 * MIB
     scheduler_name: str | None = None
     anti_affinity_label: tuple[str, str] | None = None
+    extra_volumes: Sequence[Mapping[str, Any]] = ()
+    annotations: Mapping[str, str] = field(default_factory=lambda: dict(NOT_EVICTABLE))
 
     def template(self, *, ports: Sequence[tuple[str, int]], readiness: Mapping[str, Any]) -> dict[str, Any]:
         volumes, mounts = scratch_volumes(shm_size=shm_size_for(self.object_store_bytes))
@@ -162,11 +193,13 @@ class RayPod:
         }
         spec: dict[str, Any] = {
             "serviceAccountName": self.service_account,
-            "automountServiceAccountToken": False,  # Ray never calls the Kubernetes API here
+            # The Ray container never calls the Kubernetes API; only the head's autoscaler does, and it mounts
+            # a token of its own (HeadGroup).
+            "automountServiceAccountToken": False,
             "nodeSelector": dict(self.node_selector),
             "securityContext": restricted_pod_security_context(),
             "containers": [container],
-            "volumes": volumes,
+            "volumes": [*volumes, *(dict(v) for v in self.extra_volumes)],
             "terminationGracePeriodSeconds": 60,
         }
         if self.tolerations:
@@ -179,18 +212,98 @@ class RayPod:
                 "labelSelector": {"matchLabels": {key: value}},
                 "topologyKey": "kubernetes.io/hostname",
             }]}}
-        return {"metadata": {"labels": dict(self.labels)}, "spec": spec}
+        metadata: dict[str, Any] = {"labels": dict(self.labels)}
+        if self.annotations:
+            metadata["annotations"] = dict(self.annotations)
+        return {"metadata": metadata, "spec": spec}
+
+
+def api_access_volume(expiration_s: int = 3607) -> dict[str, Any]:
+    """What ``automountServiceAccountToken`` would mount, as a volume that only chosen containers mount: a
+    bound, expiring token, the cluster CA and the namespace (the kubelet refreshes the token; Ray's KubeRay node
+    provider re-reads it, ray ``autoscaler/_private/kuberay/node_provider.py``)."""
+    return {"name": API_ACCESS_VOLUME, "projected": {"defaultMode": 0o444, "sources": [
+        {"serviceAccountToken": {"path": "token", "expirationSeconds": expiration_s}},
+        {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+        {"downwardAPI": {"items": [{"path": "namespace",
+                                    "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
+    ]}}
+
+
+class UpscalingMode:
+    """``autoscalerOptions.upscalingMode``: ``Default`` (and its alias ``Aggressive``) starts every pod the demand
+    needs at once; ``Conservative`` caps pending pods at the cluster's size (Ray's ``upscaling_speed`` 1)."""
+
+    DEFAULT = "Default"
+    CONSERVATIVE = "Conservative"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AutoscalerOptions:
+    """KubeRay's in-tree Ray autoscaler, a sidecar of the head (``autoscalerOptions``, KubeRay v1.7.0).
+
+    :param resources: the sidecar's container resources; default 200m CPU (500m limit) and 512 MiB, counted
+        with the head on the system nodes.
+    :param idle_timeout_s: how long a worker pod without replicas lives on, default 120: Serve has already waited
+        ``downscale_delay_s`` before removing its replica, and a pod kept warm a little longer comes back in
+        seconds (weights and compiled artifact in its /tmp) where a new one takes minutes, a new node more.
+    :param upscaling_mode: default :attr:`UpscalingMode.DEFAULT`: Serve's ``upscale_delay_s`` already damped the
+        decision, and every pod it asks for is a replica wanted now; rate limiting again only slows scale-out.
+    :param version: ``v2``, the default from Ray 2.47 on, written out so that the sidecar matches the image.
+    :param env: extra environment of the sidecar.
+    """
+
+    resources: Resources = field(default_factory=lambda: Resources(cpu="200m", cpu_limit="500m", memory="512Mi"))
+    idle_timeout_s: int = 120
+    upscaling_mode: str = UpscalingMode.DEFAULT
+    version: str = "v2"
+    env: Mapping[str, str] = field(default_factory=lambda: {"HOME": "/tmp"})
+
+    def to_dict(self) -> dict[str, Any]:
+        # The sidecar gets the pod's scratch /tmp (Ray writes its logs there; the root filesystem is read-only)
+        # and the only API token in the pod.
+        return {
+            "resources": self.resources.to_dict(),
+            "idleTimeoutSeconds": self.idle_timeout_s,
+            "upscalingMode": self.upscaling_mode,
+            "version": self.version,
+            "env": env_list(self.env),
+            "securityContext": restricted_container_security_context(),
+            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"},
+                             {"name": API_ACCESS_VOLUME, "mountPath": SERVICE_ACCOUNT_DIR, "readOnly": True}],
+        }
 
 
 @dataclass(frozen=True, kw_only=True)
 class HeadGroup:
     """The Ray head: GCS, Serve controller and dashboard, no replicas (``num-cpus: "0"``).
 
+    With autoscaling on, KubeRay adds the Ray autoscaler as a second container of this pod. The pod's own
+    ``automountServiceAccountToken`` stays off; the autoscaler alone mounts :func:`api_access_volume`.
+
     :param ports: default :data:`RAY_PORTS`.
+    :param autoscaler: the sidecar KubeRay adds; default :class:`AutoscalerOptions`. None: no autoscaling.
     """
 
     pod: RayPod
     ports: RayPorts = RAY_PORTS
+    autoscaler: AutoscalerOptions | None = field(default_factory=AutoscalerOptions)
+
+    def __post_init__(self) -> None:
+        if self.autoscaler is not None and not any(v.get("name") == API_ACCESS_VOLUME
+                                                   for v in self.pod.extra_volumes):
+            raise ValueError(f"head pod: the autoscaler needs the {API_ACCESS_VOLUME!r} volume; add "
+                             "api_access_volume() to the pod's extra_volumes")
+
+    @property
+    def requests(self) -> Resources:
+        """What the whole head pod asks of its node: the Ray container plus the autoscaler sidecar."""
+        r = self.pod.resources
+        if self.autoscaler is None:
+            return r
+        a = self.autoscaler.resources
+        return Resources(cpu=f"{cpu_millicores(r.cpu) + cpu_millicores(a.cpu)}m",
+                         memory=f"{memory_mebibytes(r.memory) + memory_mebibytes(a.memory)}Mi")
 
     def start_params(self) -> dict[str, str]:
         return {"num-cpus": "0", "dashboard-host": "0.0.0.0",
@@ -215,15 +328,16 @@ class HeadGroup:
 class WorkerGroup:
     """Ray workers on one processor's nodes; each pod hosts ``ray_cpus`` CPUs of Serve replicas.
 
-    Accelerators are not repeated here: KubeRay derives ``neuron_cores`` from the container's
-    ``aws.amazon.com/neuroncore`` limit and ``num-gpus`` from ``nvidia.com/gpu``
-    (:data:`KUBERAY_DERIVED_RESOURCES`), so the limit the scheduler honours is the count Ray advertises.
+    GPUs are not repeated here: KubeRay derives ``num-gpus`` from the ``nvidia.com/gpu`` limit, and so does the Ray
+    autoscaler. A custom accelerator (``neuron_cores`` from ``aws.amazon.com/neuroncore``) is declared in
+    ``rayStartParams`` as well, equal to its limit, because the autoscaler reads custom resources only from there
+    (:data:`KUBERAY_DERIVED_RESOURCES`); the constructor adds it and refuses a value that disagrees with the limit.
 
     :param name: group name (kebab-case), the processor.
-    :param replicas: pods to start; ``min_replicas``/``max_replicas`` bound autoscaling.
+    :param replicas: pods to start; ``min_replicas``/``max_replicas`` bound the Ray autoscaler.
     :param ray_cpus: ``num-cpus`` Ray advertises for the pod (replicas ask ``num_cpus`` of it).
-    :param ray_resources: other custom Ray resources; default none. Rendered single-quoted
-        (:func:`quoted_resources`).
+    :param ray_resources: custom Ray resources; default none beyond the declared accelerator. Rendered
+        single-quoted (:func:`quoted_resources`).
     :param ports: default :data:`RAY_PORTS`.
     """
 
@@ -237,10 +351,21 @@ class WorkerGroup:
     ports: RayPorts = RAY_PORTS
 
     def __post_init__(self) -> None:
-        derived = sorted(set(self.ray_resources) & set(KUBERAY_DERIVED_RESOURCES.values()))
-        if derived:
-            raise ValueError(f"worker group {self.name!r}: {derived} come from the container limits "
-                             f"({sorted(KUBERAY_DERIVED_RESOURCES)}); set the limit instead")
+        if "num-gpus" in self.ray_resources:
+            raise ValueError(f"worker group {self.name!r}: num-gpus comes from the nvidia.com/gpu limit; set the "
+                             "limit instead")
+        declared = dict(self.ray_resources)
+        for limit, ray_name in AUTOSCALER_DECLARED.items():
+            count = self.pod.resources.extended.get(limit)
+            if count is None:
+                if ray_name in declared:
+                    raise ValueError(f"worker group {self.name!r}: {ray_name} without a {limit} limit; the pod "
+                                     "would advertise devices the scheduler never gave it")
+                continue
+            if declared.setdefault(ray_name, count) != count:
+                raise ValueError(f"worker group {self.name!r}: {ray_name}={declared[ray_name]} differs from the "
+                                 f"{limit} limit {count}; they must agree")
+        object.__setattr__(self, "ray_resources", declared)
 
     def start_params(self) -> dict[str, str]:
         params = {"num-cpus": str(self.ray_cpus), "object-store-memory": str(self.pod.object_store_bytes),
@@ -273,6 +398,7 @@ class RayServiceSpec:
     :param serve_config: the ``serveConfigV2`` document (rendered by ``render_serve_config``).
     :param ray_version: must equal the Ray in the image.
     :param upgrade_strategy: default :attr:`UpgradeStrategy.NEW_CLUSTER` (see its docstring).
+    :param initializing_timeout_s: :data:`INITIALIZING_TIMEOUT_ANNOTATION`; default none (wait forever).
     """
 
     name: str
@@ -283,21 +409,28 @@ class RayServiceSpec:
     head: HeadGroup
     workers: Sequence[WorkerGroup]
     upgrade_strategy: str = UpgradeStrategy.NEW_CLUSTER
+    initializing_timeout_s: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        metadata: dict[str, Any] = {"name": self.name, "namespace": self.namespace, "labels": dict(self.labels)}
+        if self.initializing_timeout_s is not None:
+            metadata["annotations"] = {INITIALIZING_TIMEOUT_ANNOTATION: f"{self.initializing_timeout_s}s"}
+        cluster: dict[str, Any] = {
+            "rayVersion": self.ray_version,
+            "enableInTreeAutoscaling": self.head.autoscaler is not None,
+        }
+        if self.head.autoscaler is not None:
+            cluster["autoscalerOptions"] = self.head.autoscaler.to_dict()
+        cluster["headGroupSpec"] = self.head.to_dict()
+        cluster["workerGroupSpecs"] = [w.to_dict() for w in self.workers]
         return {
             "apiVersion": API_VERSION,
             "kind": "RayService",
-            "metadata": {"name": self.name, "namespace": self.namespace, "labels": dict(self.labels)},
+            "metadata": metadata,
             "spec": {
                 "upgradeStrategy": {"type": self.upgrade_strategy},
                 "serveConfigV2": serve_config_yaml(self.serve_config),
-                "rayClusterConfig": {
-                    "rayVersion": self.ray_version,
-                    "enableInTreeAutoscaling": False,
-                    "headGroupSpec": self.head.to_dict(),
-                    "workerGroupSpecs": [w.to_dict() for w in self.workers],
-                },
+                "rayClusterConfig": cluster,
             },
         }
 

@@ -23,6 +23,7 @@ from eks_inference.k8s.objects import (
 )
 from eks_inference.k8s.pod import Resources
 from eks_inference.k8s.ray_service import (
+    HEAD_SERVICE_ACCOUNT,
     MIB,
     RAY_PORTS,
     SERVE_PORT,
@@ -31,6 +32,7 @@ from eks_inference.k8s.ray_service import (
     RayServiceSpec,
     Toleration,
     WorkerGroup,
+    api_access_volume,
 )
 from eks_inference.serving.serve_config import RAY_CLUSTER_ENV, model_repository_uris, render_serve_config
 
@@ -90,8 +92,7 @@ def plan_targets(config: PlatformConfig, *, images: Mapping[Processor, str], rep
             serve_config = render_serve_config(model, processor, model_uri=model_uri, artifact_uri=artifact_uri)
             name = service_name(model, processor)
             rs = _ray_service(name, namespace_, model, processor, image=images[processor], serve_config=serve_config,
-                              region=region, worker_max=group.max_size,
-                              head_on_system=system.architecture == processor.architecture)
+                              region=region, head_on_system=system.architecture == processor.architecture)
             worker_nodes = rs.workers[0].replicas if not model.shares_node else 1
             targets.append(ServingTarget(
                 model=model, processor=processor, name=name, url=serve_url(model, processor, namespace_),
@@ -102,7 +103,7 @@ def plan_targets(config: PlatformConfig, *, images: Mapping[Processor, str], rep
 
 
 def _ray_service(name: str, namespace_: str, model: ModelSpec, processor: Processor, *, image: str,
-                 serve_config: Mapping[str, Any], region: str, worker_max: int, head_on_system: bool) -> RayServiceSpec:
+                 serve_config: Mapping[str, Any], region: str, head_on_system: bool) -> RayServiceSpec:
     s = model.serving
     labels = {**PART_OF, "app.kubernetes.io/name": "eks-inference", "app.kubernetes.io/component": "serving",
               SERVICE_LABEL: name, "eks-inference/model": model.name, PROCESSOR_LABEL: processor.value}
@@ -123,16 +124,18 @@ def _ray_service(name: str, namespace_: str, model: ModelSpec, processor: Proces
         scheduler = NEURON_SCHEDULER if s.neuron_cores_per_replica > 2 else None
     elif processor is Processor.GPU:
         extended[_EXTENDED[processor]] = max(1, math.ceil(s.gpus_per_replica))
-    # One Serve replica per worker pod: Kubernetes places and counts replicas; Ray batches inside each.
+    # One Serve replica per worker pod: Kubernetes places and counts replicas; Ray batches inside each. The Ray
+    # autoscaler therefore keeps as many worker pods as Serve wants replicas, within the same bounds.
     pod_cpu = max(ray_cpus, s.num_threads) + 1  # + raylet, Serve proxy and metrics agent
     worker_labels = {**labels, "eks-inference/ray-role": "worker"}
     if not model.shares_node:
         worker_labels["eks-inference/whole-node"] = "true"
+    lo, hi = s.replicas
     worker = WorkerGroup(
         name=processor.value,
-        replicas=s.num_replicas,
-        min_replicas=s.num_replicas,
-        max_replicas=max(s.num_replicas, worker_max),
+        replicas=lo,
+        min_replicas=lo,
+        max_replicas=hi,
         ray_cpus=ray_cpus,
         pod=RayPod(
             image=image,
@@ -153,13 +156,17 @@ def _ray_service(name: str, namespace_: str, model: ModelSpec, processor: Proces
         # The head runs the processor's image; it lands on system nodes when their architecture matches
         # (x86 system nodes host Inferentia, GPU and x86 CPU heads), otherwise on its processor's nodes.
         node_selector={PROCESSOR_LABEL: "system" if head_on_system else processor.value},
-        service_account=SERVE_SERVICE_ACCOUNT,
+        # Its own account, without AWS credentials: the head runs the Serve controller and the route index, not
+        # the replicas that read S3. Only its autoscaler sidecar mounts a Kubernetes token.
+        service_account=HEAD_SERVICE_ACCOUNT,
         env=env,
         labels={**labels, "eks-inference/ray-role": "head"},
         object_store_bytes=HEAD_OBJECT_STORE_BYTES,
+        extra_volumes=(api_access_volume(),),
     ))
     return RayServiceSpec(name=name, namespace=namespace_, labels=labels, ray_version=RAY_VERSION,
-                          serve_config=serve_config, head=head, workers=[worker])
+                          serve_config=serve_config, head=head, workers=[worker],
+                          initializing_timeout_s=s.initializing_timeout_s)
 
 
 class TargetChart(Chart):
@@ -215,6 +222,8 @@ class ServingChart(Chart):
                                                           labels={"app.kubernetes.io/component": "serving"}))
         emit(self, "LoadTestServiceAccount", service_account(LOADTEST_SERVICE_ACCOUNT, namespace_,
                                                              labels={"app.kubernetes.io/component": "loadtest"}))
+        emit(self, "RayHeadServiceAccount", service_account(HEAD_SERVICE_ACCOUNT, namespace_,
+                                                            labels={"app.kubernetes.io/component": "serving"}))
         self.target_charts = [
             TargetChart(self, "".join(p.capitalize() for p in t.name.split("-")), target=t, namespace_=namespace_,
                         metrics_cidrs=metrics_cidrs)

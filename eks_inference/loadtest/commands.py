@@ -45,6 +45,9 @@ from eks_inference.loadtest.plan import (
     parse_rates,
 )
 from eks_inference.loadtest.prices import DEFAULT_REGION, age_warning, load_prices
+from eks_inference.loadtest.schedule import RateSchedule, build_schedule
+from eks_inference.loadtest.timeline import client_timeline, segment_rows, timeline_table
+from eks_inference.loadtest.timeline import from_results as timeline_from_results
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 
@@ -87,6 +90,8 @@ def _register_run(sub: Any) -> None:
             "    --target-name local-minilm-cpu --processor cpu --price-as c7i.large --out out/results/",
             "eks-inference loadtest run --url http://127.0.0.1:8000/minilm --capacity-fractions 0.3,0.6,0.9,1.1 \\",
             "    --duration 8 --out out/results/     # rates relative to the capacity measured first",
+            "eks-inference loadtest run --url http://127.0.0.1:8000/minilm --schedule 5:20,40:60,5:60 \\",
+            "    --out out/results/     # one run; per second: replicas reported by /info, latency, throughput",
             "eks-inference loadtest run --url http://minilm-serve:8000/minilm --rates 100,200 --run-id run-002 \\",
             "    --clients 4 --wait-ready 900 --skip-if-exists --out s3://BUCKET/results/run-002/graviton/",
         ),
@@ -122,7 +127,17 @@ def _register_run(sub: Any) -> None:
     g.add_argument("--concurrencies", help="comma-separated concurrencies for a closed-loop sweep, e.g. 1,4,16")
     g.add_argument("--duration", type=float, help="measured seconds per step (default 30 unless --requests)")
     g.add_argument("--requests", type=int, help="measured requests per step (total over clients)")
-    g.add_argument("--warmup", type=float, default=5.0, help="seconds per step sent but not measured")
+    g.add_argument("--warmup", type=float, default=None,
+                   help="seconds per step sent but not measured (default 5; 0 with --schedule/--ramp, where they are "
+                        "the schedule's first seconds)")
+    g.add_argument("--schedule", metavar="RATE:SECONDS,...",
+                   help="one open-loop run whose total rate follows these segments: RATE:SECONDS holds a rate, "
+                        "FROM-TO:SECONDS ramps, e.g. 10:30,40:60,10:60 (replaces --rate/--rates)")
+    g.add_argument("--ramp", metavar="FROM:TO:SECONDS",
+                   help="a linear ramp of the total rate, e.g. 5:40:120; after --schedule's segments if both")
+    g.add_argument("--sample-replicas", choices=("auto", "on", "off"), default="auto",
+                   help="ask URL/info once a second for the replicas the target reports and record them per second; "
+                        "auto: on with --schedule/--ramp, off otherwise")
     g.add_argument("--timeout", type=float, default=30.0, help="per-request timeout in seconds")
     g.add_argument("--connections", type=int,
                    help="connection pool limit (default: the concurrency, or 0.5 s × rate within 64..1024)")
@@ -265,6 +280,17 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
     if a.duration is not None and a.requests is not None:
         raise ConfigError("give --duration or --requests, not both")
     duration = a.duration if a.duration is not None or a.requests is not None else 30.0
+    schedule = build_schedule(getattr(a, "schedule", None), getattr(a, "ramp", None))
+    warmup = a.warmup if a.warmup is not None else (0.0 if schedule else 5.0)
+    if schedule:
+        if a.duration is not None or a.requests is not None:
+            raise ConfigError("--schedule/--ramp: the run lasts the schedule; drop --duration and --requests")
+        duration = RateSchedule(schedule).total_s - warmup
+        if duration <= 0:
+            raise ConfigError(f"--warmup: {warmup:g} s leaves nothing of the {RateSchedule(schedule).total_s:g} s "
+                              "schedule to measure; lower it")
+    choice = getattr(a, "sample_replicas", "auto")
+    sample_replicas = bool(schedule) if choice == "auto" else choice == "on"
     search = None
     if a.search:
         if a.slo_p99_ms is None:
@@ -289,13 +315,13 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
     run_id = a.run_id or (dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3))
     config = RunConfig(
         url=a.url, mode=mode, target=target, out=a.out, run_id=run_id, arrival=Arrival(a.arrival),
-        rates=rates, concurrencies=concs, duration_s=duration, requests=a.requests, warmup_s=a.warmup,
+        rates=rates, concurrencies=concs, duration_s=duration, requests=a.requests, warmup_s=warmup,
         timeout_s=a.timeout, payload_file=a.payload, text_length=a.text_length,
         inputs_per_request=a.inputs_per_request, seed=a.seed, clients=a.clients, client_index=client_index,
         search=search, slo_p99_ms=a.slo_p99_ms, max_error_rate=a.max_error_rate, engine=Engine(a.http_client),
         connections=a.connections, max_lag_ms=a.max_lag_ms, start_at=_parse_start_at(a.start_at),
         capacity_fractions=fractions, calibrate_concurrency=a.calibrate_concurrency,
-        calibrate_s=a.calibrate_duration,
+        calibrate_s=a.calibrate_duration, schedule=schedule, sample_replicas=sample_replicas,
     )
     if config.clients > 1:
         if not a.run_id:
@@ -325,7 +351,7 @@ def result_document(config: RunConfig, payloads: Sequence[Payload], outcome: run
     """The result file (format version :data:`results.FORMAT_VERSION`); ``verification`` is the run's verdict
     (None: not asked for)."""
     digest = hashlib.sha256(b"\n".join(p.body for p in payloads)).hexdigest()
-    steps = []
+    steps: list[dict[str, Any]] = []
     for s in outcome.steps:
         summary = summarize([s.client_step(config)])
         steps.append({
@@ -334,6 +360,11 @@ def result_document(config: RunConfig, payloads: Sequence[Payload], outcome: run
             "summary": summary, "client": dict(s.client), "stats": s.stats.to_dict(),
             **({"server_metrics": dict(s.server_metrics)} if s.server_metrics is not None else {}),
         })
+        if s.segments:
+            steps[-1]["segments"] = [{"index": i, "segment": seg.to_list(), "stats": st.to_dict()}
+                                     for i, seg, st in s.segments]
+        if s.replicas:
+            steps[-1]["replicas"] = [dict(r) for r in s.replicas]
     return {
         "format": results.FORMAT,
         "format_version": results.FORMAT_VERSION,
@@ -541,6 +572,12 @@ def cmd_run(a: argparse.Namespace) -> int:
     summaries = [summarize([s.client_step(config)]) for s in outcome.steps]
     if summaries:
         out.print(report.steps_table(summaries, title=f"{config.target.name} — run {config.run_id}"))
+    for s in outcome.steps:
+        if s.segments:
+            out.print(timeline_table(segment_rows([(i, seg, st) for i, seg, st in s.segments]),
+                                     title=f"{s.spec.label}: per segment"))
+        if s.replicas or config.schedule:
+            out.print(timeline_table(client_timeline(s), title=f"{s.spec.label}: per second"))
     for note in outcome.notes:
         err.print(f"note: {note}", highlight=False)
     if a.json:
@@ -630,6 +667,9 @@ def cmd_report(a: argparse.Namespace) -> int:
     } for r in parsed]
     doc = report.build_document(targets, warnings=warnings, slo_p99_ms=slo, max_error_rate=a.max_error_rate,
                                 prices=prices, inputs=inputs, generated_at=time.time())
+    per_second = timeline_from_results(parsed, label_of={(t.target.name, str(t.run_id)): t.label for t in targets})
+    if per_second:
+        doc["timeline"] = per_second
     console = _console(stderr=False)
     if storage.is_s3(a.out):
         with tempfile.TemporaryDirectory() as tmp:
@@ -644,6 +684,9 @@ def cmd_report(a: argparse.Namespace) -> int:
                                                        title=a.title).values()]
     if not a.quiet:
         report.print_report(console, targets, slo_p99_ms=slo, prices=prices, warnings=warnings)
+        for label, entry in per_second.items():
+            if entry["segments"]:
+                console.print(timeline_table(entry["segments"], title=f"{label}: per segment"))
     console.print("report: " + ", ".join(written), highlight=False)
     if short:
         print(f"eks-inference loadtest report: error: {short}", file=sys.stderr)

@@ -16,6 +16,7 @@ from typing import Any
 
 from eks_inference.config import ConfigError, Processor
 from eks_inference.loadtest.client import Engine
+from eks_inference.loadtest.schedule import RateSchedule, Segment
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -220,9 +221,12 @@ def _whole_ceil(x: float) -> int:
 class StepSpec:
     """One measured step and this client's share of it (totals are across all clients of the run).
 
-    :param rate: total requested requests/s (open loop), or the closed loop's total pacing rate.
+    :param rate: total requested requests/s (open loop), or the closed loop's total pacing rate; for a
+        schedule, its mean.
     :param concurrency: total in-flight requests (closed loop).
     :param requests: this client's measured requests when the step is bounded by count.
+    :param schedule: total rates over time (:mod:`eks_inference.loadtest.schedule`) when the rate changes
+        within the step; each client sends its share. Default none: ``rate`` throughout.
     """
 
     index: int
@@ -235,6 +239,14 @@ class StepSpec:
     duration_s: float | None
     requests: int | None
     warmup_s: float
+    schedule: tuple[Segment, ...] = ()
+
+    @property
+    def client_schedule(self) -> RateSchedule | None:
+        """This client's share of the schedule (rates divided like ``client_rate``)."""
+        if not self.schedule or not self.rate or not self.client_rate:
+            return None
+        return RateSchedule(self.schedule).scaled(self.client_rate / self.rate)
 
     def constant_schedule(self) -> tuple[int, int | None]:
         """For constant arrivals, the measured sends as indices ``[first, end)`` of the schedule (send *n* is
@@ -255,6 +267,8 @@ class StepSpec:
 
     @property
     def label(self) -> str:
+        if self.schedule:
+            return f"{RateSchedule(self.schedule).label} ({self.arrival.value})"
         if self.mode is Mode.OPEN:
             return f"{self.rate:g} req/s ({self.arrival.value})"
         paced = f", paced {self.rate:g} req/s" if self.rate else ""
@@ -263,6 +277,10 @@ class StepSpec:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["mode"], d["arrival"] = self.mode.value, self.arrival.value
+        if self.schedule:
+            d["schedule"] = [s.to_list() for s in self.schedule]
+        else:
+            d.pop("schedule")
         return d
 
     @staticmethod
@@ -272,6 +290,7 @@ class StepSpec:
             rate=d.get("rate"), concurrency=d.get("concurrency"), client_rate=d.get("client_rate"),
             client_concurrency=d.get("client_concurrency"), duration_s=d.get("duration_s"),
             requests=d.get("requests"), warmup_s=float(d.get("warmup_s", 0.0)),
+            schedule=tuple(Segment.from_any(x) for x in d.get("schedule") or ()),
         )
 
 
@@ -306,6 +325,10 @@ class RunConfig:
         rates at these fractions of it. Default none.
     :param calibrate_concurrency: in-flight requests of that measurement, default 16.
     :param calibrate_s: its measured seconds, default 5.
+    :param schedule: one open-loop step whose total rate follows these segments (steps and ramps) instead of
+        fixed ``rates``; its duration is the schedule's, the first ``warmup_s`` of it unmeasured. Default none.
+    :param sample_replicas: ask ``URL/info`` once a second during each step for the replicas the target reports
+        (at most one request in flight, on a connection of its own); default off.
     """
 
     url: str
@@ -336,6 +359,8 @@ class RunConfig:
     capacity_fractions: tuple[float, ...] = ()
     calibrate_concurrency: int = 16
     calibrate_s: float = 5.0
+    schedule: tuple[Segment, ...] = ()
+    sample_replicas: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -345,8 +370,9 @@ class RunConfig:
             if self.concurrencies:
                 raise ConfigError("--concurrency/--concurrencies: only for --mode closed; use --rate/--rates "
                                   "for the open loop")
-            if not self.rates and self.search is None and not self.capacity_fractions:
-                raise ConfigError("--mode open needs --rate R, --rates R1,R2,..., --capacity-fractions or --search")
+            if not self.rates and self.search is None and not self.capacity_fractions and not self.schedule:
+                raise ConfigError("--mode open needs --rate R, --rates R1,R2,..., --capacity-fractions, --search, "
+                                  "--schedule or --ramp")
         else:
             if not self.concurrencies:
                 raise ConfigError("--mode closed needs --concurrency N or --concurrencies N1,N2,...")
@@ -398,12 +424,35 @@ class RunConfig:
                                   f"1..{MAX_CONCURRENCY}")
             if not 0 < self.calibrate_s <= 3600:
                 raise ConfigError(f"--calibrate-duration: {self.calibrate_s} must be in (0, 3600] seconds")
+        if self.schedule:
+            self._check_schedule()
         if self.connections is not None and self.connections < 1:
             raise ConfigError(f"--connections: {self.connections} must be >= 1")
         if not self.max_lag_ms > 0:
             raise ConfigError(f"--max-lag-ms: {self.max_lag_ms} must be positive")
         if self.slo_p99_ms is not None and not self.slo_p99_ms > 0:
             raise ConfigError(f"--slo-p99-ms: {self.slo_p99_ms} must be positive, e.g. 100")
+
+    def _check_schedule(self) -> None:
+        if self.mode is not Mode.OPEN or self.rates or self.search is not None or self.capacity_fractions:
+            raise ConfigError("--schedule/--ramp: the schedule is the load; drop --rate/--rates, --concurrency, "
+                              "--search and --capacity-fractions")
+        total = RateSchedule(self.schedule).total_s
+        if self.requests is not None or self.duration_s is None or abs(self.duration_s + self.warmup_s - total) > 1e-6:
+            raise ConfigError(f"--schedule/--ramp: the run lasts the schedule's {total:g} s; drop --duration and "
+                              "--requests (--warmup counts its first seconds as unmeasured)")
+        if self.warmup_s >= total:
+            raise ConfigError(f"--warmup: {self.warmup_s:g} s leaves nothing of the {total:g} s schedule to measure; "
+                              "lower it")
+
+    def schedule_step(self) -> StepSpec:
+        """The one step a schedule run makes: the schedule's mean as its rate, its duration after the warm-up."""
+        sched = RateSchedule(self.schedule)
+        mean = float(f"{sched.mean_rate:.4g}")  # a readable label; the schedule itself carries the exact rates
+        return StepSpec(index=0, mode=Mode.OPEN, arrival=self.arrival, rate=mean, concurrency=None,
+                        client_rate=mean / self.clients, client_concurrency=None,
+                        duration_s=sched.total_s - self.warmup_s, requests=None, warmup_s=self.warmup_s,
+                        schedule=self.schedule)
 
     def _share(self, total: int) -> int:
         base, rem = divmod(total, self.clients)
@@ -434,6 +483,8 @@ class RunConfig:
         """The fixed steps (empty for a search or a capacity sweep, whose steps depend on what they measure)."""
         if self.search is not None or self.capacity_fractions:
             return []
+        if self.schedule:
+            return [self.schedule_step()]
         if self.mode is Mode.OPEN:
             return [self.step(i, rate=r) for i, r in enumerate(self.rates)]
         return [self.step(i, concurrency=c) for i, c in enumerate(self.concurrencies)]
@@ -443,10 +494,13 @@ class RunConfig:
             return self.connections
         if step.mode is Mode.CLOSED:
             return step.client_concurrency or 1
-        return min(DEFAULT_MAX_CONNECTIONS, max(64, math.ceil(0.5 * (step.client_rate or 1))))
+        sched = step.client_schedule
+        peak = max(max(s.rate_from, s.rate_to) for s in sched.segments) if sched else (step.client_rate or 1)
+        return min(DEFAULT_MAX_CONNECTIONS, max(64, math.ceil(0.5 * peak)))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["mode"], d["arrival"], d["engine"] = self.mode.value, self.arrival.value, self.engine.value
         d["target"] = self.target.to_dict()
+        d["schedule"] = [s.to_list() for s in self.schedule]
         return d

@@ -411,7 +411,7 @@ def _verified_cls(r: Mapping[str, Any]) -> str:
     return "l ok" if v == "yes" else "l bad" if v.startswith("FAILED") else "l"
 
 
-def render_html(doc: Mapping[str, Any], png: bytes, *, title: str) -> str:
+def render_html(doc: Mapping[str, Any], png: bytes, *, title: str, timeline_png: bytes = b"") -> str:
     e = html.escape
     rows = []
     for r in doc["targets"]:
@@ -479,6 +479,7 @@ A cost "priced as" a type was measured on another machine and priced at that typ
 <th>mean batch</th><th>padding</th><th>replicas</th><th class="l">server notes</th></tr>
 {''.join(server)}</table></div>
 <p class="note">{e(SERVER_RULE)}</p>
+{_timeline_html(doc.get("timeline") or {}, timeline_png)}
 <h2>Warnings</h2><ul class="warn">{warnings}</ul>
 <h2>Inputs and provenance</h2>
 {inputs}
@@ -540,15 +541,119 @@ def steps_table(summaries: Sequence[Mapping[str, Any]], *, title: str = "Steps")
 def write_report(
     out_dir: Path, doc: Mapping[str, Any], targets: Sequence[TargetReport], *, slo_p99_ms: float, title: str
 ) -> dict[str, Path]:
-    """Write report.json, report.csv, report.png and report.html into ``out_dir``; returns their paths."""
+    """Write report.json, report.csv, report.png and report.html into ``out_dir`` (and, when the runs sampled
+    replicas or followed a schedule, timeline.csv and timeline.png); returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {k: out_dir / f"report.{k}" for k in ("json", "csv", "png", "html")}
     paths["json"].write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n", encoding="utf-8")
     write_csv(paths["csv"], targets)
     png = render_png(targets, slo_p99_ms=slo_p99_ms, title=title)
     paths["png"].write_bytes(png)
-    paths["html"].write_text(render_html(doc, png, title=title), encoding="utf-8")
+    timeline_png = b""
+    if doc.get("timeline"):
+        paths["timeline_csv"] = out_dir / "timeline.csv"
+        write_timeline_csv(paths["timeline_csv"], doc["timeline"])
+        timeline_png = render_timeline_png(doc["timeline"], title=title)
+        paths["timeline_png"] = out_dir / "timeline.png"
+        paths["timeline_png"].write_bytes(timeline_png)
+    paths["html"].write_text(render_html(doc, png, title=title, timeline_png=timeline_png), encoding="utf-8")
     return paths
+
+
+# -- timeline (replicas, throughput and latency per second) -------------------------------------------------------
+
+def write_timeline_csv(path: Path, timeline: Mapping[str, Mapping[str, Any]]) -> None:
+    from eks_inference.loadtest.timeline import TIMELINE_COLUMNS
+
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=TIMELINE_COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        for entry in timeline.values():
+            for row in entry["seconds"]:
+                w.writerow({k: ("" if v is None else v) for k, v in row.items()})
+
+
+def build_timeline_figure(timeline: Mapping[str, Mapping[str, Any]], *, title: str) -> Figure:
+    """Per series, three rows over the run's seconds: offered and achieved requests/s, mean and worst latency,
+    and the replicas the target reported."""
+    from matplotlib.figure import Figure
+
+    n = max(1, len(timeline))
+    fig = Figure(figsize=(13, 2.6 * 3 * n / 1.6), dpi=110, layout="constrained")
+    axes = fig.subplots(3 * n, 1, sharex=False, squeeze=False)[:, 0]
+    for k, (label, entry) in enumerate(timeline.items()):
+        rows = entry["seconds"]
+        x = [r["second"] for r in rows]
+        rate_ax, lat_ax, rep_ax = axes[3 * k: 3 * k + 3]
+        rate_ax.plot(x, [r["offered_rps"] for r in rows], "--", color="grey", label="offered req/s")
+        rate_ax.plot(x, [r["ok"] for r in rows], color="C0", label="answered req/s")
+        rate_ax.plot(x, [r["errors"] for r in rows], color="C3", label="errors/s")
+        rate_ax.set_ylabel("req/s")
+        rate_ax.set_title(label, fontsize=10)
+        rate_ax.legend(fontsize=7, loc="upper left")
+        lat_ax.plot(x, [r["mean_ms"] for r in rows], color="C1", label="mean ms")
+        lat_ax.plot(x, [r["max_ms"] for r in rows], color="C1", alpha=0.4, label="max ms")
+        lat_ax.set_ylabel("latency ms")
+        lat_ax.legend(fontsize=7, loc="upper left")
+        sampled = [(r["second"], r["replicas_running"]) for r in rows if r["replicas_running"] is not None]
+        rep_ax.step([a for a, _ in sampled], [b for _, b in sampled], where="post", color="C2",
+                    label="replicas running")
+        targets = [(r["second"], r["replicas_target"]) for r in rows if r["replicas_target"] is not None]
+        rep_ax.step([a for a, _ in targets], [b for _, b in targets], where="post", color="C2", ls=":",
+                    label="replicas wanted")
+        rep_ax.set_ylabel("replicas")
+        rep_ax.set_xlabel("seconds since the step began")
+        rep_ax.set_xlim(rate_ax.get_xlim())
+        if sampled:
+            rep_ax.set_ylim(0, max(b for _, b in sampled + targets) + 1)
+            rep_ax.legend(fontsize=7, loc="upper left")
+        else:
+            rep_ax.text(0.5, 0.5, "the target reported no replica counts", transform=rep_ax.transAxes,
+                        ha="center", va="center", color="dimgrey", style="italic")
+        for ax in (rate_ax, lat_ax, rep_ax):
+            ax.grid(True, alpha=0.3)
+    fig.suptitle(f"{title}: per second")
+    return fig
+
+
+def render_timeline_png(timeline: Mapping[str, Mapping[str, Any]], *, title: str) -> bytes:
+    fig = build_timeline_figure(timeline, title=title)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _timeline_html(timeline: Mapping[str, Mapping[str, Any]], png: bytes) -> str:
+    if not timeline:
+        return ""
+    parts = ["<h2>Per second: load, latency and replicas</h2>",
+             '<p class="note">Each second of each run that followed a schedule or sampled the target\'s '
+             "<code>/info</code>: requests offered and answered, mean and worst latency of the requests that "
+             "completed in it (merged across clients), and the Serve replicas the target reported running and "
+             "wanted. timeline.csv holds the same rows.</p>"]
+    if png:
+        img = base64.b64encode(png).decode("ascii")
+        parts.append(f'<img id="timeline" alt="per-second load, latency and replicas" src="data:image/png;base64,'
+                     f'{img}">')
+    for label, entry in timeline.items():
+        if entry.get("segments"):
+            rows = "".join(
+                "<tr>" + _td(r["load"], "l") + _td(f"{r['requests']:,}") + _td(f"{r['errors']:,}")
+                + _td(_fmt(r["throughput_rps"])) + _td(_fmt(r["p50_ms"], ",.2f")) + _td(_fmt(r["p99_ms"], ",.2f"))
+                + _td(_fmt(r["max_ms"], ",.2f")) + "</tr>" for r in entry["segments"])
+            parts.append(f"<h3>{html.escape(label)}: per segment</h3><div class=\"wrap\"><table class=\"segments\">"
+                         "<tr><th class=\"l\">segment</th><th>requests</th><th>errors</th><th>req/s</th>"
+                         f"<th>p50 ms</th><th>p99 ms</th><th>max ms</th></tr>{rows}</table></div>")
+        secs = "".join(
+            "<tr>" + _td(r["second"]) + _td(_fmt(r["offered_rps"])) + _td(f"{r['ok']:,}") + _td(f"{r['errors']:,}")
+            + _td(_fmt(r["mean_ms"], ",.1f", "")) + _td(_fmt(r["max_ms"], ",.1f", ""))
+            + _td("" if r["replicas_running"] is None else r["replicas_running"])
+            + _td("" if r["replicas_target"] is None else r["replicas_target"]) + "</tr>" for r in entry["seconds"])
+        parts.append(f"<details><summary>{html.escape(label)}: every second</summary><div class=\"wrap\">"
+                     "<table class=\"timeline\"><tr><th>s</th><th>offered/s</th><th>ok</th><th>errors</th>"
+                     "<th>mean ms</th><th>max ms</th><th>replicas</th><th>wanted</th></tr>"
+                     f"{secs}</table></div></details>")
+    return "\n".join(parts)
 
 
 def print_report(console: Console, targets: Sequence[TargetReport], *, slo_p99_ms: float, prices: PriceTable,

@@ -13,6 +13,11 @@ Closed loop (a fixed number of users, each waiting for its reply): latency runs 
 It answers "how fast at concurrency N", and with ``--rate`` pacing it reproduces the classic naive
 tester, which under-reports stalls; both are useful, and they are labelled.
 
+A schedule (``--schedule``/``--ramp``) is one open-loop step whose rate changes over time: send times come from
+the schedule (:mod:`eks_inference.loadtest.schedule`), and each segment also gets statistics of its own, by the
+intended send time of each request. With ``sample_replicas`` a :class:`~eks_inference.loadtest.replicas.
+ReplicaSampler` asks the target's ``/info`` once a second during each step, beside the load.
+
 Everything runs on one event loop through callbacks; statistics go to :class:`StepRecorder`. Around each step,
 client 0 reads the target's own metrics (:mod:`eks_inference.loadtest.server_metrics`); the other clients pause
 while it does, so that all stay in step.
@@ -40,6 +45,8 @@ from eks_inference.loadtest.client import (
 )
 from eks_inference.loadtest.payloads import Payload
 from eks_inference.loadtest.plan import Arrival, Mode, RunConfig, StepSpec, rates_from_capacity
+from eks_inference.loadtest.replicas import ReplicaSampler
+from eks_inference.loadtest.schedule import Segment
 from eks_inference.loadtest.server_metrics import StepReader
 from eks_inference.loadtest.stats import StepRecorder, StepStats, decode, percentiles_us
 
@@ -89,6 +96,10 @@ class StepOutcome:
     started_at: float
     ended_at: float
     client: Mapping[str, Any]
+    segments: tuple[tuple[int, Segment, StepStats], ...] = ()
+    """For a schedule: (index, the segment's total rates, this client's statistics of the requests due in it)."""
+    replicas: tuple[Mapping[str, Any], ...] = ()
+    """Per-second samples of the target's reported replicas (:mod:`eks_inference.loadtest.replicas`)."""
 
     def client_step(self, config: RunConfig, source: str = "(this run)") -> ClientStep:
         return ClientStep(source=source, run_id=config.run_id, client_index=config.client_index,
@@ -137,6 +148,9 @@ class _Step:
         self.handles: list[asyncio.TimerHandle] = []
         self.window_end: float | None = None
         self.last_lag = 0.0
+        self.sched = spec.client_schedule
+        self._u = 0.0
+        self.seg_recs: list[StepRecorder] = []
 
     # -- clock -------------------------------------------------------------------------------------
     def epoch(self, t: float) -> float:
@@ -157,6 +171,12 @@ class _Step:
                 self.rec.record_ok(t_done - t_start, self.epoch(t_done), inferences)
             else:
                 self.rec.record_error(kind, self.epoch(t_done))
+            if self.seg_recs:
+                seg = self.seg_recs[self.sched.segment_of(t_start - self.t_start)]  # type: ignore[union-attr]
+                if kind is None:
+                    seg.record_ok(t_done - t_start, self.epoch(t_done), inferences)
+                else:
+                    seg.record_error(kind, self.epoch(t_done))
         if self.scheduling_done and self.in_flight == 0 and not self.done.done():
             self.done.set_result(None)
 
@@ -171,9 +191,23 @@ class _Step:
         assert self.spec.client_rate
         return self.rng.expovariate(self.spec.client_rate)
 
+    def _scheduled_at(self, n: int) -> float:
+        """When send ``n`` of a schedule is due: Λ⁻¹(n) for constant spacing, Λ⁻¹ of the running sum of unit
+        exponential gaps for Poisson arrivals; the schedule's end once it holds no more sends."""
+        assert self.sched is not None
+        if self.spec.arrival is Arrival.CONSTANT:
+            x = float(n)
+        else:
+            self._u += self.rng.expovariate(1.0)
+            x = self._u
+        at = self.sched.time_at(x)
+        return self.t_start + (self.sched.total_s if at is None else at)
+
     def _advance(self) -> None:
         self.n_sched += 1
-        if self.spec.arrival is Arrival.CONSTANT:
+        if self.sched is not None:
+            self.next_t = self._scheduled_at(self.n_sched)
+        elif self.spec.arrival is Arrival.CONSTANT:
             assert self.spec.client_rate
             self.next_t = self.t_start + self.n_sched / self.spec.client_rate
         else:
@@ -293,7 +327,7 @@ class _Step:
         self.mono0, self.epoch0 = loop.time(), time.time()
         self.t_start = self.mono0 + 0.002
         self.measured_range: tuple[int, int | None] | None = None
-        if spec.mode is Mode.OPEN and spec.arrival is Arrival.CONSTANT:
+        if spec.mode is Mode.OPEN and spec.arrival is Arrival.CONSTANT and self.sched is None:
             assert spec.client_rate
             self.measured_range = spec.constant_schedule()
             self.measure_start = self.t_start + self.measured_range[0] / spec.client_rate
@@ -302,6 +336,10 @@ class _Step:
         self.measure_end = self.measure_start + spec.duration_s if spec.duration_s is not None else math.inf
         self.window_end = None
         self.rec = StepRecorder(window_start=self.epoch(self.measure_start))
+        if self.sched is not None:
+            bounds = self.sched.boundaries
+            self.seg_recs = [StepRecorder(window_start=self.epoch(max(self.t_start + a, self.measure_start)))
+                             for a in bounds[:-1]]
         self.done: asyncio.Future[None] = loop.create_future()
         self.client.counters.reset_step()
         opened0 = self.client.counters.connections_opened
@@ -311,7 +349,10 @@ class _Step:
         self.pace_interval = 0.0
         if spec.mode is Mode.OPEN:
             self.n_sched = 0
-            self.next_t = self.t_start if spec.arrival is Arrival.CONSTANT else self.t_start + self._gap()
+            if self.sched is not None:
+                self.next_t = self._scheduled_at(0)
+            else:
+                self.next_t = self.t_start if spec.arrival is Arrival.CONSTANT else self.t_start + self._gap()
             self.handles = [loop.call_at(self.next_t, self._tick)]
         else:
             users = spec.client_concurrency or 1
@@ -380,8 +421,19 @@ class _Step:
             "waited_for_connection": c.waited_for_connection,
             "first_error": dict(c.first_error or {}),
         }
+        segments = []
+        if self.sched is not None:
+            bounds = self.sched.boundaries
+            for i, seg_rec in enumerate(self.seg_recs):
+                start = max(self.t_start + bounds[i], self.measure_start)
+                end = min(self.t_start + bounds[i + 1], now)
+                if end <= start:
+                    continue  # all of it warm-up, or never reached
+                total = spec.schedule[i]
+                segments.append((i, total, seg_rec.finish(window_s=end - start)))
         outcome = StepOutcome(spec=spec, stats=stats, status=self.status, note=self.note,
-                              started_at=self.epoch(self.t_start), ended_at=ended, client=client_info)
+                              started_at=self.epoch(self.t_start), ended_at=ended, client=client_info,
+                              segments=tuple(segments))
         if interrupted:
             raise _Interrupted(outcome)
         return outcome
@@ -408,6 +460,20 @@ async def _probe(client: HttpClient, timeout_s: float) -> tuple[int, str | None,
         return 0, ErrorKind.TIMEOUT.value, f"no response within {timeout_s:g} s"
     detail = (client.counters.first_error or {}).get(kind or "", None) if kind else None
     return status, kind, detail
+
+
+async def _with_samples(outcome: StepOutcome, sampler: ReplicaSampler | None,
+                        task: asyncio.Task[list[dict[str, Any]]] | None) -> StepOutcome:
+    """The step's outcome with the replica samples taken while it ran."""
+    if sampler is None or task is None:
+        return outcome
+    sampler.stop()
+    try:
+        samples = await asyncio.wait_for(asyncio.shield(task), timeout=2.0)
+    except (TimeoutError, asyncio.CancelledError):
+        task.cancel()
+        samples = sampler.samples
+    return dataclasses.replace(outcome, replicas=tuple(samples))
 
 
 def step_passes(outcome: StepOutcome, config: RunConfig) -> tuple[bool, str]:
@@ -508,12 +574,15 @@ async def run(
                          start_at=start_at)
             if reader is not None:
                 await reader.begin(settle=start_at is None)
+            sampler = ReplicaSampler(endpoint.info_url) if config.sample_replicas else None
+            sampling = asyncio.create_task(sampler.run()) if sampler is not None else None
             try:
                 result = await step.run()
             except _Interrupted as e:
-                steps.append(e.outcome)
+                steps.append(await _with_samples(e.outcome, sampler, sampling))
                 status, error = "interrupted", "interrupted; the results measured so far are kept"
                 return outcome()
+            result = await _with_samples(result, sampler, sampling)
             if reader is not None:
                 result = dataclasses.replace(result, server_metrics=await reader.finish())
             if start_at is not None and step.late_s > LATE_START_S:

@@ -162,6 +162,31 @@ def _walk_routes(routes: list[Any], depth: int = 0) -> Iterator[Any]:
             yield from _walk_routes(list(sub), depth + 1)
 
 
+REPLICAS_TTL_S = 1.0
+"""How long a replica reuses its last answer from the Serve controller for ``/info``'s replica count: a load
+tester sampling once a second costs the controller about one call a second, whatever the number of replicas."""
+
+
+def live_replicas(app_name: str, deployment: str) -> dict[str, Any]:
+    """The deployment's replicas as the Serve controller sees them now: RUNNING ones, the autoscaler's target and
+    the bounds it scales between (from the deployment's live config, not from any file). Blocking: one call to
+    the controller (``get_serve_details``, what ``serve.status()`` reads)."""
+    from ray.serve.context import _get_global_client
+
+    client = _get_global_client()
+    if client is None:
+        raise RuntimeError("no Serve controller is running")
+    details = client.get_serve_details()
+    dep = details["applications"][app_name]["deployments"][deployment]
+    states = [str(getattr(r.get("state"), "value", r.get("state"))) for r in dep.get("replicas", [])]
+    cfg = dep.get("deployment_config") or {}
+    scaling = cfg.get("autoscaling_config") or {}
+    fixed = cfg.get("num_replicas")
+    return {"running": states.count("RUNNING"), "starting": states.count("STARTING"),
+            "target": dep.get("target_num_replicas"),
+            "min": scaling.get("min_replicas", fixed), "max": scaling.get("max_replicas", fixed)}
+
+
 def _replica_id() -> str | None:
     try:
         return str(serve.get_replica_context().replica_id.unique_id)
@@ -203,6 +228,8 @@ class InferenceModel:
         self._failure: str | None = None
         self._watch: Any = None
         self._stop = threading.Event()
+        self._replicas: tuple[float, dict[str, Any]] | None = None
+        self._replicas_lock: asyncio.Lock | None = None
         t0 = time.perf_counter()
         try:
             self.model = resolve_model(self.args.model_uri, cache_dir=self.args.cache_dir,
@@ -474,6 +501,26 @@ class InferenceModel:
         data, media_type = found
         return Response(data, media_type=media_type, headers={"cache-control": "public, max-age=3600"})
 
+    async def _replica_counts(self) -> dict[str, Any]:
+        """:func:`live_replicas`, cached for :data:`REPLICAS_TTL_S`; concurrent callers share one controller call,
+        which runs off the event loop. On failure the reason is reported instead of counts."""
+        cached = self._replicas
+        if cached is not None and time.monotonic() - cached[0] < REPLICAS_TTL_S:
+            return cached[1]
+        if self._replicas_lock is None:
+            self._replicas_lock = asyncio.Lock()
+        async with self._replicas_lock:
+            cached = self._replicas
+            if cached is not None and time.monotonic() - cached[0] < REPLICAS_TTL_S:
+                return cached[1]
+            try:
+                ctx = serve.get_replica_context()
+                counts = await asyncio.to_thread(live_replicas, ctx.app_name, ctx.deployment)
+            except Exception as e:  # the count is informative; /info must answer anyway
+                counts = {"running": None, "error": f"{type(e).__name__}: {e}"}
+            self._replicas = (time.monotonic(), counts)
+            return counts
+
     async def _metrics_endpoints(self) -> dict[str, Any]:
         """Where the metrics of this replica and of every node of its Ray cluster are read (see
         :mod:`eks_inference.serving.metrics`): asked of the GCS at most every :data:`METRICS_URLS_TTL_S`, since
@@ -530,6 +577,7 @@ class InferenceModel:
         else:
             data["error"] = not_ready[1]["error"] if not_ready else None
         data["replica"] = _replica_id()
+        data["replicas"] = await self._replica_counts()
         return _json(data)
 
 

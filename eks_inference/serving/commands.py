@@ -6,6 +6,7 @@ Heavy imports (torch, Ray, boto3) happen inside the commands, so ``eks-inference
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -65,38 +66,76 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Serving fields given explicitly on the command line (they win over the environment's)."""
     o: dict[str, Any] = {}
     for flag, field in (("max_batch_size", "max_batch_size"), ("max_seq_length", "max_seq_length"),
-                        ("threads", "num_threads"), ("replicas", "num_replicas"), ("dtype", "dtype")):
-        if getattr(args, flag) is not None:
+                        ("threads", "num_threads"), ("replicas", "num_replicas"), ("min_replicas", "min_replicas"),
+                        ("max_replicas", "max_replicas"), ("dtype", "dtype")):
+        if getattr(args, flag, None) is not None:
             o[field] = getattr(args, flag)
     if args.batch_wait_ms is not None:
         o["batch_wait_timeout_s"] = args.batch_wait_ms / 1000.0
     return o
 
 
+def _merge_serving(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """The environment's serving block with the command line's fields on top; a fixed --replicas replaces the
+    environment's bounds and --min/--max-replicas its fixed count, so the two never meet."""
+    merged = dict(base)
+    if "num_replicas" in overrides:
+        merged.pop("min_replicas", None)
+        merged.pop("max_replicas", None)
+    if "min_replicas" in overrides or "max_replicas" in overrides:
+        merged.pop("num_replicas", None)
+    return {**merged, **overrides}
+
+
+def local_replica_cap(serving: ServingSpec, cpus: int | None = None) -> int:
+    """Replicas this machine's CPUs hold: each asks Ray for ``cpus_per_replica`` of them (local Ray advertises the
+    machine's cores), and one that cannot be placed would wait for a node no autoscaler adds here."""
+    n = cpus or os.cpu_count() or 1
+    return max(1, int(n // serving.cpus_per_replica))
+
+
+def _fit_machine(spec: ModelSpec, out: Any = None) -> ModelSpec:
+    """The model with its replica bounds capped to what this machine holds (:func:`local_replica_cap`)."""
+    lo, hi = spec.serving.replicas
+    cap = local_replica_cap(spec.serving)
+    if hi <= cap:
+        return spec
+    serving = dataclasses.replace(spec.serving, num_replicas=None, min_replicas=min(lo, cap), max_replicas=cap)
+    print(f"eks-inference: model {spec.name!r}: this machine's {os.cpu_count()} CPUs hold {cap} replica(s) of "
+          f"{spec.serving.cpus_per_replica:g} CPU; serving {min(lo, cap)}..{cap} instead of {lo}..{hi}",
+          file=out or sys.stderr)
+    return dataclasses.replace(spec, serving=serving)
+
+
 def local_model_spec(args: argparse.Namespace) -> ModelSpec:
     """The model to serve: an environment's model from cdk.json (its exact serving shape, on processor cpu),
-    a JSON file with one model entry, or the bundled model tuned for this machine. Serving flags given
-    explicitly (``--dtype fp32``, ``--replicas 2``, ...) override the environment's values."""
+    a JSON file with one model entry, or the bundled model tuned for this machine (autoscaling from one replica
+    to as many as :func:`local_defaults` gives). Serving flags given explicitly (``--dtype fp32``,
+    ``--replicas 2``, ``--max-replicas 3``, ...) override the environment's values; replica bounds beyond this
+    machine's CPUs are capped to them."""
     if args.env or args.config:
         data = (_env_model(Path(args.cdk_json), args.env, args.model if args.model != DEFAULT_LOCAL_MODEL else None)
                 if args.env else json.loads(Path(args.config).read_text()))
         data["processors"] = ["cpu"]
         data.setdefault("local_source", args.source)
-        data["serving"] = {**(data.get("serving") or {}), **_overrides(args)}
-        return parse_model(data)
+        data["serving"] = _merge_serving(data.get("serving") or {}, _overrides(args))
+        return _fit_machine(parse_model(data))
     replicas, threads = local_defaults()
     o = _overrides(args)
+    fixed = o.get("num_replicas")
+    lo = None if fixed is not None else o.get("min_replicas", 1)
+    hi = None if fixed is not None else o.get("max_replicas", max(replicas, o.get("min_replicas", 1)))
     serving = ServingSpec(
         max_batch_size=o.get("max_batch_size", 32),
         batch_wait_timeout_s=o.get("batch_wait_timeout_s", LOCAL_BATCH_WAIT_S),
         max_seq_length=o.get("max_seq_length", 128),
         num_threads=o.get("num_threads", threads),
-        num_replicas=o.get("num_replicas", replicas),
         cpus_per_replica=float(o.get("num_threads", threads)),
         dtype=DType(o.get("dtype", "fp32")),
+        num_replicas=fixed, min_replicas=lo, max_replicas=hi,
     )
-    return ModelSpec(name=args.model, task=Task(args.task), processors=(Processor.CPU,), serving=serving,
-                     local_source=args.source)
+    return _fit_machine(ModelSpec(name=args.model, task=Task(args.task), processors=(Processor.CPU,),
+                                  serving=serving, local_source=args.source))
 
 
 def render_local_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -114,9 +153,9 @@ def render_local_config(args: argparse.Namespace) -> dict[str, Any]:
 def _foreground_argv(args: argparse.Namespace) -> list[str]:
     """The same ``local`` command without --detach, for the background process."""
     argv = ["local"]
-    for opt in ("port", "host", "model", "source", "env", "cdk_json", "config", "task", "dtype", "replicas", "threads",
-                "max_batch_size", "batch_wait_ms", "max_seq_length", "artifact_uri", "s3_endpoint_url",
-                "state_dir", "timeout"):
+    for opt in ("port", "host", "model", "source", "env", "cdk_json", "config", "task", "dtype", "replicas",
+                "min_replicas", "max_replicas", "threads", "max_batch_size", "batch_wait_ms", "max_seq_length",
+                "artifact_uri", "s3_endpoint_url", "state_dir", "timeout"):
         value = getattr(args, opt)
         if value is not None:
             argv += [f"--{opt.replace('_', '-')}", str(value)]
@@ -205,6 +244,7 @@ def register(sub: Any) -> None:
         example_lines=(
             "eks-inference local --detach                      # the bundled all-MiniLM-L6-v2, in the background",
             "eks-inference local --env dev --detach            # the dev environment's serving shape, on this CPU",
+            "eks-inference local --min-replicas 1 --max-replicas 2   # Serve adds a replica under load",
             "eks-inference local --source ./my-model --model mymodel --task classification",
             "eks-inference local --source s3://BUCKET/models/minilm/v1 --s3-endpoint-url http://127.0.0.1:5000",
             "eks-inference local --print-config --env dev      # the serveConfigV2 it would run",
@@ -225,7 +265,12 @@ def register(sub: Any) -> None:
     p.add_argument("--config", help="JSON file with one model entry (as in cdk.json); overrides the flags above")
     p.add_argument("--task", default="embedding", choices=[t.value for t in Task], help="what the model does")
     p.add_argument("--dtype", default=None, choices=["fp32", "bf16"], help="default fp32 (or the environment's)")
-    p.add_argument("--replicas", type=int, default=None, help="default: by CPU count (2 on 2 cores)")
+    p.add_argument("--replicas", type=int, default=None,
+                   help="a fixed replica count (default: autoscale between --min-replicas and --max-replicas)")
+    p.add_argument("--min-replicas", type=int, default=None, help="fewest replicas when autoscaling (default 1)")
+    p.add_argument("--max-replicas", type=int, default=None,
+                   help="most replicas when autoscaling (default: by CPU count, 2 on 2 cores; never more than the "
+                        "CPUs hold)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per replica (default 1, 2 above 4 cores)")
     p.add_argument("--max-batch-size", type=int, default=None, help="default 32 (or the environment's)")
     p.add_argument("--batch-wait-ms", type=float, default=None,

@@ -15,9 +15,10 @@ Contract (used by ``eks_inference.k8s``)::
 returns ``{"proxy_location": ..., "http_options": {...}, "applications": [model app, index app]}``.
 The model app comes first: it is named after the model, mounted at ``/{model.name}``, imports
 :data:`APP_IMPORT_PATH` with ``args`` carrying what the replica needs, and has one deployment
-:data:`DEPLOYMENT_NAME` whose ``user_config`` holds the batching knobs (applied in ``reconfigure``) and whose
+:data:`DEPLOYMENT_NAME` whose ``user_config`` holds the batching knobs (applied in ``reconfigure``), whose
 ``ray_actor_options`` hold the processor's resources (``num_cpus``; ``resources: {neuron_cores: N}`` on
-inferentia; ``num_gpus`` on gpu). The index app (:data:`INDEX_APP_NAME`, route prefix ``/``, see
+inferentia; ``num_gpus`` on gpu) and whose ``autoscaling_config`` (:func:`autoscaling_config`) lets Serve move
+the replica count between the model's bounds. The index app (:data:`INDEX_APP_NAME`, route prefix ``/``, see
 :mod:`eks_inference.serving.index`) answers ``GET /`` with the model list and every path outside the
 model's prefix with a JSON 404, instead of the ingress's plain-text one; it reserves no CPU.
 The Ray containers should also carry :data:`RAY_CLUSTER_ENV` in their environment.
@@ -41,9 +42,16 @@ INDEX_APP_NAME = "_index"
 INDEX_IMPORT_PATH = "eks_inference.serving.index:build_app"
 INDEX_DEPLOYMENT_NAME = "RouteIndex"
 
+AUTOSCALING_METRIC_PUSH_S = 2
+"""How often each replica reports its ongoing requests to Serve's autoscaler (Ray's default 10 s). With HAProxy
+ingress requests bypass the handles, so these reports are the autoscaler's only input
+(ray/serve/_private/replica.py, ``should_collect_ongoing_requests``); every 2 s puts several samples in the
+look-back window and lets a step in load be seen within seconds, at one small call per replica per 2 s."""
+
 RAY_CLUSTER_ENV: dict[str, str] = {
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": str(AUTOSCALING_METRIC_PUSH_S),
     "RAY_metrics_report_interval_ms": "5000",
 }
 """Environment for every Ray container (head and workers) that runs these applications.
@@ -149,7 +157,7 @@ def render_serve_config(
         "max_input_chars": max_input_chars,
         "s3_endpoint_url": s3_endpoint_url,
         "allow_emulated_bf16": allow_emulated_bf16,
-        "max_requests_per_replica": s.max_ongoing_requests + s.max_queued_requests,
+        "max_requests_per_replica": s.replica_limit,
     }
     user_config = {
         "max_batch_size": s.max_batch_size,
@@ -160,11 +168,11 @@ def render_serve_config(
     }
     deployment = {
         "name": DEPLOYMENT_NAME,
-        "num_replicas": s.num_replicas,
+        "autoscaling_config": autoscaling_config(model, processor),
         # The replica itself sheds load above max_requests_per_replica with a JSON 503; Serve's own limits
         # stay above it as a backstop (Serve's 503 body is plain text).
-        "max_ongoing_requests": s.max_ongoing_requests + s.max_queued_requests + ADMISSION_SPARE,
-        "max_queued_requests": BURST_QUEUE_FACTOR * (s.max_ongoing_requests + s.max_queued_requests),
+        "max_ongoing_requests": s.replica_limit + ADMISSION_SPARE,
+        "max_queued_requests": BURST_QUEUE_FACTOR * s.replica_limit,
         "user_config": user_config,
         "ray_actor_options": actor,
         "health_check_period_s": 10,
@@ -182,6 +190,31 @@ def render_serve_config(
             "args": args,
             "deployments": [deployment],
         }, index_application([model.name], access_log=access_log)],
+    }
+
+
+def autoscaling_config(model: ModelSpec, processor: Processor) -> dict[str, Any]:
+    """Serve's ``autoscaling_config`` for the model's deployment (Ray 2.60 ``ray.serve.config.AutoscalingConfig``).
+
+    Serve counts a replica's ongoing requests as those it holds, running or waiting in its batch queue; direct
+    (HAProxy) ingress makes each replica push that count itself. The target is what a replica should hold on
+    average (by default derived from the batch size and the processor,
+    :func:`~eks_inference.config.default_target_ongoing_requests`); the replica admits up to
+    ``max_ongoing_requests + max_queued_requests``
+    and sheds beyond, so between the target and that limit lies the room that absorbs a rise in load while new
+    replicas start. Only at ``max_replicas`` does a sustained overload meet the 503. A fixed count renders
+    ``min_replicas == max_replicas``: the same document shape whether or not the model scales.
+    """
+    s = model.serving
+    lo, hi = s.replicas
+    return {
+        "min_replicas": lo,
+        "max_replicas": hi,
+        "initial_replicas": lo,
+        "target_ongoing_requests": s.target_for(processor),
+        "upscale_delay_s": s.upscale_delay_s,
+        "downscale_delay_s": s.downscale_delay_s,
+        "look_back_period_s": s.look_back_period_s,
     }
 
 

@@ -63,6 +63,14 @@ class ClusterStack(Stack):
             "AmazonEC2ContainerRegistryPullOnly, AmazonEKS_CNI_Policy): AWS keeps them in step with what the "
             "kubelet and the VPC CNI need, and they grant no data access.",
         })
+        if ic.cluster_autoscaler is not None:
+            acknowledge(ic.cluster_autoscaler.role, {
+                "AwsSolutions-IAM5": "The Cluster Autoscaler's describe calls (autoscaling:Describe*, "
+                "ec2:DescribeInstanceTypes, ...) have no resource-level permissions and need '*'. Its two mutating "
+                "calls are limited to Auto Scaling groups named eks-* whose eks:cluster-name tag is this cluster "
+                "and that carry the autoscaler's discovery tag: EKS names and tags its managed node groups' "
+                "groups so, and the groups' names are only known after EKS creates them.",
+            })
         acknowledge(self.cluster.role, {
             "AwsSolutions-IAM4": "The control plane role uses AmazonEKSClusterPolicy, the policy EKS documents "
             "for it.",

@@ -138,11 +138,16 @@ class InferenceStack(Stack):
         """Operators, Ray heads placed there and a run's load-test pods must fit the system nodes at their
         configured size: nothing scales that group, and pods that do not fit wait until their deadline."""
         system = next(g for g in config.enabled_node_groups if g.processor is None)
-        heads = [PodRequest.of(f"Ray head of {t.name}", t.ray_service.head.pod.resources) for t in self.targets
+        heads = [PodRequest.of(f"Ray head of {t.name}", t.ray_service.head.requests) for t in self.targets
                  if t.ray_service.head.pod.node_selector.get("eks-inference/processor") == "system"]
         base = [*inference_cluster.system_pods, *COREDNS, *heads]
         check_system_group(system, base=base, extra=[], extra_what="system pods (operators and Ray heads)",
                            extra_fix="move work off the system nodes")
+        # An image change upgrades every RayService of its processor at once: a second head each, for a while.
+        check_system_group(system, base=base, extra=[PodRequest(f"{h.name} (new cluster)", h.cpu_m, h.memory_mib)
+                                                     for h in heads],
+                           extra_what="a NewCluster upgrade (a second Ray head per RayService)",
+                           extra_fix="move work off the system nodes", at_max_size=True)
         if plan is not None:
             extra = [PodRequest.of(name, res) for name, res in plan.pod_requests(self.targets)]
             check_system_group(system, base=base, extra=extra, extra_what=f"loadtest run {plan.spec.run_id!r}",

@@ -10,6 +10,13 @@ single-quoted JSON), ``convertParamMap`` (sorted keys, ``--key=value``; ``true``
 ``false`` drops it), ``BuildPod`` (``ulimit -n ${RAY_START_ULIMIT_OPEN_FILES:-65536}; ray start ...`` as the
 only argument of ``/bin/bash -c --``, from utils.GetContainerCommand) and ``initLivenessAndReadinessProbe``
 (an ``httpGet`` liveness probe on the dashboard agent's ``/api/healthz`` for Ray >= 2.53 when none is set).
+
+With ``enableInTreeAutoscaling`` (``DefaultHeadPodTemplate``): ``no-monitor`` on the head's ray start, the head's
+``serviceAccountName`` from utils.GetHeadGroupServiceAccountName (the template's, else the RayCluster's name),
+the ``autoscaler`` container from ``BuildAutoscalerContainer`` (the head's image, ``ray kuberay-autoscaler``,
+500m/512Mi) with ``mergeAutoscalerOverrides`` applied (resources and securityContext replaced, env and
+volumeMounts appended), and for ``version: v2`` the head's ``RAY_ENABLE_AUTOSCALER_V2=true`` and
+``restartPolicy: Never`` on head and workers (``setAutoscalerV2EnvVars``, ``DefaultWorkerPodTemplate``).
 """
 
 from __future__ import annotations
@@ -114,6 +121,32 @@ def label_pod(labels: dict[str, str], *, cluster: str, head: bool, group: str) -
     return out
 
 
+AUTOSCALER_START = ("ray kuberay-autoscaler --cluster-name $(RAY_CLUSTER_NAME) "
+                    "--cluster-namespace $(RAY_CLUSTER_NAMESPACE)")
+
+
+def autoscaler_container(image: str, options: dict[str, Any]) -> dict[str, Any]:
+    """BuildAutoscalerContainer followed by mergeAutoscalerOverrides."""
+    container: dict[str, Any] = {
+        "name": "autoscaler", "image": image, "imagePullPolicy": "IfNotPresent",
+        "env": [{"name": "RAY_CLUSTER_NAME", "valueFrom": {"fieldRef": {
+                    "fieldPath": "metadata.labels['ray.io/cluster']"}}},
+                {"name": "RAY_CLUSTER_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                {"name": "RAY_HEAD_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                {"name": "KUBERAY_CRD_VER", "value": "v1"},
+                {"name": "KUBERAY_GEN_AUTOSCALER_START_CMD", "value": AUTOSCALER_START}],
+        "command": ["/bin/bash", "-c", "--"], "args": [AUTOSCALER_START],
+        "resources": {"limits": {"cpu": "500m", "memory": "512Mi"}, "requests": {"cpu": "500m", "memory": "512Mi"}},
+    }
+    for key in ("resources", "image", "imagePullPolicy", "securityContext", "command", "args"):
+        if options.get(key):
+            container[key] = copy.deepcopy(options[key])
+    for key in ("env", "envFrom", "volumeMounts"):
+        if options.get(key):
+            container[key] = [*container.get(key, []), *copy.deepcopy(options[key])]
+    return container
+
+
 def build_pods(ray_service: dict[str, Any], *, cluster_suffix: str = "x7k2p") -> list[dict[str, Any]]:
     """The head pod and one pod per worker group that KubeRay creates for ``ray_service``."""
     name, ns = ray_service["metadata"]["name"], ray_service["metadata"]["namespace"]
@@ -130,6 +163,16 @@ def build_pods(ray_service: dict[str, Any], *, cluster_suffix: str = "x7k2p") ->
         labels["ray.io/serve"] = "false" if head else "true"  # BuildPod, RayService pods
         container = tpl["spec"]["containers"][0]
         params = complete_params(g["rayStartParams"], head=head, head_address=head_address)
+        autoscaling = bool(spec.get("enableInTreeAutoscaling"))
+        options = spec.get("autoscalerOptions") or {}
+        if autoscaling and head:
+            params["no-monitor"] = "true"
+            tpl["spec"]["serviceAccountName"] = tpl["spec"].get("serviceAccountName") or cluster
+            sidecar = autoscaler_container(container["image"], options)
+            if options.get("version") == "v2":
+                container.setdefault("env", []).append({"name": "RAY_ENABLE_AUTOSCALER_V2", "value": "true"})
+        if autoscaling and options.get("version") == "v2":
+            tpl["spec"]["restartPolicy"] = "Never"
         limits = container.get("resources", {}).get("limits", {})
         cmd = f"ulimit -n ${{RAY_START_ULIMIT_OPEN_FILES:-65536}}; {ray_start_command(params, limits, head=head)}"
         container["command"] = ["/bin/bash", "-c", "--"]
@@ -140,6 +183,8 @@ def build_pods(ray_service: dict[str, Any], *, cluster_suffix: str = "x7k2p") ->
         ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
         if "metrics" not in ports:
             container.setdefault("ports", []).append({"name": "metrics", "containerPort": DEFAULT_METRICS_PORT})
+        if autoscaling and head:
+            tpl["spec"]["containers"].append(sidecar)
         pods.append({"apiVersion": "v1", "kind": "Pod",
                      "metadata": {"name": f"{cluster}-{group}", "namespace": ns, "labels": labels},
                      "spec": tpl["spec"], "group": group, "head": head})

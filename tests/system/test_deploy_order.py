@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
+from eks_inference.k8s.ray_service import HEAD_SERVICE_ACCOUNT
 from tests.conftest import Assembly
-from tests.system.cfn import HELM_TYPE, MANIFEST_TYPE, DeployOrder, Node, manifest_objects, references
+from tests.system.cfn import HELM_TYPE, MANIFEST_TYPE, DeployOrder, Node, manifest_objects, references, resolve
 
 DEVICE_PLUGINS = {"aws.amazon.com/neuroncore": "neuron-helm-chart", "nvidia.com/gpu": "nvidia-device-plugin"}
 
@@ -45,12 +46,16 @@ def requirements(order: DeployOrder, node: Node, objs: list[dict[str, Any]]) -> 
         for spec in pod_specs(obj):
             ns = obj["metadata"]["namespace"]
             sa = spec.get("serviceAccountName", "default")
-            assoc = one(order, "AWS::EKS::PodIdentityAssociation", Namespace=ns, ServiceAccount=sa)
-            need[f"Pod Identity association {ns}/{sa}"] = assoc
-            (role,) = references(resources[assoc]["Properties"]["RoleArn"])
-            for pnode, pol in order.resources("AWS::IAM::Policy"):
-                if pnode.stack == node.stack and role in references(pol["Properties"]["Roles"]):
-                    need[f"policy of {role}"] = pnode
+            if sa == HEAD_SERVICE_ACCOUNT:  # Ray heads read nothing from AWS: no association, no credentials
+                assert not [n for n, r in order.resources("AWS::EKS::PodIdentityAssociation")
+                            if r["Properties"].get("ServiceAccount") == sa]
+            else:
+                assoc = one(order, "AWS::EKS::PodIdentityAssociation", Namespace=ns, ServiceAccount=sa)
+                need[f"Pod Identity association {ns}/{sa}"] = assoc
+                (role,) = references(resources[assoc]["Properties"]["RoleArn"])
+                for pnode, pol in order.resources("AWS::IAM::Policy"):
+                    if pnode.stack == node.stack and role in references(pol["Properties"]["Roles"]):
+                        need[f"policy of {role}"] = pnode
             need["eks-pod-identity-agent add-on"] = one(order, "AWS::EKS::Addon", AddonName="eks-pod-identity-agent")
             for k, v in spec.get("nodeSelector", {}).items():
                 groups = [n for n, r in order.resources("AWS::EKS::Nodegroup")
@@ -83,13 +88,18 @@ def violations(order: DeployOrder) -> list[str]:
             if not order.before(req, node):
                 out.append(f"{node.logical_id} may be created before {what} ({req.logical_id})")
     for node, res in order.resources(HELM_TYPE):
-        values = json.loads(res["Properties"].get("Values") or "{}")
+        values = json.loads(resolve(res["Properties"].get("Values")) or "{}")
         selector = values.get("nodeSelector") or values.get("scheduler", {}).get("nodeSelector") or {}
         for k, v in selector.items():
             groups = [n for n, r in order.resources("AWS::EKS::Nodegroup")
                       if r["Properties"].get("Labels", {}).get(k) == v]
             if not any(order.before(g, node) for g in groups):
                 out.append(f"Helm release {res['Properties']['Chart']} may start before nodes labelled {k}={v}")
+        sa = values.get("rbac", {}).get("serviceAccount", {}).get("name")
+        for assoc, a in order.resources("AWS::EKS::PodIdentityAssociation"):
+            if sa and a["Properties"].get("ServiceAccount") == sa and not order.before(assoc, node):
+                out.append(f"Helm release {res['Properties']['Chart']} may start before the Pod Identity "
+                           f"association of {sa}")
     return out
 
 

@@ -80,6 +80,12 @@ def offers(params: dict[str, Any]) -> dict[str, float]:
     return {"CPU": params["num_cpus"], "GPU": params["num_gpus"] or 0, **params["resources"]}
 
 
+def actor_options(ray_service: dict[str, Any]) -> dict[str, Any]:
+    """The model deployment's ray_actor_options (what one of its replicas asks Ray for)."""
+    model, _ = serve_deployments(ray_service)
+    return dict(model["ray_actor_options"])
+
+
 def fits(offer: dict[str, float], *held: dict[str, float]) -> bool:
     return all(sum(h.get(k, 0) for h in held) <= offer.get(k, 0) for k in {k for h in held for k in h})
 
@@ -209,3 +215,131 @@ def test_kuberay_derives_accelerators_the_way_the_shim_sees() -> None:
     assert " --resources='{\"neuron_cores\":2}' " in cmd and " --num-cpus=3 " in cmd
     assert f" --memory={8 << 30} " in cmd
     assert " --num-gpus=1 " in kuberay.ray_start_command({}, {"nvidia.com/gpu": 1}, head=False)
+
+
+# --- What the Ray autoscaler believes each group offers ----------------------------------------------------------
+
+
+def autoscaler_view(ray_service: dict[str, Any]) -> dict[str, Any]:
+    """The autoscaling config the KubeRay autoscaler sidecar derives from the RayCluster that KubeRay creates out of
+    this RayService (Ray 2.60 ``ray/autoscaler/_private/kuberay/autoscaling_config.py``,
+    ``_derive_autoscaling_config_from_ray_cr``: node types from the group specs, custom resources from
+    ``rayStartParams.resources`` only)."""
+    from ray.autoscaler._private.kuberay.autoscaling_config import _derive_autoscaling_config_from_ray_cr
+
+    meta = ray_service["metadata"]
+    cr = {"metadata": {"name": f"{meta['name']}-x7k2p", "namespace": meta["namespace"]},
+          "spec": ray_service["spec"]["rayClusterConfig"]}
+    return dict(_derive_autoscaling_config_from_ray_cr(cr))
+
+
+def replica_bundle(ray_service: dict[str, Any]) -> dict[str, float]:
+    """The resources one Serve replica asks Ray for (its ray_actor_options)."""
+    opts = actor_options(ray_service)
+    bundle = {"CPU": float(opts["num_cpus"]), **{k: float(v) for k, v in opts.get("resources", {}).items()}}
+    if opts.get("num_gpus"):
+        bundle["GPU"] = float(opts["num_gpus"])
+    return bundle
+
+
+def nodes_for(view: dict[str, Any], demand: list[dict[str, float]]) -> tuple[dict[str, int], list[dict[str, float]]]:
+    """Ray's own bin-packing of pending replica bundles onto new worker pods, from an empty cluster (only the head):
+    ``resource_demand_scheduler.get_nodes_for`` with its default utilization scorer."""
+    from functools import partial
+
+    from ray.autoscaler._private.node_provider_availability_tracker import NodeAvailabilitySummary
+    from ray.autoscaler._private.resource_demand_scheduler import _default_utilization_scorer, get_nodes_for
+
+    scorer = partial(_default_utilization_scorer,
+                     node_availability_summary=NodeAvailabilitySummary(node_availabilities={}))
+    added, residual = get_nodes_for(view["available_node_types"], {"headgroup": 1}, "headgroup",
+                                    view["max_workers"], demand, scorer)
+    return dict(added), list(residual)
+
+
+def check_autoscaler_view(ray_service: dict[str, Any]) -> None:
+    view = autoscaler_view(ray_service)
+    serve = yaml.safe_load(ray_service["spec"]["serveConfigV2"])
+    scaling = serve["applications"][0]["deployments"][0]["autoscaling_config"]
+    (worker,) = ray_service["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+    types = view["available_node_types"]
+    group = types[worker["groupName"]]
+    bundle = replica_bundle(ray_service)
+    where = ray_service["metadata"]["name"]
+    # Every resource a replica asks for, the group offers; the head offers no CPU, so no replica lands there.
+    assert all(group["resources"].get(k, 0) >= v for k, v in bundle.items()), (where, group["resources"], bundle)
+    assert types["headgroup"]["resources"]["CPU"] == 0, where
+    # One replica per worker pod, so the worker bounds are Serve's replica bounds.
+    assert all(group["resources"].get(k, 0) < 2 * v for k, v in bundle.items() if v), where
+    assert (group["min_workers"], group["max_workers"]) == (scaling["min_replicas"], scaling["max_replicas"]), where
+    # Serve's demand at max_replicas becomes exactly that many worker pods; one more replica stays pending.
+    hi = scaling["max_replicas"]
+    assert nodes_for(view, [bundle] * hi) == ({worker["groupName"]: hi}, []), where
+    assert len(nodes_for(view, [bundle] * (hi + 1))[1]) == 1, where
+    assert view["idle_timeout_minutes"] == 2.0 and view["upscaling_speed"] == 1000, where
+
+
+@pytest.mark.parametrize("env_name", ["dev", "prod"])
+def test_the_ray_autoscaler_sees_what_replicas_need(env_name: str, assemblies: dict[str, Assembly]) -> None:
+    """For each synthesized RayService, the Ray autoscaler's own reading of the RayCluster offers every resource a
+    Serve replica asks for (neuron_cores on inf2 included), bounded by the replica counts."""
+    services = ray_services(objects(assemblies[env_name], "RayService"))
+    assert services
+    for rs in services.values():
+        assert rs["spec"]["rayClusterConfig"]["enableInTreeAutoscaling"] is True
+        check_autoscaler_view(rs)
+
+
+def test_the_ray_autoscaler_sees_every_processor() -> None:
+    from tests.conftest import cdk_context
+
+    groups = [dict(g, enabled=True, max_size=max(g["max_size"], 3))
+              for g in cdk_context()["eks-inference:environments"]["dev"]["node_groups"]]
+    models = [{"name": "bert", "processors": [p.value for p in Processor],
+               "serving": {"min_replicas": 1, "max_replicas": 2, "neuron_cores_per_replica": 2}}]
+    _, manifests, _ = render(config("dev", node_groups=groups, models=models))
+    services = ray_services(manifests)
+    for rs in services.values():
+        check_autoscaler_view(rs)
+    gpu = autoscaler_view(services["bert-gpu"])["available_node_types"]["gpu"]["resources"]
+    assert gpu["GPU"] == 1  # from the nvidia.com/gpu limit, which the autoscaler does read
+
+
+def test_a_neuroncore_limit_alone_is_invisible_to_the_ray_autoscaler(assemblies: dict[str, Assembly]) -> None:
+    """Why neuron_cores is declared in rayStartParams: with the limit alone (what KubeRay turns into the pod's
+    ``--resources``), the autoscaler offers no neuron_cores and never starts a worker for an Inferentia replica."""
+    import copy
+
+    rs = copy.deepcopy(ray_services(objects(assemblies["dev"], "RayService"))["minilm-inferentia"])
+    worker = rs["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
+    assert worker["template"]["spec"]["containers"][0]["resources"]["limits"]["aws.amazon.com/neuroncore"] == 1
+    del worker["rayStartParams"]["resources"]
+    view = autoscaler_view(rs)
+    assert "neuron_cores" not in view["available_node_types"]["inferentia"]["resources"]
+    added, residual = nodes_for(view, [replica_bundle(rs)])
+    assert added == {} and residual == [replica_bundle(rs)]
+
+
+def test_the_head_gives_only_its_autoscaler_a_kubernetes_token(assemblies: dict[str, Assembly]) -> None:
+    """KubeRay adds the autoscaler sidecar to the head (common/pod.go, reproduced in tests/system/kuberay.py); the
+    Ray node provider reads the token and CA from the service-account directory (ray autoscaler/_private/kuberay/
+    node_provider.py). The pod does not automount one; only the sidecar mounts the projected token."""
+    from eks_inference.k8s.ray_service import SERVICE_ACCOUNT_DIR
+
+    for rs in ray_services(objects(assemblies["dev"], "RayService")).values():
+        head = kuberay.build_pods(rs)[0]
+        spec = head["spec"]
+        assert spec["automountServiceAccountToken"] is False and spec["serviceAccountName"] == "ray-head"
+        assert spec["restartPolicy"] == "Never"  # autoscaler v2
+        ray, sidecar = spec["containers"]
+        assert sidecar["name"] == "autoscaler" and sidecar["image"] == ray["image"]
+        mounts = {m["mountPath"]: m for m in sidecar["volumeMounts"]}
+        assert mounts[SERVICE_ACCOUNT_DIR]["readOnly"] is True
+        assert all(m["mountPath"] != SERVICE_ACCOUNT_DIR for m in ray["volumeMounts"])
+        (vol,) = [v for v in spec["volumes"] if v["name"] == mounts[SERVICE_ACCOUNT_DIR]["name"]]
+        paths = {s.get("serviceAccountToken", {}).get("path") for s in vol["projected"]["sources"]}
+        assert "token" in paths
+        assert sidecar["securityContext"]["readOnlyRootFilesystem"] is True
+        assert {"name": "RAY_ENABLE_AUTOSCALER_V2", "value": "true"} in ray["env"]
+        for worker in kuberay.build_pods(rs)[1:]:
+            assert worker["spec"]["serviceAccountName"] == "serve" and len(worker["spec"]["containers"]) == 1

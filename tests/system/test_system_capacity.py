@@ -1,7 +1,8 @@
 """Will the pods that land on the system nodes be scheduled? Read from the synthesized templates (Helm values,
-RayService heads, Jobs, the node group's instance type and desired size) and placed the way kube-scheduler
-places them (eks_inference/k8s/capacity.py ``fit``: NodeResourcesFit and LeastAllocated, kubernetes
-pkg/scheduler/framework/plugins/noderesources/; allocatable per the EKS AL2023 AMI's nodeadm)."""
+RayService heads as KubeRay builds them, autoscaler sidecar included, Jobs, the node group's instance type and
+sizes) and placed the way kube-scheduler places them (eks_inference/k8s/capacity.py ``fit``: NodeResourcesFit and
+LeastAllocated, kubernetes pkg/scheduler/framework/plugins/noderesources/; allocatable per the EKS AL2023 AMI's
+nodeadm)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from eks_inference.k8s.capacity import (
     memory_mebibytes,
 )
 from tests.conftest import Assembly
-from tests.system.cfn import HELM_TYPE
+from tests.system import kuberay
+from tests.system.cfn import HELM_TYPE, resolve
 from tests.system.synthesized import objects
 
 SYSTEM = {"eks-inference/processor": "system"}
@@ -38,7 +40,7 @@ def helm_system_pods(asm: Assembly) -> list[PodRequest]:
     for res in asm.template("-Cluster")["Resources"].values():
         if res["Type"] != HELM_TYPE:
             continue
-        chart, values = res["Properties"]["Chart"], json.loads(res["Properties"].get("Values") or "{}")
+        chart, values = res["Properties"]["Chart"], json.loads(resolve(res["Properties"].get("Values")) or "{}")
         if values.get("nodeSelector") == SYSTEM:
             pods.append(requests_of(chart, values["resources"]))
         scheduler = values.get("scheduler", {})
@@ -53,9 +55,12 @@ def helm_system_pods(asm: Assembly) -> list[PodRequest]:
 def workload_system_pods(asm: Assembly) -> list[PodRequest]:
     pods = []
     for rs in objects(asm, "RayService"):
-        head = rs["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]
-        if head["nodeSelector"] == SYSTEM:
-            pods.append(requests_of(f"head of {rs['metadata']['name']}", head["containers"][0]["resources"]))
+        head = kuberay.build_pods(rs)[0]
+        assert head["head"]
+        if head["spec"]["nodeSelector"] == SYSTEM:
+            parts = [requests_of(c["name"], c["resources"]) for c in head["spec"]["containers"]]
+            pods.append(PodRequest(f"head of {rs['metadata']['name']}", sum(p.cpu_m for p in parts),
+                                   sum(p.memory_mib for p in parts)))
     for job in objects(asm, "Job"):
         spec = job["spec"]["template"]["spec"]
         assert spec["nodeSelector"] == SYSTEM
@@ -77,10 +82,27 @@ def test_every_system_pod_is_scheduled(which: str, assemblies: dict[str, Assembl
     types, desired, _ = system_group(asm)
     alloc = min(allocatable(instance_shape(t)) for t in types)
     pods = [*helm_system_pods(asm), *COREDNS, *workload_system_pods(asm)]
-    assert len(helm_system_pods(asm)) == 4  # kuberay, metrics-server, the Neuron extension and its scheduler
+    # kuberay, metrics-server, the Neuron extension and its scheduler, the Cluster Autoscaler
+    assert len(helm_system_pods(asm)) == 5
     assert fit(pods, nodes=desired, node_alloc=alloc) == []
     if which.startswith("dev with"):
         assert sum(p.name.startswith("loadtest-") for p in pods) == 5  # 2 clients x 2 targets + the report
+
+
+@pytest.mark.parametrize("env_name", ["dev", "prod"])
+def test_an_upgrade_of_every_ray_service_fits_the_system_group_at_max_size(env_name: str,
+                                                                          assemblies: dict[str, Assembly]) -> None:
+    """A NewCluster upgrade (an image change) starts a second head for every RayService of the processor while
+    the old ones serve; the Cluster Autoscaler may add system nodes for it, up to max_size."""
+    asm = assemblies[env_name]
+    types, _, max_size = system_group(asm)
+    alloc = min(allocatable(instance_shape(t)) for t in types)
+    heads = [p for p in workload_system_pods(asm) if p.name.startswith("head of ")]
+    assert heads  # the x86 system nodes hold the Inferentia heads
+    assert any(c["name"] == "autoscaler" for c in kuberay.build_pods(objects(asm, "RayService")[0])[0]["spec"][
+        "containers"])
+    pods = [*helm_system_pods(asm), *COREDNS, *heads, *heads]
+    assert fit(pods, nodes=max_size, node_alloc=alloc) == []
 
 
 def test_the_run_on_dev_as_shipped_is_refused_with_the_fix(redeploy: dict[str, Assembly]) -> None:

@@ -167,9 +167,16 @@ def test_helm_charts_are_pinned(assemblies: dict[str, Assembly]) -> None:
     assert c["metrics-server"]["Version"] == "3.13.0"
     assert c["neuron-helm-chart"]["Version"] == "1.10.0"
     assert c["neuron-helm-chart"]["Repository"] == "oci://public.ecr.aws/neuron/neuron-helm-chart"
-    for props in c.values():
+    assert c["cluster-autoscaler"]["Version"] == "9.59.0"
+    assert c["cluster-autoscaler"]["Repository"] == "https://kubernetes.github.io/autoscaler"
+    for name, props in c.items():
         assert re.fullmatch(r"\d+\.\d+\.\d+", props["Version"])
-        assert json.loads(props["Values"])  # values are literal, reviewable in cdk diff
+        if name == "cluster-autoscaler":  # auto-discovery needs the cluster's name, known only at deploy time
+            sep, parts = props["Values"]["Fn::Join"]
+            (cluster_id,) = cluster_template(assemblies).find_resources("AWS::EKS::Cluster")
+            assert sep == "" and [p for p in parts if not isinstance(p, str)] == [{"Ref": cluster_id}]
+        else:
+            assert json.loads(props["Values"])  # values are literal, reviewable in cdk diff
 
 
 def test_neuron_chart_runs_device_plugin_and_scheduler_extension(assemblies: dict[str, Assembly]) -> None:

@@ -113,7 +113,7 @@ def test_min_greater_than_max() -> None:
 
 
 def test_desired_outside_range() -> None:
-    with pytest.raises(ConfigError, match=r"desired_size 9 is outside \[1, 4\]"):
+    with pytest.raises(ConfigError, match=r"desired_size 9 is outside \[1, 8\]"):
         parse_platform("dev", dev(node_groups=groups_with("graviton", desired_size=9)))
 
 
@@ -383,35 +383,74 @@ def _minilm(**serving: Any) -> list[dict[str, Any]]:
     return [{"name": "minilm", "processors": ["graviton", "inferentia"], "serving": serving}]
 
 
-def test_more_replicas_than_max_nodes_hold() -> None:
-    """One Serve replica per worker pod, one whole-node pod per node: 5 replicas need 5 nodes, dev allows 4 and 2."""
-    with pytest.raises(ConfigError) as info:
-        parse_platform("dev", dev(models=_minilm(num_replicas=5, num_threads=2)))
-    assert info.value.errors == (
-        "node group 'graviton' max_size: 4 cannot hold the serving replicas, which need 5 c7g.2xlarge nodes "
-        "(minilm: 5 replicas, 1 per node (whole node)); raise max_size to 5 or lower num_replicas",
-        "node group 'inferentia' max_size: 2 cannot hold the serving replicas, which need 5 inf2.xlarge nodes "
-        "(minilm: 5 replicas, 1 per node (whole node)); raise max_size to 5 or lower num_replicas",
-    )
-    groups = groups_with("graviton", max_size=5)
+def four_each() -> list[dict[str, Any]]:
+    """dev's node groups with four graviton and four inferentia nodes at most."""
+    groups = groups_with("graviton", max_size=4)
     for g in groups:
         if g["name"] == "inferentia":
-            g["max_size"] = 5
+            g["max_size"] = 4
+    return groups
+
+
+def test_more_replicas_than_max_nodes_hold() -> None:
+    """One Serve replica per worker pod, one whole-node pod per node: 5 replicas need 5 nodes, 4 are allowed."""
+    with pytest.raises(ConfigError) as info:
+        parse_platform("dev", dev(node_groups=four_each(), models=_minilm(num_replicas=5, num_threads=2)))
+    assert info.value.errors == (
+        "node group 'graviton' max_size: 4 cannot hold the serving replicas, which need 5 c7g.2xlarge nodes "
+        "(minilm: 5 replicas, 1 per node (whole node)); raise max_size to 5 or lower max_replicas",
+        "node group 'inferentia' max_size: 4 cannot hold the serving replicas, which need 5 inf2.xlarge nodes "
+        "(minilm: 5 replicas, 1 per node (whole node)); raise max_size to 5 or lower max_replicas",
+    )
+    groups = groups_with("graviton", max_size=10)
+    for g in groups:
+        if g["name"] == "inferentia":
+            g["max_size"] = 10
     assert parse_platform("dev", dev(node_groups=groups, models=_minilm(num_replicas=5))).models[0]
 
 
+def test_upgrade_needs_room_for_the_new_clusters_minimum() -> None:
+    """A NewCluster upgrade starts the new Ray cluster at min_replicas while the old one may run at max_replicas:
+    groups of 4 nodes hold 3 + 1, not 4 + 1."""
+    assert parse_platform("dev", dev(node_groups=four_each(), models=_minilm(min_replicas=1, max_replicas=3)))
+    with pytest.raises(ConfigError) as info:
+        parse_platform("dev", dev(node_groups=four_each(), models=_minilm(min_replicas=1, max_replicas=4)))
+    assert info.value.errors == (
+        "node group 'graviton' max_size: 4 leaves no room for a NewCluster upgrade, whose new Ray cluster starts at "
+        "min_replicas next to the old one at max_replicas: 5 c7g.2xlarge nodes (minilm: 4 + 1 replicas, 1 per node "
+        "(whole node)); raise max_size to 5, or lower max_replicas or min_replicas",
+        "node group 'inferentia' max_size: 4 leaves no room for a NewCluster upgrade, whose new Ray cluster starts "
+        "at min_replicas next to the old one at max_replicas: 5 inf2.xlarge nodes (minilm: 4 + 1 replicas, 1 per "
+        "node (whole node)); raise max_size to 5, or lower max_replicas or min_replicas",
+    )
+
+
+def test_upgrade_room_counts_every_model_of_the_group() -> None:
+    """An image change upgrades all RayServices of a processor at once: two models on graviton add up."""
+    models = [{"name": "a", "processors": ["graviton"], "serving": {"min_replicas": 1, "max_replicas": 2}},
+              {"name": "b", "processors": ["graviton"], "serving": {"num_replicas": 1}}]
+    with pytest.raises(ConfigError, match=r"^node group 'graviton' max_size: 4 leaves no room for a NewCluster "
+                                          r"upgrade, .*: 5 c7g\.2xlarge nodes \(a: 2 \+ 1 replicas, 1 per node "
+                                          r"\(whole node\); b: 1 \+ 1 replicas, 1 per node \(whole node\)\)"):
+        parse_platform("dev", dev(node_groups=four_each(), models=models))
+    assert parse_platform("dev", dev(node_groups=groups_with("graviton", max_size=5), models=models))
+
+
 def test_models_that_share_nodes_pack_by_their_requests() -> None:
-    """A 2-CPU, 8 GiB pod: a c7g.4xlarge (16 vCPU, 32 GiB) holds three by memory, so 6 replicas need 2 nodes."""
+    """A 2-CPU, 8 GiB pod: a c7g.4xlarge (16 vCPU, 32 GiB) holds three by memory, so 6 replicas need 2 nodes,
+    and an upgrade (6 old + 3 new) three."""
     node = INSTANCE_TYPES["c7g.4xlarge"]
     req = worker_pod_requests(ServingSpec(num_threads=1), Processor.GRAVITON)
     assert (req.cpu, req.memory_gib) == (2, 8)
     assert req.per_node(node) == node.allocatable_memory_mib // (8 * 1024) == 3
-    groups = groups_with("graviton", instance_types=["c7g.4xlarge"], max_size=2)
-    shared = [{"name": "small", "processors": ["graviton"], "shares_node": True, "serving": {"num_replicas": 6}}]
+    groups = groups_with("graviton", instance_types=["c7g.4xlarge"], max_size=3)
+    shared = [{"name": "small", "processors": ["graviton"], "shares_node": True,
+               "serving": {"min_replicas": 3, "max_replicas": 6}}]
     assert parse_platform("dev", dev(node_groups=groups, models=shared)).models[0].shares_node
     shared[0]["serving"] = {"num_replicas": 7}
     with pytest.raises(ConfigError, match=r"which need 3 c7g\.4xlarge nodes \(small: 7 replicas, 3 per node\)"):
-        parse_platform("dev", dev(node_groups=groups, models=shared))
+        parse_platform("dev", dev(node_groups=groups_with("graviton", instance_types=["c7g.4xlarge"], max_size=2),
+                                  models=shared))
 
 
 def test_worker_pod_larger_than_a_node() -> None:
@@ -472,3 +511,55 @@ def test_synth_prints_every_error(tmp_path: Path) -> None:
         "  2. environment 'dev' region: 'eu-west1' is not an AWS region; did you mean 'eu-west-1'? Set 'region' in "
         "cdk.json or pass -c region=eu-west-1",
     ], proc.stderr
+
+
+# --- Autoscaling bounds -------------------------------------------------------------------------------------------
+
+
+def test_replica_bounds_default_and_shorthand() -> None:
+    """No bounds: one replica, no scaling; num_replicas fixes both; the target is derived per processor from the
+    batch size: 1 on CPUs, a quarter batch on accelerators (default_target_ongoing_requests)."""
+    assert ServingSpec().replicas == (1, 1)
+    assert ServingSpec(num_replicas=3).replicas == (3, 3)
+    assert ServingSpec(min_replicas=2).replicas == (2, 2)
+    assert ServingSpec(min_replicas=1, max_replicas=4).replicas == (1, 4)
+    assert ServingSpec(max_batch_size=32).target_for(Processor.GRAVITON) == 1
+    assert ServingSpec(max_batch_size=32).target_for(Processor.INFERENTIA) == 8
+    assert ServingSpec(max_batch_size=2).target_for(Processor.GPU) == 1
+    assert ServingSpec(max_batch_size=512, max_ongoing_requests=64).target_for(Processor.GPU) == 64
+    assert ServingSpec(target_ongoing_requests=6).target_for(Processor.CPU) == 6
+
+
+@pytest.mark.parametrize(("serving", "message"), [
+    ({"min_replicas": 0}, r"serving\.min_replicas: 0 is not a positive integer; give a whole number >= 1; with no "
+                          r"replica, the RayService's Service has no endpoint and requests fail instead of waiting"),
+    ({"min_replicas": 3, "max_replicas": 2}, r"serving: max_replicas 2 < min_replicas 3; raise max_replicas or "
+                                             r"lower min_replicas"),
+    ({"num_replicas": 2, "max_replicas": 4}, r"serving: num_replicas 2 is given with min_replicas/max_replicas "
+                                             r"\(None/4\); give a fixed num_replicas or the autoscaling bounds"),
+    ({"target_ongoing_requests": 100}, r"serving\.target_ongoing_requests: 100 exceeds max_ongoing_requests 64: "
+                                       r"the replica would queue and shed before Serve's autoscaler adds replicas; "
+                                       r"lower it to at most 64, or raise max_ongoing_requests"),
+    ({"upscale_delay_s": -1}, r"serving\.upscale_delay_s: -1 is outside 0\.\.86400 s"),
+    ({"look_back_period_s": 0}, r"serving\.look_back_period_s: 0 is outside \(0, 3600\] s"),
+    ({"initializing_timeout_s": 5}, r"serving\.initializing_timeout_s: 5 is outside 60\.\.86400 s"),
+])
+def test_scaling_fields_are_checked(serving: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^model 'minilm' {message}"):
+        parse_platform("dev", dev(models=_minilm(**serving)))
+
+
+def test_system_group_cannot_scale_to_zero() -> None:
+    """The Cluster Autoscaler runs on the system nodes; a system group at 0 would have to scale itself up."""
+    with pytest.raises(ConfigError, match=r"node group 'system' min_size: 0 leaves the system group empty at times, "
+                                          r"and the cluster autoscaler, the operators and the Ray heads run there; "
+                                          r"use min_size 1 or more"):
+        parse_platform("dev", dev(node_groups=groups_with("system", min_size=0)))
+    assert NodeGroupSpec(name="inf", processor=Processor.INFERENTIA, instance_types=("inf2.xlarge",), min_size=0,
+                         max_size=2).min_size == 0
+
+
+def test_dev_inferentia_scales_from_zero() -> None:
+    """dev keeps no Inferentia node idle: the group starts at 0 and the autoscaler adds one for the first replica."""
+    group = load_config("dev", envs()).node_group_for(Processor.INFERENTIA)
+    assert (group.min_size, group.desired_size, group.max_size) == (0, None, 6)

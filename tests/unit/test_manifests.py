@@ -1,8 +1,8 @@
-"""The manifest primitives the load-test image uses agree with the serving side's, byte for byte.
+"""The manifest primitives the load-test image uses are the serving side's own.
 
 ``eks_inference.manifests`` exists so that verification reads model and reference manifests without the
 serving stack; a digest that drifted from ``eks_inference.serving.artifacts`` would make every stored
-reference unfindable (they are keyed by the weights digest a replica reports).
+reference unfindable (they are keyed by the weights digest a replica reports), so serving builds on it.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ def _tree(root: Path) -> Path:
 
 def test_the_same_constants_tables_and_digests_as_serving(tmp_path: Path) -> None:
     assert (manifests.MANIFEST, manifests.MANIFEST_FORMAT) == (artifacts.MANIFEST, artifacts.MANIFEST_FORMAT)
+    for name in ("canonical_json", "sha256_bytes", "sha256_file", "files_digest", "hash_tree"):
+        assert getattr(artifacts, name) is getattr(manifests, name), f"serving must use manifests.{name}"
     root = _tree(tmp_path / "m")
     table = manifests.hash_tree(root)
     assert table == artifacts.hash_tree(root) and set(table) == {"config.json", "sub/weights.bin"}

@@ -316,7 +316,8 @@ def test_objects_moving_to_their_own_manifest_are_applied_in_place(assemblies: d
 # -- Serve: Ray 2.60 ----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("path", "value", "kind", "phrase"), [
-    (("deployments", 0, "num_replicas"), 3, "serve-update", "replicas kept (num_replicas changed)"),
+    (("deployments", 0, "autoscaling_config", "max_replicas"), 5, "serve-update",
+     "replicas kept (autoscaling_config changed)"),
     (("deployments", 0, "user_config", "batch_wait_timeout_s"), 0.02, "serve-update", "reconfigure()"),
     (("deployments", 0, "ray_actor_options", "num_cpus"), 2, "serve-restart", "replicas restart"),
     (("args", "max_inputs"), 8, "serve-restart", "rebuilt"),

@@ -80,8 +80,10 @@ def test_limits_come_from_the_spec_so_overload_is_shed_not_queued_forever() -> N
     args = parse_app_args(render_serve_config(m, Processor.CPU, model_uri="bundled:all-minilm-l6-v2")
                           ["applications"][0]["args"])
     assert args.max_requests_per_replica == 48 + 7
-    assert (d["num_replicas"], d["max_ongoing_requests"], d["max_queued_requests"]) == (
-        3, 55 + ADMISSION_SPARE, BURST_QUEUE_FACTOR * 55)
+    assert "num_replicas" not in d  # Serve refuses a number next to an autoscaling_config
+    scaling = d["autoscaling_config"]
+    assert (scaling["min_replicas"], scaling["max_replicas"], d["max_ongoing_requests"], d["max_queued_requests"]) == (
+        3, 3, 55 + ADMISSION_SPARE, BURST_QUEUE_FACTOR * 55)
     assert d["logging_config"] == {"enable_access_log": False}
 
 
@@ -155,7 +157,35 @@ def test_repository_layout() -> None:
 
 def test_cluster_env_turns_on_the_measured_ray_settings() -> None:
     assert RAY_CLUSTER_ENV == {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1",
+                               "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "2",
                                "RAY_metrics_report_interval_ms": "5000"}
+
+
+def test_autoscaling_config_is_what_ray_accepts_and_sheds_only_beyond_the_target() -> None:
+    """Ray 2.60's own AutoscalingConfig and deployment schema accept the rendered block; the replica's own limit
+    (where it sheds with a JSON 503) lies above the target, and Serve's admission above that."""
+    from ray.serve.config import AutoscalingConfig
+    from ray.serve.schema import ServeDeploySchema
+
+    m = ModelSpec(name="m", processors=(Processor.CPU,),
+                  serving=ServingSpec(min_replicas=2, max_replicas=5, max_batch_size=16, upscale_delay_s=5,
+                                      downscale_delay_s=60, look_back_period_s=12))
+    cfg = render_serve_config(m, Processor.CPU, model_uri="bundled:all-minilm-l6-v2")
+    ServeDeploySchema.model_validate(cfg)
+    d = deployment(cfg)
+    scaling = AutoscalingConfig(**d["autoscaling_config"])
+    assert (scaling.min_replicas, scaling.initial_replicas, scaling.max_replicas) == (2, 2, 5)
+    assert scaling.target_ongoing_requests == 1  # on CPUs a batch costs about as many single forwards
+    assert (scaling.upscale_delay_s, scaling.downscale_delay_s, scaling.look_back_period_s) == (5, 60, 12)
+    limit = parse_app_args(cfg["applications"][0]["args"]).max_requests_per_replica
+    assert limit is not None
+    assert scaling.target_ongoing_requests < limit < d["max_ongoing_requests"]
+
+
+def test_a_fixed_count_renders_equal_bounds() -> None:
+    m = ModelSpec(name="m", processors=(Processor.CPU,), serving=ServingSpec(num_replicas=2))
+    scaling = deployment(render_serve_config(m, Processor.CPU, model_uri="bundled:x"))["autoscaling_config"]
+    assert (scaling["min_replicas"], scaling["max_replicas"]) == (2, 2)
 
 
 def test_processor_must_be_one_of_the_models() -> None:

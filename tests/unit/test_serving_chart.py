@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import pytest
@@ -66,9 +67,11 @@ def test_worker_groups_per_processor(dev) -> None:  # type: ignore[no-untyped-de
         {"key": "aws.amazon.com/neuron", "operator": "Exists", "effect": "NoSchedule"}]
     res = inf["template"]["spec"]["containers"][0]["resources"]
     assert res["limits"]["aws.amazon.com/neuroncore"] == res["requests"]["aws.amazon.com/neuroncore"] == 1
-    # KubeRay derives neuron_cores from the limit; repeating it here as bare JSON broke `ray start` (bash
-    # strips its quotes). tests/system/test_ray_start.py runs the whole command line.
-    assert "resources" not in inf["rayStartParams"] and "resources" not in grav["rayStartParams"]
+    # The Ray autoscaler reads custom resources only from rayStartParams, so neuron_cores is declared there too,
+    # equal to the limit and single-quoted (bare JSON loses its quotes in bash; tests/system/test_ray_start.py
+    # runs the whole command line and asks Ray's autoscaler what each group offers).
+    assert inf["rayStartParams"]["resources"] == """'{"neuron_cores":1}'"""
+    assert "resources" not in grav["rayStartParams"]
 
 
 def test_heads_run_no_replicas_and_land_on_matching_architecture(dev) -> None:  # type: ignore[no-untyped-def]
@@ -136,16 +139,22 @@ def test_pdb_and_service_accounts(dev) -> None:  # type: ignore[no-untyped-def]
     assert pdb == {"maxUnavailable": 1, "selector": {"matchLabels": {
         "eks-inference/service": "minilm-inferentia", "eks-inference/ray-role": "worker"}}}
     sas = by_kind(dev[1], "ServiceAccount")
-    assert set(sas) == {"serve", "loadtest"} and all(sa["metadata"]["namespace"] == NAMESPACE for sa in sas.values())
+    assert set(sas) == {"serve", "loadtest", "ray-head"}
+    assert all(sa["metadata"]["namespace"] == NAMESPACE for sa in sas.values())
     for rs in by_kind(dev[1], "RayService").values():
-        assert rs["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["serviceAccountName"] == "serve"
+        cluster = rs["spec"]["rayClusterConfig"]
+        # The head's own account (KubeRay binds its autoscaler Role to it; no Pod Identity, no AWS credentials);
+        # the workers keep the serving account that EKS Pod Identity maps to the S3 role.
+        assert cluster["headGroupSpec"]["template"]["spec"]["serviceAccountName"] == "ray-head"
+        assert cluster["workerGroupSpecs"][0]["template"]["spec"]["serviceAccountName"] == "serve"
 
 
 def test_whole_node_unless_models_share_nodes() -> None:
     models = [{"name": "small-a", "processors": ["graviton"], "shares_node": True},
               {"name": "small-b", "processors": ["graviton"], "shares_node": True},
               {"name": "big", "processors": ["graviton"]}]
-    _, manifests, _ = render(config("dev", models=models))
+    groups = [dict(g, max_size=6) if g["name"] == "graviton" else g for g in config_dict("node_groups")]
+    _, manifests, _ = render(config("dev", node_groups=groups, models=models))
     services = by_kind(manifests, "RayService")
     for name in ("small-a-graviton", "small-b-graviton"):
         spec = services[name]["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]
@@ -182,7 +191,8 @@ def test_local_mode_runs_the_manifests_serving_shape(dev) -> None:  # type: igno
 
     The only differences allowed are the ones a laptop forces: weights come from the bundled package
     instead of S3, caches live in the project directory, the processor is this CPU and the proxy binds
-    to 127.0.0.1. Batching, replicas, queue limits and resources are the manifest's.
+    to 127.0.0.1, and the replica bounds shrink to what this machine's CPUs hold. Batching, autoscaling, queue
+    limits and resources are the manifest's.
     """
     import subprocess
     import sys
@@ -195,8 +205,14 @@ def test_local_mode_runs_the_manifests_serving_shape(dev) -> None:  # type: igno
     local = json.loads(proc.stdout)
     manifest = yaml.safe_load(by_kind(dev[1], "RayService")["minilm-graviton"]["spec"]["serveConfigV2"])
     placement = ("model_uri", "artifact_uri", "cache_dir", "processor", "s3_endpoint_url")
+    bounds = []
     for doc in (local, manifest):
         for key in placement:
             doc["applications"][0]["args"].pop(key)
         doc["http_options"].pop("host")
+        scaling = doc["applications"][0]["deployments"][0]["autoscaling_config"]
+        bounds.append(tuple(scaling.pop(k) for k in ("min_replicas", "initial_replicas", "max_replicas")))
     assert local == manifest
+    cap = max(1, int((os.cpu_count() or 1) // 1.0))  # dev's replicas ask 1 CPU each
+    (lo, init, hi), (mlo, minit, mhi) = bounds
+    assert (lo, init, hi) == (min(mlo, cap), min(minit, cap), min(mhi, cap))

@@ -67,7 +67,9 @@ def test_local_config_defaults_fit_this_machine(tmp_path: Path) -> None:
     app = cfg["applications"][0]
     dep = app["deployments"][0]
     replicas, threads = local_defaults()
-    assert (dep["num_replicas"], dep["user_config"]["num_threads"]) == (replicas, threads)
+    scaling = dep["autoscaling_config"]
+    assert (scaling["min_replicas"], scaling["max_replicas"], dep["user_config"]["num_threads"]) == (
+        1, replicas, threads)
     assert dep["ray_actor_options"] == {"num_cpus": float(threads)}
     assert dep["user_config"]["batch_wait_timeout_s"] == 0.0
     assert app["args"]["artifact_uri"] == str(tmp_path.resolve() / "artifacts")

@@ -42,7 +42,8 @@ def test_summary_reports_what_the_config_asked_for(own_account_assembly: Assembl
     for spec in config.enabled_node_groups:
         g = groups[spec.processor_label]
         assert g["instances"] == ", ".join(spec.instance_types)
-        assert g["size"] == f"{spec.min_size}..{spec.max_size} (desired {spec.desired_size})"
+        desired = spec.desired_size if spec.desired_size is not None else spec.min_size
+        assert g["size"] == f"{spec.min_size}..{spec.max_size} (desired {desired})"
 
     images = {im["image"]: im for im in s.images}
     # A load-test image only with a run (test_summary_of_a_load_test_run); the example ships without one.
@@ -57,8 +58,10 @@ def test_summary_reports_what_the_config_asked_for(own_account_assembly: Assembl
             r = services[f"{model.name}-{processor.value}"]
             (d,) = r.deployments
             serving = model.serving
-            assert (d["num_replicas"], r.workers, r.min_workers) == (serving.num_replicas,) * 3
-            assert r.max_workers == max(serving.num_replicas, config.node_group_for(processor).max_size)
+            lo, hi = serving.replicas
+            scaling = d["autoscaling_config"]
+            assert (scaling["min_replicas"], r.workers, r.min_workers) == (lo,) * 3
+            assert scaling["max_replicas"] == r.max_workers == hi
             assert d["user_config"]["max_batch_size"] == serving.max_batch_size
             assert d["user_config"]["batch_wait_timeout_s"] == serving.batch_wait_timeout_s
             assert d["user_config"]["num_threads"] == serving.num_threads
