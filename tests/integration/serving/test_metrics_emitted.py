@@ -1,7 +1,8 @@
 """Every metric a dashboard panel or an alert rule reads is really exported by serving: read from the local Ray's
-Prometheus endpoint (the one ``/info`` names) after answered requests and a 4xx, and after a replica died and Serve replaced it, the event the restart alert watches. Names of the
-exporters that cannot run here (neuron-monitor, dcgm-exporter, the kubelet) are checked against their cited
-lists in eks_inference/observability/exporters.py instead, and nothing else may be left over."""
+Prometheus endpoint (the one ``/info`` names) after answered requests and a 4xx, and after a replica died and
+Serve replaced it, the event the restart alert watches. Names of the exporters that cannot run here
+(neuron-monitor, dcgm-exporter, the kubelet) are checked against their cited lists in
+eks_inference/observability/exporters.py instead, and nothing else may be left over."""
 
 from __future__ import annotations
 
