@@ -148,8 +148,8 @@ def _server_cells(s: Mapping[str, Any]) -> list[str]:
     status = srv.get("status")
     client_mean = _fmt(s["latency_ms"].get("mean"), ",.2f")
     if status not in ("ok", "partial"):
-        why = srv.get("error") or ("not recorded (results from a load tester without server metrics, or run "
-                                   "with --no-server-metrics)" if status == "not recorded" else status)
+        why = srv.get("error") or ("the results were written without them (an older load tester, or "
+                                   "--no-server-metrics)" if status == "not recorded" else status)
         return [client_mean, "n/a", "n/a", "n/a", "n/a", "n/a", "n/a", "n/a", f"server metrics {status}: {why}"]
     split = srv.get("split_ms") or {}
     replicas = srv.get("replicas") or {}
