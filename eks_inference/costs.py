@@ -8,9 +8,10 @@ processing, CloudWatch Logs, KMS keys, S3, ECR) depends on use and is left out, 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from eks_inference.config import CapacityType, NodeGroupSpec, PlatformConfig
+from eks_inference.config import CapacityType, ModelSpec, NodeGroupSpec, PlatformConfig, worker_pod_requests
 from eks_inference.loadtest.prices import DEFAULT_PRICES, PriceTable
 
 OTHER_PRICES_DATE = "2026-11-29"
@@ -52,20 +53,44 @@ class EnvironmentCost:
         return [line for line in self.lines if line.unit_hourly is None and any(line.counts)]
 
 
-def _group_line(group: NodeGroupSpec, region: str, prices: PriceTable) -> Line:
+def serving_floor(group: NodeGroupSpec, models: Sequence[ModelSpec]) -> int:
+    """Nodes a serving group keeps while every model on its processor runs its ``min_replicas``.
+
+    The Cluster Autoscaler never shrinks a group below what its pods hold, so an accelerator group at
+    ``min_size: 0`` still costs a node per whole-node replica once its models have started.
+    """
+    if group.processor is None or not group.enabled:
+        return 0
+    nodes = 0
+    for m in models:
+        if group.processor not in m.processors:
+            continue
+        lo, _ = m.serving.replicas
+        per_node = max(1, worker_pod_requests(m.serving, group.processor).per_node(group.smallest_instance)) \
+            if m.shares_node else 1
+        nodes += -(-lo // per_node)
+    return nodes
+
+
+def _group_line(group: NodeGroupSpec, region: str, prices: PriceTable, models: Sequence[ModelSpec] = ()) -> Line:
     itype = group.instance_types[0]
     if not group.enabled:
         return Line(f"node group {group.name}", f"{itype} (disabled)", prices.hourly(itype, region), (0, 0, 0))
-    desired = group.desired_size if group.desired_size is not None else group.min_size
+    floor = min(group.max_size, serving_floor(group, models))
+    lowest = max(group.min_size, floor)
+    desired = max(floor, group.desired_size if group.desired_size is not None else group.min_size)
     note = "On-Demand price; Spot is usually lower" if group.capacity_type is CapacityType.SPOT else ""
+    if floor > group.min_size:
+        note = "; ".join(filter(None, [note, f"min_size {group.min_size}, but the models' min_replicas keep {floor} "
+                                             "running once served"]))
     if len(group.instance_types) > 1:
         note = "; ".join(filter(None, [note, f"priced as {itype}, the first listed type"]))
     return Line(f"node group {group.name}", itype, prices.hourly(itype, region),
-                (group.min_size, desired, group.max_size), note)
+                (lowest, desired, group.max_size), note)
 
 
 def environment_cost(config: PlatformConfig, prices: PriceTable = DEFAULT_PRICES) -> EnvironmentCost:
-    lines = [_group_line(g, config.region, prices) for g in config.node_groups]
+    lines = [_group_line(g, config.region, prices, config.models) for g in config.node_groups]
     n = config.nat_gateways
     lines.append(Line("NAT gateways", "hourly charge, before data processing", NAT_GATEWAY_HOURLY.get(config.region),
                       (n, n, n)))

@@ -199,7 +199,9 @@ def costs_document(environments: Mapping[str, Any]) -> str:
     lines = [
         "# What the environments cost", "", GENERATED, "",
         "Per hour, as configured in `cdk.json`, with every node group at its `min_size`, `desired_size` and "
-        f"`max_size`. Instance prices: `eks_inference/loadtest/prices.py` ({DEFAULT_PRICES.date}, "
+        "`max_size` — but never below the nodes its models' `min_replicas` keep running once served (the Cluster "
+        "Autoscaler does not remove a node that holds a replica, so a group at `min_size: 0` still costs those). "
+        f"Instance prices: `eks_inference/loadtest/prices.py` ({DEFAULT_PRICES.date}, "
         f"{DEFAULT_PRICES.source}); NAT gateway and EKS control plane: `eks_inference/costs.py` ({OTHER_PRICES_DATE}). "
         "List prices, On-Demand, before any discount. Not included, because they depend on use: EBS root volumes, "
         "data transfer and NAT data processing, CloudWatch Logs, KMS keys, S3 and ECR storage, load balancers.",

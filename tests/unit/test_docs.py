@@ -77,6 +77,22 @@ def test_cost_follows_node_counts_and_prices() -> None:
     assert more.total(0) == pytest.approx(base.total(0)) and more.total(2) == pytest.approx(base.total(2))
 
 
+def test_a_group_at_min_zero_still_costs_the_nodes_its_min_replicas_hold() -> None:
+    block = _dev()
+    lines = {line.item: line for line in environment_cost(parse_platform("dev", block)).lines}
+    inf2 = next(g for g in block["node_groups"] if g["name"] == "inferentia")
+    minilm = next(m for m in block["models"] if m["name"] == "minilm")
+    assert inf2["min_size"] == 0 and "inferentia" in minilm["processors"]
+    # one whole-node replica per model at min_replicas (1 by default): one inf2 node, however low min_size is
+    assert lines["node group inferentia"].counts[:2] == (1, 1) and "min_replicas keep 1" in lines[
+        "node group inferentia"].note
+    for m in block["models"]:
+        m["processors"] = [p for p in m["processors"] if p != "inferentia"]
+    block["models"] = [m for m in block["models"] if m["processors"]]
+    lines = {line.item: line for line in environment_cost(parse_platform("dev", block)).lines}
+    assert lines["node group inferentia"].counts[:2] == (0, 0)
+
+
 def test_nat_gateways_control_plane_and_disabled_groups() -> None:
     one = environment_cost(parse_platform("dev", _dev()))
     three = environment_cost(parse_platform("dev", _dev(nat_gateways=3)))

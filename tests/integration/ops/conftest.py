@@ -35,7 +35,7 @@ def _graviton_bigger_during_a_run(env: dict[str, Any]) -> None:
     with_load_test_run(env)
     group = _node_group(env, "graviton")
     group["instance_types"] = ["c7g.4xlarge"]
-    group["max_size"] = 6
+    group["max_size"] += 2
 
 
 @pytest.fixture(scope="session")

@@ -57,7 +57,8 @@ def test_same_assembly_is_no_change(assemblies: dict[str, Assembly], capsys: pyt
 
 def test_serving_field_is_an_in_place_serve_update(assemblies: dict[str, Assembly], variant_assemblies: dict[str, Path],
                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    """serving.max_batch_size 32 → 16: user_config, and the batch buckets derived from it, in both RayServices."""
+    """serving.max_batch_size 32 → 16: user_config, and the batch buckets derived from it, in both RayServices,
+    and on Inferentia the autoscaling target derived from the batch (a quarter of it: 8 → 4)."""
     rc, out = run_diff(assemblies["dev"].path, variant_assemblies["batch16"], "json", capsys)
     doc = json.loads(out)
     assert rc == 1 and doc["asset_churn"] is None
@@ -71,6 +72,9 @@ def test_serving_field_is_an_in_place_serve_update(assemblies: dict[str, Assembl
             (INFERENCE, rs, obj, "spec.serveConfigV2.applications[minilm].args.batch_buckets",
              "[1, 2, 4, 8, 16, 32]", "[1, 2, 4, 8, 16]"),
         }
+    expected.add((INFERENCE, rs, "RayService eks-inference/minilm-inferentia",
+                  "spec.serveConfigV2.applications[minilm].deployments[InferenceModel].autoscaling_config"
+                  ".target_ongoing_requests", "8.0", "4.0"))
     assert rows(doc) == expected
     assert effects(doc) == {"RayService eks-inference/minilm-graviton": ["serve-restart"],
                             "RayService eks-inference/minilm-inferentia": ["serve-restart"]}
@@ -85,9 +89,11 @@ def test_serving_field_is_an_in_place_serve_update(assemblies: dict[str, Assembl
 
 def test_node_group_instance_type_is_a_replacement(run_assembly: Assembly, variant_assemblies: dict[str, Path],
                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    """During load-test run run-001, graviton c7g.2xlarge → c7g.4xlarge and max_size 4 → 6, with what the app
-    derives from them: the RayService's maxReplicas, and the graviton client Job's --instance-type, which
-    changes that Job's spec and so its name (a new Job replaces it)."""
+    """During load-test run run-001, graviton c7g.2xlarge → c7g.4xlarge and max_size + 2, with what the app
+    derives from them: the node group's name (it carries a hash of its instance types, so that CloudFormation can
+    replace it), the Cluster Autoscaler's priority pattern for that name, and the graviton client Job's
+    --instance-type, which changes that Job's spec and so its name (a new Job replaces it). The RayService does
+    not change: its worker bounds follow the model's replica bounds, not the node group."""
     rc, out = run_diff(run_assembly.path, variant_assemblies["graviton"], "json", capsys)
     doc = json.loads(out)
     assert rc == 1 and doc["asset_churn"] is None
@@ -99,19 +105,26 @@ def test_node_group_instance_type_is_a_replacement(run_assembly: Assembly, varia
     changes = rows(doc)
     (args_change,) = [c for c in changes if c[2] == new_job]
     assert args_change[3].startswith("spec.template.spec.containers[client].args[")
+    (name_change,) = [c for c in changes if c[3] == "NodegroupName"]
+    old_name, new_name = (json.loads(v) for v in name_change[4:])
+    assert old_name.startswith("graviton-") and new_name.startswith("graviton-") and old_name != new_name
+    (priority_change,) = [c for c in changes if c[1] == "Custom::AWSCDK-EKS-HelmChart"]
+    assert priority_change[3].startswith("Values.expanderPriorities[")
+    assert (old_name in priority_change[4]) and (new_name in priority_change[5])
+    (max_change,) = [c for c in changes if c[3] == "ScalingConfig.MaxSize"]
+    assert int(max_change[5]) == int(max_change[4]) + 2
     assert changes == {
         (CLUSTER, "AWS::EKS::Nodegroup", "", "InstanceTypes[0]", '"c7g.2xlarge"', '"c7g.4xlarge"'),
-        (CLUSTER, "AWS::EKS::Nodegroup", "", "ScalingConfig.MaxSize", "4", "6"),
-        (INFERENCE, "Custom::AWSCDK-EKS-KubernetesResource", "RayService eks-inference/minilm-graviton",
-         "spec.rayClusterConfig.workerGroupSpecs[graviton].maxReplicas", "4", "6"),
+        max_change, name_change, priority_change,
         (INFERENCE, "Custom::AWSCDK-EKS-KubernetesResource", new_job, args_change[3], '"c7g.2xlarge"', '"c7g.4xlarge"'),
     }
     (nodegroup,) = [k for k in kinds if "GravitonNodeGroup" in k]
     assert kinds[nodegroup] == ["replace"]
-    assert kinds["RayService eks-inference/minilm-graviton"] == ["ray-not-applied"]
+    assert "RayService eks-inference/minilm-graviton" not in kinds
     rc, text = run_diff(run_assembly.path, variant_assemblies["graviton"], "text", capsys)
-    assert "REPLACEMENT: InstanceTypes is create-only" in text
-    assert "=> new Ray cluster" not in text and "=> no new Ray cluster" in text
+    (replacement,) = [line for line in text.splitlines() if "REPLACEMENT:" in line]
+    assert "InstanceTypes" in replacement and "NodegroupName" in replacement and "create-only" in replacement
+    assert "=> new Ray cluster" not in text
     assert f"=> replaces Job {old_job.rsplit('/', 1)[1]}" in text and "(--skip-if-exists)" in text
     assert "1 Job replaced" in text.splitlines()[-1]
 

@@ -133,23 +133,27 @@ def _quota_response(code: str, name: str, value: float) -> dict[str, Any]:
 
 
 def test_low_quotas_block(moto: str) -> None:
-    """Need per class at max_size (moto's EC2 data gives the vCPUs): Inf 2×4 = 8 vCPUs against a quota of 0;
-    Standard 3×2 (m7i.large) + 4×8 (c7g.2xlarge) = 38 against 64."""
+    """Need per class at max_size (moto's EC2 data gives the vCPUs): Inf = inferentia max_size × 4 vCPUs
+    (inf2.xlarge) against a quota of 0; Standard = system max × 2 (m7i.large) + graviton max × 8 (c7g.2xlarge)
+    against a quota just above it."""
+    groups = {g["name"]: g for g in cdk_context()[ENVIRONMENTS_KEY]["dev"]["node_groups"]}
+    n_inf, n_sys, n_grav = (groups[n]["max_size"] for n in ("inferentia", "system", "graviton"))
+    inf_need, std_need = n_inf * 4, n_sys * 2 + n_grav * 8
     sq = boto3.client("service-quotas", region_name="us-west-2")
     with Stubber(sq) as stub:
         stub.add_response("get_service_quota", _quota_response("L-1945791B", "Running On-Demand Inf instances", 0.0),
                           {"ServiceCode": "ec2", "QuotaCode": "L-1945791B"})
         stub.add_response("get_service_quota", _quota_response(
-            "L-1216C47A", "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances", 64.0),
+            "L-1216C47A", "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances", float(std_need + 10)),
             {"ServiceCode": "ec2", "QuotaCode": "L-1216C47A"})
         checks = pf.check_quotas(context(account=MOTO_ACCOUNT), pf.Clients("us-west-2", {"service-quotas": sq}))
         stub.assert_no_pending_responses()
     inf, std = checks
     assert (inf.check, inf.status) == ("quota L-1945791B", "fail")
-    assert inf.found == "Running On-Demand Inf instances: 0 vCPUs; need 8 vCPUs (inferentia 2×4)"
-    assert inf.fix.startswith("request 8 in Service Quotas → Amazon EC2 → \"Running On-Demand Inf instances\"")
+    assert inf.found == f"Running On-Demand Inf instances: 0 vCPUs; need {inf_need} vCPUs (inferentia {n_inf}×4)"
+    assert inf.fix.startswith(f'request {inf_need} in Service Quotas → Amazon EC2 → "Running On-Demand Inf instances"')
     assert (std.check, std.status) == ("quota L-1216C47A", "pass")
-    assert "need 38 vCPUs (system 3×2, graviton 4×8)" in std.found
+    assert f"need {std_need} vCPUs (system {n_sys}×2, graviton {n_grav}×8)" in std.found
 
 
 def _addon_versions(name: str, *versions: str) -> dict[str, Any]:
