@@ -286,3 +286,38 @@ def test_metric_names_agree_with_serving() -> None:
     assert names.DEPLOYMENT == DEPLOYMENT_NAME
     assert names.exported(names.TIMED_REQUESTS) == "ray_eks_inference_timed_requests_total"
     assert names.exported(names.REQUEST_QUEUE_MS) == "ray_eks_inference_request_queue_ms"
+
+
+def test_a_gpu_group_adds_dcgm_exporter_its_port_and_its_scrape_job() -> None:
+    from aws_cdk import App, Stack
+    from aws_cdk import aws_ec2 as ec2
+
+    from eks_inference.config import AddonVersions, EndpointAccess, NodeGroupSpec, Processor
+    from eks_inference.constructs.inference_cluster import InferenceCluster
+    from eks_inference.constructs.observability import ClusterObservability
+
+    stack = Stack(App(), "Gpu")
+    vpc = ec2.Vpc(stack, "Vpc", ip_addresses=ec2.IpAddresses.cidr("10.1.0.0/16"), max_azs=2, subnet_configuration=[
+        ec2.SubnetConfiguration(name="Public", subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=22),
+        ec2.SubnetConfiguration(name="Private", subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS, cidr_mask=18)])
+    ic = InferenceCluster(stack, "Cluster", vpc=vpc, endpoint_access=EndpointAccess.PRIVATE, node_groups=[
+        NodeGroupSpec(name="system", processor=None, instance_types=("m7i.large",), min_size=1),
+        NodeGroupSpec(name="gpu", processor=Processor.GPU, instance_types=("g6.xlarge",), max_size=1)])
+    obs = ClusterObservability(stack, "Observability", cluster=ic.cluster, vpc=vpc, vpc_cidr="10.1.0.0/16",
+                               spec=ObservabilitySpec(), rules=render_rules([], max_shed_ratio=0.01),
+                               serving_namespace="eks-inference", gpu=True, after=[ic.vpc_cni])
+    t = Template.from_stack(stack)
+    v = AddonVersions()
+    t.has_resource_properties("Custom::AWSCDK-EKS-HelmChart", {
+        "Chart": "dcgm-exporter", "Version": v.dcgm_exporter_chart, "Repository": v.dcgm_exporter_repository,
+        "Namespace": "monitoring"})
+    charts = t.find_resources("Custom::AWSCDK-EKS-HelmChart").values()
+    (values,) = [json.loads(r["Properties"]["Values"]) for r in charts if r["Properties"]["Chart"] == "dcgm-exporter"]
+    assert values["nodeSelector"] == {"eks-inference/processor": "gpu"} and values["serviceMonitor"] == {
+        "enabled": False}
+    assert values["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert obs.ports == [443, RAY_PORTS.metrics_export, 9010, 9400]
+    assert [j["job_name"] for j in obs.scrape_config["scrape_configs"]] == ["ray", "dcgm-exporter", "kubelet"]
+    ingress = t.find_resources("AWS::EC2::SecurityGroupIngress", {"Properties": {"FromPort": 9400}})
+    assert len(ingress) == 1
+    assert all(ipaddress.ip_network(c).subnet_of(ipaddress.ip_network("10.1.0.0/16")) for c in obs.scraper_cidrs)
