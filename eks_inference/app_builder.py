@@ -54,6 +54,7 @@ def build_app(app: App, *, checks: bool = True) -> Stacks:
                            description=f"eks-inference {config.env_name}: EKS cluster, node groups, operators")
     inference = InferenceStack(app, f"{prefix}-Inference", config=config,
                                inference_cluster=cluster.inference_cluster, env=env,
+                               metrics_cidrs=cluster.observability.scraper_cidrs if cluster.observability else (),
                                description=f"eks-inference {config.env_name}: model repository, images, serving")
     Tags.of(app).add("project", "eks-inference")
     Tags.of(app).add("environment", config.env_name)

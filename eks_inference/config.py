@@ -542,6 +542,8 @@ class ModelSpec:
         (the model shipped in a PyPI package), a local directory or an ``s3://`` URI.
     :param shares_node: when true, replicas of this model pack onto nodes as their requests allow (next to
         other models'); default false: each replica gets a node of its own.
+    :param slo_p99_ms: the model's latency objective: an alert fires when its p99 stays above this for 5
+        minutes. Default none: the load test's ``slo_p99_ms``.
     """
 
     name: str
@@ -551,9 +553,13 @@ class ModelSpec:
     serving: ServingSpec = field(default_factory=ServingSpec)
     local_source: str = "bundled:all-minilm-l6-v2"
     shares_node: bool = False
+    slo_p99_ms: float | None = None
 
     def __post_init__(self) -> None:
         errs = _Errors()
+        if self.slo_p99_ms is not None and (not _is_number(self.slo_p99_ms) or not 0 < self.slo_p99_ms <= 600_000):
+            errs.add(f"model {self.name!r} slo_p99_ms", self.slo_p99_ms, "is not a latency in (0, 600000] ms",
+                     "use e.g. 100, or leave it out to use loadtest.slo_p99_ms")
         if not isinstance(self.name, str) or not _K8S_NAME_RE.match(self.name):
             errs.add("model name", self.name, "is not a valid name",
                      "use lower-case letters, digits and '-', starting with a letter (max 42 chars)")
@@ -647,6 +653,11 @@ class AddonVersions:
     :param cluster_autoscaler_repository: where that chart comes from.
     :param cluster_autoscaler_image: the Cluster Autoscaler image tag; its minor must be the cluster's (the
         chart's own default is the previous minor's release).
+    :param neuron_monitor_image: neuron-monitor image the inferentia nodes run to export NeuronCore utilisation
+        and device memory (the pinned Neuron chart ships no monitor).
+    :param dcgm_exporter_chart: NVIDIA dcgm-exporter Helm chart version, installed with a GPU node group (GPU
+        utilisation and memory).
+    :param dcgm_exporter_repository: where that chart comes from.
     :param pod_identity_agent: EKS Pod Identity agent add-on version.
     :param vpc_cni: the ``vpc-cni`` add-on, managed by the stack so that NetworkPolicy enforcement is on.
     """
@@ -663,6 +674,9 @@ class AddonVersions:
     cluster_autoscaler_chart: str = "9.59.0"
     cluster_autoscaler_repository: str = "https://kubernetes.github.io/autoscaler"
     cluster_autoscaler_image: str = "v1.36.1"
+    neuron_monitor_image: str = "public.ecr.aws/neuron/neuron-monitor:1.0.0"
+    dcgm_exporter_chart: str = "4.8.2"
+    dcgm_exporter_repository: str = "https://nvidia.github.io/dcgm-exporter/helm-charts"
     pod_identity_agent: str = "v1.3.10-eksbuild.2"
     vpc_cni: str = "v1.23.1-eksbuild.1"
 
@@ -678,6 +692,39 @@ class AddonVersions:
                              "give the chart repository URL")
             elif v in ("latest", "*") or not re.search(r"[0-9]", v):
                 errs.add(f"addons.{f.name}", v, "is not a pinned version", "pin an exact version, e.g. 1.7.0")
+        errs.raise_any()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ObservabilitySpec:
+    """Metrics: an Amazon Managed Service for Prometheus workspace fed by an AWS managed scraper, and alert rules.
+
+    :param enabled: default true; false builds no workspace, scraper, exporters or rules.
+    :param scrape_interval_s: how often the scraper reads every target, default 30 (the managed scraper's
+        shortest).
+    :param retention_days: how long the workspace keeps samples, default 150 (1 to 1095).
+    :param max_shed_ratio: alert when more than this share of a model's predict requests is answered 503 over 5
+        minutes, default 0.01.
+    """
+
+    enabled: bool = True
+    scrape_interval_s: int = 30
+    retention_days: int = 150
+    max_shed_ratio: float = 0.01
+
+    def __post_init__(self) -> None:
+        errs = _Errors()
+        if not isinstance(self.enabled, bool):
+            errs.add("observability.enabled", self.enabled, "is not true or false", "write true or false")
+        if not _is_int(self.scrape_interval_s) or not 30 <= self.scrape_interval_s <= 300:
+            errs.add("observability.scrape_interval_s", self.scrape_interval_s, "is outside 30..300 s",
+                     "use 30 (the managed scraper reads no more often) or up to 300")
+        if not _is_int(self.retention_days) or not 1 <= self.retention_days <= 1095:
+            errs.add("observability.retention_days", self.retention_days, "is outside 1..1095 days",
+                     "use e.g. 150 (Amazon Managed Service for Prometheus' default)")
+        if not _is_number(self.max_shed_ratio) or not 0 < self.max_shed_ratio < 1:
+            errs.add("observability.max_shed_ratio", self.max_shed_ratio, "is not a fraction in (0, 1)",
+                     "use e.g. 0.01 (1 % of requests answered 503)")
         errs.raise_any()
 
 
@@ -703,6 +750,7 @@ class PlatformConfig:
     :param models: the model × processor matrix to serve.
     :param loadtest: the in-cluster load test.
     :param addons: pinned add-on versions.
+    :param observability: the metrics workspace, its scraper and the alert rules; default on.
     :param image_uris: per-processor image URIs that skip the Docker builds; default none (build).
     :param log_retention_days: control-plane and flow-log retention, default 30.
     """
@@ -721,6 +769,7 @@ class PlatformConfig:
     models: tuple[ModelSpec, ...] = ()
     loadtest: LoadTestSpec = field(default_factory=LoadTestSpec)
     addons: AddonVersions = field(default_factory=AddonVersions)
+    observability: ObservabilitySpec = field(default_factory=ObservabilitySpec)
     image_uris: Mapping[str, str] = field(default_factory=dict)
     log_retention_days: int = 30
 
@@ -740,6 +789,10 @@ class PlatformConfig:
     @property
     def enabled_node_groups(self) -> tuple[NodeGroupSpec, ...]:
         return tuple(g for g in self.node_groups if g.enabled)
+
+    def slo_p99_ms(self, model: ModelSpec) -> float:
+        """The model's p99 objective: its own ``slo_p99_ms``, else the load test's."""
+        return float(model.slo_p99_ms if model.slo_p99_ms is not None else self.loadtest.slo_p99_ms)
 
     def node_group_for(self, processor: Processor) -> NodeGroupSpec:
         for g in self.enabled_node_groups:
@@ -1133,6 +1186,12 @@ def _addons(errs: _Errors, data: Any) -> AddonVersions | None:
     return _build(errs, "addons", AddonVersions, dict(data))
 
 
+def _observability(errs: _Errors, data: Any) -> ObservabilitySpec | None:
+    if not _known_keys(errs, "observability", data, ObservabilitySpec):
+        return None
+    return _build(errs, "observability", ObservabilitySpec, dict(data))
+
+
 def parse_platform(env_name: str, data: Mapping[str, Any], *, account: str | None = None,
                    region: str | None = None) -> PlatformConfig:
     """Build a PlatformConfig from one environment block; account/region fall back to the arguments.
@@ -1176,7 +1235,7 @@ def parse_platform(env_name: str, data: Mapping[str, Any], *, account: str | Non
         if any(p is None for p in parsed):
             bad.add(key)
         kw[key] = tuple(p for p in parsed if p is not None)
-    for key, parse_part in (("loadtest", _loadtest), ("addons", _addons)):
+    for key, parse_part in (("loadtest", _loadtest), ("addons", _addons), ("observability", _observability)):
         if key in kw:
             value = parse_part(parts, kw[key])
             if value is None:

@@ -37,6 +37,7 @@ SECTIONS: tuple[tuple[type, str, str], ...] = (
     (cfg.ServingSpec, "models[].serving", "Serving"),
     (cfg.LoadTestSpec, "loadtest", "Load test"),
     (cfg.AddonVersions, "addons", "Add-ons"),
+    (cfg.ObservabilitySpec, "observability", "Observability"),
 )
 _SKIP = {(cfg.PlatformConfig, "env_name")}  # the environment's key in cdk.json, not a field of its block
 

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Debian tools that tests drive, installed by the project itself: chromium renders the load-test report headless.
+# Debian tools that tests drive, installed by the project itself: chromium renders the load-test report headless;
+# promtool (Debian package prometheus) checks the scrape configuration and tests the alert rules.
 # Idempotent and quick when everything is present. Installs with apt-get when running as root on Debian; elsewhere
 # it prints what to install and the tests that need a tool skip, saying so.
 set -euo pipefail
 
 # command:package pairs
-TOOLS=("chromium:chromium")
+TOOLS=("chromium:chromium" "promtool:prometheus")
 
 missing=()
 for pair in "${TOOLS[@]}"; do

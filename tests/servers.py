@@ -11,7 +11,8 @@
   even where the CPU only emulates it), with the helpers below to render, deploy and call models.
 
 Environment variables are set at import, before anything imports Ray: Ray reads its settings at import and
-its workers inherit the environment of ``ray.init``.
+its workers inherit the environment of ``ray.init``; among them a metrics report interval of 1 s, so that a test
+reading the local Prometheus endpoint (``local_ray.metrics_url``) sees traffic a second after it.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ from eks_inference.config import DType, ModelSpec, Processor, ServingSpec, Task
 from eks_inference.serving.local import LocalRay, free_port, ray_environment
 from eks_inference.serving.serve_config import render_serve_config
 
+# Ray processes hand their metrics to the node's agent every second (its floor; local mode uses 2 s, Ray's default
+# is 10 s), so tests that read metrics after traffic wait about a second for them.
+os.environ.setdefault("RAY_metrics_report_interval_ms", "1000")
 ray_environment()
 for _k, _v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
                "AWS_EC2_METADATA_DISABLED": "true"}.items():

@@ -20,9 +20,11 @@ IMAGES = {
 }
 
 
-CORE_MODULES = ("__init__.py", "config.py", "cli.py", "cli_help.py", "instance_types.py", "regions.py", "manifests.py")
-"""Modules every image ships: the CLI, the config it validates (which reads the instance and region tables)
-and the manifest primitives that serving and verification both hash with."""
+CORE_MODULES = ("__init__.py", "config.py", "cli.py", "cli_help.py", "instance_types.py", "regions.py", "manifests.py",
+                "metric_names.py")
+"""Modules every image ships: the CLI, the config it validates (which reads the instance and region tables), the
+manifest primitives that serving and verification both hash with, and the names of the metrics serving exports
+and the load tester reads."""
 
 
 def build_context_excludes(image: str) -> list[str]:

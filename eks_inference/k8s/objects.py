@@ -50,12 +50,16 @@ def service_account(name: str, namespace_: str, *, labels: Mapping[str, str] | N
 
 @dataclass(frozen=True, kw_only=True)
 class Peer:
-    """Who may connect: pods matching ``pod_labels`` (in ``namespace_name`` or the policy's own namespace)."""
+    """Who may connect: pods matching ``pod_labels`` (in ``namespace_name`` or the policy's own namespace), or
+    addresses in ``cidr`` (outside any pod: the managed metrics scraper's subnets)."""
 
     pod_labels: Mapping[str, str] = field(default_factory=dict)
     namespace_name: str | None = None
+    cidr: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        if self.cidr is not None:
+            return {"ipBlock": {"cidr": self.cidr}}
         peer: dict[str, Any] = {"podSelector": {"matchLabels": dict(self.pod_labels)}}
         if self.namespace_name:
             peer["namespaceSelector"] = {"matchLabels": {"kubernetes.io/metadata.name": self.namespace_name}}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -178,12 +178,14 @@ class TargetChart(Chart):
     fixed list of kinds (kubectl's default prune allowlist) that has no RayService, NetworkPolicy or PDB.
 
     The NetworkPolicy admits, on the serve port, only load-test pods and the namespace's ingress pods
-    (label ``eks-inference/role: ingress``); Ray's own ports only from pods of the same RayService; and from
-    the KubeRay operator's namespace the dashboard, the dashboard agent and the serve port.
+    (label ``eks-inference/role: ingress``); Ray's own ports only from pods of the same RayService; from
+    the KubeRay operator's namespace the dashboard, the dashboard agent and the serve port; and on the metrics
+    port (Ray's and Serve's Prometheus endpoint) the managed scraper's subnets (``metrics_cidrs``) and the
+    load-test pods, whose client 0 reads each step's server-side figures there.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, target: ServingTarget,
-                 namespace_: str = NAMESPACE) -> None:
+                 namespace_: str = NAMESPACE, metrics_cidrs: Sequence[str] = ()) -> None:
         super().__init__(scope, construct_id, disable_resource_name_hashes=True)
         self.target = t = target
         emit(self, "RayService", t.ray_service.to_dict())
@@ -196,6 +198,8 @@ class TargetChart(Chart):
                                    Peer(pod_labels={ROLE_LABEL: "ingress"})], ports=[SERVE_PORT]),
                 IngressRule(peers=[Peer(namespace_name=KUBERAY_NAMESPACE)],
                             ports=[RAY_PORTS.dashboard, RAY_PORTS.dashboard_agent_listen, SERVE_PORT]),
+                IngressRule(peers=[Peer(pod_labels={ROLE_LABEL: "loadtest"}), *(Peer(cidr=c) for c in metrics_cidrs)],
+                            ports=[RAY_PORTS.metrics_export]),
             ],
         ))
         emit(self, "WorkerPdb", pod_disruption_budget(
@@ -210,7 +214,7 @@ class ServingChart(Chart):
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, targets: list[ServingTarget],
-                 namespace_: str = NAMESPACE) -> None:
+                 namespace_: str = NAMESPACE, metrics_cidrs: Sequence[str] = ()) -> None:
         super().__init__(scope, construct_id, disable_resource_name_hashes=True)
         self.targets = targets
         emit(self, "Namespace", namespace(namespace_))
@@ -221,7 +225,8 @@ class ServingChart(Chart):
         emit(self, "RayHeadServiceAccount", service_account(HEAD_SERVICE_ACCOUNT, namespace_,
                                                             labels={"app.kubernetes.io/component": "serving"}))
         self.target_charts = [
-            TargetChart(self, "".join(p.capitalize() for p in t.name.split("-")), target=t, namespace_=namespace_)
+            TargetChart(self, "".join(p.capitalize() for p in t.name.split("-")), target=t, namespace_=namespace_,
+                        metrics_cidrs=metrics_cidrs)
             for t in targets]
 
     def manifests(self) -> list[dict[str, Any]]:

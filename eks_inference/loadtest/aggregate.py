@@ -35,6 +35,8 @@ CLIENT_SATURATED_CPU = 0.9
 class ClientStep:
     """One client's record of one step, as found in its result file."""
 
+    server: Mapping[str, Any] | None = None
+    """The target's own metrics of the step, read by this client (client 0), or None."""
     source: str
     run_id: str
     client_index: int
@@ -118,7 +120,29 @@ def summarize(steps: Sequence[ClientStep]) -> dict[str, Any]:
         "client_saturated": any(c >= CLIENT_SATURATED_CPU for c in cpus),
         "waited_for_connection": sum(int(st.client.get("waited_for_connection", 0)) for st in steps),
         "status": "complete" if all(st.status == "complete" for st in steps) else "partial",
+        "server": server_side(steps),
     }
+
+
+def server_side(steps: Sequence[ClientStep]) -> dict[str, Any]:
+    """The server's account of a step, from the one client that read it (the lowest index that did), and the
+    split of the clients' mean latency it implies: queue and model time from the server, the rest (network,
+    proxy and HTTP handling) by difference. A target whose metrics could not be read says so, never zeros."""
+    recorded = sorted((st for st in steps if st.server is not None), key=lambda st: st.client_index)
+    if not recorded:
+        return {"status": "not recorded"}
+    first = recorded[0]
+    doc = dict(first.server or {})
+    doc["read_by_client"] = first.client_index
+    if doc.get("status") not in ("ok", "partial"):
+        return doc
+    n = sum(st.stats.ok for st in steps)
+    mean_ms = (sum(st.stats.sum_us for st in steps) / n / 1000.0) if n else None
+    queue, model = doc.get("queue_ms"), doc.get("model_ms")
+    if mean_ms is not None and isinstance(queue, int | float) and isinstance(model, int | float):
+        doc["split_ms"] = {"client_mean": round(mean_ms, 3), "queue": queue, "model": model,
+                           "network_and_proxy": round(mean_ms - queue - model, 3)}
+    return doc
 
 
 def slo_verdict(summary: Mapping[str, Any], *, slo_p99_ms: float, max_error_rate: float) -> tuple[bool, str]:

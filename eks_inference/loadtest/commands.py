@@ -191,6 +191,9 @@ def _register_run(sub: Any) -> None:
                    help="exit 0 without measuring when this client's result file for this run already exists")
     g.add_argument("--json", action="store_true", help="print the step summaries as JSON on stdout")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--no-server-metrics", action="store_true",
+                   help="do not read the target's metrics (named in URL/info) around each step; by default "
+                        "client 0 records them and every client pauses one metrics interval between steps")
     p.set_defaults(func=cmd_run)
 
 
@@ -355,6 +358,7 @@ def result_document(config: RunConfig, payloads: Sequence[Payload], outcome: run
             "spec": s.spec.to_dict(), "status": s.status, "note": s.note,
             "started_at": provenance.iso(s.started_at), "ended_at": provenance.iso(s.ended_at),
             "summary": summary, "client": dict(s.client), "stats": s.stats.to_dict(),
+            **({"server_metrics": dict(s.server_metrics)} if s.server_metrics is not None else {}),
         })
         if s.segments:
             steps[-1]["segments"] = [{"index": i, "segment": seg.to_list(), "stats": st.to_dict()}
@@ -553,10 +557,11 @@ def cmd_run(a: argparse.Namespace) -> int:
         task = asyncio.current_task()
         assert task is not None
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        server = not a.no_server_metrics
         if a.no_progress:
-            return await runner.run(config, payloads, on_step=write)
+            return await runner.run(config, payloads, on_step=write, server_metrics=server)
         with _RichProgress(err) as bar:
-            return await runner.run(config, payloads, progress=bar, on_step=write)
+            return await runner.run(config, payloads, progress=bar, on_step=write, server_metrics=server)
 
     try:
         outcome = asyncio.run(go())

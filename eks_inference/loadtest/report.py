@@ -41,6 +41,8 @@ CSV_COLUMNS = (
     "throughput_rps", "inferences_per_s", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms",
     "few_samples", "behind_schedule", "client_saturated", "slo_met", "slo_reason", "price_per_instance_hour",
     "hourly_usd", "usd_per_million_inferences_at_step",
+    "server_status", "server_requests", "server_mean_batch_size", "server_queue_ms", "server_model_ms",
+    "network_and_proxy_ms", "server_padding_ratio", "server_replicas_start", "server_replicas_end",
 )
 PERCENTILE_LABELS = {"p50": "p50", "p90": "p90", "p95": "p95", "p99": "p99", "p999": "p99.9"}
 FEW = "†"
@@ -113,8 +115,52 @@ def csv_rows(targets: Sequence[TargetReport]) -> list[dict[str, Any]]:
                 "slo_met": p.slo_met, "slo_reason": p.slo_reason,
                 "price_per_instance_hour": t.price_per_instance_hour, "hourly_usd": t.hourly_usd,
                 "usd_per_million_inferences_at_step": _cost_at(t, s["inferences_per_s"]),
+                **_server_csv(s.get("server")),
             })
     return rows
+
+
+def _server_csv(server: Mapping[str, Any] | None) -> dict[str, Any]:
+    srv = server or {"status": "not recorded"}
+    split = srv.get("split_ms") or {}
+    replicas = srv.get("replicas") or {}
+    return {"server_status": srv.get("status"), "server_requests": srv.get("requests"),
+            "server_mean_batch_size": srv.get("mean_batch_size"), "server_queue_ms": srv.get("queue_ms"),
+            "server_model_ms": srv.get("model_ms"), "network_and_proxy_ms": split.get("network_and_proxy"),
+            "server_padding_ratio": srv.get("padding_ratio"), "server_replicas_start": replicas.get("start"),
+            "server_replicas_end": replicas.get("end")}
+
+
+SERVER_RULE = (
+    "Where the time goes: the clients' mean latency (successful measured requests) beside the server's own "
+    "account of the step, read from the target's metrics by one client at the step's start and end. Queue: from "
+    "the replica admitting a request to the start of the forward that carried it; model: that forward (tokenize, "
+    "run, decode); network and proxy: the rest of the clients' mean (connection, HAProxy, HTTP and JSON). The "
+    "server's means cover every request of the step, warm-up included; its request count includes other clients'. "
+    "A target whose metrics could not be read says why instead of showing zeros."
+)
+
+
+def _server_cells(s: Mapping[str, Any]) -> list[str]:
+    """Client mean, network and proxy, queue, model, served requests, mean batch, padding, replicas, and notes
+    (or the reason the server's side is missing)."""
+    srv = s.get("server") or {"status": "not recorded"}
+    status = srv.get("status")
+    client_mean = _fmt(s["latency_ms"].get("mean"), ",.2f")
+    if status not in ("ok", "partial"):
+        why = srv.get("error") or ("the results were written without them (an older load tester, or "
+                                   "--no-server-metrics)" if status == "not recorded" else status)
+        return [client_mean, "n/a", "n/a", "n/a", "n/a", "n/a", "n/a", "n/a", f"server metrics {status}: {why}"]
+    split = srv.get("split_ms") or {}
+    replicas = srv.get("replicas") or {}
+    r0, r1 = replicas.get("start"), replicas.get("end")
+    reps = "n/a" if r0 is None and r1 is None else (f"{r0}" if r0 == r1 else f"{_fmt(r0, 'd')} → {_fmt(r1, 'd')}")
+    pad = srv.get("padding_ratio")
+    notes = list(srv.get("notes") or [])
+    return [client_mean, _fmt(split.get("network_and_proxy"), ",.2f"), _fmt(srv.get("queue_ms"), ",.2f"),
+            _fmt(srv.get("model_ms"), ",.2f"), _fmt(srv.get("requests"), ",d"),
+            _fmt(srv.get("mean_batch_size"), ",.2f"), "n/a" if pad is None else f"{pad:.0%}", reps,
+            "; ".join(notes)]
 
 
 def write_csv(path: Path, targets: Sequence[TargetReport]) -> None:
@@ -391,6 +437,12 @@ def render_html(doc: Mapping[str, Any], png: bytes, *, title: str, timeline_png:
                 + _td(_fmt(s["latency_ms"]["max"], ",.2f")) + _td("yes" if s["behind_schedule"] else "")
                 + _td(("✔ " if s["slo_met"] else "✘ ") + s["slo_reason"], "wrap-text") + "</tr>"
             )
+    server = []
+    for r in doc["targets"]:
+        for s in r["steps"]:
+            cells = _server_cells(s)
+            server.append("<tr>" + _td(r["label"], "l") + _td(_load(s), "l") + _td(f"{s['ok']:,}")
+                          + "".join(_td(c) for c in cells[:-1]) + _td(cells[-1], "wrap-text") + "</tr>")
     inputs = "".join(_input_block(i) for i in doc["inputs"]) or "<p>none</p>"
     warnings = "".join(f"<li>{e(w)}</li>" for w in doc["warnings"]) or "<li>none</li>"
     img = base64.b64encode(png).decode("ascii")
@@ -421,6 +473,12 @@ A cost "priced as" a type was measured on another machine and priced at that typ
 <th>p99.9 ms</th><th>max ms</th><th>client behind</th><th class="l">SLO</th></tr>
 {''.join(steps)}</table></div>
 <p class="note">{e(doc.get('percentile_rule', PERCENTILE_RULE))}</p>
+<h2>Where the time goes (client latency and the server's split of it)</h2>
+<div class="wrap"><table id="server"><tr><th class="l">series</th><th class="l">load</th><th>ok</th>
+<th>client mean ms</th><th>network + proxy ms</th><th>queue ms</th><th>model ms</th><th>served</th>
+<th>mean batch</th><th>padding</th><th>replicas</th><th class="l">server notes</th></tr>
+{''.join(server)}</table></div>
+<p class="note">{e(SERVER_RULE)}</p>
 {_timeline_html(doc.get("timeline") or {}, timeline_png)}
 <h2>Warnings</h2><ul class="warn">{warnings}</ul>
 <h2>Inputs and provenance</h2>
@@ -468,6 +526,11 @@ def steps_table(summaries: Sequence[Mapping[str, Any]], *, title: str = "Steps")
             notes.append(", ".join(f"{k}={v}" for k, v in s["errors_by_kind"].items()))
         if "slo_reason" in s:
             notes.append(("✔ " if s["slo_met"] else "✘ ") + s["slo_reason"])
+        srv = _server_cells(s)
+        if (s.get("server") or {}).get("status") in ("ok", "partial"):
+            notes.append(f"server: net+proxy {srv[1]} / queue {srv[2]} / model {srv[3]} ms, batch {srv[5]}")
+        elif s.get("server", {}).get("status") not in (None, "not recorded"):
+            notes.append(srv[-1])
         cells = [_load(s), _fmt(s["requests"], ",d"), _fmt(s["errors"], ",d"), _fmt(s["throughput_rps"]),
                  _pct(s, "p50"), _pct(s, "p90"), _pct(s, "p99"), _pct(s, "p999"), _fmt(lat["max"], ",.2f"),
                  _fmt(s["schedule_lag_ms"]["p99"], ",.2f"), "; ".join(notes)]

@@ -78,6 +78,7 @@ def parse_result(source: str, doc: Mapping[str, Any]) -> ParsedResult:
                 stats=StepStats.from_dict(s["stats"]),
                 client=s.get("client", {}),
                 status=str(s.get("status", "complete")),
+                server=s.get("server_metrics"),
             )
             for s in doc["steps"]
         )

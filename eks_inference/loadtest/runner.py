@@ -18,7 +18,9 @@ the schedule (:mod:`eks_inference.loadtest.schedule`), and each segment also get
 intended send time of each request. With ``sample_replicas`` a :class:`~eks_inference.loadtest.replicas.
 ReplicaSampler` asks the target's ``/info`` once a second during each step, beside the load.
 
-Everything runs on one event loop through callbacks; statistics go to :class:`StepRecorder`.
+Everything runs on one event loop through callbacks; statistics go to :class:`StepRecorder`. Around each step,
+client 0 reads the target's own metrics (:mod:`eks_inference.loadtest.server_metrics`); the other clients pause
+while it does, so that all stay in step.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from eks_inference.loadtest.payloads import Payload
 from eks_inference.loadtest.plan import Arrival, Mode, RunConfig, StepSpec, rates_from_capacity
 from eks_inference.loadtest.replicas import ReplicaSampler
 from eks_inference.loadtest.schedule import Segment
+from eks_inference.loadtest.server_metrics import StepReader
 from eks_inference.loadtest.stats import StepRecorder, StepStats, decode, percentiles_us
 
 ABORT_AFTER_S = 5.0
@@ -84,6 +87,8 @@ class NullProgress:
 class StepOutcome:
     """One executed step: its statistics and how the client itself fared."""
 
+    server_metrics: Mapping[str, Any] | None = None
+    """The target's own account of the step (client 0 only; :mod:`eks_inference.loadtest.server_metrics`)."""
     spec: StepSpec
     stats: StepStats
     status: str
@@ -99,7 +104,7 @@ class StepOutcome:
     def client_step(self, config: RunConfig, source: str = "(this run)") -> ClientStep:
         return ClientStep(source=source, run_id=config.run_id, client_index=config.client_index,
                           clients=config.clients, target=config.target, spec=self.spec, stats=self.stats,
-                          client=self.client, status=self.status)
+                          client=self.client, status=self.status, server=self.server_metrics)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -483,12 +488,18 @@ async def run(
     *,
     progress: Progress | None = None,
     on_step: Callable[[RunOutcome], None] | None = None,
+    server_metrics: bool = True,
 ) -> RunOutcome:
-    """Execute the whole run; never raises for target trouble, it reports it in the outcome."""
+    """Execute the whole run; never raises for target trouble, it reports it in the outcome.
+
+    :param server_metrics: read the target's metrics around each step (client 0) and pause with it (the
+        others); default on.
+    """
     progress = progress or NullProgress()
     endpoint = parse_endpoint(config.url)
     started = time.time()
     info, info_error = await fetch_info(endpoint, timeout_s=min(5.0, config.timeout_s))
+    reader = StepReader(info, reads=config.client_index == 0, pauses=config.clients > 1) if server_metrics else None
     inferences = [len(p.inputs) for p in payloads]
     steps: list[StepOutcome] = []
     notes: list[str] = []
@@ -561,6 +572,8 @@ async def run(
             client.limit = config.connection_limit(spec)
             step = _Step(client, spec, inferences, seed=config.seed, max_lag_ms=lag_limit_ms, progress=progress,
                          start_at=start_at)
+            if reader is not None:
+                await reader.begin(settle=start_at is None)
             sampler = ReplicaSampler(endpoint.info_url) if config.sample_replicas else None
             sampling = asyncio.create_task(sampler.run()) if sampler is not None else None
             try:
@@ -570,6 +583,8 @@ async def run(
                 status, error = "interrupted", "interrupted; the results measured so far are kept"
                 return outcome()
             result = await _with_samples(result, sampler, sampling)
+            if reader is not None:
+                result = dataclasses.replace(result, server_metrics=await reader.finish())
             if start_at is not None and step.late_s > LATE_START_S:
                 notes.append(f"started {step.late_s:.1f} s after the common start time; the clients' measuring "
                              "windows overlap less")

@@ -57,6 +57,9 @@ from eks_inference.serving.serve_config import DEPLOYMENT_NAME, UserConfig, pars
 
 log = logging.getLogger("ray.serve")
 
+METRICS_URLS_TTL_S = 10.0
+"""How long ``/info`` reuses the metrics addresses it got from the GCS."""
+
 _QA_ITEM = {"type": "object", "properties": {"question": {"type": "string"}, "context": {"type": "string"}},
             "required": ["question", "context"]}
 _PREDICT_OPENAPI = {
@@ -212,6 +215,10 @@ class InferenceModel:
         self.requests = 0
         self.shed = 0
         self._admitted = 0
+        from eks_inference.serving.metrics import replica_metrics
+
+        self.metrics = replica_metrics(self.args.model, _replica_id(), warn=log.warning)
+        self._metrics_where: dict[str, Any] | None = None
         self.bf16_native: bool | None = None
         self.dtype_note: str | None = None
         # While the weights thread owns start-up, reconfigure only records the config it gets (latest wins).
@@ -354,6 +361,7 @@ class InferenceModel:
             return engine
 
         self.engine = self._executor.submit(build).result()
+        self.engine.on_forward = self.metrics.forward
         self.artifact = artifact
 
     def _describe_api(self) -> None:
@@ -379,18 +387,20 @@ class InferenceModel:
 
     # -- batching ----------------------------------------------------------------------------------
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0, batch_size_fn=_count_inputs)
-    async def _predict_batch(self, chunks: list[list[Any]]) -> list[tuple[list[Any], list[bool]]]:
+    async def _predict_batch(self, chunks: list[list[Any]]) -> list[tuple[list[Any], list[bool], float, float]]:
+        """Each chunk's outputs and truncation flags, with the forward's start and end (``perf_counter``)."""
         flat = [x for c in chunks for x in c]
         self._busy_rows = len(flat)
-        self._busy_since = time.perf_counter()
+        self._busy_since = began = time.perf_counter()
         try:
             outputs, truncated = await asyncio.get_running_loop().run_in_executor(
                 self._executor, self.engine.run, flat)
         finally:
             self._busy_since = None
+        ended = time.perf_counter()
         results, start = [], 0
         for c in chunks:
-            results.append((outputs[start:start + len(c)], truncated[start:start + len(c)]))
+            results.append((outputs[start:start + len(c)], truncated[start:start + len(c)], began, ended))
             start += len(c)
         return results
 
@@ -455,6 +465,8 @@ class InferenceModel:
             log.exception("prediction failed")
             return _json({"error": {"code": "internal", "message": f"prediction failed: {type(e).__name__}"}}, 500)
         dt_ms = (time.perf_counter() - t0) * 1000
+        began = min(p[2] for p in parts)
+        self.metrics.request(began - t0, max(p[3] for p in parts) - began)
         self.handler_ema_ms = dt_ms if self.requests == 1 else 0.9 * self.handler_ema_ms + 0.1 * dt_ms
         outputs = [o for p in parts for o in p[0]]
         truncated = [t for p in parts for t in p[1]]
@@ -509,10 +521,28 @@ class InferenceModel:
             self._replicas = (time.monotonic(), counts)
             return counts
 
+    async def _metrics_endpoints(self) -> dict[str, Any]:
+        """Where the metrics of this replica and of every node of its Ray cluster are read (see
+        :mod:`eks_inference.serving.metrics`): asked of the GCS at most every :data:`METRICS_URLS_TTL_S`, since
+        nodes come and go with autoscaling."""
+        cached = self._metrics_where
+        if cached is not None and time.monotonic() - cached["at"] < METRICS_URLS_TTL_S:
+            return cached["doc"]  # type: ignore[no-any-return]
+        from eks_inference.serving.metrics import metrics_urls
+
+        try:
+            mine, every, interval = await asyncio.to_thread(metrics_urls)
+        except Exception as e:  # /info must answer anyway; say why the address is missing
+            return {"metrics_url": None, "metrics_urls": [], "metrics_error": f"{type(e).__name__}: {e}"}
+        doc = {"metrics_url": mine, "metrics_urls": every, "metrics_report_interval_s": interval}
+        self._metrics_where = {"at": time.monotonic(), "doc": doc}
+        return doc
+
     @api.get("/info")
     async def info(self) -> Response:
         a, cfg, eng, art, model = self.args, self.cfg, self.engine, self.artifact, self.model
         not_ready = self._not_ready()
+        metrics = await self._metrics_endpoints()
         data: dict[str, Any] = {
             "model": a.model, "revision": a.revision, "task": a.task.value,
             "status": "ok" if not_ready is None else not_ready[1]["status"],
@@ -521,6 +551,7 @@ class InferenceModel:
             "limits": {"max_inputs": a.max_inputs, "max_input_chars": a.max_input_chars,
                        "max_body_bytes": a.max_body_bytes},
             "versions": _versions(),
+            **metrics,
         }
         if cfg is not None and eng is not None and art is not None:
             data |= {

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,6 +124,9 @@ class Engine:
         self.items = 0
         self.run_ema_s = 0.0
         """EMA of one chunk end to end (tokenize, forward, post-process): the engine's share of latency."""
+        self.on_forward: Callable[..., None] | None = None
+        """Called after each forward with ``rows``, ``batch``, ``seq``, ``real_tokens`` and ``seconds`` (the
+        replica's metrics); None in raw benchmarks."""
 
     def estimate_forward_s(self, rows: int) -> float:
         """EMA of measured forward time at the batch bucket ``rows`` pads to (0 before the first)."""
@@ -161,6 +164,9 @@ class Engine:
             self.forward_ema_s[b] = dt if prev is None else 0.8 * prev + 0.2 * dt
             self.batches += 1
             self.items += enc.rows
+        if self.on_forward is not None:
+            self.on_forward(rows=enc.rows, batch=b, seq=int(enc.input_ids.shape[1]),
+                            real_tokens=int(enc.attention_mask[: enc.rows].sum()), seconds=dt)
         answers = self._postprocess(raw, enc, items)
         run = time.perf_counter() - t_start
         self.run_ema_s = run if self.run_ema_s == 0.0 else 0.9 * self.run_ema_s + 0.1 * run

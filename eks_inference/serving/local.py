@@ -45,6 +45,10 @@ STATE_FILE = "local.json"
 LOG_FILE = "local.log"
 FAILURE_FILE = "last-failure.log"
 PROGRESS_EVERY_S = 60.0
+METRICS_INTERVAL_ENV = "RAY_metrics_report_interval_ms"
+LOCAL_METRICS_INTERVAL_MS = 2000
+"""Local Ray hands metrics to its agent every 2 s (the cluster: 5 s, Ray's default 10 s), so a load-test step's
+server metrics are complete soon after the step."""
 
 
 def ray_environment() -> None:
@@ -53,6 +57,7 @@ def ray_environment() -> None:
     """
     from eks_inference.serving.serve_config import RAY_CLUSTER_ENV
 
+    os.environ.setdefault(METRICS_INTERVAL_ENV, str(LOCAL_METRICS_INTERVAL_MS))
     for k, v in RAY_CLUSTER_ENV.items():
         os.environ.setdefault(k, v)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -151,6 +156,14 @@ class LocalRay:
         for var in ("RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT",
                     "RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT"):
             os.environ[var] = str(free_port())
+        from eks_inference.serving.metrics import METRICS_HOST_ENV
+
+        if self.http_host in ("127.0.0.1", "localhost", "::1"):
+            # Ray binds its metrics agent to every interface and names the node by its LAN address; a local
+            # server is addressed on the loopback, so its replicas advertise that (workers inherit the env).
+            os.environ[METRICS_HOST_ENV] = "127.0.0.1"
+        else:
+            os.environ.pop(METRICS_HOST_ENV, None)
         import ray
         from ray.serve._private import api as serve_api
 
@@ -165,6 +178,16 @@ class LocalRay:
             proxy_location=proxy_location,
         )
         return self
+
+    @property
+    def metrics_url(self) -> str | None:
+        """This Ray node's Prometheus endpoint (Ray's and Serve's metrics and the replicas' own)."""
+        import ray
+
+        from eks_inference.serving.metrics import METRICS_HOST_ENV, node_metrics_urls
+
+        urls = node_metrics_urls(ray.nodes(), host=os.environ.get(METRICS_HOST_ENV) or None)
+        return next(iter(sorted(urls.values())), None)
 
     def deploy(self, config: dict[str, Any]) -> None:
         """Submit ``config`` (a ``serveConfigV2`` document) added to the applications already running."""
@@ -426,6 +449,11 @@ def run_foreground(config: dict[str, Any], *, state_dir: Path = STATE_DIR, timeo
         out(f"serving {app['name']!r} at {url}")
         out(f"  curl -s {url}/predict -H 'content-type: application/json' -d '{{\"inputs\": [\"hello world\"]}}'")
         out(f"  docs: {url}/docs   info: {url}/info   stop: Ctrl-C or `eks-inference local --stop`")
+        metrics_url = ray.metrics_url
+        if metrics_url:
+            state["metrics_url"] = metrics_url
+            write_state(state, state_dir)
+            out(f"  metrics (Prometheus text): {metrics_url}")
         while not stop["flag"]:
             time.sleep(0.25)
         out("stopping ...")

@@ -8,9 +8,12 @@ from aws_cdk import CfnOutput, Stack
 from aws_cdk import aws_ec2 as ec2
 from constructs import Construct
 
-from eks_inference.config import PlatformConfig
+from eks_inference.config import PlatformConfig, Processor
 from eks_inference.constructs.inference_cluster import InferenceCluster
+from eks_inference.constructs.observability import ClusterObservability
+from eks_inference.k8s.serving_chart import NAMESPACE
 from eks_inference.nag import acknowledge, checkov_skip
+from eks_inference.observability.rules import rules_for
 
 
 class ClusterStack(Stack):
@@ -37,6 +40,20 @@ class ClusterStack(Stack):
             "UpdateKubeconfig",
             value=f"aws eks update-kubeconfig --region {self.region} --name {self.cluster.cluster_name}",
         )
+        self.observability: ClusterObservability | None = None
+        """Metrics workspace, managed scraper, alert rules and exporters (``observability.enabled``)."""
+        if config.observability.enabled:
+            ic = self.inference_cluster
+            processors = {g.processor for g in config.enabled_node_groups}
+            self.observability = obs = ClusterObservability(
+                self, "Observability", cluster=self.cluster, vpc=vpc, vpc_cidr=config.vpc_cidr,
+                spec=config.observability,
+                rules=rules_for(config), serving_namespace=NAMESPACE, neuron=Processor.INFERENTIA in processors,
+                gpu=Processor.GPU in processors, addons=config.addons,
+                after=[ic.vpc_cni, *(g.nodegroup for g in ic.node_groups.values())])
+            CfnOutput(self, "MetricsWorkspaceId", value=obs.workspace.attr_workspace_id)
+            CfnOutput(self, "MetricsQueryEndpoint", value=obs.workspace.attr_prometheus_endpoint,
+                      description="Prometheus-compatible query endpoint (SigV4) for Grafana's data source")
 
     def acknowledge_findings(self) -> None:
         """Record why each remaining cdk-nag finding stands; call after everything is added to the cluster."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import cdk8s
@@ -47,7 +48,7 @@ class InferenceStack(Stack):
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, config: PlatformConfig,
-                 inference_cluster: InferenceCluster, **kwargs: Any) -> None:
+                 inference_cluster: InferenceCluster, metrics_cidrs: Sequence[str] = (), **kwargs: Any) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.config = config
         self.repository = ModelRepository(self, "ModelRepository")
@@ -91,7 +92,7 @@ class InferenceStack(Stack):
         self._check_system_capacity(config, inference_cluster, plan)
 
         k8s_app = cdk8s.App()
-        self.serving_chart = ServingChart(k8s_app, "serving", targets=self.targets)
+        self.serving_chart = ServingChart(k8s_app, "serving", targets=self.targets, metrics_cidrs=metrics_cidrs)
         self.load_test_chart: LoadTestChart | None = None
         cluster = eks.Cluster.from_cluster_attributes(
             self, "Cluster", cluster_name=src.cluster_name, kubectl_provider=src.kubectl_provider)

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from eks_inference.k8s.ray_service import HEAD_SERVICE_ACCOUNT
+from eks_inference.observability.scrape import MONITORING_NAMESPACE
 from tests.conftest import Assembly
 from tests.system.cfn import HELM_TYPE, MANIFEST_TYPE, DeployOrder, Node, manifest_objects, references, resolve
 
@@ -37,8 +38,27 @@ def one(order: DeployOrder, type_: str, **props: Any) -> Node:
     return found[0]
 
 
+def exporter_requirements(order: DeployOrder, objs: list[dict[str, Any]]) -> dict[str, Node]:
+    """The metrics exporters (the monitoring namespace) read nothing from AWS and mount no token: they need the
+    nodes they select and, for their NetworkPolicy, the CNI that enforces it."""
+    need: dict[str, Node] = {}
+    for obj in objs:
+        for spec in pod_specs(obj):
+            assert spec.get("automountServiceAccountToken") is False
+            for k, v in spec.get("nodeSelector", {}).items():
+                groups = [n for n, r in order.resources("AWS::EKS::Nodegroup")
+                          if r["Properties"].get("Labels", {}).get(k) == v]
+                assert groups, f"no node group is labelled {k}={v}"
+                need[f"node group {k}={v}"] = groups[0]
+    if any(o["kind"] == "NetworkPolicy" for o in objs):
+        need["vpc-cni add-on enforcing NetworkPolicies"] = one(order, "AWS::EKS::Addon", AddonName="vpc-cni")
+    return need
+
+
 def requirements(order: DeployOrder, node: Node, objs: list[dict[str, Any]]) -> dict[str, Node]:
     """Everything the pods of ``objs`` need to exist before they are created, read from the templates."""
+    if all(o["metadata"].get("namespace") == MONITORING_NAMESPACE for o in objs if pod_specs(o)):
+        return exporter_requirements(order, objs)
     need: dict[str, Node] = {f"image assets of {node.stack}": Node(node.stack, "#assets")}
     resources = dict(order.resources())
     has_policies = any(o["kind"] == "NetworkPolicy" for o in objs)
@@ -142,3 +162,14 @@ def test_network_policies_are_applied_after_the_cni_enforces_them(assemblies: di
     for node, res in order.resources(MANIFEST_TYPE):
         if any(o["kind"] == "NetworkPolicy" for o in manifest_objects(res)):
             assert order.before(cni, node)
+
+
+def test_exporters_start_after_their_nodes_and_the_cni_that_enforces_their_policy(
+        assemblies: dict[str, Assembly]) -> None:
+    order = DeployOrder.of(assemblies["dev"])
+    (node,) = [n for n, r in order.resources(MANIFEST_TYPE)
+               if any(o["kind"] == "DaemonSet" and o["metadata"]["namespace"] == MONITORING_NAMESPACE
+                      for o in manifest_objects(r))]
+    need = exporter_requirements(order, manifest_objects(dict(order.resources())[node]))
+    assert set(need) == {"node group eks-inference/processor=inferentia", "vpc-cni add-on enforcing NetworkPolicies"}
+    assert all(order.before(req, node) for req in need.values())

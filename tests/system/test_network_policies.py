@@ -5,14 +5,17 @@ templates/deployment.yaml at v1.7.0)."""
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 from typing import Any
 
 import pytest
 
 from eks_inference.k8s.ray_service import RAY_PORTS, SERVE_DIRECT_INGRESS_PORTS, SERVE_PORT
+from eks_inference.observability.scrape import NEURON_MONITOR_PORT
 from tests.conftest import Assembly
 from tests.system import kuberay
+from tests.system.cfn import MANIFEST_TYPE, manifest_objects
 from tests.system.netpol import Endpoint, Policies
 from tests.system.synthesized import objects
 
@@ -26,13 +29,30 @@ STRANGER = Endpoint("a pod in another namespace", "10.0.200.30", "default", {"ap
 OTHER_NODE = Endpoint("another node", "10.0.150.99")
 
 
+def cluster_objects(asm: Assembly, kind: str) -> list[dict[str, Any]]:
+    """Objects the Cluster stack applies (the monitoring namespace, its exporters and NetworkPolicy)."""
+    return [o for r in asm.template("-Cluster")["Resources"].values() if r["Type"] == MANIFEST_TYPE
+            for o in manifest_objects(r) if o["kind"] == kind]
+
+
 class World:
     """Every pod a deploy of ``asm`` starts, with addresses, plus the policies and namespaces it applies."""
 
     def __init__(self, asm: Assembly) -> None:
         self.policies = Policies(
-            objects(asm, "NetworkPolicy"),
-            {n["metadata"]["name"]: n["metadata"].get("labels", {}) for n in objects(asm, "Namespace")})
+            [*objects(asm, "NetworkPolicy"), *cluster_objects(asm, "NetworkPolicy")],
+            {n["metadata"]["name"]: n["metadata"].get("labels", {})
+             for n in [*objects(asm, "Namespace"), *cluster_objects(asm, "Namespace")]})
+        cidrs = sorted(r["Properties"]["CidrBlock"] for r in asm.template("-Cluster")["Resources"].values()
+                       if r["Type"] == "AWS::EC2::Subnet")
+        self.scrapers = [Endpoint(f"managed scraper ENI in {c}", str(next(ipaddress.ip_network(c).hosts())))
+                         for c in cidrs]
+        (ds,) = cluster_objects(asm, "DaemonSet")
+        tpl = ds["spec"]["template"]
+        self.neuron_monitor = Endpoint("neuron-monitor", "10.0.90.10", ds["metadata"]["namespace"],
+                                       tpl["metadata"]["labels"],
+                                       {p["name"]: p["containerPort"] for p in tpl["spec"]["containers"][0]["ports"]},
+                                       "10.0.90.1")
         ips = (f"10.0.{i // 200}.{i % 200 + 10}" for i in itertools.count())
         nodes = (f"10.0.100.{i + 10}" for i in itertools.count())
         self.ray: dict[tuple[str, str], Endpoint] = {}
@@ -153,3 +173,33 @@ def test_evaluator_semantics_on_a_known_policy() -> None:
     assert not policies.allows(Endpoint("x", "172.17.1.1"), db, 7005)
     assert policies.allows(Endpoint("node", "10.9.0.1"), db, 1)  # the VPC CNI agent's own-node rule
     assert policies.allows(fe_a, fe_b, 1)  # nothing selects fe: not isolated
+
+
+def test_the_managed_scraper_reaches_the_metrics_ports_and_nothing_else(world: World) -> None:
+    """Its network interfaces live only in its own subnets (constructs/observability.py), which the policies name."""
+    assert len(world.scrapers) == 2
+    p = RAY_PORTS
+    for scraper, pod in itertools.product(world.scrapers, world.ray.values()):
+        assert world.policies.allows(scraper, pod, p.metrics_export), (scraper.name, pod.name)
+        for port in (SERVE_PORT, p.gcs, p.dashboard, p.dashboard_agent_listen, p.node_manager, p.min_worker):
+            assert not world.policies.allows(scraper, pod, port), (scraper.name, pod.name, port)
+    for scraper in world.scrapers:
+        assert world.policies.allows(scraper, world.neuron_monitor, NEURON_MONITOR_PORT)
+
+
+def test_load_test_clients_read_the_metrics_of_every_pod_of_their_target(world: World) -> None:
+    """Client 0 reads each step's server-side figures from every Ray pod's metrics port."""
+    clients = [c for c in world.clients if c.labels["app.kubernetes.io/component"] == "loadtest-client"]
+    for client, pod in itertools.product(clients, world.ray.values()):
+        assert world.policies.allows(client, pod, RAY_PORTS.metrics_export)
+
+
+def test_nothing_else_reads_metrics(world: World) -> None:
+    grav = world.ray[("minilm-graviton", "worker")]
+    for pod in world.ray.values():
+        for src in (STRANGER, OPERATOR, OTHER_NODE):
+            assert not world.policies.allows(src, pod, RAY_PORTS.metrics_export), (src.name, pod.name)
+    assert not world.policies.allows(grav, world.ray[("minilm-inferentia", "head")], RAY_PORTS.metrics_export)
+    for src in (STRANGER, grav, OTHER_NODE, *world.clients):
+        assert not world.policies.allows(src, world.neuron_monitor, NEURON_MONITOR_PORT), src.name
+    assert world.policies.allows(world.node_of(world.neuron_monitor), world.neuron_monitor, NEURON_MONITOR_PORT)

@@ -37,7 +37,8 @@ def test_kubernetes_version_is_the_newest_aws_eks_v2_offers(assemblies: dict[str
 
 def test_secrets_encrypted_with_rotating_customer_key(assemblies: dict[str, Assembly]) -> None:
     t = cluster_template(assemblies)
-    (key_id,) = t.find_resources("AWS::KMS::Key", {"Properties": {"EnableKeyRotation": True}})
+    (key_id,) = t.find_resources("AWS::KMS::Key", {"Properties": {
+        "EnableKeyRotation": True, "Description": Match.string_like_regexp("Kubernetes secrets")}})
     t.has_resource_properties("AWS::EKS::Cluster", {
         "EncryptionConfig": [{"Provider": {"KeyArn": {"Fn::GetAtt": [key_id, "Arn"]}}, "Resources": ["secrets"]}],
     })

@@ -157,7 +157,8 @@ def test_repository_layout() -> None:
 
 def test_cluster_env_turns_on_the_measured_ray_settings() -> None:
     assert RAY_CLUSTER_ENV == {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1",
-                               "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "2"}
+                               "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "2",
+                               "RAY_metrics_report_interval_ms": "5000"}
 
 
 def test_autoscaling_config_is_what_ray_accepts_and_sheds_only_beyond_the_target() -> None:

@@ -125,13 +125,16 @@ def test_network_policy_admits_only_loadtest_ingress_and_own_cluster(dev) -> Non
     pol = policies["minilm-graviton-ingress"]["spec"]
     assert pol["podSelector"] == {"matchLabels": {"eks-inference/service": "minilm-graviton"}}
     assert pol["policyTypes"] == ["Ingress"]
-    own, serve, operator = pol["ingress"]
+    own, serve, operator, metrics = pol["ingress"]
     assert own == {"from": [{"podSelector": {"matchLabels": {"eks-inference/service": "minilm-graviton"}}}]}
     assert serve["ports"] == [{"protocol": "TCP", "port": 8000}]
     assert [p["podSelector"]["matchLabels"] for p in serve["from"]] == [
         {"eks-inference/role": "loadtest"}, {"eks-inference/role": "ingress"}]
     assert operator["from"][0]["namespaceSelector"] == {
         "matchLabels": {"kubernetes.io/metadata.name": "kuberay-system"}}
+    # the metrics port: load-test pods here; in a stack also the managed scraper's subnets (test_network_policies)
+    assert metrics == {"from": [{"podSelector": {"matchLabels": {"eks-inference/role": "loadtest"}}}],
+                       "ports": [{"protocol": "TCP", "port": 8080}]}
 
 
 def test_pdb_and_service_accounts(dev) -> None:  # type: ignore[no-untyped-def]

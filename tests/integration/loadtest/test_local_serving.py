@@ -60,3 +60,70 @@ def test_run_and_report_against_local_ray_serve(minilm_url: str, tmp_path: Path)
     assert target["target"]["name"] == "local-minilm" and target["best"] is not None
     assert target["usd_per_million_inferences"] is None  # no instance type: priced n/a, not guessed
     assert (tmp_path / "report" / "report.png").stat().st_size > 0
+
+
+def _predict_counts(metrics_url: str) -> tuple[float, float]:
+    """(requests Serve counted at the app's predict route, requests our replica timed), summed over series."""
+    import urllib.request
+
+    from eks_inference import metric_names as names
+    from eks_inference.loadtest.server_metrics import parse_exposition
+
+    with urllib.request.urlopen(metrics_url, timeout=10) as r:
+        samples = parse_exposition(r.read().decode())
+    served = sum(v for (n, labels), v in samples.items() if n == names.SERVE_REQUESTS
+                 and dict(labels).get("application") == APP and dict(labels).get("route") == f"/{APP}/predict")
+    timed = sum(v for (n, labels), v in samples.items()
+                if n == names.exported(names.TIMED_REQUESTS) and dict(labels).get("application") == APP)
+    return served, timed
+
+
+def _stable(read: Any, *, interval_s: float, bound_s: float = 20.0) -> Any:
+    """``read()`` once two reads an export interval apart agree (metrics reach the endpoint up to one interval
+    after they are recorded); fails past ``bound_s``."""
+    import time
+
+    deadline = time.monotonic() + bound_s
+    last = read()
+    while time.monotonic() < deadline:
+        time.sleep(interval_s + 0.2)
+        now = read()
+        if now == last:
+            return now
+        last = now
+    raise AssertionError(f"metrics still moving after {bound_s} s: {last}")
+
+
+def test_the_server_counts_exactly_the_requests_the_load_tester_sent(minilm_url: str, tmp_path: Path) -> None:
+    """Real Ray Serve on 127.0.0.1: /info names the local Prometheus endpoint; Serve's request counter and the
+    replica's own timing histogram rise by exactly what the load tester sent (its one probe and 30 measured), and
+    the step's server_metrics, read by the load tester itself, count the 30 of the step."""
+    from tests.servers import get
+
+    status, info = get(f"{minilm_url}/info")
+    assert status == 200 and info["metrics_url"].startswith("http://127.0.0.1:")
+    assert info["metrics_urls"] == [info["metrics_url"]] and info["metrics_report_interval_s"] == 1.0
+    before = _stable(lambda: _predict_counts(info["metrics_url"]), interval_s=1.0)
+
+    r = cli("loadtest", "run", "--url", minilm_url, "--rate", "10", "--requests", "30", "--warmup", "0",
+            "--no-progress", "--out", f"{tmp_path}/results/", timeout=180)
+    assert r.returncode == 0, r.stderr
+
+    after = _stable(lambda: _predict_counts(info["metrics_url"]), interval_s=1.0)
+    assert (after[0] - before[0], after[1] - before[1]) == (31, 31)  # the probe and the step
+    (doc,) = [json.loads(p.read_text()) for p in (tmp_path / "results").glob("*.json")]
+    (step,) = doc["steps"]
+    srv = step["server_metrics"]
+    assert srv["status"] == "ok", srv
+    assert (srv["requests"], srv["timed_requests"], srv["responses"]) == (30, 30, {"200": 30})
+    assert srv["forwards"] >= 1 and 1 <= srv["mean_batch_size"] <= 8
+    assert srv["model_ms"] > 0 and srv["queue_ms"] >= 0 and 0 <= srv["padding_ratio"] < 1
+    assert srv["replicas"] == {"start": 1, "end": 1} and srv["urls"] == [info["metrics_url"]]
+    split = step["summary"]["server"]["split_ms"]
+    assert split["client_mean"] == pytest.approx(split["queue"] + split["model"] + split["network_and_proxy"],
+                                                 abs=0.01)
+
+    r = cli("loadtest", "report", str(tmp_path / "results"), "--out", str(tmp_path / "report"), "--quiet")
+    assert r.returncode == 0, r.stderr
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert 'id="server"' in html and "network + proxy ms" in html
