@@ -87,11 +87,18 @@ def _merge_serving(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
     return {**merged, **overrides}
 
 
+def local_cores_per_replica(serving: ServingSpec) -> float:
+    """Cores one replica keeps busy here: the Ray CPUs it asks for or its torch threads, whichever is more. In
+    the cluster each replica has a worker pod sized the same way; on one machine, replicas whose threads add up
+    to more than its cores slow every forward down, so the throughput under load falls instead of rising."""
+    return max(serving.cpus_per_replica, float(serving.num_threads))
+
+
 def local_replica_cap(serving: ServingSpec, cpus: int | None = None) -> int:
-    """Replicas this machine's CPUs hold: each asks Ray for ``cpus_per_replica`` of them (local Ray advertises the
-    machine's cores), and one that cannot be placed would wait for a node no autoscaler adds here."""
+    """Replicas this machine's CPUs hold (:func:`local_cores_per_replica` each): one more would either wait for
+    a node no autoscaler adds here or oversubscribe the cores the others compute on."""
     n = cpus or os.cpu_count() or 1
-    return max(1, int(n // serving.cpus_per_replica))
+    return max(1, int(n // local_cores_per_replica(serving)))
 
 
 def _fit_machine(spec: ModelSpec, out: Any = None) -> ModelSpec:
@@ -102,7 +109,7 @@ def _fit_machine(spec: ModelSpec, out: Any = None) -> ModelSpec:
         return spec
     serving = dataclasses.replace(spec.serving, num_replicas=None, min_replicas=min(lo, cap), max_replicas=cap)
     print(f"eks-inference: model {spec.name!r}: this machine's {os.cpu_count()} CPUs hold {cap} replica(s) of "
-          f"{spec.serving.cpus_per_replica:g} CPU; serving {min(lo, cap)}..{cap} instead of {lo}..{hi}",
+          f"{local_cores_per_replica(spec.serving):g} CPU; serving {min(lo, cap)}..{cap} instead of {lo}..{hi}",
           file=out or sys.stderr)
     return dataclasses.replace(spec, serving=serving)
 

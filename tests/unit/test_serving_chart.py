@@ -216,6 +216,9 @@ def test_local_mode_runs_the_manifests_serving_shape(dev) -> None:  # type: igno
         scaling = doc["applications"][0]["deployments"][0]["autoscaling_config"]
         bounds.append(tuple(scaling.pop(k) for k in ("min_replicas", "initial_replicas", "max_replicas")))
     assert local == manifest
-    cap = max(1, int((os.cpu_count() or 1) // 1.0))  # dev's replicas ask 1 CPU each
+    serving = yaml.safe_load(by_kind(dev[1], "RayService")["minilm-graviton"]["spec"]["serveConfigV2"])
+    threads = serving["applications"][0]["deployments"][0]["user_config"]["num_threads"]
+    cpus = serving["applications"][0]["deployments"][0]["ray_actor_options"]["num_cpus"]
+    cap = max(1, int((os.cpu_count() or 1) // max(cpus, threads)))  # a replica keeps its threads' cores busy
     (lo, init, hi), (mlo, minit, mhi) = bounds
     assert (lo, init, hi) == (min(mlo, cap), min(minit, cap), min(mhi, cap))

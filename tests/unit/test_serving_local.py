@@ -161,3 +161,26 @@ def test_a_bad_source_is_one_line_before_ray_starts(tmp_path: Path, flags: tuple
                                      "bundled model; use bundled:all-minilm-l6-v2, a model directory or "
                                      "s3://BUCKET/models/NAME/REVISION"]
     assert r.stdout == "" and not (tmp_path / "local.json").exists()
+
+
+@pytest.mark.parametrize(("cpus", "threads", "ray_cpus", "expected"),
+                         [(2, 2, 1.0, 1), (4, 2, 1.0, 2), (2, 1, 1.0, 2), (8, 1, 2.0, 4), (1, 4, 1.0, 1)])
+def test_local_replicas_never_run_more_torch_threads_than_the_machine_has_cores(
+        cpus: int, threads: int, ray_cpus: float, expected: int) -> None:
+    """dev's replicas ask Ray for 1 CPU but run 2 torch threads: on 2 cores a second replica would double the
+    threads the cores share and every forward would slow down, so the cap counts threads as cores."""
+    from eks_inference.config import ServingSpec
+    from eks_inference.serving.commands import local_replica_cap
+
+    serving = ServingSpec(num_threads=threads, cpus_per_replica=ray_cpus)
+    assert local_replica_cap(serving, cpus) == expected
+
+
+def test_dev_served_locally_keeps_its_threads_within_this_machines_cores(tmp_path: Path) -> None:
+    import os
+
+    cfg = render_local_config(parse("--env", "dev", "--state-dir", str(tmp_path)))
+    dep = cfg["applications"][0]["deployments"][0]
+    threads = dep["user_config"]["num_threads"]
+    cores = os.cpu_count() or 1
+    assert dep["autoscaling_config"]["max_replicas"] * threads <= max(cores, threads)
