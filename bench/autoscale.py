@@ -32,12 +32,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from eks_inference.config import ModelSpec, Processor, ServingSpec, Task  # noqa: E402
-from eks_inference.loadtest import runner  # noqa: E402
-from eks_inference.loadtest.aggregate import summarize  # noqa: E402
-from eks_inference.loadtest.payloads import generate_payloads, parse_length_dist  # noqa: E402
-from eks_inference.loadtest.plan import Mode, RunConfig, TargetInfo  # noqa: E402
-from eks_inference.loadtest.schedule import Segment  # noqa: E402
-from eks_inference.loadtest.stats import decode, percentiles_us  # noqa: E402
+from eks_inference.loadgen import runner  # noqa: E402
+from eks_inference.loadgen.payloads import generate_payloads, parse_length_dist  # noqa: E402
+from eks_inference.loadgen.run_config import RunConfig  # noqa: E402
+from eks_inference.measure.schedule import Segment  # noqa: E402
+from eks_inference.measure.spec import Mode, TargetInfo  # noqa: E402
+from eks_inference.measure.stats import decode, percentiles_us  # noqa: E402
+from eks_inference.measure.steps import summarize  # noqa: E402
 from eks_inference.serving.local import LocalRay, free_port  # noqa: E402
 from eks_inference.serving.serve_config import render_serve_config  # noqa: E402
 

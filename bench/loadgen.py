@@ -1,7 +1,7 @@
 """Load-generator ceiling: our client next to wrk, against one trivial local endpoint, in one run.
 
 A load tester that cannot outrun the server it measures reports its own limit as the server's. This
-benchmark starts ``eks_inference.loadtest.stub_server`` (a few microseconds per request) pinned to one
+benchmark starts ``eks_inference.loadgen.stub_server`` (a few microseconds per request) pinned to one
 core, then drives it from the other core with:
 
 1. ``eks-inference loadtest run`` closed loop (fast engine): the client's ceiling in requests/s;
@@ -60,7 +60,7 @@ def pin(core: int | None) -> list[str]:
 
 
 def start_server(core: int | None) -> tuple[subprocess.Popen[str], int]:
-    args = [*pin(core), sys.executable, "-m", "eks_inference.loadtest.stub_server", "--port", "0", "--no-validate"]
+    args = [*pin(core), sys.executable, "-m", "eks_inference.loadgen.stub_server", "--port", "0", "--no-validate"]
     try:
         import uvloop  # noqa: F401  (optional: a faster server leaves more headroom to measure the client)
 

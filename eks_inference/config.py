@@ -19,32 +19,10 @@ from dataclasses import MISSING, dataclass, field, fields
 from enum import Enum
 from typing import Any
 
-from eks_inference.instance_types import INSTANCE_TYPES, INSTANCE_TYPES_DATE, InstanceType, sizes_of
-from eks_inference.regions import REGIONS, REGIONS_DATE, closest_region, default_zones, zone_names
-
-
-class ConfigError(ValueError):
-    """One or more configuration values are invalid; each line names the field, the value and the fix.
-
-    ``errors`` holds the lines; ``str(error)`` joins them with newlines.
-    """
-
-    def __init__(self, *messages: str) -> None:
-        lines = tuple(line for m in messages for line in str(m).split("\n") if line)
-        super().__init__("\n".join(lines))
-        self.errors: tuple[str, ...] = lines
-
-    def within(self, prefix: str) -> ConfigError:
-        """The same errors, each prefixed with where they sit (``model 'minilm'``)."""
-        return ConfigError(*(f"{prefix} {e}" for e in self.errors))
-
-
-def format_config_error(error: ConfigError, program: str = "eks-inference") -> str:
-    """How the command line shows a ConfigError: one line for one error, a numbered list for several."""
-    if len(error.errors) == 1:
-        return f"{program}: configuration error: {error.errors[0]}"
-    return "\n".join([f"{program}: {len(error.errors)} configuration errors:",
-                      *(f"  {i}. {e}" for i, e in enumerate(error.errors, 1))])
+from eks_inference.errors import ConfigError as ConfigError  # re-exported: the error every config reader catches
+from eks_inference.errors import format_config_error as format_config_error
+from eks_inference.tables.instance_types import INSTANCE_TYPES, INSTANCE_TYPES_DATE, InstanceType, sizes_of
+from eks_inference.tables.regions import REGIONS, REGIONS_DATE, closest_region, default_zones, zone_names
 
 
 class _Errors:
@@ -173,7 +151,7 @@ class NodeGroupSpec:
     :param processor: what the group serves on; ``null`` (or ``"system"``) marks the system group, which runs
         the operators and the Ray heads.
     :param instance_types: EC2 instance types, all of the processor's families and listed in
-        ``eks_inference/instance_types.py``; the first is the one On-Demand capacity prefers.
+        ``eks_inference/tables/instance_types.py``; the first is the one On-Demand capacity prefers.
     :param min_size: default 0. The cluster autoscaler never goes below it; accelerator groups may stay at 0 and
         are scaled up from zero when a pod asks for their devices. The system group needs at least 1 (the
         autoscaler itself runs there).
@@ -255,7 +233,7 @@ class NodeGroupSpec:
                          f"use one of the families {', '.join(allowed)}")
             elif it not in INSTANCE_TYPES:
                 errs.add(f"{where} instance_types", it,
-                         f"is not a {fam} size in the instance table (eks_inference/instance_types.py, "
+                         f"is not a {fam} size in the instance table (eks_inference/tables/instance_types.py, "
                          f"{INSTANCE_TYPES_DATE})", f"use one of the sizes {', '.join(sizes_of(fam))}")
             else:
                 families.append(fam)
@@ -447,12 +425,7 @@ class ServingSpec:
 
     def _check_buckets(self, errs: _Errors, where: str) -> None:
         if not self.batch_buckets:
-            b, buckets = 1, []
-            while b < self.max_batch_size:
-                buckets.append(b)
-                b *= 2
-            buckets.append(self.max_batch_size)
-            object.__setattr__(self, "batch_buckets", tuple(buckets))
+            object.__setattr__(self, "batch_buckets", batch_buckets_up_to(self.max_batch_size))
         if isinstance(self.batch_buckets, str) or not isinstance(self.batch_buckets, list | tuple):
             errs.add(f"{where}.batch_buckets", self.batch_buckets, "is not a list", "list sizes like [1, 2, 4, 8]")
             return
@@ -464,6 +437,17 @@ class ServingSpec:
         elif bk[-1] != self.max_batch_size:
             errs.add(f"{where}.batch_buckets", list(bk), f"does not end at max_batch_size {self.max_batch_size}",
                      "make the largest bucket equal max_batch_size")
+
+
+def batch_buckets_up_to(max_batch_size: int) -> tuple[int, ...]:
+    """The default batch buckets: powers of two up to and including ``max_batch_size``. The one bucket rule:
+    config fills ``batch_buckets`` with it, and ``eks-inference compile`` uses it for the same default."""
+    out, b = [], 1
+    while b < max_batch_size:
+        out.append(b)
+        b *= 2
+    out.append(max_batch_size)
+    return tuple(out)
 
 
 def default_target_ongoing_requests(max_batch_size: int, processor: Processor, max_ongoing_requests: int) -> float:
@@ -735,9 +719,9 @@ class PlatformConfig:
     :param env_name: the ``-c env=NAME`` it was selected with.
     :param account: 12-digit AWS account, from the environment block, ``-c account=`` or CDK_DEFAULT_ACCOUNT.
     :param region: from the environment block, ``-c region=`` or CDK_DEFAULT_REGION; one of the regions in
-        ``eks_inference/regions.py``.
+        ``eks_inference/tables/regions.py``.
     :param availability_zones: the zones the VPC spans. Left out: the region's first ``max_azs`` zones from
-        the table in ``eks_inference/regions.py`` (no AWS call). A list such as
+        the table in ``eks_inference/tables/regions.py`` (no AWS call). A list such as
         ``["eu-west-1a", "eu-west-1b", "eu-west-1c"]``: exactly those (``max_azs`` follows its length).
         ``"lookup"``: ask AWS at synth which zones the account sees (credentials needed once; the answer is
         cached in ``cdk.context.json``). Zone names map to different physical zones in every account.
@@ -815,7 +799,7 @@ def _check_region(errs: _Errors, where: str, region: Any, explicit_zones: bool) 
     if guess:
         fix = f"did you mean {guess!r}? Set 'region' in cdk.json or pass -c region={guess}"
     elif isinstance(region, str) and _REGION_RE.match(region):
-        fix = (f"check the name; a region newer than the table in eks_inference/regions.py ({REGIONS_DATE}) "
+        fix = (f"check the name; a region newer than the table in eks_inference/tables/regions.py ({REGIONS_DATE}) "
                "needs its availability_zones listed")
     else:
         fix = "set 'region' (e.g. us-west-2), pass -c region=..., or export CDK_DEFAULT_REGION"
@@ -849,7 +833,7 @@ def _check_zones(errs: _Errors, region: str, azs: Any, max_azs: int | None) -> t
                      f"({names})", f"use max_azs: {len(table.default)}, or {choose}")
         else:
             errs.add(where, [], f"(the default) is unknown for {region}, a region newer than the table in "
-                     f"eks_inference/regions.py ({REGIONS_DATE})", choose)
+                     f"eks_inference/tables/regions.py ({REGIONS_DATE})", choose)
         return None
     known = zone_names(region)
     bad = False

@@ -1,6 +1,6 @@
 """What an environment costs per hour as configured: instance hours per node group, NAT gateways, EKS.
 
-Instance prices come from the load tester's dated price table (``eks_inference/loadtest/prices.py``), so the
+Instance prices come from the load tester's dated price table (``eks_inference/tables/prices.py``), so the
 report's cost per million inferences and this estimate never disagree about a node. The two per-hour charges
 that table does not hold are kept here, dated. Everything else (EBS volumes, data transfer and NAT data
 processing, CloudWatch Logs, KMS keys, S3, ECR) depends on use and is left out, and said to be.
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from eks_inference.config import CapacityType, ModelSpec, NodeGroupSpec, PlatformConfig, worker_pod_requests
-from eks_inference.loadtest.prices import DEFAULT_PRICES, PriceTable
+from eks_inference.tables.prices import DEFAULT_PRICES, PriceTable
 
 OTHER_PRICES_DATE = "2026-11-29"
 """When the NAT gateway and EKS control-plane prices below were checked (AWS pricing pages, USD per hour)."""

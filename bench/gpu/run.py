@@ -62,11 +62,11 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def build_engine(args: argparse.Namespace) -> Any:
     """Synthetic BERT → compiled artifact (cached under .eks-inference/gpu-bench) → engine."""
+    from eks_inference.artifacts.resolve import ArtifactRequest, resolve_artifact, resolve_model, sdk_versions
     from eks_inference.compile.synthetic import write_synthetic_model
     from eks_inference.config import Task
-    from eks_inference.serving.artifacts import ArtifactRequest, resolve_artifact, resolve_model, sdk_versions
-    from eks_inference.serving.backends import load_backend
-    from eks_inference.serving.engine import Engine
+    from eks_inference.model.backends import load_backend
+    from eks_inference.model.engine import Engine
 
     st = settings(args)
     model_dir = WORK / f"model-{st['size']}"

@@ -4,22 +4,21 @@ A model revision and an artifact are immutable once published: their manifest is
 publishing the same files again is a no-op and publishing *different* files under the same revision fails
 with a message to bump the revision, instead of silently changing what running replicas verify against.
 
-Publishing a model also stores the fp32 reference outputs of the verification probe set beside it (under
-``.references/``, see :mod:`eks_inference.verify.reference`), for every usual serving length: the load-test
-image has no torch, and ``loadtest run --verify`` reads them there. Where torch is not installed, or the task
-cannot be told, the weights are still published and :attr:`Published.references` says why none were stored.
+Publishing a model can also store the fp32 reference outputs of the verification probe set beside it: the
+caller passes the function that does it (``eks-inference publish`` passes
+:func:`eks_inference.verify.reference.references_for_publish`; compile sits below verify and never imports it).
+Whatever that function reports lands in :attr:`Published.references`; it never fails the publish.
 """
 
 from __future__ import annotations
 
 import json
-import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eks_inference.config import ConfigError
-from eks_inference.serving.artifacts import (
+from eks_inference.artifacts.resolve import (
     MANIFEST,
     artifact_prefix,
     bundled_model_path,
@@ -27,7 +26,8 @@ from eks_inference.serving.artifacts import (
     parse_manifest,
     verify_local,
 )
-from eks_inference.serving.storage import join, open_store, run_concurrently
+from eks_inference.config import ConfigError
+from eks_inference.storage import join, open_store, run_concurrently
 
 
 @dataclass(frozen=True)
@@ -41,41 +41,21 @@ class Published:
     """One line per stored reference (its URI and whether it was written), or why none were."""
 
 
-log = logging.getLogger(__name__)
-
-
-def _store_references(src: Path, uri: str, *, task: str | None, digest: str,
-                      endpoint_url: str | None) -> tuple[str, ...]:
-    """Reference outputs for the verification probes beside the weights; never fails the publish."""
-    from eks_inference.config import Task
-
-    try:
-        from eks_inference.verify.reference import infer_task, store_references, torch_available
-        from eks_inference.verify.stored import SERVE_EXTRA_HINT
-    except ImportError:  # an image without the verification package
-        return ("no reference outputs stored: eks_inference.verify is not installed here",)
-    if not torch_available():
-        return (f"no reference outputs stored: {SERVE_EXTRA_HINT}, then publish again",)
-    kind = Task(task) if task else infer_task(src)
-    if kind is None:
-        return ("no reference outputs stored: the task is unknown; publish again with --task",)
-    try:
-        lines = store_references(src, uri, task=kind, weights_digest=digest, endpoint_url=endpoint_url)
-    except Exception as e:  # a directory that is not a loadable model still publishes; verify will say more
-        return (f"no reference outputs stored: computing them failed ({type(e).__name__}: {e})",)
-    for line in lines:
-        log.info("reference outputs %s", line)
-    return tuple(lines)
 
 
 def _manifest_bytes(m: dict[str, Any]) -> bytes:
     return json.dumps(m, indent=2, sort_keys=True).encode() + b"\n"
 
 
+ReferencesFn = Callable[..., tuple[str, ...]]
+"""``(model_dir, store_uri, *, task, digest, endpoint_url) -> lines``: stores reference outputs beside published
+weights and says what it stored, or why it stored nothing."""
+
+
 def publish_model(source: str | Path, repository_uri: str, *, name: str, revision: str, task: str | None = None,
-                  endpoint_url: str | None = None, references: bool = True) -> Published:
+                  endpoint_url: str | None = None, references: ReferencesFn | None = None) -> Published:
     """Upload a Hugging Face model directory (or ``bundled:NAME``) to ``{repo}/models/{name}/{revision}/``,
-    and (``references``, default True) the fp32 reference outputs of the verification probes beside it."""
+    then, when ``references`` is given (default none), store reference outputs beside it with that function."""
     src = bundled_model_path(str(source).removeprefix("bundled:")) if str(source).startswith("bundled:") \
         else Path(source).expanduser().resolve()
     if not src.is_dir():
@@ -87,16 +67,16 @@ def publish_model(source: str | Path, repository_uri: str, *, name: str, revisio
     if existing is not None:
         old = parse_manifest(existing, store.uri, kind="model")
         if old.get("digest") == m["digest"]:
-            refs = _store_references(src, store.uri, task=task or old.get("task"), digest=m["digest"],
-                                     endpoint_url=endpoint_url) if references else ()
+            refs = references(src, store.uri, task=task or old.get("task"), digest=m["digest"],
+                              endpoint_url=endpoint_url) if references else ()
             return Published(store.uri, len(m["files"]), total, "already-published", refs)
         raise ConfigError(f"revision {revision!r} of model {name!r} is already published at {store.uri} with "
                           "different files; publish under a new --revision (replicas verify against the old one)")
     list(run_concurrently(sorted(m["files"]), lambda rel: store.upload(src / rel, rel)))
     if not store.put_if_absent(MANIFEST, _manifest_bytes(m)):
         raise ConfigError(f"another publisher wrote {store.uri}/{MANIFEST} concurrently; check it and retry")
-    refs = _store_references(src, store.uri, task=task, digest=m["digest"],
-                             endpoint_url=endpoint_url) if references else ()
+    refs = references(src, store.uri, task=task, digest=m["digest"],
+                      endpoint_url=endpoint_url) if references else ()
     return Published(store.uri, len(m["files"]), total, "published", refs)
 
 

@@ -14,7 +14,7 @@ from constructs import Construct
 from eks_inference.config import KUBERNETES_VERSION, AddonVersions, CapacityType, ConfigError
 from eks_inference.constructs.processor_node_group import PROCESSOR_LABEL, ProcessorNodeGroup
 from eks_inference.k8s.pod import Resources
-from eks_inference.loadtest.prices import DEFAULT_PRICES, PriceTable
+from eks_inference.tables.prices import DEFAULT_PRICES, PriceTable
 
 NAMESPACE = "kube-system"
 SERVICE_ACCOUNT = "cluster-autoscaler"

@@ -12,7 +12,7 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from eks_inference.config import ConfigError, NodeGroupSpec, Processor
-from eks_inference.instance_types import INSTANCE_TYPES
+from eks_inference.tables.instance_types import INSTANCE_TYPES
 
 PROCESSOR_LABEL = "eks-inference/processor"
 """Node label naming the processor of a node; RayService worker groups select on it."""

@@ -1,5 +1,5 @@
 """Grafana dashboards as code: built here, written to ``observability/dashboards/*.json`` by
-``python -m eks_inference.observability``, and imported into Grafana from those files (README, Observability).
+``python -m eks_inference.observability``, and imported into Grafana from those files (docs/observability.md).
 
 Each dashboard takes its Prometheus data source as a variable (``datasource``), so one import works against any
 Grafana connected to the workspace (Amazon Managed Grafana, or a Grafana with SigV4 auth to the workspace's

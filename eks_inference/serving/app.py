@@ -3,7 +3,7 @@
 Start-up (``__init__`` then the first ``reconfigure``): resolve the weights (download + verify), resolve the
 compiled artifact for this processor/dtype/buckets (verified cache hit, or compile and publish), load it on
 the backend, warm every sequence bucket, and only then report healthy. A corrupt object raises
-:class:`~eks_inference.serving.artifacts.ArtifactIntegrityError` naming it and its expected hash, so the
+:class:`~eks_inference.artifacts.resolve.ArtifactIntegrityError` naming it and its expected hash, so the
 replica never serves.
 
 Weights not published yet (the first deploy of a fresh repository): the constructor returns at once and a
@@ -44,6 +44,7 @@ from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from eks_inference.config import DType, Task
+from eks_inference.model.bucketing import split_sizes
 from eks_inference.serving.api import (
     ERROR_SCHEMA,
     PREDICT_RESPONSE_SCHEMA,
@@ -52,7 +53,6 @@ from eks_inference.serving.api import (
     parse_predict_body,
     predict_request_schema,
 )
-from eks_inference.serving.bucketing import split_sizes
 from eks_inference.serving.serve_config import DEPLOYMENT_NAME, UserConfig, parse_app_args, parse_user_config
 
 log = logging.getLogger("ray.serve")
@@ -199,7 +199,7 @@ def _replica_id() -> str | None:
 class InferenceModel:
     def __init__(self, args: dict[str, Any]) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from eks_inference.serving.artifacts import ArtifactNotFound, resolve_model
+        from eks_inference.artifacts.resolve import ArtifactNotFound, resolve_model
 
         self.args = parse_app_args(args)
         # CPU replicas keep every core for the forward; a GPU replica tokenizes big batches in parallel
@@ -332,10 +332,11 @@ class InferenceModel:
         self._describe_api()
 
     def _load(self, cfg: UserConfig) -> None:
-        from eks_inference.serving.artifacts import ArtifactRequest, resolve_artifact, sdk_versions
-        from eks_inference.serving.backends import cpu_has_native_bf16, effective_dtype, load_backend
-        from eks_inference.serving.bucketing import seq_buckets_for
-        from eks_inference.serving.engine import Engine
+        from eks_inference.artifacts.resolve import ArtifactRequest, resolve_artifact, sdk_versions
+        from eks_inference.compile.trace import compile_artifact
+        from eks_inference.model.backends import cpu_has_native_bf16, effective_dtype, load_backend
+        from eks_inference.model.bucketing import seq_buckets_for
+        from eks_inference.model.engine import Engine
 
         a = self.args
         if a.backend == "cpu" and cfg.dtype is DType.BF16:
@@ -349,7 +350,7 @@ class InferenceModel:
                               backend=a.backend, dtype=dtype, batch_buckets=a.batch_buckets,
                               seq_buckets=seq_buckets, versions=sdk_versions(a.backend))
         artifact = resolve_artifact(req, self.model, cache_dir=a.cache_dir, artifact_uri=a.artifact_uri,
-                                    endpoint_url=a.s3_endpoint_url)
+                                    endpoint_url=a.s3_endpoint_url, compile_fn=compile_artifact)
         log.info("artifact %s (%s) ready in %.1f s", artifact.key, artifact.source, artifact.seconds)
 
         def build() -> Any:

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eks_inference.artifacts.resolve import ArtifactIntegrityError, ArtifactNotFound, ResolvedModel, resolve_model
 from eks_inference.config import ConfigError
-from eks_inference.serving.artifacts import ArtifactIntegrityError, ArtifactNotFound, ResolvedModel, resolve_model
 
 log = logging.getLogger(__name__)
 

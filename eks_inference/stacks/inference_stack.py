@@ -14,12 +14,7 @@ from constructs import Construct
 from eks_inference.config import PlatformConfig, Processor
 from eks_inference.constructs.inference_cluster import InferenceCluster
 from eks_inference.constructs.model_image import ModelImage
-from eks_inference.constructs.model_repository import (
-    ARTIFACTS_PREFIX,
-    MODELS_PREFIX,
-    RESULTS_PREFIX,
-    ModelRepository,
-)
+from eks_inference.constructs.model_repository import ARTIFACTS_PREFIX, MODELS_PREFIX, RESULTS_PREFIX, ModelRepository
 from eks_inference.k8s.capacity import COREDNS, PodRequest, check_system_group
 from eks_inference.k8s.load_test_chart import LoadTestChart, LoadTestPlan
 from eks_inference.k8s.serving_chart import (

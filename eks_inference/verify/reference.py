@@ -1,6 +1,6 @@
 """Reference outputs for the probe set, computed in fp32 eager torch from the same weights.
 
-Computing runs the project's own :class:`~eks_inference.serving.engine.Engine` — the same tokenizer, the
+Computing runs the project's own :class:`~eks_inference.model.engine.Engine` — the same tokenizer, the
 same truncation at ``max_seq_length``, the same pooling heads and post-processing a replica runs — on an
 eager fp32 module instead of a compiled graph, one input at a time and without padding. Whatever differs
 between a target and this reference is then the target's compilation, dtype, batching or packaging.
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +24,8 @@ from typing import Any, cast
 from eks_inference.config import Task
 from eks_inference.verify.probes import Probe, probes_for
 from eks_inference.verify.stored import SERVE_EXTRA_HINT, Reference, ReferenceUnavailable, write_reference
+
+log = logging.getLogger(__name__)
 
 DEFAULT_LENGTHS = (32, 64, 128, 256, 384, 512)
 """Serving lengths ``publish`` stores references for (up to the model's position limit)."""
@@ -89,7 +92,7 @@ def eager_module(model_dir: Path, task: Task) -> Any:
     try:
         import transformers
 
-        from eks_inference.serving.tasks import load_task_module
+        from eks_inference.model.tasks import load_task_module
     except ImportError:
         raise _unavailable() from None
     transformers.utils.logging.disable_progress_bar()
@@ -116,7 +119,7 @@ class ReferenceModel:
 
     def run(self, max_seq_length: int, probes: Sequence[Probe] | None = None) -> Reference:
         try:
-            from eks_inference.serving.engine import Engine
+            from eks_inference.model.engine import Engine
         except ImportError:
             raise _unavailable() from None
         probes = list(probes) if probes is not None else probes_for(self.task, max_seq_length)
@@ -136,7 +139,7 @@ def load_reference_model(source: str, task: Task, *, cache_dir: str | Path,
     if not torch_available():
         raise _unavailable()
     try:
-        from eks_inference.serving.artifacts import resolve_model
+        from eks_inference.artifacts.resolve import resolve_model
     except ImportError:
         raise _unavailable() from None
     model = resolve_model(source, cache_dir=cache_dir, endpoint_url=endpoint_url)
@@ -168,3 +171,22 @@ def store_references(model_dir: Path, store_uri: str, *, task: Task, weights_dig
         uri, status = write_reference(model.run(n), store_uri, endpoint_url=endpoint_url)
         lines.append(f"{uri} ({status})")
     return lines
+
+
+def references_for_publish(src: Path, uri: str, *, task: str | None, digest: str,
+                           endpoint_url: str | None) -> tuple[str, ...]:
+    """Reference outputs for the verification probes beside just-published weights, for every usual serving
+    length (the load-test image has no torch; ``loadtest run --verify`` reads them there). Never raises: where
+    torch is missing, the task cannot be told or computing fails, the one line says why none were stored."""
+    if not torch_available():
+        return (f"no reference outputs stored: {SERVE_EXTRA_HINT}, then publish again",)
+    kind = Task(task) if task else infer_task(src)
+    if kind is None:
+        return ("no reference outputs stored: the task is unknown; publish again with --task",)
+    try:
+        lines = store_references(src, uri, task=kind, weights_digest=digest, endpoint_url=endpoint_url)
+    except Exception as e:  # a directory that is not a loadable model still publishes; verify will say more
+        return (f"no reference outputs stored: computing them failed ({type(e).__name__}: {e})",)
+    for line in lines:
+        log.info("reference outputs %s", line)
+    return tuple(lines)

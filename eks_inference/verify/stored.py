@@ -13,7 +13,7 @@ what replicas download. The manifest is written create-only after the outputs, a
 are: concurrent writers never overwrite each other and a reader never sees half a reference. Every read
 checks the outputs against the manifest's sha256.
 
-Plain Python and boto3 only (through :mod:`eks_inference.serving.storage`): this module ships in the
+Plain Python and boto3 only (through :mod:`eks_inference.storage`): this module ships in the
 load-test image.
 """
 
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eks_inference import manifests
+from eks_inference.artifacts import manifests
 from eks_inference.config import ConfigError, Task
 from eks_inference.verify.probes import PROBE_SET_VERSION
 
@@ -99,11 +99,11 @@ class Source:
 
 def describe_source(uri: str, *, endpoint_url: str | None = None) -> Source:
     """Digest and reference location of ``uri`` without downloading weights (S3: the manifest only)."""
-    from eks_inference.serving.storage import open_store
+    from eks_inference.storage import open_store
 
     if uri.startswith("bundled:"):
         try:
-            from eks_inference.serving.artifacts import bundled_model_path
+            from eks_inference.artifacts.resolve import bundled_model_path
         except ImportError:
             raise ConfigError(f"--source {uri}: a bundled model needs the serve extra; {SERVE_EXTRA_HINT}, or give "
                               "the published copy (s3://BUCKET/models/NAME/REV)") from None
@@ -139,7 +139,7 @@ def write_reference(ref: Reference, store_uri: str, *, endpoint_url: str | None 
     Create-only: an existing reference for the same probe set, weights and length is kept (recomputing one
     elsewhere differs only in the last float bits).
     """
-    from eks_inference.serving.storage import join, open_store
+    from eks_inference.storage import join, open_store
 
     store = open_store(join(store_uri, reference_prefix(ref.weights_digest, ref.max_seq_length)),
                        endpoint_url=endpoint_url)
@@ -163,7 +163,7 @@ def write_reference(ref: Reference, store_uri: str, *, endpoint_url: str | None 
 def read_reference(source: Source, task: Task, max_seq_length: int, *,
                    endpoint_url: str | None = None) -> Reference:
     """The stored reference for ``source`` at ``max_seq_length``, hash-checked; ReferenceUnavailable if none."""
-    from eks_inference.serving.storage import join, open_store
+    from eks_inference.storage import join, open_store
 
     hint = (f"compute it where the serve extra is installed: eks-inference verify --url URL --source {source.uri} "
             "--write-reference (or republish the model with eks-inference publish)")

@@ -37,9 +37,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from eks_inference.artifacts.resolve import MANIFEST, model_manifest
 from eks_inference.compile.synthetic import write_synthetic_model
+from eks_inference.compile.trace import compile_artifact
 from eks_inference.config import ModelSpec, Task
-from eks_inference.serving.artifacts import MANIFEST, model_manifest
 from eks_inference.serving.local import DeployFailed, LocalRay, WaitReporter
 from eks_inference.serving.serve_config import model_repository_uris
 from tests.servers import get, model_config, post
@@ -100,16 +101,16 @@ def publish_cli(source: Path, name: str, endpoint: str) -> subprocess.CompletedP
 
 
 def direct_embeddings(model_dir: Path, texts: list[str], tmp: Path) -> np.ndarray:
-    from eks_inference.serving.artifacts import ArtifactRequest, resolve_artifact, resolve_model, sdk_versions
-    from eks_inference.serving.backends import load_backend
-    from eks_inference.serving.bucketing import seq_buckets_for
-    from eks_inference.serving.engine import Engine
+    from eks_inference.artifacts.resolve import ArtifactRequest, resolve_artifact, resolve_model, sdk_versions
+    from eks_inference.model.backends import load_backend
+    from eks_inference.model.bucketing import seq_buckets_for
+    from eks_inference.model.engine import Engine
 
     model = resolve_model(str(model_dir), cache_dir=tmp)
     req = ArtifactRequest(model="direct", revision="v1", task="embedding", processor="cpu", backend="cpu",
                           dtype="fp32", batch_buckets=(1, 2, 4), seq_buckets=seq_buckets_for("cpu", 32),
                           versions=sdk_versions("cpu"))
-    art = resolve_artifact(req, model, cache_dir=tmp, artifact_uri=None)
+    art = resolve_artifact(req, model, cache_dir=tmp, artifact_uri=None, compile_fn=compile_artifact)
     eng = Engine(model_dir=model_dir, task=Task.EMBEDDING, backend=load_backend(art.path, art.manifest),
                  batch_buckets=(1, 2, 4), seq_buckets=req.seq_buckets, max_seq_length=32)
     return np.array(eng.run(texts)[0])
@@ -167,7 +168,7 @@ def test_serving_waits_for_unpublished_weights_then_serves_without_restart_or_re
         assert checks >= 3  # it kept looking, with backoff
         assert "error" not in done and waiter.is_alive()  # the start-up timeout is held while waiting
 
-        pub = publish_cli(tiny, name, moto_s3_endpoint)  # the README's step, after the deploy
+        pub = publish_cli(tiny, name, moto_s3_endpoint)  # docs/deploy.md's step, after the deploy
         assert pub.returncode == 0, pub.stderr
         assert not kuberay_resubmits(cached, json.dumps(cfg, sort_keys=True), local_ray.status())  # no redeploy
 

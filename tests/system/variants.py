@@ -3,7 +3,7 @@
 ``OUTDIR/before``: dev with a load-test run (``run-002``) and a system group sized for it.
 ``OUTDIR/after``: the same, after a code change to the load tester (a new image tag, exactly as a commit
 would make it: the image asset hash is computed over a copy of the build context with one line added to
-``eks_inference/loadtest/runner.py``) and a serving change (``max_batch_size`` 32 → 16, which changes the
+``eks_inference/loadgen/runner.py``) and a serving change (``max_batch_size`` 32 → 16, which changes the
 serve config and the compiled batch buckets).
 
 Both Apps are built in one process (one jsii runtime) so the pair costs little more than one synth. The
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 RUN_ID = "run-002"
-CHANGED_FILE = "eks_inference/loadtest/runner.py"
+CHANGED_FILE = "eks_inference/loadgen/runner.py"
 
 
 def environments(*, after: bool) -> dict[str, Any]:

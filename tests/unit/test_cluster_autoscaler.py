@@ -19,7 +19,7 @@ from eks_inference.constructs.cluster_autoscaler import (
     expander_priorities,
 )
 from eks_inference.constructs.processor_node_group import autoscaler_tags, nodegroup_name
-from eks_inference.loadtest.prices import DEFAULT_PRICES
+from eks_inference.tables.prices import DEFAULT_PRICES
 from tests.conftest import Assembly
 from tests.system.cfn import resolve
 

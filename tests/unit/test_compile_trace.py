@@ -10,9 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from eks_inference.cli import main
-from eks_inference.config import Task
-from eks_inference.serving.artifacts import (
+from eks_inference.artifacts.resolve import (
     MANIFEST,
     ArtifactRequest,
     hash_tree,
@@ -21,6 +19,8 @@ from eks_inference.serving.artifacts import (
     sdk_versions,
     verify_local,
 )
+from eks_inference.cli import main
+from eks_inference.config import Task
 
 WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog"]
 
@@ -61,7 +61,7 @@ def test_manifest_describes_and_hashes_every_file(tiny: Path, tmp_path: Path) ->
 
 
 def test_traced_graph_loads_with_jit_load_and_matches_eager_at_any_bucket(tiny: Path, tmp_path: Path) -> None:
-    from eks_inference.serving.tasks import load_task_module
+    from eks_inference.model.tasks import load_task_module
 
     out, m = compile_to(tmp_path, tiny)
     graph = torch.jit.load(str(out / m["graphs"][0]["file"]))

@@ -27,7 +27,7 @@ from eks_inference.config import (
     parse_platform,
     worker_pod_requests,
 )
-from eks_inference.instance_types import INSTANCE_TYPES
+from eks_inference.tables.instance_types import INSTANCE_TYPES
 from tests.conftest import CDK, ROOT, cdk_context, offline_env
 
 
@@ -486,9 +486,9 @@ def test_allocatable_follows_the_eks_bootstrap() -> None:
 
 
 def test_readme_example_is_what_synth_prints() -> None:
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "configure.md").read_text()
     shown = re.search(r"```\n(eks-inference: 3 configuration errors:\n.*?)\n```", readme, flags=re.S)
-    assert shown, "README's configuration error example is missing"
+    assert shown, "docs/configure.md's configuration error example is missing"
     block = dev(region="eu-wset-1", node_groups=groups_with("graviton", instance_types=["c7i.2xlarge"]))
     block["models"][0]["serving"]["max_batch_size"] = 0
     with pytest.raises(ConfigError) as info:

@@ -1,4 +1,4 @@
-"""The constructs work inside someone else's App/Stack, and the README snippet runs as written."""
+"""The constructs work inside someone else's App/Stack, and the snippet in docs/constructs.md runs as written."""
 
 from __future__ import annotations
 
@@ -36,9 +36,9 @@ def test_processor_node_group_in_a_foreign_cluster() -> None:
 
 
 def test_readme_snippet_runs(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "constructs.md").read_text()
     match = re.search(r"<!-- snippet: import-constructs .*?-->\s*```python\n(.*?)```", readme, re.S)
-    assert match, "README lost its import-constructs snippet"
+    assert match, "docs/constructs.md lost its import-constructs snippet"
     script = tmp_path / "snippet.py"
     script.write_text(match.group(1))
     env = {**offline_env(), "CDK_OUTDIR": str(tmp_path / "cdk.out")}

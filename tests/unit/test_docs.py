@@ -14,7 +14,7 @@ from eks_inference.cli import build_parser
 from eks_inference.config import ENVIRONMENTS_KEY, ModelSpec, parse_platform
 from eks_inference.costs import EKS_CONTROL_PLANE_HOURLY, NAT_GATEWAY_HOURLY, environment_cost
 from eks_inference.docs import SECTIONS, UndocumentedField, configuration_reference, generated_files, main, param_docs
-from eks_inference.loadtest.prices import DEFAULT_PRICES
+from eks_inference.tables.prices import DEFAULT_PRICES
 from tests.conftest import ROOT, cdk_context
 
 

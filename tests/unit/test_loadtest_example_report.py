@@ -8,7 +8,8 @@ import csv
 import json
 from pathlib import Path
 
-from eks_inference.loadtest.report import CSV_COLUMNS, PERCENTILE_RULE, REPORT_FORMAT, REPORT_FORMAT_VERSION
+from eks_inference.analysis.report import CSV_COLUMNS, PERCENTILE_RULE
+from eks_inference.measure.results import REPORT_FORMAT, REPORT_FORMAT_VERSION
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "example-report"
 

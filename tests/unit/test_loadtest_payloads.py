@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from eks_inference.config import ConfigError
-from eks_inference.loadtest.payloads import (
+from eks_inference.loadgen.payloads import (
     LengthKind,
     generate_payloads,
     load_payload_file,

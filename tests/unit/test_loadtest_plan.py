@@ -7,15 +7,9 @@ from typing import Any
 import pytest
 
 from eks_inference.config import ConfigError
-from eks_inference.loadtest.client import parse_endpoint
-from eks_inference.loadtest.plan import (
-    Mode,
-    RunConfig,
-    SearchSpec,
-    TargetInfo,
-    parse_concurrencies,
-    parse_rates,
-)
+from eks_inference.loadgen.client import parse_endpoint
+from eks_inference.loadgen.run_config import RunConfig, SearchSpec, parse_concurrencies, parse_rates
+from eks_inference.measure.spec import Mode, TargetInfo
 
 URL = "http://127.0.0.1:8000/minilm"
 

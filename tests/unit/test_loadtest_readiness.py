@@ -12,13 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from eks_inference.loadtest.readiness import (
-    BARRIER_MARGIN_S,
-    PROGRESS_EVERY_S,
-    Barrier,
-    NotReady,
-    wait_ready,
-)
+from eks_inference.loadgen.readiness import BARRIER_MARGIN_S, PROGRESS_EVERY_S, Barrier, NotReady, wait_ready
 
 
 class _Clock:

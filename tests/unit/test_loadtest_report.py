@@ -10,14 +10,15 @@ from typing import Any
 
 import pytest
 
+from eks_inference.analysis.aggregate import build_targets
+from eks_inference.analysis.report import CSV_COLUMNS, build_document, build_figure, write_report
 from eks_inference.config import ConfigError
-from eks_inference.loadtest.aggregate import ClientStep, build_targets, slo_verdict, summarize
-from eks_inference.loadtest.plan import Arrival, Mode, StepSpec, TargetInfo
-from eks_inference.loadtest.prices import DEFAULT_PRICES, load_prices, usd_per_million
-from eks_inference.loadtest.report import CSV_COLUMNS, build_document, build_figure, write_report
-from eks_inference.loadtest.results import FORMAT, FORMAT_VERSION, check_versions, load_results
-from eks_inference.loadtest.stats import StepRecorder
-from eks_inference.loadtest.storage import Found
+from eks_inference.measure.results import FORMAT, FORMAT_VERSION, check_versions, load_results
+from eks_inference.measure.spec import Arrival, Mode, StepSpec, TargetInfo
+from eks_inference.measure.stats import StepRecorder
+from eks_inference.measure.steps import ClientStep, slo_verdict, summarize
+from eks_inference.storage import Found
+from eks_inference.tables.prices import DEFAULT_PRICES, load_prices, usd_per_million
 
 T0 = 1_800_000_000.0
 REQUIRED_TYPES = ("m7g.large", "m7g.xlarge", "c7g.xlarge", "c7g.2xlarge", "c7g.4xlarge", "inf2.xlarge",
@@ -279,7 +280,7 @@ def test_missing_prices_give_the_fix_that_works() -> None:
 def test_price_table_age_warning() -> None:
     import datetime as dt
 
-    from eks_inference.loadtest.prices import MAX_PRICE_AGE_DAYS, PriceTable, age_warning
+    from eks_inference.tables.prices import MAX_PRICE_AGE_DAYS, PriceTable, age_warning
 
     taken = dt.date.fromisoformat(DEFAULT_PRICES.date)
     assert age_warning(DEFAULT_PRICES, today=taken + dt.timedelta(days=MAX_PRICE_AGE_DAYS)) is None
@@ -290,7 +291,7 @@ def test_price_table_age_warning() -> None:
 
 
 def test_percentiles_from_too_few_samples_are_marked(tmp_path: Path) -> None:
-    from eks_inference.loadtest.stats import MIN_SAMPLES, few_samples
+    from eks_inference.measure.stats import MIN_SAMPLES, few_samples
 
     assert MIN_SAMPLES == {"p50": 20, "p90": 100, "p95": 200, "p99": 1000, "p999": 10000}
     assert few_samples(25) == ["p90", "p95", "p99", "p999"] and few_samples(1000) == ["p999"]

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from eks_inference.loadtest.aggregate import build_targets, series_verification
-from eks_inference.loadtest.prices import DEFAULT_PRICES
-from eks_inference.loadtest.report import build_document, build_figure, ranking_table, write_report
+from eks_inference.analysis.aggregate import build_targets, series_verification
+from eks_inference.analysis.report import build_document, build_figure, ranking_table, write_report
+from eks_inference.tables.prices import DEFAULT_PRICES
 
 from .test_loadtest_report import PASSED, T0, _step
 

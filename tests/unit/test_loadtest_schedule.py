@@ -12,14 +12,15 @@ from typing import Any
 
 import pytest
 
+from eks_inference.analysis.timeline import merge_samples, merge_seconds, rows
 from eks_inference.config import ConfigError
-from eks_inference.loadtest import runner
-from eks_inference.loadtest.payloads import generate_payloads, parse_length_dist
-from eks_inference.loadtest.plan import Mode, RunConfig, StepSpec, TargetInfo
-from eks_inference.loadtest.replicas import parse_sample
-from eks_inference.loadtest.schedule import RateSchedule, Segment, build_schedule, parse_ramp, parse_schedule
-from eks_inference.loadtest.stats import SecondBucket
-from eks_inference.loadtest.timeline import merge_samples, merge_seconds, rows
+from eks_inference.loadgen import runner
+from eks_inference.loadgen.payloads import generate_payloads, parse_length_dist
+from eks_inference.loadgen.replicas import parse_sample
+from eks_inference.loadgen.run_config import RunConfig
+from eks_inference.measure.schedule import RateSchedule, Segment, build_schedule, parse_ramp, parse_schedule
+from eks_inference.measure.spec import Mode, StepSpec, TargetInfo
+from eks_inference.measure.stats import SecondBucket
 
 
 def test_parse_steps_and_ramps() -> None:
@@ -121,7 +122,7 @@ def test_seconds_merge_across_clients() -> None:
 def test_the_runner_follows_a_schedule_and_samples_replicas(tmp_path: Any) -> None:
     """Against the stub server: a 2 s step at 20 req/s then a 2 s ramp to 60 sends what the schedule integrates
     to (40 + 80), each segment keeps its own statistics, and /info is sampled about once a second."""
-    proc = subprocess.Popen([sys.executable, "-m", "eks_inference.loadtest.stub_server", "--port", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "eks_inference.loadgen.stub_server", "--port", "0"],
                             stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None

@@ -1,4 +1,4 @@
-"""The server's side of a step from two scrapes (eks_inference/loadtest/server_metrics.py): per-series counter
+"""The server's side of a step from two scrapes (eks_inference/loadgen/server_metrics.py): per-series counter
 differences, replicas, the reasons recorded when endpoints cannot be read, and the report's merge of clients."""
 
 from __future__ import annotations
@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from eks_inference import metric_names as names
-from eks_inference.loadtest.aggregate import ClientStep, server_side
-from eks_inference.loadtest.plan import Arrival, Mode, StepSpec, TargetInfo
-from eks_inference.loadtest.server_metrics import Snapshot, describe, parse_exposition, target_endpoints
-from eks_inference.loadtest.stats import StepRecorder
+from eks_inference.loadgen.server_metrics import Snapshot, describe, parse_exposition, target_endpoints
+from eks_inference.measure.spec import Arrival, Mode, StepSpec, TargetInfo
+from eks_inference.measure.stats import StepRecorder
+from eks_inference.measure.steps import ClientStep, server_side
 
 APP = "minilm"
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eks_inference.loadtest import stats
-from eks_inference.loadtest.aggregate import ClientStep, summarize
-from eks_inference.loadtest.plan import Arrival, Mode, StepSpec, TargetInfo
-from eks_inference.loadtest.results import FORMAT, FORMAT_VERSION, load_results
-from eks_inference.loadtest.stats import StepRecorder
-from eks_inference.loadtest.storage import read_inputs
+from eks_inference.measure import stats
+from eks_inference.measure.results import FORMAT, FORMAT_VERSION, load_results
+from eks_inference.measure.spec import Arrival, Mode, StepSpec, TargetInfo
+from eks_inference.measure.stats import StepRecorder
+from eks_inference.measure.steps import ClientStep, summarize
+from eks_inference.storage import read_inputs
 
 T0 = 1_800_000_000.0  # an epoch second, far from any real clock, so nothing depends on "now"
 RELATIVE_PRECISION = 2.0 ** -10  # 3 significant digits: sub-buckets of 1/1024 of a power of two

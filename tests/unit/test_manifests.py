@@ -1,7 +1,7 @@
 """The manifest primitives the load-test image uses are the serving side's own.
 
-``eks_inference.manifests`` exists so that verification reads model and reference manifests without the
-serving stack; a digest that drifted from ``eks_inference.serving.artifacts`` would make every stored
+``eks_inference.artifacts.manifests`` exists so that verification reads model and reference manifests without the
+serving stack; a digest that drifted from ``eks_inference.artifacts.resolve`` would make every stored
 reference unfindable (they are keyed by the weights digest a replica reports), so serving builds on it.
 """
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from eks_inference import manifests
-from eks_inference.serving import artifacts
+from eks_inference.artifacts import manifests
+from eks_inference.artifacts import resolve as artifacts
 
 
 def _tree(root: Path) -> Path:

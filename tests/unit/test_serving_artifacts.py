@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from eks_inference.config import ConfigError, Task
-from eks_inference.serving.artifacts import (
+from eks_inference.artifacts.resolve import (
     MANIFEST,
     ArtifactIntegrityError,
     ArtifactNotFound,
@@ -31,7 +30,9 @@ from eks_inference.serving.artifacts import (
     sha256_bytes,
     verify_local,
 )
-from eks_inference.serving.storage import LocalStore, open_store
+from eks_inference.compile.trace import compile_artifact
+from eks_inference.config import ConfigError, Task
+from eks_inference.storage import LocalStore, open_store
 
 KEY_ARGS: dict[str, Any] = dict(model="m", revision="v1", weights_digest="w" * 64, task="embedding",
                                 processor="cpu", dtype="fp32", batch_buckets=(1, 2, 4), seq_buckets=(16, 32),
@@ -226,12 +227,14 @@ def test_concurrent_replicas_publish_exactly_one_artifact(tiny_model: Path, tmp_
 def test_a_corrupted_remote_artifact_refuses_to_load(tiny_model: Path, tmp_path: Path) -> None:
     model = resolve_model(str(tiny_model), cache_dir=tmp_path / "c")
     repo = tmp_path / "repo"
-    art = resolve_artifact(request(), model, cache_dir=tmp_path / "c1", artifact_uri=str(repo))
+    art = resolve_artifact(request(), model, cache_dir=tmp_path / "c1", artifact_uri=str(repo),
+                           compile_fn=compile_artifact)
     graph = next(iter(art.manifest["files"]))
     target = repo / "tiny" / "v1" / art.key / graph
     target.write_bytes(target.read_bytes()[:-10] + b"0123456789")
     with pytest.raises(ArtifactIntegrityError) as e:
-        resolve_artifact(request(), model, cache_dir=tmp_path / "c2", artifact_uri=str(repo))
+        resolve_artifact(request(), model, cache_dir=tmp_path / "c2", artifact_uri=str(repo),
+                         compile_fn=compile_artifact)
     assert str(target) in str(e.value)
     assert art.manifest["files"][graph]["sha256"] in str(e.value)
 

@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 import torch
 
+from eks_inference.artifacts.resolve import ArtifactRequest, resolve_artifact, resolve_model, sdk_versions
+from eks_inference.compile.trace import compile_artifact
 from eks_inference.config import Task
-from eks_inference.serving.artifacts import ArtifactRequest, resolve_artifact, resolve_model, sdk_versions
-from eks_inference.serving.backends import cpu_has_native_bf16, effective_dtype, load_backend
+from eks_inference.model.backends import cpu_has_native_bf16, effective_dtype, load_backend
+from eks_inference.model.engine import Encoder, Engine
+from eks_inference.model.tasks import best_span, load_task_module
 from eks_inference.serving.batcher import GreedyBatcher
-from eks_inference.serving.engine import Encoder, Engine
-from eks_inference.serving.tasks import best_span, load_task_module
 
 BATCH = (1, 2, 4)
 SEQ = (16, 32)
@@ -32,7 +33,7 @@ def make_engine(tmp: Path, task: Task, *, max_batch_size: int = 4, dtype: str = 
     model = resolve_model(str(model_dir), cache_dir=tmp / "cache")
     req = ArtifactRequest(model="tiny", revision="v1", task=task.value, processor="cpu", backend="cpu", dtype=dtype,
                           batch_buckets=BATCH, seq_buckets=SEQ, versions=sdk_versions("cpu"))
-    art = resolve_artifact(req, model, cache_dir=tmp / "cache", artifact_uri=None)
+    art = resolve_artifact(req, model, cache_dir=tmp / "cache", artifact_uri=None, compile_fn=compile_artifact)
     return Engine(model_dir=model_dir, task=task, backend=load_backend(art.path, art.manifest), batch_buckets=BATCH,
                   seq_buckets=SEQ, max_seq_length=32, max_batch_size=max_batch_size)
 

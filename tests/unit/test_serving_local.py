@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from eks_inference.cli.serving import local_defaults, register, render_local_config
 from eks_inference.config import ConfigError
 from eks_inference.serving import local
-from eks_inference.serving.commands import local_defaults, register, render_local_config
 
 
 def test_stop_without_state_is_a_no_op(tmp_path: Path) -> None:
@@ -102,7 +102,7 @@ RAY_FAILURE = (
     '  File "/x/ray/serve/_private/replica.py", line 1928, in initialize\n'
     "    raise RuntimeError(traceback.format_exc()) from None\n"
     "RuntimeError: Traceback (most recent call last):\n"
-    '  File "/x/eks_inference/serving/artifacts.py", line 231, in bundled_model_path\n'
+    '  File "/x/eks_inference/artifacts/resolve.py", line 231, in bundled_model_path\n'
     "eks_inference.config.ConfigError: bundled model 'bert-base' is unknown; use one of all-minilm-l6-v2\n"
 )
 
@@ -169,8 +169,8 @@ def test_local_replicas_never_run_more_torch_threads_than_the_machine_has_cores(
         cpus: int, threads: int, ray_cpus: float, expected: int) -> None:
     """dev's replicas ask Ray for 1 CPU but run 2 torch threads: on 2 cores a second replica would double the
     threads the cores share and every forward would slow down, so the cap counts threads as cores."""
+    from eks_inference.cli.serving import local_replica_cap
     from eks_inference.config import ServingSpec
-    from eks_inference.serving.commands import local_replica_cap
 
     serving = ServingSpec(num_threads=threads, cpus_per_replica=ray_cpus)
     assert local_replica_cap(serving, cpus) == expected

@@ -11,9 +11,7 @@ from typing import Any
 
 import pytest
 
-from eks_inference.compile.publish import publish_model
-from eks_inference.config import ConfigError
-from eks_inference.serving.artifacts import (
+from eks_inference.artifacts.resolve import (
     ArtifactIntegrityError,
     ArtifactNotFound,
     check_model_source,
@@ -21,8 +19,10 @@ from eks_inference.serving.artifacts import (
     read_model_manifest,
     resolve_model,
 )
-from eks_inference.serving.storage import LocalStore, S3Store
+from eks_inference.compile.publish import publish_model
+from eks_inference.config import ConfigError
 from eks_inference.serving.weights import Backoff, WeightsWatch, wait_for_weights
+from eks_inference.storage import LocalStore, S3Store
 
 
 def test_backoff_grows_to_its_bound_with_jitter() -> None:

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 @dataclass
 class StubServer:
-    """A running ``eks_inference.loadtest.stub_server`` process."""
+    """A running ``eks_inference.loadgen.stub_server`` process."""
 
     proc: subprocess.Popen[str]
     port: int
@@ -54,7 +54,7 @@ class StubServer:
 
 def start_stub(*args: str) -> StubServer:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "eks_inference.loadtest.stub_server", "--port", "0", *args],
+        [sys.executable, "-m", "eks_inference.loadgen.stub_server", "--port", "0", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
     )
     assert proc.stdout is not None

@@ -67,7 +67,7 @@ def _predict_counts(metrics_url: str) -> tuple[float, float]:
     import urllib.request
 
     from eks_inference import metric_names as names
-    from eks_inference.loadtest.server_metrics import parse_exposition
+    from eks_inference.loadgen.server_metrics import parse_exposition
 
     with urllib.request.urlopen(metrics_url, timeout=10) as r:
         samples = parse_exposition(r.read().decode())

@@ -17,11 +17,12 @@ from typing import Any
 
 import pytest
 
-from eks_inference.loadtest.aggregate import ClientStep, build_targets
-from eks_inference.loadtest.plan import Arrival, Mode, StepSpec, TargetInfo
-from eks_inference.loadtest.prices import DEFAULT_PRICES
-from eks_inference.loadtest.report import build_document, write_report
-from eks_inference.loadtest.stats import StepRecorder
+from eks_inference.analysis.aggregate import build_targets
+from eks_inference.analysis.report import build_document, write_report
+from eks_inference.measure.spec import Arrival, Mode, StepSpec, TargetInfo
+from eks_inference.measure.stats import StepRecorder
+from eks_inference.measure.steps import ClientStep
+from eks_inference.tables.prices import DEFAULT_PRICES
 
 pytestmark = pytest.mark.integration
 

@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 
-from eks_inference.loadtest import runner
-from eks_inference.loadtest.aggregate import summarize
-from eks_inference.loadtest.client import Engine
-from eks_inference.loadtest.payloads import generate_payloads, parse_length_dist
-from eks_inference.loadtest.plan import Arrival, Mode, RunConfig, TargetInfo
+from eks_inference.loadgen import runner
+from eks_inference.loadgen.client import Engine
+from eks_inference.loadgen.payloads import generate_payloads, parse_length_dist
+from eks_inference.loadgen.run_config import RunConfig
+from eks_inference.measure.spec import Arrival, Mode, TargetInfo
+from eks_inference.measure.steps import summarize
 
 from .conftest import StubServer, free_port
 
@@ -201,7 +202,7 @@ def test_sweep_and_slo_search(stub_server: Callable[..., StubServer]) -> None:
     """A server that serialises 5 ms requests per connection saturates near 200 req/s per connection;
     with the pool pinned to one connection the search must bracket the SLO between passing and failing
     rates and report the highest passing one."""
-    from eks_inference.loadtest.plan import SearchSpec
+    from eks_inference.loadgen.run_config import SearchSpec
 
     server = stub_server("--delay", "0.005")
     config = _config(server.url(), rates=(), search=SearchSpec(slo_p99_ms=50.0, start_rate=50.0, max_rate=800.0,

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
+from eks_inference.artifacts.resolve import bundled_model_path
 from eks_inference.config import Task
-from eks_inference.serving.artifacts import bundled_model_path
+from eks_inference.model.tasks import load_task_module
 from eks_inference.serving.local import LocalRay
-from eks_inference.serving.tasks import load_task_module
 
 from .conftest import deploy_model, get, minilm_config, post
 

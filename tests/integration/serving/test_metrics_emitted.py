@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from eks_inference import metric_names as names
-from eks_inference.loadtest.server_metrics import parse_exposition
+from eks_inference.loadgen.server_metrics import parse_exposition
 from eks_inference.observability.dashboards import DASHBOARDS, queries
 from eks_inference.observability.exporters import EXTERNAL
 from eks_inference.observability.promql import metric_names

@@ -10,10 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eks_inference.compile.publish import publish_model
-from eks_inference.compile.synthetic import write_synthetic_model
-from eks_inference.config import ModelSpec, Task
-from eks_inference.serving.artifacts import (
+from eks_inference.artifacts.resolve import (
     MANIFEST,
     ArtifactRequest,
     artifact_prefix,
@@ -21,7 +18,11 @@ from eks_inference.serving.artifacts import (
     resolve_model,
     sdk_versions,
 )
-from eks_inference.serving.bucketing import seq_buckets_for
+from eks_inference.compile.publish import publish_model
+from eks_inference.compile.synthetic import write_synthetic_model
+from eks_inference.compile.trace import compile_artifact
+from eks_inference.config import ModelSpec, Task
+from eks_inference.model.bucketing import seq_buckets_for
 from eks_inference.serving.local import DeployFailed, LocalRay
 from eks_inference.serving.serve_config import model_repository_uris
 
@@ -87,13 +88,13 @@ def test_publish_fetch_verify_serve_then_a_cache_hit_skips_compilation(
     assert status == 200 and isinstance(body, dict)
     local = resolve_model(str(tiny), cache_dir=tmp_path / "direct")
     assert first["weights_digest"] == local.digest
-    from eks_inference.serving.backends import load_backend
-    from eks_inference.serving.engine import Engine
+    from eks_inference.model.backends import load_backend
+    from eks_inference.model.engine import Engine
 
     req = ArtifactRequest(model="tiny-s3", revision="v1", task="embedding", processor="cpu", backend="cpu",
                           dtype="fp32", batch_buckets=(1, 2, 4), seq_buckets=seq_buckets_for("cpu", 32),
                           versions=sdk_versions("cpu"))
-    art = resolve_artifact(req, local, cache_dir=tmp_path / "direct", artifact_uri=None)
+    art = resolve_artifact(req, local, cache_dir=tmp_path / "direct", artifact_uri=None, compile_fn=compile_artifact)
     assert art.key == key  # the replica and this process agree on the cache key
     eng = Engine(model_dir=tiny, task=Task.EMBEDDING, backend=load_backend(art.path, art.manifest),
                  batch_buckets=(1, 2, 4), seq_buckets=req.seq_buckets, max_seq_length=32)
@@ -121,7 +122,7 @@ def test_a_corrupt_artifact_object_stops_the_replica_naming_object_and_hash(
                           dtype="fp32", batch_buckets=(1, 2, 4), seq_buckets=seq_buckets_for("cpu", 32),
                           versions=sdk_versions("cpu"))
     art = resolve_artifact(req, model, cache_dir=tmp_path / "c", artifact_uri=artifact_uri,
-                           endpoint_url=moto_s3_endpoint)
+                           endpoint_url=moto_s3_endpoint, compile_fn=compile_artifact)
     assert art.source == "compiled"
     graph = art.manifest["graphs"][0]["file"]
     expected = art.manifest["files"][graph]["sha256"]

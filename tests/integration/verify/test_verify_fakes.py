@@ -135,13 +135,16 @@ def test_references_published_to_s3_verify_in_the_load_test_image(
 
     from eks_inference.compile.publish import publish_model
     from eks_inference.compile.synthetic import write_synthetic_model
+    from eks_inference.verify.reference import references_for_publish
 
     tiny = write_synthetic_model(work / "tiny", vocab_file=fakes.bundled_dir() / "vocab.txt")
     boto3.client("s3", endpoint_url=moto_s3_endpoint).create_bucket(Bucket="verify-refs")
-    pub = publish_model(tiny, "s3://verify-refs", name="tiny", revision="v1", endpoint_url=moto_s3_endpoint)
+    pub = publish_model(tiny, "s3://verify-refs", name="tiny", revision="v1", endpoint_url=moto_s3_endpoint,
+                        references=references_for_publish)
     assert pub.status == "published"
     assert len(pub.references) == 6 and all("(written)" in line for line in pub.references)  # 32 … 512 tokens
-    again = publish_model(tiny, "s3://verify-refs", name="tiny", revision="v1", endpoint_url=moto_s3_endpoint)
+    again = publish_model(tiny, "s3://verify-refs", name="tiny", revision="v1", endpoint_url=moto_s3_endpoint,
+                          references=references_for_publish)
     assert again.status == "already-published" and all("(already-stored)" in line for line in again.references)
 
     model_uri = "s3://verify-refs/models/tiny/v1"

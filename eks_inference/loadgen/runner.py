@@ -1,0 +1,623 @@
+"""Open- and closed-loop load generation: schedules, warm-up, bounds, sweeps and the SLO search.
+
+Open loop (what a fleet of independent users does): request *k* is due at a fixed time (constant
+spacing or Poisson arrivals) whether or not earlier replies came back, and its latency runs from that
+*intended* time. A server stall therefore shows up in every request that was due during it, instead of
+in the one request that happened to be waiting (coordinated omission, as in wrk2). The client records
+how late it actually sent each request. When that lag exceeds ``max_lag_ms`` at p99 (or a tenth of
+the SLO when one is given, whichever is larger), when the step ends further behind than 2% of its
+window, or when the client used 90% of its core, the step is flagged ``behind_schedule``: the client,
+not only the server, shaped what was measured, and the step is not used for the SLO.
+
+Closed loop (a fixed number of users, each waiting for its reply): latency runs from the actual send.
+It answers "how fast at concurrency N", and with ``--rate`` pacing it reproduces the classic naive
+tester, which under-reports stalls; both are useful, and they are labelled.
+
+A schedule (``--schedule``/``--ramp``) is one open-loop step whose rate changes over time: send times come from
+the schedule (:mod:`eks_inference.measure.schedule`), and each segment also gets statistics of its own, by the
+intended send time of each request. With ``sample_replicas`` a :class:`~eks_inference.loadgen.replicas.
+ReplicaSampler` asks the target's ``/info`` once a second during each step, beside the load.
+
+Everything runs on one event loop through callbacks; statistics go to :class:`StepRecorder`. Around each step,
+client 0 reads the target's own metrics (:mod:`eks_inference.loadgen.server_metrics`); the other clients pause
+while it does, so that all stay in step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import gc
+import math
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from eks_inference.loadgen.client import ErrorKind, HttpClient, fetch_info, open_client, parse_endpoint
+from eks_inference.loadgen.payloads import Payload
+from eks_inference.loadgen.replicas import ReplicaSampler
+from eks_inference.loadgen.run_config import RunConfig, rates_from_capacity
+from eks_inference.loadgen.server_metrics import StepReader
+from eks_inference.measure.schedule import Segment
+from eks_inference.measure.spec import Arrival, Mode, StepSpec
+from eks_inference.measure.stats import StepRecorder, StepStats, decode, percentiles_us
+from eks_inference.measure.steps import CLIENT_SATURATED_CPU, ClientStep, slo_verdict, summarize
+
+ABORT_AFTER_S = 5.0
+"""A step with connection errors and not one success for this long stops: the target is down."""
+MONITOR_S = 0.5
+LATE_START_S = 0.5
+KNEE_EXTRA_STEPS = 4
+KNEE_STEP_FACTOR = 1.15
+"""A capacity sweep (with an SLO) whose last step still meets it goes on at +15% a step, at most 4 more times:
+a closed-loop capacity estimate can be off by a fifth either way, and a sweep that never leaves the flat
+part of the curve shows no knee."""
+LAG_SHARE_OF_SLO = 0.1
+"""With an SLO, send lag up to this share of it is tolerated (at least ``max_lag_ms``): a 15 ms hiccup on a
+busy machine cannot move a verdict against 250 ms, but it is the whole story against 5 ms."""
+
+
+class Progress(Protocol):
+    def step_started(self, spec: StepSpec, *, planned_s: float | None, planned_requests: int | None) -> None: ...
+
+    def step_update(self, *, elapsed_s: float, measured: int, ok: int, errors: int, in_flight: int) -> None: ...
+
+    def step_finished(self, summary: Mapping[str, Any]) -> None: ...
+
+
+class NullProgress:
+    def step_started(self, spec: StepSpec, *, planned_s: float | None, planned_requests: int | None) -> None:
+        pass
+
+    def step_update(self, *, elapsed_s: float, measured: int, ok: int, errors: int, in_flight: int) -> None:
+        pass
+
+    def step_finished(self, summary: Mapping[str, Any]) -> None:
+        pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepOutcome:
+    """One executed step: its statistics and how the client itself fared."""
+
+    server_metrics: Mapping[str, Any] | None = None
+    """The target's own account of the step (client 0 only; :mod:`eks_inference.loadgen.server_metrics`)."""
+    spec: StepSpec
+    stats: StepStats
+    status: str
+    note: str | None
+    started_at: float
+    ended_at: float
+    client: Mapping[str, Any]
+    segments: tuple[tuple[int, Segment, StepStats], ...] = ()
+    """For a schedule: (index, the segment's total rates, this client's statistics of the requests due in it)."""
+    replicas: tuple[Mapping[str, Any], ...] = ()
+    """Per-second samples of the target's reported replicas (:mod:`eks_inference.loadgen.replicas`)."""
+
+    def client_step(self, config: RunConfig, source: str = "(this run)") -> ClientStep:
+        return ClientStep(source=source, run_id=config.run_id, client_index=config.client_index,
+                          clients=config.clients, target=config.target, spec=self.spec, stats=self.stats,
+                          client=self.client, status=self.status, server=self.server_metrics)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOutcome:
+    status: str
+    error: str | None
+    steps: tuple[StepOutcome, ...]
+    started_at: float
+    ended_at: float
+    server_info: Mapping[str, Any] | None
+    server_info_error: str | None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+    calibration: Mapping[str, Any] | None = None
+
+
+class _Step:
+    """One step's schedule and bookkeeping. Single-threaded: every method runs on the event loop."""
+
+    def __init__(self, client: HttpClient, spec: StepSpec, inferences: Sequence[int], *, seed: int,
+                 max_lag_ms: float, progress: Progress, start_at: float | None = None) -> None:
+        self.client = client
+        self.start_at = start_at
+        self.late_s = 0.0
+        self.spec = spec
+        self.inferences = list(inferences)
+        self.rng = random.Random(seed * 1_000_003 + spec.index)
+        self.max_lag_ms = max_lag_ms
+        self.progress = progress
+        self.k = 0
+        self.loop = asyncio.get_running_loop()
+        self.stopping = False
+        self.closed = False
+        self.scheduling_done = False
+        self.status = "complete"
+        self.note: str | None = None
+        self.measured_sent = 0
+        self.in_flight = 0
+        self.in_flight_measured = 0
+        self.any_ok = False
+        self.connection_errors = 0
+        self.handles: list[asyncio.TimerHandle] = []
+        self.window_end: float | None = None
+        self.last_lag = 0.0
+        self.sched = spec.client_schedule
+        self._u = 0.0
+        self.seg_recs: list[StepRecorder] = []
+
+    # -- clock -------------------------------------------------------------------------------------
+    def epoch(self, t: float) -> float:
+        return self.epoch0 + (t - self.mono0)
+
+    # -- shared completion path ----------------------------------------------------------------------
+    def _completed(self, t_start: float, measured: bool, inferences: int, kind: str | None, t_done: float) -> None:
+        if self.closed:
+            return
+        self.in_flight -= 1
+        if kind is None:
+            self.any_ok = True
+        elif kind == ErrorKind.CONNECTION.value:
+            self.connection_errors += 1
+        if measured:
+            self.in_flight_measured -= 1
+            if kind is None:
+                self.rec.record_ok(t_done - t_start, self.epoch(t_done), inferences)
+            else:
+                self.rec.record_error(kind, self.epoch(t_done))
+            if self.seg_recs:
+                seg = self.seg_recs[self.sched.segment_of(t_start - self.t_start)]  # type: ignore[union-attr]
+                if kind is None:
+                    seg.record_ok(t_done - t_start, self.epoch(t_done), inferences)
+                else:
+                    seg.record_error(kind, self.epoch(t_done))
+        if self.scheduling_done and self.in_flight == 0 and not self.done.done():
+            self.done.set_result(None)
+
+    def _finish_scheduling(self, window_end: float | None) -> None:
+        self.scheduling_done = True
+        self.window_end = window_end
+        if self.in_flight == 0 and not self.done.done():
+            self.done.set_result(None)
+
+    # -- open loop ---------------------------------------------------------------------------------
+    def _gap(self) -> float:
+        assert self.spec.client_rate
+        return self.rng.expovariate(self.spec.client_rate)
+
+    def _scheduled_at(self, n: int) -> float:
+        """When send ``n`` of a schedule is due: Λ⁻¹(n) for constant spacing, Λ⁻¹ of the running sum of unit
+        exponential gaps for Poisson arrivals; the schedule's end once it holds no more sends."""
+        assert self.sched is not None
+        if self.spec.arrival is Arrival.CONSTANT:
+            x = float(n)
+        else:
+            self._u += self.rng.expovariate(1.0)
+            x = self._u
+        at = self.sched.time_at(x)
+        return self.t_start + (self.sched.total_s if at is None else at)
+
+    def _advance(self) -> None:
+        self.n_sched += 1
+        if self.sched is not None:
+            self.next_t = self._scheduled_at(self.n_sched)
+        elif self.spec.arrival is Arrival.CONSTANT:
+            assert self.spec.client_rate
+            self.next_t = self.t_start + self.n_sched / self.spec.client_rate
+        else:
+            self.next_t += self._gap()
+
+    def _tick(self) -> None:
+        if self.stopping or self.scheduling_done:
+            return
+        loop, spec, rec = self.loop, self.spec, self.rec
+        now = loop.time()
+        while self.next_t <= now:
+            t = self.next_t
+            if self.measured_range is not None:
+                first, end = self.measured_range
+                measured = self.n_sched >= first
+                if end is not None and self.n_sched >= end:
+                    self._finish_scheduling(t if spec.requests is not None else self.measure_end)
+                    return
+            elif measured := t >= self.measure_start:
+                if spec.requests is not None:
+                    if self.measured_sent >= spec.requests:
+                        self._finish_scheduling(t)
+                        return
+                elif t >= self.measure_end:
+                    self._finish_scheduling(self.measure_end)
+                    return
+            i = self.k % len(self.inferences)
+            self.k += 1
+            inf = self.inferences[i]
+            self.in_flight += 1
+            if measured:
+                self.measured_sent += 1
+                self.in_flight_measured += 1
+                self.last_lag = now - t
+                rec.record_lag(self.last_lag)
+            self.client.submit(i, self._callback(t, measured, inf))
+            self._advance()
+            now = loop.time()
+        self.handles = [loop.call_at(self.next_t, self._tick)]
+
+    def _callback(self, t_start: float, measured: bool, inf: int) -> Callable[[int, str | None, float], None]:
+        def done(status: int, kind: str | None, t_done: float) -> None:
+            self._completed(t_start, measured, inf, kind, t_done)
+        return done
+
+    # -- closed loop -------------------------------------------------------------------------------
+    def _issue(self) -> None:
+        if self.stopping or self.scheduling_done:
+            return
+        spec = self.spec
+        now = self.loop.time()
+        measured = now >= self.measure_start - 1e-6  # call_at may fire a clock tick early
+        if measured:
+            if spec.requests is not None:
+                if self.measured_sent >= spec.requests:
+                    self._finish_scheduling(None)
+                    return
+            elif now >= self.measure_end:
+                self._finish_scheduling(self.measure_end)
+                return
+        i = self.k % len(self.inferences)
+        self.k += 1
+        inf = self.inferences[i]
+        self.in_flight += 1
+        if measured:
+            self.measured_sent += 1
+            self.in_flight_measured += 1
+        self.client.submit(i, self._user_callback(now, measured, inf))
+
+    def _user_callback(self, t_send: float, measured: bool, inf: int) -> Callable[[int, str | None, float], None]:
+        def done(status: int, kind: str | None, t_done: float) -> None:
+            self._completed(t_send, measured, inf, kind, t_done)
+            if self.stopping or self.scheduling_done:
+                return
+            if self.pace_interval:
+                nxt = t_send + self.pace_interval
+                if nxt > t_done:
+                    self.handles.append(self.loop.call_at(nxt, self._issue))
+                    if len(self.handles) > 4096:
+                        self.handles = [h for h in self.handles if not h.cancelled() and h.when() > t_done]
+                    return
+            self._issue()
+        return done
+
+    # -- monitor -----------------------------------------------------------------------------------
+    def _monitor(self) -> None:
+        if self.closed or self.done.done():
+            return
+        now = self.loop.time()
+        c = self.client.counters
+        self.progress.step_update(elapsed_s=now - self.measure_start, measured=self.measured_sent,
+                                  ok=self.rec.ok, errors=self.rec.errors, in_flight=c.in_flight)
+        if now - self.t_start >= ABORT_AFTER_S and not self.any_ok and self.connection_errors:
+            first = (c.first_error or {}).get(ErrorKind.CONNECTION.value, "")
+            self.status = "aborted"
+            self.note = (f"no successful response in {now - self.t_start:.0f} s and {self.connection_errors} "
+                         f"connection errors; first: {first}")
+            self.stopping = True
+            self.done.set_result(None)
+            return
+        self.monitor_handle = self.loop.call_later(MONITOR_S, self._monitor)
+
+    # -- driver ------------------------------------------------------------------------------------
+    async def run(self) -> StepOutcome:
+        spec, loop = self.spec, self.loop
+        # Everything alive now lives for the whole step; without this, the collector walks it again and
+        # again, pausing the loop for tens of milliseconds and bunching up the schedule. Done before the
+        # clock starts: a full collection can itself take that long.
+        gc.collect()
+        gc.freeze()
+        if self.start_at is not None:
+            # After the collection, so that clients meeting at one instant also send their first request at it.
+            wait = self.start_at - time.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self.late_s = max(0.0, time.time() - self.start_at)
+        self.mono0, self.epoch0 = loop.time(), time.time()
+        self.t_start = self.mono0 + 0.002
+        self.measured_range: tuple[int, int | None] | None = None
+        if spec.mode is Mode.OPEN and spec.arrival is Arrival.CONSTANT and self.sched is None:
+            assert spec.client_rate
+            self.measured_range = spec.constant_schedule()
+            self.measure_start = self.t_start + self.measured_range[0] / spec.client_rate
+        else:
+            self.measure_start = self.t_start + spec.warmup_s
+        self.measure_end = self.measure_start + spec.duration_s if spec.duration_s is not None else math.inf
+        self.window_end = None
+        self.rec = StepRecorder(window_start=self.epoch(self.measure_start))
+        if self.sched is not None:
+            bounds = self.sched.boundaries
+            self.seg_recs = [StepRecorder(window_start=self.epoch(max(self.t_start + a, self.measure_start)))
+                             for a in bounds[:-1]]
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.client.counters.reset_step()
+        opened0 = self.client.counters.connections_opened
+        cpu0, wall0 = time.process_time(), time.monotonic()
+        self.progress.step_started(spec, planned_s=spec.duration_s, planned_requests=spec.requests)
+        interrupted = False
+        self.pace_interval = 0.0
+        if spec.mode is Mode.OPEN:
+            self.n_sched = 0
+            if self.sched is not None:
+                self.next_t = self._scheduled_at(0)
+            else:
+                self.next_t = self.t_start if spec.arrival is Arrival.CONSTANT else self.t_start + self._gap()
+            self.handles = [loop.call_at(self.next_t, self._tick)]
+        else:
+            users = spec.client_concurrency or 1
+            if spec.client_rate:
+                self.pace_interval = users / spec.client_rate
+            spread = self.pace_interval / users if self.pace_interval else 0.0
+            for u in range(users):
+                self.handles.append(loop.call_at(self.t_start + u * spread, self._issue))
+        self.monitor_handle = loop.call_later(MONITOR_S, self._monitor)
+        try:
+            await self.done
+        except asyncio.CancelledError:
+            interrupted = True
+            self.status = "interrupted"
+            self.note = "interrupted; the results measured so far are kept"
+        self.stopping = True
+        for h in self.handles:
+            h.cancel()
+        self.monitor_handle.cancel()
+        if self.status == "aborted":
+            drain_until = loop.time() + 2.0
+            while self.in_flight and loop.time() < drain_until:
+                await asyncio.sleep(0.05)
+        self.closed = True
+        now = loop.time()
+        ended = self.epoch(now)
+        if spec.mode is Mode.CLOSED and spec.requests is not None and self.status == "complete":
+            window_s = max(self.rec.last_completion - self.rec.window_start, 1e-9)
+        elif self.status == "complete" and self.window_end is not None and math.isfinite(self.window_end):
+            window_s = self.window_end - self.measure_start
+        else:
+            window_s = max(min(now, self.measure_end) - self.measure_start, 1e-9)
+        stats = self.rec.finish(window_s=window_s, unfinished=self.in_flight_measured)
+        wall = max(time.monotonic() - wall0, 1e-9)
+        lag_p99_ms = percentiles_us(decode(stats.lag_hist))["p99"] / 1000.0
+        if spec.mode is Mode.OPEN:
+            if self.measured_range is not None and self.measured_range[1] is not None:
+                scheduled = self.measured_range[1] - self.measured_range[0]
+            elif spec.requests is not None:
+                scheduled = spec.requests
+            else:
+                scheduled = round((spec.client_rate or 0) * (spec.duration_s or 0))
+        else:
+            scheduled = self.measured_sent
+        c = self.client.counters
+        lag_limit_ms = self.max_lag_ms
+        # A client that cannot sustain the rate ends the step further behind than it began, however
+        # large the tail it inflated: a final lag above 2% of the window is a rate it did not send.
+        # And a client using all of its core delays its own reading of replies, which no send lag shows.
+        final_lag_ms = self.last_lag * 1000.0
+        cpu = (time.process_time() - cpu0) / wall
+        behind = spec.mode is Mode.OPEN and (
+            lag_p99_ms > lag_limit_ms or final_lag_ms > max(lag_limit_ms, 20.0 * window_s)
+            or cpu >= CLIENT_SATURATED_CPU)
+        client_info = {
+            "cpu_utilization": round(cpu, 4),
+            "behind_schedule": behind,
+            "max_lag_ms": lag_limit_ms,
+            "lag_p99_ms": lag_p99_ms,
+            "final_lag_ms": final_lag_ms,
+            "scheduled": scheduled,
+            "sent": self.measured_sent,
+            "connection_limit": self.client.limit,
+            "connections_opened": c.connections_opened - opened0,
+            "max_in_flight": c.max_in_flight,
+            "waited_for_connection": c.waited_for_connection,
+            "first_error": dict(c.first_error or {}),
+        }
+        segments = []
+        if self.sched is not None:
+            bounds = self.sched.boundaries
+            for i, seg_rec in enumerate(self.seg_recs):
+                start = max(self.t_start + bounds[i], self.measure_start)
+                end = min(self.t_start + bounds[i + 1], now)
+                if end <= start:
+                    continue  # all of it warm-up, or never reached
+                total = spec.schedule[i]
+                segments.append((i, total, seg_rec.finish(window_s=end - start)))
+        outcome = StepOutcome(spec=spec, stats=stats, status=self.status, note=self.note,
+                              started_at=self.epoch(self.t_start), ended_at=ended, client=client_info,
+                              segments=tuple(segments))
+        if interrupted:
+            raise _Interrupted(outcome)
+        return outcome
+
+
+class _Interrupted(Exception):
+    def __init__(self, outcome: StepOutcome) -> None:
+        super().__init__("interrupted")
+        self.outcome = outcome
+
+
+async def _probe(client: HttpClient, timeout_s: float) -> tuple[int, str | None, str | None]:
+    """Send one unrecorded request: (status, error kind, detail) — to fail fast on a wrong URL."""
+    fut: asyncio.Future[tuple[int, str | None]] = asyncio.get_running_loop().create_future()
+
+    def done(status: int, kind: str | None, t_done: float) -> None:
+        if not fut.done():
+            fut.set_result((status, kind))
+
+    client.submit(0, done)
+    try:
+        status, kind = await asyncio.wait_for(fut, timeout_s + 1.0)
+    except TimeoutError:
+        return 0, ErrorKind.TIMEOUT.value, f"no response within {timeout_s:g} s"
+    detail = (client.counters.first_error or {}).get(kind or "", None) if kind else None
+    return status, kind, detail
+
+
+async def _with_samples(outcome: StepOutcome, sampler: ReplicaSampler | None,
+                        task: asyncio.Task[list[dict[str, Any]]] | None) -> StepOutcome:
+    """The step's outcome with the replica samples taken while it ran."""
+    if sampler is None or task is None:
+        return outcome
+    sampler.stop()
+    try:
+        samples = await asyncio.wait_for(asyncio.shield(task), timeout=2.0)
+    except (TimeoutError, asyncio.CancelledError):
+        task.cancel()
+        samples = sampler.samples
+    return dataclasses.replace(outcome, replicas=tuple(samples))
+
+
+def step_passes(outcome: StepOutcome, config: RunConfig) -> tuple[bool, str]:
+    assert config.search is not None
+    summary = summarize([outcome.client_step(config)])
+    return slo_verdict(summary, slo_p99_ms=config.search.slo_p99_ms, max_error_rate=config.max_error_rate)
+
+
+async def run(
+    config: RunConfig,
+    payloads: Sequence[Payload],
+    *,
+    progress: Progress | None = None,
+    on_step: Callable[[RunOutcome], None] | None = None,
+    server_metrics: bool = True,
+) -> RunOutcome:
+    """Execute the whole run; never raises for target trouble, it reports it in the outcome.
+
+    :param server_metrics: read the target's metrics around each step (client 0) and pause with it (the
+        others); default on.
+    """
+    progress = progress or NullProgress()
+    endpoint = parse_endpoint(config.url)
+    started = time.time()
+    info, info_error = await fetch_info(endpoint, timeout_s=min(5.0, config.timeout_s))
+    reader = StepReader(info, reads=config.client_index == 0, pauses=config.clients > 1) if server_metrics else None
+    inferences = [len(p.inputs) for p in payloads]
+    steps: list[StepOutcome] = []
+    notes: list[str] = []
+    status, error = "complete", None
+    first_limit = config.connection_limit(config.sweep()[0]) if config.sweep() else 64
+    client = open_client(config.engine, endpoint, [p.body for p in payloads], limit=first_limit,
+                         timeout_s=config.timeout_s)
+
+    calibration: dict[str, Any] | None = None
+
+    def outcome() -> RunOutcome:
+        return RunOutcome(status=status, error=error, steps=tuple(steps), started_at=started, ended_at=time.time(),
+                          server_info=info, server_info_error=info_error, notes=tuple(notes),
+                          calibration=calibration)
+
+    try:
+        p_status, p_kind, p_detail = await _probe(client, config.timeout_s)
+        if p_kind in (ErrorKind.CONNECTION.value, ErrorKind.TIMEOUT.value, ErrorKind.PROTOCOL.value) or p_status in (
+                404, 405):
+            why = p_detail or (f"HTTP {p_status}" if p_status else p_kind)
+            hint = " (is the URL the model's base, e.g. http://HOST:8000/MODEL?)" if p_status in (404, 405) else ""
+            status, error = "aborted", f"cannot use {endpoint.predict_url}: {why}{hint}"
+            return outcome()
+        if p_kind is not None:
+            notes.append(f"first request answered {p_kind} ({p_detail}); measuring anyway")
+        slo = config.search.slo_p99_ms if config.search is not None else config.slo_p99_ms
+        lag_limit_ms = max(config.max_lag_ms, LAG_SHARE_OF_SLO * slo) if slo else config.max_lag_ms
+        search_history: list[tuple[float, bool]] = []
+        planned = config.sweep()
+        start_at = config.start_at
+        if config.capacity_fractions:
+            cal = config.calibration_step()
+            client.limit = config.connection_limit(cal)
+            try:
+                measured = await _Step(client, cal, inferences, seed=config.seed, max_lag_ms=lag_limit_ms,
+                                       progress=progress, start_at=start_at).run()
+            except _Interrupted:
+                status, error = "interrupted", "interrupted while measuring capacity; nothing kept"
+                return outcome()
+            start_at = None
+            cal_summary = summarize([measured.client_step(config)])
+            progress.step_finished(cal_summary)
+            capacity = cal_summary["throughput_rps"]
+            if measured.status != "complete" or not capacity:
+                status, error = "aborted", (f"capacity measurement at concurrency {config.calibrate_concurrency}: "
+                                            f"{measured.note or 'no successful responses'}")
+                return outcome()
+            rates = rates_from_capacity(capacity, config.capacity_fractions)
+            planned = [config.step(i, rate=r) for i, r in enumerate(rates)]
+            calibration = {
+                "concurrency": config.calibrate_concurrency, "duration_s": config.calibrate_s,
+                "warmup_s": config.warmup_s, "throughput_rps": capacity,
+                "inferences_per_s": cal_summary["inferences_per_s"], "latency_ms": cal_summary["latency_ms"],
+                "errors": cal_summary["errors"], "fractions": list(config.capacity_fractions), "rates": list(rates),
+            }
+            notes.append(f"capacity: {capacity:,.1f} req/s at concurrency {config.calibrate_concurrency} (closed loop, "
+                         f"{config.calibrate_s:g} s); sweeping {', '.join(f'{r:g}' for r in rates)} req/s "
+                         f"({', '.join(f'{f:g}' for f in config.capacity_fractions)} × that)")
+        index = 0
+        while True:
+            if config.search is not None:
+                rate = config.search.next_rate(search_history)
+                if rate is None:
+                    break
+                spec = config.step(index, rate=rate)
+            else:
+                if index >= len(planned):
+                    break
+                spec = planned[index]
+            client.limit = config.connection_limit(spec)
+            step = _Step(client, spec, inferences, seed=config.seed, max_lag_ms=lag_limit_ms, progress=progress,
+                         start_at=start_at)
+            if reader is not None:
+                await reader.begin(settle=start_at is None)
+            sampler = ReplicaSampler(endpoint.info_url) if config.sample_replicas else None
+            sampling = asyncio.create_task(sampler.run()) if sampler is not None else None
+            try:
+                result = await step.run()
+            except _Interrupted as e:
+                steps.append(await _with_samples(e.outcome, sampler, sampling))
+                status, error = "interrupted", "interrupted; the results measured so far are kept"
+                return outcome()
+            result = await _with_samples(result, sampler, sampling)
+            if reader is not None:
+                result = dataclasses.replace(result, server_metrics=await reader.finish())
+            if start_at is not None and step.late_s > LATE_START_S:
+                notes.append(f"started {step.late_s:.1f} s after the common start time; the clients' measuring "
+                             "windows overlap less")
+            start_at = None
+            steps.append(result)
+            summary = summarize([result.client_step(config)])
+            progress.step_finished(summary)
+            if result.status != "complete":
+                status, error = "aborted", f"step {spec.label}: {result.note}"
+                break
+            if result.stats.ok == 0:
+                first = "; ".join(f"{k}: {v}" for k, v in result.client.get("first_error", {}).items())
+                status, error = "aborted", f"step {spec.label}: no successful responses ({first or 'no details'})"
+                break
+            if on_step is not None:
+                on_step(outcome())
+            if config.search is not None:
+                passed, reason = step_passes(result, config)
+                search_history.append((spec.rate or 0.0, passed))
+                notes.append(f"search {spec.label}: {'pass' if passed else 'fail'} ({reason})")
+                if result.client.get("behind_schedule"):
+                    notes.append(f"search stopped at {spec.label}: the client fell behind its schedule; "
+                                 "use more clients to measure higher rates")
+                    break
+            if (config.capacity_fractions and config.slo_p99_ms is not None and index == len(planned) - 1
+                    and len(planned) - len(config.capacity_fractions) < KNEE_EXTRA_STEPS):
+                passed, _ = slo_verdict(summary, slo_p99_ms=config.slo_p99_ms, max_error_rate=config.max_error_rate)
+                if passed and not result.client.get("behind_schedule"):
+                    rate = rates_from_capacity((spec.rate or 0.0) * KNEE_STEP_FACTOR, (1.0,))[0]
+                    planned.append(config.step(index + 1, rate=rate))
+                    notes.append(f"{spec.label} still met the SLO; going on at {rate:g} req/s to find the knee")
+            index += 1
+        if config.search is not None:
+            passing = [r for r, ok in search_history if ok]
+            notes.append(f"search: highest rate meeting p99 <= {config.search.slo_p99_ms:g} ms: "
+                         f"{max(passing):g} req/s" if passing else
+                         f"search: no rate met p99 <= {config.search.slo_p99_ms:g} ms")
+        return outcome()
+    finally:
+        await client.aclose()
+        gc.unfreeze()

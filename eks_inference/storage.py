@@ -1,0 +1,338 @@
+"""Where everything the project writes lives: ``s3://bucket/prefix`` or a local directory, one implementation.
+
+Two views of one place. :class:`Store` (``open_store``) is what the artifact cache uses for model directories and
+compiled artifacts, relative to a root; the location functions below it (``write_text``, ``exists``,
+``list_texts``, ``read_inputs``) take a whole path or ``s3://`` URI each, which is how load-test results, barrier
+markers and reports are named. Both reach S3 through :func:`s3_client`.
+
+Both stores give the same four guarantees the artifact cache relies on: downloads land atomically
+(temporary file, then rename, so a crashed download never looks complete), uploads of data files go to
+keys no other writer uses, :meth:`Store.put_if_absent` is a create-only write (S3 ``If-None-Match: *``;
+a hard link locally) that decides which concurrent writer wins, and every object can be named in an
+error message (:meth:`Store.uri_of`). boto3 is imported only for ``s3://`` stores; the endpoint comes from
+the argument, else boto3's own ``AWS_ENDPOINT_URL`` handling.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from eks_inference.errors import ConfigError
+
+DOWNLOAD_WORKERS = 8
+
+
+def is_s3(location: str) -> bool:
+    return location.startswith("s3://")
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    """``s3://bucket/key/...`` → (bucket, key); the key may be empty."""
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    if not bucket:
+        raise ConfigError(f"S3 URI {uri!r} has no bucket; write it as s3://BUCKET/PREFIX")
+    return bucket, key
+
+
+class Store(Protocol):
+    uri: str
+
+    def uri_of(self, rel: str) -> str: ...
+    def read_bytes(self, rel: str) -> bytes | None: ...
+    def download(self, rel: str, dest: Path) -> None: ...
+    def upload(self, src: Path, rel: str) -> None: ...
+    def put_if_absent(self, rel: str, data: bytes) -> bool: ...
+    def delete(self, rel: str) -> None: ...
+    def list(self, rel_prefix: str) -> list[str]: ...
+
+
+def temp_sibling(dest: Path) -> Path:
+    """A unique temporary path next to ``dest`` (same filesystem, so ``os.replace`` is atomic)."""
+    return dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def copy_atomic(src: Path, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_sibling(dest)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class LocalStore:
+    """A directory used as an object store (tests, laptops, shared volumes)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self.uri = str(self.root)
+
+    def _path(self, rel: str) -> Path:
+        p = (self.root / rel).resolve()
+        if p != self.root and self.root not in p.parents:
+            raise ValueError(f"object path {rel!r} escapes the store {self.root}")
+        return p
+
+    def uri_of(self, rel: str) -> str:
+        return str(self._path(rel))
+
+    def read_bytes(self, rel: str) -> bytes | None:
+        try:
+            return self._path(rel).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def download(self, rel: str, dest: Path) -> None:
+        copy_atomic(self._path(rel), dest)
+
+    def upload(self, src: Path, rel: str) -> None:
+        copy_atomic(src, self._path(rel))
+
+    def put_if_absent(self, rel: str, data: bytes) -> bool:
+        dest = self._path(rel)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_sibling(dest)
+        try:
+            tmp.write_bytes(data)
+            os.link(tmp, dest)  # fails if dest exists: create-only, like If-None-Match: *
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def delete(self, rel: str) -> None:
+        self._path(rel).unlink(missing_ok=True)
+
+    def list(self, rel_prefix: str) -> list[str]:
+        base = self._path(rel_prefix)
+        if not base.is_dir():
+            return []
+        return sorted(str(p.relative_to(self.root)) for p in base.rglob("*")
+                      if p.is_file() and not p.name.startswith("."))
+
+
+def s3_client(endpoint_url: str | None = None) -> Any:
+    """A boto3 S3 client with room for concurrent downloads and standard retries; the endpoint comes from the
+    argument, else boto3's own ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_S3`` handling (a moto server in tests)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3", endpoint_url=endpoint_url or None,
+        config=Config(max_pool_connections=DOWNLOAD_WORKERS * 2, retries={"max_attempts": 5, "mode": "standard"}),
+    )
+
+
+class S3Store:
+    """``s3://bucket/prefix``; objects are ``prefix/rel``."""
+
+    def __init__(self, uri: str, *, endpoint_url: str | None = None, client: Any = None) -> None:
+        bucket, prefix = split_s3(uri)
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
+        self.client = client if client is not None else s3_client(endpoint_url)
+
+    def key(self, rel: str) -> str:
+        return f"{self.prefix}/{rel}" if self.prefix else rel
+
+    def uri_of(self, rel: str) -> str:
+        return f"s3://{self.bucket}/{self.key(rel)}"
+
+    def read_bytes(self, rel: str) -> bytes | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self.key(rel))["Body"]
+            return bytes(body.read())
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise
+
+    def download(self, rel: str, dest: Path) -> None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_sibling(dest)
+        try:
+            self.client.download_file(self.bucket, self.key(rel), str(tmp))
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def upload(self, src: Path, rel: str) -> None:
+        self.client.upload_file(str(src), self.bucket, self.key(rel))
+
+    def put_if_absent(self, rel: str, data: bytes) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self.key(rel), Body=data, IfNoneMatch="*")
+            return True
+        except ClientError as e:
+            code = e.response.get("Error", {}).get("Code")
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            # 409 ConditionalRequestConflict: a concurrent conditional write is in flight; it will win.
+            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+                return False
+            raise
+
+    def delete(self, rel: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self.key(rel))
+
+    def list(self, rel_prefix: str) -> list[str]:
+        base = self.key(rel_prefix).rstrip("/") + "/"
+        out: list[str] = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base):
+            for obj in page.get("Contents", []):
+                out.append(obj["Key"][len(self.prefix) + 1:] if self.prefix else obj["Key"])
+        return sorted(out)
+
+
+def open_store(uri: str, *, endpoint_url: str | None = None) -> Store:
+    """``s3://...`` → :class:`S3Store`; anything else is a local directory (``file://`` allowed)."""
+    if uri.startswith("s3://"):
+        return S3Store(uri, endpoint_url=endpoint_url)
+    if "://" in uri and not uri.startswith("file://"):
+        raise ConfigError(f"store URI {uri!r} is not supported; use s3://BUCKET/PREFIX or a local directory")
+    return LocalStore(uri.removeprefix("file://"))
+
+
+def join(root: str, *parts: str) -> str:
+    """``root`` (URI or absolute path, kept as is) joined with relative parts."""
+    return "/".join([root.rstrip("/"), *(p.strip("/") for p in parts if p and p.strip("/"))])
+
+
+def run_concurrently(jobs: Iterable[Any], fn: Any, workers: int = DOWNLOAD_WORKERS) -> Iterator[Any]:
+    """Apply ``fn`` to each job on a thread pool; results in job order; the first error propagates."""
+    jobs = list(jobs)
+    if not jobs:
+        return iter(())
+    with ThreadPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+        return iter(list(pool.map(fn, jobs)))
+
+
+# --- locations: one whole path or s3:// URI each (load-test results, barrier markers, reports) ---
+
+def _s3() -> Any:
+    return s3_client()
+
+
+def write_text(dest: str, text: str) -> None:
+    """Write ``text`` to a local file (creating directories, atomically) or an S3 object."""
+    write_bytes(dest, text.encode("utf-8"), content_type="application/json")
+
+
+def write_bytes(dest: str, data: bytes, *, content_type: str) -> None:
+    if is_s3(dest):
+        bucket, key = split_s3(dest)
+        if not key or key.endswith("/"):
+            raise ConfigError(f"{dest!r} is a prefix, not an object key")
+        _s3().put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
+        return
+    p = Path(dest)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(p)
+
+
+def exists(location: str) -> bool:
+    """Whether a local file or an S3 object is there.
+
+    On S3 this lists the key's prefix instead of a HEAD: a role that may list only under a prefix (an
+    ``s3:prefix`` condition, as the load-test role has) gets 403, not 404, for a HEAD on a missing key.
+    """
+    if not is_s3(location):
+        return Path(location).is_file()
+    bucket, key = split_s3(location)
+    listed = _s3().list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
+    return any(obj["Key"] == key for obj in listed.get("Contents", []))
+
+
+def list_texts(prefix: str, *, suffix: str) -> dict[str, str]:
+    """``{name: text}`` of the files directly under a local directory or S3 prefix whose names end in
+    ``suffix``; empty when the directory does not exist yet."""
+    if not is_s3(prefix):
+        d = Path(prefix)
+        if not d.is_dir():
+            return {}
+        out = {}
+        for f in sorted(d.iterdir()):
+            if f.name.endswith(suffix) and f.is_file():
+                try:
+                    out[f.name] = f.read_text(encoding="utf-8")
+                except FileNotFoundError:  # replaced between listing and reading
+                    continue
+        return out
+    bucket, key = split_s3(prefix)
+    key = key if (not key or key.endswith("/")) else key + "/"
+    s3 = _s3()
+    found = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key, Delimiter="/"):
+        for obj in page.get("Contents", []):
+            name = obj["Key"][len(key):]
+            if name.endswith(suffix):
+                found[name] = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read().decode("utf-8")
+    return found
+
+
+def parent(location: str) -> str:
+    """The directory or prefix that holds ``location``."""
+    if is_s3(location):
+        return location.rsplit("/", 1)[0] + "/"
+    return str(Path(location).parent)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Found:
+    """One candidate result file; ``explicit`` when the user named it rather than its directory."""
+
+    source: str
+    text: str
+    explicit: bool
+
+
+def read_inputs(inputs: list[str]) -> list[Found]:
+    """Expand files, directories (``*.json`` below them) and S3 prefixes into their contents."""
+    found: list[Found] = []
+    for item in inputs:
+        if is_s3(item):
+            found.extend(_read_s3(item))
+            continue
+        p = Path(item)
+        if p.is_dir():
+            files = sorted(f for f in p.rglob("*.json") if f.is_file())
+            found.extend(Found(source=str(f), text=f.read_text(encoding="utf-8"), explicit=False) for f in files)
+        elif p.is_file():
+            found.append(Found(source=str(p), text=p.read_text(encoding="utf-8"), explicit=True))
+        else:
+            raise ConfigError(f"{item!r} is neither a file, a directory nor an s3:// prefix")
+    return found
+
+
+def _read_s3(uri: str) -> list[Found]:
+    bucket, key = split_s3(uri)
+    s3 = _s3()
+    if key.endswith(".json"):
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8")
+        return [Found(source=uri, text=body, explicit=True)]
+    out = []
+    paginator = s3.get_paginator("list_objects_v2")
+    prefix = key if (not key or key.endswith("/")) else key + "/"
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            if obj["Key"].endswith(".json"):
+                body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read().decode("utf-8")
+                out.append(Found(source=f"s3://{bucket}/{obj['Key']}", text=body, explicit=False))
+    if not out:
+        raise ConfigError(f"{uri!r} holds no .json objects")
+    return out

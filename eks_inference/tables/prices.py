@@ -1,0 +1,162 @@
+"""On-demand EC2 prices, dated and overridable, and the price-performance arithmetic.
+
+The ranking is only as good as its prices, and prices change: the table says when and where it was
+taken, any entry can be overridden from a JSON file (``--prices``), and an instance type the table
+does not know is priced "n/a" instead of being guessed, so a local run (processor ``cpu`` on a laptop)
+still gets a report.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eks_inference.errors import ConfigError
+
+DEFAULT_REGION = "us-east-1"
+MAX_PRICE_AGE_DAYS = 180
+"""Older prices than this get a warning in the report: list prices move, and new instance generations appear."""
+
+# Linux, shared tenancy, on-demand USD per instance-hour.
+_US = {
+    "m7g.large": 0.0816, "m7g.xlarge": 0.1632,
+    "c7g.xlarge": 0.1450, "c7g.2xlarge": 0.2900, "c7g.4xlarge": 0.5800,
+    "inf2.xlarge": 0.7582, "inf2.8xlarge": 1.9679, "inf2.24xlarge": 6.4906,
+    "g5.xlarge": 1.0060, "g5.2xlarge": 1.2120,
+    "g6.xlarge": 0.8048, "g6.2xlarge": 0.9776,
+    "c7i.large": 0.08925, "c7i.xlarge": 0.1785, "c7i.2xlarge": 0.3570,
+    # added 2026-11-29 (same pages): the system node groups' type and the prod cpu group's, for plan and costs
+    "m7i.large": 0.1008, "m7i.xlarge": 0.2016, "c7i.4xlarge": 0.7140,
+}
+_EU_WEST_1 = {
+    "m7g.large": 0.0914, "m7g.xlarge": 0.1827,
+    "c7g.xlarge": 0.1613, "c7g.2xlarge": 0.3226, "c7g.4xlarge": 0.6451,
+    "inf2.xlarge": 0.8338, "inf2.8xlarge": 2.1643, "inf2.24xlarge": 7.1396,
+    "g5.xlarge": 1.1230, "g5.2xlarge": 1.3530,
+    "g6.xlarge": 0.8957, "g6.2xlarge": 1.0880,
+    "c7i.large": 0.1008, "c7i.xlarge": 0.2016, "c7i.2xlarge": 0.4032,
+    # added 2026-11-29: four times c7i.xlarge (a family's sizes scale linearly in price); m7i not transcribed here
+    "c7i.4xlarge": 0.8064,
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class PriceTable:
+    """USD per instance-hour by region and instance type.
+
+    :param date: when the prices were taken (ISO date); reports print it next to every cost.
+    :param source: where they came from.
+    :param note: caveats (snapshot, currency, tenancy).
+    :param prices: ``{region: {instance_type: usd_per_hour}}``; region ``"*"`` applies everywhere, which is
+        how a local machine or a discount rate is priced.
+    """
+
+    date: str
+    source: str
+    note: str = ""
+    prices: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+    def hourly(self, instance_type: str | None, region: str | None) -> float | None:
+        """Price of one instance-hour, or None when unknown (reported as n/a, never guessed)."""
+        if not instance_type:
+            return None
+        for reg in (region or DEFAULT_REGION, "*"):
+            price = self.prices.get(reg, {}).get(instance_type)
+            if price is not None:
+                return float(price)
+        return None
+
+    def with_overrides(self, doc: Mapping[str, Any], *, source: str) -> PriceTable:
+        """Overlay a ``--prices`` document; entries it names replace ours, the rest stay."""
+        merged: dict[str, dict[str, float]] = {r: dict(p) for r, p in self.prices.items()}
+        for region, entries in _parse_price_doc(doc, source=source).items():
+            merged.setdefault(region, {}).update(entries)
+        return PriceTable(
+            date=str(doc.get("date", self.date)),
+            source=str(doc.get("source", f"{self.source}; overrides from {source}")),
+            note=str(doc.get("note", self.note)),
+            prices=merged,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"date": self.date, "source": self.source, "note": self.note,
+                "prices": {r: dict(sorted(p.items())) for r, p in sorted(self.prices.items())}}
+
+
+DEFAULT_PRICES = PriceTable(
+    date="2025-06-01",
+    source="AWS EC2 On-Demand pricing pages (Linux, shared tenancy), transcribed by hand",
+    note=(
+        "A snapshot of public list prices, not a quote: no Savings Plans, Spot, reserved or EKS control-plane "
+        "($0.10/h per cluster) costs. us-west-2 matches us-east-1 for these types. m7i.large, m7i.xlarge and "
+        "c7i.4xlarge were added on 2026-11-29. Check current prices and override with --prices FILE."
+    ),
+    prices={"us-east-1": _US, "us-west-2": dict(_US), "eu-west-1": _EU_WEST_1},
+)
+
+
+def _parse_price_doc(doc: Mapping[str, Any], *, source: str) -> dict[str, dict[str, float]]:
+    prices = doc.get("prices")
+    if not isinstance(prices, Mapping):
+        raise ConfigError(
+            f"{source}: no 'prices' object; write {{\"date\": \"YYYY-MM-DD\", \"prices\": "
+            "{\"us-east-1\": {\"c7g.xlarge\": 0.145}}}"
+        )
+    out: dict[str, dict[str, float]] = {}
+    for region, entries in prices.items():
+        if not isinstance(entries, Mapping):
+            raise ConfigError(f"{source}: prices[{region!r}] is not an object of instance type -> USD/hour")
+        for itype, value in entries.items():
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ConfigError(
+                    f"{source}: prices[{region!r}][{itype!r}] = {value!r} is not a non-negative number; "
+                    "give USD per instance-hour, e.g. 0.145"
+                )
+            out.setdefault(str(region), {})[str(itype)] = float(value)
+    return out
+
+
+def load_prices(path: str | Path | None) -> PriceTable:
+    """The default table, overlaid with ``path`` when given."""
+    if path is None:
+        return DEFAULT_PRICES
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"--prices: {str(p)!r} does not exist") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--prices: {p}:{e.lineno}: not valid JSON ({e.msg})") from None
+    if not isinstance(doc, Mapping):
+        raise ConfigError(f"--prices: {p} must hold a JSON object with 'date', 'source' and 'prices'")
+    return DEFAULT_PRICES.with_overrides(doc, source=str(p))
+
+
+def fleet_hourly(price_per_instance: float | None, nodes: int) -> float | None:
+    return None if price_per_instance is None else price_per_instance * nodes
+
+
+def usd_per_million(hourly_usd: float | None, inferences_per_s: float) -> float | None:
+    """Cost of one million inferences when the fleet runs flat out at ``inferences_per_s``."""
+    if hourly_usd is None or inferences_per_s <= 0:
+        return None
+    return hourly_usd / (inferences_per_s * 3600.0) * 1e6
+
+
+def age_warning(table: PriceTable, *, today: dt.date, max_age_days: int = MAX_PRICE_AGE_DAYS) -> str | None:
+    """A warning when the table is older than ``max_age_days`` (or carries no readable date)."""
+    try:
+        taken = dt.date.fromisoformat(table.date)
+    except ValueError:
+        return (f"the price table's date {table.date!r} is not an ISO date, so its age is unknown; give current "
+                "prices with --prices FILE ({\"date\": \"YYYY-MM-DD\", \"prices\": {...}})")
+    age = (today - taken).days
+    if age <= max_age_days:
+        return None
+    return (f"the price table is dated {table.date}, {age} days old (more than {max_age_days}); costs use those "
+            "prices — check current ones and override them with --prices FILE "
+            "({\"date\": \"YYYY-MM-DD\", \"prices\": {\"REGION\": {\"TYPE\": USD_PER_HOUR}}})")
