@@ -131,9 +131,9 @@ def build_engine(threads: int, dtype: str = "fp32") -> Any:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from eks_inference.artifacts.resolve import ArtifactRequest, resolve_artifact, resolve_model, sdk_versions
     from eks_inference.config import Task
-    from eks_inference.model.backends import load_backend
-    from eks_inference.model.bucketing import seq_buckets_for
-    from eks_inference.model.engine import Engine
+    from eks_inference.runtime.backends import load_backend
+    from eks_inference.runtime.bucketing import seq_buckets_for
+    from eks_inference.runtime.engine import Engine
 
     model = resolve_model("bundled:all-minilm-l6-v2", cache_dir=CACHE)
     seq = seq_buckets_for("cpu", 128)

@@ -65,8 +65,8 @@ def build_engine(args: argparse.Namespace) -> Any:
     from eks_inference.artifacts.resolve import ArtifactRequest, resolve_artifact, resolve_model, sdk_versions
     from eks_inference.compile.synthetic import write_synthetic_model
     from eks_inference.config import Task
-    from eks_inference.model.backends import load_backend
-    from eks_inference.model.engine import Engine
+    from eks_inference.runtime.backends import load_backend
+    from eks_inference.runtime.engine import Engine
 
     st = settings(args)
     model_dir = WORK / f"model-{st['size']}"

@@ -203,7 +203,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     )
     from eks_inference.compile.trace import compile_artifact
     from eks_inference.config import batch_buckets_up_to
-    from eks_inference.model.bucketing import seq_buckets_for
+    from eks_inference.runtime.bucketing import seq_buckets_for
 
     check_model_source(args.source, where="SOURCE")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -25,8 +25,8 @@ import torch
 
 from eks_inference.artifacts.resolve import MANIFEST_FORMAT, ArtifactRequest, hash_tree, sdk_versions
 from eks_inference.config import DType, Task
-from eks_inference.model.engine import Encoder, Item
-from eks_inference.model.tasks import load_task_module
+from eks_inference.runtime.engine import Encoder, Item
+from eks_inference.runtime.tasks import load_task_module
 
 log = logging.getLogger(__name__)
 

@@ -20,29 +20,38 @@ IMAGES = {
 }
 
 
-CORE_MODULES = ("__init__.py", "config.py", "cli.py", "cli_help.py", "instance_types.py", "regions.py", "manifests.py",
-                "metric_names.py")
-"""Modules every image ships: the CLI, the config it validates (which reads the instance and region tables), the
-manifest primitives that serving and verification both hash with, and the names of the metrics serving exports
-and the load tester reads."""
+_SHARED_MODULES = ("__init__.py", "errors.py", "config.py", "tables", "storage.py", "metric_names.py",
+                   "cli/__init__.py", "cli/__main__.py", "cli/help.py")
+IMAGE_MODULES: dict[str, tuple[str, ...]] = {
+    "serving": (*_SHARED_MODULES, "artifacts", "runtime", "serving", "compile", "cli/serving.py"),
+    "loadtest": (*_SHARED_MODULES, "artifacts/__init__.py", "artifacts/manifests.py", "costs.py", "measure", "loadgen",
+                 "analysis", "fleet", "verify", "cli/loadtest.py", "cli/verify.py", "cli/plan.py"),
+}
+"""What of the package each kind of image carries, relative to ``eks_inference/``. Every Dockerfile copies the whole
+package directory (``COPY eks_inference eks_inference``) and names no module: this list, applied to the build
+context, decides. Every image has the command line, the validated config with its tables, storage and the metric
+names; serving images the model runtime, artifact resolution, serving and compile; the load-test image the load
+generator, measurement, analysis, fleet planning and verification (which reads stored references, no torch). Nothing
+that imports aws-cdk-lib is in either. ``tests/unit/test_images.py`` follows every import of the shipped code."""
+
+
+def image_kind(image: str) -> str:
+    return "loadtest" if image == "loadtest" else "serving"
 
 
 def build_context_excludes(image: str) -> list[str]:
-    """Docker-ignore patterns that keep the build context to exactly what the Dockerfile copies.
+    """Docker-ignore patterns that keep the build context to exactly what the image needs.
 
     The context is the repository root (the package is shared), narrowed to: pyproject, README, one
-    requirements file, the modules that image runs, and its own Dockerfile. Serving images never see
-    load-test code and the other way round, so an edit to one does not rebuild the other, and nothing that
-    imports aws-cdk-lib can reach an image.
+    requirements file, the package modules of :data:`IMAGE_MODULES` for that image, and its own Dockerfile. Serving
+    images never see load-test code and the other way round, so an edit to one does not rebuild the other, and
+    nothing that imports aws-cdk-lib can reach an image.
     """
     folder, requirements = IMAGES[image]
-    modules = (["loadtest", "verify", "costs.py", "serving/__init__.py", "serving/storage.py"]
-               if image == "loadtest" else ["serving", "compile"])
     return [
         "*",
         "!pyproject.toml", "!README.md", f"!{requirements}",
-        *[f"!eks_inference/{m}" for m in CORE_MODULES],
-        *[f"!eks_inference/{m}" for m in modules],
+        *[f"!eks_inference/{m}" for m in IMAGE_MODULES[image_kind(image)]],
         f"!{folder}/Dockerfile",
         "**/__pycache__", "**/*.py[cod]",
     ]

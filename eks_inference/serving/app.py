@@ -44,7 +44,7 @@ from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from eks_inference.config import DType, Task
-from eks_inference.model.bucketing import split_sizes
+from eks_inference.runtime.bucketing import split_sizes
 from eks_inference.serving.api import (
     ERROR_SCHEMA,
     PREDICT_RESPONSE_SCHEMA,
@@ -334,9 +334,9 @@ class InferenceModel:
     def _load(self, cfg: UserConfig) -> None:
         from eks_inference.artifacts.resolve import ArtifactRequest, resolve_artifact, sdk_versions
         from eks_inference.compile.trace import compile_artifact
-        from eks_inference.model.backends import cpu_has_native_bf16, effective_dtype, load_backend
-        from eks_inference.model.bucketing import seq_buckets_for
-        from eks_inference.model.engine import Engine
+        from eks_inference.runtime.backends import cpu_has_native_bf16, effective_dtype, load_backend
+        from eks_inference.runtime.bucketing import seq_buckets_for
+        from eks_inference.runtime.engine import Engine
 
         a = self.args
         if a.backend == "cpu" and cfg.dtype is DType.BF16:

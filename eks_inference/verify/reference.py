@@ -1,6 +1,6 @@
 """Reference outputs for the probe set, computed in fp32 eager torch from the same weights.
 
-Computing runs the project's own :class:`~eks_inference.model.engine.Engine` — the same tokenizer, the
+Computing runs the project's own :class:`~eks_inference.runtime.engine.Engine` — the same tokenizer, the
 same truncation at ``max_seq_length``, the same pooling heads and post-processing a replica runs — on an
 eager fp32 module instead of a compiled graph, one input at a time and without padding. Whatever differs
 between a target and this reference is then the target's compilation, dtype, batching or packaging.
@@ -92,7 +92,7 @@ def eager_module(model_dir: Path, task: Task) -> Any:
     try:
         import transformers
 
-        from eks_inference.model.tasks import load_task_module
+        from eks_inference.runtime.tasks import load_task_module
     except ImportError:
         raise _unavailable() from None
     transformers.utils.logging.disable_progress_bar()
@@ -119,7 +119,7 @@ class ReferenceModel:
 
     def run(self, max_seq_length: int, probes: Sequence[Probe] | None = None) -> Reference:
         try:
-            from eks_inference.model.engine import Engine
+            from eks_inference.runtime.engine import Engine
         except ImportError:
             raise _unavailable() from None
         probes = list(probes) if probes is not None else probes_for(self.task, max_seq_length)

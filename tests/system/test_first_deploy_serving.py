@@ -102,9 +102,9 @@ def publish_cli(source: Path, name: str, endpoint: str) -> subprocess.CompletedP
 
 def direct_embeddings(model_dir: Path, texts: list[str], tmp: Path) -> np.ndarray:
     from eks_inference.artifacts.resolve import ArtifactRequest, resolve_artifact, resolve_model, sdk_versions
-    from eks_inference.model.backends import load_backend
-    from eks_inference.model.bucketing import seq_buckets_for
-    from eks_inference.model.engine import Engine
+    from eks_inference.runtime.backends import load_backend
+    from eks_inference.runtime.bucketing import seq_buckets_for
+    from eks_inference.runtime.engine import Engine
 
     model = resolve_model(str(model_dir), cache_dir=tmp)
     req = ArtifactRequest(model="direct", revision="v1", task="embedding", processor="cpu", backend="cpu",

@@ -61,7 +61,7 @@ def test_manifest_describes_and_hashes_every_file(tiny: Path, tmp_path: Path) ->
 
 
 def test_traced_graph_loads_with_jit_load_and_matches_eager_at_any_bucket(tiny: Path, tmp_path: Path) -> None:
-    from eks_inference.model.tasks import load_task_module
+    from eks_inference.runtime.tasks import load_task_module
 
     out, m = compile_to(tmp_path, tiny)
     graph = torch.jit.load(str(out / m["graphs"][0]["file"]))

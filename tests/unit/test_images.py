@@ -275,9 +275,8 @@ def test_copies_only_package_sources_never_weights(image: str) -> None:
     allowed_files = {"pyproject.toml", "README.md", REQUIREMENTS[image]}
     for src in context_sources(image):
         assert (ROOT / src).exists(), f"{image}: COPY {src}: no such path"
-        assert src in allowed_files or src.startswith("eks_inference/"), f"{image}: COPY {src}"
-        assert not any(src.startswith(f"eks_inference/{m}") for m in INFRA_MODULES), f"{image}: COPY {src}"
-    for f in files_under(context_sources(image)):
+        assert src in allowed_files or src == "eks_inference", f"{image}: COPY {src} (copy the package, name no module)"
+    for f in image_files(image):
         assert not WEIGHTS.search(f), f"{image}: COPY brings {f}"
 
 
@@ -442,8 +441,25 @@ def imports_of(path: Path) -> list[tuple[str, bool]]:
     return out
 
 
+STACK_KEY = {"graviton": "graviton", "inferentia2": "inferentia", "gpu": "gpu", "loadtest": "loadtest"}
+"""Dockerfile folder -> the image name the InferenceStack builds it as."""
+
+
+@cache
+def image_files(image: str) -> frozenset[str]:
+    """The files of an image's build context as the InferenceStack stages it: the Dockerfile copies the whole
+    ``eks_inference`` directory, so this context is what decides the modules the image carries."""
+    from eks_inference.constructs.model_image import build_context_excludes
+
+    return frozenset(cdk_context(build_context_excludes(STACK_KEY[image]), f"model_images/{image}/Dockerfile"))
+
+
+def non_package_sources(image: str) -> list[str]:
+    return [s for s in context_sources(image) if s != "eks_inference" and not s.startswith("eks_inference/")]
+
+
 def shipped_modules(image: str) -> dict[str, Path]:
-    files = files_under([s for s in context_sources(image) if s.startswith("eks_inference")])
+    files = [f for f in image_files(image) if f.startswith("eks_inference/")]
     return {module_name(ROOT / f): ROOT / f for f in files if f.endswith(".py")}
 
 
@@ -477,10 +493,7 @@ def importable(requirements: str, drop: frozenset[str]) -> frozenset[str]:
 
 
 def test_serving_and_loadtest_code_imports_nothing_from_the_cdk_side() -> None:
-    pkg = ROOT / "eks_inference"
-    files = [pkg / "__init__.py", pkg / "config.py", pkg / "cli.py"]
-    for sub in ("serving", "compile", "loadtest"):
-        files += sorted((pkg / sub).rglob("*.py"))
+    files = sorted({p for image in IMAGES for p in shipped_modules(image).values()})
     offenders = []
     for f in files:
         for name, _ in imports_of(f):
@@ -601,12 +614,6 @@ def cdk_context(excludes: list[str], dockerfile_rel: str) -> set[str]:
     return DockerIgnore([*root_ignore, *excludes, *tail]).context()
 
 
-def recommended_excludes(image: str) -> list[str]:
-    """Exactly the Dockerfile's COPY sources (and the Dockerfile), nothing else; see model_images/README.md."""
-    return ["*", *(f"!{s}" for s in context_sources(image)), f"!model_images/{image}/Dockerfile",
-            "**/__pycache__", "**/*.py[cod]"]
-
-
 def assert_clean(files: set[str], what: str) -> None:
     bad = sorted(f for f in files if any(f in (p, f"{p}.py") or f.startswith(f"{p}/") for p in FORBIDDEN_IN_CONTEXT))
     assert not bad, f"{what} carries {bad[:10]}"
@@ -617,16 +624,18 @@ def test_root_dockerignore_alone_keeps_workspace_out_and_every_copy_source_in() 
     files = DockerIgnore((ROOT / ".dockerignore").read_text().splitlines()).context()
     assert_clean(files, ".dockerignore")
     for image in IMAGES:
-        missing = files_under(context_sources(image)) | {f"model_images/{image}/Dockerfile"}
+        missing = files_under(non_package_sources(image)) | image_files(image) - {".dockerignore"}
         assert not missing - files, f"{image}: `docker build .` would miss {sorted(missing - files)}"
 
 
 @pytest.mark.parametrize("image", IMAGES)
-def test_recommended_excludes_give_exactly_the_copied_files(image: str) -> None:
+def test_stack_context_holds_the_copied_files_and_exactly_the_image_modules(image: str) -> None:
+    from eks_inference.constructs.model_image import IMAGE_MODULES, image_kind
+
     dockerfile_rel = f"model_images/{image}/Dockerfile"
-    files = cdk_context(recommended_excludes(image), dockerfile_rel)
+    modules = files_under([f"eks_inference/{m}" for m in IMAGE_MODULES[image_kind(STACK_KEY[image])]])
     # DockerImageAsset always adds the .dockerignore itself.
-    assert files == files_under(context_sources(image)) | {dockerfile_rel, ".dockerignore"}
+    assert image_files(image) == files_under(non_package_sources(image)) | modules | {dockerfile_rel, ".dockerignore"}
 
 
 def stack_images() -> dict[str, str]:
@@ -642,7 +651,7 @@ def test_stack_excludes_keep_every_copy_source_and_no_infrastructure(key: str) -
     folder = stack_images()[key]
     image = Path(folder).name
     files = cdk_context(build_context_excludes(key), f"{folder}/Dockerfile")
-    needed = files_under(context_sources(image)) | {f"{folder}/Dockerfile"}
+    needed = files_under(non_package_sources(image)) | {f"{folder}/Dockerfile", "eks_inference/cli/__init__.py"}
     assert not needed - files, f"{key}: the build context misses {sorted(needed - files)}"
     assert_clean(files, f"{key} build context")
     for f in files:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from eks_inference.config import batch_buckets_up_to
-from eks_inference.model.bucketing import padded_shape, pick_bucket, seq_buckets_for, split_sizes
+from eks_inference.runtime.bucketing import padded_shape, pick_bucket, seq_buckets_for, split_sizes
 
 
 @pytest.mark.parametrize(("n", "expected"), [(1, 1), (2, 2), (3, 4), (5, 8), (17, 32), (32, 32)])

@@ -14,9 +14,9 @@ import torch
 from eks_inference.artifacts.resolve import ArtifactRequest, resolve_artifact, resolve_model, sdk_versions
 from eks_inference.compile.trace import compile_artifact
 from eks_inference.config import Task
-from eks_inference.model.backends import cpu_has_native_bf16, effective_dtype, load_backend
-from eks_inference.model.engine import Encoder, Engine
-from eks_inference.model.tasks import best_span, load_task_module
+from eks_inference.runtime.backends import cpu_has_native_bf16, effective_dtype, load_backend
+from eks_inference.runtime.engine import Encoder, Engine
+from eks_inference.runtime.tasks import best_span, load_task_module
 from eks_inference.serving.batcher import GreedyBatcher
 
 BATCH = (1, 2, 4)

@@ -14,7 +14,7 @@ import torch
 
 from eks_inference.artifacts.resolve import bundled_model_path
 from eks_inference.config import Task
-from eks_inference.model.tasks import load_task_module
+from eks_inference.runtime.tasks import load_task_module
 from eks_inference.serving.local import LocalRay
 
 from .conftest import deploy_model, get, minilm_config, post

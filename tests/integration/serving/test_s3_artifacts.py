@@ -22,7 +22,7 @@ from eks_inference.compile.publish import publish_model
 from eks_inference.compile.synthetic import write_synthetic_model
 from eks_inference.compile.trace import compile_artifact
 from eks_inference.config import ModelSpec, Task
-from eks_inference.model.bucketing import seq_buckets_for
+from eks_inference.runtime.bucketing import seq_buckets_for
 from eks_inference.serving.local import DeployFailed, LocalRay
 from eks_inference.serving.serve_config import model_repository_uris
 
@@ -88,8 +88,8 @@ def test_publish_fetch_verify_serve_then_a_cache_hit_skips_compilation(
     assert status == 200 and isinstance(body, dict)
     local = resolve_model(str(tiny), cache_dir=tmp_path / "direct")
     assert first["weights_digest"] == local.digest
-    from eks_inference.model.backends import load_backend
-    from eks_inference.model.engine import Engine
+    from eks_inference.runtime.backends import load_backend
+    from eks_inference.runtime.engine import Engine
 
     req = ArtifactRequest(model="tiny-s3", revision="v1", task="embedding", processor="cpu", backend="cpu",
                           dtype="fp32", batch_buckets=(1, 2, 4), seq_buckets=seq_buckets_for("cpu", 32),

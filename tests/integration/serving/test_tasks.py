@@ -11,7 +11,7 @@ import torch
 
 from eks_inference.compile.synthetic import write_synthetic_model
 from eks_inference.config import Processor, ServingSpec, Task
-from eks_inference.model.tasks import load_task_module
+from eks_inference.runtime.tasks import load_task_module
 from eks_inference.serving.local import LocalRay
 from eks_inference.serving.serve_config import render_serve_config
 

