@@ -266,7 +266,7 @@ def _load(m: Mapping[str, Any]) -> str:
 
 
 def render(pl: Plan) -> str:
-    """Plain text, the same on every terminal (the README quotes it verbatim)."""
+    """Plain text, the same on every terminal (docs/load-testing.md quotes it verbatim)."""
     p = pl.inputs
     r = pl.report
     lines = [
