@@ -88,9 +88,12 @@ demo: setup  ## set up, synthesize every stack, serve the bundled model locally,
 	$(EI) plan $(DEMO_OUT)/report --target-rps $(DEMO_PLAN_RPS)
 	@echo "Report: $(DEMO_OUT)/report/report.html (PNG: $(DEMO_OUT)/report/report.png)"
 
-lint: setup  ## ruff and mypy
+lint: setup  ## ruff, mypy, the floors contract (lint-imports), dependencies (deptry) and dead code (vulture)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy eks_inference app.py
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/deptry .
+	$(VENV)/bin/vulture
 
 test: setup-test lint  ## set up, lint, type-check and run the whole test suite (offline)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

@@ -411,7 +411,7 @@ def run_foreground(config: dict[str, Any], *, state_dir: Path = STATE_DIR, timeo
         raise ConfigError(f"--port: {port} is already in use on {host}; pick another with --port")
     stop = {"flag": False}
 
-    def on_signal(signum: int, frame: Any) -> None:
+    def on_signal(_signum: int, _frame: Any) -> None:
         stop["flag"] = True
 
     signals = (signal.SIGTERM, signal.SIGINT)
