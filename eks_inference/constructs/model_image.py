@@ -8,6 +8,8 @@ from aws_cdk import IgnoreMode
 from aws_cdk import aws_ecr_assets as ecr_assets
 from constructs import Construct
 
+from eks_inference.config import ConfigError
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Image name -> (Dockerfile directory, requirements file the image installs).
@@ -70,7 +72,7 @@ class ModelImage(Construct):
                  platform: ecr_assets.Platform | None = None, image_uri: str | None = None) -> None:
         super().__init__(scope, construct_id)
         if image not in IMAGES:
-            raise ValueError(f"image {image!r} is not one of {sorted(IMAGES)}")
+            raise ConfigError(f"ModelImage: image {image!r} is not one of {sorted(IMAGES)}; pick one of them")
         self.asset: ecr_assets.DockerImageAsset | None = None
         self.identity: str
         """Plain text that changes exactly when the image does (the asset hash, or the configured URI);

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Duration, FeatureFlags, RemovalPolicy
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from eks_inference.config import ConfigError
+
 MODELS_PREFIX = "models/"
 ARTIFACTS_PREFIX = "artifacts/"
 RESULTS_PREFIX = "results/"
+ACCESS_LOGS_FLAG = "@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy"
 
 
 class ModelRepository(Construct):
@@ -30,6 +33,10 @@ class ModelRepository(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, results_retention_days: int = 90,
                  noncurrent_retention_days: int = 30, removal_policy: RemovalPolicy = RemovalPolicy.RETAIN) -> None:
         super().__init__(scope, construct_id)
+        if not FeatureFlags.of(self).is_enabled(ACCESS_LOGS_FLAG):
+            raise ConfigError(f"ModelRepository: the feature flag {ACCESS_LOGS_FLAG!r} is off in this app; without it "
+                              "CDK grants access logging by ACL, which the buckets' BUCKET_OWNER_ENFORCED ownership "
+                              'refuses at deploy; set it to true in cdk.json\'s "context" (cdk init sets it)')
         self.key = kms.Key(self, "Key", enable_key_rotation=True, removal_policy=removal_policy,
                            description="eks-inference model repository: weights, artifacts, results")
         self.access_logs = s3.Bucket(

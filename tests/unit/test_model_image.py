@@ -12,6 +12,7 @@ import pytest
 from aws_cdk import App, Stack
 from aws_cdk import aws_ecr_assets as ecr_assets
 
+from eks_inference.config import ConfigError
 from eks_inference.constructs.model_image import IMAGES, ModelImage
 
 INFRASTRUCTURE = ("eks_inference/constructs/", "eks_inference/stacks/", "eks_inference/k8s/", "tests/", ".venv/",
@@ -98,5 +99,6 @@ def test_existing_uri_is_used_as_is(built: Built) -> None:
 
 def test_an_unknown_image_is_refused() -> None:
     """GIVEN an image name without a Dockerfile WHEN the construct is built THEN the error lists the known ones."""
-    with pytest.raises(ValueError, match=r"^image 'tpu' is not one of \['cpu', 'gpu', 'graviton', 'inferentia', "):
+    with pytest.raises(ConfigError,
+                       match=r"^ModelImage: image 'tpu' is not one of \['cpu', 'gpu', 'graviton', 'inferentia', "):
         ModelImage(Stack(App(), "Unknown"), "Tpu", image="tpu")

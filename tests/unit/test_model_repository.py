@@ -11,6 +11,7 @@ from aws_cdk import App, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk.assertions import Match, Template
 
+from eks_inference.config import ConfigError
 from eks_inference.constructs.model_repository import ARTIFACTS_PREFIX, MODELS_PREFIX, RESULTS_PREFIX, ModelRepository
 
 
@@ -147,3 +148,12 @@ def test_uri_names_the_bucket(built: Built) -> None:
     """GIVEN a repository WHEN its URI is resolved THEN it is s3:// and the bucket's name."""
     assert built.stack.resolve(built.default.uri) == {
         "Fn::Join": ["", ["s3://", {"Ref": built.logical_id(built.default.bucket)}]]}
+
+
+def test_an_app_without_the_access_log_policy_flag_is_refused_before_any_resource() -> None:
+    """GIVEN an app without the flag that grants access logging by bucket policy WHEN a repository is built THEN
+    one ConfigError names the flag and the fix, and nothing was created (CDK would otherwise fail on an ACL)."""
+    stack = Stack(App(), "NoFlag")
+    with pytest.raises(ConfigError, match=r"serverAccessLogsUseBucketPolicy.* is off .*set it to true in cdk.json"):
+        ModelRepository(stack, "Repo")
+    assert not Template.from_stack(stack).find_resources("AWS::S3::Bucket")
