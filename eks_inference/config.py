@@ -139,10 +139,6 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
-def _as_list(v: Any) -> list[Any]:
-    return list(v) if isinstance(v, list | tuple) else [v]
-
-
 @dataclass(frozen=True, kw_only=True)
 class NodeGroupSpec:
     """One EKS managed node group.
@@ -1073,11 +1069,6 @@ def _raise_or(errs: _Errors, value: Any) -> Any:
     return value
 
 
-def parse_node_group(data: Mapping[str, Any]) -> NodeGroupSpec:
-    errs = _Errors()
-    return _raise_or(errs, _node_group(errs, data))
-
-
 def _node_group(errs: _Errors, data: Any) -> NodeGroupSpec | None:
     where = f"node group {data.get('name', '?')!r}" if isinstance(data, Mapping) else "node group"
     if not _known_keys(errs, where, data, NodeGroupSpec):
@@ -1094,12 +1085,6 @@ def _node_group(errs: _Errors, data: Any) -> NodeGroupSpec | None:
         return None
     group = _build(errs, where, NodeGroupSpec, kw)
     return group if ok else None
-
-
-def parse_serving(data: Mapping[str, Any], where: str = "serving") -> ServingSpec:
-    """``where`` is how errors name the block: ``model 'minilm' serving`` in an environment."""
-    errs = _Errors()
-    return _raise_or(errs, _serving(errs, data, where))
 
 
 def _serving(errs: _Errors, data: Any, where: str) -> ServingSpec | None:
@@ -1147,11 +1132,6 @@ def _model(errs: _Errors, data: Any) -> ModelSpec | None:
             kw["serving"] = serving
     model = _build(errs, where, ModelSpec, kw)
     return model if ok else None
-
-
-def parse_loadtest(data: Mapping[str, Any]) -> LoadTestSpec:
-    errs = _Errors()
-    return _raise_or(errs, _loadtest(errs, data))
 
 
 def _loadtest(errs: _Errors, data: Any) -> LoadTestSpec | None:

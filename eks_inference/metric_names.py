@@ -42,7 +42,6 @@ TOKEN_SLOTS = "eks_inference_token_slots"
 PADDING_SLOTS = "eks_inference_padding_slots"
 """Counter, label ``bucket``: token positions computed on padding (padded rows and padded tokens)."""
 
-HISTOGRAMS = frozenset({REQUEST_QUEUE_MS, REQUEST_MODEL_MS, FORWARD_MS})
 COUNTERS = frozenset({TIMED_REQUESTS, QUEUE_TIME_MS, MODEL_TIME_MS, FORWARDS, BATCH_INPUTS, FORWARD_TIME_MS,
                       TOKEN_SLOTS, PADDING_SLOTS})
 OURS = (REQUEST_QUEUE_MS, REQUEST_MODEL_MS, FORWARD_MS, TIMED_REQUESTS, QUEUE_TIME_MS, MODEL_TIME_MS, FORWARDS,
@@ -64,8 +63,6 @@ SERVE_HEALTH_CHECK_FAILURES = "ray_serve_health_check_failures_total"
 that died: the check then fails too)."""
 SERVE_DEPLOYMENT_STATUS = "ray_serve_deployment_status"
 """Gauge from the Serve controller, one series per deployment while it exists (value: its status code)."""
-SERVE_QUEUED = "ray_serve_deployment_queued_queries"
-"""Gauge at the handle: requests waiting for any replica to take them."""
 
 DEPLOYMENT = "InferenceModel"
 """The model's Serve deployment (``eks_inference.serving.serve_config.DEPLOYMENT_NAME``)."""

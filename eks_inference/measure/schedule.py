@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -185,7 +185,3 @@ def build_schedule(schedule: str | None, ramp: str | None) -> tuple[Segment, ...
     if segments:
         RateSchedule(tuple(segments))
     return tuple(segments)
-
-
-def summarize_segments(segments: Sequence[Segment]) -> str:
-    return RateSchedule(tuple(segments)).label

@@ -60,10 +60,6 @@ class ApiError(Exception):
         return {"error": {"code": self.code, "message": self.message}}
 
 
-def error_body(code: str, message: str) -> bytes:
-    return json.dumps({"error": {"code": code, "message": message}}).encode()
-
-
 def check_content_length(header: str | None, max_body_bytes: int) -> None:
     if header is None:
         return
