@@ -235,7 +235,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
     try:
         from eks_inference.verify.reference import references_for_publish
     except ImportError:  # an image without the verification package
-        def references_for_publish(*_: Any, **__: Any) -> tuple[str, ...]:
+        def references_for_publish(src: Path, uri: str, *, task: str | None, digest: str,
+                                   endpoint_url: str | None) -> tuple[str, ...]:
             return ("no reference outputs stored: eks_inference.verify is not installed here",)
 
     if args.artifact:
