@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from aws_cdk import App, Environment, Tags, Validations
 from cdk_nag import AwsSolutionsChecks
 
 from eks_inference.checks import EksSecurityChecks
-from eks_inference.config import ENVIRONMENTS_KEY, PlatformConfig, load_config
+from eks_inference.config import ENVIRONMENTS_KEY, PlatformConfig, config_from_context
 from eks_inference.stacks.cluster_stack import ClusterStack
 from eks_inference.stacks.inference_stack import InferenceStack
 from eks_inference.stacks.network_stack import NetworkStack
@@ -24,23 +23,11 @@ class Stacks:
 
 
 def config_from_app(app: App) -> PlatformConfig:
-    """Account and region: ``-c account=/region=`` first, then the environment block, then CDK_DEFAULT_*."""
-    node = app.node
-    envs = node.try_get_context(ENVIRONMENTS_KEY) or {}
-    env_name = node.try_get_context("env")
-    block = dict(envs.get(env_name) or {}) if isinstance(envs, dict) else {}
-    for key in ("account", "region"):
-        override = node.try_get_context(key)
-        if override:
-            block[key] = str(override)
-    if env_name in envs:
-        envs = {**envs, env_name: block}
-    return load_config(
-        env_name,
-        envs,
-        account=os.environ.get("CDK_DEFAULT_ACCOUNT"),
-        region=os.environ.get("CDK_DEFAULT_REGION"),
-    )
+    """The environment ``-c env=NAME`` selects, from the context the CDK CLI gave the app, validated by
+    :func:`~eks_inference.config.config_from_context`: the path every command that reads ``cdk.json`` takes too.
+    Account and region: ``-c account=/region=`` first, then the environment block, then CDK_DEFAULT_*."""
+    context = {key: app.node.try_get_context(key) for key in (ENVIRONMENTS_KEY, "env", "account", "region")}
+    return config_from_context(context)
 
 
 def build_app(app: App, *, checks: bool = True) -> Stacks:

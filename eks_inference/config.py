@@ -12,11 +12,14 @@ This module imports nothing from aws-cdk-lib: the serving and load-test images u
 from __future__ import annotations
 
 import ipaddress
+import json
 import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from eks_inference.errors import ConfigError as ConfigError  # re-exported: the error every config reader catches
@@ -1224,6 +1227,71 @@ def _default(f: Any) -> Any:
 
 
 ENVIRONMENTS_KEY = "eks-inference:environments"
+
+CDK_JSON = "cdk.json"
+"""The project file whose ``context`` holds the environments; this module is the only one that reads it."""
+CDK_CONTEXT_JSON = "cdk.context.json"
+"""The CDK CLI's cache of lookups (availability zones), beside ``cdk.json``."""
+
+
+def read_project_context(cdk_json: str | os.PathLike[str] = CDK_JSON) -> dict[str, Any]:
+    """The context the CDK CLI hands the app, without ``-c``: ``cdk.json``'s ``context`` over the cached lookups
+    of the ``cdk.context.json`` beside it (the CLI's order). Only reads; :func:`config_from_context` validates."""
+    path = Path(cdk_json)
+    context = _json_object(path).get("context", {})
+    if not isinstance(context, dict):
+        raise ConfigError(f"{path}: 'context' is {type(context).__name__}, not an object; write \"context\": {{...}}")
+    lookups = path.with_name(CDK_CONTEXT_JSON)
+    return {**(_json_object(lookups) if lookups.is_file() else {}), **context}
+
+
+def _json_object(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found; run from the project root or give the path to its {CDK_JSON}") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot be read ({e.strerror}); check the path and its permissions") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not valid JSON ({e}); fix the file") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: holds a JSON {type(data).__name__}, not an object; fix the file")
+    return data
+
+
+def config_from_context(context: Mapping[str, Any], *, account: str | None = None,
+                        region: str | None = None) -> PlatformConfig:
+    """The environment ``context["env"]`` names, validated: the one path from CDK context to a PlatformConfig,
+    taken by synth (``app_builder``) and by every command that reads ``cdk.json``, so none accepts what synth
+    refuses.
+
+    Account and region: ``-c account=``/``-c region=`` in the context first, then the environment block, then the
+    arguments, then ``CDK_DEFAULT_ACCOUNT``/``CDK_DEFAULT_REGION`` as the CDK CLI exports them.
+    """
+    envs = context.get(ENVIRONMENTS_KEY) or {}
+    env_name = context.get("env")
+    if isinstance(envs, Mapping) and isinstance(env_name, str) and isinstance(envs.get(env_name), Mapping):
+        block = dict(envs[env_name])
+        for key in ("account", "region"):
+            if context.get(key):
+                block[key] = str(context[key])
+        envs = {**envs, env_name: block}
+    return load_config(env_name, envs, account=account or os.environ.get("CDK_DEFAULT_ACCOUNT"),
+                       region=region or os.environ.get("CDK_DEFAULT_REGION"))
+
+
+def load_environment(env_name: str, *, cdk_json: str | os.PathLike[str] = CDK_JSON, account: str | None = None,
+                     region: str | None = None) -> PlatformConfig:
+    """One environment of a project's ``cdk.json``, validated exactly as ``cdk synth -c env=NAME`` validates it
+    (:func:`config_from_context`); ``account``/``region`` stand in where neither the block nor ``-c`` sets them."""
+    context = read_project_context(cdk_json)
+    envs = context.get(ENVIRONMENTS_KEY)
+    if not isinstance(envs, Mapping) or not envs:
+        raise ConfigError(f"{cdk_json}: context {ENVIRONMENTS_KEY!r} is missing or empty; define the environments "
+                          "there")
+    if env_name not in envs:
+        raise _fail(f"{cdk_json}: env", env_name, "is not a defined environment", f"use one of {', '.join(envs)}")
+    return config_from_context({**context, "env": env_name}, account=account, region=region)
 
 
 def load_config(env_name: str | None, environments: Mapping[str, Any], *, account: str | None = None,

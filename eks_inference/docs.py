@@ -236,7 +236,7 @@ def _cost_table(cost: EnvironmentCost) -> list[str]:
 
 
 def generated_files(root: Path = ROOT) -> dict[Path, str]:
-    environments = json.loads((root / "cdk.json").read_text())["context"][cfg.ENVIRONMENTS_KEY]
+    environments = cfg.read_project_context(root / cfg.CDK_JSON)[cfg.ENVIRONMENTS_KEY]
     return {root / "docs" / "configuration.md": configuration_reference(),
             root / "docs" / "costs.md": costs_document(environments)}
 

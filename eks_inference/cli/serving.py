@@ -15,7 +15,19 @@ from typing import Any
 
 from eks_inference.artifacts.resolve import check_model_source
 from eks_inference.cli.help import add_command
-from eks_inference.config import ConfigError, DType, ModelSpec, Processor, ServingSpec, Task, parse_model
+from eks_inference.config import (
+    CDK_JSON,
+    ENVIRONMENTS_KEY,
+    ConfigError,
+    DType,
+    ModelSpec,
+    Processor,
+    ServingSpec,
+    Task,
+    load_environment,
+    parse_model,
+    read_project_context,
+)
 from eks_inference.serving.serve_config import render_serve_config
 
 DEFAULT_LOCAL_MODEL = "minilm"
@@ -45,21 +57,18 @@ def local_defaults(cpus: int | None = None) -> tuple[int, int]:
 
 
 def _env_model(cdk_json: Path, env: str, name: str | None) -> dict[str, Any]:
-    from eks_inference.config import ENVIRONMENTS_KEY
-
-    try:
-        envs = json.loads(cdk_json.read_text())["context"][ENVIRONMENTS_KEY]
-    except (OSError, KeyError, json.JSONDecodeError) as e:
-        raise ConfigError(f"--env: cannot read environments from {str(cdk_json)!r} ({e}); run from the project root "
-                          "or pass --cdk-json") from None
-    if env not in envs:
-        raise ConfigError(f"--env: {env!r} is not a defined environment; use one of {', '.join(envs)}")
-    models = envs[env].get("models") or []
-    chosen = [m for m in models if name is None or m.get("name") == name]
-    if not chosen:
-        raise ConfigError(f"--model: {name!r} is not a model of environment {env!r}; use one of "
-                          f"{[m.get('name') for m in models]}")
-    return dict(chosen[0])
+    """One model entry of an environment, as ``cdk.json`` writes it, once the whole environment has passed the
+    validation synth applies: ``local --env`` serves no shape that ``cdk synth`` would refuse."""
+    if not cdk_json.is_file():
+        raise ConfigError(f"--env: {cdk_json}: not found; run from the project root or pass --cdk-json")
+    config = load_environment(env, cdk_json=cdk_json)
+    names = [m.name for m in config.models]
+    if not names:
+        raise ConfigError(f"--env: environment {env!r} serves no model; add one under its models in {cdk_json}")
+    if name is not None and name not in names:
+        raise ConfigError(f"--model: {name!r} is not a model of environment {env!r}; use one of {names}")
+    models = read_project_context(cdk_json)[ENVIRONMENTS_KEY][env]["models"]
+    return dict(next(m for m in models if m["name"] == (name or names[0])))
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -278,7 +287,7 @@ def register(sub: Any) -> None:
                    help="weights: bundled:NAME, a model directory or s3://BUCKET/models/NAME/REVISION")
     p.add_argument("--env", default=None,
                    help="serve this environment's model from cdk.json with its exact serving shape (on cpu)")
-    p.add_argument("--cdk-json", default="cdk.json", help="project config read by --env")
+    p.add_argument("--cdk-json", default=CDK_JSON, help="project config read by --env")
     p.add_argument("--config", help="JSON file with one model entry (as in cdk.json); overrides the flags above")
     p.add_argument("--task", default="embedding", choices=[t.value for t in Task], help="what the model does")
     p.add_argument("--dtype", default=None, choices=["fp32", "bf16"], help="default fp32 (or the environment's)")

@@ -1,19 +1,17 @@
 """The project's CDK context and environment config, read the way ``cdk`` and ``app_builder`` read them.
 
-``cdk.json`` (``context``) and ``cdk.context.json`` (committed lookups) merge, ``-c KEY=VALUE`` wins, and
-account and region fall back to ``CDK_DEFAULT_ACCOUNT``/``CDK_DEFAULT_REGION`` as in
-:func:`eks_inference.app_builder.config_from_app`, without loading aws-cdk-lib.
+:func:`eks_inference.config.read_project_context` reads ``cdk.json`` (and the lookups cached in
+``cdk.context.json``), ``-c KEY=VALUE`` wins, and :func:`eks_inference.config.config_from_context` selects and
+validates the environment exactly as synth does, without loading aws-cdk-lib.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from eks_inference.config import ENVIRONMENTS_KEY, PlatformConfig, load_config
+from eks_inference.config import CDK_JSON, PlatformConfig, config_from_context, read_project_context
 from eks_inference.ops.errors import OpsError
 
 
@@ -28,31 +26,15 @@ def parse_context_args(pairs: Iterable[str]) -> dict[str, str]:
 
 
 def read_context(app_dir: Path, overrides: Mapping[str, str] | None = None) -> dict[str, Any]:
-    cdk_json = app_dir / "cdk.json"
-    if not cdk_json.is_file():
-        raise OpsError(f"{cdk_json}: not found; run from the project root or pass --app-dir")
-    try:
-        context = dict(json.loads(cdk_json.read_text()).get("context", {}))
-        lookups = app_dir / "cdk.context.json"
-        if lookups.is_file():
-            context.update(json.loads(lookups.read_text()))
-    except json.JSONDecodeError as e:
-        raise OpsError(f"{app_dir}: cdk.json or cdk.context.json is not valid JSON ({e})") from None
-    context.update(overrides or {})
-    return context
+    """The context of the project in ``app_dir`` with the command line's ``-c`` values on top."""
+    if not (app_dir / CDK_JSON).is_file():
+        raise OpsError(f"{app_dir / CDK_JSON}: not found; run from the project root or pass --app-dir")
+    return {**read_project_context(app_dir / CDK_JSON), **(overrides or {})}
 
 
 def platform_config(context: Mapping[str, Any]) -> PlatformConfig:
-    envs = context.get(ENVIRONMENTS_KEY) or {}
-    env_name = context.get("env")
-    if isinstance(envs, dict) and env_name in envs:
-        block = dict(envs[env_name])
-        for key in ("account", "region"):
-            if context.get(key):
-                block[key] = str(context[key])
-        envs = {**envs, env_name: block}
-    return load_config(env_name, envs, account=os.environ.get("CDK_DEFAULT_ACCOUNT"),
-                       region=os.environ.get("CDK_DEFAULT_REGION"))
+    """The environment ``-c env=NAME`` selects, validated as synth validates it (ConfigError otherwise)."""
+    return config_from_context(context)
 
 
 def availability_zones(context: Mapping[str, Any], config: PlatformConfig) -> list[str] | None:

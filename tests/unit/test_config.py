@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import copy
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Any
 import pytest
 
 from eks_inference.config import (
+    CDK_JSON,
     ENVIRONMENTS_KEY,
     AddonVersions,
     ConfigError,
@@ -21,10 +24,13 @@ from eks_inference.config import (
     NodeGroupSpec,
     Processor,
     ServingSpec,
+    config_from_context,
     format_config_error,
     instance_family,
     load_config,
+    load_environment,
     parse_platform,
+    read_project_context,
     worker_pod_requests,
 )
 from eks_inference.tables.instance_types import INSTANCE_TYPES
@@ -563,3 +569,78 @@ def test_dev_inferentia_scales_from_zero() -> None:
     """dev keeps no Inferentia node idle: the group starts at 0 and the autoscaler adds one for the first replica."""
     group = load_config("dev", envs()).node_group_for(Processor.INFERENTIA)
     assert (group.min_size, group.desired_size, group.max_size) == (0, None, 6)
+
+
+# --- One reader of cdk.json -----------------------------------------------------------------------------------------
+
+
+def test_only_config_names_cdk_json_as_a_file() -> None:
+    """Every command reaches cdk.json through read_project_context and validates what it read as synth does, so none
+    can accept a shape synth refuses: no other module of the package names the file (prose may mention it)."""
+    files = (CDK_JSON, "cdk.context.json")
+    naming = set()
+    for path in sorted((ROOT / "eks_inference").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            value = node.value if isinstance(node, ast.Constant) else None
+            if isinstance(value, str) and value.endswith(files) and not any(c.isspace() for c in value):
+                naming.add(path.relative_to(ROOT).as_posix())
+    assert naming == {"eks_inference/config.py"}
+
+
+def test_project_context_is_cdk_json_over_its_cached_lookups(tmp_path: Path) -> None:
+    """The CDK CLI's order: cdk.json's context wins over cdk.context.json beside it; the cache adds the lookups."""
+    (tmp_path / "cdk.json").write_text(json.dumps({"app": "python app.py", "context": {"a": "project", "b": 1}}))
+    (tmp_path / "cdk.context.json").write_text(json.dumps({"a": "cached", "zones": ["us-west-2a"]}))
+    assert read_project_context(tmp_path / "cdk.json") == {"a": "project", "b": 1, "zones": ["us-west-2a"]}
+    (tmp_path / "cdk.context.json").unlink()
+    assert read_project_context(tmp_path / "cdk.json") == {"a": "project", "b": 1}
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    (None, re.escape("not found; run from the project root or give the path to its cdk.json")),
+    ('{"context": {', r"not valid JSON \(.* line 1 column 14 \(char 13\)\); fix the file"),
+    ("[]", re.escape("holds a JSON list, not an object; fix the file")),
+    ('{"context": []}', re.escape("""'context' is list, not an object; write "context": {...}""")),
+])
+def test_an_unreadable_cdk_json_is_named(tmp_path: Path, text: str | None, problem: str) -> None:
+    cdk_json = tmp_path / "cdk.json"
+    if text is not None:
+        cdk_json.write_text(text)
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(cdk_json))}: {problem}$"):
+        load_environment("dev", cdk_json=cdk_json)
+
+
+def test_load_environment_validates_as_synth_and_names_the_defined_ones(tmp_path: Path) -> None:
+    cdk_json = tmp_path / "cdk.json"
+    cdk_json.write_text(json.dumps({"context": {ENVIRONMENTS_KEY: envs()}}))
+    assert load_environment("prod", cdk_json=cdk_json) == load_config("prod", envs())
+    with pytest.raises(ConfigError) as info:
+        load_environment("staging", cdk_json=cdk_json)
+    assert info.value.errors == (f"{cdk_json}: env: 'staging' is not a defined environment; use one of dev, prod",)
+    cdk_json.write_text(json.dumps({"context": {}}))
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(cdk_json))}: context 'eks-inference:environments' is "
+                                          "missing or empty; define the environments there$"):
+        load_environment("dev", cdk_json=cdk_json)
+    block = dev()
+    block["models"][0]["serving"]["max_batch_size"] = 0
+    cdk_json.write_text(json.dumps({"context": {ENVIRONMENTS_KEY: {"dev": block}}}))
+    with pytest.raises(ConfigError) as from_file:
+        load_environment("dev", cdk_json=cdk_json)
+    with pytest.raises(ConfigError) as from_mapping:
+        load_config("dev", {"dev": block})
+    assert from_file.value.errors == from_mapping.value.errors
+
+
+def test_context_account_and_region_win_over_the_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As `cdk synth -c account=... -c region=...`: the command line, then the block, then CDK_DEFAULT_*."""
+    monkeypatch.setenv("CDK_DEFAULT_ACCOUNT", "777777777777")
+    monkeypatch.setenv("CDK_DEFAULT_REGION", "eu-central-1")
+    context = {ENVIRONMENTS_KEY: envs(), "env": "dev"}
+    config = config_from_context({**context, "account": "999988887777", "region": "us-east-1"})
+    assert (config.account, config.region) == ("999988887777", "us-east-1")
+    config = config_from_context(context)
+    assert (config.account, config.region) == ("111122223333", "us-west-2")
+    block = dev()
+    del block["account"], block["region"]
+    config = config_from_context({ENVIRONMENTS_KEY: {"dev": block}, "env": "dev"})
+    assert (config.account, config.region) == ("777777777777", "eu-central-1")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import copy
+import json
 import subprocess
 import sys
 import time
@@ -11,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from eks_inference.cli.serving import local_defaults, register, render_local_config
-from eks_inference.config import ConfigError
+from eks_inference.config import ENVIRONMENTS_KEY, ConfigError
 from eks_inference.serving import local
+from tests.conftest import cdk_context
 
 
 def test_stop_without_state_is_a_no_op(tmp_path: Path) -> None:
@@ -184,3 +187,30 @@ def test_dev_served_locally_keeps_its_threads_within_this_machines_cores(tmp_pat
     threads = dep["user_config"]["num_threads"]
     cores = os.cpu_count() or 1
     assert dep["autoscaling_config"]["max_replicas"] * threads <= max(cores, threads)
+
+
+def test_local_env_refuses_a_shape_that_synth_refuses(tmp_path: Path) -> None:
+    """GIVEN an environment whose model runs more torch threads than its nodes have vCPUs (a local CPU could run
+    them), WHEN `local --env` serves it and synth builds it, THEN both refuse it, in the same words."""
+    from aws_cdk import App
+
+    from eks_inference.app_builder import config_from_app
+
+    block = copy.deepcopy(cdk_context()[ENVIRONMENTS_KEY]["dev"])
+    block["models"][0]["serving"]["num_threads"] = 16
+    cdk_json = tmp_path / "cdk.json"
+    cdk_json.write_text(json.dumps({"context": {ENVIRONMENTS_KEY: {"dev": block}}}))
+    with pytest.raises(ConfigError) as local_error:
+        render_local_config(parse("--env", "dev", "--cdk-json", str(cdk_json), "--state-dir", str(tmp_path)))
+    with pytest.raises(ConfigError) as synth_error:
+        config_from_app(App(context={ENVIRONMENTS_KEY: {"dev": block}, "env": "dev"}))
+    assert local_error.value.errors == synth_error.value.errors
+    assert "model 'minilm' serving.num_threads: 16 exceeds the 8 vCPUs of c7g.2xlarge (node group 'graviton')" in (
+        str(local_error.value))
+
+
+def test_local_env_without_a_cdk_json_says_how_to_point_at_one(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^--env: .*cdk\.json: not found; run from the project root or pass "
+                                          r"--cdk-json$"):
+        render_local_config(parse("--env", "dev", "--cdk-json", str(tmp_path / "cdk.json"), "--state-dir",
+                                  str(tmp_path)))

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from eks_inference.config import ENVIRONMENTS_KEY
 from eks_inference.serving.local import free_port, pid_alive, port_in_use, session_processes
+from tests.conftest import cdk_context
 
 from .conftest import get, post
 
@@ -78,9 +80,10 @@ def test_print_config_is_the_rendered_serve_config(tmp_path: Path) -> None:
 
 def test_print_config_for_an_environment_uses_its_serving_shape(tmp_path: Path) -> None:
     cdk = tmp_path / "cdk.json"
-    cdk.write_text(json.dumps({"context": {"eks-inference:environments": {"dev": {"models": [
-        {"name": "minilm", "processors": ["graviton"],
-         "serving": {"max_batch_size": 16, "num_threads": 2, "dtype": "bf16", "num_replicas": 1}}]}}}}))
+    dev = cdk_context()[ENVIRONMENTS_KEY]["dev"]
+    dev["models"] = [{"name": "minilm", "processors": ["graviton"],
+                      "serving": {"max_batch_size": 16, "num_threads": 2, "dtype": "bf16", "num_replicas": 1}}]
+    cdk.write_text(json.dumps({"context": {ENVIRONMENTS_KEY: {"dev": dev}}}))
     r = cli("local", "--print-config", "--env", "dev", "--cdk-json", str(cdk), "--state-dir", str(tmp_path))
     assert r.returncode == 0, r.stderr
     dep = json.loads(r.stdout)["applications"][0]["deployments"][0]
