@@ -17,7 +17,7 @@ export TRANSFORMERS_OFFLINE := 1
 export RAY_AUTH_MODE := disabled
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: help setup setup-test synth summary demo test lint bench clean
+.PHONY: help setup setup-test synth summary demo test lint lock bench clean
 
 help:  ## list the targets and the variables they read
 	@echo "Targets:"
@@ -97,6 +97,9 @@ lint: setup  ## ruff, mypy, the floors contract (lint-imports), dependencies (de
 
 test: setup-test lint  ## set up, lint, type-check and run the whole test suite (offline)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lock: setup  ## rewrite the hash-locked requirement files (requirements-*.lock) from PyPI after a pin changes
+	$(PY) scripts/lock_requirements.py
 
 bench: setup  ## run the benchmarks in bench/ (each prints ratios measured in one run)
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b; done
