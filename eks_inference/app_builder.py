@@ -10,6 +10,7 @@ from cdk_nag import AwsSolutionsChecks
 from eks_inference.checks import EksSecurityChecks
 from eks_inference.config import ENVIRONMENTS_KEY, PlatformConfig, config_from_context
 from eks_inference.stacks.cluster_stack import ClusterStack
+from eks_inference.stacks.github_stack import GitHubStack
 from eks_inference.stacks.inference_stack import InferenceStack
 from eks_inference.stacks.network_stack import NetworkStack
 
@@ -20,6 +21,7 @@ class Stacks:
     network: NetworkStack
     cluster: ClusterStack
     inference: InferenceStack
+    github: GitHubStack | None = None
 
 
 def config_from_app(app: App) -> PlatformConfig:
@@ -47,7 +49,13 @@ def build_app(app: App, *, checks: bool = True) -> Stacks:
     Tags.of(app).add("environment", config.env_name)
     cluster.acknowledge_findings()
     inference.acknowledge_findings()
+    github = None
+    if config.github is not None:
+        github = GitHubStack(app, f"{prefix}-GitHub", config=config, env=env,
+                             description=f"eks-inference {config.env_name}: the roles GitHub Actions assumes to "
+                                         "diff and deploy")
+        github.acknowledge_findings()
     if checks:
         Validations.of(app).add_plugins(AwsSolutionsChecks(app))
         EksSecurityChecks.apply(app)
-    return Stacks(config=config, network=network, cluster=cluster, inference=inference)
+    return Stacks(config=config, network=network, cluster=cluster, inference=inference, github=github)

@@ -91,6 +91,18 @@ class CapacityType(str, Enum):
     SPOT = "SPOT"
 
 
+class ImageScanning(str, Enum):
+    """What the InferenceStack sets as the ECR registry's scanning, a setting of the whole account and region."""
+
+    BASIC = "basic"
+    """Scan on push with ECR's basic scanning (no charge), for the CDK asset repositories the images go to."""
+    ENHANCED = "enhanced"
+    """Amazon Inspector: on push and continuously, language packages (pip) included; charged per image."""
+    ACCOUNT = "account"
+    """Leave the registry's scanning as the account has it (set by an organization, or by another environment's
+    stack in the same account and region)."""
+
+
 KUBERNETES_VERSION = "1.36"
 """Newest version that ``aws_eks_v2`` offers with a matching kubectl layer package (v36)."""
 
@@ -114,6 +126,12 @@ _ACCOUNT_RE = re.compile(r"^[0-9]{12}$")
 _REGION_RE = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-[0-9]$")
 _ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]+$")
 _RUN_ID_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?$")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+GITHUB_REPOSITORY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}$")
+"""``owner/name``, exactly: no wildcard (a trust with one admits other repositories' workflows)."""
+GITHUB_ENVIRONMENT_RE = re.compile(r"^[^*?:/\s][^*?:/]{0,254}$")
+"""One GitHub environment name: no wildcard, and no ``:`` or ``/``, which would change what the token's sub claims."""
+_SCRAPER_ID_RE = re.compile(r"^s-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 WORKER_MEMORY_GIB = 8
 """Memory every serving worker pod requests (weights, tokenizer, batches and Ray's agents)."""
@@ -712,6 +730,37 @@ class ObservabilitySpec:
 
 
 @dataclass(frozen=True, kw_only=True)
+class GitHubSpec:
+    """The IAM roles GitHub Actions assumes for this environment through the account's GitHub OIDC provider
+    (``eks_inference/constructs/github_oidc.py``), in a stack of their own, ``EksInference-<env>-GitHub``.
+
+    :param repository: ``owner/name`` of the repository whose workflows deploy; required, exact.
+    :param environment: the GitHub environment whose jobs may assume the deploy role; default the environment's own
+        name (the deploy workflow runs each environment's job in the GitHub environment of the same name).
+    :param create_oidc_provider: default false: import the account's GitHub OIDC provider, which must exist (one per
+        account: ``aws iam list-open-id-connect-providers``); true creates it, in one environment of the account only.
+    """
+
+    repository: str
+    environment: str | None = None
+    create_oidc_provider: bool = False
+
+    def __post_init__(self) -> None:
+        errs = _Errors()
+        if not isinstance(self.repository, str) or not GITHUB_REPOSITORY_RE.match(self.repository):
+            errs.add("github.repository", self.repository, "is not owner/name",
+                     "give the exact repository, e.g. my-org/eks-inference (no wildcard)")
+        if self.environment is not None and (not isinstance(self.environment, str)
+                                             or not GITHUB_ENVIRONMENT_RE.match(self.environment)):
+            errs.add("github.environment", self.environment, "is not one GitHub environment name",
+                     "give the exact name the deploy job runs in, e.g. prod (no wildcard, ':' or '/'), or leave it out")
+        if not isinstance(self.create_oidc_provider, bool):
+            errs.add("github.create_oidc_provider", self.create_oidc_provider, "is not true or false",
+                     "write false to import the account's provider, true to create it")
+        errs.raise_any()
+
+
+@dataclass(frozen=True, kw_only=True)
 class PlatformConfig:
     """One deployable environment.
 
@@ -735,6 +784,10 @@ class PlatformConfig:
     :param addons: pinned add-on versions.
     :param observability: the metrics workspace, its scraper and the alert rules; default on.
     :param image_uris: per-processor image URIs that skip the Docker builds; default none (build).
+    :param image_scanning: the ECR registry's scanning, ``basic`` (default: scan on push, for the CDK asset
+        repositories), ``enhanced`` (Amazon Inspector, charged) or ``account`` (leave it as the account has it).
+        One setting per account and region: give every environment but one of an account and region ``account``.
+    :param github: the roles GitHub Actions assumes to diff and deploy; default none (no such roles, no stack).
     :param log_retention_days: control-plane and flow-log retention, default 30.
     """
 
@@ -755,6 +808,8 @@ class PlatformConfig:
     observability: ObservabilitySpec = field(default_factory=ObservabilitySpec)
     image_uris: Mapping[str, str] = field(default_factory=dict)
     log_retention_days: int = 30
+    image_scanning: ImageScanning = ImageScanning.BASIC
+    github: GitHubSpec | None = None
 
     def __post_init__(self) -> None:
         errs = _Errors()
@@ -1159,6 +1214,12 @@ def _observability(errs: _Errors, data: Any) -> ObservabilitySpec | None:
     return _build(errs, "observability", ObservabilitySpec, dict(data))
 
 
+def _github(errs: _Errors, data: Any) -> GitHubSpec | None:
+    if not _known_keys(errs, "github", data, GitHubSpec):
+        return None
+    return _build(errs, "github", GitHubSpec, dict(data))
+
+
 def parse_platform(env_name: str, data: Mapping[str, Any], *, account: str | None = None,
                    region: str | None = None) -> PlatformConfig:
     """Build a PlatformConfig from one environment block; account/region fall back to the arguments.
@@ -1177,6 +1238,8 @@ def parse_platform(env_name: str, data: Mapping[str, Any], *, account: str | Non
     bad: set[str] = set()
     if not _take_enum(errs, kw, "endpoint_access", f"{where} endpoint_access", EndpointAccess):
         bad.add("endpoint_access")
+    if not _take_enum(errs, kw, "image_scanning", f"{where} image_scanning", ImageScanning):
+        bad.add("image_scanning")
     if isinstance(kw.get("public_access_cidrs"), list):
         kw["public_access_cidrs"] = tuple(kw["public_access_cidrs"])  # anything else is refused by the checks
     azs = kw.get("availability_zones")
@@ -1202,7 +1265,8 @@ def parse_platform(env_name: str, data: Mapping[str, Any], *, account: str | Non
         if any(p is None for p in parsed):
             bad.add(key)
         kw[key] = tuple(p for p in parsed if p is not None)
-    for key, parse_part in (("loadtest", _loadtest), ("addons", _addons), ("observability", _observability)):
+    for key, parse_part in (("loadtest", _loadtest), ("addons", _addons), ("observability", _observability),
+                            ("github", _github)):
         if key in kw:
             value = parse_part(parts, kw[key])
             if value is None:

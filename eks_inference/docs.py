@@ -38,6 +38,7 @@ SECTIONS: tuple[tuple[type, str, str], ...] = (
     (cfg.LoadTestSpec, "loadtest", "Load test"),
     (cfg.AddonVersions, "addons", "Add-ons"),
     (cfg.ObservabilitySpec, "observability", "Observability"),
+    (cfg.GitHubSpec, "github", "GitHub"),
 )
 _SKIP = {(cfg.PlatformConfig, "env_name")}  # the environment's key in cdk.json, not a field of its block
 
