@@ -15,6 +15,7 @@ from eks_inference.config import PlatformConfig, Processor
 from eks_inference.constructs.inference_cluster import InferenceCluster
 from eks_inference.constructs.model_image import ModelImage
 from eks_inference.constructs.model_repository import ARTIFACTS_PREFIX, MODELS_PREFIX, RESULTS_PREFIX, ModelRepository
+from eks_inference.constructs.registry_scanning import RegistryScanning
 from eks_inference.k8s.capacity import COREDNS, PodRequest, check_system_group
 from eks_inference.k8s.load_test_chart import LoadTestChart, LoadTestPlan
 from eks_inference.k8s.serving_chart import (
@@ -56,6 +57,10 @@ class InferenceStack(Stack):
         if config.loadtest.run_id:
             self.images["loadtest"] = ModelImage(self, "LoadTestImage", image="loadtest",
                                                  image_uri=config.image_uris.get("loadtest"))
+        # Every image cdk deploy pushes is scanned on push (config image_scanning; "account" leaves it alone).
+        self.registry_scanning = (RegistryScanning.unless_account(self, "RegistryScanning",
+                                                                  scanning=config.image_scanning)
+                                  if any(image.asset for image in self.images.values()) else None)
 
         src = inference_cluster.cluster
         self.serving_role = self._pod_role("ServingPodRole", "Serving pods: read models and artifacts, write artifacts")
