@@ -199,7 +199,11 @@ def _add_resource(s: AssemblySummary, logical_id: str, kind: str, props: dict[st
     elif kind == "AWS::S3::Bucket":
         s.buckets.append(_bucket(logical_id, props, outputs))
     elif kind == "AWS::EKS::Nodegroup":
-        scaling = props.get("ScalingConfig", {})
+        scaling = dict(props.get("ScalingConfig", {}))
+        desired = scaling.get("DesiredSize")
+        if isinstance(desired, dict) and "Fn::GetAtt" in desired:  # a NodeCount: the running count once deployed
+            count = resources.get(desired["Fn::GetAtt"][0], {}).get("Properties", {})
+            scaling["DesiredSize"] = count.get("InitialSize", "?")
         s.node_groups.append({
             "processor": props.get("Labels", {}).get("eks-inference/processor", "?"),
             "ami": props.get("AmiType"), "capacity": props.get("CapacityType", "ON_DEMAND"),

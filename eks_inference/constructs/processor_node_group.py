@@ -12,6 +12,7 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from eks_inference.config import ConfigError, NodeGroupSpec, Processor
+from eks_inference.constructs.node_count import NodeCount
 from eks_inference.tables.instance_types import INSTANCE_TYPES
 
 PROCESSOR_LABEL = "eks-inference/processor"
@@ -129,6 +130,11 @@ class ProcessorNodeGroup(Construct):
     autoscaler's priority list can match (:func:`nodegroup_name`) and, for accelerators, the node-template tags
     that let it scale the group up from zero nodes (:func:`autoscaler_tags`).
 
+    Day two: a deploy leaves the running count alone. ``DesiredSize`` is a :class:`NodeCount` (``self.node_count``):
+    the count the group runs, moved into new bounds only where it lies outside them, or ``desired_size`` (default
+    ``min_size``) for a group being created; a constant would reset the group at every change of its bounds
+    (:mod:`eks_inference.constructs.node_count` says why).
+
     :param cluster: the ``aws_eks_v2`` cluster to join.
     :param spec: the validated :class:`NodeGroupSpec` (instance types, sizes, capacity type).
     :param role: node instance role; default a new minimal role from :func:`node_role`.
@@ -187,6 +193,10 @@ class ProcessorNodeGroup(Construct):
         )
         self.nodegroup_name = nodegroup_name(spec, self.ami_type.value)
         self.autoscaler_tags = autoscaler_tags(spec)
+        self.node_count = NodeCount(
+            self, "NodeCount", cluster_name=cluster.cluster_name, nodegroup_name=self.nodegroup_name,
+            min_size=spec.min_size, max_size=spec.max_size,
+            initial_size=spec.desired_size if spec.desired_size is not None else spec.min_size)
         self.nodegroup = eks.Nodegroup(
             self,
             "Nodegroup",
@@ -198,7 +208,7 @@ class ProcessorNodeGroup(Construct):
             capacity_type=eks.CapacityType(spec.capacity_type.value),
             min_size=spec.min_size,
             max_size=spec.max_size,
-            desired_size=spec.desired_size if spec.desired_size is not None else spec.min_size,
+            desired_size=self.node_count.size,
             labels=self.labels,
             taints=self.taints,
             node_role=self.role,

@@ -6,7 +6,8 @@ Every rule here restates an upstream behaviour, and the upstream source is named
   (``createOnlyProperties``) ship with cfn-lint; they are read for every resource type, not a hand list.
 * EKS managed node groups (API reference, UpdateNodegroupConfig / UpdateNodegroupVersion): scaling,
   labels, taints and update settings change without touching nodes; a new launch template version,
-  Kubernetes version or AMI release replaces the nodes one by one.
+  Kubernetes version or AMI release replaces the nodes one by one. Scaling keeps the running count because
+  DesiredSize is the count the group runs (``eks_inference/constructs/node_count.py``).
 * KubeRay v1.7.0 (``ray-operator/controllers/ray/rayservice_controller.go``, ``shouldPrepareNewCluster``,
   ``isClusterSpecHashEqual``; ``ray-operator/controllers/ray/utils/util.go``,
   ``GenerateHashWithoutReplicasAndWorkersToDelete``): a RayService's ``rayClusterConfig`` is compared by a
@@ -89,6 +90,8 @@ def replacing_properties(resource_type: str, changes: Iterable[Change]) -> list[
 
 
 _NODEGROUP_ROLLING = ("LaunchTemplate", "Version", "ReleaseVersion")
+NODE_COUNT = "Custom::NodeCount"
+"""A node group's DesiredSize (eks_inference/constructs/node_count.py): it runs when the group's bounds change."""
 
 
 def nodegroup_effect(changes: Sequence[Change]) -> Effect | None:
@@ -115,6 +118,9 @@ def resource_effect(resource_type: str, changes: Sequence[Change], *, prune_labe
         return [e] if e else []
     if resource_type == "Custom::AWSCDK-EKS-HelmChart":
         return helm_effects(changes)
+    if resource_type == NODE_COUNT:
+        return [Effect("update", "reads the node group's running count, which the group keeps (moved into new "
+                                 "bounds only where it lies outside them)")]
     if resource_type == "Custom::AWSCDK-EKS-KubernetesResource":
         return [Effect("update", "kubectl apply" + (" --prune (objects dropped from the chart are deleted)"
                                                      if prune_label else ""))]

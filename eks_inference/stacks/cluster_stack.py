@@ -96,3 +96,22 @@ class ClusterStack(Stack):
             "CKV_AWS_158": "aws-cdk-lib's kubectl provider logs hold deploy output, no data; CloudWatch Logs encrypts "
                            "them at rest.",
         })
+        node_count = self.node.try_find_child("NodeCountProvider")
+        if node_count is not None:
+            acknowledge(node_count, {
+                "AwsSolutions-IAM5": "The node-count function reads node groups and their Auto Scaling groups: "
+                "autoscaling:DescribeAutoScalingGroups has no resource-level permissions and needs '*', and "
+                "eks:DescribeNodegroup is limited to this cluster's named groups, whose ARNs end in an id EKS picks "
+                "('<group>/*').",
+            })
+            checkov_skip(node_count, "AWS::Lambda::Function", {
+                "CKV_AWS_115": "The node-count function runs once per node group whose bounds change in a deploy; "
+                               "CloudFormation bounds its concurrency.",
+                "CKV_AWS_116": "Invoked synchronously by CloudFormation, which reports failures; a DLQ would stay "
+                               "empty.",
+                "CKV_AWS_117": "It only calls the EKS and Auto Scaling APIs and needs no VPC access.",
+            })
+            checkov_skip(node_count, "AWS::Logs::LogGroup", {
+                "CKV_AWS_158": "The node-count function logs one line of node counts per deploy, no data; CloudWatch "
+                               "Logs encrypts them at rest.",
+            })

@@ -35,6 +35,7 @@ from eks_inference.k8s.ray_service import NOT_EVICTABLE
 from tests.conftest import Assembly
 from tests.system import kuberay
 from tests.system.cfn import resolve
+from tests.system.nodegroup_update import initial_size
 from tests.system.synthesized import objects
 
 CLUSTER = "eks-inference-dev"
@@ -169,7 +170,10 @@ def test_an_inferentia_worker_scales_its_group_up_from_zero(assemblies: dict[str
     """dev's inferentia group starts at zero nodes, so the autoscaler knows it only from its template; the
     node-template resource tags on the node group are what give that template NeuronCores."""
     props = node_groups(assemblies["dev"])["inferentia"]
-    assert props["ScalingConfig"]["MinSize"] == 0 == props["ScalingConfig"]["DesiredSize"]
+    t = assemblies["dev"].template("-Cluster")
+    (raw,) = [r["Properties"] for r in t["Resources"].values()
+              if r["Type"] == "AWS::EKS::Nodegroup" and r["Properties"]["NodegroupName"] == props["NodegroupName"]]
+    assert props["ScalingConfig"]["MinSize"] == 0 == initial_size(t, raw)
     (worker,) = [pod for where, pod in ray_pods(assemblies["dev"]) if where == "minilm-inferentia/inferentia"]
     node = template_node(props)
     assert node["allocatable"]["aws.amazon.com/neuroncore"] == 2

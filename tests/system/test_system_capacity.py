@@ -25,6 +25,7 @@ from eks_inference.k8s.capacity import (
 from tests.conftest import Assembly
 from tests.system import kuberay
 from tests.system.cfn import HELM_TYPE, resolve
+from tests.system.nodegroup_update import initial_size
 from tests.system.synthesized import objects
 
 SYSTEM = {"eks-inference/processor": "system"}
@@ -70,9 +71,10 @@ def workload_system_pods(asm: Assembly) -> list[PodRequest]:
 
 
 def system_group(asm: Assembly) -> tuple[list[str], int, int]:
-    (ng,) = [r["Properties"] for r in asm.template("-Cluster")["Resources"].values()
+    t = asm.template("-Cluster")
+    (ng,) = [r["Properties"] for r in t["Resources"].values()
              if r["Type"] == "AWS::EKS::Nodegroup" and r["Properties"]["Labels"] == SYSTEM]
-    return ng["InstanceTypes"], ng["ScalingConfig"]["DesiredSize"], ng["ScalingConfig"]["MaxSize"]
+    return ng["InstanceTypes"], initial_size(t, ng), ng["ScalingConfig"]["MaxSize"]
 
 
 @pytest.mark.parametrize("which", ["dev", "prod", "dev with a load-test run"])

@@ -41,7 +41,9 @@ def test_acknowledgements_stay_narrow(assemblies: dict[str, Assembly]) -> None:
         paths = [c["constructPath"] for c in s["violatingConstructs"]]
         if s["ruleName"].startswith("AwsSolutions-IAM5"):
             assert all("/KubectlProvider/" in p or "PodRole/" in p or "/ClusterAutoscaler/Role/" in p
-                       for p in paths), paths
+                       or "/NodeCountProvider/Role/" in p for p in paths), paths
+            if any("/NodeCountProvider/Role/" in p for p in paths):  # Auto Scaling describes, the named groups
+                assert re.search(r"\[Resource::\*\]$|:nodegroup/<[^>]+>/[a-z0-9-]+/\*\]$", s["ruleName"]), s["ruleName"]
             if any("/ClusterAutoscaler/Role/" in p for p in paths):  # describe calls, and eks-* groups by tag
                 assert s["ruleName"].endswith(("[Resource::*]", ":autoScalingGroup:*:autoScalingGroupName/eks-*]")), \
                     s["ruleName"]

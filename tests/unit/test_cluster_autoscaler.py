@@ -22,6 +22,7 @@ from eks_inference.constructs.processor_node_group import autoscaler_tags, nodeg
 from eks_inference.tables.prices import DEFAULT_PRICES
 from tests.conftest import Assembly
 from tests.system.cfn import resolve
+from tests.system.nodegroup_update import initial_size
 
 RESOURCES_TAG = "k8s.io/cluster-autoscaler/node-template/resources/"
 
@@ -124,7 +125,7 @@ def test_accelerator_groups_can_scale_from_zero(assemblies: dict[str, Assembly])
     would otherwise default min_size to 1)."""
     ng = groups(template(assemblies))
     inf = ng["inferentia"]
-    assert (inf["ScalingConfig"]["MinSize"], inf["ScalingConfig"]["DesiredSize"]) == (0, 0)
+    assert (inf["ScalingConfig"]["MinSize"], initial_size(template(assemblies), inf)) == (0, 0)
     assert inf["Tags"][f"{RESOURCES_TAG}aws.amazon.com/neuroncore"] == "2"  # one inf2.xlarge: 1 device, 2 cores
     assert inf["Tags"][f"{RESOURCES_TAG}aws.amazon.com/neuron"] == "1"
     assert inf["Labels"] == {"eks-inference/processor": "inferentia"}

@@ -12,6 +12,7 @@ from aws_cdk.assertions import Match, Template
 
 from eks_inference.config import KUBERNETES_VERSION, ConfigError
 from tests.conftest import Assembly
+from tests.system.nodegroup_update import initial_size
 
 
 def cluster_template(assemblies: dict[str, Assembly], env_name: str = "dev") -> Template:
@@ -88,8 +89,8 @@ def test_node_groups_ami_instances_labels_taints(assemblies: dict[str, Assembly]
     assert groups["system"]["AmiType"] == "AL2023_x86_64_STANDARD"
     for processor, props in groups.items():
         assert props["Labels"] == {"eks-inference/processor": processor}
-        assert props["ScalingConfig"]["MinSize"] <= props["ScalingConfig"]["DesiredSize"] <= props["ScalingConfig"][
-            "MaxSize"]
+        start = initial_size(assemblies["dev"].template("-Cluster"), props)
+        assert props["ScalingConfig"]["MinSize"] <= start <= props["ScalingConfig"]["MaxSize"]
 
 
 def test_node_groups_span_private_subnets_of_three_azs(assemblies: dict[str, Assembly]) -> None:

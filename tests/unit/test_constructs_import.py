@@ -9,7 +9,7 @@ import sys
 from aws_cdk import App, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_eks_v2 as eks
-from aws_cdk.assertions import Template
+from aws_cdk.assertions import Match, Template
 from aws_cdk.lambda_layer_kubectl_v36 import KubectlV36Layer
 
 from eks_inference.config import NodeGroupSpec, Processor
@@ -30,8 +30,9 @@ def test_processor_node_group_in_a_foreign_cluster() -> None:
         "AmiType": "AL2023_x86_64_NEURON", "InstanceTypes": ["inf2.8xlarge"],
         "Labels": {"eks-inference/processor": "inferentia"},
         "Taints": [{"Key": "aws.amazon.com/neuron", "Value": "true", "Effect": "NO_SCHEDULE"}],
-        "ScalingConfig": {"MinSize": 1, "MaxSize": 3, "DesiredSize": 1},
+        "ScalingConfig": {"MinSize": 1, "MaxSize": 3, "DesiredSize": {"Fn::GetAtt": [Match.any_value(), "Size"]}},
     })
+    t.has_resource_properties("Custom::NodeCount", {"MinSize": 1, "MaxSize": 3, "InitialSize": 1})
     assert group.nodegroup is not None and group.role is not None and group.launch_template is not None
 
 

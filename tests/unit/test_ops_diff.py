@@ -124,6 +124,24 @@ def test_node_group_scaling_is_in_place_and_keeps_nodes(assemblies: dict[str, As
     assert [(e.kind, "nodes kept" in e.text) for e in ng.effects] == [("update", True)]
 
 
+def test_a_bounds_change_says_the_group_keeps_its_running_count(assemblies: dict[str, Assembly]) -> None:
+    """GIVEN max_size raised, as the app renders it (the group's bounds and its NodeCount's) WHEN diffed THEN the
+    NodeCount line says the group keeps the count it runs, and the group's line that its nodes are kept."""
+    from eks_inference.constructs.node_count import RESOURCE_TYPE
+    from eks_inference.ops.effects import NODE_COUNT
+
+    def raise_max(t: Template) -> None:
+        resource(t, "AWS::EKS::Nodegroup", "Inferentia")["Properties"]["ScalingConfig"]["MaxSize"] = 9
+        resource(t, NODE_COUNT, "Inferentia")["Properties"]["MaxSize"] = 9
+
+    assert NODE_COUNT == RESOURCE_TYPE
+    d = edited(assemblies, "Cluster", raise_max)
+    texts = {r.type: [e.text for e in r.effects] for s in d.stacks for r in s.resources}
+    assert set(texts) == {"AWS::EKS::Nodegroup", NODE_COUNT}
+    assert "running count, which the group keeps" in texts[NODE_COUNT][0]
+    assert "nodes kept" in texts["AWS::EKS::Nodegroup"][0]
+
+
 def test_launch_template_change_rolls_the_nodes_of_its_group(assemblies: dict[str, Assembly]) -> None:
     def bigger_disk(t: Template) -> None:
         lt = resource(t, "AWS::EC2::LaunchTemplate", "GravitonNodeGroup")

@@ -3,6 +3,7 @@ tags the Cluster Autoscaler reads, sizes, role and subnets."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
@@ -15,6 +16,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk.assertions import Match, Template
 
 from eks_inference.config import CapacityType, ConfigError, NodeGroupSpec, Processor
+from eks_inference.constructs.node_count import HANDLER
 from eks_inference.constructs.processor_node_group import ProcessorNodeGroup, node_role, nodegroup_name
 
 RESOURCES_TAG = "k8s.io/cluster-autoscaler/node-template/resources/"
@@ -112,18 +114,50 @@ def test_name_and_tags_let_the_autoscaler_match_the_group_and_scale_it_from_zero
     assert not any(k.startswith(RESOURCES_TAG) for k in built.props("system")["Tags"])
 
 
-@pytest.mark.parametrize(("name", "scaling", "capacity"), [
-    ("inferentia", {"MinSize": 0, "MaxSize": 3, "DesiredSize": 0}, "ON_DEMAND"),
-    ("gpu-spot", {"MinSize": 1, "MaxSize": 4, "DesiredSize": 2}, "SPOT"),
+@pytest.mark.parametrize(("name", "bounds", "initial", "capacity"), [
+    ("inferentia", {"MinSize": 0, "MaxSize": 3}, 0, "ON_DEMAND"),
+    ("gpu-spot", {"MinSize": 1, "MaxSize": 4}, 2, "SPOT"),
 ])
-def test_sizes_and_capacity_type_come_from_the_spec(built: Built, name: str, scaling: dict[str, int],
+def test_sizes_and_capacity_type_come_from_the_spec(built: Built, name: str, bounds: dict[str, int], initial: int,
                                                     capacity: str) -> None:
-    """GIVEN a spec with or without desired_size WHEN synthesized THEN the group starts at desired_size, or at
-    min_size when none is given (aws_eks_v2 would otherwise pick its own), and has the spec's capacity type."""
+    """GIVEN a spec with or without desired_size WHEN synthesized THEN the group has the spec's bounds, its
+    DesiredSize is its NodeCount (the running count on later deploys), which starts a new group at desired_size, or
+    at min_size when none is given (aws_eks_v2 would otherwise pick its own), and it has the spec's capacity type."""
     props = built.props(name)
-    assert props["ScalingConfig"] == scaling
+    count = built.groups[name].node_count
+    assert props["ScalingConfig"] == {**bounds, "DesiredSize": {"Fn::GetAtt": [built.logical_id(count.resource),
+                                                                               "Size"]}}
+    (count_props,) = [r["Properties"] for k, r in built.template.find_resources("Custom::NodeCount").items()
+                      if k == built.logical_id(count.resource)]
+    assert {k: v for k, v in count_props.items() if k != "ServiceToken" and k != "ClusterName"} == {
+        **bounds, "InitialSize": initial, "NodegroupName": built.groups[name].nodegroup_name}
     assert props["CapacityType"] == capacity
     assert props["InstanceTypes"] == list(built.groups[name].spec.instance_types)
+
+
+def test_one_node_count_function_serves_every_group_and_reads_only_them(built: Built) -> None:
+    """GIVEN three groups WHEN synthesized THEN one function (the handler's source inlined, within CloudFormation's
+    4096-character ZipFile limit) answers the three NodeCounts, each resource waits for the function's policy, and
+    the policy may describe exactly those node groups and (no resource-level permission exists) Auto Scaling
+    groups."""
+    (fn,) = built.template.find_resources("AWS::Lambda::Function").values()
+    code = fn["Properties"]["Code"]["ZipFile"]
+    assert code == HANDLER.read_text() and len(code) <= 4096
+    assert fn["Properties"]["Handler"] == "index.handler" and fn["Properties"]["Runtime"].startswith("python3.")
+    counts = built.template.find_resources("Custom::NodeCount")
+    assert len(counts) == 3
+    (policy_id, policy), = [(k, r) for k, r in built.template.find_resources("AWS::IAM::Policy").items()
+                            if "NodeCountProvider" in k]
+    assert all(policy_id in r["DependsOn"] for r in counts.values())
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    described = sorted(json.dumps(s["Resource"]) for s in statements if s["Action"] == "eks:DescribeNodegroup")
+    assert len(described) == 3 and all(f"/{g.nodegroup_name}/*" in d
+                                       for g, d in zip(sorted(built.groups.values(), key=lambda g: g.nodegroup_name),
+                                                       sorted(described, key=lambda d: d.split(":nodegroup/")[-1]),
+                                                       strict=True))
+    assert [s["Resource"] for s in statements if s["Action"] == "autoscaling:DescribeAutoScalingGroups"] == ["*"]
+    assert {a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])} == {
+        "eks:DescribeNodegroup", "autoscaling:DescribeAutoScalingGroups", "logs:CreateLogStream", "logs:PutLogEvents"}
 
 
 def test_a_group_without_a_role_gets_its_own_minimal_one(built: Built) -> None:
