@@ -133,7 +133,10 @@ class ProcessorNodeGroup(Construct):
     Day two: a deploy leaves the running count alone. ``DesiredSize`` is a :class:`NodeCount` (``self.node_count``):
     the count the group runs, moved into new bounds only where it lies outside them, or ``desired_size`` (default
     ``min_size``) for a group being created; a constant would reset the group at every change of its bounds
-    (:mod:`eks_inference.constructs.node_count` says why).
+    (:mod:`eks_inference.constructs.node_count` says why). ``ForceUpdateEnabled`` is off: when EKS replaces nodes
+    (a launch template or AMI release change) and a PodDisruptionBudget keeps a Ray worker from being evicted for
+    15 minutes, the update fails with ``PodEvictionFailure`` rather than evicting the worker past its budget,
+    which would take a model's last ready replica down; docs/scaling.md says how to go on from there.
 
     :param cluster: the ``aws_eks_v2`` cluster to join.
     :param spec: the validated :class:`NodeGroupSpec` (instance types, sizes, capacity type).
@@ -209,6 +212,7 @@ class ProcessorNodeGroup(Construct):
             min_size=spec.min_size,
             max_size=spec.max_size,
             desired_size=self.node_count.size,
+            force_update=False,
             labels=self.labels,
             taints=self.taints,
             node_role=self.role,

@@ -160,6 +160,12 @@ def test_one_node_count_function_serves_every_group_and_reads_only_them(built: B
         "eks:DescribeNodegroup", "autoscaling:DescribeAutoScalingGroups", "logs:CreateLogStream", "logs:PutLogEvents"}
 
 
+def test_a_node_update_never_evicts_past_a_disruption_budget(built: Built) -> None:
+    """GIVEN any group WHEN synthesized THEN ForceUpdateEnabled is off (aws_eks_v2 turns it on): an update that a
+    PodDisruptionBudget holds up fails instead of evicting a Ray worker past its budget."""
+    assert all(built.props(name)["ForceUpdateEnabled"] is False for name in built.groups)
+
+
 def test_a_group_without_a_role_gets_its_own_minimal_one(built: Built) -> None:
     """GIVEN no role WHEN the group is built THEN it makes a node role with only the kubelet's managed policies;
     groups given a role share it."""
