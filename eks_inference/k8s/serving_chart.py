@@ -10,7 +10,7 @@ from typing import Any
 from cdk8s import Chart
 from constructs import Construct
 
-from eks_inference.config import RAY_VERSION, ConfigError, ModelSpec, PlatformConfig, Processor
+from eks_inference.config import RAY_VERSION, ConfigError, ModelSpec, PlatformConfig, Processor, worker_pod_requests
 from eks_inference.k8s.objects import (
     PART_OF,
     IngressRule,
@@ -50,7 +50,8 @@ _TAINTS = {Processor.INFERENTIA: "aws.amazon.com/neuron", Processor.GPU: "nvidia
 
 WORKER_OBJECT_STORE_BYTES = 1024 * MIB
 """Serve passes requests and batches between actors in-process or as small objects; 1 GiB of object store per
-worker is ample and, with /dev/shm sized to it, leaves the rest of the pod's 8 GiB to the model."""
+worker is ample and, with /dev/shm sized to it, leaves the rest of the pod's memory (``WORKER_MEMORY_GIB``) to the
+model."""
 HEAD_OBJECT_STORE_BYTES = 512 * MIB
 """The head runs no replicas, only the Serve controller and proxy."""
 
@@ -111,6 +112,10 @@ def _ray_service(name: str, namespace_: str, model: ModelSpec, processor: Proces
     env = {**RAY_CLUSTER_ENV, "AWS_REGION": region, "AWS_DEFAULT_REGION": region, "HF_HUB_OFFLINE": "1",
            "RAY_USAGE_STATS_ENABLED": "0"}
     ray_cpus = max(1, math.ceil(s.cpus_per_replica))
+    # One Serve replica per worker pod: Kubernetes places and counts replicas; Ray batches inside each. The Ray
+    # autoscaler therefore keeps as many worker pods as Serve wants replicas, within the same bounds. The pod's size
+    # is the one config checks against the node group's instances.
+    req = worker_pod_requests(s, processor)
     # Accelerators go only into the container limits; KubeRay turns those into `neuron_cores` / `num-gpus`.
     extended: dict[str, int] = {}
     tolerations: tuple[Toleration, ...] = ()
@@ -118,15 +123,12 @@ def _ray_service(name: str, namespace_: str, model: ModelSpec, processor: Proces
     if processor in _EXTENDED:
         tolerations = (Toleration(key=_TAINTS[processor]),)
     if processor is Processor.INFERENTIA:
-        extended[_EXTENDED[processor]] = s.neuron_cores_per_replica
-        env["NEURON_RT_NUM_CORES"] = str(s.neuron_cores_per_replica)
+        extended[_EXTENDED[processor]] = req.neuron_cores
+        env["NEURON_RT_NUM_CORES"] = str(req.neuron_cores)
         # Cores spanning Neuron devices must be contiguous; the scheduler extension places such pods.
-        scheduler = NEURON_SCHEDULER if s.neuron_cores_per_replica > 2 else None
+        scheduler = NEURON_SCHEDULER if req.neuron_cores > 2 else None
     elif processor is Processor.GPU:
-        extended[_EXTENDED[processor]] = max(1, math.ceil(s.gpus_per_replica))
-    # One Serve replica per worker pod: Kubernetes places and counts replicas; Ray batches inside each. The Ray
-    # autoscaler therefore keeps as many worker pods as Serve wants replicas, within the same bounds.
-    pod_cpu = max(ray_cpus, s.num_threads) + 1  # + raylet, Serve proxy and metrics agent
+        extended[_EXTENDED[processor]] = req.gpus
     worker_labels = {**labels, "eks-inference/ray-role": "worker"}
     if not model.shares_node:
         worker_labels["eks-inference/whole-node"] = "true"
@@ -139,7 +141,7 @@ def _ray_service(name: str, namespace_: str, model: ModelSpec, processor: Proces
         ray_cpus=ray_cpus,
         pod=RayPod(
             image=image,
-            resources=Resources(cpu=str(pod_cpu), memory="8Gi", extended=extended),
+            resources=Resources(cpu=str(req.cpu), memory=f"{req.memory_gib}Gi", extended=extended),
             node_selector={PROCESSOR_LABEL: processor.value},
             tolerations=tolerations,
             service_account=SERVE_SERVICE_ACCOUNT,

@@ -15,6 +15,7 @@ import pytest
 from eks_inference.config import (
     CDK_JSON,
     ENVIRONMENTS_KEY,
+    WORKER_MEMORY_GIB,
     AddonVersions,
     ConfigError,
     DType,
@@ -24,6 +25,7 @@ from eks_inference.config import (
     NodeGroupSpec,
     Processor,
     ServingSpec,
+    WorkerPodRequests,
     config_from_context,
     format_config_error,
     instance_family,
@@ -457,6 +459,19 @@ def test_models_that_share_nodes_pack_by_their_requests() -> None:
     with pytest.raises(ConfigError, match=r"which need 3 c7g\.4xlarge nodes \(small: 7 replicas, 3 per node\)"):
         parse_platform("dev", dev(node_groups=groups_with("graviton", instance_types=["c7g.4xlarge"], max_size=2),
                                   models=shared))
+
+
+def test_worker_pod_requests_are_sized_once() -> None:
+    """The one sizing of a worker pod, which the capacity check, the cost table and the serving chart all take: Ray's
+    CPUs (whole) or the torch threads, whichever is more, plus one for the raylet, the Serve proxy and the metrics
+    agent; WORKER_MEMORY_GIB; the replica's NeuronCores on inf2 and whole GPUs on GPU nodes, nothing elsewhere."""
+    s = ServingSpec(num_threads=2, neuron_cores_per_replica=2, gpus_per_replica=0.5)
+    assert worker_pod_requests(s, Processor.GRAVITON) == WorkerPodRequests(cpu=3, memory_gib=WORKER_MEMORY_GIB)
+    assert worker_pod_requests(s, Processor.INFERENTIA) == WorkerPodRequests(cpu=3, memory_gib=WORKER_MEMORY_GIB,
+                                                                             neuron_cores=2)
+    assert worker_pod_requests(s, Processor.GPU) == WorkerPodRequests(cpu=3, memory_gib=WORKER_MEMORY_GIB, gpus=1)
+    assert worker_pod_requests(ServingSpec(cpus_per_replica=2.5), Processor.CPU).cpu == 3 + 1
+    assert worker_pod_requests(ServingSpec(cpus_per_replica=0.5), Processor.CPU).cpu == 1 + 1
 
 
 def test_worker_pod_larger_than_a_node() -> None:

@@ -67,6 +67,10 @@ def test_summary_reports_what_the_config_asked_for(own_account_assembly: Assembl
             assert d["user_config"]["num_threads"] == serving.num_threads
             assert d["application"] == model.name
             assert r.applications == [model.name, INDEX_APP_NAME]  # the route index has no replicas to size
+            req = worker_pod_requests(serving, processor)
+            devices = {"aws.amazon.com/neuroncore": req.neuron_cores, "nvidia.com/gpu": req.gpus}
+            assert r.worker_requests == {"cpu": str(req.cpu), "memory": f"{req.memory_gib}Gi",
+                                         **{k: n for k, n in devices.items() if n}}
             # The replica sheds load above its own limit; Serve's limits sit above it as a backstop.
             limit = serving.max_ongoing_requests + serving.max_queued_requests
             assert d["replica_limit"] == limit
@@ -120,17 +124,3 @@ def test_summary_without_an_assembly(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main([str(tmp_path)]) == 2
     assert "no manifest.json; run `cdk synth` first" in capsys.readouterr().err
 
-
-def test_capacity_rule_counts_the_requests_the_chart_renders(own_account_assembly: Assembly,
-                                                             config: PlatformConfig) -> None:
-    """config's fit check uses worker_pod_requests; the synthesized RayServices must request exactly that."""
-    services = {r.name: r for r in summarize(own_account_assembly.path).ray_services}
-    for model in config.models:
-        for processor in model.processors:
-            req = worker_pod_requests(model.serving, processor)
-            expected: dict[str, object] = {"cpu": str(req.cpu), "memory": f"{req.memory_gib}Gi"}
-            if req.neuron_cores:
-                expected["aws.amazon.com/neuroncore"] = req.neuron_cores
-            if req.gpus:
-                expected["nvidia.com/gpu"] = req.gpus
-            assert services[f"{model.name}-{processor.value}"].worker_requests == expected
