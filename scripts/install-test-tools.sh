@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Debian tools that tests drive, installed by the project itself: chromium renders the load-test report headless;
-# promtool (Debian package prometheus) checks the scrape configuration and tests the alert rules.
+# promtool (Debian package prometheus) checks the scrape configuration and tests the alert rules; amtool (Debian
+# package prometheus-alertmanager) checks the workspace's alert manager configuration.
 # Idempotent and quick when everything is present. Installs with apt-get when running as root on Debian; elsewhere
 # it prints what to install and the tests that need a tool skip, saying so.
 set -euo pipefail
 
 # command:package pairs
-TOOLS=("chromium:chromium" "promtool:prometheus")
+TOOLS=("chromium:chromium" "promtool:prometheus" "amtool:prometheus-alertmanager")
 
 missing=()
 for pair in "${TOOLS[@]}"; do

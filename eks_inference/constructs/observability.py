@@ -25,6 +25,9 @@ What it creates and why:
   (the resource's handler holds ``eks:CreateAccessEntry``; AMP user guide, "Configuring your Amazon EKS
   cluster").
 * **Rule groups** (``AWS::APS::RuleGroupsNamespace``): :mod:`eks_inference.observability.rules`.
+* **Where alerts go**: the workspace's alert manager definition (:mod:`eks_inference.observability.alertmanager`)
+  routes every alert to an SNS topic of this environment (:class:`AlertTopic`: KMS-encrypted, only this workspace
+  may publish), which people subscribe to.
 * **Exporters**: neuron-monitor on Inferentia nodes, dcgm-exporter (NVIDIA's chart, pinned) on GPU nodes, in the
   ``monitoring`` namespace behind a NetworkPolicy (:mod:`eks_inference.k8s.monitoring`).
 """
@@ -44,8 +47,10 @@ from aws_cdk import aws_kms as kms
 from constructs import Construct
 
 from eks_inference.config import AddonVersions, ConfigError, ObservabilitySpec
+from eks_inference.constructs.alert_topic import AlertTopic
 from eks_inference.k8s.monitoring import dcgm_exporter_values, monitoring_manifests
 from eks_inference.k8s.ray_service import RAY_PORTS
+from eks_inference.observability.alertmanager import alertmanager_definition
 from eks_inference.observability.rules import rules_yaml
 from eks_inference.observability.scrape import (
     DCGM_EXPORTER_PORT,
@@ -158,6 +163,9 @@ class ClusterObservability(Construct):
 
         self.rules = aps.CfnRuleGroupsNamespace(self, "Rules", name="eks-inference",
                                                 workspace=self.workspace.attr_arn, data=rules_yaml(dict(rules)))
+        self.alerts = AlertTopic(self, "Alerts", workspace_arn=self.workspace.attr_arn)
+        self.workspace.alert_manager_definition = alertmanager_definition(topic_arn=self.alerts.topic_arn,
+                                                                          region=Stack.of(self).region)
 
         self.monitoring = cluster.add_manifest(
             "MonitoringManifests",

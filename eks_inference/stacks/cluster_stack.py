@@ -51,6 +51,8 @@ class ClusterStack(Stack):
                 rules=rules_for(config), serving_namespace=NAMESPACE, neuron=Processor.INFERENTIA in processors,
                 gpu=Processor.GPU in processors, addons=config.addons,
                 after=[ic.vpc_cni, *(g.nodegroup for g in ic.node_groups.values())])
+            CfnOutput(self, "AlertTopicArn", value=obs.alerts.topic.topic_arn,
+                      description="Subscribe to it to receive the metrics workspace's alerts (aws sns subscribe)")
             CfnOutput(self, "MetricsWorkspaceId", value=obs.workspace.attr_workspace_id)
             CfnOutput(self, "MetricsQueryEndpoint", value=obs.workspace.attr_prometheus_endpoint,
                       description="Prometheus-compatible query endpoint (SigV4) for Grafana's data source")
