@@ -6,6 +6,7 @@ starts at its initial size. Only boto3 and the standard library: the Lambda runt
 """
 
 import json
+import time
 import urllib.request
 from typing import Any
 
@@ -31,6 +32,18 @@ def current_size(eks: Any, autoscaling: Any, cluster: str, nodegroup: str) -> in
     return ng["scalingConfig"]["desiredSize"]
 
 
+def patiently(read: Any, pause: float, tries: int = 8) -> Any:
+    """``read()``, again while IAM has not yet propagated the role's new policy (seconds after a deploy adds it)."""
+    for i in range(tries):
+        try:
+            return read()
+        except Exception as e:
+            code = getattr(e, "response", {}).get("Error", {}).get("Code", "")
+            if not code.startswith("AccessDenied") or i == tries - 1:
+                raise
+            time.sleep(pause)
+
+
 def respond(event: dict[str, Any], status: str, reason: str, data: dict[str, Any]) -> None:
     body = {"Status": status, "Reason": reason, "Data": data,
             "PhysicalResourceId": event.get("PhysicalResourceId") or event["ResourceProperties"]["NodegroupName"],
@@ -41,13 +54,13 @@ def respond(event: dict[str, Any], status: str, reason: str, data: dict[str, Any
         r.read()
 
 
-def handler(event: dict[str, Any], context: Any, clients: tuple[Any, Any] | None = None) -> None:
+def handler(event: dict[str, Any], context: Any, clients: tuple[Any, Any] | None = None, pause: float = 5) -> None:
     try:
         data: dict[str, Any] = {}
         if event["RequestType"] != "Delete":
             p = event["ResourceProperties"]
             eks, autoscaling = clients or (boto3.client("eks"), boto3.client("autoscaling"))
-            now = current_size(eks, autoscaling, p["ClusterName"], p["NodegroupName"])
+            now = patiently(lambda: current_size(eks, autoscaling, p["ClusterName"], p["NodegroupName"]), pause)
             data = {"Size": size_for(now, int(p["MinSize"]), int(p["MaxSize"]), int(p["InitialSize"])),
                     "Running": "none" if now is None else now}
         print(json.dumps({"request": event["RequestType"], **data}))

@@ -125,15 +125,35 @@ def test_cloudformation_hears_the_count_and_the_group_keeps_its_name(response_ur
 
 
 def test_a_failure_reaches_cloudformation_instead_of_an_hour_of_waiting(response_url: str) -> None:
-    """GIVEN a role that may not describe the group WHEN the function runs THEN it PUTs FAILED with EKS's error,
-    and the deploy stops there (CloudFormation otherwise waits an hour for an answer)."""
+    """GIVEN a role that may not describe the group, on every try WHEN the function runs THEN it PUTs FAILED with
+    EKS's error, and the deploy stops there (CloudFormation otherwise waits an hour for an answer)."""
     eks, autoscaling, s_eks, _ = clients()
-    s_eks.add_client_error("describe_nodegroup", service_error_code="AccessDeniedException",
-                           service_message="not authorized to perform: eks:DescribeNodegroup", http_status_code=403)
+    for _ in range(8):
+        s_eks.add_client_error("describe_nodegroup", service_error_code="AccessDeniedException",
+                               service_message="not authorized to perform: eks:DescribeNodegroup",
+                               http_status_code=403)
     with s_eks:
-        fn.handler(event(response_url, "Create"), None, clients=(eks, autoscaling))
+        fn.handler(event(response_url, "Create"), None, clients=(eks, autoscaling), pause=0)
+    s_eks.assert_no_pending_responses()
     (body,) = Recorder.bodies
     assert body["Status"] == "FAILED" and "eks:DescribeNodegroup" in body["Reason"]
+
+
+def test_a_policy_iam_has_not_propagated_yet_is_waited_for(response_url: str) -> None:
+    """GIVEN the deploy that adds the function's policy (IAM answers AccessDenied for a few seconds after) WHEN the
+    function runs THEN it tries again and answers with the count; any other error fails at once."""
+    eks, autoscaling, s_eks, s_asg = clients()
+    s_eks.add_client_error("describe_nodegroup", service_error_code="AccessDeniedException", http_status_code=403)
+    s_eks.add_response("describe_nodegroup", nodegroup(1), {"clusterName": CLUSTER, "nodegroupName": GROUP})
+    s_asg.add_response("describe_auto_scaling_groups", asg(1), {"AutoScalingGroupNames": [ASG]})
+    with s_eks, s_asg:
+        fn.handler(event(response_url, "Update"), None, clients=(eks, autoscaling), pause=0)
+    assert [b["Status"] for b in Recorder.bodies] == ["SUCCESS"] and Recorder.bodies[0]["Data"]["Size"] == 1
+    eks, autoscaling, s_eks, _ = clients()
+    s_eks.add_client_error("describe_nodegroup", service_error_code="InvalidParameterException", http_status_code=400)
+    with s_eks:
+        fn.handler(event(response_url, "Update"), None, clients=(eks, autoscaling), pause=0)
+    assert Recorder.bodies[1]["Status"] == "FAILED"
 
 
 def test_delete_reads_nothing(response_url: str) -> None:
