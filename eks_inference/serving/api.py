@@ -24,6 +24,8 @@ Errors are JSON ``{"error": {"code": str, "message": str}}``:
 400    ``invalid_utf8``           body (or a text) is not valid UTF-8
 404    ``not_found``              unknown route under the model's prefix
 405    ``method_not_allowed``     e.g. GET /predict
+408    ``body_timeout``           the whole body did not arrive within ``body_timeout_s`` (answered before
+                                  the request is admitted, :mod:`eks_inference.serving.ingress_guard`)
 413    ``body_too_large``         body over ``max_body_bytes``
 413    ``too_many_inputs``        more than ``max_inputs`` inputs
 413    ``input_too_long``         one input over ``max_input_chars`` characters
@@ -34,6 +36,8 @@ Errors are JSON ``{"error": {"code": str, "message": str}}``:
                                   missing object and the publish command; the replica loads them later)
 503    ``not_ready``              loading, compiling or warming up
 503    ``model_unavailable``      the weights turned out corrupt; the replica is being replaced
+503    ``forward_stuck``          a forward has run past its bound (``forward_timeout_s``); the replica is
+                                  being replaced
 503    ``overloaded``             the replica already holds ``max_ongoing_requests + max_queued_requests``
                                   requests (``Retry-After: 1``); Serve's own limits sit above it
 =====  ========================  ===========================================================

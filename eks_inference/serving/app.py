@@ -20,6 +20,12 @@ stretched to that forward's expected end (measured per batch bucket), so the nex
 that queued during it. Stock ``@serve.batch`` would form the next batch as soon as its wait expires and
 leave it queued behind the running forward, which yields batches of one or two under load.
 
+A stuck forward (a wedged device or library) would hold the forward thread and every request behind it while the
+event loop, and so the health check, stayed fine. The replica notes when the running forward began; once it has
+run past its bound (``forward_timeout_s``, or ten times its measured time if longer) ``check_health`` fails and
+Serve replaces the replica, and ``/healthz`` and ``/predict`` answer 503 ``forward_stuck`` meanwhile. Bodies are
+read whole under a deadline before Serve admits a request (:mod:`eks_inference.serving.ingress_guard`).
+
 API, limits and errors: see :mod:`eks_inference.serving.api`. OpenAPI at ``/{model}/openapi.json``,
 interactive docs at ``/{model}/docs``: a page whose Swagger UI assets are served by the replica itself from
 the pinned ``swagger-ui-bundle-v2`` package, so it works without internet access.
@@ -53,12 +59,23 @@ from eks_inference.serving.api import (
     parse_predict_body,
     predict_request_schema,
 )
-from eks_inference.serving.serve_config import DEPLOYMENT_NAME, UserConfig, parse_app_args, parse_user_config
+from eks_inference.serving.ingress_guard import set_limits
+from eks_inference.serving.serve_config import (
+    DEPLOYMENT_NAME,
+    UserConfig,
+    forward_bound_s,
+    parse_app_args,
+    parse_user_config,
+)
 
 log = logging.getLogger("ray.serve")
 
 METRICS_URLS_TTL_S = 10.0
 """How long ``/info`` reuses the metrics addresses it got from the GCS."""
+TEST_HANG_ENV = "EKS_INFERENCE_TEST_HANG_INPUT"
+"""Tests only: a replica whose environment sets this makes any forward holding exactly that input hang until the
+replica stops, standing in for a wedged device. Nothing this project deploys sets it; it is read from the replica's
+own environment, which only whoever deploys the replica controls."""
 
 _QA_ITEM = {"type": "object", "properties": {"question": {"type": "string"}, "context": {"type": "string"}},
             "required": ["question", "context"]}
@@ -74,7 +91,8 @@ _PREDICT_OPENAPI = {
         }}},
     },
 }
-_ERROR_CASES = ((400, "invalid JSON or UTF-8"), (413, "body, input count or input length over the limit"),
+_ERROR_CASES = ((400, "invalid JSON or UTF-8"), (408, "the body did not arrive within body_timeout_s"),
+                (413, "body, input count or input length over the limit"),
                 (422, "wrong structure or types"), (503, "overloaded or not ready"))
 _ERRORS: dict[int | str, dict[str, Any]] = {
     str(code): {"description": desc, "content": {"application/json": {"schema": ERROR_SCHEMA}}}
@@ -202,6 +220,8 @@ class InferenceModel:
         from eks_inference.artifacts.resolve import ArtifactNotFound, resolve_model
 
         self.args = parse_app_args(args)
+        set_limits(body_timeout_s=self.args.body_timeout_s, max_body_bytes=self.args.max_body_bytes)
+        self._hang_input = os.environ.get(TEST_HANG_ENV) or None
         # CPU replicas keep every core for the forward; a GPU replica tokenizes big batches in parallel
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "true" if self.args.backend == "cuda" else "false")
         self.cfg: UserConfig | None = None
@@ -300,6 +320,9 @@ class InferenceModel:
         if failure is not None:
             return 503, {"status": "failed", "model": model,
                          "error": {"code": "model_unavailable", "message": failure}}
+        stuck = self._stuck()
+        if stuck is not None:
+            return 503, {"status": "stuck", "model": model, "error": {"code": "forward_stuck", "message": stuck}}
         if watch is not None and watch.waiting:
             return 503, watch.body()
         if self.engine is None or self.cfg is None:
@@ -378,11 +401,28 @@ class InferenceModel:
                     "schema": predict_request_schema(a.task, a.max_inputs)}}}}
         app.openapi_schema = None
 
+    def _stuck(self) -> str | None:
+        """Why the running forward counts as stuck (run past :func:`forward_bound_s`), or None."""
+        since, engine = self._busy_since, self.engine
+        if since is None or engine is None:
+            return None
+        running = time.perf_counter() - since
+        bound = forward_bound_s(self.args.forward_timeout_s, engine.estimate_forward_s(self._busy_rows))
+        if running <= bound:
+            return None
+        return (f"a forward of {self._busy_rows} inputs has run {running:.0f} s, past its bound of {bound:.0f} s "
+                f"(forward_timeout_s {self.args.forward_timeout_s:g}); the replica is being replaced")
+
     def check_health(self) -> None:
         """Healthy while waiting for weights or loading them (Serve must not replace a waiting replica);
-        failing with the reason once weights turned out corrupt, so Serve replaces the replica."""
+        failing with the reason once weights turned out corrupt, or once a forward has run past its bound (a hung
+        device or library holds the forward thread, and every request behind it), so Serve replaces the replica."""
         if self._failure is not None:
             raise RuntimeError(self._failure)
+        stuck = self._stuck()
+        if stuck is not None:
+            log.error("health check fails: %s", stuck)
+            raise RuntimeError(stuck)
         if self.engine is None and not self._background:
             raise RuntimeError("model not loaded yet")
 
@@ -391,11 +431,11 @@ class InferenceModel:
     async def _predict_batch(self, chunks: list[list[Any]]) -> list[tuple[list[Any], list[bool], float, float]]:
         """Each chunk's outputs and truncation flags, with the forward's start and end (``perf_counter``)."""
         flat = [x for c in chunks for x in c]
+        run = self._hang if self._hang_input is not None and self._hang_input in flat else self.engine.run
         self._busy_rows = len(flat)
         self._busy_since = began = time.perf_counter()
         try:
-            outputs, truncated = await asyncio.get_running_loop().run_in_executor(
-                self._executor, self.engine.run, flat)
+            outputs, truncated = await asyncio.get_running_loop().run_in_executor(self._executor, run, flat)
         finally:
             self._busy_since = None
         ended = time.perf_counter()
@@ -404,6 +444,11 @@ class InferenceModel:
             results.append((outputs[start:start + len(c)], truncated[start:start + len(c)], began, ended))
             start += len(c)
         return results
+
+    def _hang(self, items: list[Any]) -> tuple[list[Any], list[bool]]:
+        """:data:`TEST_HANG_ENV`: hold the forward thread, as a wedged device would, until the replica stops."""
+        self._stop.wait()
+        raise RuntimeError("forward abandoned: the replica is stopping")
 
     @property
     def _batcher(self) -> Any:
@@ -550,7 +595,8 @@ class InferenceModel:
             "processor": a.processor.value, "backend": a.backend,
             "model_uri": a.model_uri, "weights_digest": model.digest if model is not None else None,
             "limits": {"max_inputs": a.max_inputs, "max_input_chars": a.max_input_chars,
-                       "max_body_bytes": a.max_body_bytes},
+                       "max_body_bytes": a.max_body_bytes, "body_timeout_s": a.body_timeout_s,
+                       "forward_timeout_s": a.forward_timeout_s},
             "versions": _versions(),
             **metrics,
         }

@@ -173,8 +173,11 @@ class LocalRay:
             self._owns_temp = True
         ray.init(address="local", num_cpus=self.num_cpus or os.cpu_count() or 1, include_dashboard=False,
                  _temp_dir=self.temp_dir, log_to_driver=False, namespace="serve")
+        from eks_inference.serving.serve_config import REQUEST_TIMEOUT_S
+
+        # as KubeRay's first submission does (dashboard serve_head.py: serve_start with the config's http_options)
         self._client = serve_api.serve_start(
-            http_options={"host": self.http_host, "port": self.http_port},
+            http_options={"host": self.http_host, "port": self.http_port, "request_timeout_s": REQUEST_TIMEOUT_S},
             proxy_location=proxy_location,
         )
         return self

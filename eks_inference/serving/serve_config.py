@@ -10,7 +10,7 @@ Contract (used by ``eks_inference.k8s``)::
     render_serve_config(model, processor, *, model_uri, artifact_uri=None, cache_dir=DEFAULT_CACHE_DIR,
                         http_host="0.0.0.0", http_port=8000, s3_endpoint_url=None,
                         max_body_bytes=1048576, max_input_chars=20000, access_log=False,
-                        allow_emulated_bf16=False) -> dict
+                        allow_emulated_bf16=False, body_timeout_s=10.0, forward_timeout_s=30.0) -> dict
 
 returns ``{"proxy_location": ..., "http_options": {...}, "applications": [model app, index app]}``.
 The model app comes first: it is named after the model, mounted at ``/{model.name}``, imports
@@ -48,11 +48,34 @@ ingress requests bypass the handles, so these reports are the autoscaler's only 
 (ray/serve/_private/replica.py, ``should_collect_ongoing_requests``); every 2 s puts several samples in the
 look-back window and lets a step in load be seen within seconds, at one small call per replica per 2 s."""
 
+REQUEST_TIMEOUT_S = 60
+"""``http_options.request_timeout_s``: Serve answers 408 to a request it has held this long, measured from its
+admission (after the whole body arrived, see :mod:`eks_inference.serving.ingress_guard`) through the queue and the
+forward. Ray's default is none: a request behind a stuck forward waited for ever."""
+DEFAULT_BODY_TIMEOUT_S = 10.0
+"""The whole request body must arrive within this many seconds of its headers, or the replica answers 408 before the
+request takes an admission slot (:mod:`eks_inference.serving.ingress_guard`)."""
+DEFAULT_FORWARD_TIMEOUT_S = 30.0
+"""A forward still running after this long (or after :data:`FORWARD_BOUND_FACTOR` times its measured time, if
+longer) fails the replica's health check, and Serve replaces the replica."""
+HAPROXY_CLIENT_TIMEOUT_S = 30
+"""HAProxy drops a client that sends nothing for this long (Ray's default: an hour)."""
+HAPROXY_SERVER_TIMEOUT_S = int(DEFAULT_BODY_TIMEOUT_S) + REQUEST_TIMEOUT_S + 5
+"""HAProxy gives up on a replica silent for this long (Ray's default: never): a backstop above the replica's own
+408s, for a replica whose event loop no longer answers at all."""
+INGRESS_GUARD_IMPORT_PATH = "eks_inference.serving.ingress_guard:middlewares"
+FORWARD_BOUND_FACTOR = 10
+"""A forward counts as stuck only past this many times its measured duration, so a model whose batches
+legitimately take longer than ``forward_timeout_s`` is not replaced in a loop."""
+
 RAY_CLUSTER_ENV: dict[str, str] = {
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
     "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": str(AUTOSCALING_METRIC_PUSH_S),
     "RAY_metrics_report_interval_ms": "5000",
+    "RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S": str(HAPROXY_CLIENT_TIMEOUT_S),
+    "RAY_SERVE_HAPROXY_TIMEOUT_SERVER_S": str(HAPROXY_SERVER_TIMEOUT_S),
+    "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": INGRESS_GUARD_IMPORT_PATH,
 }
 """Environment for every Ray container (head and workers) that runs these applications.
 
@@ -67,6 +90,13 @@ container env; ``eks-inference local`` sets it for its private Ray.
 (Ray's default 10 s). A load-test step's server metrics are read once the last of them has arrived, one
 interval after the step, so a shorter interval shortens the pause between steps; 5 s costs a handful of local
 pushes per pod. Local mode uses 2 s (:func:`eks_inference.serving.local.ray_environment`).
+
+Timeouts (Ray 2.60 reads them at import, ``ray/serve/_private/constants.py``): HAProxy's ``timeout client`` and
+``timeout server`` (:data:`HAPROXY_CLIENT_TIMEOUT_S`, :data:`HAPROXY_SERVER_TIMEOUT_S`). Ray 2.60 offers no setting
+for HAProxy's ``timeout http-request``; the body deadline is kept by the replica instead: every HTTP server Serve
+starts (each replica's own, and the fallback proxy) wraps its application in the middlewares that
+``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH`` names, which read the whole body under a deadline before Serve admits
+the request (``ray/serve/_private/replica.py``, ``_direct_ingress_asgi``).
 """
 
 ADMISSION_SPARE = 8
@@ -102,6 +132,8 @@ def render_serve_config(
     max_input_chars: int = DEFAULT_MAX_INPUT_CHARS,
     access_log: bool = False,
     allow_emulated_bf16: bool = False,
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+    forward_timeout_s: float = DEFAULT_FORWARD_TIMEOUT_S,
 ) -> dict[str, Any]:
     """The ``serveConfigV2`` document serving ``model`` on ``processor``.
 
@@ -122,6 +154,11 @@ def render_serve_config(
         and at thousands of requests per second the log line costs more than it tells).
     :param allow_emulated_bf16: serve bf16 on CPUs without bf16 instructions too (slow; for checking
         numerics); default False: such CPUs serve fp32 when the config asks for bf16.
+    :param body_timeout_s: the whole request body must arrive within this many seconds, or the replica answers
+        408 before the request takes an admission slot; default 10.
+    :param forward_timeout_s: a forward running longer than this (or than :data:`FORWARD_BOUND_FACTOR` times its
+        measured time, if longer) fails the health check and Serve replaces the replica; default 30, at most
+        :data:`REQUEST_TIMEOUT_S`.
     """
     if processor not in model.processors:
         raise ConfigError(
@@ -137,6 +174,8 @@ def render_serve_config(
             f"max_body_bytes/max_input_chars: {(max_body_bytes, max_input_chars)!r} is too small; "
             "use at least 1024 bytes and 1 character"
         )
+    _timeout("body_timeout_s", body_timeout_s, DEFAULT_BODY_TIMEOUT_S)
+    _timeout("forward_timeout_s", forward_timeout_s, DEFAULT_FORWARD_TIMEOUT_S)
     s = model.serving
     actor: dict[str, Any] = {"num_cpus": s.cpus_per_replica}
     if processor.backend == "neuron":
@@ -158,6 +197,8 @@ def render_serve_config(
         "s3_endpoint_url": s3_endpoint_url,
         "allow_emulated_bf16": allow_emulated_bf16,
         "max_requests_per_replica": s.replica_limit,
+        "body_timeout_s": body_timeout_s,
+        "forward_timeout_s": forward_timeout_s,
     }
     user_config = {
         "max_batch_size": s.max_batch_size,
@@ -182,7 +223,7 @@ def render_serve_config(
     }
     return {
         "proxy_location": "EveryNode",
-        "http_options": {"host": http_host, "port": http_port},
+        "http_options": {"host": http_host, "port": http_port, "request_timeout_s": REQUEST_TIMEOUT_S},
         "applications": [{
             "name": model.name,
             "route_prefix": f"/{model.name}",
@@ -255,6 +296,10 @@ class AppArgs:
     max_requests_per_replica: int | None = None
     """Predict requests one replica holds at once (working or waiting for a batch); beyond it a JSON 503.
     Rendered as the model's ``max_ongoing_requests + max_queued_requests``; None: no limit of its own."""
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
+    """Seconds the whole request body may take to arrive (:mod:`eks_inference.serving.ingress_guard`)."""
+    forward_timeout_s: float = DEFAULT_FORWARD_TIMEOUT_S
+    """Seconds a forward may run before the health check fails (see :func:`forward_bound_s`)."""
     weights_poll_s: tuple[float, float] = (2.0, 30.0)
     """First and largest interval between looks for unpublished weights. Not rendered (the default suits a
     fleet); a test or an operator may add ``weights_poll_s: [first, largest]`` to the args."""
@@ -321,6 +366,10 @@ def parse_app_args(args: Mapping[str, Any]) -> AppArgs:
         max_requests_per_replica=(None if args.get("max_requests_per_replica") is None else _pos_int(
             "application args max_requests_per_replica", args["max_requests_per_replica"])),
         weights_poll_s=_poll_interval(args.get("weights_poll_s", (2.0, 30.0))),
+        body_timeout_s=_timeout("application args body_timeout_s", args.get("body_timeout_s", DEFAULT_BODY_TIMEOUT_S),
+                                DEFAULT_BODY_TIMEOUT_S),
+        forward_timeout_s=_timeout("application args forward_timeout_s",
+                                   args.get("forward_timeout_s", DEFAULT_FORWARD_TIMEOUT_S), DEFAULT_FORWARD_TIMEOUT_S),
     )
 
 
@@ -332,6 +381,19 @@ def _poll_interval(value: Any) -> tuple[float, float]:
         raise ConfigError(f"application args weights_poll_s: {value!r} is not [first, largest] seconds with "
                           "0 < first <= largest <= 300; use e.g. [2, 30]")
     return float(value[0]), float(value[1])
+
+
+def forward_bound_s(forward_timeout_s: float, expected_s: float) -> float:
+    """How long a forward expected to take ``expected_s`` (0: not measured yet) may run before it counts as stuck."""
+    return max(forward_timeout_s, FORWARD_BOUND_FACTOR * expected_s)
+
+
+def _timeout(where: str, value: Any, example: float) -> float:
+    """A bound in seconds: positive and no longer than the request timeout, past which no one waits for it."""
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value <= REQUEST_TIMEOUT_S:
+        raise ConfigError(f"{where}: {value!r} is outside (0, {REQUEST_TIMEOUT_S}] seconds (the request timeout); "
+                          f"use e.g. {example:g}")
+    return float(value)
 
 
 def parse_user_config(data: Mapping[str, Any], *, batch_buckets: tuple[int, ...]) -> UserConfig:

@@ -16,8 +16,11 @@ from eks_inference.serving.serve_config import (
     DEPLOYMENT_NAME,
     INDEX_APP_NAME,
     INDEX_IMPORT_PATH,
+    INGRESS_GUARD_IMPORT_PATH,
     RAY_CLUSTER_ENV,
+    REQUEST_TIMEOUT_S,
     USER_CONFIG_KEYS,
+    forward_bound_s,
     model_repository_uris,
     parse_app_args,
     parse_user_config,
@@ -46,7 +49,7 @@ def test_application_mounts_the_model_at_its_name_and_imports_the_builder() -> N
     assert app["name"] == "minilm"
     assert app["route_prefix"] == "/minilm"
     assert app["import_path"] == APP_IMPORT_PATH
-    assert cfg["http_options"] == {"host": "127.0.0.1", "port": 8123}
+    assert cfg["http_options"] == {"host": "127.0.0.1", "port": 8123, "request_timeout_s": REQUEST_TIMEOUT_S}
     assert deployment(cfg)["name"] == DEPLOYMENT_NAME
 
 
@@ -158,7 +161,50 @@ def test_repository_layout() -> None:
 def test_cluster_env_turns_on_the_measured_ray_settings() -> None:
     assert RAY_CLUSTER_ENV == {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1",
                                "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "2",
-                               "RAY_metrics_report_interval_ms": "5000"}
+                               "RAY_metrics_report_interval_ms": "5000",
+                               "RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S": "30", "RAY_SERVE_HAPROXY_TIMEOUT_SERVER_S": "75",
+                               "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": INGRESS_GUARD_IMPORT_PATH}
+
+
+def test_every_timeout_ray_exposes_is_set_where_ray_reads_it() -> None:
+    """GIVEN the rendered config and the cluster env WHEN Ray 2.60 reads them as it does on a fresh cluster (the
+    dashboard's ``serve_start`` takes ``http_options`` whole, ``ray/dashboard/modules/serve/serve_head.py``; HAProxy
+    and the middleware callback come from the env, ``ray/serve/_private/constants.py``) THEN a request is bounded end
+    to end, HAProxy no longer waits an hour on a silent client nor for ever on a silent replica, and every HTTP server
+    Serve starts reads the body under a deadline first."""
+    code = r"""
+import json, os, sys
+from eks_inference.serving.serve_config import RAY_CLUSTER_ENV
+os.environ.update(RAY_CLUSTER_ENV)
+from ray.serve.config import HTTPOptions
+from ray.serve._private.haproxy import HAProxyConfig
+from ray.serve._private.http_util import configure_http_middlewares
+opts = configure_http_middlewares(HTTPOptions(**json.loads(sys.argv[1])))
+hap = HAProxyConfig(http_options=opts)
+print(json.dumps({"request_timeout_s": opts.request_timeout_s, "client": hap.timeout_client_s,
+                  "server": hap.timeout_server_s, "middlewares": [m.cls.__name__ for m in opts.middlewares]}))
+"""
+    http = render()["http_options"]
+    r = subprocess.run([sys.executable, "-c", code, json.dumps(http)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    seen = json.loads(r.stdout.strip().splitlines()[-1])
+    assert seen["request_timeout_s"] == REQUEST_TIMEOUT_S
+    assert seen["client"] == 30 and seen["server"] > REQUEST_TIMEOUT_S
+    assert seen["middlewares"] == ["BodyDeadline"]
+
+
+def test_replica_args_carry_the_body_and_forward_bounds() -> None:
+    args = parse_app_args(render(body_timeout_s=4, forward_timeout_s=12)["applications"][0]["args"])
+    assert (args.body_timeout_s, args.forward_timeout_s) == (4.0, 12.0)
+    default = parse_app_args(render()["applications"][0]["args"])
+    assert (default.body_timeout_s, default.forward_timeout_s) == (10.0, 30.0)
+    assert default.forward_timeout_s <= REQUEST_TIMEOUT_S
+
+
+def test_a_forward_counts_as_stuck_past_its_timeout_or_ten_times_its_measured_time() -> None:
+    assert forward_bound_s(30, 0.0) == 30  # not measured yet
+    assert forward_bound_s(30, 0.2) == 30
+    assert forward_bound_s(30, 5.0) == 50  # a slow model's big batch is not mistaken for a hang
 
 
 def test_autoscaling_config_is_what_ray_accepts_and_sheds_only_beyond_the_target() -> None:
@@ -198,6 +244,10 @@ def test_processor_must_be_one_of_the_models() -> None:
     ({"http_port": 0}, "http_port: 0 is not a TCP port"),
     ({"model_uri": ""}, "model_uri: '' is empty"),
     ({"max_body_bytes": 10}, "max_body_bytes/max_input_chars"),
+    ({"body_timeout_s": 0}, r"body_timeout_s: 0 is outside \(0, 60\] seconds"),
+    ({"forward_timeout_s": 600}, r"forward_timeout_s: 600 is outside \(0, 60\] seconds \(the request timeout\); "
+                                 "use e.g. 30"),
+    ({"forward_timeout_s": True}, "forward_timeout_s: True is outside"),
 ])
 def test_bad_render_arguments(kw: dict, match: str) -> None:
     base = {"model_uri": "bundled:all-minilm-l6-v2"} | kw
@@ -227,3 +277,5 @@ def test_bad_app_args_are_rejected() -> None:
         parse_app_args(args | {"processor": "tpu"})
     with pytest.raises(ConfigError, match=r"\['model_uri'\] missing"):
         parse_app_args({k: v for k, v in args.items() if k != "model_uri"})
+    with pytest.raises(ConfigError, match="application args body_timeout_s: 'soon' is outside"):
+        parse_app_args(args | {"body_timeout_s": "soon"})

@@ -77,7 +77,7 @@ def test_local_config_defaults_fit_this_machine(tmp_path: Path) -> None:
     assert dep["user_config"]["batch_wait_timeout_s"] == 0.0
     assert app["args"]["artifact_uri"] == str(tmp_path.resolve() / "artifacts")
     assert app["args"]["cache_dir"] == str(tmp_path.resolve() / "cache")
-    assert cfg["http_options"] == {"host": "127.0.0.1", "port": 8765}
+    assert cfg["http_options"] == {"host": "127.0.0.1", "port": 8765, "request_timeout_s": 60}
 
 
 @pytest.mark.parametrize(("cpus", "expected"), [(1, (1, 1)), (2, (2, 1)), (4, (4, 1)), (8, (4, 2)), (64, (4, 2))])

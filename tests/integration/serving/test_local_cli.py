@@ -72,7 +72,7 @@ def test_print_config_is_the_rendered_serve_config(tmp_path: Path) -> None:
 
     app = cfg["applications"][0]
     assert app["import_path"] == APP_IMPORT_PATH and app["route_prefix"] == "/minilm"
-    assert cfg["http_options"] == {"host": "127.0.0.1", "port": 8123}
+    assert cfg["http_options"] == {"host": "127.0.0.1", "port": 8123, "request_timeout_s": 60}
     assert app["args"]["model_uri"] == "bundled:all-minilm-l6-v2" and app["args"]["processor"] == "cpu"
     bad = cli("local", "--print-config", "--max-batch-size", "0", "--state-dir", str(tmp_path))
     assert bad.returncode == 2 and "max_batch_size" in bad.stderr
