@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from eks_inference.errors import ConfigError
 from eks_inference.k8s.capacity import cpu_millicores, memory_mebibytes
 from eks_inference.k8s.pod import (
     Resources,
@@ -122,6 +123,39 @@ def shm_size_for(object_store_bytes: int) -> str:
     """/dev/shm must hold the whole object store or Ray moves it to /tmp (disk) with only a log warning;
     a quarter GiB on top covers what else lives there (semaphores, torch shared tensors)."""
     return f"{object_store_bytes // MIB + 256}Mi"
+
+
+class RayAuth:
+    """``rayClusterConfig.authOptions.mode`` (KubeRay v1.7.0, ray-operator/apis/ray/v1/raycluster_types.go).
+
+    ``token``: for every Ray cluster it creates, KubeRay generates a Secret named after the cluster holding 32 random
+    bytes, base64-encoded, under ``auth_token`` (raycluster_controller.go, ``createAuthSecret``), owned by the cluster
+    so that it goes with it. It sets ``RAY_AUTH_MODE=token`` and ``RAY_AUTH_TOKEN`` (from that Secret) on the Ray
+    container, the autoscaler sidecar and the workers' ``wait-gcs-ready`` init container (common/pod.go,
+    ``SetContainerTokenAuthEnvVars``), and sends the token itself, as ``x-ray-authorization: Bearer``, when it calls
+    the dashboard (utils/dashboardclient). Ray then refuses every gRPC call (GCS, raylets, agents) and dashboard
+    request without it, job submission and ``PUT /api/serve/applications/`` included; health checks stay open, so
+    the kubelet's probes pass.
+    """
+
+    TOKEN = "token"
+    DISABLED = "disabled"
+
+
+AUTH_MIN_RAY = (2, 52, 0)
+"""KubeRay v1.7.0 refuses token authentication for an older ``rayVersion`` (utils/validation.go)."""
+METRICS_AUTH_RAY = (2, 61, 0)
+"""From this Ray on, token authentication also guards the metrics endpoint (Ray's token-auth documentation). Neither
+the managed scraper (it can send only its own Kubernetes token) nor the load-test clients hold the Ray token, so
+Serve's and Ray's metrics would stop arriving; :class:`RayServiceSpec` refuses the combination until they can."""
+
+
+def _version(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in text.split(".")[:3])
+    except ValueError:
+        raise ConfigError(f"ray_version: {text!r} is not a Ray release number; write it as MAJOR.MINOR.PATCH, "
+                          "equal to the Ray in the image") from None
 
 
 class UpgradeStrategy:
@@ -399,6 +433,7 @@ class RayServiceSpec:
     :param ray_version: must equal the Ray in the image.
     :param upgrade_strategy: default :attr:`UpgradeStrategy.NEW_CLUSTER` (see its docstring).
     :param initializing_timeout_s: :data:`INITIALIZING_TIMEOUT_ANNOTATION`; default none (wait forever).
+    :param auth: :class:`RayAuth` mode; default :attr:`RayAuth.TOKEN`.
     """
 
     name: str
@@ -410,6 +445,24 @@ class RayServiceSpec:
     workers: Sequence[WorkerGroup]
     upgrade_strategy: str = UpgradeStrategy.NEW_CLUSTER
     initializing_timeout_s: int | None = None
+    auth: str = RayAuth.TOKEN
+
+    def __post_init__(self) -> None:
+        if self.auth not in (RayAuth.TOKEN, RayAuth.DISABLED):
+            raise ConfigError(f"RayService {self.name!r}: auth {self.auth!r} is not a KubeRay authOptions mode; use "
+                              f"{RayAuth.TOKEN!r} or {RayAuth.DISABLED!r}")
+        if self.auth != RayAuth.TOKEN:
+            return
+        ray = _version(self.ray_version)
+        if ray < AUTH_MIN_RAY:
+            raise ConfigError(f"ray_version: {self.ray_version!r} has no token authentication (KubeRay needs Ray "
+                              f">= {'.'.join(map(str, AUTH_MIN_RAY))}); raise Ray in the images and ray_version")
+        if ray >= METRICS_AUTH_RAY:
+            raise ConfigError(
+                f"ray_version: {self.ray_version!r} puts the metrics endpoint behind token authentication, which the "
+                "managed scraper and the load-test clients cannot pass: Serve's and Ray's metrics would stop. Give "
+                "them a way in first (docs/security.md, \"Ray's control plane\"), then lift this check "
+                f"(METRICS_AUTH_RAY); or stay on Ray {METRICS_AUTH_RAY[0]}.{METRICS_AUTH_RAY[1] - 1}")
 
     def to_dict(self) -> dict[str, Any]:
         metadata: dict[str, Any] = {"name": self.name, "namespace": self.namespace, "labels": dict(self.labels)}
@@ -417,6 +470,7 @@ class RayServiceSpec:
             metadata["annotations"] = {INITIALIZING_TIMEOUT_ANNOTATION: f"{self.initializing_timeout_s}s"}
         cluster: dict[str, Any] = {
             "rayVersion": self.ray_version,
+            "authOptions": {"mode": self.auth},
             "enableInTreeAutoscaling": self.head.autoscaler is not None,
         }
         if self.head.autoscaler is not None:

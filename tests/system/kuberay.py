@@ -17,12 +17,23 @@ the ``autoscaler`` container from ``BuildAutoscalerContainer`` (the head's image
 500m/512Mi) with ``mergeAutoscalerOverrides`` applied (resources and securityContext replaced, env and
 volumeMounts appended), and for ``version: v2`` the head's ``RAY_ENABLE_AUTOSCALER_V2=true`` and
 ``restartPolicy: Never`` on head and workers (``setAutoscalerV2EnvVars``, ``DefaultWorkerPodTemplate``).
+
+Workers get the ``wait-gcs-ready`` init container (``DefaultWorkerPodTemplate``, on unless the operator sets
+``ENABLE_INIT_CONTAINER_INJECTION=false``): the Ray container's image, security context, environment and volume
+mounts, ``ray health-check`` against the head in a loop, 200m/256Mi.
+
+With ``authOptions.mode: token`` (``configureTokenAuth`` and ``SetContainerTokenAuthEnvVars``; the Secret from
+raycluster_controller.go ``createAuthSecret``): ``RAY_AUTH_MODE=token`` and ``RAY_AUTH_TOKEN`` from the Secret named
+after the Ray cluster (key ``auth_token``), each unless the container already sets it, on the Ray container, the
+autoscaler sidecar (before the user's overrides are merged) and ``wait-gcs-ready``.
 """
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
+import secrets
 from typing import Any
 
 NEURON_CORE = "aws.amazon.com/neuroncore"
@@ -121,12 +132,45 @@ def label_pod(labels: dict[str, str], *, cluster: str, head: bool, group: str) -
     return out
 
 
+AUTH_TOKEN_KEY = "auth_token"
+
+
+def auth_secret(cluster: str) -> dict[str, Any]:
+    """The Secret KubeRay creates for a token-auth cluster: 32 random bytes, base64 (``generateRandomToken``)."""
+    token = base64.b64encode(secrets.token_bytes(32)).decode()
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": cluster}, "stringData": {AUTH_TOKEN_KEY: token}}
+
+
+def set_token_auth_env(container: dict[str, Any], cluster: str) -> None:
+    """SetContainerTokenAuthEnvVars without Kubernetes-delegated auth (KubeRay refuses that for RayServices)."""
+    env = container.setdefault("env", [])
+    names = {e["name"] for e in env}
+    if "RAY_AUTH_MODE" not in names:
+        env.append({"name": "RAY_AUTH_MODE", "value": "token"})
+    if "RAY_AUTH_TOKEN" not in names:
+        env.append({"name": "RAY_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {"name": cluster, "key": AUTH_TOKEN_KEY}}})
+
+
+def wait_gcs_ready(container: dict[str, Any], head_address: str) -> dict[str, Any]:
+    host, port = head_address.rsplit(":", 1)
+    return {
+        "name": "wait-gcs-ready", "image": container["image"], "imagePullPolicy": container.get("imagePullPolicy"),
+        "command": ["/bin/bash", "-c", "--"],
+        "args": [f"until ray health-check --address {host}:{port} > /dev/null 2>&1; do sleep 5; done"],
+        "securityContext": copy.deepcopy(container.get("securityContext")),
+        "env": copy.deepcopy(container.get("env", [])),
+        "volumeMounts": copy.deepcopy(container.get("volumeMounts", [])),
+        "resources": {"limits": {"cpu": "200m", "memory": "256Mi"}, "requests": {"cpu": "200m", "memory": "256Mi"}},
+    }
+
+
 AUTOSCALER_START = ("ray kuberay-autoscaler --cluster-name $(RAY_CLUSTER_NAME) "
                     "--cluster-namespace $(RAY_CLUSTER_NAMESPACE)")
 
 
-def autoscaler_container(image: str, options: dict[str, Any]) -> dict[str, Any]:
-    """BuildAutoscalerContainer followed by mergeAutoscalerOverrides."""
+def autoscaler_container(image: str, options: dict[str, Any], *, cluster: str = "", token_auth: bool = False,
+                         ) -> dict[str, Any]:
+    """BuildAutoscalerContainer, the token's environment when auth is on, then mergeAutoscalerOverrides."""
     container: dict[str, Any] = {
         "name": "autoscaler", "image": image, "imagePullPolicy": "IfNotPresent",
         "env": [{"name": "RAY_CLUSTER_NAME", "valueFrom": {"fieldRef": {
@@ -138,6 +182,8 @@ def autoscaler_container(image: str, options: dict[str, Any]) -> dict[str, Any]:
         "command": ["/bin/bash", "-c", "--"], "args": [AUTOSCALER_START],
         "resources": {"limits": {"cpu": "500m", "memory": "512Mi"}, "requests": {"cpu": "500m", "memory": "512Mi"}},
     }
+    if token_auth:
+        set_token_auth_env(container, cluster)
     for key in ("resources", "image", "imagePullPolicy", "securityContext", "command", "args"):
         if options.get(key):
             container[key] = copy.deepcopy(options[key])
@@ -156,19 +202,22 @@ def build_pods(ray_service: dict[str, Any], *, cluster_suffix: str = "x7k2p") ->
     head_address = f"{cluster}-head-svc.{ns}.svc.cluster.local:{head_params.get('port', DEFAULT_GCS_PORT)}"
     groups = [(True, "headgroup", spec["headGroupSpec"])] + [(False, w["groupName"], w)
                                                               for w in spec["workerGroupSpecs"]]
+    token_auth = (spec.get("authOptions") or {}).get("mode") == "token"  # utils.IsAuthEnabled
     pods = []
     for head, group, g in groups:
         tpl = copy.deepcopy(g["template"])
         labels = label_pod(tpl["metadata"].get("labels", {}), cluster=cluster, head=head, group=group)
         labels["ray.io/serve"] = "false" if head else "true"  # BuildPod, RayService pods
         container = tpl["spec"]["containers"][0]
+        if not head:
+            tpl["spec"].setdefault("initContainers", []).append(wait_gcs_ready(container, head_address))
         params = complete_params(g["rayStartParams"], head=head, head_address=head_address)
         autoscaling = bool(spec.get("enableInTreeAutoscaling"))
         options = spec.get("autoscalerOptions") or {}
         if autoscaling and head:
             params["no-monitor"] = "true"
             tpl["spec"]["serviceAccountName"] = tpl["spec"].get("serviceAccountName") or cluster
-            sidecar = autoscaler_container(container["image"], options)
+            sidecar = autoscaler_container(container["image"], options, cluster=cluster, token_auth=token_auth)
             if options.get("version") == "v2":
                 container.setdefault("env", []).append({"name": "RAY_ENABLE_AUTOSCALER_V2", "value": "true"})
         if autoscaling and options.get("version") == "v2":
@@ -185,6 +234,11 @@ def build_pods(ray_service: dict[str, Any], *, cluster_suffix: str = "x7k2p") ->
             container.setdefault("ports", []).append({"name": "metrics", "containerPort": DEFAULT_METRICS_PORT})
         if autoscaling and head:
             tpl["spec"]["containers"].append(sidecar)
+        if token_auth:
+            set_token_auth_env(container, cluster)
+            for init in tpl["spec"].get("initContainers", []):
+                if init["name"] == "wait-gcs-ready":
+                    set_token_auth_env(init, cluster)
         pods.append({"apiVersion": "v1", "kind": "Pod",
                      "metadata": {"name": f"{cluster}-{group}", "namespace": ns, "labels": labels},
                      "spec": tpl["spec"], "group": group, "head": head})
