@@ -119,8 +119,8 @@ def resource_effect(resource_type: str, changes: Sequence[Change], *, prune_labe
     if resource_type == "Custom::AWSCDK-EKS-HelmChart":
         return helm_effects(changes)
     if resource_type == NODE_COUNT:
-        return [Effect("update", "reads the node group's running count, which the group keeps (moved into new "
-                                 "bounds only where it lies outside them)")]
+        return [Effect("update", "gives the node group the count it runs, kept (moved into new bounds only where "
+                                 "it lies outside them), or a new group its initial size")]
     if resource_type == "Custom::AWSCDK-EKS-KubernetesResource":
         return [Effect("update", "kubectl apply" + (" --prune (objects dropped from the chart are deleted)"
                                                      if prune_label else ""))]

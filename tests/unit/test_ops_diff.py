@@ -138,7 +138,7 @@ def test_a_bounds_change_says_the_group_keeps_its_running_count(assemblies: dict
     d = edited(assemblies, "Cluster", raise_max)
     texts = {r.type: [e.text for e in r.effects] for s in d.stacks for r in s.resources}
     assert set(texts) == {"AWS::EKS::Nodegroup", NODE_COUNT}
-    assert "running count, which the group keeps" in texts[NODE_COUNT][0]
+    assert "the count it runs, kept" in texts[NODE_COUNT][0]
     assert "nodes kept" in texts["AWS::EKS::Nodegroup"][0]
 
 

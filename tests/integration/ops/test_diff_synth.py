@@ -105,7 +105,7 @@ def test_node_group_instance_type_is_a_replacement(run_assembly: Assembly, varia
     changes = rows(doc)
     (args_change,) = [c for c in changes if c[2] == new_job]
     assert args_change[3].startswith("spec.template.spec.containers[client].args[")
-    (name_change,) = [c for c in changes if c[3] == "NodegroupName"]
+    (name_change,) = [c for c in changes if c[3] == "NodegroupName" and c[1] == "AWS::EKS::Nodegroup"]
     old_name, new_name = (json.loads(v) for v in name_change[4:])
     assert old_name.startswith("graviton-") and new_name.startswith("graviton-") and old_name != new_name
     (priority_change,) = [c for c in changes if c[1] == "Custom::AWSCDK-EKS-HelmChart"]
