@@ -18,6 +18,8 @@ the schedule (:mod:`eks_inference.measure.schedule`), and each segment also gets
 intended send time of each request. With ``sample_replicas`` a :class:`~eks_inference.loadgen.replicas.
 ReplicaSampler` asks the target's ``/info`` once a second during each step, beside the load.
 
+Each loop is a class of its own (``_OpenLoopStep``, ``_ClosedLoopStep``) over one base that holds what they share:
+the measuring window and its bounds, the recorder and counters, the abort rule, and how a step ends.
 Everything runs on one event loop through callbacks; statistics go to :class:`StepRecorder`. Around each step,
 client 0 reads the target's own metrics (:mod:`eks_inference.loadgen.server_metrics`); the other clients pause
 while it does, so that all stay in step.
@@ -25,6 +27,7 @@ while it does, so that all stay in step.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import dataclasses
 import gc
@@ -115,17 +118,36 @@ class RunOutcome:
     calibration: Mapping[str, Any] | None = None
 
 
-class _Step:
-    """One step's schedule and bookkeeping. Single-threaded: every method runs on the event loop."""
+def _record(rec: StepRecorder, latency_s: float, at: float, inferences: int, kind: str | None) -> None:
+    """One reply, completed at epoch ``at``: an answer (``kind`` None) or an error of that kind."""
+    if kind is None:
+        rec.record_ok(latency_s, at, inferences)
+    else:
+        rec.record_error(kind, at)
 
-    def __init__(self, client: HttpClient, spec: StepSpec, inferences: Sequence[int], *, seed: int,
-                 max_lag_ms: float, progress: Progress, start_at: float | None = None) -> None:
+
+class _Step(abc.ABC):
+    """What both loops share: the measuring window and its bounds, the recorder and counters, the abort
+    rule, the progress reports, and how a step ends and is summed up. A subclass decides only when requests
+    go out and from which instant their latency counts; each step runs once. Single-threaded: every method
+    runs on the event loop."""
+
+    mono0: float
+    epoch0: float
+    t_start: float
+    measure_start: float
+    measure_end: float
+    rec: StepRecorder
+    done: asyncio.Future[None]
+    monitor_handle: asyncio.TimerHandle
+
+    def __init__(self, client: HttpClient, spec: StepSpec, inferences: Sequence[int], *, max_lag_ms: float,
+                 progress: Progress, start_at: float | None = None) -> None:
         self.client = client
         self.start_at = start_at
         self.late_s = 0.0
         self.spec = spec
         self.inferences = list(inferences)
-        self.rng = random.Random(seed * 1_000_003 + spec.index)
         self.max_lag_ms = max_lag_ms
         self.progress = progress
         self.k = 0
@@ -143,15 +165,65 @@ class _Step:
         self.handles: list[asyncio.TimerHandle] = []
         self.window_end: float | None = None
         self.last_lag = 0.0
-        self.sched = spec.client_schedule
-        self._u = 0.0
-        self.seg_recs: list[StepRecorder] = []
 
     # -- clock -------------------------------------------------------------------------------------
     def epoch(self, t: float) -> float:
         return self.epoch0 + (t - self.mono0)
 
-    # -- shared completion path ----------------------------------------------------------------------
+    # -- what each loop decides ----------------------------------------------------------------------
+    def _plan(self) -> None:
+        """Fix where the measuring window starts, once the step's clock is set."""
+        self.measure_start = self.t_start + self.spec.warmup_s
+
+    @abc.abstractmethod
+    def _start_sending(self) -> None:
+        """Arm the first sends; from then on the loop keeps itself going until scheduling is done."""
+
+    def _scheduled(self) -> int:
+        """How many measured requests the step meant to send."""
+        return self.measured_sent
+
+    def _behind(self, *, lag_p99_ms: float, final_lag_ms: float, cpu: float, window_s: float) -> bool:
+        """Whether the client, not only the server, shaped what was measured."""
+        return False
+
+    def _segments(self, now: float) -> tuple[tuple[int, Segment, StepStats], ...]:
+        return ()
+
+    def _window_s(self, now: float) -> float:
+        if self.status == "complete" and self.window_end is not None and math.isfinite(self.window_end):
+            return self.window_end - self.measure_start
+        return max(min(now, self.measure_end) - self.measure_start, 1e-9)
+
+    # -- shared send and completion path ---------------------------------------------------------------
+    def _past_bound(self, t: float) -> bool:
+        """For a measured send due at ``t``: whether the step already sent its requests or its window is over,
+        in which case scheduling ends here."""
+        if self.spec.requests is not None:
+            if self.measured_sent >= self.spec.requests:
+                self._finish_scheduling(t)
+                return True
+        elif t >= self.measure_end:
+            self._finish_scheduling(self.measure_end)
+            return True
+        return False
+
+    def _send(self, t: float, measured: bool) -> None:
+        """Send the next payload; its latency counts from ``t``."""
+        i = self.k % len(self.inferences)
+        self.k += 1
+        inf = self.inferences[i]
+        self.in_flight += 1
+        if measured:
+            self.measured_sent += 1
+            self.in_flight_measured += 1
+        self.client.submit(i, self._reply_callback(t, measured, inf))
+
+    def _reply_callback(self, t_start: float, measured: bool, inf: int) -> Callable[[int, str | None, float], None]:
+        def done(status: int, kind: str | None, t_done: float) -> None:
+            self._completed(t_start, measured, inf, kind, t_done)
+        return done
+
     def _completed(self, t_start: float, measured: bool, inferences: int, kind: str | None, t_done: float) -> None:
         if self.closed:
             return
@@ -162,130 +234,21 @@ class _Step:
             self.connection_errors += 1
         if measured:
             self.in_flight_measured -= 1
-            if kind is None:
-                self.rec.record_ok(t_done - t_start, self.epoch(t_done), inferences)
-            else:
-                self.rec.record_error(kind, self.epoch(t_done))
-            if self.seg_recs:
-                seg = self.seg_recs[self.sched.segment_of(t_start - self.t_start)]  # type: ignore[union-attr]
-                if kind is None:
-                    seg.record_ok(t_done - t_start, self.epoch(t_done), inferences)
-                else:
-                    seg.record_error(kind, self.epoch(t_done))
+            self._record_measured(t_start, inferences, kind, t_done)
         if self.scheduling_done and self.in_flight == 0 and not self.done.done():
             self.done.set_result(None)
+
+    def _record_measured(self, t_start: float, inferences: int, kind: str | None, t_done: float) -> float:
+        """Record one measured reply; returns its completion time in epoch seconds."""
+        at = self.epoch(t_done)
+        _record(self.rec, t_done - t_start, at, inferences, kind)
+        return at
 
     def _finish_scheduling(self, window_end: float | None) -> None:
         self.scheduling_done = True
         self.window_end = window_end
         if self.in_flight == 0 and not self.done.done():
             self.done.set_result(None)
-
-    # -- open loop ---------------------------------------------------------------------------------
-    def _gap(self) -> float:
-        assert self.spec.client_rate
-        return self.rng.expovariate(self.spec.client_rate)
-
-    def _scheduled_at(self, n: int) -> float:
-        """When send ``n`` of a schedule is due: Λ⁻¹(n) for constant spacing, Λ⁻¹ of the running sum of unit
-        exponential gaps for Poisson arrivals; the schedule's end once it holds no more sends."""
-        assert self.sched is not None
-        if self.spec.arrival is Arrival.CONSTANT:
-            x = float(n)
-        else:
-            self._u += self.rng.expovariate(1.0)
-            x = self._u
-        at = self.sched.time_at(x)
-        return self.t_start + (self.sched.total_s if at is None else at)
-
-    def _advance(self) -> None:
-        self.n_sched += 1
-        if self.sched is not None:
-            self.next_t = self._scheduled_at(self.n_sched)
-        elif self.spec.arrival is Arrival.CONSTANT:
-            assert self.spec.client_rate
-            self.next_t = self.t_start + self.n_sched / self.spec.client_rate
-        else:
-            self.next_t += self._gap()
-
-    def _tick(self) -> None:
-        if self.stopping or self.scheduling_done:
-            return
-        loop, spec, rec = self.loop, self.spec, self.rec
-        now = loop.time()
-        while self.next_t <= now:
-            t = self.next_t
-            if self.measured_range is not None:
-                first, end = self.measured_range
-                measured = self.n_sched >= first
-                if end is not None and self.n_sched >= end:
-                    self._finish_scheduling(t if spec.requests is not None else self.measure_end)
-                    return
-            elif measured := t >= self.measure_start:
-                if spec.requests is not None:
-                    if self.measured_sent >= spec.requests:
-                        self._finish_scheduling(t)
-                        return
-                elif t >= self.measure_end:
-                    self._finish_scheduling(self.measure_end)
-                    return
-            i = self.k % len(self.inferences)
-            self.k += 1
-            inf = self.inferences[i]
-            self.in_flight += 1
-            if measured:
-                self.measured_sent += 1
-                self.in_flight_measured += 1
-                self.last_lag = now - t
-                rec.record_lag(self.last_lag)
-            self.client.submit(i, self._callback(t, measured, inf))
-            self._advance()
-            now = loop.time()
-        self.handles = [loop.call_at(self.next_t, self._tick)]
-
-    def _callback(self, t_start: float, measured: bool, inf: int) -> Callable[[int, str | None, float], None]:
-        def done(status: int, kind: str | None, t_done: float) -> None:
-            self._completed(t_start, measured, inf, kind, t_done)
-        return done
-
-    # -- closed loop -------------------------------------------------------------------------------
-    def _issue(self) -> None:
-        if self.stopping or self.scheduling_done:
-            return
-        spec = self.spec
-        now = self.loop.time()
-        measured = now >= self.measure_start - 1e-6  # call_at may fire a clock tick early
-        if measured:
-            if spec.requests is not None:
-                if self.measured_sent >= spec.requests:
-                    self._finish_scheduling(None)
-                    return
-            elif now >= self.measure_end:
-                self._finish_scheduling(self.measure_end)
-                return
-        i = self.k % len(self.inferences)
-        self.k += 1
-        inf = self.inferences[i]
-        self.in_flight += 1
-        if measured:
-            self.measured_sent += 1
-            self.in_flight_measured += 1
-        self.client.submit(i, self._user_callback(now, measured, inf))
-
-    def _user_callback(self, t_send: float, measured: bool, inf: int) -> Callable[[int, str | None, float], None]:
-        def done(status: int, kind: str | None, t_done: float) -> None:
-            self._completed(t_send, measured, inf, kind, t_done)
-            if self.stopping or self.scheduling_done:
-                return
-            if self.pace_interval:
-                nxt = t_send + self.pace_interval
-                if nxt > t_done:
-                    self.handles.append(self.loop.call_at(nxt, self._issue))
-                    if len(self.handles) > 4096:
-                        self.handles = [h for h in self.handles if not h.cancelled() and h.when() > t_done]
-                    return
-            self._issue()
-        return done
 
     # -- monitor -----------------------------------------------------------------------------------
     def _monitor(self) -> None:
@@ -321,41 +284,17 @@ class _Step:
             self.late_s = max(0.0, time.time() - self.start_at)
         self.mono0, self.epoch0 = loop.time(), time.time()
         self.t_start = self.mono0 + 0.002
-        self.measured_range: tuple[int, int | None] | None = None
-        if spec.mode is Mode.OPEN and spec.arrival is Arrival.CONSTANT and self.sched is None:
-            assert spec.client_rate
-            self.measured_range = spec.constant_schedule()
-            self.measure_start = self.t_start + self.measured_range[0] / spec.client_rate
-        else:
-            self.measure_start = self.t_start + spec.warmup_s
+        self._plan()
         self.measure_end = self.measure_start + spec.duration_s if spec.duration_s is not None else math.inf
         self.window_end = None
         self.rec = StepRecorder(window_start=self.epoch(self.measure_start))
-        if self.sched is not None:
-            bounds = self.sched.boundaries
-            self.seg_recs = [StepRecorder(window_start=self.epoch(max(self.t_start + a, self.measure_start)))
-                             for a in bounds[:-1]]
-        self.done: asyncio.Future[None] = loop.create_future()
+        self.done = loop.create_future()
         self.client.counters.reset_step()
         opened0 = self.client.counters.connections_opened
         cpu0, wall0 = time.process_time(), time.monotonic()
         self.progress.step_started(spec, planned_s=spec.duration_s, planned_requests=spec.requests)
         interrupted = False
-        self.pace_interval = 0.0
-        if spec.mode is Mode.OPEN:
-            self.n_sched = 0
-            if self.sched is not None:
-                self.next_t = self._scheduled_at(0)
-            else:
-                self.next_t = self.t_start if spec.arrival is Arrival.CONSTANT else self.t_start + self._gap()
-            self.handles = [loop.call_at(self.next_t, self._tick)]
-        else:
-            users = spec.client_concurrency or 1
-            if spec.client_rate:
-                self.pace_interval = users / spec.client_rate
-            spread = self.pace_interval / users if self.pace_interval else 0.0
-            for u in range(users):
-                self.handles.append(loop.call_at(self.t_start + u * spread, self._issue))
+        self._start_sending()
         self.monitor_handle = loop.call_later(MONITOR_S, self._monitor)
         try:
             await self.done
@@ -374,41 +313,21 @@ class _Step:
         self.closed = True
         now = loop.time()
         ended = self.epoch(now)
-        if spec.mode is Mode.CLOSED and spec.requests is not None and self.status == "complete":
-            window_s = max(self.rec.last_completion - self.rec.window_start, 1e-9)
-        elif self.status == "complete" and self.window_end is not None and math.isfinite(self.window_end):
-            window_s = self.window_end - self.measure_start
-        else:
-            window_s = max(min(now, self.measure_end) - self.measure_start, 1e-9)
+        window_s = self._window_s(now)
         stats = self.rec.finish(window_s=window_s, unfinished=self.in_flight_measured)
         wall = max(time.monotonic() - wall0, 1e-9)
         lag_p99_ms = percentiles_us(decode(stats.lag_hist))["p99"] / 1000.0
-        if spec.mode is Mode.OPEN:
-            if self.measured_range is not None and self.measured_range[1] is not None:
-                scheduled = self.measured_range[1] - self.measured_range[0]
-            elif spec.requests is not None:
-                scheduled = spec.requests
-            else:
-                scheduled = round((spec.client_rate or 0) * (spec.duration_s or 0))
-        else:
-            scheduled = self.measured_sent
         c = self.client.counters
-        lag_limit_ms = self.max_lag_ms
-        # A client that cannot sustain the rate ends the step further behind than it began, however
-        # large the tail it inflated: a final lag above 2% of the window is a rate it did not send.
-        # And a client using all of its core delays its own reading of replies, which no send lag shows.
         final_lag_ms = self.last_lag * 1000.0
         cpu = (time.process_time() - cpu0) / wall
-        behind = spec.mode is Mode.OPEN and (
-            lag_p99_ms > lag_limit_ms or final_lag_ms > max(lag_limit_ms, 20.0 * window_s)
-            or cpu >= CLIENT_SATURATED_CPU)
         client_info = {
             "cpu_utilization": round(cpu, 4),
-            "behind_schedule": behind,
-            "max_lag_ms": lag_limit_ms,
+            "behind_schedule": self._behind(lag_p99_ms=lag_p99_ms, final_lag_ms=final_lag_ms, cpu=cpu,
+                                            window_s=window_s),
+            "max_lag_ms": self.max_lag_ms,
             "lag_p99_ms": lag_p99_ms,
             "final_lag_ms": final_lag_ms,
-            "scheduled": scheduled,
+            "scheduled": self._scheduled(),
             "sent": self.measured_sent,
             "connection_limit": self.client.limit,
             "connections_opened": c.connections_opened - opened0,
@@ -416,22 +335,193 @@ class _Step:
             "waited_for_connection": c.waited_for_connection,
             "first_error": dict(c.first_error or {}),
         }
-        segments = []
-        if self.sched is not None:
-            bounds = self.sched.boundaries
-            for i, seg_rec in enumerate(self.seg_recs):
-                start = max(self.t_start + bounds[i], self.measure_start)
-                end = min(self.t_start + bounds[i + 1], now)
-                if end <= start:
-                    continue  # all of it warm-up, or never reached
-                total = spec.schedule[i]
-                segments.append((i, total, seg_rec.finish(window_s=end - start)))
         outcome = StepOutcome(spec=spec, stats=stats, status=self.status, note=self.note,
                               started_at=self.epoch(self.t_start), ended_at=ended, client=client_info,
-                              segments=tuple(segments))
+                              segments=self._segments(now))
         if interrupted:
             raise _Interrupted(outcome)
         return outcome
+
+
+class _OpenLoopStep(_Step):
+    """Request *k* is due at a fixed intended time (constant spacing, Poisson arrivals or a rate schedule)
+    whether or not earlier replies came back, and its latency runs from that time: a stall counts in every
+    request due during it (no coordinated omission). How late each request actually went out is recorded as
+    lag, and too much of it flags the step ``behind_schedule``."""
+
+    def __init__(self, client: HttpClient, spec: StepSpec, inferences: Sequence[int], *, seed: int,
+                 max_lag_ms: float, progress: Progress, start_at: float | None = None) -> None:
+        super().__init__(client, spec, inferences, max_lag_ms=max_lag_ms, progress=progress, start_at=start_at)
+        self.rng = random.Random(seed * 1_000_003 + spec.index)
+        self.sched = spec.client_schedule
+        self._u = 0.0
+        self.seg_recs: list[StepRecorder] = []
+        self.measured_range: tuple[int, int | None] | None = None
+        self.n_sched = 0
+        self.next_t = 0.0
+
+    def _plan(self) -> None:
+        """A constant rate without a schedule counts sends, not seconds: send ``n`` is due ``n / rate`` after
+        the start, and the window is the sends from ``first`` to ``end`` (:meth:`StepSpec.constant_schedule`),
+        so every client measures exactly its share however its clock drifts."""
+        spec = self.spec
+        if spec.arrival is Arrival.CONSTANT and self.sched is None:
+            assert spec.client_rate
+            self.measured_range = spec.constant_schedule()
+            self.measure_start = self.t_start + self.measured_range[0] / spec.client_rate
+        else:
+            super()._plan()
+        if self.sched is not None:
+            self.seg_recs = [StepRecorder(window_start=self.epoch(max(self.t_start + a, self.measure_start)))
+                             for a in self.sched.boundaries[:-1]]
+
+    def _gap(self) -> float:
+        assert self.spec.client_rate
+        return self.rng.expovariate(self.spec.client_rate)
+
+    def _scheduled_at(self, n: int) -> float:
+        """When send ``n`` of a schedule is due: Λ⁻¹(n) for constant spacing, Λ⁻¹ of the running sum of unit
+        exponential gaps for Poisson arrivals; the schedule's end once it holds no more sends."""
+        assert self.sched is not None
+        if self.spec.arrival is Arrival.CONSTANT:
+            x = float(n)
+        else:
+            self._u += self.rng.expovariate(1.0)
+            x = self._u
+        at = self.sched.time_at(x)
+        return self.t_start + (self.sched.total_s if at is None else at)
+
+    def _advance(self) -> None:
+        self.n_sched += 1
+        if self.sched is not None:
+            self.next_t = self._scheduled_at(self.n_sched)
+        elif self.spec.arrival is Arrival.CONSTANT:
+            assert self.spec.client_rate
+            self.next_t = self.t_start + self.n_sched / self.spec.client_rate
+        else:
+            self.next_t += self._gap()
+
+    def _start_sending(self) -> None:
+        if self.sched is not None:
+            self.next_t = self._scheduled_at(0)
+        else:
+            self.next_t = self.t_start if self.spec.arrival is Arrival.CONSTANT else self.t_start + self._gap()
+        self.handles = [self.loop.call_at(self.next_t, self._tick)]
+
+    def _tick(self) -> None:
+        if self.stopping or self.scheduling_done:
+            return
+        loop, spec, rec = self.loop, self.spec, self.rec
+        now = loop.time()
+        while self.next_t <= now:
+            t = self.next_t
+            if self.measured_range is not None:
+                first, end = self.measured_range
+                measured = self.n_sched >= first
+                if end is not None and self.n_sched >= end:
+                    self._finish_scheduling(t if spec.requests is not None else self.measure_end)
+                    return
+            elif (measured := t >= self.measure_start) and self._past_bound(t):
+                return
+            if measured:
+                self.last_lag = now - t
+                rec.record_lag(self.last_lag)
+            self._send(t, measured)
+            self._advance()
+            now = loop.time()
+        self.handles = [loop.call_at(self.next_t, self._tick)]
+
+    def _record_measured(self, t_start: float, inferences: int, kind: str | None, t_done: float) -> float:
+        at = super()._record_measured(t_start, inferences, kind, t_done)
+        if self.seg_recs:
+            seg = self.seg_recs[self.sched.segment_of(t_start - self.t_start)]  # type: ignore[union-attr]
+            _record(seg, t_done - t_start, at, inferences, kind)
+        return at
+
+    def _scheduled(self) -> int:
+        spec = self.spec
+        if self.measured_range is not None and self.measured_range[1] is not None:
+            return self.measured_range[1] - self.measured_range[0]
+        if spec.requests is not None:
+            return spec.requests
+        return round((spec.client_rate or 0) * (spec.duration_s or 0))
+
+    def _behind(self, *, lag_p99_ms: float, final_lag_ms: float, cpu: float, window_s: float) -> bool:
+        # A client that cannot sustain the rate ends the step further behind than it began, however
+        # large the tail it inflated: a final lag above 2% of the window is a rate it did not send.
+        # And a client using all of its core delays its own reading of replies, which no send lag shows.
+        return (lag_p99_ms > self.max_lag_ms or final_lag_ms > max(self.max_lag_ms, 20.0 * window_s)
+                or cpu >= CLIENT_SATURATED_CPU)
+
+    def _segments(self, now: float) -> tuple[tuple[int, Segment, StepStats], ...]:
+        if self.sched is None:
+            return ()
+        bounds = self.sched.boundaries
+        segments = []
+        for i, seg_rec in enumerate(self.seg_recs):
+            start = max(self.t_start + bounds[i], self.measure_start)
+            end = min(self.t_start + bounds[i + 1], now)
+            if end <= start:
+                continue  # all of it warm-up, or never reached
+            segments.append((i, self.spec.schedule[i], seg_rec.finish(window_s=end - start)))
+        return tuple(segments)
+
+
+class _ClosedLoopStep(_Step):
+    """``client_concurrency`` users, each sending its next request when its reply comes back (no sooner than
+    its pace with ``client_rate``); latency runs from the actual send. Never behind schedule: it has none."""
+
+    def __init__(self, client: HttpClient, spec: StepSpec, inferences: Sequence[int], *, max_lag_ms: float,
+                 progress: Progress, start_at: float | None = None) -> None:
+        super().__init__(client, spec, inferences, max_lag_ms=max_lag_ms, progress=progress, start_at=start_at)
+        self.pace_interval = 0.0
+
+    def _start_sending(self) -> None:
+        users = self.spec.client_concurrency or 1
+        if self.spec.client_rate:
+            self.pace_interval = users / self.spec.client_rate
+        spread = self.pace_interval / users if self.pace_interval else 0.0
+        for u in range(users):
+            self.handles.append(self.loop.call_at(self.t_start + u * spread, self._issue))
+
+    def _issue(self) -> None:
+        if self.stopping or self.scheduling_done:
+            return
+        now = self.loop.time()
+        measured = now >= self.measure_start - 1e-6  # call_at may fire a clock tick early
+        if measured and self._past_bound(now):
+            return
+        self._send(now, measured)
+
+    def _reply_callback(self, t_send: float, measured: bool, inf: int) -> Callable[[int, str | None, float], None]:
+        def done(status: int, kind: str | None, t_done: float) -> None:
+            self._completed(t_send, measured, inf, kind, t_done)
+            if self.stopping or self.scheduling_done:
+                return
+            if self.pace_interval:
+                nxt = t_send + self.pace_interval
+                if nxt > t_done:
+                    self.handles.append(self.loop.call_at(nxt, self._issue))
+                    if len(self.handles) > 4096:
+                        self.handles = [h for h in self.handles if not h.cancelled() and h.when() > t_done]
+                    return
+            self._issue()
+        return done
+
+    def _window_s(self, now: float) -> float:
+        """A step bounded by a request count ends with its last measured reply, not at a set time."""
+        if self.spec.requests is not None and self.status == "complete":
+            return max(self.rec.last_completion - self.rec.window_start, 1e-9)
+        return super()._window_s(now)
+
+
+def _new_step(client: HttpClient, spec: StepSpec, inferences: Sequence[int], *, seed: int, max_lag_ms: float,
+              progress: Progress, start_at: float | None) -> _Step:
+    """The step's loop, chosen by its mode: the one place where open and closed part ways."""
+    if spec.mode is Mode.OPEN:
+        return _OpenLoopStep(client, spec, inferences, seed=seed, max_lag_ms=max_lag_ms, progress=progress,
+                             start_at=start_at)
+    return _ClosedLoopStep(client, spec, inferences, max_lag_ms=max_lag_ms, progress=progress, start_at=start_at)
 
 
 class _Interrupted(Exception):
@@ -529,8 +619,8 @@ async def run(
             cal = config.calibration_step()
             client.limit = config.connection_limit(cal)
             try:
-                measured = await _Step(client, cal, inferences, seed=config.seed, max_lag_ms=lag_limit_ms,
-                                       progress=progress, start_at=start_at).run()
+                measured = await _new_step(client, cal, inferences, seed=config.seed, max_lag_ms=lag_limit_ms,
+                                           progress=progress, start_at=start_at).run()
             except _Interrupted:
                 status, error = "interrupted", "interrupted while measuring capacity; nothing kept"
                 return outcome()
@@ -565,8 +655,8 @@ async def run(
                     break
                 spec = planned[index]
             client.limit = config.connection_limit(spec)
-            step = _Step(client, spec, inferences, seed=config.seed, max_lag_ms=lag_limit_ms, progress=progress,
-                         start_at=start_at)
+            step = _new_step(client, spec, inferences, seed=config.seed, max_lag_ms=lag_limit_ms, progress=progress,
+                             start_at=start_at)
             if reader is not None:
                 await reader.begin(settle=start_at is None)
             sampler = ReplicaSampler(endpoint.info_url) if config.sample_replicas else None
