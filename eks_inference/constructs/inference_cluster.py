@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import TypeVar, cast
 
-from aws_cdk import CfnResource, Duration, RemovalPolicy, Stack
+from aws_cdk import CfnResource, Duration, RemovalPolicy, Stack, Token
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_eks_v2 as eks
 from aws_cdk import aws_iam as iam
@@ -39,6 +39,7 @@ from eks_inference.k8s.capacity import (
     NEURON_SCHEDULER_EXTENSION,
     PodRequest,
 )
+from eks_inference.k8s.kuberay_operator import operator_network_policies
 
 KUBERAY_NAMESPACE = "kuberay-system"
 NEURON_SCHEDULER_NAME = "neuron-scheduler"
@@ -115,6 +116,8 @@ class InferenceCluster(Construct):
     """The ``vpc-cni`` add-on with NetworkPolicy enforcement (:meth:`add_vpc_cni`)."""
     kuberay_operator: eks.HelmChart
     """The KubeRay operator chart (:meth:`add_kuberay_operator`)."""
+    kuberay_network_policies: eks.KubernetesManifest
+    """The operator namespace's NetworkPolicies (:meth:`add_kuberay_operator`)."""
     metrics_server: eks.HelmChart
     """The metrics-server chart (:meth:`add_metrics_server`)."""
 
@@ -175,6 +178,12 @@ class InferenceCluster(Construct):
         else:
             access = eks.EndpointAccess.PUBLIC_AND_PRIVATE.only_from(*public_access_cidrs)
         private_subnets = vpc.select_subnets(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS).subnets
+        self.api_server_cidrs = [s.ipv4_cidr_block for s in private_subnets]
+        """The cluster's subnets, where EKS puts the control plane's network interfaces: NetworkPolicies name them to
+        let a pod reach the API server."""
+        if any(Token.is_unresolved(c) for c in self.api_server_cidrs):
+            raise ConfigError("vpc: its private subnets' CIDRs are known only at deploy time, and the NetworkPolicies "
+                              "that admit the API server need them at synth; pass an ec2.Vpc or a looked-up VPC")
 
         self.cluster = eks.Cluster(
             self,
@@ -264,7 +273,8 @@ class InferenceCluster(Construct):
     def add_kuberay_operator(self) -> eks.HelmChart:
         """The KubeRay operator chart (``addons.kuberay_operator_chart``) in ``kuberay-system``, on the system
         nodes: it turns each RayService into a Ray cluster. Installed with ``wait`` so that RayServices applied
-        after it find their CRD. Kept as :attr:`kuberay_operator`."""
+        after it find their CRD. Kept as :attr:`kuberay_operator`. Its namespace then denies every connection but the
+        operator's own to DNS, the API server and the Ray heads (:attr:`kuberay_network_policies`)."""
         v = self.addon_versions
         self.kuberay_operator = self.cluster.add_helm_chart(
             "KubeRayOperator",
@@ -282,6 +292,11 @@ class InferenceCluster(Construct):
             },
         )
         self.kuberay_operator.node.add_dependency(self.system_group.nodegroup)
+        # Its namespace exists once the release does.
+        self.kuberay_network_policies = self.cluster.add_manifest(
+            "KubeRayNetworkPolicies", *operator_network_policies(api_server_cidrs=self.api_server_cidrs,
+                                                                 namespace_=KUBERAY_NAMESPACE))
+        self.kuberay_network_policies.node.add_dependency(self.kuberay_operator, self.add_vpc_cni())
         self.system_pods.append(PodRequest.of("kuberay-operator", KUBERAY_OPERATOR))
         return self.kuberay_operator
 

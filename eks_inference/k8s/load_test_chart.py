@@ -30,7 +30,7 @@ from cdk8s import Chart
 from constructs import Construct
 
 from eks_inference.config import LoadTestSpec
-from eks_inference.k8s.objects import PART_OF, emit, network_policy
+from eks_inference.k8s.objects import PART_OF, emit
 from eks_inference.k8s.pod import (
     Resources,
     env_list,
@@ -38,8 +38,8 @@ from eks_inference.k8s.pod import (
     restricted_pod_security_context,
 )
 from eks_inference.k8s.serving_chart import (
+    LOADTEST_NAMESPACE,
     LOADTEST_SERVICE_ACCOUNT,
-    NAMESPACE,
     PROCESSOR_LABEL,
     ROLE_LABEL,
     ServingTarget,
@@ -73,7 +73,7 @@ class LoadTestPlan:
     image: str
     results_uri: str
     region: str
-    namespace: str = NAMESPACE
+    namespace: str = LOADTEST_NAMESPACE
     token_ids: Mapping[str, str] = field(default_factory=dict)
     """Stable stand-ins for deploy-time tokens in the spec (image URI, bucket), read by the Job-name hash.
 
@@ -216,9 +216,7 @@ class LoadTestChart(Chart):
             job["metadata"]["labels"][PROCESSOR_LABEL] = t.processor.value
             self.jobs.append(job)
         self.jobs.append(plan.report_job(targets))
-        # Clients only send; nothing may connect to them. One name for every run: kubectl's prune never
-        # removes a NetworkPolicy, so a per-run name would leave one behind after each run.
-        emit(self, "NoIngress", network_policy(
-            "loadtest-no-ingress", plan.namespace, ingress=[], pod_labels={ROLE_LABEL: "loadtest"}))
+        # Nothing may connect to the clients, and they reach only DNS, S3 and the models: the load-test namespace's
+        # own policies (ServingChart), which exist whether or not a run does.
         for i, job in enumerate(self.jobs):
             emit(self, f"Job{i}", job)

@@ -7,7 +7,13 @@
   privileged because ``neuron-monitor`` reads the Neuron driver's devices and sysfs (aws-neuron-sdk
   ``src/k8/k8s-neuron-monitor-daemonset.yml`` runs it the same way). Requests are small so that it never
   displaces a serving pod from an ``inf2.xlarge``.
-* One NetworkPolicy for the monitoring namespace: only the scraper's subnets, and only on the ``metrics`` port.
+* The monitoring namespace holds these node exporters and nothing else, and enforces the ``privileged`` Pod Security
+  Standard: neuron-monitor is privileged, and dcgm-exporter (NVIDIA's chart) adds ``SYS_ADMIN`` and mounts the
+  kubelet's pod-resources directory from the host, each of which ``baseline`` rejects; under ``baseline`` the
+  API server would refuse every exporter pod and Neuron and GPU metrics, dashboards and alerts would stay empty.
+  Warnings and audit stay at ``baseline``, so anything else placed here is reported.
+* Its NetworkPolicies: nothing in or out (``default-deny``; the exporters read only their node), except the scraper's
+  subnets on the metrics ports.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from eks_inference.k8s.objects import PART_OF, namespace
+from eks_inference.k8s.objects import PART_OF, PodSecurity, default_deny, namespace
 from eks_inference.observability.scrape import (
     DCGM_EXPORTER_PORT,
     METRICS_PORT_NAME,
@@ -82,8 +88,9 @@ def monitoring_network_policy(scraper_cidrs: Sequence[str], *, namespace_: str =
 
 
 def monitoring_manifests(*, neuron_image: str | None, scraper_cidrs: Sequence[str]) -> list[dict[str, Any]]:
-    """The namespace, its NetworkPolicy and (with an Inferentia group) the neuron-monitor DaemonSet."""
-    objs = [namespace(MONITORING_NAMESPACE), monitoring_network_policy(scraper_cidrs)]
+    """The namespace, its NetworkPolicies and (with an Inferentia group) the neuron-monitor DaemonSet."""
+    objs = [namespace(MONITORING_NAMESPACE, enforce=PodSecurity.PRIVILEGED, warn=PodSecurity.BASELINE),
+            default_deny(MONITORING_NAMESPACE), monitoring_network_policy(scraper_cidrs)]
     if neuron_image:
         objs.append(neuron_monitor_daemonset(neuron_image))
     return objs

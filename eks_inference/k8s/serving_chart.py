@@ -11,10 +11,17 @@ from cdk8s import Chart
 from constructs import Construct
 
 from eks_inference.config import RAY_VERSION, ConfigError, ModelSpec, PlatformConfig, Processor, worker_pod_requests
+from eks_inference.k8s.kuberay_operator import OPERATOR as KUBERAY_OPERATOR
 from eks_inference.k8s.objects import (
     PART_OF,
+    EgressRule,
     IngressRule,
     Peer,
+    PodSecurity,
+    api_server_egress,
+    aws_egress,
+    default_deny,
+    dns_egress,
     emit,
     namespace,
     network_policy,
@@ -37,12 +44,22 @@ from eks_inference.k8s.ray_service import (
 from eks_inference.serving.serve_config import RAY_CLUSTER_ENV, model_repository_uris, render_serve_config
 
 NAMESPACE = "eks-inference"
+LOADTEST_NAMESPACE = "eks-inference-loadtest"
+"""The load-test Jobs run in a namespace of their own, so that the RayServices' policies can admit them by namespace:
+anyone who may create a pod in the serving namespace could give it any label, but only cluster administrators label
+namespaces."""
 SERVE_SERVICE_ACCOUNT = "serve"
 LOADTEST_SERVICE_ACCOUNT = "loadtest"
 PROCESSOR_LABEL = "eks-inference/processor"
 SERVICE_LABEL = "eks-inference/service"
 ROLE_LABEL = "eks-inference/role"
-KUBERAY_NAMESPACE = "kuberay-system"
+RAY_ROLE_LABEL = "eks-inference/ray-role"
+SERVING_CLIENT_LABEL = "eks-inference/serving-client"
+"""Namespace label: every pod of a namespace labelled ``eks-inference/serving-client=true`` may call the models' API on
+the serve port (the load-test namespace carries it; label your own clients' namespace to add them)."""
+SERVICE_ACCOUNT_NAMESPACES = {SERVE_SERVICE_ACCOUNT: NAMESPACE, HEAD_SERVICE_ACCOUNT: NAMESPACE,
+                              LOADTEST_SERVICE_ACCOUNT: LOADTEST_NAMESPACE}
+"""Where each service account lives: its Pod Identity association and its role's trust name the same namespace."""
 NEURON_SCHEDULER = "neuron-scheduler"
 
 _EXTENDED = {Processor.INFERENTIA: "aws.amazon.com/neuroncore", Processor.GPU: "nvidia.com/gpu"}
@@ -90,8 +107,8 @@ def plan_targets(config: PlatformConfig, *, images: Mapping[Processor, str], rep
             if processor not in images:
                 raise ConfigError(f"images: no image for processor {processor.value!r}; build it or set image_uris")
             group = config.node_group_for(processor)
-            serve_config = render_serve_config(model, processor, model_uri=model_uri, artifact_uri=artifact_uri)
             name = service_name(model, processor)
+            serve_config = render_serve_config(model, processor, model_uri=model_uri, artifact_uri=artifact_uri)
             rs = _ray_service(name, namespace_, model, processor, image=images[processor], serve_config=serve_config,
                               region=region, head_on_system=system.architecture == processor.architecture)
             worker_nodes = rs.workers[0].replicas if not model.shares_node else 1
@@ -129,7 +146,7 @@ def _ray_service(name: str, namespace_: str, model: ModelSpec, processor: Proces
         scheduler = NEURON_SCHEDULER if req.neuron_cores > 2 else None
     elif processor is Processor.GPU:
         extended[_EXTENDED[processor]] = req.gpus
-    worker_labels = {**labels, "eks-inference/ray-role": "worker"}
+    worker_labels = {**labels, RAY_ROLE_LABEL: "worker"}
     if not model.shares_node:
         worker_labels["eks-inference/whole-node"] = "true"
     lo, hi = s.replicas
@@ -162,7 +179,7 @@ def _ray_service(name: str, namespace_: str, model: ModelSpec, processor: Proces
         # the replicas that read S3. Only its autoscaler sidecar mounts a Kubernetes token.
         service_account=HEAD_SERVICE_ACCOUNT,
         env=env,
-        labels={**labels, "eks-inference/ray-role": "head"},
+        labels={**labels, RAY_ROLE_LABEL: "head"},
         object_store_bytes=HEAD_OBJECT_STORE_BYTES,
         extra_volumes=(api_access_volume(),),
     ))
@@ -179,56 +196,89 @@ class TargetChart(Chart):
     Inside one shared manifest they would stay behind, because ``kubectl apply --prune`` prunes only a
     fixed list of kinds (kubectl's default prune allowlist) that has no RayService, NetworkPolicy or PDB.
 
-    The NetworkPolicy admits, on the serve port, only load-test pods and the namespace's ingress pods
-    (label ``eks-inference/role: ingress``); Ray's own ports only from pods of the same RayService; from
-    the KubeRay operator's namespace the dashboard, the dashboard agent and the serve port; and on the metrics
-    port (Ray's and Serve's Prometheus endpoint) the managed scraper's subnets (``metrics_cidrs``) and the
-    load-test pods, whose client 0 reads each step's server-side figures there.
+    Its NetworkPolicies admit, to every pod of the RayService: on every port, the pods of the same RayService; on
+    the serve port, the pods of namespaces labelled :data:`SERVING_CLIENT_LABEL` (the load-test namespace among
+    them); on the metrics port (Ray's and Serve's Prometheus endpoint), the managed scraper's subnets
+    (``metrics_cidrs``) and the load-test namespace, whose client 0 reads each step's server-side figures there. To
+    the head only: the KubeRay operator's pods, on the dashboard (Serve's status and config) and the serve port
+    (its proxy health check). Out of every pod, the pods of the same RayService; out of the head, the API server
+    (its autoscaler). DNS and AWS come from the namespace's own policies (:class:`ServingChart`).
     """
 
-    def __init__(self, scope: Construct, construct_id: str, *, target: ServingTarget,
-                 namespace_: str = NAMESPACE, metrics_cidrs: Sequence[str] = ()) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, target: ServingTarget, api_server_cidrs: Sequence[str],
+                 namespace_: str = NAMESPACE, metrics_cidrs: Sequence[str] = (),
+                 loadtest_namespace: str = LOADTEST_NAMESPACE) -> None:
         super().__init__(scope, construct_id, disable_resource_name_hashes=True)
         self.target = t = target
         emit(self, "RayService", t.ray_service.to_dict())
         own = {SERVICE_LABEL: t.name}
+        # The name predates the egress rules; kept, because kubectl never prunes a NetworkPolicy and a renamed one
+        # would leave the old allow-list in force beside the new.
         emit(self, "NetworkPolicy", network_policy(
             f"{t.name}-ingress", namespace_, pod_labels=own, labels=own,
             ingress=[
                 IngressRule(peers=[Peer(pod_labels=own)]),
-                IngressRule(peers=[Peer(pod_labels={ROLE_LABEL: "loadtest"}),
-                                   Peer(pod_labels={ROLE_LABEL: "ingress"})], ports=[SERVE_PORT]),
-                IngressRule(peers=[Peer(namespace_name=KUBERAY_NAMESPACE)],
-                            ports=[RAY_PORTS.dashboard, RAY_PORTS.dashboard_agent_listen, SERVE_PORT]),
-                IngressRule(peers=[Peer(pod_labels={ROLE_LABEL: "loadtest"}), *(Peer(cidr=c) for c in metrics_cidrs)],
+                IngressRule(peers=[Peer(namespace_labels={SERVING_CLIENT_LABEL: "true"})], ports=[SERVE_PORT]),
+                IngressRule(peers=[Peer(namespace_name=loadtest_namespace), *(Peer(cidr=c) for c in metrics_cidrs)],
                             ports=[RAY_PORTS.metrics_export]),
             ],
+            egress=[EgressRule(peers=[Peer(pod_labels=own)])],
+        ))
+        emit(self, "HeadNetworkPolicy", network_policy(
+            f"{t.name}-head", namespace_, pod_labels={**own, RAY_ROLE_LABEL: "head"}, labels=own,
+            ingress=[IngressRule(peers=[KUBERAY_OPERATOR], ports=[RAY_PORTS.dashboard, SERVE_PORT])],
+            egress=[api_server_egress(api_server_cidrs)],
         ))
         emit(self, "WorkerPdb", pod_disruption_budget(
             f"{t.name}-workers", namespace_, labels=own,
-            pod_labels={**own, "eks-inference/ray-role": "worker"}))
+            pod_labels={**own, RAY_ROLE_LABEL: "worker"}))
 
 
 class ServingChart(Chart):
-    """The namespace and service accounts; each target's objects are a :class:`TargetChart` inside it.
+    """The serving and load-test namespaces, their service accounts and their namespace-wide NetworkPolicies; each
+    target's objects are a :class:`TargetChart` inside it.
+
+    Both namespaces deny every connection in and out (``default-deny``), then allow out: DNS to CoreDNS for every
+    pod; the Pod Identity agent and public HTTPS (S3) for every pod but the Ray heads, which hold no AWS credentials;
+    and from the load-test namespace, the serving pods' serve and metrics ports. What a RayService's pods allow
+    beyond that, their :class:`TargetChart` says. The load-test namespace enforces the ``restricted`` Pod Security
+    Standard: its pods are all ours.
 
     ``to_json()`` holds only the shared objects (cdk8s leaves nested charts out); :meth:`manifests` has all.
+
+    :param api_server_cidrs: where the API server's network interfaces live (the cluster's subnets), for the Ray
+        heads' autoscaler.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, targets: list[ServingTarget],
-                 namespace_: str = NAMESPACE, metrics_cidrs: Sequence[str] = ()) -> None:
+                 api_server_cidrs: Sequence[str],
+                 namespace_: str = NAMESPACE, metrics_cidrs: Sequence[str] = (),
+                 loadtest_namespace: str = LOADTEST_NAMESPACE) -> None:
         super().__init__(scope, construct_id, disable_resource_name_hashes=True)
         self.targets = targets
         emit(self, "Namespace", namespace(namespace_))
+        emit(self, "LoadTestNamespace", namespace(loadtest_namespace, labels={SERVING_CLIENT_LABEL: "true"},
+                                                  enforce=PodSecurity.RESTRICTED))
         emit(self, "ServeServiceAccount", service_account(SERVE_SERVICE_ACCOUNT, namespace_,
                                                           labels={"app.kubernetes.io/component": "serving"}))
-        emit(self, "LoadTestServiceAccount", service_account(LOADTEST_SERVICE_ACCOUNT, namespace_,
+        emit(self, "LoadTestServiceAccount", service_account(LOADTEST_SERVICE_ACCOUNT, loadtest_namespace,
                                                              labels={"app.kubernetes.io/component": "loadtest"}))
         emit(self, "RayHeadServiceAccount", service_account(HEAD_SERVICE_ACCOUNT, namespace_,
                                                             labels={"app.kubernetes.io/component": "serving"}))
+        not_heads = [{"key": RAY_ROLE_LABEL, "operator": "NotIn", "values": ["head"]}]
+        for prefix, ns in (("", namespace_), ("LoadTest", loadtest_namespace)):
+            emit(self, f"{prefix}DefaultDeny", default_deny(ns))
+            emit(self, f"{prefix}DnsEgress", network_policy("dns", ns, pod_labels={}, egress=[dns_egress()]))
+            emit(self, f"{prefix}AwsEgress", network_policy("aws", ns, pod_labels={}, egress=aws_egress(),
+                                                            pod_expressions=not_heads if ns == namespace_ else ()))
+        emit(self, "LoadTestToModels", network_policy(
+            "to-models", loadtest_namespace, pod_labels={}, egress=[EgressRule(
+                peers=[Peer(namespace_name=namespace_, pod_labels={"app.kubernetes.io/component": "serving"})],
+                ports=[SERVE_PORT, RAY_PORTS.metrics_export])]))
         self.target_charts = [
             TargetChart(self, "".join(p.capitalize() for p in t.name.split("-")), target=t, namespace_=namespace_,
-                        metrics_cidrs=metrics_cidrs)
+                        metrics_cidrs=metrics_cidrs, api_server_cidrs=api_server_cidrs,
+                        loadtest_namespace=loadtest_namespace)
             for t in targets]
 
     def manifests(self) -> list[dict[str, Any]]:

@@ -20,8 +20,8 @@ from eks_inference.k8s.capacity import COREDNS, PodRequest, check_system_group
 from eks_inference.k8s.load_test_chart import LoadTestChart, LoadTestPlan
 from eks_inference.k8s.serving_chart import (
     LOADTEST_SERVICE_ACCOUNT,
-    NAMESPACE,
     SERVE_SERVICE_ACCOUNT,
+    SERVICE_ACCOUNT_NAMESPACES,
     ServingChart,
     ServingTarget,
     plan_targets,
@@ -72,7 +72,7 @@ class InferenceStack(Stack):
         for cid, sa, role in (("ServingPodIdentity", SERVE_SERVICE_ACCOUNT, self.serving_role),
                               ("LoadTestPodIdentity", LOADTEST_SERVICE_ACCOUNT, self.loadtest_role)):
             self.pod_identities[sa] = eks.CfnPodIdentityAssociation(
-                self, cid, cluster_name=src.cluster_name, namespace=NAMESPACE, service_account=sa,
+                self, cid, cluster_name=src.cluster_name, namespace=SERVICE_ACCOUNT_NAMESPACES[sa], service_account=sa,
                 role_arn=role.role_arn)
 
         self.targets: list[ServingTarget] = plan_targets(
@@ -92,7 +92,8 @@ class InferenceStack(Stack):
         self._check_system_capacity(config, inference_cluster, plan)
 
         k8s_app = cdk8s.App()
-        self.serving_chart = ServingChart(k8s_app, "serving", targets=self.targets, metrics_cidrs=metrics_cidrs)
+        self.serving_chart = ServingChart(k8s_app, "serving", targets=self.targets, metrics_cidrs=metrics_cidrs,
+                                          api_server_cidrs=inference_cluster.api_server_cidrs)
         self.load_test_chart: LoadTestChart | None = None
         cluster = eks.Cluster.from_cluster_attributes(
             self, "Cluster", cluster_name=src.cluster_name, kubectl_provider=src.kubectl_provider)

@@ -32,7 +32,7 @@ def render(cfg: PlatformConfig) -> tuple[list[ServingTarget], list[dict[str, Any
     """(targets, serving manifests, load-test manifests) exactly as InferenceStack would add them."""
     targets = plan_targets(cfg, images=IMAGES, repository_uri=REPOSITORY, region=cfg.region)
     app = cdk8s.App()
-    serving = ServingChart(app, "serving", targets=targets)
+    serving = ServingChart(app, "serving", targets=targets, api_server_cidrs=[cfg.vpc_cidr])
     plan = LoadTestPlan(spec=cfg.loadtest, image=LOADTEST_IMAGE, results_uri=f"{REPOSITORY}/results",
                         region=cfg.region)
     load = LoadTestChart(app, "loadtest", plan=plan, targets=targets)

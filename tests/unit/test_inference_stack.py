@@ -83,9 +83,8 @@ def test_load_test_pods_write_only_results(assemblies: dict[str, Assembly]) -> N
 
 def test_pod_identity_associations(assemblies: dict[str, Assembly]) -> None:
     t = template(assemblies)
-    for sa in ("serve", "loadtest"):
-        t.has_resource_properties("AWS::EKS::PodIdentityAssociation", {"Namespace": "eks-inference",
-                                                                       "ServiceAccount": sa})
+    for sa, ns in (("serve", "eks-inference"), ("loadtest", "eks-inference-loadtest")):
+        t.has_resource_properties("AWS::EKS::PodIdentityAssociation", {"Namespace": ns, "ServiceAccount": sa})
 
 
 def _docker_images(asm: Assembly) -> dict[str, Any]:

@@ -106,20 +106,20 @@ def test_ready_timeout_is_validated() -> None:
         LoadTestSpec(ready_timeout_s=-1)
 
 
-def test_clients_accept_no_connections() -> None:
-    _, _, load = render(config("dev", loadtest=loadtest()))
-    (policy,) = [m for m in load if m["kind"] == "NetworkPolicy"]
-    validate_core(policy)
-    assert policy["spec"]["ingress"] == [] and policy["spec"]["policyTypes"] == ["Ingress"]
-    assert policy["metadata"]["name"] == "loadtest-no-ingress"  # one name for all runs: prune skips policies
-    assert policy["spec"]["podSelector"]["matchLabels"] == {"eks-inference/role": "loadtest"}
-
-
-def test_load_test_pods_can_reach_the_serve_port() -> None:
+def test_clients_run_in_their_own_namespace_whose_policies_the_serving_chart_owns() -> None:
+    """GIVEN a run WHEN the charts render THEN the Jobs sit in the load-test namespace, which the serving chart creates
+    with its policies (so they exist with or without a run), and the load-test chart adds no policy of its own."""
+    _, serving, load = render(config("dev", loadtest=loadtest()))
+    assert [m for m in load if m["kind"] == "NetworkPolicy"] == []
+    namespaces = {m["metadata"]["name"]: m for m in serving if m["kind"] == "Namespace"}
     for j in jobs().values():
-        labels = j["spec"]["template"]["metadata"]["labels"]
-        assert labels["eks-inference/role"] == "loadtest"  # the NetworkPolicy admits this label on port 8000
+        ns = j["metadata"]["namespace"]
+        assert ns == "eks-inference-loadtest" and namespaces[ns]["metadata"]["labels"][
+            "eks-inference/serving-client"] == "true"  # what the models' policies admit on the serve port
         assert j["spec"]["template"]["spec"]["serviceAccountName"] == "loadtest"
+    policies = {m["metadata"]["name"] for m in serving
+                if m["kind"] == "NetworkPolicy" and m["metadata"]["namespace"] == "eks-inference-loadtest"}
+    assert policies == {"default-deny", "dns", "aws", "to-models"}
 
 
 def test_new_run_id_means_new_job_names_and_empty_run_id_means_no_jobs() -> None:

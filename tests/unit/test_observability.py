@@ -265,7 +265,7 @@ def test_neuron_monitor_runs_pinned_on_inferentia_nodes_behind_a_policy(assembli
     assert spec["tolerations"] == [{"key": "aws.amazon.com/neuron", "operator": "Exists", "effect": "NoSchedule"}]
     assert c["ports"] == [{"name": "metrics", "containerPort": 9010, "protocol": "TCP"}]
     assert c["args"] == ["--port", "9010"]
-    (np,) = cluster_objects(asm, "NetworkPolicy")
+    (np,) = [p for p in cluster_objects(asm, "NetworkPolicy") if p["metadata"]["name"] == "metrics-from-scraper"]
     own = sorted(s["Properties"]["CidrBlock"] for s in resources(asm, "AWS::EC2::Subnet").values())
     assert sorted(p["ipBlock"]["cidr"] for p in np["spec"]["ingress"][0]["from"]) == own
     assert np["spec"]["podSelector"] == {} and np["metadata"]["namespace"] == ds["metadata"]["namespace"]

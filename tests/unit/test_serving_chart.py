@@ -120,21 +120,90 @@ def test_every_container_is_restricted_with_requests_and_limits(dev) -> None:  #
                 c["resources"]["limits"])
 
 
-def test_network_policy_admits_only_loadtest_ingress_and_own_cluster(dev) -> None:  # type: ignore[no-untyped-def]
-    policies = by_kind(dev[1], "NetworkPolicy")
-    pol = policies["minilm-graviton-ingress"]["spec"]
-    assert pol["podSelector"] == {"matchLabels": {"eks-inference/service": "minilm-graviton"}}
-    assert pol["policyTypes"] == ["Ingress"]
-    own, serve, operator, metrics = pol["ingress"]
-    assert own == {"from": [{"podSelector": {"matchLabels": {"eks-inference/service": "minilm-graviton"}}}]}
-    assert serve["ports"] == [{"protocol": "TCP", "port": 8000}]
-    assert [p["podSelector"]["matchLabels"] for p in serve["from"]] == [
-        {"eks-inference/role": "loadtest"}, {"eks-inference/role": "ingress"}]
-    assert operator["from"][0]["namespaceSelector"] == {
-        "matchLabels": {"kubernetes.io/metadata.name": "kuberay-system"}}
-    # the metrics port: load-test pods here; in a stack also the managed scraper's subnets (test_network_policies)
-    assert metrics == {"from": [{"podSelector": {"matchLabels": {"eks-inference/role": "loadtest"}}}],
-                       "ports": [{"protocol": "TCP", "port": 8080}]}
+def policies_in(manifests: list[dict[str, Any]], namespace_: str) -> dict[str, dict[str, Any]]:
+    return {m["metadata"]["name"]: m["spec"] for m in manifests
+            if m["kind"] == "NetworkPolicy" and m["metadata"]["namespace"] == namespace_}
+
+
+def test_target_policies_admit_clients_by_namespace_and_the_operator_only_to_the_head(  # type: ignore[no-untyped-def]
+        dev) -> None:
+    """GIVEN dev WHEN rendered THEN a RayService's pods admit their own RayService on every port, client namespaces
+    (by a namespace label) on the serve port, the load-test namespace on the metrics port; only the head admits the
+    KubeRay operator's pods, on the dashboard and serve ports. (What these admit in a cluster:
+    tests/system/test_network_policies.py.)"""
+    pols = policies_in(dev[1], NAMESPACE)
+    own = {"eks-inference/service": "minilm-graviton"}
+    pol = pols["minilm-graviton-ingress"]
+    assert pol["podSelector"] == {"matchLabels": own} and pol["policyTypes"] == ["Ingress", "Egress"]
+    same, serve, metrics = pol["ingress"]
+    assert same == {"from": [{"podSelector": {"matchLabels": own}}]}
+    assert serve == {"from": [{"podSelector": {"matchLabels": {}},
+                               "namespaceSelector": {"matchLabels": {"eks-inference/serving-client": "true"}}}],
+                     "ports": [{"protocol": "TCP", "port": 8000}]}
+    # the metrics port: the load-test namespace here; in a stack also the managed scraper's subnets
+    assert metrics == {"from": [{"podSelector": {"matchLabels": {}}, "namespaceSelector": {
+        "matchLabels": {"kubernetes.io/metadata.name": "eks-inference-loadtest"}}}],
+        "ports": [{"protocol": "TCP", "port": 8080}]}
+    assert pol["egress"] == [{"to": [{"podSelector": {"matchLabels": own}}]}]
+    head = pols["minilm-graviton-head"]
+    assert head["podSelector"] == {"matchLabels": {**own, "eks-inference/ray-role": "head"}}
+    (operator,) = head["ingress"]
+    assert operator == {"from": [{"podSelector": {"matchLabels": {
+        "app.kubernetes.io/name": "kuberay-operator", "app.kubernetes.io/component": "kuberay-operator"}},
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kuberay-system"}}}],
+        "ports": [{"protocol": "TCP", "port": 8265}, {"protocol": "TCP", "port": 8000}]}
+    (api,) = head["egress"]
+    assert api["ports"] == [{"protocol": "TCP", "port": 443}]
+
+
+def test_both_namespaces_deny_by_default_and_allow_dns_and_aws_out(dev) -> None:  # type: ignore[no-untyped-def]
+    for ns in (NAMESPACE, "eks-inference-loadtest"):
+        pols = policies_in(dev[1], ns)
+        assert pols["default-deny"] == {"podSelector": {"matchLabels": {}}, "policyTypes": ["Ingress", "Egress"],
+                                        "ingress": [], "egress": []}
+        assert pols["dns"]["egress"] == [{"to": [{"podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+                                                  "namespaceSelector": {"matchLabels": {
+                                                      "kubernetes.io/metadata.name": "kube-system"}}}],
+                                          "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}]
+        identity, s3 = pols["aws"]["egress"]
+        assert identity["to"] == [{"ipBlock": {"cidr": "169.254.170.23/32"}}]
+        assert s3["to"][0]["ipBlock"]["cidr"] == "0.0.0.0/0" and "10.0.0.0/8" in s3["to"][0]["ipBlock"]["except"]
+    # Ray heads hold no AWS credentials: the AWS egress leaves them out
+    assert policies_in(dev[1], NAMESPACE)["aws"]["podSelector"]["matchExpressions"] == [
+        {"key": "eks-inference/ray-role", "operator": "NotIn", "values": ["head"]}]
+
+
+def test_namespaces_enforce_pod_security(dev) -> None:  # type: ignore[no-untyped-def]
+    namespaces = {m["metadata"]["name"]: m["metadata"]["labels"] for m in dev[1] if m["kind"] == "Namespace"}
+    assert namespaces[NAMESPACE]["pod-security.kubernetes.io/enforce"] == "baseline"
+    assert namespaces[NAMESPACE]["pod-security.kubernetes.io/warn"] == "restricted"
+    assert namespaces["eks-inference-loadtest"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_ray_services_turn_on_token_authentication(dev) -> None:  # type: ignore[no-untyped-def]
+    """What KubeRay makes of it (the token in every Ray container): tests/system/test_ray_auth.py."""
+    for rs in by_kind(dev[1], "RayService").values():
+        assert rs["spec"]["rayClusterConfig"]["authOptions"] == {"mode": "token"}
+
+
+def test_token_authentication_refuses_a_ray_too_old_or_one_that_locks_out_the_scraper(  # type: ignore[no-untyped-def]
+        dev) -> None:
+    import dataclasses
+
+    from eks_inference.config import ConfigError
+
+    rs = dev[0][0].ray_service
+    with pytest.raises(ConfigError, match=r"ray_version: '2\.51\.0' has no token authentication .*; raise Ray"):
+        dataclasses.replace(rs, ray_version="2.51.0")
+    with pytest.raises(ConfigError, match=r"ray_version: '2\.61\.0' puts the metrics endpoint behind token auth"
+                                          r".*or stay on Ray 2\.60"):
+        dataclasses.replace(rs, ray_version="2.61.0")
+    with pytest.raises(ConfigError, match=r"ray_version: '2\.x' is not a Ray release number"):
+        dataclasses.replace(rs, ray_version="2.x")
+    with pytest.raises(ConfigError, match=r"auth 'none' is not a KubeRay authOptions mode; use 'token'"):
+        dataclasses.replace(rs, auth="none")
+    assert dataclasses.replace(rs, ray_version="2.61.0", auth="disabled").to_dict()[
+        "spec"]["rayClusterConfig"]["authOptions"] == {"mode": "disabled"}
 
 
 def test_pdb_and_service_accounts(dev) -> None:  # type: ignore[no-untyped-def]
@@ -143,7 +212,8 @@ def test_pdb_and_service_accounts(dev) -> None:  # type: ignore[no-untyped-def]
         "eks-inference/service": "minilm-inferentia", "eks-inference/ray-role": "worker"}}}
     sas = by_kind(dev[1], "ServiceAccount")
     assert set(sas) == {"serve", "loadtest", "ray-head"}
-    assert all(sa["metadata"]["namespace"] == NAMESPACE for sa in sas.values())
+    assert {n: sa["metadata"]["namespace"] for n, sa in sas.items()} == {
+        "serve": NAMESPACE, "ray-head": NAMESPACE, "loadtest": "eks-inference-loadtest"}
     for rs in by_kind(dev[1], "RayService").values():
         cluster = rs["spec"]["rayClusterConfig"]
         # The head's own account (KubeRay binds its autoscaler Role to it; no Pod Identity, no AWS credentials);
