@@ -63,6 +63,9 @@ def manifest_docs(res: dict[str, Any]) -> list[dict[str, Any]]:
     return list(json.loads("".join(p if isinstance(p, str) else "0" for p in parts)))
 
 
+LOADTEST_NAMESPACE = "eks-inference-loadtest"
+
+
 def manifest_holding(template: Template, kind: str, name: str) -> tuple[str, dict[str, Any]]:
     """(logical id, resource) of the manifest whose objects include ``kind`` named ``name`` (or ``name-<hash>``)."""
     (found,) = [(lid, r) for lid, r in template["Resources"].items()
@@ -250,6 +253,7 @@ def test_removed_target_deletes_its_objects(assemblies: dict[str, Assembly]) -> 
         lid: ["delete"],
         "RayService eks-inference/minilm-inferentia": ["delete"],
         "NetworkPolicy eks-inference/minilm-inferentia-ingress": ["delete"],
+        "NetworkPolicy eks-inference/minilm-inferentia-head": ["delete"],
         "PodDisruptionBudget eks-inference/minilm-inferentia-workers": ["delete"]}
     assert "deleted with its manifest resource (kubectl delete)" in render_text(d)
 
@@ -257,15 +261,25 @@ def test_removed_target_deletes_its_objects(assemblies: dict[str, Assembly]) -> 
 def test_prune_deletes_only_the_kinds_on_kubectls_allowlist(run_assembly: Assembly) -> None:
     """kubectl apply --prune, as the handler runs it (no --prune-allowlist), deletes a Job dropped from a manifest
     but leaves a NetworkPolicy or a RayService running (kubectl's default prune allowlist has neither)."""
-    def drop_report_and_policy(docs: list[dict[str, Any]]) -> None:
-        docs[:] = [d for d in docs if d["kind"] != "NetworkPolicy"
-                   and not d["metadata"]["name"].startswith("loadtest-run-001-report-")]
+    policies: list[str] = []
 
-    k = kinds(edited(run_assembly, "Inference",
-                     lambda t: edit_manifest(t, drop_report_and_policy, holding="loadtest-run-001-report", kind="Job")))
-    (report,) = [label for label in k if label.startswith("Job eks-inference/loadtest-run-001-report-")]
+    def drop_report(docs: list[dict[str, Any]]) -> None:
+        docs[:] = [d for d in docs if not d["metadata"]["name"].startswith("loadtest-run-001-report-")]
+
+    def drop_policies(docs: list[dict[str, Any]]) -> None:
+        policies.extend(f"NetworkPolicy {d['metadata']['namespace']}/{d['metadata']['name']}" for d in docs
+                        if d["kind"] == "NetworkPolicy")
+        docs[:] = [d for d in docs if d["kind"] != "NetworkPolicy"]
+
+    def edit(t: Template) -> None:
+        edit_manifest(t, drop_report, holding="loadtest-run-001-report", kind="Job")
+        edit_manifest(t, drop_policies, holding=LOADTEST_NAMESPACE, kind="Namespace")
+
+    k = kinds(edited(run_assembly, "Inference", edit))
+    (report,) = [label for label in k if label.startswith(f"Job {LOADTEST_NAMESPACE}/loadtest-run-001-report-")]
+    assert policies, "the load-test namespace's manifest holds its NetworkPolicies"
     assert {label: v for label, v in k.items() if label.startswith(("Job", "NetworkPolicy"))} == {
-        report: ["delete"], "NetworkPolicy eks-inference/loadtest-no-ingress": ["orphan"]}
+        report: ["delete"], **{p: ["orphan"] for p in policies}}
     d = edited(run_assembly, "Inference", lambda t: edit_manifest(
         t, lambda docs: docs.remove(ray_service(docs, "minilm-graviton")), holding="minilm-graviton"))
     assert kinds(d)["RayService eks-inference/minilm-graviton"] == ["orphan"]
@@ -313,7 +327,7 @@ def test_objects_moving_to_their_own_manifest_are_applied_in_place(assemblies: d
     moved = {label for _, label, action, _ in objects if action == "modify"}
     assert moved == {f"{kind} eks-inference/minilm-{p}{suffix}" for p in ("graviton", "inferentia")
                      for kind, suffix in (("RayService", ""), ("NetworkPolicy", "-ingress"),
-                                          ("PodDisruptionBudget", "-workers"))}
+                                          ("NetworkPolicy", "-head"), ("PodDisruptionBudget", "-workers"))}
     assert all(kinds_ == ["moved"] for _, _, _, kinds_ in objects), objects
     assert not [o for s in d.stacks for r in s.resources for o in r.objects if o.changes]
     assert "new Ray cluster" not in render_text(d) and "moved here from ClusterServingChart" in render_text(d)

@@ -101,7 +101,8 @@ def test_node_group_instance_type_is_a_replacement(run_assembly: Assembly, varia
     jobs = [k for k in kinds if k.startswith("Job ")]
     (old_job,) = [k for k in jobs if kinds[k] == ["delete"]]
     (new_job,) = [k for k in jobs if kinds[k] == ["job-replaced"]]
-    assert len(jobs) == 2 and all(j.startswith("Job eks-inference/loadtest-run-001-minilm-graviton-") for j in jobs)
+    assert len(jobs) == 2
+    assert all(j.startswith("Job eks-inference-loadtest/loadtest-run-001-minilm-graviton-") for j in jobs)
     changes = rows(doc)
     (args_change,) = [c for c in changes if c[2] == new_job]
     assert args_change[3].startswith("spec.template.spec.containers[client].args[")
