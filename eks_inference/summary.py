@@ -65,6 +65,9 @@ class AssemblySummary:
     addons: list[dict[str, Any]] = field(default_factory=list)
     ray_services: list[RayServiceSummary] = field(default_factory=list)
     jobs: list[str] = field(default_factory=list)
+    """The load-test Jobs of a run."""
+    compile_jobs: list[str] = field(default_factory=list)
+    """One per model × processor: they compile what the replicas load."""
 
 
 def _flatten(value: Any) -> str | None:
@@ -224,7 +227,9 @@ def _add_resource(s: AssemblySummary, logical_id: str, kind: str, props: dict[st
             if obj.get("kind") == "RayService":
                 s.ray_services.append(_ray_service(obj))
             elif obj.get("kind") == "Job":
-                s.jobs.append(obj.get("metadata", {}).get("name", "?"))
+                meta = obj.get("metadata", {})
+                compiles = meta.get("labels", {}).get("eks-inference/role") == "compile"
+                (s.compile_jobs if compiles else s.jobs).append(meta.get("name", "?"))
 
 
 def _api_access(s: AssemblySummary) -> str:
@@ -297,6 +302,8 @@ def render(s: AssemblySummary) -> None:
                     f"{d.get('replica_limit') or '?'} · {d.get('max_ongoing_requests', '?')} / "
                     f"{d.get('max_queued_requests', '?')}")
         console.print(serving)
+    if s.compile_jobs:
+        console.print(f"[bold]Compile Jobs[/bold]  {', '.join(s.compile_jobs)}")
     if s.jobs:
         console.print(f"[bold]Load-test Jobs[/bold]  {', '.join(s.jobs)}")
 

@@ -202,6 +202,63 @@ def _not_found(e: Exception) -> int:
     return 1
 
 
+def compile_serve_app(text: str, out: Path, *, wait_for_weights_s: float = 0.0) -> dict[str, Any]:
+    """Compile and publish exactly the artifact that replicas of one serve-config application load.
+
+    ``text`` is ``{"args": ..., "user_config": ...}`` of the application (the compile Job passes its target's). The
+    weights must carry the pinned digest (``weights_sha256``), as for a replica; they are waited for up to
+    ``wait_for_weights_s`` when not published yet. The artifact goes to the application's ``artifact_uri``,
+    create-only: an artifact already there is kept (any compilation under its cache key is equivalent).
+    """
+    import threading
+
+    from eks_inference.artifacts.resolve import ArtifactNotFound, resolve_artifact, resolve_model
+    from eks_inference.compile.trace import compile_artifact
+    from eks_inference.serving.artifact import replica_artifact
+    from eks_inference.serving.serve_config import parse_app_args, parse_user_config
+    from eks_inference.serving.weights import Backoff, WeightsWatch, wait_for_weights
+
+    try:
+        app = json.loads(text)
+        a = parse_app_args(app["args"])
+        cfg = parse_user_config(app["user_config"], batch_buckets=a.batch_buckets)
+    except (ValueError, KeyError, TypeError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"--serve-app: {text[:80]!r} is not a serve-config application ({type(e).__name__}: {e}); "
+                          'give {"args": {...}, "user_config": {...}} as render_serve_config writes them') from None
+    if not a.artifact_uri:
+        raise ConfigError(f"--serve-app: application {a.model!r} has no artifact_uri; the artifact would reach no "
+                          "replica: render it with the repository's artifacts URI")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    kw: dict[str, Any] = {"cache_dir": out / "cache", "endpoint_url": a.s3_endpoint_url,
+                          "expected_digest": a.weights_sha256}
+    try:
+        model = resolve_model(a.model_uri, **kw)
+    except ArtifactNotFound as e:
+        if wait_for_weights_s <= 0 or e.missing is None:
+            raise
+        print(f"eks-inference: {e}; waiting up to {wait_for_weights_s:.0f} s for them", file=sys.stderr)
+        stop = threading.Event()
+        timer = threading.Timer(wait_for_weights_s, stop.set)
+        timer.start()
+        try:
+            found = wait_for_weights(a.model_uri, watch=WeightsWatch(model=a.model, missing=e.missing,
+                                                                     command=e.command, reason=str(e)),
+                                     stop=stop, backoff=Backoff(*a.weights_poll_s), **kw)
+        finally:
+            timer.cancel()
+        if found is None:
+            raise
+        model = found
+    wanted = replica_artifact(a, cfg)
+    res = resolve_artifact(wanted.request, model, cache_dir=out, artifact_uri=a.artifact_uri,
+                           endpoint_url=a.s3_endpoint_url, compile_fn=compile_artifact)
+    return {"model": a.model, "processor": a.processor.value, "weights_digest": model.digest, "cache_key": res.key,
+            "dtype": wanted.request.dtype, "dtype_note": wanted.dtype_note, "source": res.source, "uri": res.uri,
+            "seconds": round(res.seconds, 2), "checks": res.manifest.get("checks")}
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
     from eks_inference.artifacts.resolve import (
         ArtifactNotFound,
@@ -214,6 +271,16 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from eks_inference.config import batch_buckets_up_to
     from eks_inference.runtime.bucketing import seq_buckets_for
 
+    if args.serve_app:
+        try:
+            result = compile_serve_app(args.serve_app, Path(args.out).resolve(),
+                                       wait_for_weights_s=args.wait_for_weights)
+        except ArtifactNotFound as e:
+            return _not_found(e)
+        print(json.dumps(result, indent=2))
+        return 0
+    if not args.source or not args.name:
+        raise ConfigError("compile: give SOURCE and --name (or --serve-app with a serve-config application)")
     check_model_source(args.source, where="SOURCE")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     processor = Processor(args.processor)
@@ -223,7 +290,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
                           "use e.g. 1,2,4,8,16,32")
     out = Path(args.out).resolve()
     try:
-        model = resolve_model(args.source, cache_dir=out / "cache", endpoint_url=args.s3_endpoint_url)
+        model = resolve_model(args.source, cache_dir=out / "cache", endpoint_url=args.s3_endpoint_url,
+                              expected_digest=args.weights_sha256)
     except ArtifactNotFound as e:
         return _not_found(e)
     req = ArtifactRequest(model=args.name, revision=args.revision, task=args.task, processor=processor.value,
@@ -256,7 +324,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
         res = publish_model(args.source, args.to, name=args.name, revision=args.revision, task=args.task,
                             endpoint_url=args.s3_endpoint_url, references=references_for_publish)
     print(json.dumps({"uri": res.uri, "status": res.status, "files": res.files, "bytes": res.bytes,
-                      "references": list(res.references)}, indent=2))
+                      "digest": res.digest, "references": list(res.references)}, indent=2))
     return 0
 
 
@@ -320,9 +388,18 @@ def register(sub: Any) -> None:
             "eks-inference compile s3://BUCKET/models/minilm/v1 --name minilm --processor inferentia "
             "--publish-to s3://BUCKET",
             "eks-inference compile ./my-model --name mymodel --dtype bf16 --batch-buckets 1,4,16 --max-seq-length 256",
+            "eks-inference compile --serve-app \"$(cat app.json)\" --wait-for-weights 3600   # the compile Job",
         ))
-    c.add_argument("source", help="model directory, bundled:NAME or s3://BUCKET/models/NAME/REVISION")
-    c.add_argument("--name", required=True, help="model name (as in the config)")
+    c.add_argument("source", nargs="?", help="model directory, bundled:NAME or s3://BUCKET/models/NAME/REVISION")
+    c.add_argument("--name", help="model name (as in the config); required with SOURCE")
+    c.add_argument("--serve-app", default=None,
+                   help='compile what replicas of this serve-config application load: {"args": ..., "user_config": '
+                        "...} as rendered for a RayService; the weights must match its weights_sha256, and the "
+                        "artifact goes to its artifact_uri (the compile Job runs this)")
+    c.add_argument("--wait-for-weights", type=float, default=0.0,
+                   help="with --serve-app: seconds to wait for weights not published yet (default 0: fail at once)")
+    c.add_argument("--weights-sha256", default=None,
+                   help="refuse weights whose digest is not this one (the digest `publish` printed)")
     c.add_argument("--revision", default="v1", help="weights revision (part of the cache key)")
     c.add_argument("--task", default="embedding", choices=[t.value for t in Task], help="what the model does")
     c.add_argument("--processor", default="cpu", choices=[p.value for p in Processor], help="target processor")

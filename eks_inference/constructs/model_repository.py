@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aws_cdk import Duration, FeatureFlags, RemovalPolicy
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -25,14 +27,27 @@ class ModelRepository(Construct):
         artifacts/{cache key}/...           compiled artifacts, written once per key
         results/{run id}/{target}/...       load-test client files and the merged report
 
+    Under ``create_only_prefixes`` the bucket itself refuses every write that could replace an object: a PutObject
+    or CompleteMultipartUpload without ``If-None-Match: *`` is denied whoever sends it (S3 User Guide, "Enforce
+    conditional writes on Amazon S3 buckets"; parts of a multipart upload are exempt, only its completion creates
+    the object). Server-side copies into those prefixes are refused as well (S3 accepts no conditional header on
+    CopyObject there): upload instead, as ``eks-inference publish`` does.
+
     :param results_retention_days: load-test results expire after this many days; default 90.
     :param noncurrent_retention_days: overwritten object versions are kept this long; default 30.
     :param removal_policy: default RETAIN (models outlive a stack).
+    :param create_only_prefixes: where nothing once written may be overwritten; default ``models/`` and
+        ``artifacts/``, everything a replica loads.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, results_retention_days: int = 90,
-                 noncurrent_retention_days: int = 30, removal_policy: RemovalPolicy = RemovalPolicy.RETAIN) -> None:
+                 noncurrent_retention_days: int = 30, removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
+                 create_only_prefixes: Sequence[str] = (MODELS_PREFIX, ARTIFACTS_PREFIX)) -> None:
         super().__init__(scope, construct_id)
+        bad = [p for p in create_only_prefixes if not isinstance(p, str) or not p.endswith("/") or "*" in p]
+        if bad:
+            raise ConfigError(f"ModelRepository create_only_prefixes: {bad!r} are not key prefixes; give prefixes "
+                              "ending in '/', without wildcards, e.g. 'models/'")
         if not FeatureFlags.of(self).is_enabled(ACCESS_LOGS_FLAG):
             raise ConfigError(f"ModelRepository: the feature flag {ACCESS_LOGS_FLAG!r} is off in this app; without it "
                               "CDK grants access logging by ACL, which the buckets' BUCKET_OWNER_ENFORCED ownership "
@@ -70,6 +85,12 @@ class ModelRepository(Construct):
             ],
             removal_policy=removal_policy,
         )
+        self.create_only_prefixes = tuple(create_only_prefixes)
+        if self.create_only_prefixes:
+            self.bucket.add_to_resource_policy(iam.PolicyStatement(
+                sid="CreateOnly", effect=iam.Effect.DENY, principals=[iam.AnyPrincipal()], actions=["s3:PutObject"],
+                resources=[self._objects(p) for p in self.create_only_prefixes],
+                conditions={"Null": {"s3:if-none-match": "true"}, "Bool": {"s3:ObjectCreationOperation": "true"}}))
 
     @property
     def uri(self) -> str:
@@ -79,7 +100,8 @@ class ModelRepository(Construct):
         return self.bucket.arn_for_objects(f"{prefix}*")
 
     def grant_prefixes(self, grantee: iam.IGrantable, *, read: list[str], write: list[str]) -> None:
-        """Object access scoped to prefixes: ``read`` may get and list, ``write`` may also put.
+        """Object access scoped to prefixes: ``read`` may get and list, ``write`` may also put (create-only under
+        :attr:`create_only_prefixes`, which the bucket enforces whatever this grants).
 
         Writers may abort their own multipart uploads: boto3 uploads large artifacts in parts and aborts a
         failed upload; without the permission the parts linger (billed) until the lifecycle rule's 7 days.

@@ -50,6 +50,8 @@ anyone who may create a pod in the serving namespace could give it any label, bu
 namespaces."""
 SERVE_SERVICE_ACCOUNT = "serve"
 LOADTEST_SERVICE_ACCOUNT = "loadtest"
+COMPILE_SERVICE_ACCOUNT = "compile"
+"""The compile Jobs' (:mod:`eks_inference.k8s.compile_chart`): the only service account whose role may add artifacts."""
 PROCESSOR_LABEL = "eks-inference/processor"
 SERVICE_LABEL = "eks-inference/service"
 ROLE_LABEL = "eks-inference/role"
@@ -58,7 +60,7 @@ SERVING_CLIENT_LABEL = "eks-inference/serving-client"
 """Namespace label: every pod of a namespace labelled ``eks-inference/serving-client=true`` may call the models' API on
 the serve port (the load-test namespace carries it; label your own clients' namespace to add them)."""
 SERVICE_ACCOUNT_NAMESPACES = {SERVE_SERVICE_ACCOUNT: NAMESPACE, HEAD_SERVICE_ACCOUNT: NAMESPACE,
-                              LOADTEST_SERVICE_ACCOUNT: LOADTEST_NAMESPACE}
+                              LOADTEST_SERVICE_ACCOUNT: LOADTEST_NAMESPACE, COMPILE_SERVICE_ACCOUNT: NAMESPACE}
 """Where each service account lives: its Pod Identity association and its role's trust name the same namespace."""
 NEURON_SCHEDULER = "neuron-scheduler"
 
@@ -75,6 +77,15 @@ HEAD_OBJECT_STORE_BYTES = 512 * MIB
 
 def service_name(model: ModelSpec, processor: Processor) -> str:
     return f"{model.name}-{processor.value}"
+
+
+COMPILE_TARGET_LABEL = "eks-inference/compile-target"
+"""On each compile Job and its pods: the target whose artifact it compiles (:mod:`eks_inference.k8s.compile_chart`)."""
+
+
+def compile_hint(name: str, namespace_: str = NAMESPACE) -> str:
+    """Where a replica waiting for its artifact points: the compile Job of its target."""
+    return f"the compile Job of {name} (kubectl -n {namespace_} logs -l {COMPILE_TARGET_LABEL}={name})"
 
 
 def serve_url(model: ModelSpec, processor: Processor, namespace_: str = NAMESPACE) -> str:
@@ -108,7 +119,9 @@ def plan_targets(config: PlatformConfig, *, images: Mapping[Processor, str], rep
                 raise ConfigError(f"images: no image for processor {processor.value!r}; build it or set image_uris")
             group = config.node_group_for(processor)
             name = service_name(model, processor)
-            serve_config = render_serve_config(model, processor, model_uri=model_uri, artifact_uri=artifact_uri)
+            # Replicas only read: the compile Job of the target writes what they load.
+            serve_config = render_serve_config(model, processor, model_uri=model_uri, artifact_uri=artifact_uri,
+                                               compile_on_miss=False, compile_hint=compile_hint(name, namespace_))
             rs = _ray_service(name, namespace_, model, processor, image=images[processor], serve_config=serve_config,
                               region=region, head_on_system=system.architecture == processor.architecture)
             worker_nodes = rs.workers[0].replicas if not model.shares_node else 1
@@ -265,6 +278,8 @@ class ServingChart(Chart):
                                                              labels={"app.kubernetes.io/component": "loadtest"}))
         emit(self, "RayHeadServiceAccount", service_account(HEAD_SERVICE_ACCOUNT, namespace_,
                                                             labels={"app.kubernetes.io/component": "serving"}))
+        emit(self, "CompileServiceAccount", service_account(COMPILE_SERVICE_ACCOUNT, namespace_,
+                                                            labels={"app.kubernetes.io/component": "compile"}))
         not_heads = [{"key": RAY_ROLE_LABEL, "operator": "NotIn", "values": ["head"]}]
         for prefix, ns in (("", namespace_), ("LoadTest", loadtest_namespace)):
             emit(self, f"{prefix}DefaultDeny", default_deny(ns))

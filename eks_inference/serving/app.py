@@ -49,7 +49,7 @@ from fastapi.routing import APIRoute
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from eks_inference.config import DType, Task
+from eks_inference.config import Task
 from eks_inference.runtime.bucketing import split_sizes
 from eks_inference.serving.api import (
     ERROR_SCHEMA,
@@ -253,7 +253,8 @@ class InferenceModel:
         t0 = time.perf_counter()
         try:
             self.model = resolve_model(self.args.model_uri, cache_dir=self.args.cache_dir,
-                                       endpoint_url=self.args.s3_endpoint_url)
+                                       endpoint_url=self.args.s3_endpoint_url,
+                                       expected_digest=self.args.weights_sha256)
         except ArtifactNotFound as e:
             if e.missing is None:
                 raise
@@ -277,20 +278,38 @@ class InferenceModel:
                     "once they appear.", missing, first, largest)
         threading.Thread(target=self._wait_then_load, name="weights-wait", daemon=True).start()
 
+    def _wait_for_artifact(self, missing: Any, cfg: UserConfig) -> None:
+        """A replica that may not compile found no artifact for ``cfg``: keep ``cfg``, answer 503 naming the
+        absent manifest and who writes it, and load from a background thread once it appears."""
+        from eks_inference.serving.weights import ArtifactWatch
+
+        with self._state:
+            self._pending = self._pending or cfg
+            self._background = True
+            self._watch = ArtifactWatch(model=self.args.model, missing=missing.missing, command=missing.command,
+                                        reason=str(missing))
+        log.warning("%s. This replica never compiles; it waits for the artifact and serves once it appears.",
+                    missing)
+        threading.Thread(target=self._wait_then_load, name="artifact-wait", daemon=True).start()
+
     def _wait_then_load(self) -> None:
-        from eks_inference.serving.weights import Backoff, wait_for_weights
+        from eks_inference.artifacts.resolve import ArtifactNotFound
+        from eks_inference.serving.weights import ArtifactWatch, Backoff, wait_for_weights
 
         watch = self._watch
         first, largest = self.args.weights_poll_s
         try:
-            model = wait_for_weights(self.args.model_uri, cache_dir=self.args.cache_dir,
-                                     endpoint_url=self.args.s3_endpoint_url, watch=watch, stop=self._stop,
-                                     backoff=Backoff(initial_s=first, max_s=largest))
-            if model is None:
-                return
-            self.model = model
-            log.info("weights published at %s after %.0f s of waiting; loading the model", watch.missing,
-                     time.time() - watch.since)
+            if self.model is None:
+                model = wait_for_weights(self.args.model_uri, cache_dir=self.args.cache_dir,
+                                         endpoint_url=self.args.s3_endpoint_url, watch=watch, stop=self._stop,
+                                         backoff=Backoff(initial_s=first, max_s=largest),
+                                         expected_digest=self.args.weights_sha256)
+                if model is None:
+                    return
+                self.model = model
+                log.info("weights published at %s after %.0f s of waiting; loading the model", watch.missing,
+                         time.time() - watch.since)
+            artifact_delays = Backoff(initial_s=first, max_s=largest).delays()
             applied: UserConfig | None = None
             while True:
                 with self._state:
@@ -304,7 +323,24 @@ class InferenceModel:
                         self._watch = None
                         return
                 assert cfg is not None
-                self._apply(cfg)
+                try:
+                    self._apply(cfg)
+                except ArtifactNotFound as e:  # the compile step has not published it yet: look again later
+                    if e.missing is None:
+                        raise
+                    if not isinstance(self._watch, ArtifactWatch) or self._watch.missing != e.missing:
+                        self._watch = ArtifactWatch(model=self.args.model, missing=e.missing, command=e.command,
+                                                    reason=str(e))
+                    delay = next(artifact_delays)
+                    self._watch.next_check_at = time.time() + delay
+                    if self._stop.wait(delay):
+                        return
+                    self._watch.checks += 1
+                    continue
+                if isinstance(self._watch, ArtifactWatch) and self._watch.waiting:
+                    self._watch.found_at = time.time()
+                    log.info("artifact published at %s after %.0f s of waiting", self._watch.missing,
+                             self._watch.found_at - self._watch.since)
                 applied = cfg
                 log.info("applied user_config %s", cfg)
         except Exception as e:
@@ -340,7 +376,15 @@ class InferenceModel:
                 self._state.notify_all()
                 log.info("user_config %s kept; it applies once the model's weights are loaded", user_config)
                 return
-        self._apply(cfg)
+        from eks_inference.artifacts.resolve import ArtifactNotFound
+
+        try:
+            self._apply(cfg)
+        except ArtifactNotFound as e:
+            if e.missing is None:
+                raise
+            self._wait_for_artifact(e, cfg)
+            return
         log.info("applied user_config %s", user_config)
 
     def _apply(self, cfg: UserConfig) -> None:
@@ -355,25 +399,25 @@ class InferenceModel:
         self._describe_api()
 
     def _load(self, cfg: UserConfig) -> None:
-        from eks_inference.artifacts.resolve import ArtifactRequest, resolve_artifact, sdk_versions
-        from eks_inference.compile.trace import compile_artifact
-        from eks_inference.runtime.backends import cpu_has_native_bf16, effective_dtype, load_backend
-        from eks_inference.runtime.bucketing import seq_buckets_for
+        """Load the artifact for ``cfg``; in the cluster (``compile_on_miss`` false) a missing one raises
+        ArtifactNotFound, which the callers turn into waiting for the compile step."""
+        from eks_inference.artifacts.resolve import resolve_artifact
+        from eks_inference.runtime.backends import load_backend
         from eks_inference.runtime.engine import Engine
+        from eks_inference.serving.artifact import replica_artifact
 
         a = self.args
-        if a.backend == "cpu" and cfg.dtype is DType.BF16:
-            self.bf16_native = cpu_has_native_bf16()
-        dtype, self.dtype_note = effective_dtype(a.backend, cfg.dtype.value, bf16_native=bool(self.bf16_native),
-                                                 allow_emulated_bf16=a.allow_emulated_bf16)
+        wanted = replica_artifact(a, cfg)
+        req, seq_buckets = wanted.request, wanted.request.seq_buckets
+        self.bf16_native, self.dtype_note = wanted.bf16_native, wanted.dtype_note
         if self.dtype_note:
-            log.warning("user_config dtype %s: serving %s because %s", cfg.dtype.value, dtype, self.dtype_note)
-        seq_buckets = seq_buckets_for(a.backend, cfg.max_seq_length)
-        req = ArtifactRequest(model=a.model, revision=a.revision, task=a.task.value, processor=a.processor.value,
-                              backend=a.backend, dtype=dtype, batch_buckets=a.batch_buckets,
-                              seq_buckets=seq_buckets, versions=sdk_versions(a.backend))
+            log.warning("user_config dtype %s: serving %s because %s", cfg.dtype.value, req.dtype, self.dtype_note)
+        compile_fn: Any = None
+        if a.compile_on_miss:
+            from eks_inference.compile.trace import compile_artifact as compile_fn
         artifact = resolve_artifact(req, self.model, cache_dir=a.cache_dir, artifact_uri=a.artifact_uri,
-                                    endpoint_url=a.s3_endpoint_url, compile_fn=compile_artifact)
+                                    endpoint_url=a.s3_endpoint_url, compile_fn=compile_fn,
+                                    compile_hint=a.compile_hint)
         log.info("artifact %s (%s) ready in %.1f s", artifact.key, artifact.source, artifact.seconds)
 
         def build() -> Any:

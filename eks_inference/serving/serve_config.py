@@ -26,6 +26,7 @@ The Ray containers should also carry :data:`RAY_CLUSTER_ENV` in their environmen
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -132,6 +133,8 @@ def render_serve_config(
     max_input_chars: int = DEFAULT_MAX_INPUT_CHARS,
     access_log: bool = False,
     allow_emulated_bf16: bool = False,
+    compile_on_miss: bool = True,
+    compile_hint: str | None = None,
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
     forward_timeout_s: float = DEFAULT_FORWARD_TIMEOUT_S,
 ) -> dict[str, Any]:
@@ -143,6 +146,11 @@ def render_serve_config(
         a local directory, or ``bundled:all-minilm-l6-v2``.
     :param artifact_uri: root of the compiled-artifact cache (``s3://bucket/prefix/artifacts`` or a
         local directory); default None: compile at start-up and keep the artifact in ``cache_dir`` only.
+    :param compile_on_miss: whether a replica that finds no artifact compiles one itself and publishes it to
+        ``artifact_uri``; default True (``eks-inference local``, where the user is the only identity). The cluster
+        renders False: no identity that a request can reach may write what replicas load, so replicas only read and
+        wait (answering 503 with ``compile_hint``) until the compile step publishes the artifact.
+    :param compile_hint: who writes the artifact, quoted by a waiting replica; default none.
     :param cache_dir: replica-local download and compile directory, default ``/tmp/eks-inference-cache``.
     :param http_host: default ``0.0.0.0`` (pods); use ``127.0.0.1`` locally.
     :param http_port: default 8000.
@@ -169,6 +177,9 @@ def render_serve_config(
         raise ConfigError(f"http_port: {http_port!r} is not a TCP port; use 1..65535")
     if not model_uri:
         raise ConfigError("model_uri: '' is empty; give an s3:// URI, a directory or bundled:NAME")
+    if not compile_on_miss and not artifact_uri:
+        raise ConfigError(f"artifact_uri: {artifact_uri!r} while compile_on_miss is false: the replicas of "
+                          f"{model.name!r} could load no artifact; give the repository the compile step publishes to")
     if max_body_bytes < 1024 or max_input_chars < 1:
         raise ConfigError(
             f"max_body_bytes/max_input_chars: {(max_body_bytes, max_input_chars)!r} is too small; "
@@ -189,6 +200,9 @@ def render_serve_config(
         "processor": processor.value,
         "model_uri": model_uri,
         "artifact_uri": artifact_uri,
+        "compile_on_miss": compile_on_miss,
+        "compile_hint": compile_hint,
+        "weights_sha256": model.weights_sha256,
         "cache_dir": cache_dir,
         "batch_buckets": list(s.batch_buckets),
         "max_inputs": s.max_inputs,
@@ -289,6 +303,12 @@ class AppArgs:
     cache_dir: str
     batch_buckets: tuple[int, ...]
     max_inputs: int
+    compile_on_miss: bool = True
+    """Whether the replica may compile a missing artifact and publish it (the cluster renders false)."""
+    compile_hint: str | None = None
+    """Who writes the artifact, quoted while the replica waits for it."""
+    weights_sha256: str | None = None
+    """The only weights digest the replica loads (the model's ``weights_sha256``); None: any."""
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_input_chars: int = DEFAULT_MAX_INPUT_CHARS
     s3_endpoint_url: str | None = None
@@ -354,6 +374,9 @@ def parse_app_args(args: Mapping[str, Any]) -> AppArgs:
         processor=_enum("application args processor", Processor, args["processor"]),
         model_uri=str(args["model_uri"]),
         artifact_uri=args.get("artifact_uri") or None,
+        compile_on_miss=_flag("application args compile_on_miss", args.get("compile_on_miss", True)),
+        compile_hint=str(args["compile_hint"]) if args.get("compile_hint") else None,
+        weights_sha256=_digest("application args weights_sha256", args.get("weights_sha256")),
         cache_dir=str(args.get("cache_dir") or DEFAULT_CACHE_DIR),
         batch_buckets=tuple(buckets),
         max_inputs=_pos_int("application args max_inputs", args["max_inputs"]),
@@ -371,6 +394,21 @@ def parse_app_args(args: Mapping[str, Any]) -> AppArgs:
         forward_timeout_s=_timeout("application args forward_timeout_s",
                                    args.get("forward_timeout_s", DEFAULT_FORWARD_TIMEOUT_S), DEFAULT_FORWARD_TIMEOUT_S),
     )
+
+
+def _flag(where: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: {value!r} is not true or false; render the config with render_serve_config")
+    return value
+
+
+def _digest(where: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{64}", value):
+        raise ConfigError(f"{where}: {value!r} is not a sha256 digest; give the 64 hex digits `eks-inference "
+                          "publish` printed, or leave it out")
+    return value
 
 
 def _poll_interval(value: Any) -> tuple[float, float]:

@@ -18,8 +18,10 @@ from eks_inference.constructs.model_repository import ARTIFACTS_PREFIX, MODELS_P
 from eks_inference.constructs.registry_scanning import RegistryScanning
 from eks_inference.constructs.trust import pod_identity_role
 from eks_inference.k8s.capacity import COREDNS, PodRequest, check_system_group
+from eks_inference.k8s.compile_chart import CompileChart
 from eks_inference.k8s.load_test_chart import LoadTestChart, LoadTestPlan
 from eks_inference.k8s.serving_chart import (
+    COMPILE_SERVICE_ACCOUNT,
     LOADTEST_SERVICE_ACCOUNT,
     SERVE_SERVICE_ACCOUNT,
     SERVICE_ACCOUNT_NAMESPACES,
@@ -64,16 +66,21 @@ class InferenceStack(Stack):
                                   if any(image.asset for image in self.images.values()) else None)
 
         src = inference_cluster.cluster
-        self.serving_role = self._pod_role("ServingPodRole", "Serving pods: read models and artifacts, write artifacts",
+        # Replicas only read what they load; the compile Jobs alone may add artifacts (create-only).
+        self.serving_role = self._pod_role("ServingPodRole", "Serving pods: read models and artifacts",
                                            SERVE_SERVICE_ACCOUNT, src.cluster_arn)
-        self.repository.grant_prefixes(self.serving_role, read=[MODELS_PREFIX], write=[ARTIFACTS_PREFIX])
+        self.repository.grant_prefixes(self.serving_role, read=[MODELS_PREFIX, ARTIFACTS_PREFIX], write=[])
+        self.compile_role = self._pod_role("CompilePodRole", "Compile Jobs: read models, add compiled artifacts",
+                                           COMPILE_SERVICE_ACCOUNT, src.cluster_arn)
+        self.repository.grant_prefixes(self.compile_role, read=[MODELS_PREFIX], write=[ARTIFACTS_PREFIX])
         self.loadtest_role = self._pod_role("LoadTestPodRole", "Load-test pods: write and read results",
                                             LOADTEST_SERVICE_ACCOUNT, src.cluster_arn)
         self.repository.grant_prefixes(self.loadtest_role, read=[], write=[RESULTS_PREFIX])
         self.repository.grant_verification_reads(self.loadtest_role)  # clients run `loadtest run --verify`
         self.pod_identities: dict[str, eks.CfnPodIdentityAssociation] = {}
         for cid, sa, role in (("ServingPodIdentity", SERVE_SERVICE_ACCOUNT, self.serving_role),
-                              ("LoadTestPodIdentity", LOADTEST_SERVICE_ACCOUNT, self.loadtest_role)):
+                              ("LoadTestPodIdentity", LOADTEST_SERVICE_ACCOUNT, self.loadtest_role),
+                              ("CompilePodIdentity", COMPILE_SERVICE_ACCOUNT, self.compile_role)):
             self.pod_identities[sa] = eks.CfnPodIdentityAssociation(
                 self, cid, cluster_name=src.cluster_name, namespace=SERVICE_ACCOUNT_NAMESPACES[sa], service_account=sa,
                 role_arn=role.role_arn)
@@ -117,6 +124,16 @@ class InferenceStack(Stack):
             if image_asset is not None:  # published before this stack deploys; stated for the reader
                 manifest.node.add_dependency(image_asset)
             self.target_manifests[chart.target.name] = manifest
+        # One compile Job per target writes the artifact its replicas wait for.
+        self.compile_chart = CompileChart(
+            k8s_app, "compile", targets=self.targets, region=self.region,
+            token_ids={**{i.image_uri: i.identity for i in self.images.values()},
+                       self.repository.uri: f"s3://{self.repository.node.path}"})
+        self.compile_manifest = cluster.add_cdk8s_chart("CompileChart", self.compile_chart)
+        self.compile_manifest.node.add_dependency(self.serving_manifest, inference_cluster.vpc_cni,
+                                                  inference_cluster.pod_identity_agent,
+                                                  *(i.asset for i in self.images.values() if i.asset is not None))
+        self._wait_for_identity(self.compile_manifest, COMPILE_SERVICE_ACCOUNT, self.compile_role)
         if plan is not None:
             self.load_test_chart = LoadTestChart(k8s_app, "loadtest", plan=plan, targets=self.targets)
             load_manifest = cluster.add_cdk8s_chart("LoadTestChart", self.load_test_chart)
@@ -168,7 +185,7 @@ class InferenceStack(Stack):
         acknowledge(repo.access_logs, {
             "AwsSolutions-S1": "This is the access-log bucket itself; logging it to itself would loop.",
         })
-        for role in (self.serving_role, self.loadtest_role):
+        for role in (self.serving_role, self.loadtest_role, self.compile_role):
             acknowledge(role, {
                 "AwsSolutions-IAM5": "Object-level access to one prefix of the model repository (models/*, "
                 "artifacts/* or results/*) needs a wildcard under that prefix; no other bucket or key.",

@@ -135,7 +135,9 @@ def test_serving_pods_start_after_what_they_need(env_name: str, assemblies: dict
 def test_load_test_pods_start_after_what_they_need(redeploy: dict[str, Assembly]) -> None:
     order = DeployOrder.of(redeploy["before"])
     assert violations(order) == []
-    (jobs,) = [n for n, r in order.resources(MANIFEST_TYPE) if any(o["kind"] == "Job" for o in manifest_objects(r))]
+    (jobs,) = [n for n, r in order.resources(MANIFEST_TYPE) if any(
+        o["kind"] == "Job" and o["metadata"]["labels"].get("eks-inference/role") == "loadtest"
+        for o in manifest_objects(r))]
     targets = [n for n, r in order.resources(MANIFEST_TYPE)
                if any(o["kind"] == "RayService" for o in manifest_objects(r))]
     assert all(order.before(t, jobs) for t in targets)  # clients start after the RayServices they measure

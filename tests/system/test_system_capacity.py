@@ -63,6 +63,8 @@ def workload_system_pods(asm: Assembly) -> list[PodRequest]:
             pods.append(PodRequest(f"head of {rs['metadata']['name']}", sum(p.cpu_m for p in parts),
                                    sum(p.memory_mib for p in parts)))
     for job in objects(asm, "Job"):
+        if job["metadata"]["labels"].get("eks-inference/role") == "compile":
+            continue  # compile Jobs run on their processor's nodes, like the workers they compile for
         spec = job["spec"]["template"]["spec"]
         assert spec["nodeSelector"] == SYSTEM
         for _ in range(job["spec"]["parallelism"]):

@@ -7,10 +7,12 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from aws_cdk.assertions import Match, Template
 
 from eks_inference.config import Processor
+from eks_inference.k8s.serving_chart import compile_hint
 from eks_inference.serving.serve_config import render_serve_config
 from eks_inference.summary import _flatten, _manifest_objects
 from tests.conftest import Assembly
@@ -59,14 +61,36 @@ def _prefixes(statement: dict[str, Any]) -> set[str]:
     return {m for r in resources for m in re.findall(r"/([a-z]+)/\*", json.dumps(r))}
 
 
-def test_serving_pods_read_models_and_write_only_artifacts(assemblies: dict[str, Assembly]) -> None:
-    st = {s["Sid"]: s for s in _role_policy(template(assemblies), "^Serving pods")}
+@pytest.mark.parametrize("env_name", ["dev", "prod"])
+def test_serving_pods_only_read_what_they_load(assemblies: dict[str, Assembly], env_name: str) -> None:
+    """GIVEN the serving role of each environment
+    WHEN every policy attached to it is read
+    THEN it may list, get and decrypt under models/ and artifacts/, and write nothing anywhere: no action that
+    creates, replaces or deletes an object, and no data key to encrypt one."""
+    t = template(assemblies, env_name)
+    st = {s["Sid"]: s for s in _role_policy(t, "^Serving pods")}
+    assert set(st) == {"ListPrefixes", "ReadPrefixes", "DecryptObjects"}
     assert st["ReadPrefixes"]["Action"] == "s3:GetObject" and _prefixes(st["ReadPrefixes"]) == {"models", "artifacts"}
-    # Writers may abort their own failed multipart uploads (boto3 does, for large artifacts).
-    assert sorted(st["WritePrefixes"]["Action"]) == ["s3:AbortMultipartUpload", "s3:PutObject"]
-    assert _prefixes(st["WritePrefixes"]) == {"artifacts"}
     assert st["ListPrefixes"]["Condition"] == {"StringLike": {"s3:prefix": ["artifacts/*", "models/*"]}}
+    (role_id,) = t.find_resources("AWS::IAM::Role", {"Properties": {"Description": Match.string_like_regexp(
+        "^Serving pods")}})
+    role = t.to_json()["Resources"][role_id]["Properties"]
+    assert not role.get("ManagedPolicyArns") and not role.get("Policies")
+    actions = {a for p in t.find_resources("AWS::IAM::Policy").values() if {"Ref": role_id} in p["Properties"]["Roles"]
+               for s in p["Properties"]["PolicyDocument"]["Statement"]
+               for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])}
+    assert actions == {"s3:ListBucket", "s3:GetObject", "kms:Decrypt"}
+
+
+def test_only_the_compile_jobs_may_add_artifacts(assemblies: dict[str, Assembly]) -> None:
+    """GIVEN the compile role
+    WHEN its policy is read
+    THEN it reads models/ and writes under artifacts/ only (its own failed multipart uploads it may abort); the bucket
+    makes every such write create-only (test_model_repository)."""
+    st = {s["Sid"]: s for s in _role_policy(template(assemblies), "^Compile Jobs")}
     assert set(st) == {"ListPrefixes", "ReadPrefixes", "DecryptObjects", "WritePrefixes", "EncryptObjects"}
+    assert sorted(st["WritePrefixes"]["Action"]) == ["s3:AbortMultipartUpload", "s3:PutObject"]
+    assert _prefixes(st["WritePrefixes"]) == {"artifacts"} and _prefixes(st["ReadPrefixes"]) == {"models", "artifacts"}
 
 
 def test_load_test_pods_write_only_results(assemblies: dict[str, Assembly]) -> None:
@@ -83,7 +107,7 @@ def test_load_test_pods_write_only_results(assemblies: dict[str, Assembly]) -> N
 
 def test_pod_identity_associations(assemblies: dict[str, Assembly]) -> None:
     t = template(assemblies)
-    for sa, ns in (("serve", "eks-inference"), ("loadtest", "eks-inference-loadtest")):
+    for sa, ns in (("serve", "eks-inference"), ("loadtest", "eks-inference-loadtest"), ("compile", "eks-inference")):
         t.has_resource_properties("AWS::EKS::PodIdentityAssociation", {"Namespace": ns, "ServiceAccount": sa})
 
 
@@ -128,7 +152,7 @@ def test_charts_are_applied_by_this_stack_after_the_operator(assemblies: dict[st
     """Ordering in full (associations, add-ons, images) is tests/system/test_deploy_order.py's."""
     asm = assemblies["dev"]
     kinds = sorted({o["kind"] for o in _manifests(asm)})
-    assert kinds == ["Namespace", "NetworkPolicy", "PodDisruptionBudget", "RayService", "ServiceAccount"]
+    assert kinds == ["Job", "Namespace", "NetworkPolicy", "PodDisruptionBudget", "RayService", "ServiceAccount"]
     deps = asm.manifest["artifacts"]["EksInference-dev-Inference"]["dependencies"]
     assert "EksInference-dev-Cluster" in deps  # the KubeRay operator release lives there
 
@@ -143,7 +167,8 @@ def test_manifest_serve_config_equals_the_rendered_one(assemblies: dict[str, Ass
         served = yaml.safe_load(obj["spec"]["serveConfigV2"])
         root = served["applications"][0]["args"]["model_uri"].split("/models/")[0]
         expected = render_serve_config(model, processor, model_uri=f"{root}/models/minilm/v1",
-                                       artifact_uri=f"{root}/artifacts")
+                                       artifact_uri=f"{root}/artifacts", compile_on_miss=False,
+                                       compile_hint=compile_hint(obj["metadata"]["name"]))
         assert served == expected
 
 
@@ -152,12 +177,15 @@ def test_summary_lists_ray_services_and_jobs(run_assembly: Assembly) -> None:
 
     s = summarize(Path(run_assembly.path))
     assert {r.name for r in s.ray_services} == {"minilm-graviton", "minilm-inferentia"}
-    jobs = [o["metadata"]["name"] for o in _manifests(run_assembly) if o["kind"] == "Job"]
+    jobs = [o["metadata"]["name"] for o in _manifests(run_assembly)
+            if o["kind"] == "Job" and o["metadata"]["labels"]["eks-inference/role"] == "loadtest"]
     assert sorted(s.jobs) == sorted(jobs) and len(jobs) == 3  # a client Job per target and the report Job
+    assert len(s.compile_jobs) == 2 and all(j.startswith("compile-minilm-") for j in s.compile_jobs)
     assert _manifest_objects("not json") == []
 
 
 def test_no_environment_runs_a_load_test_on_its_first_deploy(assemblies: dict[str, Assembly]) -> None:
     for asm in assemblies.values():
-        assert not [o for o in _manifests(asm) if o["kind"] == "Job"]
+        jobs = [o for o in _manifests(asm) if o["kind"] == "Job"]
+        assert [j["metadata"]["labels"]["eks-inference/role"] for j in jobs] == ["compile", "compile"]
         assert not [n for n in _docker_images(asm).values() if "loadtest" in n["source"]["dockerFile"]]

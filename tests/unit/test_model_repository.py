@@ -157,3 +157,26 @@ def test_an_app_without_the_access_log_policy_flag_is_refused_before_any_resourc
     with pytest.raises(ConfigError, match=r"serverAccessLogsUseBucketPolicy.* is off .*set it to true in cdk.json"):
         ModelRepository(stack, "Repo")
     assert not Template.from_stack(stack).find_resources("AWS::S3::Bucket")
+
+
+def test_the_bucket_refuses_any_write_that_could_replace_what_replicas_load(built: Built) -> None:
+    """GIVEN a repository with the default create-only prefixes
+    WHEN its bucket policy is read
+    THEN it denies, to every principal, a PutObject under models/ and artifacts/ that creates an object without
+    If-None-Match (the form the S3 User Guide gives; parts of a multipart upload are exempt, their completion is
+    not), and nothing under results/."""
+    (policy,) = [p["Properties"]["PolicyDocument"] for p in built.template.find_resources(
+        "AWS::S3::BucketPolicy").values() if p["Properties"]["Bucket"] == {"Ref": built.logical_id(
+            built.default.bucket)}]
+    (deny,) = [s for s in policy["Statement"] if s.get("Sid") == "CreateOnly"]
+    assert deny["Effect"] == "Deny" and deny["Principal"] == {"AWS": "*"} and deny["Action"] == "s3:PutObject"
+    assert deny["Condition"] == {"Null": {"s3:if-none-match": "true"}, "Bool": {"s3:ObjectCreationOperation": "true"}}
+    assert sorted(r["Fn::Join"][1][-1] for r in deny["Resource"]) == [f"/{ARTIFACTS_PREFIX}*", f"/{MODELS_PREFIX}*"]
+
+
+def test_create_only_prefixes_must_be_plain_prefixes() -> None:
+    """GIVEN a create-only prefix with a wildcard or no trailing slash WHEN a repository is built THEN ConfigError
+    names the field, the values and the fix."""
+    stack = Stack(App(context=LOGS_BY_BUCKET_POLICY), "Bad")
+    with pytest.raises(ConfigError, match=r"create_only_prefixes: \['models', 'a/\*/'\] are not key prefixes.*'/'"):
+        ModelRepository(stack, "Repo", create_only_prefixes=("models", "a/*/", "artifacts/"))

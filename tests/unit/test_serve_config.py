@@ -279,3 +279,37 @@ def test_bad_app_args_are_rejected() -> None:
         parse_app_args({k: v for k, v in args.items() if k != "model_uri"})
     with pytest.raises(ConfigError, match="application args body_timeout_s: 'soon' is outside"):
         parse_app_args(args | {"body_timeout_s": "soon"})
+
+
+PINNED = "ab" * 32
+
+
+def test_the_cluster_form_forbids_compiling_and_names_the_pinned_weights() -> None:
+    """GIVEN a model with weights_sha256 and the cluster's rendering (compile_on_miss false, a compile hint)
+    WHEN a replica parses its args
+    THEN it may not compile, knows who writes its artifact and which weights digest alone it loads; the local
+    rendering (the default) still compiles on a miss."""
+    model = ModelSpec(name="minilm", processors=ALL, weights_sha256=PINNED)
+    cfg = render_serve_config(model, Processor.CPU, model_uri="s3://b/p/models/minilm/v1",
+                              artifact_uri="s3://b/p/artifacts", compile_on_miss=False,
+                              compile_hint="the compile Job of minilm-cpu")
+    args = parse_app_args(cfg["applications"][0]["args"])
+    assert args.compile_on_miss is False and args.compile_hint == "the compile Job of minilm-cpu"
+    assert args.weights_sha256 == PINNED
+    local = parse_app_args(render()["applications"][0]["args"])
+    assert local.compile_on_miss is True and local.weights_sha256 is None
+
+
+@pytest.mark.parametrize(("change", "match"), [
+    ({"compile_on_miss": "no"}, "compile_on_miss: 'no' is not true or false"),
+    ({"weights_sha256": "abc"}, "weights_sha256: 'abc' is not a sha256 digest"),
+    ({"weights_sha256": "AB" * 32}, "is not a sha256 digest"),
+])
+def test_bad_pinning_args_are_rejected_with_the_fix(change: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        parse_app_args(render()["applications"][0]["args"] | change)
+
+
+def test_a_replica_that_may_not_compile_needs_a_repository_to_load_from() -> None:
+    with pytest.raises(ConfigError, match=r"artifact_uri: None while compile_on_miss is false.*compile step"):
+        render_serve_config(spec(), Processor.CPU, model_uri="bundled:all-minilm-l6-v2", compile_on_miss=False)

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from eks_inference.config import RAY_VERSION, Processor
-from eks_inference.k8s.serving_chart import NAMESPACE, serve_url
+from eks_inference.k8s.serving_chart import NAMESPACE, compile_hint, serve_url
 from eks_inference.serving.serve_config import model_repository_uris, render_serve_config
 from tests.unit.k8s_support import REPOSITORY, config, crd_errors, crd_validator, render, validate_core
 
@@ -95,7 +95,8 @@ def test_serve_config_is_the_one_render_serve_config_returns(dev) -> None:  # ty
     services = by_kind(manifests, "RayService")
     for t in targets:
         model_uri, artifact_uri = model_repository_uris(REPOSITORY, t.model)
-        expected = render_serve_config(t.model, t.processor, model_uri=model_uri, artifact_uri=artifact_uri)
+        expected = render_serve_config(t.model, t.processor, model_uri=model_uri, artifact_uri=artifact_uri,
+                                       compile_on_miss=False, compile_hint=compile_hint(t.name))
         assert yaml.safe_load(services[t.name]["spec"]["serveConfigV2"]) == expected
         app = expected["applications"][0]
         assert app["args"]["model_uri"] == f"{REPOSITORY}/models/minilm/v1"
@@ -211,9 +212,9 @@ def test_pdb_and_service_accounts(dev) -> None:  # type: ignore[no-untyped-def]
     assert pdb == {"maxUnavailable": 1, "selector": {"matchLabels": {
         "eks-inference/service": "minilm-inferentia", "eks-inference/ray-role": "worker"}}}
     sas = by_kind(dev[1], "ServiceAccount")
-    assert set(sas) == {"serve", "loadtest", "ray-head"}
+    assert set(sas) == {"serve", "loadtest", "ray-head", "compile"}
     assert {n: sa["metadata"]["namespace"] for n, sa in sas.items()} == {
-        "serve": NAMESPACE, "ray-head": NAMESPACE, "loadtest": "eks-inference-loadtest"}
+        "serve": NAMESPACE, "ray-head": NAMESPACE, "loadtest": "eks-inference-loadtest", "compile": NAMESPACE}
     for rs in by_kind(dev[1], "RayService").values():
         cluster = rs["spec"]["rayClusterConfig"]
         # The head's own account (KubeRay binds its autoscaler Role to it; no Pod Identity, no AWS credentials);
@@ -264,8 +265,9 @@ def test_local_mode_runs_the_manifests_serving_shape(dev) -> None:  # type: igno
 
     The only differences allowed are the ones a laptop forces: weights come from the bundled package
     instead of S3, caches live in the project directory, the processor is this CPU and the proxy binds
-    to 127.0.0.1, and the replica bounds shrink to what this machine's CPUs hold. Batching, autoscaling, queue
-    limits and resources are the manifest's.
+    to 127.0.0.1, the replica bounds shrink to what this machine's CPUs hold, and the replica compiles on a miss
+    (the user is the only identity here; in the cluster the compile Job does). Batching, autoscaling, queue limits,
+    resources and the pinned weights digest are the manifest's.
     """
     import subprocess
     import sys
@@ -277,7 +279,8 @@ def test_local_mode_runs_the_manifests_serving_shape(dev) -> None:  # type: igno
     assert proc.returncode == 0, proc.stderr
     local = json.loads(proc.stdout)
     manifest = yaml.safe_load(by_kind(dev[1], "RayService")["minilm-graviton"]["spec"]["serveConfigV2"])
-    placement = ("model_uri", "artifact_uri", "cache_dir", "processor", "s3_endpoint_url")
+    placement = ("model_uri", "artifact_uri", "cache_dir", "processor", "s3_endpoint_url", "compile_on_miss",
+                 "compile_hint")
     bounds = []
     for doc in (local, manifest):
         for key in placement:

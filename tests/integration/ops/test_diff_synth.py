@@ -50,6 +50,19 @@ def effects(doc: dict[str, Any]) -> dict[str, list[str]]:
     return out
 
 
+COMPILE_JOB = "Job eks-inference/compile-"
+
+
+def compile_jobs_replaced(doc: dict[str, Any], *, processors: set[str]) -> dict[str, list[str]]:
+    """The effects on compile Jobs, checked to be each listed processor's Job replaced by one of a new name (a new
+    shape or image is a new artifact, compiled by a new Job); the rest of the effects, returned."""
+    jobs = {k: v for k, v in effects(doc).items() if k.startswith(COMPILE_JOB)}
+    replaced = {k.removeprefix(COMPILE_JOB).rsplit("-", 1)[0] for k, v in jobs.items() if v == ["job-replaced"]}
+    deleted = {k.removeprefix(COMPILE_JOB).rsplit("-", 1)[0] for k, v in jobs.items() if v == ["delete"]}
+    assert replaced == deleted == {f"minilm-{p}" for p in processors}, jobs
+    return {k: v for k, v in effects(doc).items() if not k.startswith(COMPILE_JOB)}
+
+
 def test_same_assembly_is_no_change(assemblies: dict[str, Assembly], capsys: pytest.CaptureFixture[str]) -> None:
     rc, out = run_diff(assemblies["dev"].path, assemblies["dev"].path, "text", capsys)
     assert (rc, out) == (0, "no changes\n")
@@ -75,9 +88,10 @@ def test_serving_field_is_an_in_place_serve_update(assemblies: dict[str, Assembl
     expected.add((INFERENCE, rs, "RayService eks-inference/minilm-inferentia",
                   "spec.serveConfigV2.applications[minilm].deployments[InferenceModel].autoscaling_config"
                   ".target_ongoing_requests", "8.0", "4.0"))
-    assert rows(doc) == expected
-    assert effects(doc) == {"RayService eks-inference/minilm-graviton": ["serve-restart"],
-                            "RayService eks-inference/minilm-inferentia": ["serve-restart"]}
+    assert {r for r in rows(doc) if not r[2].startswith(COMPILE_JOB)} == expected
+    assert compile_jobs_replaced(doc, processors={"graviton", "inferentia"}) == {
+        "RayService eks-inference/minilm-graviton": ["serve-restart"],
+        "RayService eks-inference/minilm-inferentia": ["serve-restart"]}
 
     rc, text = run_diff(assemblies["dev"].path, variant_assemblies["batch16"], "text", capsys)
     assert rc == 1
@@ -143,9 +157,11 @@ def test_rebuilt_image_is_churn_and_a_new_ray_cluster(assemblies: dict[str, Asse
     rc, out = run_diff(assemblies["dev"].path, variant_assemblies["image"], "json", capsys)
     doc = json.loads(out)
     assert rc == 1
-    assert rows(doc) == set()
-    assert effects(doc) == {"RayService eks-inference/minilm-graviton": ["new-ray-cluster"]}
-    assert doc["asset_churn"].startswith("asset churn (rebuilt, 3 references not listed): image "
+    assert {r for r in rows(doc) if not r[2].startswith(COMPILE_JOB)} == set()
+    assert compile_jobs_replaced(doc, processors={"graviton"}) == {
+        "RayService eks-inference/minilm-graviton": ["new-ray-cluster"]}
+    # the graviton compile Job's image is one of them
+    assert doc["asset_churn"].startswith("asset churn (rebuilt, 4 references not listed): image "
                                          "eks-inference-graviton ")
     rc, text = run_diff(assemblies["dev"].path, variant_assemblies["image"], "text", capsys)
     assert [line for line in text.splitlines() if "churn" in line] == [doc["asset_churn"]]
@@ -153,5 +169,5 @@ def test_rebuilt_image_is_churn_and_a_new_ray_cluster(assemblies: dict[str, Asse
     assert "dkr.ecr" not in text  # no image URI is dumped
 
     rc, md = run_diff(assemblies["dev"].path, variant_assemblies["image"], "markdown", capsys)
-    assert md.startswith("### eks-inference diff: 1 stack changed: 1 new Ray cluster\n")
+    assert md.startswith("### eks-inference diff: 1 stack changed: 1 new Ray cluster, 1 Job replaced, 1 deletion\n")
     assert "**new Ray cluster (upgradeStrategy NewCluster)" in md
