@@ -64,6 +64,9 @@ def ray_environment() -> None:
     # Replicas drain 30 s by default so an external load balancer can deregister them; locally HAProxy
     # on the same node learns at once, and a 30 s wait would only slow every stop and redeploy.
     os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
+    # Serve gives its proxy's new process 5 s to say it is ready, then kills it (and serve.start fails with
+    # ActorDiedError) although it would have come up: on a busy machine starting a Ray worker takes longer.
+    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
