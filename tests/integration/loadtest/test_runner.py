@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import statistics
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -159,12 +161,21 @@ def test_server_dying_mid_run_gives_connection_errors_and_keeps_results(
         stub_server: Callable[..., StubServer]) -> None:
     server = stub_server()
 
-    async def go() -> runner.RunOutcome:
-        loop = asyncio.get_running_loop()
-        loop.call_later(1.5, server.stop)
-        return await runner.run(_config(server.url(), rates=(100.0,), duration_s=3.0, warmup_s=0.2), PAYLOADS)
+    def kill_after_some_answers() -> None:
+        # Once the step has had ~60 answers (after the probe and the warm-up's 20), however long a busy machine
+        # took to get there; the step's 3 s leave ~240 requests for the dead server.
+        deadline = time.monotonic() + 120
+        while server.stats()["predicts"] < 81 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        server.stop()
 
-    outcome = asyncio.run(go())
+    killer = threading.Thread(target=kill_after_some_answers)
+    killer.start()
+    try:
+        outcome = asyncio.run(runner.run(_config(server.url(), rates=(100.0,), duration_s=3.0, warmup_s=0.2),
+                                         PAYLOADS))
+    finally:
+        killer.join(150)
     (s,) = [summarize([st.client_step(_config(server.url(), rates=(100.0,)))]) for st in outcome.steps]
     assert s["ok"] > 50
     assert s["errors_by_kind"].get("connection", 0) > 50
