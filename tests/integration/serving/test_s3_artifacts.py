@@ -53,7 +53,7 @@ def s3_object(endpoint: str, uri: str) -> dict:
     return boto3.client("s3", endpoint_url=endpoint).head_object(Bucket=bucket, Key=key)
 
 
-def wait_for_info(url: str, predicate: object, timeout_s: float = 120) -> dict:
+def wait_for_info(url: str, predicate: object, timeout_s: float = 300) -> dict:
     deadline = time.monotonic() + timeout_s
     info: dict = {}
     while time.monotonic() < deadline:
