@@ -138,19 +138,19 @@ def test_serving_waits_for_unpublished_weights_then_serves_without_restart_or_re
         except Exception as e:
             done[f"{key}_error"] = e
 
-    # Two waiters. The short one's start-up timeout is far shorter than the wait for the weights: outliving it
-    # shows the timeout is held while waiting. It is stopped before the publish: what follows (download, compile,
-    # load) is start-up proper and goes at the machine's speed, so the other waiter, with a timeout of the CLI's
-    # kind (a ceiling for a hang), sees the story through to serving.
+    # Two waiters. The user's has a timeout of the CLI's kind (a ceiling for a hang) and sees the whole story,
+    # from a replica that starts at the machine's speed through to serving. The short one starts once the replica
+    # waits for the weights, with a timeout far shorter than that wait: outliving it shows the timeout is held
+    # while waiting. It is stopped before the publish: what follows (download, compile, load) is start-up proper.
     short = threading.Thread(target=local_wait, args=("short", SHORT_TIMEOUT_S),
                              kwargs={"cancelled": stop_short.is_set})
-    waiter = threading.Thread(target=local_wait, args=("ready", 300),
+    waiter = threading.Thread(target=local_wait, args=("ready", 600),
                               kwargs={"not_ready": WaitReporter(lines.append, every_s=3)})
-    short.start()
     waiter.start()
     try:
         status, body = wait_for(f"{url}/healthz", lambda s, b: s == 503 and isinstance(b, dict), 300,
                                 "the waiting replica never answered")
+        short.start()
         assert body["status"] == "waiting_for_weights" and body["error"]["code"] == "weights_not_published"
         assert body["missing"] == missing and body["command"] == command
         assert missing in body["error"]["message"] and command in body["error"]["message"]
@@ -208,7 +208,8 @@ def test_serving_waits_for_unpublished_weights_then_serves_without_restart_or_re
         assert post(f"{url}/predict", {"inputs": TEXTS})[1] == answer
     finally:
         stop_short.set()
-        short.join(1)
+        if short.is_alive():
+            short.join(1)
         waiter.join(1)
         local_ray.remove(name)
 
