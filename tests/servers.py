@@ -65,7 +65,7 @@ def _decode(raw: bytes) -> dict[str, Any] | str:
         return raw.decode(errors="replace")
 
 
-def post(url: str, body: bytes | dict[str, Any], *, timeout: float = 60, headers: dict[str, str] | None = None,
+def post(url: str, body: bytes | dict[str, Any], *, timeout: float = 300, headers: dict[str, str] | None = None,
          ) -> tuple[int, dict[str, Any] | str]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, headers={"content-type": "application/json", **(headers or {})})
@@ -78,11 +78,16 @@ def post(url: str, body: bytes | dict[str, Any], *, timeout: float = 60, headers
 
 
 def get(url: str, timeout: float = 30) -> tuple[int, Any]:
+    """(status, decoded body); status 0 with the reason when nothing answered within ``timeout``, so that a loop
+    polling for a condition polls on: a busy machine's proxy can hold a request to an application that is still
+    starting for longer than that."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
             status, raw = r.status, r.read()
     except urllib.error.HTTPError as e:
         status, raw = e.code, e.read()
+    except OSError as e:  # refused, reset, or timed out (URLError is one)
+        return 0, f"no answer: {e!r}"
     return status, _decode(raw)
 
 
