@@ -17,6 +17,7 @@ import pytest
 from eks_inference.config import ModelSpec, Processor, ServingSpec
 from eks_inference.serving.local import LocalRay
 from eks_inference.serving.serve_config import render_serve_config
+from tests.servers import START_CEILING_S
 
 from .conftest import cli
 
@@ -34,7 +35,7 @@ def minilm_url(local_ray: LocalRay, tmp_path_factory: pytest.TempPathFactory) ->
                               artifact_uri=str(cache / "repo"), cache_dir=str(cache / "replica-cache"),
                               http_host="127.0.0.1", http_port=local_ray.http_port)
     local_ray.deploy(cfg)
-    local_ray.wait_ready(APP, timeout_s=400)
+    local_ray.wait_ready(APP, timeout_s=START_CEILING_S)
     yield f"{local_ray.url}/{APP}"
     local_ray.remove(APP)
 

@@ -132,7 +132,7 @@ def test_a_corrupt_artifact_object_stops_the_replica_naming_object_and_hash(
     with pytest.raises(DeployFailed) as e:
         deploy_model(local_ray, tmp_path, name="tiny-bad", model_uri=model_uri, artifact_uri=artifact_uri,
                      s3_endpoint_url=moto_s3_endpoint, cache_dir=tmp_path / "replica", max_batch_size=4,
-                     max_seq_length=32, timeout_s=300)
+                     max_seq_length=32)
     message = str(e.value)
     assert "ArtifactIntegrityError" in message
     assert object_uri in message and expected in message
