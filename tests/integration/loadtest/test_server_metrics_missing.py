@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from eks_inference.loadtest.server_metrics import DEFAULT_INTERVAL_S
+from eks_inference.loadgen.server_metrics import DEFAULT_INTERVAL_S
 
 from .conftest import StubServer, cli
 
