@@ -706,15 +706,24 @@ class ObservabilitySpec:
     :param retention_days: how long the workspace keeps samples, default 150 (1 to 1095).
     :param max_shed_ratio: alert when more than this share of a model's predict requests is answered 503 over 5
         minutes, default 0.01.
+    :param scraper_id: the id of this environment's scraper (``s-...``, the stack output ``MetricsScraperId`` after
+        the first deploy). The scraper's roles then trust that scraper only. Default none: any scraper of this
+        account and region, since a scraper's id exists only once it does (AMP User Guide, cross-account setup:
+        create the roles with ``scraper/*``, then narrow them to the scraper's ARN).
     """
 
     enabled: bool = True
     scrape_interval_s: int = 30
     retention_days: int = 150
     max_shed_ratio: float = 0.01
+    scraper_id: str | None = None
 
     def __post_init__(self) -> None:
         errs = _Errors()
+        if self.scraper_id is not None and (not isinstance(self.scraper_id, str)
+                                            or not _SCRAPER_ID_RE.match(self.scraper_id)):
+            errs.add("observability.scraper_id", self.scraper_id, "is not a scraper id",
+                     "copy the stack output MetricsScraperId (s-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx), or leave it out")
         if not isinstance(self.enabled, bool):
             errs.add("observability.enabled", self.enabled, "is not true or false", "write true or false")
         if not _is_int(self.scrape_interval_s) or not 30 <= self.scrape_interval_s <= 300:

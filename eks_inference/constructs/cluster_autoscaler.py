@@ -13,6 +13,7 @@ from constructs import Construct
 
 from eks_inference.config import KUBERNETES_VERSION, AddonVersions, CapacityType, ConfigError
 from eks_inference.constructs.processor_node_group import PROCESSOR_LABEL, ProcessorNodeGroup
+from eks_inference.constructs.trust import pod_identity_role
 from eks_inference.k8s.pod import Resources
 from eks_inference.tables.prices import DEFAULT_PRICES, PriceTable
 
@@ -110,7 +111,8 @@ class ClusterAutoscaler(Construct):
       similar groups (per-AZ groups of one kind) the same size.
     - IAM through EKS Pod Identity: describe calls on ``*`` (they have no resource-level permissions),
       eks:DescribeNodegroup on this cluster's node groups, and the two mutating calls only on Auto Scaling groups
-      tagged ``eks:cluster-name=<this cluster>``.
+      tagged ``eks:cluster-name=<this cluster>``. The role trusts only the autoscaler's service account on this
+      cluster (:func:`~eks_inference.constructs.trust.pod_identity_role`).
 
     :param cluster: the cluster; the chart is installed through its kubectl provider.
     :param node_groups: the groups to scale (their names order the priority list).
@@ -126,11 +128,9 @@ class ClusterAutoscaler(Construct):
         super().__init__(scope, construct_id)
         check_image_minor(addons.cluster_autoscaler_image)
         self.node_groups = list(node_groups)
-        self.role = iam.Role(
-            self, "Role",
-            description="Cluster Autoscaler: size this cluster's managed node groups",
-            assumed_by=iam.SessionTagsPrincipal(iam.ServicePrincipal("pods.eks.amazonaws.com")),
-        )
+        self.role = pod_identity_role(
+            self, "Role", description="Cluster Autoscaler: size this cluster's managed node groups",
+            cluster_arn=cluster.cluster_arn, namespace=NAMESPACE, service_account=SERVICE_ACCOUNT)
         self.role.add_to_policy(iam.PolicyStatement(
             sid="Describe", actions=list(_READ_ACTIONS), resources=["*"]))
         self.role.add_to_policy(iam.PolicyStatement(

@@ -32,6 +32,7 @@ from eks_inference.constructs.processor_node_group import (
     ProcessorNodeGroup,
     node_role,
 )
+from eks_inference.constructs.trust import own_arn, restrict_service_trust, source_conditions
 from eks_inference.k8s.capacity import (
     KUBERAY_OPERATOR,
     METRICS_SERVER,
@@ -202,6 +203,10 @@ class InferenceCluster(Construct):
                 private_subnets=private_subnets if endpoint_access is EndpointAccess.PRIVATE else None,
             ),
         )
+        # The control plane's role admits EKS acting for a cluster of this account and region only; the name is
+        # CloudFormation's to choose, so the ARN ends in a wildcard (EKS User Guide, confused deputy prevention).
+        restrict_service_trust(self.cluster.role, "eks.amazonaws.com",
+                               source_conditions(own_arn("eks", "cluster/*")))
         if admin_role_arn:
             self.cluster.grant_access(
                 "AdminAccess",

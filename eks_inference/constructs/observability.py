@@ -9,8 +9,9 @@ What it creates and why:
   :mod:`eks_inference.observability.scrape`. A workspace with a customer managed key takes only scrapers that
   write through a role configuration (AMP user guide, managed collectors: "workspaces enabled with customer
   managed keys"): a source role the scraper service assumes, which assumes a target role that may only
-  ``aps:RemoteWrite`` to this workspace. The scraper's ARN is not known before it exists, so the trust conditions
-  name this account's scrapers (``scraper/*``) rather than this one.
+  ``aps:RemoteWrite`` to this workspace. The scraper's ARN is not known before it exists, so on a first deploy the
+  trust conditions name this account's scrapers (``scraper/*``); once ``observability.scraper_id`` names it (the
+  stack output ``MetricsScraperId``), both roles trust that scraper only.
 * **Where the scraper stands in the VPC**: two /28 subnets of its own, carved from address space no other subnet
   uses, in two zones (the API asks for two). Its network interfaces live only there, so the NetworkPolicies can
   admit exactly those addresses to the metrics ports (an address block of the private subnets would admit every
@@ -38,7 +39,7 @@ import ipaddress
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aws_cdk import Acknowledgment, Aws, RemovalPolicy, Stack, Token, Validations
+from aws_cdk import Acknowledgment, RemovalPolicy, Stack, Token, Validations
 from aws_cdk import aws_aps as aps
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_eks_v2 as eks
@@ -48,6 +49,7 @@ from constructs import Construct
 
 from eks_inference.config import AddonVersions, ConfigError, ObservabilitySpec
 from eks_inference.constructs.alert_topic import AlertTopic
+from eks_inference.constructs.trust import own_arn, source_conditions
 from eks_inference.k8s.monitoring import dcgm_exporter_values, monitoring_manifests
 from eks_inference.k8s.ray_service import RAY_PORTS
 from eks_inference.observability.alertmanager import alertmanager_definition
@@ -141,7 +143,7 @@ class ClusterObservability(Construct):
                 from_port=port, to_port=port, source_security_group_id=self.security_group.security_group_id,
                 description=f"Managed Prometheus scraper to port {port}")
 
-        self.source_role, self.target_role = self._write_roles()
+        self.source_role, self.target_role = self._write_roles(spec.scraper_id)
         self.scrape_config = render_scrape_config(serving_namespace=serving_namespace,
                                                   interval_s=spec.scrape_interval_s, neuron=neuron, gpu=gpu)
         self.scraper = aps.CfnScraper(
@@ -181,13 +183,13 @@ class ClusterObservability(Construct):
                 namespace=MONITORING_NAMESPACE, create_namespace=False, values=dcgm_exporter_values())
             self.dcgm.node.add_dependency(self.monitoring)
 
-    def _write_roles(self) -> tuple[iam.Role, iam.Role]:
-        """The role configuration a customer-managed-key workspace requires (module docstring)."""
-        scrapers = f"arn:{Aws.PARTITION}:aps:{Aws.REGION}:{Aws.ACCOUNT_ID}:scraper/*"
+    def _write_roles(self, scraper_id: str | None) -> tuple[iam.Role, iam.Role]:
+        """The role configuration a customer-managed-key workspace requires (module docstring); with ``scraper_id``
+        both roles trust that scraper only, otherwise any scraper of this account and region."""
+        scrapers = own_arn("aps", f"scraper/{scraper_id or '*'}")
         source = iam.Role(
             self, "ScraperSourceRole", description="Assumed by the managed Prometheus scraper of this stack",
-            assumed_by=iam.ServicePrincipal("scraper.aps.amazonaws.com").with_conditions({
-                "ArnLike": {"aws:SourceArn": scrapers}, "StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID}}))
+            assumed_by=iam.ServicePrincipal("scraper.aps.amazonaws.com", conditions=source_conditions(scrapers)))
         target = iam.Role(
             self, "ScraperTargetRole", description="Writes scraped samples to the eks-inference metrics workspace",
             assumed_by=iam.ArnPrincipal(source.role_arn).with_conditions(

@@ -56,6 +56,8 @@ class ClusterStack(Stack):
             CfnOutput(self, "MetricsWorkspaceId", value=obs.workspace.attr_workspace_id)
             CfnOutput(self, "MetricsQueryEndpoint", value=obs.workspace.attr_prometheus_endpoint,
                       description="Prometheus-compatible query endpoint (SigV4) for Grafana's data source")
+            CfnOutput(self, "MetricsScraperId", value=obs.scraper.attr_scraper_id,
+                      description="Put it in observability.scraper_id: the scraper's roles then trust it only")
 
     def acknowledge_findings(self) -> None:
         """Record why each remaining cdk-nag finding stands; call after everything is added to the cluster."""

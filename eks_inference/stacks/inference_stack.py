@@ -16,6 +16,7 @@ from eks_inference.constructs.inference_cluster import InferenceCluster
 from eks_inference.constructs.model_image import ModelImage
 from eks_inference.constructs.model_repository import ARTIFACTS_PREFIX, MODELS_PREFIX, RESULTS_PREFIX, ModelRepository
 from eks_inference.constructs.registry_scanning import RegistryScanning
+from eks_inference.constructs.trust import pod_identity_role
 from eks_inference.k8s.capacity import COREDNS, PodRequest, check_system_group
 from eks_inference.k8s.load_test_chart import LoadTestChart, LoadTestPlan
 from eks_inference.k8s.serving_chart import (
@@ -63,9 +64,11 @@ class InferenceStack(Stack):
                                   if any(image.asset for image in self.images.values()) else None)
 
         src = inference_cluster.cluster
-        self.serving_role = self._pod_role("ServingPodRole", "Serving pods: read models and artifacts, write artifacts")
+        self.serving_role = self._pod_role("ServingPodRole", "Serving pods: read models and artifacts, write artifacts",
+                                           SERVE_SERVICE_ACCOUNT, src.cluster_arn)
         self.repository.grant_prefixes(self.serving_role, read=[MODELS_PREFIX], write=[ARTIFACTS_PREFIX])
-        self.loadtest_role = self._pod_role("LoadTestPodRole", "Load-test pods: write and read results")
+        self.loadtest_role = self._pod_role("LoadTestPodRole", "Load-test pods: write and read results",
+                                            LOADTEST_SERVICE_ACCOUNT, src.cluster_arn)
         self.repository.grant_prefixes(self.loadtest_role, read=[], write=[RESULTS_PREFIX])
         self.repository.grant_verification_reads(self.loadtest_role)  # clients run `loadtest run --verify`
         self.pod_identities: dict[str, eks.CfnPodIdentityAssociation] = {}
@@ -154,10 +157,11 @@ class InferenceStack(Stack):
             check_system_group(system, base=base, extra=extra, extra_what=f"loadtest run {plan.spec.run_id!r}",
                                extra_fix="lower loadtest.clients")
 
-    def _pod_role(self, construct_id: str, description: str) -> iam.Role:
-        """An IAM role that EKS Pod Identity hands to one service account's pods."""
-        return iam.Role(self, construct_id, description=description,
-                        assumed_by=iam.SessionTagsPrincipal(iam.ServicePrincipal("pods.eks.amazonaws.com")))
+    def _pod_role(self, construct_id: str, description: str, service_account: str, cluster_arn: str) -> iam.Role:
+        """An IAM role that EKS Pod Identity hands only to ``service_account``'s pods in this cluster's namespace."""
+        return pod_identity_role(self, construct_id, description=description, cluster_arn=cluster_arn,
+                                 namespace=SERVICE_ACCOUNT_NAMESPACES[service_account],
+                                 service_account=service_account)
 
     def acknowledge_findings(self) -> None:
         repo = self.repository

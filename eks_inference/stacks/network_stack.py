@@ -12,6 +12,7 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from eks_inference.config import PlatformConfig
+from eks_inference.constructs.trust import own_arn, restrict_service_trust, source_conditions
 from eks_inference.nag import checkov_skip
 
 # CloudWatch retention choices by day count (config has already checked the count is one of them).
@@ -69,27 +70,37 @@ class NetworkStack(Stack):
         for subnet in self.vpc.private_subnets:
             Tags.of(subnet).add("kubernetes.io/role/internal-elb", "1")
 
+        # The key admits CloudWatch Logs for this one log group (its ARN is the encryption context CloudWatch Logs
+        # sends; CloudWatch Logs User Guide, "Encrypt log data using AWS KMS"). The group is named here so the key
+        # policy can name it before the group exists: a generated name would make key and group refer to each other.
+        self.flow_log_group_name = f"/eks-inference/{self.stack_name}/vpc-flow-logs"
         self.flow_log_key = kms.Key(self, "FlowLogKey", enable_key_rotation=True,
                                     description="Encrypts the VPC flow log group of eks-inference")
         self.flow_log_key.add_to_resource_policy(iam.PolicyStatement(
             principals=[iam.ServicePrincipal(f"logs.{self.region}.amazonaws.com")],
             actions=["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"],
             resources=["*"],
-            conditions={"ArnLike": {"kms:EncryptionContext:aws:logs:arn":
-                                    f"arn:{self.partition}:logs:{self.region}:{self.account}:log-group:*"}},
+            conditions={"ArnEquals": {"kms:EncryptionContext:aws:logs:arn":
+                                      own_arn("logs", f"log-group:{self.flow_log_group_name}")}},
         ))
         self.flow_log_group = logs.LogGroup(
             self,
             "FlowLogs",
+            log_group_name=self.flow_log_group_name,
             encryption_key=self.flow_log_key,
             retention=_RETENTION[config.log_retention_days],
             removal_policy=RemovalPolicy.DESTROY,
         )
-        self.vpc.add_flow_log(
+        self.flow_log = self.vpc.add_flow_log(
             "FlowLog",
             destination=ec2.FlowLogDestination.to_cloud_watch_logs(self.flow_log_group),
             traffic_type=ec2.FlowLogTrafficType.ALL,
         )
+        # The flow log's role admits the flow-logs service acting for a flow log of this account and region (its id
+        # exists only once the flow log does; VPC User Guide, "IAM role for publishing flow logs to CloudWatch Logs").
+        assert self.flow_log.iam_role is not None
+        restrict_service_trust(self.flow_log.iam_role, "vpc-flow-logs.amazonaws.com",
+                               source_conditions(own_arn("ec2", "vpc-flow-log/*")))
         checkov_skip(self, "AWS::Lambda::Function", {
             "CKV_AWS_115": "aws-cdk-lib's handler that strips the default security group's rules runs once per "
                            "deploy; CloudFormation bounds its concurrency.",

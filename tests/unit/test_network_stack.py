@@ -15,6 +15,7 @@ from eks_inference.config import ENVIRONMENTS_KEY, parse_platform
 from eks_inference.node_runtime import SILENCE_END_OF_LIFE
 from eks_inference.stacks.network_stack import NetworkStack
 from tests.conftest import CDK, OWN_ACCOUNT, OWN_REGION, ROOT, Assembly, cdk_context, offline_env
+from tests.system.cfn import resolve
 
 
 def _subnets(t: Template, public: bool) -> dict:
@@ -115,3 +116,18 @@ def test_zone_lookup_only_when_asked() -> None:
         assert any(k.startswith(f"availability-zones:account={OWN_ACCOUNT}:region={OWN_REGION}") for k in missing) \
             is expect_lookup, missing
         assert expect_lookup or stack.availability_zones == ["eu-west-1a", "eu-west-1b", "eu-west-1c"]
+
+
+def test_the_flow_log_key_admits_cloudwatch_logs_for_the_flow_log_group_only(assemblies: dict[str, Assembly]) -> None:
+    """GIVEN the dev network stack
+    WHEN the flow-log key's policy is read
+    THEN CloudWatch Logs may use the key only with the encryption context of the one flow-log group (the key
+    admitted every log group of the account before), and that group is the one the flow log writes to."""
+    t = assemblies["dev"].template("-Network")["Resources"]
+    (group,) = [r["Properties"] for r in t.values() if r["Type"] == "AWS::Logs::LogGroup"]
+    (key,) = [r["Properties"] for r in t.values() if r["Type"] == "AWS::KMS::Key"]
+    (logs,) = [s for s in key["KeyPolicy"]["Statement"] if "Service" in s["Principal"]]
+    arn = resolve(logs["Condition"]["ArnEquals"]["kms:EncryptionContext:aws:logs:arn"])
+    assert arn == f"arn:aws:logs:us-west-2:111122223333:log-group:{group['LogGroupName']}"
+    (flow,) = [r["Properties"] for r in t.values() if r["Type"] == "AWS::EC2::FlowLog"]
+    assert flow["LogGroupName"] == {"Ref": next(k for k, r in t.items() if r["Type"] == "AWS::Logs::LogGroup")}

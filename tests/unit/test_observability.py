@@ -321,3 +321,39 @@ def test_a_gpu_group_adds_dcgm_exporter_its_port_and_its_scrape_job() -> None:
     ingress = t.find_resources("AWS::EC2::SecurityGroupIngress", {"Properties": {"FromPort": 9400}})
     assert len(ingress) == 1
     assert all(ipaddress.ip_network(c).subnet_of(ipaddress.ip_network("10.1.0.0/16")) for c in obs.scraper_cidrs)
+
+
+SCRAPER_ID = "s-0123abcd-4567-89ab-cdef-0123456789ab"
+
+
+def test_a_known_scraper_id_narrows_both_scraper_roles_to_that_scraper() -> None:
+    """GIVEN observability.scraper_id, the id the first deploy's MetricsScraperId output printed
+    WHEN the metrics construct is built
+    THEN the source role admits the scraper service only for that scraper, and the target role only with it as the
+    external id; a malformed id is refused with the field, the value and the fix."""
+    from aws_cdk import App, Stack
+    from aws_cdk import aws_ec2 as ec2
+
+    from eks_inference.config import ConfigError, EndpointAccess, NodeGroupSpec
+    from eks_inference.constructs.inference_cluster import InferenceCluster
+    from eks_inference.constructs.observability import ClusterObservability
+
+    stack = Stack(App(), "Pinned")
+    vpc = ec2.Vpc(stack, "Vpc", ip_addresses=ec2.IpAddresses.cidr("10.1.0.0/16"), max_azs=2, subnet_configuration=[
+        ec2.SubnetConfiguration(name="Public", subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=22),
+        ec2.SubnetConfiguration(name="Private", subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS, cidr_mask=18)])
+    ic = InferenceCluster(stack, "Cluster", vpc=vpc, endpoint_access=EndpointAccess.PRIVATE, node_groups=[
+        NodeGroupSpec(name="system", processor=None, instance_types=("m7i.large",), min_size=1)],
+        node_autoscaling=False)
+    obs = ClusterObservability(stack, "Observability", cluster=ic.cluster, vpc=vpc, vpc_cidr="10.1.0.0/16",
+                               spec=ObservabilitySpec(scraper_id=SCRAPER_ID),
+                               rules=render_rules([], max_shed_ratio=0.01), serving_namespace="eks-inference")
+    res = Template.from_stack(stack).to_json()["Resources"]
+    source = res[stack.get_logical_id(obs.source_role.node.default_child)]  # type: ignore[arg-type]
+    target = res[stack.get_logical_id(obs.target_role.node.default_child)]  # type: ignore[arg-type]
+    (trust,) = source["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    (ttrust,) = target["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    for pinned in (trust["Condition"]["ArnLike"]["aws:SourceArn"], ttrust["Condition"]["StringLike"]["sts:ExternalId"]):
+        assert pinned["Fn::Join"][1][-1] == f":scraper/{SCRAPER_ID}"
+    with pytest.raises(ConfigError, match=r"observability.scraper_id.*'scraper/\*'.*MetricsScraperId"):
+        ObservabilitySpec(scraper_id="scraper/*")
