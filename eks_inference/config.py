@@ -545,6 +545,10 @@ class ModelSpec:
         other models'); default false: each replica gets a node of its own.
     :param slo_p99_ms: the model's latency objective: an alert fires when its p99 stays above this for 5
         minutes. Default none: the load test's ``slo_p99_ms``.
+    :param weights_sha256: the digest of the weights this model serves: the ``digest`` that ``eks-inference
+        publish`` prints (a sha256 over every file's sha256 in the model's ``manifest.json``). The serve config
+        names it, and replicas and the compile step refuse weights, and artifacts compiled from weights, with any
+        other digest. Default none: whatever the repository holds under the revision is served.
     """
 
     name: str
@@ -555,9 +559,14 @@ class ModelSpec:
     local_source: str = "bundled:all-minilm-l6-v2"
     shares_node: bool = False
     slo_p99_ms: float | None = None
+    weights_sha256: str | None = None
 
     def __post_init__(self) -> None:
         errs = _Errors()
+        if self.weights_sha256 is not None and (not isinstance(self.weights_sha256, str)
+                                                or not _SHA256_RE.match(self.weights_sha256)):
+            errs.add(f"model {self.name!r} weights_sha256", self.weights_sha256, "is not a sha256 digest",
+                     "copy the 64 lower-case hex digits of the digest `eks-inference publish` prints, or leave it out")
         if self.slo_p99_ms is not None and (not _is_number(self.slo_p99_ms) or not 0 < self.slo_p99_ms <= 600_000):
             errs.add(f"model {self.name!r} slo_p99_ms", self.slo_p99_ms, "is not a latency in (0, 600000] ms",
                      "use e.g. 100, or leave it out to use loadtest.slo_p99_ms")

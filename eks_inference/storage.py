@@ -6,15 +6,17 @@ compiled artifacts, relative to a root; the location functions below it (``write
 markers and reports are named. Both reach S3 through :func:`s3_client`.
 
 Both stores give the same four guarantees the artifact cache relies on: downloads land atomically
-(temporary file, then rename, so a crashed download never looks complete), uploads of data files go to
-keys no other writer uses, :meth:`Store.put_if_absent` is a create-only write (S3 ``If-None-Match: *``;
-a hard link locally) that decides which concurrent writer wins, and every object can be named in an
-error message (:meth:`Store.uri_of`). boto3 is imported only for ``s3://`` stores; the endpoint comes from
-the argument, else boto3's own ``AWS_ENDPOINT_URL`` handling.
+(temporary file, then rename, so a crashed download never looks complete), every write is create-only
+(:meth:`Store.upload_new` and :meth:`Store.put_if_absent`: S3 ``If-None-Match: *`` on the PUT or on the
+completion of a multipart upload, a hard link locally) so nothing published is ever overwritten and the first
+of concurrent writers wins, and every object can be named in an error message (:meth:`Store.uri_of`). The model
+repository's bucket policy refuses any other write under ``models/`` and ``artifacts/``. boto3 is imported only
+for ``s3://`` stores; the endpoint comes from the argument, else boto3's own ``AWS_ENDPOINT_URL`` handling.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -27,6 +29,9 @@ from typing import Any, Protocol
 from eks_inference.errors import ConfigError
 
 DOWNLOAD_WORKERS = 8
+SINGLE_PUT_MAX_BYTES = 64 * 2**20
+"""Files up to this size go up in one conditional PUT; larger ones in parts of this size, the completion
+conditional (S3 accepts ``If-None-Match`` on PutObject and CompleteMultipartUpload only)."""
 
 
 def is_s3(location: str) -> bool:
@@ -47,7 +52,7 @@ class Store(Protocol):
     def uri_of(self, rel: str) -> str: ...
     def read_bytes(self, rel: str) -> bytes | None: ...
     def download(self, rel: str, dest: Path) -> None: ...
-    def upload(self, src: Path, rel: str) -> None: ...
+    def upload_new(self, src: Path, rel: str) -> bool: ...
     def put_if_absent(self, rel: str, data: bytes) -> bool: ...
     def delete(self, rel: str) -> None: ...
     def list(self, rel_prefix: str) -> list[str]: ...
@@ -93,8 +98,16 @@ class LocalStore:
     def download(self, rel: str, dest: Path) -> None:
         copy_atomic(self._path(rel), dest)
 
-    def upload(self, src: Path, rel: str) -> None:
-        copy_atomic(src, self._path(rel))
+    def upload_new(self, src: Path, rel: str) -> bool:
+        """Copy ``src`` to ``rel`` unless ``rel`` exists (then False, and nothing changes)."""
+        dest = self._path(rel)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_sibling(dest)
+        try:
+            shutil.copyfile(src, tmp)
+            return self._link_new(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def put_if_absent(self, rel: str, data: bytes) -> bool:
         dest = self._path(rel)
@@ -102,12 +115,17 @@ class LocalStore:
         tmp = temp_sibling(dest)
         try:
             tmp.write_bytes(data)
+            return self._link_new(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    @staticmethod
+    def _link_new(tmp: Path, dest: Path) -> bool:
+        try:
             os.link(tmp, dest)  # fails if dest exists: create-only, like If-None-Match: *
             return True
         except FileExistsError:
             return False
-        finally:
-            tmp.unlink(missing_ok=True)
 
     def delete(self, rel: str) -> None:
         self._path(rel).unlink(missing_ok=True)
@@ -168,8 +186,37 @@ class S3Store:
         finally:
             tmp.unlink(missing_ok=True)
 
-    def upload(self, src: Path, rel: str) -> None:
-        self.client.upload_file(str(src), self.bucket, self.key(rel))
+    def upload_new(self, src: Path, rel: str) -> bool:
+        """Upload ``src`` to ``rel`` unless ``rel`` exists (then False): one conditional PUT, or for files over
+        :data:`SINGLE_PUT_MAX_BYTES` a multipart upload whose completion is conditional (aborted if it fails)."""
+        from botocore.exceptions import ClientError
+
+        key = self.key(rel)
+        try:
+            if src.stat().st_size <= SINGLE_PUT_MAX_BYTES:
+                with src.open("rb") as body:
+                    self.client.put_object(Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*")
+                return True
+            upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"]
+            try:
+                parts: list[dict[str, Any]] = []
+                with src.open("rb") as f:
+                    while chunk := f.read(SINGLE_PUT_MAX_BYTES):
+                        n = len(parts) + 1
+                        etag = self.client.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=n,
+                                                       Body=chunk)["ETag"]
+                        parts.append({"ETag": etag, "PartNumber": n})
+                self.client.complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id,
+                                                      MultipartUpload={"Parts": parts}, IfNoneMatch="*")
+                return True
+            except BaseException:
+                with contextlib.suppress(ClientError):  # else the lifecycle rule removes the parts after 7 days
+                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+                raise
+        except ClientError as e:
+            if _exists(e):
+                return False
+            raise
 
     def put_if_absent(self, rel: str, data: bytes) -> bool:
         from botocore.exceptions import ClientError
@@ -178,10 +225,7 @@ class S3Store:
             self.client.put_object(Bucket=self.bucket, Key=self.key(rel), Body=data, IfNoneMatch="*")
             return True
         except ClientError as e:
-            code = e.response.get("Error", {}).get("Code")
-            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            # 409 ConditionalRequestConflict: a concurrent conditional write is in flight; it will win.
-            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+            if _exists(e):
                 return False
             raise
 
@@ -195,6 +239,14 @@ class S3Store:
             for obj in page.get("Contents", []):
                 out.append(obj["Key"][len(self.prefix) + 1:] if self.prefix else obj["Key"])
         return sorted(out)
+
+
+def _exists(e: Any) -> bool:
+    """A create-only write refused because the key exists (412), or because a concurrent conditional write of the
+    same key is in flight and will win (409 ConditionalRequestConflict)."""
+    code = e.response.get("Error", {}).get("Code")
+    status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412)
 
 
 def open_store(uri: str, *, endpoint_url: str | None = None) -> Store:

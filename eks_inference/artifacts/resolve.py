@@ -12,8 +12,14 @@ Repository layout (``eks-inference publish`` writes it)::
     {root}/artifacts/{name}/{revision}/{cache_key}/manifest.json + {writer}/graph files
 
 Publishing an artifact is a two-phase commit: data files go under a prefix unique to the writer, then the
-manifest is written create-only (S3 ``If-None-Match: *``). Concurrent replicas that miss the cache all
-compile, exactly one manifest wins, and no writer ever overwrites an object another manifest points at.
+manifest is written create-only (S3 ``If-None-Match: *``, as every write here is). Concurrent writers that miss
+the cache all compile, exactly one manifest wins, and no writer ever overwrites an object another manifest points
+at. Who may write at all is the caller's choice: a caller that passes no compile function (a replica in the
+cluster) never writes; on a miss it gets :class:`ArtifactNotFound` naming the absent manifest and who writes it.
+
+Pinning: a caller that knows the weights' digest (``expected_digest``, a model's ``weights_sha256``) gets weights
+with exactly that digest or an :class:`ArtifactIntegrityError`, and an artifact is refused unless its manifest says
+it was compiled from the weights being served.
 """
 
 from __future__ import annotations
@@ -150,6 +156,26 @@ def verify_local(root: Path, files: Mapping[str, Mapping[str, Any]], *, origin: 
     list(run_concurrently(sorted(files), check))
 
 
+def upload_verified(store: Store, src: Path, rel: str, sha256: str) -> None:
+    """Create ``rel`` from ``src`` (create-only); if it exists already, it must hold the same bytes.
+
+    An existing object is a retried write that had landed, or an earlier publish of the same files; one with other
+    bytes would be served under a manifest that promises these, so it is refused naming the object.
+    """
+    if store.upload_new(src, rel):
+        return
+    tmp = temp_sibling(src)
+    try:
+        store.download(rel, tmp)
+        actual = sha256_file(tmp)
+    finally:
+        tmp.unlink(missing_ok=True)
+    if actual != sha256:
+        raise ArtifactIntegrityError(
+            f"{store.uri_of(rel)} already exists with sha256 {actual}, not this file's {sha256}; published objects "
+            "are never replaced: publish under a new revision")
+
+
 def fetch_verified(store: Store, prefix: str, files: Mapping[str, Mapping[str, Any]], dest: Path) -> None:
     """Download every file concurrently into ``dest``; each is hashed before it is renamed into place.
 
@@ -276,15 +302,28 @@ def check_model_source(source: str, *, where: str = "--source") -> None:
                           f"s3://BUCKET/models/NAME/REVISION or {known}")
 
 
-def resolve_model(model_uri: str, *, cache_dir: str | Path, endpoint_url: str | None = None) -> ResolvedModel:
+def check_pinned(digest: str, expected: str | None, where: str) -> None:
+    """Refuse weights whose digest is not the pinned one (``expected``; None pins nothing)."""
+    if expected is not None and digest != expected:
+        raise ArtifactIntegrityError(
+            f"the weights at {where} have digest {digest}, but the serve config pins {expected} (the model's "
+            "weights_sha256); refusing to load them: publish the pinned weights, or pin the digest that "
+            "`eks-inference publish` printed for these")
+
+
+def resolve_model(model_uri: str, *, cache_dir: str | Path, endpoint_url: str | None = None,
+                  expected_digest: str | None = None) -> ResolvedModel:
     """Local path to verified model files.
 
     ``bundled:NAME`` and local directories are hashed in place (a local ``manifest.json``, if present,
     is checked); ``s3://`` directories are fetched into ``cache_dir`` and verified against their manifest.
+    With ``expected_digest`` (default none) weights of any other digest are refused, on S3 before a download.
     """
     if model_uri.startswith("bundled:"):
         path = bundled_model_path(model_uri.removeprefix("bundled:"))
-        return ResolvedModel(path, files_digest(hash_tree(path)), model_uri)
+        digest = files_digest(hash_tree(path))
+        check_pinned(digest, expected_digest, model_uri)
+        return ResolvedModel(path, digest, model_uri)
     if not model_uri.startswith("s3://"):
         path = Path(model_uri.removeprefix("file://")).expanduser().resolve()
         if not path.is_dir():
@@ -292,12 +331,16 @@ def resolve_model(model_uri: str, *, cache_dir: str | Path, endpoint_url: str | 
                               "an s3:// URI or bundled:NAME")
         if (path / MANIFEST).is_file():
             m = parse_manifest((path / MANIFEST).read_bytes(), str(path), kind="model")
+            check_pinned(files_digest(m["files"]), expected_digest, str(path))
             verify_local(path, m["files"], origin=lambda rel: str(path / rel))
             return ResolvedModel(path, files_digest(m["files"]), model_uri)
-        return ResolvedModel(path, files_digest(hash_tree(path)), model_uri)
+        digest = files_digest(hash_tree(path))
+        check_pinned(digest, expected_digest, str(path))
+        return ResolvedModel(path, digest, model_uri)
     store = open_store(model_uri, endpoint_url=endpoint_url)
     m = read_model_manifest(store, endpoint_url=endpoint_url)
     digest = files_digest(m["files"])
+    check_pinned(digest, expected_digest, store.uri)
     dest = Path(cache_dir) / "models" / digest[:24]
     fetch_verified(store, "", m["files"], dest)
     return ResolvedModel(dest, digest, model_uri)
@@ -342,13 +385,27 @@ class ResolvedArtifact:
 CompileFn = Callable[..., dict[str, Any]]
 
 
+def _check_compiled_from(m: Mapping[str, Any], model: ResolvedModel, key: str, where: str) -> None:
+    """The manifest must be the one for ``key``, compiled from the weights being served."""
+    if m.get("cache_key") != key:
+        raise ArtifactIntegrityError(f"{where}/{MANIFEST} says cache key {m.get('cache_key')!r}, expected {key!r}; "
+                                     "refusing to start (delete the object so it is recompiled)")
+    compiled_from = (m.get("model") or {}).get("weights_digest")
+    if compiled_from != model.digest:
+        raise ArtifactIntegrityError(
+            f"{where}/{MANIFEST} was compiled from weights {compiled_from!r}, not the served {model.digest}; "
+            "refusing to start (delete the object so the compile step writes it again)")
+
+
 def resolve_artifact(req: ArtifactRequest, model: ResolvedModel, *, cache_dir: str | Path,
                      artifact_uri: str | None, endpoint_url: str | None = None,
-                     compile_fn: CompileFn) -> ResolvedArtifact:
+                     compile_fn: CompileFn | None, compile_hint: str | None = None) -> ResolvedArtifact:
     """Find, fetch and verify the artifact for ``req``; compile with ``compile_fn`` and publish it on a miss.
 
-    ``compile_fn`` comes from the caller (serving and the CLI pass ``compile.trace.compile_artifact``): artifact
-    resolution sits below the compiler and never imports it.
+    ``compile_fn`` comes from the caller (the compile step and local serving pass ``compile.trace.compile_artifact``):
+    artifact resolution sits below the compiler and never imports it. ``None`` means this caller never compiles nor
+    writes (a replica in the cluster): a miss raises :class:`ArtifactNotFound` naming the absent manifest, with
+    ``compile_hint`` (who writes it) as its ``command``.
 
     Order: verified local cache → remote cache (download, verify) → compile locally, upload data files
     under a writer-unique prefix, then create the manifest only if absent. The loser of a publish race
@@ -361,6 +418,7 @@ def resolve_artifact(req: ArtifactRequest, model: ResolvedModel, *, cache_dir: s
     if (local / MANIFEST).is_file():
         m = parse_manifest((local / MANIFEST).read_bytes(), str(local), kind="artifact")
         try:
+            _check_compiled_from(m, model, key, str(local))
             verify_local(local, m["files"], origin=lambda rel: str(local / rel))
             return ResolvedArtifact(local, m, key, "local-cache", artifact_uri, time.perf_counter() - t0)
         except ArtifactIntegrityError as e:
@@ -368,14 +426,14 @@ def resolve_artifact(req: ArtifactRequest, model: ResolvedModel, *, cache_dir: s
             shutil.rmtree(local, ignore_errors=True)
 
     store = open_store(artifact_uri, endpoint_url=endpoint_url) if artifact_uri else None
+    if store is None and compile_fn is None:
+        raise ConfigError(f"artifact_uri: none, and this replica may not compile (compile_on_miss false); give the "
+                          f"artifact repository (s3://BUCKET/artifacts) where the compile step publishes {req.model!r}")
     if store is not None:
         raw = store.read_bytes(f"{prefix}/{MANIFEST}")
         if raw is not None:
             m = parse_manifest(raw, store.uri_of(prefix), kind="artifact")
-            if m.get("cache_key") != key:
-                raise ArtifactIntegrityError(
-                    f"{store.uri_of(prefix)}/{MANIFEST} says cache key {m.get('cache_key')!r}, expected {key!r}; "
-                    "refusing to start (delete the object so it is recompiled)")
+            _check_compiled_from(m, model, key, store.uri_of(prefix))
             staging = local.with_name(f".{local.name}.{uuid.uuid4().hex[:8]}")
             try:
                 fetch_verified(store, prefix, m["files"], staging)
@@ -385,6 +443,12 @@ def resolve_artifact(req: ArtifactRequest, model: ResolvedModel, *, cache_dir: s
                 shutil.rmtree(staging, ignore_errors=True)
             return ResolvedArtifact(local, m, key, "remote-cache", store.uri_of(prefix), time.perf_counter() - t0)
 
+        if compile_fn is None:
+            missing = store.uri_of(f"{prefix}/{MANIFEST}")
+            who = compile_hint or "`eks-inference compile` with --publish-to (replicas here never compile)"
+            raise ArtifactNotFound(f"the compiled artifact of {req.model!r} for {req.processor} is not published: "
+                                   f"{missing} does not exist; {who} writes it", missing=missing, command=compile_hint)
+    assert compile_fn is not None
     writer = f"w-{uuid.uuid4().hex[:12]}"
     staging = local.with_name(f".{local.name}.{writer}")
     staging.mkdir(parents=True, exist_ok=True)
@@ -397,7 +461,8 @@ def resolve_artifact(req: ArtifactRequest, model: ResolvedModel, *, cache_dir: s
         if store is not None:
             uri = store.uri_of(prefix)
             uploads = sorted(m["files"])
-            list(run_concurrently(uploads, lambda rel: store.upload(staging / rel, f"{prefix}/{rel}")))
+            list(run_concurrently(uploads, lambda rel: upload_verified(store, staging / rel, f"{prefix}/{rel}",
+                                                                       m["files"][rel]["sha256"])))
             if not store.put_if_absent(f"{prefix}/{MANIFEST}", data):
                 source = "compiled-lost-race"
                 log.info("another replica published %s first; removing this replica's uploads", uri)

@@ -24,6 +24,7 @@ from eks_inference.artifacts.resolve import (
     bundled_model_path,
     model_manifest,
     parse_manifest,
+    upload_verified,
     verify_local,
 )
 from eks_inference.config import ConfigError
@@ -38,6 +39,8 @@ class Published:
     status: str
     """``published`` | ``already-published``."""
     references: tuple[str, ...] = field(default=())
+    digest: str | None = None
+    """The weights' digest (a model's ``weights_sha256`` pins it); None for an artifact."""
     """One line per stored reference (its URI and whether it was written), or why none were."""
 
 
@@ -69,15 +72,16 @@ def publish_model(source: str | Path, repository_uri: str, *, name: str, revisio
         if old.get("digest") == m["digest"]:
             refs = references(src, store.uri, task=task or old.get("task"), digest=m["digest"],
                               endpoint_url=endpoint_url) if references else ()
-            return Published(store.uri, len(m["files"]), total, "already-published", refs)
+            return Published(store.uri, len(m["files"]), total, "already-published", refs, m["digest"])
         raise ConfigError(f"revision {revision!r} of model {name!r} is already published at {store.uri} with "
                           "different files; publish under a new --revision (replicas verify against the old one)")
-    list(run_concurrently(sorted(m["files"]), lambda rel: store.upload(src / rel, rel)))
+    list(run_concurrently(sorted(m["files"]), lambda rel: upload_verified(store, src / rel, rel,
+                                                                          m["files"][rel]["sha256"])))
     if not store.put_if_absent(MANIFEST, _manifest_bytes(m)):
         raise ConfigError(f"another publisher wrote {store.uri}/{MANIFEST} concurrently; check it and retry")
     refs = references(src, store.uri, task=task, digest=m["digest"],
                       endpoint_url=endpoint_url) if references else ()
-    return Published(store.uri, len(m["files"]), total, "published", refs)
+    return Published(store.uri, len(m["files"]), total, "published", refs, m["digest"])
 
 
 def publish_artifact(artifact_dir: str | Path, repository_uri: str, *, endpoint_url: str | None = None) -> Published:
@@ -95,7 +99,8 @@ def publish_artifact(artifact_dir: str | Path, repository_uri: str, *, endpoint_
         parse_manifest(existing, store.uri_of(prefix), kind="artifact")
         return Published(store.uri_of(prefix), 0, 0, "already-published")
     uploads = sorted(m["files"])
-    list(run_concurrently(uploads, lambda rel: store.upload(src / rel, f"{prefix}/{rel}")))
+    list(run_concurrently(uploads, lambda rel: upload_verified(store, src / rel, f"{prefix}/{rel}",
+                                                               m["files"][rel]["sha256"])))
     if store.put_if_absent(f"{prefix}/{MANIFEST}", (src / MANIFEST).read_bytes()):
         return Published(store.uri_of(prefix), len(uploads), total, "published")
     winner = parse_manifest(store.read_bytes(f"{prefix}/{MANIFEST}"), store.uri_of(prefix), kind="artifact")

@@ -75,22 +75,27 @@ class WeightsWatch:
     last_error: str | None = None
     found_at: float | None = None
 
+    STATUS = "waiting_for_weights"
+    CODE = "weights_not_published"
+
     @property
     def waiting(self) -> bool:
         return self.found_at is None
 
+    def message(self) -> str:
+        how = (f"publish them with: {self.command}" if self.command
+               else "upload the model directory with its manifest.json (eks-inference publish writes both)")
+        return (f"the weights of model {self.model!r} are not published yet: {self.missing} does not exist; "
+                f"{how}. This replica keeps checking and serves as soon as they appear (no restart or "
+                "redeploy needed).")
+
     def body(self, now: float | None = None) -> dict[str, Any]:
         """The 503 JSON of ``/healthz`` and ``/predict`` while the weights are missing (error schema + details)."""
         now = time.time() if now is None else now
-        how = (f"publish them with: {self.command}" if self.command
-               else "upload the model directory with its manifest.json (eks-inference publish writes both)")
-        message = (f"the weights of model {self.model!r} are not published yet: {self.missing} does not exist; "
-                   f"{how}. This replica keeps checking and serves as soon as they appear (no restart or "
-                   "redeploy needed).")
         return {
-            "status": "waiting_for_weights",
+            "status": self.STATUS,
             "model": self.model,
-            "error": {"code": "weights_not_published", "message": message},
+            "error": {"code": self.CODE, "message": self.message()},
             "missing": self.missing,
             "command": self.command,
             "waiting_s": round(now - self.since, 1),
@@ -100,13 +105,30 @@ class WeightsWatch:
         }
 
 
+@dataclass
+class ArtifactWatch(WeightsWatch):
+    """What a replica that may not compile reports while its compiled artifact is not published yet (in the cluster
+    the compile step writes it; ``command`` says who)."""
+
+    STATUS = "waiting_for_artifact"
+    CODE = "artifact_not_compiled"
+
+    def message(self) -> str:
+        who = self.command or "the compile step (eks-inference compile --serve-app)"
+        return (f"the compiled artifact of model {self.model!r} is not published yet: {self.missing} does not "
+                f"exist; {who} writes it, replicas never do. This replica keeps checking and serves as soon as it "
+                "appears (no restart or redeploy needed).")
+
+
 def wait_for_weights(model_uri: str, *, cache_dir: str | Path, endpoint_url: str | None, watch: WeightsWatch,
                      stop: threading.Event, backoff: Backoff = Backoff(),
-                     resolve: Callable[..., ResolvedModel] = resolve_model) -> ResolvedModel | None:
+                     resolve: Callable[..., ResolvedModel] = resolve_model,
+                     expected_digest: str | None = None) -> ResolvedModel | None:
     """Poll until the weights are published, then download and verify them; None once ``stop`` is set.
 
     Absent weights and passing faults (network, throttling, access not granted yet) are retried with
-    ``backoff``; an integrity or configuration error is final and raised, so corrupt weights never load.
+    ``backoff``; an integrity or configuration error is final and raised, so corrupt weights never load, nor
+    weights whose digest is not ``expected_digest`` (the pinned ``weights_sha256``; default none).
     """
     for delay in backoff.delays():
         watch.next_check_at = time.time() + delay
@@ -114,7 +136,7 @@ def wait_for_weights(model_uri: str, *, cache_dir: str | Path, endpoint_url: str
             return None
         watch.checks += 1
         try:
-            model = resolve(model_uri, cache_dir=cache_dir, endpoint_url=endpoint_url)
+            model = resolve(model_uri, cache_dir=cache_dir, endpoint_url=endpoint_url, expected_digest=expected_digest)
         except ArtifactNotFound:
             watch.last_error = None
             continue

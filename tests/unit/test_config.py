@@ -659,3 +659,20 @@ def test_context_account_and_region_win_over_the_block(monkeypatch: pytest.Monke
     del block["account"], block["region"]
     config = config_from_context({ENVIRONMENTS_KEY: {"dev": block}, "env": "dev"})
     assert (config.account, config.region) == ("777777777777", "eu-central-1")
+
+
+def test_weights_sha256_must_be_a_digest_and_every_example_environment_pins_one() -> None:
+    """GIVEN a model entry
+    WHEN weights_sha256 is not 64 lower-case hex digits
+    THEN config names the field, the value and where to copy the digest from; and every model of the example
+    environments pins the digest of the weights it serves (the bundled model's, as `eks-inference publish` prints)."""
+    from eks_inference.artifacts.resolve import BUNDLED_MODELS, resolve_model
+
+    with pytest.raises(ConfigError, match=r"model 'm' weights_sha256: 'v1' is not a sha256 digest; copy .*publish"):
+        ModelSpec(name="m", weights_sha256="v1")
+    bundled = {f"bundled:{n}": resolve_model(f"bundled:{n}", cache_dir="unused").digest for n in BUNDLED_MODELS}
+    environments = cdk_context()[ENVIRONMENTS_KEY]
+    for env_name in environments:
+        for model in load_config(env_name, environments).models:
+            assert model.weights_sha256 is not None, f"{env_name}: model {model.name!r} pins no weights digest"
+            assert model.weights_sha256 == bundled[model.local_source]

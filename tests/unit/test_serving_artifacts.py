@@ -269,3 +269,80 @@ def test_model_sources() -> None:
         resolve_model("bundled:nope", cache_dir="/x")
     with pytest.raises(ConfigError, match="is not a directory"):
         resolve_model("/does/not/exist", cache_dir="/x")
+
+
+def test_local_store_upload_new_never_replaces_an_object(tmp_path: Path) -> None:
+    """GIVEN an object written by a first upload
+    WHEN a second upload of other bytes targets the same key
+    THEN it is refused (False) and the first bytes stay, as S3's If-None-Match keeps them in a bucket."""
+    store = LocalStore(tmp_path / "repo")
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.write_bytes(b"first")
+    second.write_bytes(b"second")
+    assert store.upload_new(first, "k/file")
+    assert not store.upload_new(second, "k/file")
+    assert (tmp_path / "repo" / "k" / "file").read_bytes() == b"first"
+
+
+def test_upload_verified_accepts_its_own_earlier_write_and_refuses_other_bytes(tmp_path: Path) -> None:
+    """GIVEN an object already in the store
+    WHEN the same bytes are uploaded again (a retried write) or other bytes are (a planted object)
+    THEN the first is accepted, the second refused naming the object and both hashes."""
+    from eks_inference.artifacts.manifests import sha256_file
+    from eks_inference.artifacts.resolve import upload_verified
+
+    store = LocalStore(tmp_path / "repo")
+    src, planted = tmp_path / "src", tmp_path / "planted"
+    src.write_bytes(b"weights")
+    planted.write_bytes(b"something else")
+    store.upload_new(planted, "other")
+    upload_verified(store, src, "k", sha256_file(src))
+    upload_verified(store, src, "k", sha256_file(src))
+    with pytest.raises(ArtifactIntegrityError, match=r"other already exists with sha256 .*never replaced"):
+        upload_verified(store, src, "other", sha256_file(src))
+
+
+def test_weights_of_another_digest_than_the_pinned_one_are_refused(tiny_model: Path, tmp_path: Path) -> None:
+    """GIVEN weights whose digest is D
+    WHEN they are resolved with weights_sha256 pinned to D, and to another digest
+    THEN the first loads and the second is refused naming both digests (before any S3 download, see the moto test)."""
+    digest = files_digest(hash_tree(tiny_model))
+    assert resolve_model(str(tiny_model), cache_dir=tmp_path, expected_digest=digest).digest == digest
+    with pytest.raises(ArtifactIntegrityError, match=rf"digest {digest}, but the serve config pins {'0' * 64}"):
+        resolve_model(str(tiny_model), cache_dir=tmp_path, expected_digest="0" * 64)
+
+
+def test_a_replica_that_may_not_compile_names_the_missing_artifact_and_who_writes_it(
+        tiny_model: Path, tmp_path: Path) -> None:
+    """GIVEN a repository without the artifact and a caller that passes no compile function (a cluster replica)
+    WHEN it resolves the artifact
+    THEN nothing is compiled or written: ArtifactNotFound names the absent manifest and the compile hint; and with no
+    repository at all the configuration is refused."""
+    model = resolve_model(str(tiny_model), cache_dir=tmp_path / "c")
+    repo = tmp_path / "repo"
+    hint = "the compile Job of tiny-cpu"
+    with pytest.raises(ArtifactNotFound) as e:
+        resolve_artifact(request(), model, cache_dir=tmp_path / "c1", artifact_uri=str(repo), compile_fn=None,
+                         compile_hint=hint)
+    key = request().key(model.digest)
+    assert e.value.missing == str(repo / "tiny" / "v1" / key / MANIFEST) and e.value.command == hint
+    assert hint in str(e.value) and not repo.exists() and not (tmp_path / "c1" / "artifacts").exists()
+    with pytest.raises(ConfigError, match=r"artifact_uri: none.*may not compile"):
+        resolve_artifact(request(), model, cache_dir=tmp_path / "c1", artifact_uri=None, compile_fn=None)
+
+
+def test_an_artifact_whose_manifest_names_other_weights_is_refused(tiny_model: Path, tmp_path: Path) -> None:
+    """GIVEN a published artifact whose manifest was rewritten to claim other weights (a forged manifest at the
+    right cache key)
+    WHEN a replica resolves it for the weights it serves
+    THEN it refuses to start, naming what the manifest claims and what is served."""
+    model = resolve_model(str(tiny_model), cache_dir=tmp_path / "c")
+    repo = tmp_path / "repo"
+    art = resolve_artifact(request(), model, cache_dir=tmp_path / "c1", artifact_uri=str(repo),
+                           compile_fn=compile_artifact)
+    path = repo / "tiny" / "v1" / art.key / MANIFEST
+    forged = {**json.loads(path.read_text()), "model": {**art.manifest["model"], "weights_digest": "f" * 64}}
+    path.write_text(json.dumps(forged))
+    with pytest.raises(ArtifactIntegrityError, match=rf"compiled from weights '{'f' * 64}', not the served "
+                                                     rf"{model.digest}"):
+        resolve_artifact(request(), model, cache_dir=tmp_path / "c2", artifact_uri=str(repo), compile_fn=None)

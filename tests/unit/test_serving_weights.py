@@ -141,3 +141,35 @@ def test_stop_ends_the_wait_promptly(tmp_path: Path) -> None:
     assert wait_for_weights("u", cache_dir=tmp_path, endpoint_url=None, watch=watch(), stop=stop,
                             backoff=Backoff(initial_s=0.05, max_s=5), resolve=resolve) is None
     assert time.monotonic() - t0 < 6
+
+
+def test_a_replica_waiting_for_its_artifact_says_which_object_and_who_writes_it() -> None:
+    """GIVEN a cluster replica whose compiled artifact is not published yet
+    WHEN it answers a request meanwhile
+    THEN the 503 body says it waits for the artifact (not the weights), names the absent manifest and the compile
+    Job, and that replicas never write it."""
+    from eks_inference.serving.weights import ArtifactWatch
+
+    w = ArtifactWatch(model="minilm", missing="s3://b/artifacts/minilm/v1/k/manifest.json",
+                      command="the compile Job of minilm-graviton", reason="r")
+    body = w.body(now=w.since + 12)
+    assert body["status"] == "waiting_for_artifact" and body["error"]["code"] == "artifact_not_compiled"
+    message = body["error"]["message"]
+    assert "s3://b/artifacts/minilm/v1/k/manifest.json does not exist" in message
+    assert "the compile Job of minilm-graviton writes it, replicas never do" in message
+    assert body["waiting_s"] == 12 and body["missing"] == w.missing
+    assert watch().body()["status"] == "waiting_for_weights"
+
+
+def test_the_weights_wait_refuses_weights_of_another_digest_for_good(tmp_path: Path) -> None:
+    """GIVEN weights published while a replica waits, but not the ones its config pins
+    WHEN the poll finds them
+    THEN the integrity error is final (the replica fails its health check), not retried."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "config.json").write_text("{}")
+    repo = tmp_path / "repo"
+    publish_model(src, str(repo), name="m", revision="v1")
+    with pytest.raises(ArtifactIntegrityError, match=f"pins {'0' * 64}"):
+        wait_for_weights(str(repo / "models" / "m" / "v1"), cache_dir=tmp_path / "c", endpoint_url=None,
+                         watch=watch(), stop=threading.Event(), backoff=FAST, expected_digest="0" * 64)
