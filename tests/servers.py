@@ -43,6 +43,10 @@ for _k, _v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing
     os.environ.setdefault(_k, _v)
 
 BUNDLED = "bundled:all-minilm-l6-v2"
+# How long a model may take to start (fetch, compile, load) before a test gives up: a ceiling for a hang, not a
+# measure of speed. A busy 2-core machine compiles the bundled model in minutes; pyproject's per-test timeout is
+# larger still.
+START_CEILING_S = 900
 
 
 def _wait_http(url: str, timeout_s: float) -> None:
@@ -65,7 +69,7 @@ def _decode(raw: bytes) -> dict[str, Any] | str:
         return raw.decode(errors="replace")
 
 
-def post(url: str, body: bytes | dict[str, Any], *, timeout: float = 60, headers: dict[str, str] | None = None,
+def post(url: str, body: bytes | dict[str, Any], *, timeout: float = 300, headers: dict[str, str] | None = None,
          ) -> tuple[int, dict[str, Any] | str]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, headers={"content-type": "application/json", **(headers or {})})
@@ -78,11 +82,16 @@ def post(url: str, body: bytes | dict[str, Any], *, timeout: float = 60, headers
 
 
 def get(url: str, timeout: float = 30) -> tuple[int, Any]:
+    """(status, decoded body); status 0 with the reason when nothing answered within ``timeout``, so that a loop
+    polling for a condition polls on: a busy machine's proxy can hold a request to an application that is still
+    starting for longer than that."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
             status, raw = r.status, r.read()
     except urllib.error.HTTPError as e:
         status, raw = e.code, e.read()
+    except OSError as e:  # refused, reset, or timed out (URLError is one)
+        return 0, f"no answer: {e!r}"
     return status, _decode(raw)
 
 
@@ -97,7 +106,8 @@ def model_config(ray: LocalRay, cache: Path, *, name: str, task: Task = Task.EMB
                                allow_emulated_bf16=allow_emulated_bf16)
 
 
-def deploy_model(ray: LocalRay, cache: Path, *, name: str, timeout_s: float = 400, **kw: Any) -> dict[str, Any]:
+def deploy_model(ray: LocalRay, cache: Path, *, name: str, timeout_s: float = START_CEILING_S, **kw: Any,
+                 ) -> dict[str, Any]:
     cfg = model_config(ray, cache, name=name, **kw)
     ray.deploy(cfg)
     ray.wait_ready(name, timeout_s=timeout_s)
@@ -151,7 +161,7 @@ def serving_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def minilm(local_ray: LocalRay, serving_cache: Path) -> Iterator[str]:
     """The bundled model, fp32, one replica; yields its base URL."""
     local_ray.deploy(minilm_config(local_ray, serving_cache))
-    local_ray.wait_ready("minilm", timeout_s=400)
+    local_ray.wait_ready("minilm", timeout_s=START_CEILING_S)
     yield f"{local_ray.url}/minilm"
     local_ray.remove("minilm")
 

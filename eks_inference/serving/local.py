@@ -30,6 +30,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -64,6 +65,9 @@ def ray_environment() -> None:
     # Replicas drain 30 s by default so an external load balancer can deregister them; locally HAProxy
     # on the same node learns at once, and a 30 s wait would only slow every stop and redeploy.
     os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
+    # Serve gives its proxy's new process 5 s to say it is ready, then kills it (and serve.start fails with
+    # ActorDiedError) although it would have come up: on a busy machine starting a Ray worker takes longer.
+    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -130,6 +134,12 @@ class DeployFailed(RuntimeError):
 
 class AlreadyRunning(RuntimeError):
     """``eks-inference local`` already runs with this state directory (not a configuration error)."""
+
+
+# Ray validates a Serve config by pickling its autoscaling policy with the module registered in cloudpickle's
+# process-wide table, then unregistered: a deploy in one thread and a status read in another raced on it
+# ("... is not registered for pickle by value"), more often the slower the machine. One thread at a time.
+_SERVE_API = threading.Lock()
 
 
 @dataclass
@@ -206,7 +216,8 @@ class LocalRay:
         merged = {k: v for k, v in config.items() if k != "applications"}
         merged["http_options"] = {"host": self.http_host, "port": self.http_port}
         merged["applications"] = list(self.apps.values())
-        self._client.deploy_apps(ServeDeploySchema.model_validate(merged), _blocking=False)
+        with _SERVE_API:
+            self._client.deploy_apps(ServeDeploySchema.model_validate(merged), _blocking=False)
 
     def _index_all_models(self) -> None:
         """Each rendered config's route index lists its own model; here one index serves them all."""
@@ -223,9 +234,10 @@ class LocalRay:
         if self.apps.pop(name, None) is None:
             return
         self._index_all_models()
-        self._client.deploy_apps(ServeDeploySchema.model_validate(
-            {"http_options": {"host": self.http_host, "port": self.http_port},
-             "applications": list(self.apps.values())}), _blocking=False)
+        with _SERVE_API:
+            self._client.deploy_apps(ServeDeploySchema.model_validate(
+                {"http_options": {"host": self.http_host, "port": self.http_port},
+                 "applications": list(self.apps.values())}), _blocking=False)
         deadline = time.monotonic() + timeout_s
         while wait and time.monotonic() < deadline and name in self.status():
             time.sleep(0.5)
@@ -234,7 +246,9 @@ class LocalRay:
         from ray import serve
 
         out = {}
-        for name, a in serve.status().applications.items():
+        with _SERVE_API:
+            applications = serve.status().applications
+        for name, a in applications.items():
             # the application message is generic; a failing deployment's message carries the traceback
             details = [f"{d}: {ds.message}" for d, ds in a.deployments.items() if ds.message]
             out[name] = (str(getattr(a.status, "value", a.status)), "\n".join([a.message, *details]))

@@ -132,7 +132,7 @@ def test_image_context_holds_only_what_images_need(run_assembly: Assembly) -> No
     for img in _docker_images(asm).values():
         ctx = asm.path / img["source"]["directory"]
         names = {str(p.relative_to(ctx)) for p in ctx.rglob("*")}
-        assert "eks_inference/serving" in names or "eks_inference/loadtest" in names
+        assert "eks_inference/serving" in names or "eks_inference/loadgen" in names
         for banned in (".venv", "node_modules", "cdk.out", "tests", "eks_inference/stacks", "eks_inference/k8s",
                        "eks_inference/constructs", ".git"):
             assert banned not in names, f"{banned} leaked into the {img['source']['dockerFile']} context"

@@ -17,6 +17,7 @@ import pytest
 from eks_inference.config import ModelSpec, Processor, ServingSpec
 from eks_inference.serving.local import LocalRay
 from eks_inference.serving.serve_config import render_serve_config
+from tests.servers import START_CEILING_S
 
 from .conftest import cli
 
@@ -34,32 +35,9 @@ def minilm_url(local_ray: LocalRay, tmp_path_factory: pytest.TempPathFactory) ->
                               artifact_uri=str(cache / "repo"), cache_dir=str(cache / "replica-cache"),
                               http_host="127.0.0.1", http_port=local_ray.http_port)
     local_ray.deploy(cfg)
-    local_ray.wait_ready(APP, timeout_s=400)
+    local_ray.wait_ready(APP, timeout_s=START_CEILING_S)
     yield f"{local_ray.url}/{APP}"
     local_ray.remove(APP)
-
-
-def test_run_and_report_against_local_ray_serve(minilm_url: str, tmp_path: Path) -> None:
-    r = cli("loadtest", "run", "--url", minilm_url, "--rates", "4,8", "--duration", "3", "--warmup", "1",
-            "--inputs-per-request", "2", "--target-name", "local-minilm", "--processor", "cpu",
-            "--slo-p99-ms", "1000", "--no-progress", "--json", "--out", f"{tmp_path}/results/", timeout=180)
-    assert r.returncode == 0, r.stderr
-    summaries: list[dict[str, Any]] = json.loads(r.stdout)
-    for s in summaries:
-        assert s["errors"] == 0 and s["ok"] == s["requests"] == s["requested_rate"] * 3
-        assert s["inferences"] == 2 * s["ok"]
-        assert s["latency_ms"]["p50"] > 1.0  # a real forward pass, not a canned answer
-    (doc,) = [json.loads(p.read_text()) for p in (tmp_path / "results").glob("*.json")]
-    info = doc["provenance"]["server_info"]
-    assert info["model"] == APP and info["processor"] == "cpu"
-
-    r = cli("loadtest", "report", str(tmp_path / "results"), "--out", str(tmp_path / "report"), "--quiet")
-    assert r.returncode == 0, r.stderr
-    report = json.loads((tmp_path / "report" / "report.json").read_text())
-    (target,) = report["targets"]
-    assert target["target"]["name"] == "local-minilm" and target["best"] is not None
-    assert target["usd_per_million_inferences"] is None  # no instance type: priced n/a, not guessed
-    assert (tmp_path / "report" / "report.png").stat().st_size > 0
 
 
 def _predict_counts(metrics_url: str) -> tuple[float, float]:
@@ -78,7 +56,18 @@ def _predict_counts(metrics_url: str) -> tuple[float, float]:
     return served, timed
 
 
-def _stable(read: Any, *, interval_s: float, bound_s: float = 20.0) -> Any:
+def _until(read: Any, done: Any, *, bound_s: float = 300.0) -> Any:
+    """``read()`` once ``done`` holds for it (metrics arrive late on a busy machine); ``bound_s`` bounds a hang."""
+    import time
+
+    deadline = time.monotonic() + bound_s
+    while not done(now := read()):
+        assert time.monotonic() < deadline, f"metrics did not get there in {bound_s:g} s: {now}"
+        time.sleep(0.5)
+    return now
+
+
+def _stable(read: Any, *, interval_s: float, bound_s: float = 120.0) -> Any:
     """``read()`` once two reads an export interval apart agree (metrics reach the endpoint up to one interval
     after they are recorded); fails past ``bound_s``."""
     import time
@@ -97,7 +86,10 @@ def _stable(read: Any, *, interval_s: float, bound_s: float = 20.0) -> Any:
 def test_the_server_counts_exactly_the_requests_the_load_tester_sent(minilm_url: str, tmp_path: Path) -> None:
     """Real Ray Serve on 127.0.0.1: /info names the local Prometheus endpoint; Serve's request counter and the
     replica's own timing histogram rise by exactly what the load tester sent (its one probe and 30 measured), and
-    the step's server_metrics, read by the load tester itself, count the 30 of the step."""
+    the step's server_metrics, read by the load tester itself, count the 30 of the step.
+
+    First in this module, so the app has served nothing before: no earlier request can still be on its way to the
+    endpoint (late on a busy machine) and land in the difference."""
     from tests.servers import get
 
     status, info = get(f"{minilm_url}/info")
@@ -109,7 +101,8 @@ def test_the_server_counts_exactly_the_requests_the_load_tester_sent(minilm_url:
             "--no-progress", "--out", f"{tmp_path}/results/", timeout=180)
     assert r.returncode == 0, r.stderr
 
-    after = _stable(lambda: _predict_counts(info["metrics_url"]), interval_s=1.0)
+    _until(lambda: _predict_counts(info["metrics_url"]), lambda c: min(c[0] - before[0], c[1] - before[1]) >= 31)
+    after = _stable(lambda: _predict_counts(info["metrics_url"]), interval_s=1.0)  # and nothing more arrives
     assert (after[0] - before[0], after[1] - before[1]) == (31, 31)  # the probe and the step
     (doc,) = [json.loads(p.read_text()) for p in (tmp_path / "results").glob("*.json")]
     (step,) = doc["steps"]
@@ -127,3 +120,27 @@ def test_the_server_counts_exactly_the_requests_the_load_tester_sent(minilm_url:
     assert r.returncode == 0, r.stderr
     html = (tmp_path / "report" / "report.html").read_text()
     assert 'id="server"' in html and "network + proxy ms" in html
+
+
+def test_run_and_report_against_local_ray_serve(minilm_url: str, tmp_path: Path) -> None:
+    r = cli("loadtest", "run", "--url", minilm_url, "--rates", "4,8", "--duration", "3", "--warmup", "1",
+            "--inputs-per-request", "2", "--target-name", "local-minilm", "--processor", "cpu",
+            "--slo-p99-ms", "5000", "--no-progress", "--json", "--out", f"{tmp_path}/results/", timeout=180)
+    assert r.returncode == 0, r.stderr
+    summaries: list[dict[str, Any]] = json.loads(r.stdout)
+    for s in summaries:
+        assert s["errors"] == 0 and s["ok"] == s["requests"] == s["requested_rate"] * 3
+        assert s["inferences"] == 2 * s["ok"]
+        assert s["latency_ms"]["p50"] > 1.0  # a real forward pass, not a canned answer
+    (doc,) = [json.loads(p.read_text()) for p in (tmp_path / "results").glob("*.json")]
+    info = doc["provenance"]["server_info"]
+    assert info["model"] == APP and info["processor"] == "cpu"
+
+    r = cli("loadtest", "report", str(tmp_path / "results"), "--out", str(tmp_path / "report"), "--quiet")
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    (target,) = report["targets"]
+    # a best step needs one within the SLO, measured on schedule: generous, as the machine may be busy
+    assert target["target"]["name"] == "local-minilm" and target["best"] is not None
+    assert target["usd_per_million_inferences"] is None  # no instance type: priced n/a, not guessed
+    assert (tmp_path / "report" / "report.png").stat().st_size > 0

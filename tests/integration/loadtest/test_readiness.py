@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,30 +27,49 @@ def _epoch(iso: str) -> float:
     return dt.datetime.fromisoformat(iso).timestamp()
 
 
+def _stderr_until(proc: subprocess.Popen[str], text: str) -> str:
+    """``proc``'s stderr up to the first line containing ``text`` (all of it, should the process end first)."""
+    assert proc.stderr is not None
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if text in line:
+            break
+    return "".join(lines)
+
+
 def test_wait_ready_polls_healthz_and_says_what_the_server_waits_for(
         stub_server: Callable[..., StubServer], tmp_path: Path) -> None:
-    server = stub_server("--ready-after", "3")
+    # The target becomes ready once the client has said what it waits for (a ready server takes the loading
+    # one's port), not after a fixed time that a busy machine could spend just starting the client.
+    loading = stub_server("--ready-after", "3600")
     out = tmp_path / "r.json"
-    r = cli("loadtest", "run", "--url", server.url(), "--rate", "20", "--requests", "10", *FAST,
-            "--wait-ready", "30", "--out", str(out))
-    assert r.returncode == 0, r.stderr
-    assert f"waiting for {server.url()}/healthz: HTTP 503:" in r.stderr
-    assert "model weights s3://models/stub/v1/model.safetensors" in r.stderr  # the server's own reason
-    assert f"{server.url()}/healthz is ready after" in r.stderr
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "eks_inference.cli", "loadtest", "run", "--url", loading.url(), "--rate", "20",
+         "--requests", "10", *FAST, "--wait-ready", "300", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    head = _stderr_until(proc, f"waiting for {loading.url()}/healthz: HTTP 503:")
+    loading.stop()
+    server = stub_server("--port", str(loading.port))
+    _, tail = proc.communicate(timeout=300)
+    stderr = head + tail
+    assert proc.returncode == 0, stderr
+    assert f"waiting for {server.url()}/healthz: HTTP 503:" in stderr
+    assert "model weights s3://models/stub/v1/model.safetensors" in stderr  # the server's own reason
+    assert f"{server.url()}/healthz is ready after" in stderr
     doc = json.loads(out.read_text())
-    assert doc["status"] == "complete" and doc["provenance"]["waited_for_target_s"] >= 1.5
+    assert doc["status"] == "complete" and doc["provenance"]["waited_for_target_s"] > 0
     (step,) = doc["steps"]
     assert step["summary"]["ok"] == 10 and step["summary"]["errors"] == 0  # nothing was sent before it was ready
 
 
 def test_wait_ready_deadline_is_one_clear_line(stub_server: Callable[..., StubServer], tmp_path: Path) -> None:
-    server = stub_server("--ready-after", "120")
+    # Not ready for an hour: that the CLI returns at all, within cli()'s timeout, shows it gave up at its deadline.
+    server = stub_server("--ready-after", "3600")
     out = tmp_path / "r.json"
-    t0 = time.monotonic()
     r = cli("loadtest", "run", "--url", server.url(), "--rate", "20", "--requests", "10", *FAST,
             "--wait-ready", "2", "--out", str(out))
     assert r.returncode == 1
-    assert time.monotonic() - t0 < 20
     (line,) = [ln for ln in r.stderr.splitlines() if "error:" in ln]
     assert f"error: {server.url()}/healthz was not ready within 2 s (last answer: HTTP 503:" in line
     assert "raise --wait-ready" in line and "Traceback" not in r.stderr
@@ -65,21 +83,21 @@ def _start_client(server: StubServer, index: int, out: str, run_id: str,
     return subprocess.Popen(
         [sys.executable, "-m", "eks_inference.cli", "loadtest", "run", "--url", server.url(), "--rate", "40",
          "--duration", "2", *FAST, "--clients", "2", "--client-index", str(index), "--run-id", run_id,
-         "--wait-ready", "40", "--skip-if-exists", "--out", out],
+         "--wait-ready", "300", "--skip-if-exists", "--out", out],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, **(env or {})})
 
 
 def _barrier_run(server: StubServer, out: str, run_id: str,
                  env: dict[str, str] | None = None) -> list[tuple[int, str]]:
-    """Client 0 first, client 1 three seconds later (a pod scheduled late); both must start together. Both pass
-    --skip-if-exists, as the chart's pods do: with no result there yet, they measure."""
+    """Client 0 first, client 1 once client 0 waits for it (a pod scheduled late); both must start together. Both
+    pass --skip-if-exists, as the chart's pods do: with no result there yet, they measure."""
     first = _start_client(server, 0, out, run_id, env)
-    time.sleep(3)
+    heads = [_stderr_until(first, f"waiting for the other clients of run {run_id}"), ""]
     second = _start_client(server, 1, out, run_id, env)
     done = []
-    for proc in (first, second):
-        _, err = proc.communicate(timeout=90)
-        done.append((proc.returncode, err))
+    for head, proc in zip(heads, (first, second), strict=True):
+        _, err = proc.communicate(timeout=300)
+        done.append((proc.returncode, head + err))
     return done
 
 
@@ -90,7 +108,7 @@ def _check_started_together(docs: list[dict[str, Any]], stderr0: str) -> None:
     barriers = [d["provenance"]["barrier"] for d in docs]
     assert barriers[0]["start_at"] == barriers[1]["start_at"]
     ready = {int(k): _epoch(v) for k, v in barriers[0]["ready_at"].items()}
-    assert ready[1] - ready[0] >= 2.0  # client 1 really was late, and client 0 waited for it
+    assert ready[1] > ready[0]  # client 1 really was late, and client 0 waited for it
     assert min(starts) >= ready[1]
     assert "waiting for the other clients of run" in stderr0 and "1 of 2 ready, missing 1" in stderr0
 

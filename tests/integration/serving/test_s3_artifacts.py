@@ -54,7 +54,7 @@ def s3_object(endpoint: str, uri: str) -> dict:
     return boto3.client("s3", endpoint_url=endpoint).head_object(Bucket=bucket, Key=key)
 
 
-def wait_for_info(url: str, predicate: object, timeout_s: float = 120) -> dict:
+def wait_for_info(url: str, predicate: object, timeout_s: float = 300) -> dict:
     deadline = time.monotonic() + timeout_s
     info: dict = {}
     while time.monotonic() < deadline:
@@ -133,7 +133,7 @@ def test_a_corrupt_artifact_object_stops_the_replica_naming_object_and_hash(
     with pytest.raises(DeployFailed) as e:
         deploy_model(local_ray, tmp_path, name="tiny-bad", model_uri=model_uri, artifact_uri=artifact_uri,
                      s3_endpoint_url=moto_s3_endpoint, cache_dir=tmp_path / "replica", max_batch_size=4,
-                     max_seq_length=32, timeout_s=300)
+                     max_seq_length=32)
     message = str(e.value)
     assert "ArtifactIntegrityError" in message
     assert object_uri in message and expected in message

@@ -14,6 +14,7 @@ from eks_inference.config import Processor, ServingSpec, Task
 from eks_inference.runtime.tasks import load_task_module
 from eks_inference.serving.local import LocalRay
 from eks_inference.serving.serve_config import render_serve_config
+from tests.servers import START_CEILING_S
 
 from .conftest import get, post
 
@@ -38,7 +39,7 @@ def task_apps(local_ray: LocalRay, tmp_path_factory: pytest.TempPathFactory,
                                              http_host="127.0.0.1", http_port=local_ray.http_port))
         apps[name] = (f"{local_ray.url}/{name}", model_dir)
     for name in apps:  # both start in parallel
-        local_ray.wait_ready(name, timeout_s=300)
+        local_ray.wait_ready(name, timeout_s=START_CEILING_S)
     yield apps
     for name in apps:
         local_ray.remove(name)
