@@ -63,6 +63,11 @@ SERVE_HEALTH_CHECK_FAILURES = "ray_serve_health_check_failures_total"
 that died: the check then fails too)."""
 SERVE_DEPLOYMENT_STATUS = "ray_serve_deployment_status"
 """Gauge from the Serve controller, one series per deployment while it exists (value: its status code)."""
+NODE_CPU_UTILIZATION = "ray_node_cpu_utilization"
+"""Gauge per Ray node from its dashboard agent (ray/dashboard/modules/reporter/reporter_agent.py): the node's CPU
+use in percent of all its cores, as of the agent's last report."""
+NODE_CPU_COUNT = "ray_node_cpu_count"
+"""Gauge per Ray node: its cores."""
 
 DEPLOYMENT = "InferenceModel"
 """The model's Serve deployment (``eks_inference.serving.serve_config.DEPLOYMENT_NAME``)."""

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from eks_inference.loadgen.client import ErrorKind, HttpClient, fetch_info, open_client, parse_endpoint
+from eks_inference.loadgen.host import HostSampler
 from eks_inference.loadgen.payloads import Payload
 from eks_inference.loadgen.replicas import ReplicaSampler
 from eks_inference.loadgen.run_config import RunConfig, rates_from_capacity
@@ -140,6 +141,7 @@ class _Step(abc.ABC):
     rec: StepRecorder
     done: asyncio.Future[None]
     monitor_handle: asyncio.TimerHandle
+    host: HostSampler
 
     def __init__(self, client: HttpClient, spec: StepSpec, inferences: Sequence[int], *, max_lag_ms: float,
                  progress: Progress, start_at: float | None = None) -> None:
@@ -254,6 +256,7 @@ class _Step(abc.ABC):
     def _monitor(self) -> None:
         if self.closed or self.done.done():
             return
+        self.host.tick()
         now = self.loop.time()
         c = self.client.counters
         self.progress.step_update(elapsed_s=now - self.measure_start, measured=self.measured_sent,
@@ -292,6 +295,7 @@ class _Step(abc.ABC):
         self.client.counters.reset_step()
         opened0 = self.client.counters.connections_opened
         cpu0, wall0 = time.process_time(), time.monotonic()
+        self.host = HostSampler()
         self.progress.step_started(spec, planned_s=spec.duration_s, planned_requests=spec.requests)
         interrupted = False
         self._start_sending()
@@ -334,6 +338,7 @@ class _Step(abc.ABC):
             "max_in_flight": c.max_in_flight,
             "waited_for_connection": c.waited_for_connection,
             "first_error": dict(c.first_error or {}),
+            "host": self.host.finish(),
         }
         outcome = StepOutcome(spec=spec, stats=stats, status=self.status, note=self.note,
                               started_at=self.epoch(self.t_start), ended_at=ended, client=client_info,

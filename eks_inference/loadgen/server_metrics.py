@@ -110,6 +110,17 @@ def replicas_in(s: Snapshot, application: str) -> int | None:
     return len(live) if live else None
 
 
+def node_cpu(s: Snapshot) -> dict[str, Any] | None:
+    """The server's CPU as its Ray nodes last reported it (a gauge: the agents' latest report when the step
+    ended, not an average over the step): the busiest node's share of its cores, the nodes and their cores."""
+    util = [v for k, v in s.samples.items() if k[0] == names.NODE_CPU_UTILIZATION]
+    if not util:
+        return None
+    cores = [v for k, v in s.samples.items() if k[0] == names.NODE_CPU_COUNT]
+    return {"max_node_busy": round(max(util) / 100.0, 4), "nodes": len(util),
+            "cores": round(sum(cores)) if cores else None, "source": names.NODE_CPU_UTILIZATION + " at step end"}
+
+
 def _predict_routes(s: Snapshot, application: str) -> dict[SeriesKey, float]:
     return {k: v for k, v in s.select(names.SERVE_REQUESTS, application=application).items()
             if dict(k[1]).get("route", "").endswith("/predict")}
@@ -149,6 +160,7 @@ def step_metrics(start: Snapshot, end: Snapshot, *, application: str) -> dict[st
         "model_ms": _mean(model, timed),
         "forward_ms": _mean(forward_ms, forwards),
         "replicas": {"start": replicas_in(start, application), "end": replicas_in(end, application)},
+        "cpu": node_cpu(end),
         "notes": notes,
     }
 

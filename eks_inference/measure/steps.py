@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from eks_inference.measure.contention import judge
 from eks_inference.measure.spec import Mode, StepSpec, TargetInfo
 from eks_inference.measure.stats import (
     StepStats,
@@ -86,6 +87,8 @@ def summarize(steps: Sequence[ClientStep]) -> dict[str, Any]:
     lag_p = percentiles_us(lag)
     cpus = [float(st.client.get("cpu_utilization", 0.0)) for st in steps]
     behind = any(bool(st.client.get("behind_schedule")) for st in steps)
+    server = server_side(steps)
+    contended, contention = judge([(st.client_index, st.client) for st in steps], server)
     return {
         "target": first.target.name,
         "run_id": first.run_id,
@@ -117,7 +120,9 @@ def summarize(steps: Sequence[ClientStep]) -> dict[str, Any]:
         "client_saturated": any(c >= CLIENT_SATURATED_CPU for c in cpus),
         "waited_for_connection": sum(int(st.client.get("waited_for_connection", 0)) for st in steps),
         "status": "complete" if all(st.status == "complete" for st in steps) else "partial",
-        "server": server_side(steps),
+        "server": server,
+        "contended": contended,
+        "contention": contention,
     }
 
 

@@ -1,0 +1,169 @@
+"""What the machine under the load client was doing during a step: read from ``/proc``, never guessed.
+
+A latency measured by a client that shares its cores with a busy neighbour (another tenant's VM stealing the
+hypervisor's time, a compiler on the same laptop, the server itself on two cores) is partly the client's own
+waiting. :class:`HostSampler` reads, at the start and end of a step and every monitor tick between:
+
+* ``/proc/stat``: the host's CPU split (busy, steal) over the step, and ``procs_running`` (tasks runnable right
+  now), whose mean over the step per core says how crowded the run queue was;
+* ``/proc/pressure/cpu`` (Linux 4.20+ with PSI; absent on some kernels and containers): the share of the step
+  during which at least one runnable task waited for a CPU, from the cumulative ``some total`` (exact over the
+  step, not the smoothed ``avg10``, which is recorded beside it);
+* ``/proc/loadavg``: the one-minute load, for the record (it lags a short step by design);
+* this process's CPU time over the step, as a share of one core (the event loop is one thread) and of the cores
+  it may run on (``os.sched_getaffinity``).
+
+What the figures mean for the step is decided in one place, :mod:`eks_inference.measure.contention`. Where a
+file is missing (macOS, a locked-down container) its figures are None and the step says so; nothing is made up.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PROC = Path("/proc")
+
+
+@dataclass(frozen=True)
+class CpuTimes:
+    """The aggregate ``cpu`` line of ``/proc/stat`` (clock ticks)."""
+
+    total: int
+    idle: int
+    steal: int
+
+
+@dataclass(frozen=True)
+class HostReading:
+    """One look at the host, at monotonic time ``at``."""
+
+    at: float
+    process_cpu_s: float
+    cpu: CpuTimes | None
+    procs_running: int | None
+    psi_some_total_us: int | None
+    psi_some_avg10: float | None
+    load1: float | None
+
+
+def parse_stat(text: str) -> tuple[CpuTimes | None, int | None]:
+    """(aggregate CPU times, procs_running) from ``/proc/stat`` text; None where a line is missing."""
+    cpu: CpuTimes | None = None
+    running: int | None = None
+    for line in text.splitlines():
+        if line.startswith("cpu "):
+            v = [int(x) for x in line.split()[1:]]
+            v += [0] * (8 - len(v))
+            # user nice system idle iowait irq softirq steal [guest guest_nice, already inside user/nice]
+            user, nice, system, idle, iowait, irq, softirq, steal = v[:8]
+            cpu = CpuTimes(total=user + nice + system + idle + iowait + irq + softirq + steal,
+                           idle=idle + iowait, steal=steal)
+        elif line.startswith("procs_running "):
+            running = int(line.split()[1])
+    return cpu, running
+
+
+def parse_pressure(text: str) -> tuple[int | None, float | None]:
+    """(``some total`` in µs, ``some avg10`` in %) from ``/proc/pressure/cpu`` text."""
+    for line in text.splitlines():
+        if line.startswith("some "):
+            fields = dict(f.split("=", 1) for f in line.split()[1:] if "=" in f)
+            total = int(fields["total"]) if "total" in fields else None
+            avg10 = float(fields["avg10"]) if "avg10" in fields else None
+            return total, avg10
+    return None, None
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity where the OS has one, else the machine's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def read_host(proc: Path = PROC) -> HostReading:
+    stat = _read(proc / "stat")
+    cpu, running = parse_stat(stat) if stat is not None else (None, None)
+    pressure = _read(proc / "pressure" / "cpu")
+    psi_total, psi_avg10 = parse_pressure(pressure) if pressure is not None else (None, None)
+    load = _read(proc / "loadavg")
+    load1 = float(load.split()[0]) if load else None
+    return HostReading(at=time.monotonic(), process_cpu_s=time.process_time(), cpu=cpu, procs_running=running,
+                       psi_some_total_us=psi_total, psi_some_avg10=psi_avg10, load1=load1)
+
+
+class HostSampler:
+    """Readings at a step's start, at each :meth:`tick` and at its end; :meth:`finish` sums them up."""
+
+    def __init__(self, proc: Path = PROC) -> None:
+        self.proc = proc
+        self.start = read_host(proc)
+        self.running: list[int] = []
+        self.avg10_max: float | None = None
+        self._note(self.start)
+
+    def _note(self, r: HostReading) -> None:
+        if r.procs_running is not None:
+            self.running.append(r.procs_running)
+        if r.psi_some_avg10 is not None:
+            self.avg10_max = max(self.avg10_max or 0.0, r.psi_some_avg10)
+
+    def tick(self) -> None:
+        self._note(read_host(self.proc))
+
+    def finish(self) -> dict[str, Any]:
+        """The step's host record (the ``client["host"]`` of a result file)."""
+        end = read_host(self.proc)
+        self._note(end)
+        s = self.start
+        wall = max(end.at - s.at, 1e-9)
+        cores = usable_cores()
+        machine = os.cpu_count() or cores
+        cpu_s = end.process_cpu_s - s.process_cpu_s
+        doc: dict[str, Any] = {
+            "wall_s": round(wall, 3),
+            "cores": machine,
+            "client_cores": cores,
+            "client_cpu_s": round(cpu_s, 3),
+            "client_cpu_of_core": round(cpu_s / wall, 4),
+            "client_cpu_of_its_cores": round(cpu_s / wall / cores, 4),
+            "client_share_of_host_busy": None,
+            "host_busy": None,
+            "host_steal": None,
+            "runnable_per_core": None,
+            "psi_some": None,
+            "psi_some_avg10_max": self.avg10_max,
+            "load1": end.load1,
+            "load1_per_core": round(end.load1 / machine, 3) if end.load1 is not None else None,
+            "missing": [],
+        }
+        if s.cpu is None or end.cpu is None:
+            doc["missing"].append("/proc/stat")
+        elif end.cpu.total > s.cpu.total:  # else too short a step for one clock tick: unknown, not zero
+            ticks = end.cpu.total - s.cpu.total
+            busy = ticks - (end.cpu.idle - s.cpu.idle)
+            doc["host_busy"] = round(busy / ticks, 4)
+            doc["host_steal"] = round((end.cpu.steal - s.cpu.steal) / ticks, 4)
+            hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+            busy_s = busy / hz
+            doc["client_share_of_host_busy"] = round(min(1.0, cpu_s / busy_s), 4) if busy_s > 0 else None
+        if self.running:
+            # procs_running counts the reader itself: one runnable task per core is a full, not crowded, machine.
+            doc["runnable_per_core"] = round(sum(self.running) / len(self.running) / machine, 3)
+        if s.psi_some_total_us is not None and end.psi_some_total_us is not None:
+            doc["psi_some"] = round(min(1.0, (end.psi_some_total_us - s.psi_some_total_us) / 1e6 / wall), 4)
+        else:
+            doc["missing"].append("/proc/pressure/cpu")
+        return doc

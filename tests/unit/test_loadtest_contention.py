@@ -1,0 +1,110 @@
+"""Host sampling from /proc and the contention verdict: parsing real file formats, and the limits in one place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from eks_inference.loadgen import host
+from eks_inference.measure import contention
+
+# Formats as the kernel writes them (Documentation/accounting/psi.rst; proc(5) for /proc/stat).
+STAT = """cpu  1000 0 500 8000 100 0 0 400 0 0
+cpu0 500 0 250 4000 50 0 0 200 0 0
+ctxt 123
+procs_running 3
+procs_blocked 0
+"""
+PRESSURE = """some avg10=38.97 avg60=12.60 avg300=14.66 total=5000000
+full avg10=0.00 avg60=0.00 avg300=0.00 total=0
+"""
+
+
+def _proc(tmp: Path, stat: str, pressure: str | None, load: str = "1.50 1.00 0.50 2/100 42\n") -> Path:
+    (tmp / "stat").write_text(stat)
+    (tmp / "loadavg").write_text(load)
+    if pressure is not None:
+        (tmp / "pressure").mkdir(exist_ok=True)
+        (tmp / "pressure" / "cpu").write_text(pressure)
+    return tmp
+
+
+def test_parse_stat_and_pressure() -> None:
+    cpu, running = host.parse_stat(STAT)
+    assert cpu == host.CpuTimes(total=10000, idle=8100, steal=400)
+    assert running == 3
+    assert host.parse_pressure(PRESSURE) == (5000000, 38.97)
+    assert host.parse_pressure("") == (None, None)
+
+
+def test_sampler_takes_differences_over_the_step(tmp_path: Path) -> None:
+    proc = _proc(tmp_path, STAT, PRESSURE)
+    sampler = host.HostSampler(proc)
+    # One second later (monotonic time moves on by itself; the /proc counters are what we set).
+    _proc(tmp_path, STAT.replace("cpu  1000 0 500 8000 100 0 0 400", "cpu  1600 0 700 8100 100 0 0 500")
+          .replace("procs_running 3", "procs_running 5"), PRESSURE.replace("total=5000000", "total=9000000", 1))
+    doc = sampler.finish()
+    # Ticks: +600 user +200 system +100 idle +100 steal = 1000; busy = 900 of them, steal 100.
+    assert doc["host_busy"] == pytest.approx(0.9)
+    assert doc["host_steal"] == pytest.approx(0.1)
+    assert doc["psi_some"] is not None and doc["psi_some"] > 0  # 4 s of waiting over the (short) wall time, capped
+    assert doc["psi_some"] <= 1.0
+    assert doc["psi_some_avg10_max"] == pytest.approx(38.97)
+    assert doc["runnable_per_core"] == pytest.approx((3 + 5) / 2 / doc["cores"], abs=1e-3)
+    assert doc["load1"] == 1.5 and doc["missing"] == []
+
+
+def test_a_kernel_without_pressure_says_so(tmp_path: Path) -> None:
+    doc = host.HostSampler(_proc(tmp_path, STAT, None)).finish()
+    assert doc["psi_some"] is None and doc["missing"] == ["/proc/pressure/cpu"]
+
+
+def _client(**host_fields: float | None) -> dict[str, object]:
+    base: dict[str, float | None] = {"host_steal": 0.0, "psi_some": 0.0, "runnable_per_core": 0.5,
+                                     "client_cpu_of_core": 0.2}
+    base.update(host_fields)
+    return {"host": base}
+
+
+@pytest.mark.parametrize(("fields", "reason"), [
+    ({"host_steal": contention.STEAL_MAX + 0.01}, "host steal"),
+    ({"psi_some": contention.PSI_SOME_MAX + 0.01}, "CPU pressure"),
+    ({"psi_some": None, "runnable_per_core": contention.RUNNABLE_PER_CORE_MAX + 0.1}, "runnable tasks per core"),
+    ({"client_cpu_of_core": contention.CLIENT_CPU_MAX + 0.01}, "client CPU"),
+])
+def test_each_limit_flags_the_step_and_names_itself(fields: dict[str, float | None], reason: str) -> None:
+    contended, doc = contention.judge([(0, _client()), (3, _client(**fields))])
+    assert contended
+    assert len(doc["reasons"]) == 1 and doc["reasons"][0].startswith("client 3: " + reason)
+    assert contention.describe(doc) == doc["reasons"][0]
+
+
+def test_within_limits_and_run_queue_ignored_when_pressure_is_known() -> None:
+    contended, doc = contention.judge([(0, _client(runnable_per_core=4.0))],
+                                      {"cpu": {"max_node_busy": 1.0, "nodes": 1, "cores": 2}})
+    assert not contended and doc["reasons"] == [] and doc["measured"]
+    assert doc["server_cpu"] == {"max_node_busy": 1.0, "nodes": 1, "cores": 2}
+    assert doc["limits"] == contention.LIMITS
+
+
+def test_a_result_without_host_figures_is_unknown_not_clean() -> None:
+    contended, doc = contention.judge([(0, {"cpu_utilization": 0.3})])
+    assert not contended and not doc["measured"] and doc["unmeasured_clients"] == [0]
+    assert contention.describe(doc) == "host not measured"
+
+
+def test_server_cpu_comes_from_ray_node_gauges() -> None:
+    from eks_inference.loadgen.server_metrics import Snapshot, node_cpu, parse_exposition
+
+    # As Ray's dashboard agent exports them (ray/dashboard/modules/reporter/reporter_agent.py: node_cpu_utilization
+    # in percent, node_cpu_count in cores, one series per node).
+    text = ('# TYPE ray_node_cpu_utilization gauge\n'
+            'ray_node_cpu_utilization{ip="10.0.0.1",SessionName="s"} 87.5\n'
+            'ray_node_cpu_utilization{ip="10.0.0.2",SessionName="s"} 40.0\n'
+            '# TYPE ray_node_cpu_count gauge\n'
+            'ray_node_cpu_count{ip="10.0.0.1",SessionName="s"} 4.0\n'
+            'ray_node_cpu_count{ip="10.0.0.2",SessionName="s"} 4.0\n')
+    cpu = node_cpu(Snapshot(at=0.0, samples=parse_exposition(text)))
+    assert cpu is not None and cpu["max_node_busy"] == 0.875 and cpu["nodes"] == 2 and cpu["cores"] == 8
+    assert node_cpu(Snapshot(at=0.0, samples={})) is None
