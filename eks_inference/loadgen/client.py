@@ -145,6 +145,8 @@ class ClientCounters:
     in_flight: int = 0
     max_in_flight: int = 0
     waited_for_connection: int = 0
+    """Requests submitted with ``counted`` (the measured ones) that had to wait for a free connection, each once
+    however often it was queued: never more than the measured requests sent."""
     first_error: dict[str, str] | None = None
 
     def note_error(self, kind: str, detail: str) -> None:
@@ -161,20 +163,22 @@ class HttpClient(Protocol):
     counters: ClientCounters
     limit: int
 
-    def submit(self, index: int, callback: Callback) -> None: ...
+    def submit(self, index: int, callback: Callback, *, counted: bool = True) -> None: ...
 
     async def aclose(self) -> None: ...
 
 
 class _Req:
-    __slots__ = ("callback", "conn", "data", "deadline", "done")
+    __slots__ = ("callback", "conn", "counted", "data", "deadline", "done", "waited")
 
-    def __init__(self, data: bytes, callback: Callback, deadline: float) -> None:
+    def __init__(self, data: bytes, callback: Callback, deadline: float, counted: bool = True) -> None:
         self.data = data
         self.callback = callback
         self.deadline = deadline
         self.conn: _Conn | None = None
         self.done = False
+        self.counted = counted
+        self.waited = False
 
 
 class _Conn(asyncio.Protocol):
@@ -375,9 +379,10 @@ class FastHttpClient:
         )
         self._closed = False
 
-    def submit(self, index: int, callback: Callback) -> None:
+    def submit(self, index: int, callback: Callback, *, counted: bool = True) -> None:
+        """Send request ``index``; ``counted`` False keeps it out of ``waited_for_connection`` (warm-up)."""
         now = self.loop.time()
-        req = _Req(self._wire[index], callback, now + self.timeout_s)
+        req = _Req(self._wire[index], callback, now + self.timeout_s, counted)
         c = self.counters
         c.in_flight += 1
         if c.in_flight > c.max_in_flight:
@@ -397,7 +402,10 @@ class FastHttpClient:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         else:
-            self.counters.waited_for_connection += 1
+            # A queued request can come back here from _kick (its connection went away first): count it once.
+            if req.counted and not req.waited:
+                self.counters.waited_for_connection += 1
+            req.waited = True
             self._pending.append(req)
 
     def _take_idle(self) -> _Conn | None:
@@ -544,17 +552,17 @@ class AiohttpClient:
         self._limit = value
         self._sem = asyncio.Semaphore(value)
 
-    def submit(self, index: int, callback: Callback) -> None:
+    def submit(self, index: int, callback: Callback, *, counted: bool = True) -> None:
         c = self.counters
         c.in_flight += 1
         c.max_in_flight = max(c.max_in_flight, c.in_flight)
-        task = self.loop.create_task(self._one(index, callback))
+        task = self.loop.create_task(self._one(index, callback, counted))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _one(self, index: int, callback: Callback) -> None:
+    async def _one(self, index: int, callback: Callback, counted: bool = True) -> None:
         status, kind = 0, None
-        if self._sem.locked():
+        if counted and self._sem.locked():
             self.counters.waited_for_connection += 1
         try:
             async with self._sem, self._session.post(self.endpoint.predict_url, data=self._bodies[index]) as r:

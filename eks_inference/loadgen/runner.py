@@ -219,7 +219,8 @@ class _Step(abc.ABC):
         if measured:
             self.measured_sent += 1
             self.in_flight_measured += 1
-        self.client.submit(i, self._reply_callback(t, measured, inf))
+        # Only measured requests count as waiting for a connection: the warm-up's are not among the step's requests.
+        self.client.submit(i, self._reply_callback(t, measured, inf), counted=measured)
 
     def _reply_callback(self, t_start: float, measured: bool, inf: int) -> Callable[[int, str | None, float], None]:
         def done(status: int, kind: str | None, t_done: float) -> None:
@@ -543,7 +544,7 @@ async def _probe(client: HttpClient, timeout_s: float) -> tuple[int, str | None,
         if not fut.done():
             fut.set_result((status, kind))
 
-    client.submit(0, done)
+    client.submit(0, done, counted=False)
     try:
         status, kind = await asyncio.wait_for(fut, timeout_s + 1.0)
     except TimeoutError:
