@@ -42,6 +42,10 @@ class TargetInfo:
     :param price_as: an EC2 type to price the target as when it did not run on one (a laptop, the local
         demo); takes precedence over ``instance_type`` for the price, and every cost it yields is labelled
         "priced as". Default None.
+    :param price_note: why ``price_as`` is that type (``closest to this host: ...``), shown beside it. Default None.
+    :param placement: what the target occupies beyond whole worker nodes, as ``ROLE=TYPE:NODES,...``
+        (:func:`eks_inference.costs.target_placement`: workers, head and sidecars, each at its share of the node it
+        runs on); when set it prices the target instead of ``nodes`` × the price. Default None.
     """
 
     name: str
@@ -51,6 +55,8 @@ class TargetInfo:
     nodes: int = 1
     region: str | None = None
     price_as: str | None = None
+    price_note: str | None = None
+    placement: str | None = None
 
     def __post_init__(self) -> None:
         if not NAME_RE.match(self.name):
@@ -87,7 +93,8 @@ class TargetInfo:
     def from_dict(d: dict[str, Any]) -> TargetInfo:
         return TargetInfo(name=d["name"], url=d.get("url", ""), processor=d.get("processor"),
                           instance_type=d.get("instance_type"), nodes=int(d.get("nodes", 1)),
-                          region=d.get("region"), price_as=d.get("price_as"))
+                          region=d.get("region"), price_as=d.get("price_as"), price_note=d.get("price_note"),
+                          placement=d.get("placement"))
 
 
 def _whole_ceil(x: float) -> int:
@@ -119,6 +126,8 @@ class StepSpec:
     requests: int | None
     warmup_s: float
     schedule: tuple[Segment, ...] = ()
+    repeat: int = 0
+    """Which measurement of this step it is (0 first): ``--repeats`` measures every step several times, interleaved."""
 
     @property
     def client_schedule(self) -> RateSchedule | None:
@@ -160,6 +169,8 @@ class StepSpec:
             d["schedule"] = [s.to_list() for s in self.schedule]
         else:
             d.pop("schedule")
+        if not self.repeat:
+            d.pop("repeat")
         return d
 
     @staticmethod
@@ -170,4 +181,5 @@ class StepSpec:
             client_concurrency=d.get("client_concurrency"), duration_s=d.get("duration_s"),
             requests=d.get("requests"), warmup_s=float(d.get("warmup_s", 0.0)),
             schedule=tuple(Segment.from_any(x) for x in d.get("schedule") or ()),
+            repeat=int(d.get("repeat", 0)),
         )

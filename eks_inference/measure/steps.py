@@ -8,13 +8,16 @@ measuring (the per-second series make that possible), never inferred from averag
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from eks_inference.measure.contention import judge
+from eks_inference.measure.intervals import add_step_intervals
 from eks_inference.measure.spec import Mode, StepSpec, TargetInfo
 from eks_inference.measure.stats import (
+    PERCENTILES,
     StepStats,
     achieved_rps,
     common_window,
@@ -89,7 +92,7 @@ def summarize(steps: Sequence[ClientStep]) -> dict[str, Any]:
     behind = any(bool(st.client.get("behind_schedule")) for st in steps)
     server = server_side(steps)
     contended, contention = judge([(st.client_index, st.client) for st in steps], server)
-    return {
+    summary = {
         "target": first.target.name,
         "run_id": first.run_id,
         "step": spec.index,
@@ -124,6 +127,22 @@ def summarize(steps: Sequence[ClientStep]) -> dict[str, Any]:
         "contended": contended,
         "contention": contention,
     }
+    return add_step_intervals(summary, hist, percentiles=PERCENTILES, per_second_ok=_second_counts(steps),
+                              min_us=min(mins) if mins else None, max_us=max(maxs) if maxs else None)
+
+
+def _second_counts(steps: Sequence[ClientStep]) -> list[int]:
+    """Successes per whole second of the window every client measured, summed over the clients."""
+    window = common_window(st.window for st in steps)
+    if window is None:
+        return []
+    first, last = math.ceil(window[0]), math.floor(window[1])
+    counts = dict.fromkeys(range(first, last), 0)
+    for st in steps:
+        for b in st.stats.series:
+            if b.t in counts:
+                counts[b.t] += b.ok
+    return [counts[t] for t in sorted(counts)]
 
 
 def server_side(steps: Sequence[ClientStep]) -> dict[str, Any]:
@@ -147,13 +166,15 @@ def server_side(steps: Sequence[ClientStep]) -> dict[str, Any]:
     return doc
 
 
-def slo_verdict(summary: Mapping[str, Any], *, slo_p99_ms: float, max_error_rate: float) -> tuple[bool, str]:
+def slo_verdict(summary: Mapping[str, Any], *, slo_p99_ms: float, max_error_rate: float,
+                percentile: str = "p99") -> tuple[bool, str]:
     """Whether a step counts as meeting the SLO, and why not.
 
     A step only counts when it was measured honestly: enough successes, the error budget kept, the
     client on schedule (a client that fell behind under-sent, so its latency is not the server's).
+    ``percentile`` is the one the latency target applies to (p99 unless the steps are too short to support it).
     """
-    p99 = summary["latency_ms"]["p99"]
+    p99 = summary["latency_ms"][percentile]
     if summary["ok"] == 0 or p99 is None:
         return False, "no successful responses"
     if summary["error_rate"] > max_error_rate:
@@ -163,5 +184,5 @@ def slo_verdict(summary: Mapping[str, Any], *, slo_p99_ms: float, max_error_rate
     if summary["status"] != "complete":
         return False, "step did not complete"
     if p99 > slo_p99_ms:
-        return False, f"p99 {p99:.1f} ms > SLO {slo_p99_ms:g} ms"
-    return True, f"p99 {p99:.1f} ms <= SLO {slo_p99_ms:g} ms"
+        return False, f"{percentile} {p99:.1f} ms > SLO {slo_p99_ms:g} ms"
+    return True, f"{percentile} {p99:.1f} ms <= SLO {slo_p99_ms:g} ms"
