@@ -11,7 +11,10 @@ waiting. :class:`HostSampler` reads, at the start and end of a step and every mo
   step, not the smoothed ``avg10``, which is recorded beside it);
 * ``/proc/loadavg``: the one-minute load, for the record (it lags a short step by design);
 * this process's CPU time over the step, as a share of one core (the event loop is one thread) and of the cores
-  it may run on (``os.sched_getaffinity``).
+  it may run on (``os.sched_getaffinity``);
+* ``/proc/thread-self/schedstat`` (the event loop's own thread): how long it sat runnable but waiting for a core,
+  as a share of the step. This is the direct measure of a client starved by its neighbours: a reply it could
+  not read while it waited is latency the server did not cause.
 
 What the figures mean for the step is decided in one place, :mod:`eks_inference.measure.contention`. Where a
 file is missing (macOS, a locked-down container) its figures are None and the step says so; nothing is made up.
@@ -48,6 +51,7 @@ class HostReading:
     psi_some_total_us: int | None
     psi_some_avg10: float | None
     load1: float | None
+    thread_wait: tuple[int, int] | None = None
 
 
 def parse_stat(text: str) -> tuple[CpuTimes | None, int | None]:
@@ -78,6 +82,13 @@ def parse_pressure(text: str) -> tuple[int | None, float | None]:
     return None, None
 
 
+def parse_schedstat(text: str) -> tuple[int, int] | None:
+    """(nanoseconds the thread spent runnable on a run queue waiting for a CPU, times it was given one): the
+    second and third fields of ``schedstat``."""
+    fields = text.split()
+    return (int(fields[1]), int(fields[2])) if len(fields) >= 3 else None
+
+
 def _read(path: Path) -> str | None:
     try:
         return path.read_text()
@@ -100,8 +111,10 @@ def read_host(proc: Path = PROC) -> HostReading:
     psi_total, psi_avg10 = parse_pressure(pressure) if pressure is not None else (None, None)
     load = _read(proc / "loadavg")
     load1 = float(load.split()[0]) if load else None
+    sched = _read(proc / "thread-self" / "schedstat")
     return HostReading(at=time.monotonic(), process_cpu_s=time.process_time(), cpu=cpu, procs_running=running,
-                       psi_some_total_us=psi_total, psi_some_avg10=psi_avg10, load1=load1)
+                       psi_some_total_us=psi_total, psi_some_avg10=psi_avg10, load1=load1,
+                       thread_wait=parse_schedstat(sched) if sched else None)
 
 
 class HostSampler:
@@ -140,6 +153,8 @@ class HostSampler:
             "client_cpu_of_core": round(cpu_s / wall, 4),
             "client_cpu_of_its_cores": round(cpu_s / wall / cores, 4),
             "client_share_of_host_busy": None,
+            "client_wait": None,
+            "client_wait_per_wakeup_ms": None,
             "host_busy": None,
             "host_steal": None,
             "runnable_per_core": None,
@@ -162,6 +177,12 @@ class HostSampler:
         if self.running:
             # procs_running counts the reader itself: one runnable task per core is a full, not crowded, machine.
             doc["runnable_per_core"] = round(sum(self.running) / len(self.running) / machine, 3)
+        if s.thread_wait is not None and end.thread_wait is not None:
+            waited_ns, runs = end.thread_wait[0] - s.thread_wait[0], end.thread_wait[1] - s.thread_wait[1]
+            doc["client_wait"] = round(min(1.0, waited_ns / 1e9 / wall), 4)
+            doc["client_wait_per_wakeup_ms"] = round(waited_ns / 1e6 / runs, 4) if runs > 0 else None
+        else:
+            doc["missing"].append("/proc/thread-self/schedstat")
         if s.psi_some_total_us is not None and end.psi_some_total_us is not None:
             doc["psi_some"] = round(min(1.0, (end.psi_some_total_us - s.psi_some_total_us) / 1e6 / wall), 4)
         else:

@@ -9,15 +9,22 @@ by whom. Tables, plots and the JSON carry the flag, and a capacity search does n
 The limits, all in one place (docs/loadtest-contention.md explains each):
 
 * host steal above :data:`STEAL_MAX` of the step: the hypervisor gave this VM's time to another tenant;
-* CPU pressure above :data:`PSI_SOME_MAX`: for that share of the step at least one runnable task waited for
-  a core (``/proc/pressure/cpu`` "some", exact over the step);
-* where the kernel has no pressure file, runnable tasks per core above :data:`RUNNABLE_PER_CORE_MAX` on
-  average over the step (``procs_running`` of ``/proc/stat``, sampled twice a second);
+* the client's event loop waiting for a core (runnable, not running) more than :data:`CLIENT_WAIT_MAX` of the
+  step (``/proc/thread-self/schedstat``): the direct measure of a client its neighbours starved;
+* where the kernel has no schedstat, CPU pressure above :data:`PSI_SOME_MAX` (for that share of the step at
+  least one runnable task on the host waited for a core: ``/proc/pressure/cpu`` "some", exact over the step),
+  and without that either, runnable tasks per core above :data:`RUNNABLE_PER_CORE_MAX` on average over the step
+  (``procs_running`` of ``/proc/stat``, sampled twice a second);
 * the client's own CPU above :data:`CLIENT_CPU_MAX` of one core (its event loop is one thread: past this it
   reads replies late, and its latency is partly its own).
 
-The one-minute load average and the server's CPU are recorded, never judged: the first lags a short step, and a
-server using all of its cores is what a capacity test is for.
+Where the client's own wait is known, host-wide pressure is recorded and marks the step ``crowded`` above
+:data:`PSI_SOME_MAX`, but does not flag it: the figure counts every task on the host, and on a small machine the
+server's own processes (Ray runs about a dozen) crowd the cores under any load worth measuring, which is the
+server's cost, not a lie. Measured on a two-core machine shared with other work: a light client waited for a
+core 5-7 % of a step with host pressure at 75-92 %; with one spinning process more than there are cores, 23-25 %
+with pressure at 98-99 %. The one-minute load average and the server's CPU are recorded, never judged: the
+first lags a short step, and a server using all of its cores is what a capacity test is for.
 """
 
 from __future__ import annotations
@@ -26,15 +33,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 STEAL_MAX = 0.05
-PSI_SOME_MAX = 0.10
+CLIENT_WAIT_MAX = 0.10
+PSI_SOME_MAX = 0.50
 RUNNABLE_PER_CORE_MAX = 1.5
 CLIENT_CPU_MAX = 0.85
 
-LIMITS = {"host_steal": STEAL_MAX, "psi_some": PSI_SOME_MAX, "runnable_per_core": RUNNABLE_PER_CORE_MAX,
-          "client_cpu_of_core": CLIENT_CPU_MAX}
+LIMITS = {"host_steal": STEAL_MAX, "client_wait": CLIENT_WAIT_MAX, "psi_some": PSI_SOME_MAX,
+          "runnable_per_core": RUNNABLE_PER_CORE_MAX, "client_cpu_of_core": CLIENT_CPU_MAX}
 """Each judged figure of a client's ``host`` record and the value above which the step is contended."""
 
-_WHAT = {"host_steal": "host steal", "psi_some": "CPU pressure (some)",
+_WHAT = {"host_steal": "host steal", "client_wait": "client waiting for a core", "psi_some": "CPU pressure (some)",
          "runnable_per_core": "runnable tasks per core", "client_cpu_of_core": "client CPU of one core"}
 
 
@@ -57,24 +65,29 @@ def judge(clients: Sequence[tuple[int, Mapping[str, Any]]],
             unmeasured.append(index)
             continue
         hosts.append(host)
+        wait_known = isinstance(host.get("client_wait"), int | float)
         psi_known = isinstance(host.get("psi_some"), int | float)
         for key, limit in LIMITS.items():
-            if key == "runnable_per_core" and psi_known:
-                continue  # pressure is the better measure of the same thing; the run queue is its stand-in
+            if (key == "psi_some" and wait_known) or (key == "runnable_per_core" and (wait_known or psi_known)):
+                continue  # the client's own wait is the direct measure; pressure, then the run queue, stand in
             v = host.get(key)
             if isinstance(v, int | float) and v > limit:
                 reasons.append(f"client {index}: {_WHAT[key]} {v:.0%} > {limit:.0%}" if key != "runnable_per_core"
                                else f"client {index}: {_WHAT[key]} {v:.2f} > {limit:g}")
     server_cpu = (server or {}).get("cpu") if isinstance(server, Mapping) else None
+    psi = _worst(hosts, "psi_some")
     contention: dict[str, Any] = {
         "measured": bool(hosts),
+        "crowded": psi is not None and psi > PSI_SOME_MAX,
         "client_cpu": _worst(hosts, "client_cpu_of_core"),
         "client_cpu_of_its_cores": _worst(hosts, "client_cpu_of_its_cores"),
         "client_cores": _worst(hosts, "client_cores"),
         "client_share_of_host_busy": _worst(hosts, "client_share_of_host_busy"),
+        "client_wait": _worst(hosts, "client_wait"),
         "host_busy": _worst(hosts, "host_busy"),
         "host_steal": _worst(hosts, "host_steal"),
-        "psi_some": _worst(hosts, "psi_some"),
+        "psi_some": psi,
+        "client_wait_per_wakeup_ms": _worst(hosts, "client_wait_per_wakeup_ms"),
         "psi_some_avg10_max": _worst(hosts, "psi_some_avg10_max"),
         "runnable_per_core": _worst(hosts, "runnable_per_core"),
         "load1_per_core": _worst(hosts, "load1_per_core"),

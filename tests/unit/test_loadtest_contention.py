@@ -36,6 +36,16 @@ def test_parse_stat_and_pressure() -> None:
     assert running == 3
     assert host.parse_pressure(PRESSURE) == (5000000, 38.97)
     assert host.parse_pressure("") == (None, None)
+    assert host.parse_schedstat("162712 411431 2\n") == (411431, 2)
+
+
+def test_the_event_loop_thread_waiting_for_a_core_is_measured() -> None:
+    """On this kernel (Linux with schedstat), the real thread's wait is read: a number in [0, 1], never made up."""
+    doc = host.HostSampler().finish()
+    if (Path("/proc/thread-self/schedstat")).exists():
+        assert doc["client_wait"] is not None and 0.0 <= doc["client_wait"] <= 1.0
+    else:
+        assert doc["client_wait"] is None and "/proc/thread-self/schedstat" in doc["missing"]
 
 
 def test_sampler_takes_differences_over_the_step(tmp_path: Path) -> None:
@@ -52,16 +62,16 @@ def test_sampler_takes_differences_over_the_step(tmp_path: Path) -> None:
     assert doc["psi_some"] <= 1.0
     assert doc["psi_some_avg10_max"] == pytest.approx(38.97)
     assert doc["runnable_per_core"] == pytest.approx((3 + 5) / 2 / doc["cores"], abs=1e-3)
-    assert doc["load1"] == 1.5 and doc["missing"] == []
+    assert doc["load1"] == 1.5 and doc["missing"] == ["/proc/thread-self/schedstat"]
 
 
 def test_a_kernel_without_pressure_says_so(tmp_path: Path) -> None:
     doc = host.HostSampler(_proc(tmp_path, STAT, None)).finish()
-    assert doc["psi_some"] is None and doc["missing"] == ["/proc/pressure/cpu"]
+    assert doc["psi_some"] is None and "/proc/pressure/cpu" in doc["missing"]
 
 
 def _client(**host_fields: float | None) -> dict[str, object]:
-    base: dict[str, float | None] = {"host_steal": 0.0, "psi_some": 0.0, "runnable_per_core": 0.5,
+    base: dict[str, float | None] = {"host_steal": 0.0, "client_wait": 0.0, "psi_some": 0.0, "runnable_per_core": 0.5,
                                      "client_cpu_of_core": 0.2}
     base.update(host_fields)
     return {"host": base}
@@ -69,8 +79,10 @@ def _client(**host_fields: float | None) -> dict[str, object]:
 
 @pytest.mark.parametrize(("fields", "reason"), [
     ({"host_steal": contention.STEAL_MAX + 0.01}, "host steal"),
-    ({"psi_some": contention.PSI_SOME_MAX + 0.01}, "CPU pressure"),
-    ({"psi_some": None, "runnable_per_core": contention.RUNNABLE_PER_CORE_MAX + 0.1}, "runnable tasks per core"),
+    ({"client_wait": None, "psi_some": contention.PSI_SOME_MAX + 0.01}, "CPU pressure"),
+    ({"client_wait": contention.CLIENT_WAIT_MAX + 0.01}, "client waiting for a core"),
+    ({"psi_some": None, "client_wait": None, "runnable_per_core": contention.RUNNABLE_PER_CORE_MAX + 0.1},
+     "runnable tasks per core"),
     ({"client_cpu_of_core": contention.CLIENT_CPU_MAX + 0.01}, "client CPU"),
 ])
 def test_each_limit_flags_the_step_and_names_itself(fields: dict[str, float | None], reason: str) -> None:
@@ -78,6 +90,11 @@ def test_each_limit_flags_the_step_and_names_itself(fields: dict[str, float | No
     assert contended
     assert len(doc["reasons"]) == 1 and doc["reasons"][0].startswith("client 3: " + reason)
     assert contention.describe(doc) == doc["reasons"][0]
+
+
+def test_host_pressure_marks_crowded_but_the_clients_own_wait_decides() -> None:
+    contended, doc = contention.judge([(0, _client(psi_some=0.9, runnable_per_core=3.0, client_wait=0.05))])
+    assert not contended and doc["crowded"] and doc["psi_some"] == 0.9
 
 
 def test_within_limits_and_run_queue_ignored_when_pressure_is_known() -> None:

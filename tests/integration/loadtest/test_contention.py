@@ -1,8 +1,9 @@
 """A step measured while the host is overloaded is flagged ``contended``, with the reason, in its summary.
 
-A real CPU hog (one spinning process more than the machine has cores, each bounded in time) runs during a short
-open-loop step against the stub server. With more runnable processes than cores, some task always waits for a
-CPU: CPU pressure (or, without PSI, the run queue) is far past its limit whatever else the machine is doing.
+A real CPU hog (twice as many spinning processes as the machine has cores and one more, each bounded in
+time) runs during a short open-loop step against the stub server. With more runnable processes than cores, the
+scheduler shares each core between them: the client's thread waits for a core for a large share of the step
+(measured: about 25 %, against the 10 % limit and 5-7 % on the same busy machine without the hog).
 The opposite ("an idle machine is not flagged") is not asserted: on a shared machine another tenant may load it.
 """
 
@@ -36,7 +37,7 @@ SPIN = ("import sys, time\nend = time.monotonic() + float(sys.argv[1])\nprint('s
 @pytest.fixture
 def cpu_hog() -> Iterator[list[subprocess.Popen[str]]]:
     procs = [subprocess.Popen([sys.executable, "-c", SPIN, str(HOG_MAX_S)], stdout=subprocess.PIPE, text=True)
-             for _ in range((os.cpu_count() or 1) + 1)]
+             for _ in range(2 * (os.cpu_count() or 1) + 1)]
     try:
         for p in procs:  # each says so once it spins: wait for that, not for a clock
             assert p.stdout is not None and p.stdout.readline().strip() == "spinning"
@@ -61,9 +62,12 @@ def test_a_step_under_a_cpu_hog_is_flagged_contended(stub_server: Callable[..., 
     assert summary["contended"], f"not flagged under {len(cpu_hog)} spinning processes: {c}"
     assert c["measured"] and c["reasons"]
     host = outcome.steps[0].client["host"]
-    if host["psi_some"] is not None:
+    # More runnable processes than cores: the client's own thread waits for a core, and the host is crowded.
+    if host["client_wait"] is not None:
+        assert host["client_wait"] > contention.CLIENT_WAIT_MAX
+        assert any("client waiting for a core" in r for r in c["reasons"])
+    elif host["psi_some"] is not None:
         assert host["psi_some"] > contention.PSI_SOME_MAX
-        assert any("CPU pressure" in r for r in c["reasons"])
     else:
         assert host["runnable_per_core"] > contention.RUNNABLE_PER_CORE_MAX
     # The client's share of its cores and of the host's busy time are reported beside the verdict.
