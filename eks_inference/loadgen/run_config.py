@@ -15,6 +15,7 @@ from typing import Any
 
 from eks_inference.config import ConfigError
 from eks_inference.loadgen.client import Engine
+from eks_inference.measure.repeats import SLO_PERCENTILES
 from eks_inference.measure.schedule import RateSchedule, Segment
 from eks_inference.measure.spec import Arrival, Mode, StepSpec, TargetInfo
 
@@ -78,14 +79,22 @@ def parse_concurrencies(text: str, *, option: str = "--concurrencies") -> tuple[
 
 @dataclass(frozen=True, kw_only=True)
 class SearchSpec:
-    """Find the highest rate whose p99 stays under the SLO: double from ``start_rate`` until a step
-    fails (or ``max_rate``), then bisect ``refine_steps`` times between the last pass and the first fail.
+    """Find the highest rate whose latency percentile stays under the SLO: double from ``start_rate`` until a
+    probe does not pass (or ``max_rate``), then bisect between the highest pass and the lowest other probe until
+    they are within ``resolution`` of each other or ``refine_steps`` bisections are spent.
 
-    :param slo_p99_ms: the latency target.
+    A probe is a verdict of :func:`eks_inference.measure.repeats.judge`: ``pass``, ``fail``, ``unsure`` or
+    ``untrusted`` (booleans are read as pass / fail). Only a pass counts as one: the search brackets what was
+    shown, and the capacity's interval (:mod:`eks_inference.measure.capacity`) says how well.
+
+    :param slo_p99_ms: the latency target (of ``percentile``).
     :param start_rate: first rate tried, default 10.
     :param max_rate: never go above it, default 100000.
     :param refine_steps: bisection steps after bracketing, default 3.
     :param min_rate: give up below it when even the start rate fails, default ``start_rate / 16``.
+    :param resolution: stop bisecting once the bracket is narrower than this share of its lower end,
+        default 0.05.
+    :param percentile: the percentile the SLO applies to, default p99.
     """
 
     slo_p99_ms: float
@@ -93,6 +102,8 @@ class SearchSpec:
     max_rate: float = 100_000.0
     refine_steps: int = 3
     min_rate: float | None = None
+    resolution: float = 0.05
+    percentile: str = "p99"
 
     def __post_init__(self) -> None:
         if not self.slo_p99_ms > 0:
@@ -103,13 +114,18 @@ class SearchSpec:
             )
         if self.refine_steps < 0:
             raise ConfigError(f"--search-steps: {self.refine_steps} must be >= 0")
+        if not 0 < self.resolution < 1:
+            raise ConfigError(f"--search-resolution: {self.resolution:g} must be in (0, 1), e.g. 0.05")
+        if self.percentile not in SLO_PERCENTILES:
+            raise ConfigError(f"--slo-percentile: {self.percentile!r} is not one of {', '.join(SLO_PERCENTILES)}")
 
-    def next_rate(self, history: Sequence[tuple[float, bool]]) -> float | None:
-        """The next rate to try given ``(rate, passed)`` so far, or None when the search is over."""
+    def next_rate(self, history: Sequence[tuple[float, bool | str]]) -> float | None:
+        """The next rate to try given ``(rate, verdict)`` so far, or None when the search is over."""
         if not history:
             return self.start_rate
-        passed = [r for r, ok in history if ok]
-        failed = [r for r, ok in history if not ok]
+        seen = [(r, v is True or v == "pass") for r, v in history]
+        passed = [r for r, ok in seen if ok]
+        failed = [r for r, ok in seen if not ok]
         if not failed:
             last = max(passed)
             if last >= self.max_rate:
@@ -122,8 +138,8 @@ class SearchSpec:
             nxt = hi / 2
             return nxt if nxt >= floor else None
         lo = max(below)
-        refinements = len(history) - 1 - _bracketed_at(history)
-        if refinements >= self.refine_steps or (hi - lo) / lo < 0.02:
+        refinements = len(seen) - 1 - _bracketed_at(seen)
+        if refinements >= self.refine_steps or (hi - lo) / lo <= self.resolution:
             return None
         return round((lo + hi) / 2, 3)
 
@@ -205,6 +221,10 @@ class RunConfig:
     calibrate_s: float = 5.0
     schedule: tuple[Segment, ...] = ()
     sample_replicas: bool = False
+    repeats: int = 1
+    budget_s: float | None = None
+    drain_s: float = 0.0
+    slo_percentile: str = "p99"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -276,6 +296,18 @@ class RunConfig:
             raise ConfigError(f"--max-lag-ms: {self.max_lag_ms} must be positive")
         if self.slo_p99_ms is not None and not self.slo_p99_ms > 0:
             raise ConfigError(f"--slo-p99-ms: {self.slo_p99_ms} must be positive, e.g. 100")
+        if isinstance(self.repeats, bool) or not isinstance(self.repeats, int) or not 1 <= self.repeats <= 100:
+            raise ConfigError(f"--repeats: {self.repeats!r} must be a whole number in 1..100, e.g. 3")
+        if self.repeats > 1 and (self.schedule or self.clients > 1):
+            raise ConfigError("--repeats: a schedule is one step of its own, and several clients would each "
+                              "shuffle differently; drop --repeats, or run one client")
+        if self.budget_s is not None and not 0 <= self.budget_s <= 86_400:
+            raise ConfigError(f"--budget: {self.budget_s:g} must be in [0, 86400] seconds, e.g. 300")
+        if not 0 <= self.drain_s <= 600:
+            raise ConfigError(f"--drain: {self.drain_s:g} must be in [0, 600] seconds, e.g. 1")
+        if self.slo_percentile not in SLO_PERCENTILES:
+            raise ConfigError(f"--slo-percentile: {self.slo_percentile!r} is not one of "
+                              f"{', '.join(SLO_PERCENTILES)}")
 
     def _check_schedule(self) -> None:
         if self.mode is not Mode.OPEN or self.rates or self.search is not None or self.capacity_fractions:

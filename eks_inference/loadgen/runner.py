@@ -34,7 +34,7 @@ import gc
 import math
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -44,6 +44,8 @@ from eks_inference.loadgen.payloads import Payload
 from eks_inference.loadgen.replicas import ReplicaSampler
 from eks_inference.loadgen.run_config import RunConfig, rates_from_capacity
 from eks_inference.loadgen.server_metrics import StepReader
+from eks_inference.measure.capacity import capacity_at_slo, capacity_text
+from eks_inference.measure.repeats import judge, summarize_repeats
 from eks_inference.measure.schedule import Segment
 from eks_inference.measure.spec import Arrival, Mode, StepSpec
 from eks_inference.measure.stats import StepRecorder, StepStats, decode, percentiles_us
@@ -573,6 +575,118 @@ def step_passes(outcome: StepOutcome, config: RunConfig) -> tuple[bool, str]:
     return slo_verdict(summary, slo_p99_ms=config.search.slo_p99_ms, max_error_rate=config.max_error_rate)
 
 
+class _Stop(Exception):
+    """The run cannot go on; its status and error are already set."""
+
+
+Measure = Callable[[StepSpec], Awaitable[StepOutcome]]
+
+
+def _round_order(config: RunConfig, n: int, round_no: int) -> list[int]:
+    """The order of the ``n`` steps in round ``round_no``: as planned in a single round; with repeats, one order
+    shuffled from the run's seed, rotated by one place each round, so that every step takes every position in
+    turn (a slow drift lands on all of them alike) and the same command plays the same orders."""
+    order = list(range(n))
+    if config.repeats > 1 and n:
+        random.Random(config.seed).shuffle(order)
+        k = round_no % n
+        order = order[k:] + order[:k]
+    return order
+
+
+async def _sweep(config: RunConfig, planned: list[StepSpec], measure: Measure,
+                 combined: Callable[[int], dict[str, Any]], left_for: Callable[[float], bool], step_s: float,
+                 notes: list[str]) -> None:
+    """Fixed steps, ``config.repeats`` rounds in shuffled orders; then, within the budget, once more each step
+    whose repeats disagree or were contended (at most ``repeats`` more times each)."""
+    for round_no in range(config.repeats):
+        order = _round_order(config, len(planned), round_no)
+        if config.repeats > 1:
+            notes.append(f"round {round_no + 1} of {config.repeats} (order from seed {config.seed}): "
+                         + ", ".join(planned[i].label for i in order))
+        pos = 0
+        while pos < len(order):
+            i = order[pos]
+            pos += 1
+            spec = dataclasses.replace(planned[i], repeat=round_no)
+            result = await measure(spec)
+            if (round_no == 0 and config.capacity_fractions and config.slo_p99_ms is not None
+                    and i == len(planned) - 1 and len(planned) - len(config.capacity_fractions) < KNEE_EXTRA_STEPS):
+                summary = summarize([result.client_step(config)])
+                passed, _ = slo_verdict(summary, slo_p99_ms=config.slo_p99_ms, max_error_rate=config.max_error_rate,
+                                        percentile=config.slo_percentile)
+                if passed and not result.client.get("behind_schedule"):
+                    rate = rates_from_capacity((spec.rate or 0.0) * KNEE_STEP_FACTOR, (1.0,))[0]
+                    planned.append(config.step(len(planned), rate=rate))
+                    order.append(len(planned) - 1)
+                    notes.append(f"{spec.label} still met the SLO; going on at {rate:g} req/s to find the knee")
+    if config.repeats < 2:
+        return
+    extra = dict.fromkeys(range(len(planned)), 0)
+    while True:
+        flagged = [i for i in range(len(planned)) if extra[i] < config.repeats
+                   and (combined(i)["unstable"] or combined(i)["repeats_excluded"] or combined(i)["contended"])]
+        if not flagged:
+            break
+        if not left_for(step_s):
+            for i in flagged:
+                c = combined(i)
+                why = c["unstable_reason"] or "a repeat was measured while the host was contended"
+                notes.append(f"{planned[i].label}: {why}; the budget is spent, so it stays flagged")
+            break
+        i = flagged[0]
+        extra[i] += 1
+        c = combined(i)
+        notes.append(f"{planned[i].label}: measuring again ({c['unstable_reason'] or 'a contended repeat'})")
+        await measure(dataclasses.replace(planned[i], repeat=config.repeats + extra[i] - 1))
+
+
+async def _search(config: RunConfig, measure: Measure, combined: Callable[[int], dict[str, Any]],
+                  left_for: Callable[[float], bool], step_s: float, notes: list[str]) -> None:
+    """The SLO search with confidence: each probe measured ``repeats`` times and judged on its interval; an unsure,
+    unstable or contended probe is measured again while the budget lasts (at most ``repeats`` more times)."""
+    search = config.search
+    assert search is not None
+    history: list[tuple[float, str]] = []
+    index = 0
+    while True:
+        rate = search.next_rate(history)
+        if rate is None:
+            break
+        if not left_for(step_s * config.repeats):
+            notes.append(f"search stopped before {rate:g} req/s: the budget of {config.budget_s:g} s is spent")
+            break
+        spec = config.step(index, rate=rate)
+        for r in range(config.repeats):
+            await measure(dataclasses.replace(spec, repeat=r))
+        c = combined(index)
+        verdict, why = judge(c, slo_ms=search.slo_p99_ms, max_error_rate=config.max_error_rate,
+                             percentile=search.percentile)
+        extra = 0
+        while ((verdict == "unsure" or c["unstable"] or c["contended"]) and not c["behind_schedule"]
+               and extra < config.repeats and left_for(step_s)):
+            notes.append(f"search {spec.label}: {verdict}{' and unstable' if c['unstable'] else ''} ({why}); "
+                         "measuring it again")
+            await measure(dataclasses.replace(spec, repeat=config.repeats + extra))
+            extra += 1
+            c = combined(index)
+            verdict, why = judge(c, slo_ms=search.slo_p99_ms, max_error_rate=config.max_error_rate,
+                                 percentile=search.percentile)
+        history.append((rate, verdict))
+        notes.append(f"search {spec.label}: {verdict} ({why})")
+        if c["behind_schedule"]:
+            notes.append(f"search stopped at {spec.label}: the client fell behind its schedule; "
+                         "use more clients to measure higher rates")
+            break
+        index += 1
+    if not history:
+        return
+    cap = capacity_at_slo([combined(i) for i in range(len(history))],
+                          slo_ms=search.slo_p99_ms, max_error_rate=config.max_error_rate,
+                          percentile=search.percentile, nodes=config.target.nodes)
+    notes.append(f"search: {capacity_text(cap)}")
+
+
 async def run(
     config: RunConfig,
     payloads: Sequence[Payload],
@@ -618,7 +732,6 @@ async def run(
             notes.append(f"first request answered {p_kind} ({p_detail}); measuring anyway")
         slo = config.search.slo_p99_ms if config.search is not None else config.slo_p99_ms
         lag_limit_ms = max(config.max_lag_ms, LAG_SHARE_OF_SLO * slo) if slo else config.max_lag_ms
-        search_history: list[tuple[float, bool]] = []
         planned = config.sweep()
         start_at = config.start_at
         if config.capacity_fractions:
@@ -649,17 +762,24 @@ async def run(
             notes.append(f"capacity: {capacity:,.1f} req/s at concurrency {config.calibrate_concurrency} (closed loop, "
                          f"{config.calibrate_s:g} s); sweeping {', '.join(f'{r:g}' for r in rates)} req/s "
                          f"({', '.join(f'{f:g}' for f in config.capacity_fractions)} × that)")
-        index = 0
-        while True:
-            if config.search is not None:
-                rate = config.search.next_rate(search_history)
-                if rate is None:
-                    break
-                spec = config.step(index, rate=rate)
-            else:
-                if index >= len(planned):
-                    break
-                spec = planned[index]
+        t_run0 = time.monotonic()
+        step_s = (config.duration_s or 0.0) + config.warmup_s + config.drain_s
+        budget_end = None if config.budget_s is None else t_run0 + config.budget_s
+        percentile = config.search.percentile if config.search is not None else config.slo_percentile
+
+        def left_for(seconds: float) -> bool:
+            """Whether the budget has room for another measurement of about ``seconds``."""
+            return budget_end is None or time.monotonic() + seconds <= budget_end
+
+        def combined(index: int) -> dict[str, Any]:
+            """Step ``index``'s repeats so far, as one figure (:func:`summarize_repeats`)."""
+            mine = [[s.client_step(config)] for s in steps if s.spec.index == index]
+            return summarize_repeats(mine, percentile=percentile)
+
+        async def measure(spec: StepSpec) -> StepOutcome:
+            """One measurement of one step: load, then the server's account and the replica samples; raises
+            :class:`_Stop` when the run cannot go on (interrupted, aborted, nothing answered)."""
+            nonlocal start_at, status, error
             client.limit = config.connection_limit(spec)
             step = _new_step(client, spec, inferences, seed=config.seed, max_lag_ms=lag_limit_ms, progress=progress,
                              start_at=start_at)
@@ -672,7 +792,7 @@ async def run(
             except _Interrupted as e:
                 steps.append(await _with_samples(e.outcome, sampler, sampling))
                 status, error = "interrupted", "interrupted; the results measured so far are kept"
-                return outcome()
+                raise _Stop from None
             result = await _with_samples(result, sampler, sampling)
             if reader is not None:
                 result = dataclasses.replace(result, server_metrics=await reader.finish())
@@ -681,38 +801,27 @@ async def run(
                              "windows overlap less")
             start_at = None
             steps.append(result)
-            summary = summarize([result.client_step(config)])
-            progress.step_finished(summary)
+            progress.step_finished(summarize([result.client_step(config)]))
             if result.status != "complete":
                 status, error = "aborted", f"step {spec.label}: {result.note}"
-                break
+                raise _Stop
             if result.stats.ok == 0:
                 first = "; ".join(f"{k}: {v}" for k, v in result.client.get("first_error", {}).items())
                 status, error = "aborted", f"step {spec.label}: no successful responses ({first or 'no details'})"
-                break
+                raise _Stop
             if on_step is not None:
                 on_step(outcome())
+            if config.drain_s:
+                await asyncio.sleep(config.drain_s)
+            return result
+
+        try:
             if config.search is not None:
-                passed, reason = step_passes(result, config)
-                search_history.append((spec.rate or 0.0, passed))
-                notes.append(f"search {spec.label}: {'pass' if passed else 'fail'} ({reason})")
-                if result.client.get("behind_schedule"):
-                    notes.append(f"search stopped at {spec.label}: the client fell behind its schedule; "
-                                 "use more clients to measure higher rates")
-                    break
-            if (config.capacity_fractions and config.slo_p99_ms is not None and index == len(planned) - 1
-                    and len(planned) - len(config.capacity_fractions) < KNEE_EXTRA_STEPS):
-                passed, _ = slo_verdict(summary, slo_p99_ms=config.slo_p99_ms, max_error_rate=config.max_error_rate)
-                if passed and not result.client.get("behind_schedule"):
-                    rate = rates_from_capacity((spec.rate or 0.0) * KNEE_STEP_FACTOR, (1.0,))[0]
-                    planned.append(config.step(index + 1, rate=rate))
-                    notes.append(f"{spec.label} still met the SLO; going on at {rate:g} req/s to find the knee")
-            index += 1
-        if config.search is not None:
-            passing = [r for r, ok in search_history if ok]
-            notes.append(f"search: highest rate meeting p99 <= {config.search.slo_p99_ms:g} ms: "
-                         f"{max(passing):g} req/s" if passing else
-                         f"search: no rate met p99 <= {config.search.slo_p99_ms:g} ms")
+                await _search(config, measure, combined, left_for, step_s, notes)
+            else:
+                await _sweep(config, planned, measure, combined, left_for, step_s, notes)
+        except _Stop:
+            return outcome()
         return outcome()
     finally:
         await client.aclose()

@@ -77,3 +77,14 @@ def capacity_at_slo(steps: Sequence[Mapping[str, Any]], *, slo_ms: float, max_er
                    for r, v, m, why, _ in probes],
         "excluded": excluded, "notes": notes,
     }
+
+
+def capacity_text(cap: Mapping[str, Any]) -> str:
+    """One line: ``capacity at p99 <= 250 ms: 61.3 req/s (95 % interval 56.2-65.0)``, or why there is none."""
+    head = f"capacity at {cap['percentile']} <= {cap['slo_ms']:g} ms"
+    if cap["rps"] is None:
+        return f"{head}: none shown ({'; '.join(cap['notes']) or 'no open-loop steps'})"
+    lo = "?" if cap["rps_lo"] is None else f"{cap['rps_lo']:,.4g}"
+    hi = "open" if cap["rps_hi"] is None else f"{cap['rps_hi']:,.4g}"
+    reps = f", {cap['per_replica_rps']:,.4g} per replica" if cap.get("per_replica_rps") else ""
+    return f"{head}: {cap['rps']:,.4g} req/s (95 % interval {lo} to {hi}{reps})"

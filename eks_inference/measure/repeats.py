@@ -73,8 +73,9 @@ def summarize_repeats(groups: Sequence[Sequence[ClientStep]], *, percentile: str
     thr = sum(s["throughput_rps"] for s in sums) / len(sums)
     inf = sum(s["inferences_per_s"] for s in sums) / len(sums)
     rates = [r for s in sums for r in s.get("batch_rates", [])]
-    t_lo, t_hi = hull(mean_interval(rates, centre=thr) if len(rates) >= 2 else (None, None),
-                      [s["throughput_rps"] for s in sums]) if thr else (0.0, 0.0)
+    # batch means where the steps were long enough to cut into batches, else Student-t across the repeats
+    pooled = rates if len(rates) >= 2 else [s["throughput_rps"] for s in sums]
+    t_lo, t_hi = hull(mean_interval(pooled, centre=thr), [s["throughput_rps"] for s in sums]) if thr else (0.0, 0.0)
     per_request = inf / thr if thr else 0.0
     e_lo, e_hi = hull(wilson(errors, requests), [s["error_rate"] for s in sums])
     out.update({
