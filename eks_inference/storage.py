@@ -17,16 +17,22 @@ for ``s3://`` stores; the endpoint comes from the argument, else boto3's own ``A
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import random
 import shutil
+import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from eks_inference.errors import ConfigError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DOWNLOAD_WORKERS = 8
 SINGLE_PUT_MAX_BYTES = 64 * 2**20
@@ -167,15 +173,37 @@ class S3Store:
         return f"s3://{self.bucket}/{self.key(rel)}"
 
     def read_bytes(self, rel: str) -> bytes | None:
+        """The object's bytes, or None when it does not exist, whichever of 404 and 403 S3 answers for that.
+
+        S3 answers a GET of a missing key with 404 only to a caller allowed ``s3:ListBucket``, else 403 (S3 API
+        Reference, GetObject, "Permissions"). The roles here may list only under the prefixes they read (an
+        ``s3:prefix`` condition), and whether S3 counts that as ListBucket for a GET is not documented. So a 403 is
+        read as "absent" only when a listing of exactly that key, which those roles are allowed, confirms it; a
+        403 on a key the listing shows, or a refused listing, is a real denial and is raised.
+        """
+        from botocore.exceptions import ClientError
+
+        key = self.key(rel)
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            return bytes(body.read())
+        except ClientError as e:
+            if _missing(e):
+                return None
+            if _denied(e) and self._listed_absent(key):
+                log.info("s3://%s/%s: GET answered 403, a listing shows it absent: not published yet", self.bucket, key)
+                return None
+            raise
+
+    def _listed_absent(self, key: str) -> bool:
+        """True when a listing of ``key`` shows no such object; False when it shows one or the listing is refused."""
         from botocore.exceptions import ClientError
 
         try:
-            body = self.client.get_object(Bucket=self.bucket, Key=self.key(rel))["Body"]
-            return bytes(body.read())
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
-                return None
-            raise
+            listed = self.client.list_objects_v2(Bucket=self.bucket, Prefix=key, MaxKeys=1)
+        except ClientError:
+            return False
+        return not any(obj["Key"] == key for obj in listed.get("Contents", []))
 
     def download(self, rel: str, dest: Path) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -239,6 +267,51 @@ class S3Store:
             for obj in page.get("Contents", []):
                 out.append(obj["Key"][len(self.prefix) + 1:] if self.prefix else obj["Key"])
         return sorted(out)
+
+
+def _missing(e: Any) -> bool:
+    return e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound")
+
+
+def _denied(e: Any) -> bool:
+    code = e.response.get("Error", {}).get("Code")
+    return code in ("AccessDenied", "403", "Forbidden") or \
+        e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 403
+
+
+RETRY_DELAYS_S: tuple[float, ...] = (2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
+"""Waits between attempts of a write that failed on a passing fault (about four minutes in all), on top of botocore's
+own retries of each call: a compile that took an hour is not lost to a minute of S3 errors or a dropped connection."""
+_TRANSIENT_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
+                              "InternalError", "ServiceUnavailable", "503", "500", "BadDigest", "IncompleteBody"})
+
+
+def is_transient(e: BaseException) -> bool:
+    """A fault worth retrying: a 5xx or throttling answer, or a connection that failed or broke."""
+    try:
+        from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+    except ImportError:  # pragma: no cover - local stores only
+        return False
+    if isinstance(e, ClientError):
+        status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        return e.response.get("Error", {}).get("Code") in _TRANSIENT_CODES or status >= 500
+    return isinstance(e, ConnectionError | HTTPClientError)
+
+
+def with_retries(fn: Callable[[], T], *, what: str, delays: Sequence[float] | None = None) -> T:
+    """``fn()``, attempted again after each of ``delays`` (default :data:`RETRY_DELAYS_S`) while it fails on a passing
+    fault (:func:`is_transient`); any other error, or the last, is raised. Each retry is logged naming ``what``."""
+    waits = list(RETRY_DELAYS_S if delays is None else delays)
+    for attempt in range(len(waits) + 1):
+        try:
+            return fn()
+        except Exception as e:
+            if attempt == len(waits) or not is_transient(e):
+                raise
+            log.warning("%s failed (%s: %s); attempt %d of %d in %.0f s", what, type(e).__name__, e, attempt + 2,
+                        len(waits) + 1, waits[attempt])
+            time.sleep(waits[attempt] * random.uniform(0.8, 1.2))
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _exists(e: Any) -> bool:

@@ -11,11 +11,15 @@ Repository layout (``eks-inference publish`` writes it)::
     {root}/models/{name}/{revision}/manifest.json + model files
     {root}/artifacts/{name}/{revision}/{cache_key}/manifest.json + {writer}/graph files
 
-Publishing an artifact is a two-phase commit: data files go under a prefix unique to the writer, then the
-manifest is written create-only (S3 ``If-None-Match: *``, as every write here is). Concurrent writers that miss
-the cache all compile, exactly one manifest wins, and no writer ever overwrites an object another manifest points
-at. Who may write at all is the caller's choice: a caller that passes no compile function (a replica in the
-cluster) never writes; on a miss it gets :class:`ArtifactNotFound` naming the absent manifest and who writes it.
+Publishing an artifact (:func:`publish_once`) takes a *lease* first, then uploads the data files under a prefix
+unique to the writer, then writes the manifest; every write is create-only (S3 ``If-None-Match: *``). Concurrent
+writers that miss the cache may all compile, but only the lease holder uploads: the others wait for its manifest and
+write nothing, so a race leaves no object nobody points at and nobody needs to delete (the writers' role may not, and
+a delete in a versioned bucket keeps the bytes anyway). A writer that dies holding the lease is replaced once its
+lease ends. Each write is retried on passing faults (:func:`eks_inference.storage.with_retries`), and a compile whose
+upload still failed stays in the local cache, from where the next call publishes it instead of compiling again. Who
+may write at all is the caller's choice: a caller that passes no compile function (a replica in the cluster) never
+writes; on a miss it gets :class:`ArtifactNotFound` naming the absent manifest and who writes it.
 
 Pinning: a caller that knows the weights' digest (``expected_digest``, a model's ``weights_sha256``) gets weights
 with exactly that digest or an :class:`ArtifactIntegrityError`, and an artifact is refused unless its manifest says
@@ -50,7 +54,7 @@ from eks_inference.artifacts.manifests import (
     sha256_file,
 )
 from eks_inference.config import ConfigError
-from eks_inference.storage import Store, open_store, run_concurrently, temp_sibling
+from eks_inference.storage import Store, open_store, run_concurrently, temp_sibling, with_retries
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +166,7 @@ def upload_verified(store: Store, src: Path, rel: str, sha256: str) -> None:
     An existing object is a retried write that had landed, or an earlier publish of the same files; one with other
     bytes would be served under a manifest that promises these, so it is refused naming the object.
     """
-    if store.upload_new(src, rel):
+    if with_retries(lambda: store.upload_new(src, rel), what=f"uploading {store.uri_of(rel)}"):
         return
     tmp = temp_sibling(src)
     try:
@@ -209,6 +213,77 @@ def write_manifest(root: Path, manifest: Mapping[str, Any]) -> bytes:
     tmp.write_bytes(data)
     os.replace(tmp, root / MANIFEST)
     return data
+
+
+PUBLISH_LEASE_S = 1800.0
+"""How long a writer's lease on an artifact lasts: long enough to upload every graph of a Neuron artifact; a writer
+that holds it longer (or died) is taken over, and writers waiting on it wait at most this long."""
+LEASE = ".publishing"
+MAX_LEASES = 20
+
+
+def _lease_holder(store: Store, rel: str) -> dict[str, Any]:
+    raw = store.read_bytes(rel)
+    try:
+        lease = json.loads(raw or b"")
+        return {"writer": str(lease["writer"]), "expires_at": float(lease["expires_at"])}
+    except (ValueError, KeyError, TypeError):
+        return {"writer": "unknown", "expires_at": 0.0}  # unreadable: treated as ended
+
+
+def _claim(store: Store, rel: str, data: bytes, *, mine: Callable[[bytes | None], bool]) -> bool:
+    """Create ``rel`` with ``data`` (retried); True when the object is ours, also when a retried PUT had landed."""
+    if with_retries(lambda: store.put_if_absent(rel, data), what=f"writing {store.uri_of(rel)}"):
+        return True
+    return mine(store.read_bytes(rel))
+
+
+def publish_once(store: Store, prefix: str, src: Path, files: Mapping[str, Any], manifest: bytes, *, writer: str,
+                 lease_s: float = PUBLISH_LEASE_S, poll_s: tuple[float, float] = (1.0, 15.0)) -> bool:
+    """Publish ``src``'s ``files`` and ``manifest`` under ``prefix`` unless another writer does: True when this
+    writer's manifest was published, False when another's was (then this writer wrote nothing but a lease it lost).
+
+    The lease ``{prefix}/.publishing-N`` is created create-only; its holder uploads, then writes the manifest. A writer
+    that finds the lease taken waits for the manifest until the lease's ``expires_at`` (``lease_s``, default
+    :data:`PUBLISH_LEASE_S`, from the holder's clock), polling between ``poll_s`` bounds; if none came, the holder is
+    presumed dead and the next lease is taken. The dead holder's partial uploads stay (a crash, not a race, leaves
+    them); a holder that outlives its lease and then loses the manifest leaves its data files too, logged.
+    """
+    manifest_rel = f"{prefix}/{MANIFEST}"
+    for n in range(MAX_LEASES):
+        if store.read_bytes(manifest_rel) is not None:
+            return False
+        lease_rel = f"{prefix}/{LEASE}-{n}"
+        lease = canonical_json({"writer": writer, "expires_at": time.time() + lease_s})
+        if _claim(store, lease_rel, lease, mine=lambda raw: _lease_holder_is(raw, writer)):
+            list(run_concurrently(sorted(files), lambda rel: upload_verified(store, src / rel, f"{prefix}/{rel}",
+                                                                             files[rel]["sha256"])))
+            if _claim(store, manifest_rel, manifest, mine=lambda raw: raw == manifest):
+                return True
+            log.warning("%s was published by another writer after this writer's lease ended; this writer's files "
+                        "under %s are referenced by nothing", store.uri_of(manifest_rel),
+                        store.uri_of(f"{prefix}/{writer}"))
+            return False
+        holder = _lease_holder(store, lease_rel)
+        delay = poll_s[0]
+        while time.time() < holder["expires_at"]:
+            time.sleep(min(delay, max(0.0, holder["expires_at"] - time.time())))
+            if store.read_bytes(manifest_rel) is not None:
+                return False
+            delay = min(poll_s[1], delay * 1.5)
+        if store.read_bytes(manifest_rel) is not None:
+            return False
+        log.warning("writer %s held %s until %s and published nothing; taking over", holder["writer"],
+                    store.uri_of(lease_rel), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(holder["expires_at"])))
+    raise RuntimeError(f"{MAX_LEASES} writers took a lease on {store.uri_of(prefix)} and none published its "
+                       f"{MANIFEST}; read the compile Jobs' logs for why")
+
+
+def _lease_holder_is(raw: bytes | None, writer: str) -> bool:
+    try:
+        return bool(json.loads(raw or b"").get("writer") == writer)
+    except (ValueError, AttributeError):
+        return False
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -407,9 +482,10 @@ def resolve_artifact(req: ArtifactRequest, model: ResolvedModel, *, cache_dir: s
     writes (a replica in the cluster): a miss raises :class:`ArtifactNotFound` naming the absent manifest, with
     ``compile_hint`` (who writes it) as its ``command``.
 
-    Order: verified local cache → remote cache (download, verify) → compile locally, upload data files
-    under a writer-unique prefix, then create the manifest only if absent. The loser of a publish race
-    deletes its data files and serves its own (equivalent) local compilation.
+    Order: verified local cache → remote cache (download, verify) → compile locally into the local cache, then
+    publish it (:func:`publish_once`). A writer whose local cache holds an artifact the store lacks (its upload
+    failed) publishes that one. The loser of a publish race writes nothing and serves its own (equivalent) local
+    compilation; nothing is ever deleted.
     """
     t0 = time.perf_counter()
     key = req.key(model.digest)
@@ -420,7 +496,15 @@ def resolve_artifact(req: ArtifactRequest, model: ResolvedModel, *, cache_dir: s
         try:
             _check_compiled_from(m, model, key, str(local))
             verify_local(local, m["files"], origin=lambda rel: str(local / rel))
-            return ResolvedArtifact(local, m, key, "local-cache", artifact_uri, time.perf_counter() - t0)
+            uri = artifact_uri
+            if artifact_uri and compile_fn is not None:  # a writer: make sure what it compiled earlier is published
+                writer_store = open_store(artifact_uri, endpoint_url=endpoint_url)
+                uri = writer_store.uri_of(prefix)
+                if writer_store.read_bytes(f"{prefix}/{MANIFEST}") is None:
+                    log.info("publishing %s from the local cache (an earlier upload did not finish)", uri)
+                    publish_once(writer_store, prefix, local, m["files"], (local / MANIFEST).read_bytes(),
+                                 writer=f"w-{uuid.uuid4().hex[:12]}")
+            return ResolvedArtifact(local, m, key, "local-cache", uri, time.perf_counter() - t0)
         except ArtifactIntegrityError as e:
             log.warning("local artifact cache is damaged, fetching again: %s", e)
             shutil.rmtree(local, ignore_errors=True)
@@ -455,23 +539,17 @@ def resolve_artifact(req: ArtifactRequest, model: ResolvedModel, *, cache_dir: s
     try:
         m = compile_fn(model_dir=model.path, out_dir=staging, writer=writer, request=req,
                        weights_digest=model.digest, cache_key=key)
-        data = write_manifest(staging, m)
+        write_manifest(staging, m)
+        _move_into_place(staging, local)  # kept whatever happens to the upload; another process's, if it was first
+        data = (local / MANIFEST).read_bytes()
+        m = parse_manifest(data, str(local), kind="artifact")
         source = "compiled"
         uri = None
         if store is not None:
             uri = store.uri_of(prefix)
-            uploads = sorted(m["files"])
-            list(run_concurrently(uploads, lambda rel: upload_verified(store, staging / rel, f"{prefix}/{rel}",
-                                                                       m["files"][rel]["sha256"])))
-            if not store.put_if_absent(f"{prefix}/{MANIFEST}", data):
+            if not publish_once(store, prefix, local, m["files"], data, writer=writer):
                 source = "compiled-lost-race"
-                log.info("another replica published %s first; removing this replica's uploads", uri)
-                for rel in uploads:
-                    try:
-                        store.delete(f"{prefix}/{rel}")
-                    except Exception as e:  # best effort: orphans are harmless, never referenced
-                        log.warning("could not delete orphan %s: %s", store.uri_of(f"{prefix}/{rel}"), e)
-        _move_into_place(staging, local)
+                log.info("another writer published %s first; this one wrote nothing there", uri)
         return ResolvedArtifact(local, m, key, source, uri, time.perf_counter() - t0)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -13,6 +13,7 @@ Whatever that function reports lands in :attr:`Published.references`; it never f
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from eks_inference.artifacts.resolve import (
     bundled_model_path,
     model_manifest,
     parse_manifest,
+    publish_once,
     upload_verified,
     verify_local,
 )
@@ -85,7 +87,9 @@ def publish_model(source: str | Path, repository_uri: str, *, name: str, revisio
 
 
 def publish_artifact(artifact_dir: str | Path, repository_uri: str, *, endpoint_url: str | None = None) -> Published:
-    """Upload a compiled artifact to ``{repo}/artifacts/{name}/{revision}/{cache_key}/`` (create-only manifest)."""
+    """Upload a compiled artifact to ``{repo}/artifacts/{name}/{revision}/{cache_key}/`` under a lease
+    (:func:`~eks_inference.artifacts.resolve.publish_once`): if another writer publishes that key first, this one
+    uploads nothing and deletes nothing."""
     src = Path(artifact_dir).expanduser().resolve()
     m = parse_manifest((src / MANIFEST).read_bytes() if (src / MANIFEST).is_file() else None, str(src),
                        kind="artifact")
@@ -98,13 +102,8 @@ def publish_artifact(artifact_dir: str | Path, repository_uri: str, *, endpoint_
     if existing is not None:  # any compilation under the same cache key is equivalent: keep the first
         parse_manifest(existing, store.uri_of(prefix), kind="artifact")
         return Published(store.uri_of(prefix), 0, 0, "already-published")
-    uploads = sorted(m["files"])
-    list(run_concurrently(uploads, lambda rel: upload_verified(store, src / rel, f"{prefix}/{rel}",
-                                                               m["files"][rel]["sha256"])))
-    if store.put_if_absent(f"{prefix}/{MANIFEST}", (src / MANIFEST).read_bytes()):
-        return Published(store.uri_of(prefix), len(uploads), total, "published")
-    winner = parse_manifest(store.read_bytes(f"{prefix}/{MANIFEST}"), store.uri_of(prefix), kind="artifact")
-    for rel in uploads:
-        if rel not in winner["files"]:
-            store.delete(f"{prefix}/{rel}")
+    writer = f"w-{uuid.uuid4().hex[:12]}"
+    if publish_once(store, prefix, src, m["files"], (src / MANIFEST).read_bytes(), writer=writer):
+        return Published(store.uri_of(prefix), len(m["files"]), total, "published")
+    parse_manifest(store.read_bytes(f"{prefix}/{MANIFEST}"), store.uri_of(prefix), kind="artifact")
     return Published(store.uri_of(prefix), 0, 0, "already-published")

@@ -96,6 +96,34 @@ def test_the_compile_role_adds_artifacts_only_create_only_and_never_touches_weig
     assert inference.s3(role, "s3:DeleteObject", ARTIFACT) != "allow"
 
 
+@pytest.mark.parametrize(("role", "keys"), [
+    ("Serving pods", ["models/minilm/v1/manifest.json", f"{ARTIFACT.rsplit('/', 2)[0]}/manifest.json"]),
+    ("Compile Jobs", ["models/minilm/v1/manifest.json", f"{ARTIFACT.rsplit('/', 2)[0]}/manifest.json",
+                      f"{ARTIFACT.rsplit('/', 2)[0]}/.publishing-0"]),
+])
+def test_a_role_may_list_exactly_the_keys_it_waits_for(inference: Inference, role: str, keys: list[str]) -> None:
+    """GIVEN a role that waits for objects another role publishes (a replica's weights and artifact, the compile step's
+    weights and lease)
+    WHEN it lists with the key as prefix, and when S3 checks ListBucket for a GET with no ``s3:prefix`` in the request
+    THEN the listing is allowed (so the code can tell "absent" from "denied"), while the bare check is not: S3 may
+    answer the GET of a missing key with 403 rather than 404 (GetObject, "Permissions"), and the code must take both.
+    The role may delete none of them."""
+    rid = inference.roles[role]
+    bucket = resolve({"Fn::GetAtt": [inference.bucket_id, "Arn"]})
+
+    def list_bucket(context: Mapping[str, str]) -> str:
+        req = Request(principal={"AWS": resolve({"Fn::GetAtt": [rid, "Arn"]})}, action="s3:ListBucket",
+                      resource=bucket, context=dict(context))
+        return decide(req, identity=role_policies(inference.template, rid), resource=[inference.bucket_policy])
+
+    for key in keys:
+        assert list_bucket({"s3:prefix": key}) == "allow"
+        assert inference.s3(role, "s3:GetObject", key) == "allow"
+        assert inference.s3(role, "s3:DeleteObject", key) != "allow"
+    assert list_bucket({}) != "allow"
+    assert list_bucket({"s3:prefix": "results/"}) != "allow"
+
+
 def test_the_bucket_refuses_an_overwrite_even_to_an_identity_allowed_everything(inference: Inference) -> None:
     """GIVEN a principal of the account whose own policy allows s3:* (an administrator, a CI role)
     WHEN it writes under models/ or artifacts/ without If-None-Match, or copies into them

@@ -220,7 +220,7 @@ def test_concurrent_replicas_publish_exactly_one_artifact(tiny_model: Path, tmp_
     key_dir = repo / "tiny" / "v1" / results[0].key
     manifest = json.loads((key_dir / MANIFEST).read_text())
     on_disk = set(hash_tree(key_dir))
-    assert on_disk == set(manifest["files"]), "losers must remove their uploads; the winner's files stay"
+    assert on_disk == set(manifest["files"]), "losers upload nothing; the winner's files are all there is"
     verify_local(key_dir, manifest["files"], origin=str)
 
 
