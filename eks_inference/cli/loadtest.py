@@ -1,8 +1,8 @@
-"""``eks-inference loadtest run | report``: argument parsing and the glue between runner, files and screen.
+"""``eks-inference loadtest run | report | compare``: argument parsing and the glue between runner, files and screen.
 
 Exit codes: 0 done; 1 the target could not be measured (unreachable, no successes) — the result file
 is still written with whatever was measured; 2 bad input (``ConfigError``); 130 interrupted (results so
-far written).
+far written). ``compare``: 1 when a target regressed beyond the noise both runs measured.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from eks_inference import storage
-from eks_inference.analysis import report
+from eks_inference.analysis import compare, report
 from eks_inference.analysis.aggregate import DEFAULT_SLO_P99_MS, build_targets, series_verification
 from eks_inference.analysis.timeline import client_timeline, segment_rows, timeline_table
 from eks_inference.analysis.timeline import from_results as timeline_from_results
@@ -60,9 +60,10 @@ def register(subparsers: Any) -> None:
             "eks-inference loadtest run --url http://127.0.0.1:8000/minilm --rates 5,10,20 --duration 10 "
             "--out out/results/",
             "eks-inference loadtest report out/results --out out/report",
+            "eks-inference loadtest compare out/before/report.json out/after/results/",
         ),
     )
-    sub = lt.add_subparsers(dest="loadtest_command", metavar="{run,report}")
+    sub = lt.add_subparsers(dest="loadtest_command", metavar="{run,report,compare}")
 
     def group_help(_a: argparse.Namespace) -> int:
         lt.print_help()
@@ -71,6 +72,7 @@ def register(subparsers: Any) -> None:
     lt.set_defaults(func=group_help)
     _register_run(sub)
     _register_report(sub)
+    _register_compare(sub)
 
 
 def _register_run(sub: Any) -> None:
@@ -721,3 +723,112 @@ def _gather(inputs: list[str], *, wait_for: int, timeout_s: float) -> tuple[list
                 raise ConfigError(f"no result files appeared in {timeout_s:g} s (--wait-for {wait_for})")
             return found, f"only {n} of {wait_for} result files arrived within {timeout_s:g} s; report is partial"
         time.sleep(min(5.0, max(0.1, deadline - time.monotonic())))
+
+
+# -- compare ---------------------------------------------------------------------------------------------------
+
+def _register_compare(sub: Any) -> None:
+    p = add_command(
+        sub, "compare", summary="compare two load tests of the same targets: regression beyond noise or not",
+        description=_wrap("Per target in both: capacity at the SLO, p99 at a common rate and USD per 1M inferences, "
+                          "each with the 95 % interval its run measured. A figure moved only when the intervals "
+                          "part and the estimates differ by more than --min-change. Exit 1 when a target "
+                          "regressed, 0 otherwise, 2 on a usage error. BASE and NEW are report.json files, "
+                          "report directories or result folders (merged as `loadtest report` would)."),
+        example_lines=(
+            "eks-inference loadtest compare out/before/report out/after/report",
+            "eks-inference loadtest compare out/before/results out/after/results --slo-p99-ms 250 --json diff.json",
+        ),
+    )
+    p.add_argument("base", metavar="BASE", help="the run before the change (report.json, its folder or results)")
+    p.add_argument("new", metavar="NEW", help="the run after the change (same forms)")
+    p.add_argument("--min-change", type=float, default=compare.DEFAULT_MIN_CHANGE,
+                   help="a figure must also move by more than this fraction of BASE's estimate "
+                        f"(default {compare.DEFAULT_MIN_CHANGE:g}: drift between runs that one run cannot see)")
+    p.add_argument("--slo-p99-ms", type=float,
+                   help="for result folders: the SLO to judge steps by (default: the one recorded, else "
+                        f"{DEFAULT_SLO_P99_MS:g})")
+    p.add_argument("--max-error-rate", type=float, default=0.01, help="for result folders: as for report")
+    p.add_argument("--prices", help="for result folders: as for report")
+    p.add_argument("--region", default=DEFAULT_REGION, help="for result folders: as for report")
+    p.add_argument("--json", metavar="PATH", help="also write the comparison as JSON here")
+    p.set_defaults(func=cmd_compare)
+
+
+def _comparable_report(path: str, a: argparse.Namespace, prices: Any) -> dict[str, Any]:
+    """A report document from a report.json, a folder holding one, or result files (merged here)."""
+    try:
+        found = storage.read_inputs([path])
+    except ConfigError as e:
+        raise ConfigError(f"{path}: neither a report nor result files ({e})") from None
+    reports = []
+    for f in found:
+        try:
+            doc = json.loads(f.text)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(doc, dict) and doc.get("format") == results.REPORT_FORMAT:
+            reports.append((f.source, doc))
+    if len(reports) == 1:
+        return reports[0][1]
+    if len(reports) > 1:
+        raise ConfigError(f"{path}: holds {len(reports)} reports ({', '.join(s for s, _ in reports)}); name one")
+    try:
+        parsed, skipped = results.load_results(found)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: no report.json there, and {e}") from None
+    slo = a.slo_p99_ms if a.slo_p99_ms is not None else (_recorded_slo(parsed) or DEFAULT_SLO_P99_MS)
+    targets, warnings = build_targets(
+        [st for r in parsed for st in r.steps], slo_p99_ms=slo, max_error_rate=a.max_error_rate, prices=prices,
+        default_region=a.region,
+        targets_without_steps=[(TargetInfo.from_dict(r.doc["target"]), _run_id(r), r.source) for r in parsed])
+    return report.build_document(targets, warnings=list(skipped) + warnings, slo_p99_ms=slo,
+                                 max_error_rate=a.max_error_rate, prices=prices, inputs=[], generated_at=time.time())
+
+
+def cmd_compare(a: argparse.Namespace) -> int:
+    if not 0 <= a.min_change < 1:
+        raise ConfigError(f"--min-change: {a.min_change} must be in [0, 1), e.g. 0.1 for 10 %")
+    if a.slo_p99_ms is not None and not a.slo_p99_ms > 0:
+        raise ConfigError(f"--slo-p99-ms: {a.slo_p99_ms} must be positive, e.g. 100")
+    prices = load_prices(a.prices)
+    base, new = _comparable_report(a.base, a, prices), _comparable_report(a.new, a, prices)
+    if base.get("slo_p99_ms") != new.get("slo_p99_ms"):
+        raise ConfigError(f"BASE judged steps against p99 <= {base.get('slo_p99_ms')} ms and NEW against "
+                          f"{new.get('slo_p99_ms')} ms; compare result folders with one --slo-p99-ms, or reports "
+                          "written with the same one")
+    try:
+        rows, notes = compare.compare_documents(base, new, min_change=a.min_change)
+    except ValueError as e:
+        raise ConfigError(f"{e}; write each report with --run-id to pick one run") from None
+    if not rows:
+        raise ConfigError("no target is in both BASE and NEW: " + "; ".join(notes))
+    console = _console(stderr=False)
+    console.print(compare_table(rows, slo_p99_ms=float(base["slo_p99_ms"])))
+    for c in rows:
+        for note in c.notes:
+            console.print(f"{c.target}: {note}", highlight=False)
+    for note in notes:
+        console.print(note, highlight=False)
+    if a.json:
+        storage.write_bytes(a.json, json.dumps(compare.to_dict(rows, notes, min_change=a.min_change), indent=2)
+                            .encode(), content_type="application/json")
+    bad = [c.target for c in rows if c.verdict == "regression"]
+    console.print(("regression beyond noise: " + ", ".join(bad)) if bad else "no regression beyond noise",
+                  highlight=False)
+    return EXIT_FAILED if bad else EXIT_OK
+
+
+def compare_table(rows: Sequence[compare.TargetComparison], *, slo_p99_ms: float) -> Any:
+    from rich.table import Table
+
+    table = Table(title=f"BASE → NEW (95 % intervals; SLO p99 <= {slo_p99_ms:g} ms)")
+    for col in ("target", "figure", "BASE", "NEW", "change", "figure verdict", "target verdict"):
+        table.add_column(col)
+    for c in rows:
+        for i, f in enumerate(c.figures):
+            fmt = ",.4f" if f.unit == "USD" else ",.1f"
+            table.add_row(c.target if i == 0 else "", f"{f.label} ({f.unit})", f.base.text(fmt), f.new.text(fmt),
+                          "" if f.change is None else f"{f.change:+.1%}", f"{f.verdict}: {f.why}",
+                          c.verdict if i == 0 else "")
+    return table

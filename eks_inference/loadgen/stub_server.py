@@ -5,6 +5,7 @@ server costs a few microseconds per request (no framework), so a benchmark again
 client, not the server; its optional periodic stall makes coordinated omission visible on purpose.
 
     python -m eks_inference.loadgen.stub_server --port 8000 [--stall-every 2 --stall-for 0.5]
+    python -m eks_inference.loadgen.stub_server --forward 0.005    # one forward at a time, 5 ms each: 200 req/s
 
 It speaks just enough HTTP/1.1 for keep-alive clients (Content-Length bodies, no chunked uploads):
 ``POST /<anything>/predict`` answers ``{"outputs": [...]}`` with one entry per input, ``GET
@@ -31,7 +32,12 @@ from typing import Any
 class StubBehaviour:
     """How the stub misbehaves, all off by default.
 
-    :param delay_s: fixed service time added to every predict, default 0.
+    :param delay_s: fixed service time added to every predict, default 0. Requests wait in parallel: a latency,
+        not a capacity.
+    :param forward_s: time of one "forward", run one at a time server-wide like a model on one device: the
+        server's capacity is exactly ``1 / forward_s`` req/s. Each forward ends ``forward_s`` after the previous
+        one ended or after its request arrived, whichever is later, on an ideal clock, so timer slack and a
+        busy host delay replies without lowering that capacity. Default 0 (off).
     :param stall_every_s: period of a server-wide stall (a "GC pause"); 0 disables. Default 0.
     :param stall_for_s: length of each stall; requests that arrive during it are held until it ends.
     :param fail_every: answer every N-th predict with HTTP 500; 0 disables. Default 0.
@@ -49,6 +55,7 @@ class StubBehaviour:
     """
 
     delay_s: float = 0.0
+    forward_s: float = 0.0
     stall_every_s: float = 0.0
     stall_for_s: float = 0.0
     fail_every: int = 0
@@ -163,10 +170,11 @@ class StubServer:
         self.t0 = time.monotonic()
         self.predicts = 0
         self.arrivals: list[float] = []
+        self.busy_until = 0.0
 
     def needs_wait(self) -> bool:
         b = self.behaviour
-        return b.delay_s > 0 or self._stall_left() > 0
+        return b.delay_s > 0 or b.forward_s > 0 or self._stall_left() > 0
 
     def _stall_left(self) -> float:
         b = self.behaviour
@@ -181,6 +189,10 @@ class StubServer:
             await asyncio.sleep(left)
         if self.behaviour.delay_s > 0:
             await asyncio.sleep(self.behaviour.delay_s)
+        if self.behaviour.forward_s > 0:
+            now = time.monotonic()
+            self.busy_until = max(now, self.busy_until) + self.behaviour.forward_s
+            await asyncio.sleep(self.busy_until - now)
 
     def respond(self, status: int, payload: bytes, keep_alive: bool) -> tuple[bytes, bool]:
         style = self.behaviour.response_style if status == 200 else "length"
@@ -238,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=0, help="port, 0 picks a free one (default 0)")
     p.add_argument("--delay", type=float, default=0.0, help="service time per predict in s (default 0)")
+    p.add_argument("--forward", type=float, default=0.0,
+                   help="serial forward time per predict in s: capacity 1/FORWARD req/s (default 0, off)")
     p.add_argument("--stall-every", type=float, default=0.0, help="stall period in s, 0 = never (default)")
     p.add_argument("--stall-for", type=float, default=0.0, help="stall length in s (default 0)")
     p.add_argument("--fail-every", type=int, default=0, help="answer every N-th predict with 500 (default 0)")
@@ -251,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="answer /healthz and predicts with 503 for this many seconds after start (default 0)")
     p.add_argument("--uvloop", action="store_true", help="use uvloop when it is installed")
     a = p.parse_args(argv)
-    behaviour = StubBehaviour(delay_s=a.delay, stall_every_s=a.stall_every, stall_for_s=a.stall_for,
+    behaviour = StubBehaviour(delay_s=a.delay, forward_s=a.forward, stall_every_s=a.stall_every,
+                              stall_for_s=a.stall_for,
                               fail_every=a.fail_every, info=not a.no_info, validate=not a.no_validate,
                               response_style=a.response_style, record_arrivals=a.record_arrivals,
                               model=a.model, ready_after_s=a.ready_after)

@@ -21,9 +21,9 @@ The limits, all in one place (docs/loadtest-contention.md explains each):
 Where the client's own wait is known, host-wide pressure is recorded and marks the step ``crowded`` above
 :data:`PSI_SOME_MAX`, but does not flag it: the figure counts every task on the host, and on a small machine the
 server's own processes (Ray runs about a dozen) crowd the cores under any load worth measuring, which is the
-server's cost, not a lie. Measured on a two-core machine shared with other work: a light client waited for a
-core 5-7 % of a step with host pressure at 75-92 %; with one spinning process more than there are cores, 23-25 %
-with pressure at 98-99 %. The one-minute load average and the server's CPU are recorded, never judged: the
+server's cost, not a lie. Measured on a two-core machine shared with other work (50-300 req/s against the stub
+server): the client waited for a core 2-10 % of a step with host pressure at 74-98 %; with five spinning
+processes beside it, 47-53 % with pressure at 100 %. The one-minute load average and the server's CPU are recorded, never judged: the
 first lags a short step, and a server using all of its cores is what a capacity test is for.
 """
 
@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 STEAL_MAX = 0.05
-CLIENT_WAIT_MAX = 0.10
+CLIENT_WAIT_MAX = 0.20
 PSI_SOME_MAX = 0.50
 RUNNABLE_PER_CORE_MAX = 1.5
 CLIENT_CPU_MAX = 0.85

@@ -1,0 +1,91 @@
+"""``loadtest compare``'s judgement: a figure moves only when both runs' intervals part and the change is real."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from eks_inference.analysis import compare
+from eks_inference.analysis.compare import Estimate
+
+
+def E(value: float | None, lo: float | None, hi: float | None, *, open_above: bool = False) -> Estimate:
+    return Estimate(value=value, lo=lo, hi=hi, open_above=open_above)
+
+
+@pytest.mark.parametrize(("base", "new", "higher", "verdict"), [
+    (E(20, 18, 23), E(26, 24, 29), False, "worse"),       # p99 up 30 %, intervals apart
+    (E(20, 18, 23), E(21, 19, 24), False, "same"),        # overlap
+    (E(26, 24, 29), E(20, 18, 23), False, "better"),
+    (E(20, 18, 23), E(20.5, 23.5, 25), False, "same"),    # apart but within the 10 % floor
+    (E(20, 18, None), E(80, 70, 90), False, "same"),      # BASE's p99 has no upper bound: cannot be shown worse
+    (E(170, 170, None, open_above=True), E(100, 100, 170), True, "worse"),   # capacity bracket: NEW below 170
+    (E(170, 170, None, open_above=True), E(170, 170, None, open_above=True), True, "same"),
+    (E(100, 100, 170), E(170, 170, None, open_above=True), True, "better"),
+    (E(None, None, 170), E(None, None, 100), True, "same"),  # no lower end on either side: they cannot part
+    (E(None, None, None), E(5, 4, 6), False, "n/a"),
+])
+def test_judge(base: Estimate, new: Estimate, higher: bool, verdict: str) -> None:
+    got, why, _ = compare.judge(base, new, higher_is_better=higher, min_change=0.10)
+    assert got == verdict, why
+
+
+def _step(rate: float, p99: float, lo: float | None, hi: float | None, *, met: bool = True,
+          contended: bool = False, ips: float | None = None) -> dict[str, Any]:
+    return {"mode": "open", "requested_rate": rate, "slo_met": met, "contended": contended,
+            "behind_schedule": False, "status": "complete",
+            "latency_ms": {"p99": p99, "p99_lo": lo, "p99_hi": hi},
+            "inferences_per_s": ips or rate, "inferences_per_s_lo": (ips or rate) * 0.95,
+            "inferences_per_s_hi": (ips or rate) * 1.05}
+
+
+def _doc(name: str, steps: list[dict[str, Any]], *, hourly: float | None = None) -> dict[str, Any]:
+    best = max((s for s in steps if s["slo_met"]), key=lambda s: s["inferences_per_s"], default=None)
+    usd = hourly / (best["inferences_per_s"] * 3600) * 1e6 if hourly and best else None
+    return {"format": "eks-inference.loadtest.report", "slo_p99_ms": 100.0, "targets": [
+        {"target": {"name": name}, "run_id": "r", "steps": steps, "best": best, "hourly_usd": hourly,
+         "usd_per_million_inferences": usd}]}
+
+
+def test_a_slower_server_is_a_regression_on_every_figure() -> None:
+    base = _doc("stub", [_step(100, 8, 7, 9), _step(170, 12, 11, 14)], hourly=1.0)
+    new = _doc("stub", [_step(100, 10, 9, 11), _step(170, 600, 580, 620, met=False)], hourly=1.0)
+    (row,), notes = compare.compare_documents(base, new)
+    assert row.verdict == "regression" and notes == []
+    by = {f.name: f for f in row.figures}
+    assert by["capacity_rps"].verdict == "worse"          # [170, ∞) → [100, 170)
+    assert by["p99_ms"].label == "p99 at 170 req/s" and by["p99_ms"].verdict == "worse"
+    assert by["usd_per_million"].verdict == "worse"       # best step at 100 instead of 170 inferences/s
+
+
+def test_the_same_figures_are_the_same_and_contention_is_named() -> None:
+    base = _doc("stub", [_step(100, 8, 7, 9), _step(170, 12, 11, 14, contended=True)])
+    new = _doc("stub", [_step(100, 8.2, 7.1, 9.3), _step(170, 12.5, 11, 15)])
+    (row,), _ = compare.compare_documents(base, new)
+    assert row.verdict == "same"
+    by = {f.name: f for f in row.figures}
+    assert by["usd_per_million"].verdict == "n/a"  # not priced
+    # The highest common rate BASE met the SLO at without contention in either run is preferred.
+    assert by["p99_ms"].label == "p99 at 100 req/s"
+
+
+def test_the_reports_capacity_block_is_used_when_there() -> None:
+    base = _doc("stub", [_step(100, 8, 7, 9)])
+    new = _doc("stub", [_step(100, 8, 7, 9)])
+    base["targets"][0]["capacity"] = {"rps": 180.0, "rps_lo": 170.0, "rps_hi": 200.0, "excluded": []}
+    new["targets"][0]["capacity"] = {"rps": 120.0, "rps_lo": 100.0, "rps_hi": 130.0, "excluded": []}
+    (row,), _ = compare.compare_documents(base, new)
+    cap = next(f for f in row.figures if f.name == "capacity_rps")
+    assert cap.verdict == "worse" and cap.change == pytest.approx(-1 / 3)
+
+
+def test_targets_on_one_side_and_several_runs() -> None:
+    base = _doc("a", [_step(100, 8, 7, 9)])
+    new = _doc("b", [_step(100, 8, 7, 9)])
+    rows, notes = compare.compare_documents(base, new)
+    assert rows == [] and notes == ["target 'a' only in BASE", "target 'b' only in NEW"]
+    twice = _doc("a", [_step(100, 8, 7, 9)])
+    twice["targets"].append({**twice["targets"][0], "run_id": "r2"})
+    with pytest.raises(ValueError, match="BASE: target 'a' has several runs"):
+        compare.compare_documents(twice, base)
