@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from eks_inference.config import ConfigError
+from eks_inference.measure.contention import describe as describe_contention
 from eks_inference.measure.spec import TargetInfo
 from eks_inference.measure.steps import CLIENT_SATURATED_CPU, ClientStep, slo_verdict, summarize
 from eks_inference.tables.prices import DEFAULT_REGION, PriceTable, fleet_hourly, usd_per_million
@@ -234,6 +235,10 @@ def build_targets(
                 f"{where}: a client used >= {CLIENT_SATURATED_CPU:.0%} of a core; its latency may include client "
                 "time (add clients)"
             )
+        if summary.get("contended"):
+            host = describe_contention(summary.get("contention") or {})
+            warnings.append(f"{where}: measured on a contended host ({host}); its figures are not the server's "
+                            "alone and no capacity rests on it (measure again on a quieter machine)")
     reports = []
     for key, target in targets.items():
         label = labels[key]

@@ -25,6 +25,7 @@ from rich.table import Table
 
 from eks_inference import __version__
 from eks_inference.analysis.aggregate import TargetReport
+from eks_inference.measure.contention import describe as describe_contention
 from eks_inference.measure.results import REPORT_FORMAT, REPORT_FORMAT_VERSION
 from eks_inference.measure.spec import TargetInfo
 from eks_inference.measure.stats import MIN_SAMPLES, MIN_TAIL_SAMPLES
@@ -42,6 +43,8 @@ CSV_COLUMNS = (
     "hourly_usd", "usd_per_million_inferences_at_step",
     "server_status", "server_requests", "server_mean_batch_size", "server_queue_ms", "server_model_ms",
     "network_and_proxy_ms", "server_padding_ratio", "server_replicas_start", "server_replicas_end",
+    # what the host was doing (eks_inference.measure.contention): a contended step is not the server's figure
+    "contended", "contention", "client_wait", "host_psi_some", "host_steal", "client_cpu_of_core",
 )
 PERCENTILE_LABELS = {"p50": "p50", "p90": "p90", "p95": "p95", "p99": "p99", "p999": "p99.9"}
 FEW = "†"
@@ -115,8 +118,26 @@ def csv_rows(targets: Sequence[TargetReport]) -> list[dict[str, Any]]:
                 "price_per_instance_hour": t.price_per_instance_hour, "hourly_usd": t.hourly_usd,
                 "usd_per_million_inferences_at_step": _cost_at(t, s["inferences_per_s"]),
                 **_server_csv(s.get("server")),
+                **_contention_csv(s),
             })
     return rows
+
+
+def _contention_csv(s: Mapping[str, Any]) -> dict[str, Any]:
+    c = s.get("contention") or {}
+    return {"contended": bool(s.get("contended")), "contention": describe_contention(c) if c else "not recorded",
+            "client_wait": c.get("client_wait"), "host_psi_some": c.get("psi_some"),
+            "host_steal": c.get("host_steal"), "client_cpu_of_core": c.get("client_cpu")}
+
+
+def contention_note(s: Mapping[str, Any]) -> str:
+    """``contended: <reasons>`` for a flagged step, ``host crowded (pressure N %)`` for a crowded one, else ""."""
+    c = s.get("contention") or {}
+    if s.get("contended"):
+        return "contended: " + (describe_contention(c) if c else "a repeat was measured on a contended host")
+    if c.get("crowded"):
+        return f"host crowded (CPU pressure {c['psi_some']:.0%})"
+    return ""
 
 
 def _server_csv(server: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -193,6 +214,7 @@ def build_figure(targets: Sequence[TargetReport], *, slo_p99_ms: float, title: s
     plotted: list[float] = []
     handles: list[Any] = []
     few_p99 = False
+    contended_any = False
     for i, t in enumerate(targets):
         color = colors[i % len(colors)]
         for mode in ("open", "closed"):
@@ -218,6 +240,12 @@ def build_figure(targets: Sequence[TargetReport], *, slo_p99_ms: float, title: s
             ax.scatter([v for v, f in zip(x, few, strict=True) if f],
                        [v for v, f in zip(p99, few, strict=True) if f], marker="o", facecolors="white",
                        edgecolors=color, linewidths=1.5, zorder=4)
+            busy = [p for p in pts if p.summary.get("contended")]
+            if busy:
+                contended_any = True
+                ax.scatter([p.summary["inferences_per_s"] for p in busy],
+                           [p.summary["latency_ms"]["p99"] for p in busy], marker="s", s=140, facecolors="none",
+                           edgecolors="black", linewidths=1.2, zorder=5)
             bad = [p for p in pts if p.summary["behind_schedule"]]
             if bad:
                 ax.scatter([p.summary["inferences_per_s"] for p in bad],
@@ -241,8 +269,11 @@ def build_figure(targets: Sequence[TargetReport], *, slo_p99_ms: float, title: s
     ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: f"{v:g}" if str(v)[0] in "235" else ""))
     ax.set_xlabel("throughput (successful inferences/s)")
     ax.set_ylabel("latency (ms, log scale)")
-    ax.set_title("Latency vs throughput (★ best step within SLO, × client behind)", fontsize=10)
+    ax.set_title("Latency vs throughput (★ best step within SLO, × client behind, □ contended host)", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
+    if contended_any:
+        handles.append(Line2D([], [], marker="s", ls="", markerfacecolor="none", markeredgecolor="black",
+                              markersize=9, label="contended host: not the server's figure"))
     if few_p99:
         handles.append(Line2D([], [], marker="o", ls="", markerfacecolor="white", markeredgecolor="grey",
                               label=f"p99 from < {MIN_SAMPLES['p99']:,} requests (rough)"))
@@ -434,6 +465,7 @@ def render_html(doc: Mapping[str, Any], png: bytes, *, title: str, timeline_png:
                 + _td(f"{s['errors']:,}") + _td(_fmt(s["throughput_rps"])) + _td(_fmt(s["inferences_per_s"]))
                 + "".join(_pct_td(s, k) for k in ("p50", "p90", "p99", "p999"))
                 + _td(_fmt(s["latency_ms"]["max"], ",.2f")) + _td("yes" if s["behind_schedule"] else "")
+                + _td(contention_note(s), "wrap-text")
                 + _td(("✔ " if s["slo_met"] else "✘ ") + s["slo_reason"], "wrap-text") + "</tr>"
             )
     server = []
@@ -469,7 +501,7 @@ A cost "priced as" a type was measured on another machine and priced at that typ
 <h2>Steps</h2>
 <div class="wrap"><table id="steps"><tr><th class="l">series</th><th class="l">load</th><th>clients</th>
 <th>requests</th><th>errors</th><th>req/s</th><th>inf/s</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th>
-<th>p99.9 ms</th><th>max ms</th><th>client behind</th><th class="l">SLO</th></tr>
+<th>p99.9 ms</th><th>max ms</th><th>client behind</th><th class="l">host</th><th class="l">SLO</th></tr>
 {''.join(steps)}</table></div>
 <p class="note">{e(doc.get('percentile_rule', PERCENTILE_RULE))}</p>
 <h2>Where the time goes (client latency and the server's split of it)</h2>
@@ -521,6 +553,8 @@ def steps_table(summaries: Sequence[Mapping[str, Any]], *, title: str = "Steps")
             notes.append("client behind schedule")
         if s["client_saturated"]:
             notes.append("client CPU saturated")
+        if contention_note(s):
+            notes.append(contention_note(s))
         if s["errors"]:
             notes.append(", ".join(f"{k}={v}" for k, v in s["errors_by_kind"].items()))
         if "slo_reason" in s:
