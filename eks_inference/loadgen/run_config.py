@@ -182,7 +182,7 @@ class RunConfig:
     :param start_at: epoch seconds to begin at, so parallel clients start together.
     :param capacity_fractions: instead of fixed rates, first measure the target's capacity (a closed loop
         of ``calibrate_concurrency`` for ``calibrate_s`` seconds after the warm-up), then sweep open-loop
-        rates at these fractions of it. Default none.
+        rates at these fractions of it; with ``search``, one fraction: the search's first rate. Default none.
     :param calibrate_concurrency: in-flight requests of that measurement, default 16.
     :param calibrate_s: its measured seconds, default 5.
     :param schedule: one open-loop step whose total rate follows these segments (steps and ramps) instead of
@@ -274,9 +274,12 @@ class RunConfig:
         if not 0 <= self.max_error_rate <= 1:
             raise ConfigError(f"--max-error-rate: {self.max_error_rate} must be in [0, 1], e.g. 0.01")
         if self.capacity_fractions:
-            if self.mode is not Mode.OPEN or self.rates or self.search is not None:
-                raise ConfigError("--capacity-fractions: sweeps open-loop rates of its own; drop --rate/--rates, "
-                                  "--search and --mode closed")
+            if self.search is not None and len(self.capacity_fractions) != 1:
+                raise ConfigError("--capacity-fractions with --search: give one fraction, the search's first rate as "
+                                  "a share of the capacity measured first, e.g. 0.5")
+            if self.mode is not Mode.OPEN or self.rates:
+                raise ConfigError("--capacity-fractions: sweeps open-loop rates of its own; drop --rate/--rates "
+                                  "and --mode closed")
             if self.clients > 1:
                 raise ConfigError("--capacity-fractions: each client would measure a different capacity; run one "
                                   "client, or sweep fixed --rates with several clients")

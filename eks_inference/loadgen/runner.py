@@ -42,7 +42,7 @@ from eks_inference.loadgen.client import ErrorKind, HttpClient, fetch_info, open
 from eks_inference.loadgen.host import HostSampler
 from eks_inference.loadgen.payloads import Payload
 from eks_inference.loadgen.replicas import ReplicaSampler
-from eks_inference.loadgen.run_config import RunConfig, rates_from_capacity
+from eks_inference.loadgen.run_config import RunConfig, SearchSpec, rates_from_capacity
 from eks_inference.loadgen.server_metrics import StepReader
 from eks_inference.measure.capacity import capacity_at_slo, capacity_text
 from eks_inference.measure.repeats import judge, summarize_repeats
@@ -597,8 +597,8 @@ def _round_order(config: RunConfig, n: int, round_no: int) -> list[int]:
 async def _sweep(config: RunConfig, planned: list[StepSpec], measure: Measure,
                  combined: Callable[[int], dict[str, Any]], left_for: Callable[[float], bool], step_s: float,
                  notes: list[str]) -> None:
-    """Fixed steps, ``config.repeats`` rounds in shuffled orders; then, within the budget, once more each step
-    whose repeats disagree or were contended (at most ``repeats`` more times each)."""
+    """Fixed steps, ``config.repeats`` rounds in shuffled orders; then each step whose repeats disagree or were
+    contended once more (with ``budget_s``: while it lasts, at most ``repeats`` more times each)."""
     for round_no in range(config.repeats):
         order = _round_order(config, len(planned), round_no)
         if config.repeats > 1:
@@ -623,30 +623,36 @@ async def _sweep(config: RunConfig, planned: list[StepSpec], measure: Measure,
     if config.repeats < 2:
         return
     extra = dict.fromkeys(range(len(planned)), 0)
+    most = config.repeats if config.budget_s is not None else 1
     while True:
-        flagged = [i for i in range(len(planned)) if extra[i] < config.repeats
-                   and (combined(i)["unstable"] or combined(i)["repeats_excluded"] or combined(i)["contended"])]
+        figures = {i: combined(i) for i in range(len(planned)) if extra[i] < most}
+        flagged = [i for i, c in figures.items() if c["unstable"] or c["repeats_excluded"] or c["contended"]]
         if not flagged:
             break
         if not left_for(step_s):
             for i in flagged:
-                c = combined(i)
-                why = c["unstable_reason"] or "a repeat was measured while the host was contended"
-                notes.append(f"{planned[i].label}: {why}; the budget is spent, so it stays flagged")
+                notes.append(f"{planned[i].label}: {_flag_reason(figures[i])}; the budget is spent, so it stays "
+                             "flagged")
             break
         i = flagged[0]
         extra[i] += 1
-        c = combined(i)
-        notes.append(f"{planned[i].label}: measuring again ({c['unstable_reason'] or 'a contended repeat'})")
+        notes.append(f"{planned[i].label}: measuring again ({_flag_reason(figures[i])})")
         await measure(dataclasses.replace(planned[i], repeat=config.repeats + extra[i] - 1))
 
 
-async def _search(config: RunConfig, measure: Measure, combined: Callable[[int], dict[str, Any]],
-                  left_for: Callable[[float], bool], step_s: float, notes: list[str]) -> None:
+def _flag_reason(c: Mapping[str, Any]) -> str:
+    if c["unstable"]:
+        return str(c["unstable_reason"])
+    if c["repeats_excluded"]:
+        return f"repeat {c['repeats_excluded'][0]['repeat']}: {c['repeats_excluded'][0]['why']}"
+    return "every repeat was measured while the host was contended"
+
+
+async def _search(config: RunConfig, search: SearchSpec, measure: Measure,
+                  combined: Callable[[int], dict[str, Any]], left_for: Callable[[float], bool], step_s: float,
+                  notes: list[str]) -> None:
     """The SLO search with confidence: each probe measured ``repeats`` times and judged on its interval; an unsure,
     unstable or contended probe is measured again while the budget lasts (at most ``repeats`` more times)."""
-    search = config.search
-    assert search is not None
     history: list[tuple[float, str]] = []
     index = 0
     while True:
@@ -663,7 +669,7 @@ async def _search(config: RunConfig, measure: Measure, combined: Callable[[int],
         verdict, why = judge(c, slo_ms=search.slo_p99_ms, max_error_rate=config.max_error_rate,
                              percentile=search.percentile)
         extra = 0
-        while ((verdict == "unsure" or c["unstable"] or c["contended"]) and not c["behind_schedule"]
+        while ((verdict in ("unsure", "untrusted") or c["unstable"] or c["repeats_excluded"])
                and extra < config.repeats and left_for(step_s)):
             notes.append(f"search {spec.label}: {verdict}{' and unstable' if c['unstable'] else ''} ({why}); "
                          "measuring it again")
@@ -752,15 +758,16 @@ async def run(
                                             f"{measured.note or 'no successful responses'}")
                 return outcome()
             rates = rates_from_capacity(capacity, config.capacity_fractions)
-            planned = [config.step(i, rate=r) for i, r in enumerate(rates)]
+            planned = [config.step(i, rate=r) for i, r in enumerate(rates)] if config.search is None else []
             calibration = {
                 "concurrency": config.calibrate_concurrency, "duration_s": config.calibrate_s,
                 "warmup_s": config.warmup_s, "throughput_rps": capacity,
                 "inferences_per_s": cal_summary["inferences_per_s"], "latency_ms": cal_summary["latency_ms"],
                 "errors": cal_summary["errors"], "fractions": list(config.capacity_fractions), "rates": list(rates),
             }
+            what = "searching from" if config.search is not None else "sweeping"
             notes.append(f"capacity: {capacity:,.1f} req/s at concurrency {config.calibrate_concurrency} (closed loop, "
-                         f"{config.calibrate_s:g} s); sweeping {', '.join(f'{r:g}' for r in rates)} req/s "
+                         f"{config.calibrate_s:g} s); {what} {', '.join(f'{r:g}' for r in rates)} req/s "
                          f"({', '.join(f'{f:g}' for f in config.capacity_fractions)} × that)")
         t_run0 = time.monotonic()
         step_s = (config.duration_s or 0.0) + config.warmup_s + config.drain_s
@@ -817,7 +824,11 @@ async def run(
 
         try:
             if config.search is not None:
-                await _search(config, measure, combined, left_for, step_s, notes)
+                search = config.search
+                if calibration is not None:
+                    search = dataclasses.replace(search, start_rate=calibration["rates"][0],
+                                                 max_rate=max(search.max_rate, calibration["rates"][0]))
+                await _search(config, search, measure, combined, left_for, step_s, notes)
             else:
                 await _sweep(config, planned, measure, combined, left_for, step_s, notes)
         except _Stop:

@@ -47,10 +47,9 @@ def summarize_repeats(groups: Sequence[Sequence[ClientStep]], *, percentile: str
         s["unstable"], s["unstable_reason"] = False, None
         s["replicas"] = _replicas([s])
         return s
-    trusted = [(g, s) for g, s in zip(groups, per, strict=True) if not s.get("contended", False)]
+    trusted = [(g, s) for g, s in zip(groups, per, strict=True) if _distrust(s) is None]
     used = trusted or list(zip(groups, per, strict=True))
-    excluded = [{"repeat": s["repeat"], "why": "measured while the host was contended"}
-                for s in per if trusted and s.get("contended", False)]
+    excluded = [{"repeat": s["repeat"], "why": _distrust(s)} for s in per if trusted and _distrust(s) is not None]
     steps = [st for g, _ in used for st in g]
     sums = [s for _, s in used]
     out = dict(sums[0])
@@ -93,7 +92,7 @@ def summarize_repeats(groups: Sequence[Sequence[ClientStep]], *, percentile: str
         "client_cpu_max": max(s["client_cpu_max"] for s in sums),
         "waited_for_connection": sum(s["waited_for_connection"] for s in sums),
         "status": "complete" if all(s["status"] == "complete" for s in sums) else "partial",
-        "contended": not trusted,
+        "contended": not trusted and any(s.get("contended", False) for s in sums),
         "repeat": None, "repeats": len(sums), "repeats_measured": len(per), "repeats_excluded": excluded,
         "repeat_values": [{"repeat": s["repeat"], "throughput_rps": s["throughput_rps"],
                            "error_rate": s["error_rate"], "contended": bool(s.get("contended", False)),
@@ -104,6 +103,17 @@ def summarize_repeats(groups: Sequence[Sequence[ClientStep]], *, percentile: str
     })
     out["unstable"], out["unstable_reason"] = instability(sums, percentile=percentile)
     return out
+
+
+def _distrust(s: Mapping[str, Any]) -> str | None:
+    """Why one measurement cannot be trusted (its figures are the machine's or the client's, not the server's)."""
+    if s.get("contended", False):
+        return "measured while the host was contended"
+    if s["behind_schedule"]:
+        return "the client fell behind its schedule"
+    if s["status"] != "complete":
+        return "it did not complete"
+    return None
 
 
 def instability(sums: Sequence[Mapping[str, Any]], *, percentile: str = "p99") -> tuple[bool, str | None]:

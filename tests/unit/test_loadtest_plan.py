@@ -165,3 +165,39 @@ def test_constant_schedule_counts(rate: float, warmup: float, duration: float, c
     counted = _config(rates=(rate,), requests=40 * clients, duration_s=None, warmup_s=warmup,
                       clients=clients).sweep()[0].constant_schedule()
     assert counted[1] is not None and counted[1] - counted[0] == 40
+
+
+def test_search_verdicts_only_a_confident_pass_counts_and_the_resolution_stops_it() -> None:
+    spec = SearchSpec(slo_p99_ms=100, start_rate=10, refine_steps=10, resolution=0.05)
+    # an unsure probe brackets like a fail: the search never climbs on what it could not show
+    assert spec.next_rate([(10, "pass"), (20, "unsure")]) == 15
+    assert spec.next_rate([(10, "pass"), (20, "untrusted")]) == 15
+    # bisection stops once the bracket is within 5 % of its lower end (17.5 to 18.75 is 7 %; to 18.125, 3.6 %)
+    assert spec.next_rate([(10, "pass"), (20, "fail"), (15, "pass"), (17.5, "pass"), (18.75, "fail")]) == 18.125
+    assert SearchSpec(slo_p99_ms=100, start_rate=10, resolution=0.1).next_rate(
+        [(10, "pass"), (20, "fail"), (15, "pass"), (17.5, "pass"), (18.75, "fail")]) is None
+    assert spec.next_rate([(10, "pass"), (20, "fail"), (15, "pass"), (17.5, "pass"), (18.75, "fail"),
+                           (18.125, "fail")]) is None
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"repeats": 0}, "--repeats: 0 must be a whole number in 1..100"),
+    ({"repeats": 2, "clients": 2}, "--repeats: a schedule is one step of its own, and several clients"),
+    ({"budget_s": -1.0}, "--budget: -1 must be in"),
+    ({"drain_s": 1000.0}, "--drain: 1000 must be in"),
+    ({"slo_percentile": "p42"}, "--slo-percentile: 'p42' is not one of"),
+    ({"rates": (), "search": SearchSpec(slo_p99_ms=50), "capacity_fractions": (0.5, 0.9)},
+     "with --search: give one fraction"),
+])
+def test_invalid_repeat_and_search_options(kw: dict[str, Any], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        _config(**kw)
+
+
+def test_search_spec_validation() -> None:
+    with pytest.raises(ConfigError, match="--search-resolution: 0 must be in"):
+        SearchSpec(slo_p99_ms=50, resolution=0.0)
+    with pytest.raises(ConfigError, match="--slo-percentile: 'p98'"):
+        SearchSpec(slo_p99_ms=50, percentile="p98")
+    ok = _config(rates=(), search=SearchSpec(slo_p99_ms=50), capacity_fractions=(0.5,), repeats=3)
+    assert ok.repeats == 3 and ok.sweep() == []
