@@ -36,6 +36,7 @@ from eks_inference.cli.help import add_command
 from eks_inference.config import ConfigError, Processor
 from eks_inference.loadgen import provenance, readiness, runner
 from eks_inference.loadgen.client import Engine, parse_endpoint
+from eks_inference.loadgen.host import pin_client
 from eks_inference.loadgen.payloads import Payload, generate_payloads, load_payload_file, parse_length_dist
 from eks_inference.loadgen.run_config import RunConfig, SearchSpec, parse_concurrencies, parse_fractions, parse_rates
 from eks_inference.measure import results
@@ -191,6 +192,9 @@ def _register_run(sub: Any) -> None:
     g.add_argument("--no-server-metrics", action="store_true",
                    help="do not read the target's metrics (named in URL/info) around each step; by default "
                         "client 0 records them and every client pauses one metrics interval between steps")
+    g.add_argument("--cpu-affinity", choices=("auto", "off"), default="auto",
+                   help="auto (default): against a server on this machine with 3 or more cores, run on the last "
+                        "core, which `eks-inference local` leaves free; off: run anywhere")
     p.set_defaults(func=cmd_run)
 
 
@@ -523,6 +527,9 @@ def cmd_run(a: argparse.Namespace) -> int:
     payloads = load_payloads(config)
     dest = result_path(config)
     prov = provenance.collect()
+    # Keep apart from a server on this machine (the split `eks-inference local` makes); every step records the
+    # client's share of the host either way.
+    prov["cpu_affinity"] = pin_client(parse_endpoint(config.url).host, enabled=a.cpu_affinity == "auto")
     started = time.time()
     err = _console(stderr=True)
     out = _console(stderr=a.json)

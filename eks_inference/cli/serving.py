@@ -28,6 +28,7 @@ from eks_inference.config import (
     parse_model,
     read_project_context,
 )
+from eks_inference.serving.local import serving_cores
 from eks_inference.serving.serve_config import render_serve_config
 
 DEFAULT_LOCAL_MODEL = "minilm"
@@ -51,7 +52,7 @@ def local_defaults(cpus: int | None = None) -> tuple[int, int]:
     Several single-thread replicas beat one multi-thread replica on small CPUs (intra-op parallelism
     scales poorly for small encoders), and each replica batches on its own.
     """
-    n = cpus or os.cpu_count() or 1
+    n = cpus or serving_cores()
     threads = 1 if n <= 4 else 2
     return max(1, min(4, n // threads)), threads
 
@@ -105,8 +106,9 @@ def local_cores_per_replica(serving: ServingSpec) -> float:
 
 def local_replica_cap(serving: ServingSpec, cpus: int | None = None) -> int:
     """Replicas this machine's CPUs hold (:func:`local_cores_per_replica` each): one more would either wait for
-    a node no autoscaler adds here or oversubscribe the cores the others compute on."""
-    n = cpus or os.cpu_count() or 1
+    a node no autoscaler adds here or oversubscribe the cores the others compute on. From three cores up one is
+    left to the load client (:func:`eks_inference.serving.local.serving_cores`)."""
+    n = cpus or serving_cores()
     return max(1, int(n // local_cores_per_replica(serving)))
 
 
@@ -117,7 +119,8 @@ def _fit_machine(spec: ModelSpec, out: Any = None) -> ModelSpec:
     if hi <= cap:
         return spec
     serving = dataclasses.replace(spec.serving, num_replicas=None, min_replicas=min(lo, cap), max_replicas=cap)
-    print(f"eks-inference: model {spec.name!r}: this machine's {os.cpu_count()} CPUs hold {cap} replica(s) of "
+    print(f"eks-inference: model {spec.name!r}: this machine's {serving_cores()} CPUs for serving hold {cap} "
+          f"replica(s) of "
           f"{local_cores_per_replica(spec.serving):g} CPU; serving {min(lo, cap)}..{cap} instead of {lo}..{hi}",
           file=out or sys.stderr)
     return dataclasses.replace(spec, serving=serving)

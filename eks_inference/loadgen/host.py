@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from eks_inference.measure.contention import split_cores
+
 PROC = Path("/proc")
 
 
@@ -188,3 +190,25 @@ class HostSampler:
         else:
             doc["missing"].append("/proc/pressure/cpu")
         return doc
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def pin_client(host: str, *, enabled: bool = True) -> dict[str, Any]:
+    """Give this process (the load client) its own core when it measures a server on this machine
+    (:func:`eks_inference.measure.contention.split_cores`, the split ``eks-inference local`` also makes); a
+    remote target, ``enabled`` False or an OS without affinity leaves it where it is. Returns what was chosen."""
+    try:
+        usable = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return {"pinned": False, "cores": None, "note": "this OS offers no CPU affinity; the client runs anywhere"}
+    if not enabled:
+        return {"pinned": False, "cores": usable, "note": "CPU affinity off (--cpu-affinity off)"}
+    if host not in LOOPBACK:
+        return {"pinned": False, "cores": usable, "note": "the target is not on this machine; nothing to keep apart"}
+    server, client, note = split_cores(usable)
+    if client == tuple(usable):
+        return {"pinned": False, "cores": usable, "note": note}
+    os.sched_setaffinity(0, client)
+    return {"pinned": True, "cores": list(client), "server_cores": list(server), "note": note}

@@ -23,8 +23,12 @@ Where the client's own wait is known, host-wide pressure is recorded and marks t
 server's own processes (Ray runs about a dozen) crowd the cores under any load worth measuring, which is the
 server's cost, not a lie. Measured on a two-core machine shared with other work (50-300 req/s against the stub
 server): the client waited for a core 2-10 % of a step with host pressure at 74-98 %; with five spinning
-processes beside it, 47-53 % with pressure at 100 %. The one-minute load average and the server's CPU are recorded, never judged: the
-first lags a short step, and a server using all of its cores is what a capacity test is for.
+processes beside it, 47-53 % with pressure at 100 %. The one-minute load average and the server's CPU are
+recorded, never judged: the first lags a short step, and a server using all of its cores is what a capacity test
+is for.
+
+Locally the client and the server share one machine: :func:`split_cores` says how they keep apart (the client on
+a core of its own from three cores up; on two, both share and the step records the client's share).
 """
 
 from __future__ import annotations
@@ -106,3 +110,27 @@ def describe(contention: Mapping[str, Any]) -> str:
         return "host not measured"
     reasons = contention.get("reasons") or []
     return "; ".join(reasons) if reasons else "within limits"
+
+
+MIN_CORES_TO_SPLIT = 3
+"""Below this many usable cores the load client and a local server share them all: one core each on a two-core
+machine would halve the server, and the figure measured would be a one-core server's."""
+
+
+def split_cores(cores: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...], str]:
+    """How a local server (``eks-inference local``) and the load client on the same machine divide its cores:
+    ``(server cores, client cores, what was chosen)``. With :data:`MIN_CORES_TO_SPLIT` or more, the client gets
+    the last core to itself and the server the others; with fewer, both get every core (no split), and each
+    step's host record says what share of the machine the client took."""
+    usable = tuple(sorted(cores))
+    if len(usable) >= MIN_CORES_TO_SPLIT:
+        return usable[:-1], usable[-1:], (f"server on cores {_span(usable[:-1])}, load client on core "
+                                          f"{usable[-1]} (its own)")
+    return usable, usable, (f"{len(usable)} core{'s' if len(usable) != 1 else ''}: server and load client share "
+                            f"{'them' if len(usable) != 1 else 'it'} (a core each would halve the server); each "
+                            "step records the client's share")
+
+
+def _span(cores: Sequence[int]) -> str:
+    return f"{cores[0]}-{cores[-1]}" if len(cores) > 2 and cores[-1] - cores[0] == len(cores) - 1 else \
+        ",".join(str(c) for c in cores)

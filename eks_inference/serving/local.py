@@ -34,12 +34,13 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from eks_inference.config import ConfigError
+from eks_inference.measure.contention import split_cores
 
 STATE_DIR = Path(".eks-inference")
 STATE_FILE = "local.json"
@@ -412,6 +413,49 @@ class WaitReporter:
             self.out("  weights found; loading the model ...")
 
 
+def cpu_demand(config: Mapping[str, Any]) -> float:
+    """CPUs the serve config's replicas ask Ray for once scaled out: per deployment, its fixed ``num_replicas``
+    (or autoscaling's ``max_replicas``, at least 1) times ``ray_actor_options.num_cpus`` (Ray's default 1)."""
+    total = 0.0
+    for app in config.get("applications") or []:
+        for d in app.get("deployments") or []:
+            n = d.get("num_replicas")
+            if not isinstance(n, int):
+                n = max(1, int((d.get("autoscaling_config") or {}).get("max_replicas", 1) or 1))
+            total += n * float((d.get("ray_actor_options") or {}).get("num_cpus", 1))
+    return total
+
+
+def serving_cores() -> int:
+    """Cores a local server may plan its replicas on: all this process may use, less the load client's own core
+    from three up (:func:`eks_inference.measure.contention.split_cores`)."""
+    try:
+        usable: list[int] = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+    return len(split_cores(usable)[0])
+
+
+def keep_apart(config: Mapping[str, Any]) -> tuple[int | None, str]:
+    """Confine this process (and the Ray it starts, whose processes inherit it) to the server's share of the
+    cores (:func:`eks_inference.measure.contention.split_cores`), leaving the load client's core free, where the
+    OS has affinity and every replica still fits once scaled out; returns (Ray's CPU count, or None to leave it,
+    what was chosen)."""
+    try:
+        usable = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None, "this OS offers no CPU affinity: server and load client share every core"
+    server, client, note = split_cores(usable)
+    if client == tuple(usable):
+        return None, note
+    demand = cpu_demand(config)
+    if demand > len(server):
+        return None, (f"the replicas ask for {demand:g} CPUs, more than the {len(server)} left beside the load "
+                      "client's core: server and client share every core")
+    os.sched_setaffinity(0, server)
+    return len(server), note
+
+
 def run_foreground(config: dict[str, Any], *, state_dir: Path = STATE_DIR, timeout_s: float = 600.0,
                    out: Callable[[str], None] = print) -> int:
     """Serve ``config`` until Ctrl-C or SIGTERM; returns the exit code.
@@ -433,10 +477,11 @@ def run_foreground(config: dict[str, Any], *, state_dir: Path = STATE_DIR, timeo
 
     signals = (signal.SIGTERM, signal.SIGINT)
     old = {s: signal.signal(s, on_signal) for s in signals}
-    ray = LocalRay(http_host=host, http_port=port)
+    num_cpus, cores = keep_apart(config)
+    ray = LocalRay(http_host=host, http_port=port, num_cpus=num_cpus)
     base = ray.url
     state = {"pid": os.getpid(), "url": f"{base}/{app['name']}", "model": app["name"], "port": port,
-             "status": "starting", "started_at": time.time(), "temp_dir": None}
+             "status": "starting", "started_at": time.time(), "temp_dir": None, "cores": cores}
     write_state(state, state_dir)
 
     def waiting(body: dict[str, Any]) -> None:
@@ -445,6 +490,7 @@ def run_foreground(config: dict[str, Any], *, state_dir: Path = STATE_DIR, timeo
 
     try:
         out(f"starting Ray Serve for model {app['name']!r} on {base} ...")
+        out(f"  cores: {cores}")
         ray.start(proxy_location=str(config.get("proxy_location", "HeadOnly")))
         for s in signals:  # ray.init installs its own SIGTERM handler, which skips our clean shutdown
             signal.signal(s, on_signal)
