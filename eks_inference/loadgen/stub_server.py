@@ -50,6 +50,9 @@ class StubBehaviour:
         with one application; None accepts any prefix. Default None.
     :param record_arrivals: keep each predict's arrival time for ``GET /_stats``, so a test can check the
         rate the server actually saw. Default False.
+    :param cpu_s: CPU seconds each predict burns before answering, one at a time on the event loop: a server
+        with a capacity of ``1 / cpu_s`` requests/s, a knee, and a machine it shares with whatever else runs
+        (a benchmark of the measurement itself needs all three). Default 0.
     :param ready_after_s: for this long after start, ``/healthz`` and predicts answer 503 with a JSON body
         naming what the server waits for. Default 0 (ready at once).
     """
@@ -65,6 +68,7 @@ class StubBehaviour:
     record_arrivals: bool = False
     model: str | None = None
     ready_after_s: float = 0.0
+    cpu_s: float = 0.0
 
 
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 500: "Internal Server Error",
@@ -216,6 +220,10 @@ class StubServer:
             self.predicts += 1
             if self.behaviour.record_arrivals:
                 self.arrivals.append(time.time())
+            if self.behaviour.cpu_s > 0:
+                busy_until = time.process_time() + self.behaviour.cpu_s
+                while time.process_time() < busy_until:
+                    pass
             if self.behaviour.fail_every and self.predicts % self.behaviour.fail_every == 0:
                 return 500, b'{"error":"injected failure"}'
             if not self.behaviour.validate:
@@ -264,12 +272,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ready-after", type=float, default=0.0,
                    help="answer /healthz and predicts with 503 for this many seconds after start (default 0)")
     p.add_argument("--uvloop", action="store_true", help="use uvloop when it is installed")
+    p.add_argument("--cpu", type=float, default=0.0,
+                   help="CPU seconds per predict, served one at a time: capacity 1/CPU requests/s (default 0)")
     a = p.parse_args(argv)
     behaviour = StubBehaviour(delay_s=a.delay, forward_s=a.forward, stall_every_s=a.stall_every,
                               stall_for_s=a.stall_for,
                               fail_every=a.fail_every, info=not a.no_info, validate=not a.no_validate,
                               response_style=a.response_style, record_arrivals=a.record_arrivals,
-                              model=a.model, ready_after_s=a.ready_after)
+                              model=a.model, ready_after_s=a.ready_after, cpu_s=a.cpu)
     if a.uvloop:
         try:
             import uvloop
