@@ -35,7 +35,8 @@ def _step(rate: float, p99: float, lo: float | None, hi: float | None, *, met: b
           contended: bool = False, ips: float | None = None) -> dict[str, Any]:
     return {"mode": "open", "requested_rate": rate, "slo_met": met, "contended": contended,
             "behind_schedule": False, "status": "complete",
-            "latency_ms": {"p99": p99, "p99_lo": lo, "p99_hi": hi},
+            "latency_ms": {"p99": p99, "p99_lo": lo, "p99_hi": hi, "p50": p99 / 2, "p50_lo": (lo or p99) / 2.2,
+                           "p50_hi": (hi or p99) / 1.8},
             "inferences_per_s": ips or rate, "inferences_per_s_lo": (ips or rate) * 0.95,
             "inferences_per_s_hi": (ips or rate) * 1.05}
 
@@ -89,3 +90,33 @@ def test_targets_on_one_side_and_several_runs() -> None:
     twice["targets"].append({**twice["targets"][0], "run_id": "r2"})
     with pytest.raises(ValueError, match="BASE: target 'a' has several runs"):
         compare.compare_documents(twice, base)
+
+
+def test_a_contended_figure_needs_a_larger_move() -> None:
+    """A drift a contended host produces between two runs of one server is not a regression; a collapse is."""
+    base = _doc("stub", [_step(170, 56.1, 51.6, 62.1, contended=True)])
+    drift = _doc("stub", [_step(170, 72.5, 69.9, 89.7, contended=True)])
+    (row,), _ = compare.compare_documents(base, drift)
+    p99 = next(f for f in row.figures if f.name == "p99_ms")
+    assert p99.verdict == "same" and f"within ±{compare.CONTENDED_MIN_CHANGE:.0%}" in p99.why
+    assert "contended host" in p99.why and row.verdict == "same"
+    collapse = _doc("stub", [_step(170, 646.7, 641.5, 650.2, met=False)])
+    (row,), _ = compare.compare_documents(base, collapse)
+    assert row.verdict == "regression"
+
+
+def test_the_median_catches_a_slower_forward_where_the_p99_has_no_upper_bound() -> None:
+    """Figures measured against the stub server (20 ms forwards, then 26 ms) at 30 req/s, 180 requests a step."""
+    def doc(p50: tuple[float, float, float], p99: tuple[float, float | None]) -> dict[str, Any]:
+        step = _step(30, p99[0], p99[1], None)
+        step["latency_ms"].update(p50=p50[0], p50_lo=p50[1], p50_hi=p50[2])
+        return _doc("stub", [step])
+
+    base = doc((24.2, 23.568, 25.279), (70.3, 54.656))
+    again = doc((23.0, 22.704, 23.903), (36.6, 33.696))
+    slower = doc((30.7, 30.24, 31.727), (131.1, 108.48))
+    (same,), _ = compare.compare_documents(base, again)
+    (slow,), _ = compare.compare_documents(base, slower)
+    assert same.verdict == "same" and slow.verdict == "regression"
+    by = {f.name: f for f in slow.figures}
+    assert by["p99_ms"].verdict == "same" and by["p50_ms"].verdict == "worse"
