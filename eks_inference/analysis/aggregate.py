@@ -11,9 +11,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from eks_inference.config import ConfigError
+from eks_inference.measure.capacity import capacity_at_slo
 from eks_inference.measure.contention import describe as describe_contention
+from eks_inference.measure.repeats import judge, summarize_repeats
 from eks_inference.measure.spec import TargetInfo
-from eks_inference.measure.steps import CLIENT_SATURATED_CPU, ClientStep, slo_verdict, summarize
+from eks_inference.measure.steps import CLIENT_SATURATED_CPU, ClientStep, slo_verdict
 from eks_inference.tables.prices import DEFAULT_REGION, PriceTable, fleet_hourly, usd_per_million
 
 DEFAULT_SLO_P99_MS = 100.0
@@ -49,6 +51,8 @@ class TargetReport:
     hourly_usd: float | None
     usd_per_million_inferences: float | None
     rank: int | None = None
+    capacity: Mapping[str, Any] | None = None
+    """Capacity at the SLO as estimate and interval (:func:`eks_inference.measure.capacity.capacity_at_slo`)."""
     verification: Mapping[str, Any] | None = None
     """The run's verdict (``status`` passed | failed | not-checked, ``worst``, ``summary``), see
     :func:`series_verification`; None when the run was not verified."""
@@ -110,6 +114,7 @@ class TargetReport:
             "best": dict(self.best.summary) if self.best else None,
             "best_inferences_per_s": self.best.summary["inferences_per_s"] if self.best else None,
             "usd_per_million_inferences": self.usd_per_million_inferences,
+            "capacity": dict(self.capacity) if self.capacity is not None else None,
             "steps": [{**p.summary, "slo_met": p.slo_met, "slo_reason": p.slo_reason,
                        "sources": list(p.sources)} for p in self.points],
         }
@@ -135,19 +140,22 @@ def group_steps(steps: Sequence[ClientStep]) -> tuple[list[list[ClientStep]], li
     groups: dict[tuple[Any, ...], list[ClientStep]] = {}
     for st in steps:
         group = groups.setdefault(_step_key(st), [])
-        dup = next((g for g in group if g.client_index == st.client_index), None)
+        dup = next((g for g in group if (g.client_index, g.spec.repeat) == (st.client_index, st.spec.repeat)), None)
         if dup is not None:
+            again = f", repeat {st.spec.repeat}" if st.spec.repeat else ""
             raise ConfigError(
-                f"client {st.client_index} of run {st.run_id!r} (target {st.target.name!r}, step {st.spec.index}) "
+                f"client {st.client_index} of run {st.run_id!r} (target {st.target.name!r}, step {st.spec.index}"
+                f"{again}) "
                 f"appears twice: {dup.source} and {st.source}; pass each result file once"
             )
         group.append(st)
     warnings = []
     for group in groups.values():
         g0 = group[0]
-        if len(group) < g0.clients:
+        found = len({g.client_index for g in group})
+        if found < g0.clients:
             warnings.append(
-                f"{g0.target.name} run {g0.run_id} step {g0.spec.index}: {len(group)} of {g0.clients} clients' "
+                f"{g0.target.name} run {g0.run_id} step {g0.spec.index}: {found} of {g0.clients} clients' "
                 "results found; totals cover only those"
             )
     return list(groups.values()), warnings
@@ -204,6 +212,7 @@ def build_targets(
     default_region: str = DEFAULT_REGION,
     targets_without_steps: Sequence[tuple[TargetInfo, str | None, str]] = (),
     verifications: Mapping[SeriesKey, Mapping[str, Any] | None] | None = None,
+    slo_percentile: str = "p99",
 ) -> tuple[list[TargetReport], list[str]]:
     """One series per run of each target, in rank order (cheapest per 1M inferences first), and warnings.
 
@@ -217,13 +226,20 @@ def build_targets(
     groups, warnings = group_steps(steps)
     points: dict[SeriesKey, list[Point]] = {key: [] for key in targets}
     for group in groups:
-        summary = summarize(group)
-        ok, reason = slo_verdict(summary, slo_p99_ms=slo_p99_ms, max_error_rate=max_error_rate)
+        summary = summarize_repeats(by_repeat(group), percentile=slo_percentile)
+        ok, reason = slo_verdict(summary, slo_p99_ms=slo_p99_ms, max_error_rate=max_error_rate,
+                                 percentile=slo_percentile)
+        summary["slo_confidence"], summary["slo_confidence_reason"] = judge(
+            summary, slo_ms=slo_p99_ms, max_error_rate=max_error_rate, percentile=slo_percentile)
         key: SeriesKey = (group[0].target.name, group[0].run_id)
         points[key].append(
             Point(summary=summary, sources=tuple(sorted({g.source for g in group})), slo_met=ok, slo_reason=reason)
         )
         where = f"{labels[key]} step {summary['step']}"
+        if summary["unstable"]:
+            warnings.append(f"{where}: unstable: {summary['unstable_reason']} (measure it again, or longer)")
+        for x in summary["repeats_excluded"]:
+            warnings.append(f"{where}: repeat {x['repeat']} left out of its figures: {x['why']}")
         waited = summary["waited_for_connection"]
         if summary["requests"] and waited > 0.01 * summary["requests"]:
             warnings.append(
@@ -242,7 +258,9 @@ def build_targets(
     reports = []
     for key, target in targets.items():
         label = labels[key]
-        pts = sorted(points[key], key=lambda p: p.summary["step"])
+        # in order of offered load, so that a sweep or a search reads as a curve
+        pts = sorted(points[key], key=lambda p: (p.summary["mode"], p.summary["requested_rate"] or 0,
+                                                 p.summary["concurrency"] or 0, p.summary["step"]))
         passing = [p for p in pts if p.slo_met]
         best = max(passing, key=lambda p: p.summary["inferences_per_s"]) if passing else None
         region = target.region or default_region
@@ -254,6 +272,8 @@ def build_targets(
             target=target, run_id=key[1], label=label, points=tuple(pts), best=best, region=region,
             region_assumed=target.region is None, price_per_instance_hour=unit, hourly_usd=hourly,
             usd_per_million_inferences=cost, verification=verification,
+            capacity=capacity_at_slo([p.summary for p in pts], slo_ms=slo_p99_ms, max_error_rate=max_error_rate,
+                                     percentile=slo_percentile, nodes=target.nodes) if pts else None,
         )
         reports.append(report)
         if report.verification_status == "failed":
@@ -277,6 +297,14 @@ def build_targets(
                             f"{region}, so its cost is n/a; give one with `loadtest report --prices FILE` "
                             f"({{\"prices\": {{\"{region}\": {{\"{target.priced_type}\": USD_PER_HOUR}}}}}})")
     return rank(reports), warnings
+
+
+def by_repeat(group: Sequence[ClientStep]) -> list[list[ClientStep]]:
+    """A step's client records split by repeat (each repeat merged across its clients, then the repeats combined)."""
+    out: dict[int, list[ClientStep]] = {}
+    for st in group:
+        out.setdefault(st.spec.repeat, []).append(st)
+    return [out[r] for r in sorted(out)]
 
 
 def rank(reports: Sequence[TargetReport]) -> list[TargetReport]:

@@ -43,6 +43,11 @@ CSV_COLUMNS = (
     "hourly_usd", "usd_per_million_inferences_at_step",
     "server_status", "server_requests", "server_mean_batch_size", "server_queue_ms", "server_model_ms",
     "network_and_proxy_ms", "server_padding_ratio", "server_replicas_start", "server_replicas_end",
+    # 95 % bounds of the figures above (see eks_inference.measure.intervals), and how many repeats they rest on
+    "repeats", "unstable", "slo_confidence", "throughput_rps_lo", "throughput_rps_hi", "inferences_per_s_lo",
+    "inferences_per_s_hi", "error_rate_lo", "error_rate_hi", "p50_ms_lo", "p50_ms_hi", "p90_ms_lo", "p90_ms_hi",
+    "p95_ms_lo", "p95_ms_hi", "p99_ms_lo", "p99_ms_hi", "usd_per_million_inferences_at_step_lo",
+    "usd_per_million_inferences_at_step_hi",
     # what the host was doing (eks_inference.measure.contention): a contended step is not the server's figure
     "contended", "contention", "client_wait", "host_psi_some", "host_steal", "client_cpu_of_core",
 )
@@ -77,6 +82,9 @@ def build_document(
         "prices": {"date": prices.date, "source": prices.source, "note": prices.note},
         "percentile_min_samples": dict(MIN_SAMPLES),
         "percentile_rule": PERCENTILE_RULE,
+        "capacity_rule": CAPACITY_RULE,
+        "capacity": [{"label": t.label, "target": t.target.name, "run_id": t.run_id, **(t.capacity or {})}
+                     for t in targets if t.capacity],
         "ranking": [
             {"rank": t.rank, "label": t.label, "target": t.target.name, "run_id": t.run_id,
              "verified": t.verified, "unranked_reason": t.unranked_reason,
@@ -118,6 +126,7 @@ def csv_rows(targets: Sequence[TargetReport]) -> list[dict[str, Any]]:
                 "price_per_instance_hour": t.price_per_instance_hour, "hourly_usd": t.hourly_usd,
                 "usd_per_million_inferences_at_step": _cost_at(t, s["inferences_per_s"]),
                 **_server_csv(s.get("server")),
+                **_interval_csv(t, s),
                 **_contention_csv(s),
             })
     return rows
@@ -138,6 +147,21 @@ def contention_note(s: Mapping[str, Any]) -> str:
     if c.get("crowded"):
         return f"host crowded (CPU pressure {c['psi_some']:.0%})"
     return ""
+
+
+def _interval_csv(t: TargetReport, s: Mapping[str, Any]) -> dict[str, Any]:
+    lat = s["latency_ms"]
+    inf_lo, inf_hi = s.get("inferences_per_s_lo"), s.get("inferences_per_s_hi")
+    return {
+        "repeats": s.get("repeats", 1), "unstable": s.get("unstable", False),
+        "slo_confidence": s.get("slo_confidence"),
+        **{k: s.get(k) for k in ("throughput_rps_lo", "throughput_rps_hi", "inferences_per_s_lo",
+                                 "inferences_per_s_hi", "error_rate_lo", "error_rate_hi")},
+        **{f"{k}_ms_{side}": lat.get(f"{k}_{side}") for k in ("p50", "p90", "p95", "p99") for side in ("lo", "hi")},
+        # more throughput is cheaper: the cost's lower bound comes from the throughput's upper bound
+        "usd_per_million_inferences_at_step_lo": _cost_at(t, inf_hi) if inf_hi else None,
+        "usd_per_million_inferences_at_step_hi": _cost_at(t, inf_lo) if inf_lo else None,
+    }
 
 
 def _server_csv(server: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -201,7 +225,8 @@ def _cost_label(t: TargetReport) -> str:
     return f"{t.label}\n{t.target.instances_label}{hourly}"
 
 
-def build_figure(targets: Sequence[TargetReport], *, slo_p99_ms: float, title: str) -> Figure:
+def build_figure(targets: Sequence[TargetReport], *, slo_p99_ms: float, title: str,
+                 slo_percentile: str = "p99") -> Figure:
     """Latency percentiles vs throughput (one curve per run of a target: p99 solid, p50 dashed) and USD per 1M
     inferences for every series, a reason in place of a bar for those without a cost."""
     from matplotlib.figure import Figure
@@ -233,6 +258,7 @@ def build_figure(targets: Sequence[TargetReport], *, slo_p99_ms: float, title: s
             handles.append(line)
             (line50,) = ax.plot(x, p50, "--", marker=".", color=color, alpha=0.6, label=f"{label} p50")
             handles.append(line50)
+            _interval_bars(ax, pts, x, p99, color)
             few = ["p99" in p.summary.get("few_samples", []) for p in pts]
             few_p99 = few_p99 or any(few)
             ax.scatter([v for v, f in zip(x, few, strict=True) if not f],
@@ -254,7 +280,7 @@ def build_figure(targets: Sequence[TargetReport], *, slo_p99_ms: float, title: s
         if t.best is not None:
             ax.scatter([t.best.summary["inferences_per_s"]], [t.best.summary["latency_ms"]["p99"]], marker="*",
                        s=220, color=color, edgecolor="black", zorder=6)
-    slo_line = ax.axhline(slo_p99_ms, color="red", lw=1.2, ls="-.", label=f"SLO p99 {slo_p99_ms:g} ms")
+    slo_line = ax.axhline(slo_p99_ms, color="red", lw=1.2, ls="-.", label=f"SLO {slo_percentile} {slo_p99_ms:g} ms")
     handles.append(slo_line)
     # The SLO line always lies inside the axes with room above it, whatever the points do, and carries its own
     # label at the right end; the legend sits below the plot, where it can cover nothing.
@@ -274,6 +300,8 @@ def build_figure(targets: Sequence[TargetReport], *, slo_p99_ms: float, title: s
     if contended_any:
         handles.append(Line2D([], [], marker="s", ls="", markerfacecolor="none", markeredgecolor="black",
                               markersize=9, label="contended host: not the server's figure"))
+    handles.append(Line2D([], [], marker="|", ls="-", color="grey", alpha=0.6, markersize=8,
+                          label="95 % interval (p99 and throughput; ^: no upper bound)"))
     if few_p99:
         handles.append(Line2D([], [], marker="o", ls="", markerfacecolor="white", markeredgecolor="grey",
                               label=f"p99 from < {MIN_SAMPLES['p99']:,} requests (rough)"))
@@ -311,8 +339,29 @@ def build_figure(targets: Sequence[TargetReport], *, slo_p99_ms: float, title: s
     return fig
 
 
-def render_png(targets: Sequence[TargetReport], *, slo_p99_ms: float, title: str) -> bytes:
-    fig = build_figure(targets, slo_p99_ms=slo_p99_ms, title=title)
+def _interval_bars(ax: Any, pts: Sequence[Any], x: Sequence[float], p99: Sequence[float], color: str) -> None:
+    """95 % bars: p99 up and down, throughput left and right; an open upper bound (too few samples) is a caret."""
+    def lo(v: float, b: float | None) -> float:
+        return max(0.0, v - b) if b is not None else 0.0
+
+    def hi(v: float, b: float | None) -> float:
+        return max(0.0, b - v) if b is not None else 0.0
+
+    lats = [p.summary["latency_ms"] for p in pts]
+    yerr = [[lo(v, la.get("p99_lo")) for v, la in zip(p99, lats, strict=True)],
+            [hi(v, la.get("p99_hi")) for v, la in zip(p99, lats, strict=True)]]
+    xerr = [[lo(v, p.summary.get("inferences_per_s_lo")) for v, p in zip(x, pts, strict=True)],
+            [hi(v, p.summary.get("inferences_per_s_hi")) for v, p in zip(x, pts, strict=True)]]
+    ax.errorbar(x, p99, yerr=yerr, xerr=xerr, fmt="none", ecolor=color, alpha=0.55, capsize=2.5, lw=1)
+    open_hi = [(v, y) for v, y, la in zip(x, p99, lats, strict=True) if "p99_hi" in la and la["p99_hi"] is None]
+    if open_hi:
+        ax.scatter([v for v, _ in open_hi], [y * 1.25 for _, y in open_hi], marker="^", s=18, color=color,
+                   alpha=0.7, zorder=4)
+
+
+def render_png(targets: Sequence[TargetReport], *, slo_p99_ms: float, title: str,
+               slo_percentile: str = "p99") -> bytes:
+    fig = build_figure(targets, slo_p99_ms=slo_p99_ms, title=title, slo_percentile=slo_percentile)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
@@ -483,7 +532,8 @@ def render_html(doc: Mapping[str, Any], png: bytes, *, title: str, timeline_png:
 <title>{e(title)}</title>
 <style>{_CSS}</style></head><body>
 <h1>{e(title)}</h1>
-<p class="note">Generated {e(doc['generated_at'])} by eks-inference {e(doc['tool_version'])}. SLO: p99 &le;
+<p class="note">Generated {e(doc['generated_at'])} by eks-inference {e(doc['tool_version'])}.
+SLO: {e(_slo_pct(doc))} &le;
 {doc['slo_p99_ms']:g} ms and errors &le; {doc['max_error_rate']:.2%}; a step where the client fell behind its
 schedule never counts. Each run of a target is its own series. Percentiles come from HDR histograms merged exactly
 across clients. Only a series whose answers passed verification against an fp32 reference of its weights
@@ -498,6 +548,8 @@ across clients. Only a series whose answers passed verification against an fp32 
 A cost "priced as" a type was measured on another machine and priced at that type's hourly rate.</p>
 <img id="plot" alt="latency percentiles vs throughput per series, and USD per 1M inferences"
  src="data:image/png;base64,{img}">
+{_capacity_html(doc)}
+{_intervals_html(doc)}
 <h2>Steps</h2>
 <div class="wrap"><table id="steps"><tr><th class="l">series</th><th class="l">load</th><th>clients</th>
 <th>requests</th><th>errors</th><th>req/s</th><th>inf/s</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th>
@@ -519,6 +571,97 @@ A cost "priced as" a type was measured on another machine and priced at that typ
 
 
 # -- console -----------------------------------------------------------------------------------------
+
+CAPACITY_RULE = (
+    "Capacity at the SLO: the highest offered rate whose latency percentile meets the SLO (errors within their "
+    "bound). Each step is judged on the 95 % interval of that percentile: pass when all of it lies under the SLO, "
+    "fail when all of it lies above; the interval runs from the highest rate that passed to the lowest that "
+    "failed, and the estimate is the highest rate whose measured percentile meets the SLO. Steps that were "
+    "unsure, contended or behind schedule never narrow it. Per replica and per node divide by the serving "
+    "replicas recorded on the steps and the nodes that served the target."
+)
+
+
+def _rate(v: Any) -> str:
+    return "open" if v is None else f"{v:,.4g}"
+
+
+def capacity_cells(c: Mapping[str, Any]) -> list[str]:
+    """SLO, estimate, interval, width, per replica, per node, notes: one row of the capacity table."""
+    width = c.get("relative_width")
+    reps = c.get("replicas")
+    per_rep = ("n/a" if c.get("per_replica_rps") is None else
+               f"{c['per_replica_rps']:,.4g} [{_rate(c.get('per_replica_rps_lo'))}, "
+               f"{_rate(c.get('per_replica_rps_hi'))}] on {reps}")
+    per_node = ("n/a" if c.get("per_node_rps") is None else
+                f"{c['per_node_rps']:,.4g} [{_rate(c.get('per_node_rps_lo'))}, {_rate(c.get('per_node_rps_hi'))}]")
+    return [f"{c['percentile']} <= {c['slo_ms']:g} ms", _rate(c.get("rps")) if c.get("rps") is not None else "none",
+            f"[{_rate(c.get('rps_lo'))}, {_rate(c.get('rps_hi'))}]",
+            "n/a" if width is None else f"{width:.0%}", per_rep, per_node, "; ".join(c.get("notes") or [])]
+
+
+def capacity_table(targets: Sequence[TargetReport]) -> Table:
+    table = Table(title="Capacity at the SLO (req/s offered; 95 % interval)")
+    for col in ("series", "SLO", "capacity", "95 % interval", "width", "per replica", "per node", "notes"):
+        table.add_column(col, justify="left" if col in ("series", "SLO", "notes") else "right")
+    for t in targets:
+        if t.capacity:
+            table.add_row(t.label, *capacity_cells(t.capacity))
+    return table
+
+
+def _capacity_html(doc: Mapping[str, Any]) -> str:
+    rows = "".join("<tr>" + _td(c["label"], "l") + "".join(_td(x, "l" if i in (0, 6) else "")
+                                                          for i, x in enumerate(capacity_cells(c))) + "</tr>"
+                   for c in doc.get("capacity") or [])
+    if not rows:
+        return ""
+    return ("<h2>Capacity at the SLO (the figure to buy nodes from)</h2><div class=\"wrap\"><table id=\"capacity\">"
+            "<tr><th class=\"l\">series</th><th class=\"l\">SLO</th><th>capacity req/s</th><th>95 % interval</th>"
+            "<th>width</th><th>per replica</th><th>per node</th><th class=\"l\">notes</th></tr>"
+            f"{rows}</table></div><p class=\"note\">{html.escape(doc.get('capacity_rule', CAPACITY_RULE))}</p>")
+
+
+def interval_text(v: Any, lo: Any, hi: Any, spec: str = ",.2f") -> str:
+    """``45.20 [41.00, 52.10]``; an open bound reads ``open``."""
+    if v is None:
+        return "n/a"
+    return f"{format(v, spec)} [{_fmt(lo, spec, 'open')}, {_fmt(hi, spec, 'open')}]"
+
+
+_ci = interval_text
+
+
+def _intervals_html(doc: Mapping[str, Any]) -> str:
+    rows = []
+    for r in doc["targets"]:
+        for s in r["steps"]:
+            lat = s["latency_ms"]
+            flags = [x for x in (("unstable: " + str(s.get("unstable_reason"))) if s.get("unstable") else "",
+                                 "contended" if s.get("contended") else "") if x]
+            rows.append("<tr>" + _td(r["label"], "l") + _td(_load(s), "l") + _td(s.get("repeats", 1))
+                        + _td(_ci(s["throughput_rps"], s.get("throughput_rps_lo"), s.get("throughput_rps_hi"), ",.1f"))
+                        + "".join(_td(_ci(lat[k], lat.get(f"{k}_lo"), lat.get(f"{k}_hi"))) for k in ("p50", "p90",
+                                                                                                    "p99"))
+                        + _td(_ci(s["error_rate"] * 100, _pct100(s.get("error_rate_lo")),
+                                  _pct100(s.get("error_rate_hi")), ".2f"))
+                        + _td(s.get("slo_confidence") or "", "l") + _td("; ".join(flags), "wrap-text") + "</tr>")
+    if not rows:
+        return ""
+    return ("<h2>Steps with 95 % intervals (in order of offered rate)</h2><div class=\"wrap\">"
+            "<table id=\"intervals\"><tr><th class=\"l\">series</th><th class=\"l\">offered</th><th>repeats</th>"
+            "<th>req/s achieved</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>errors %</th>"
+            "<th class=\"l\">SLO, with confidence</th><th class=\"l\">flags</th></tr>"
+            f"{''.join(rows)}</table></div>")
+
+
+def _slo_pct(doc: Mapping[str, Any]) -> str:
+    return str(doc.get("slo_percentile", "p99"))
+
+
+def _pct100(v: Any) -> float | None:
+    return None if v is None else v * 100
+
 
 def ranking_table(targets: Sequence[TargetReport], *, slo_p99_ms: float, prices: PriceTable) -> Table:
     table = Table(title=f"Price-performance at p99 <= {slo_p99_ms:g} ms (prices of {prices.date})")
@@ -580,7 +723,7 @@ def write_report(
     paths = {k: out_dir / f"report.{k}" for k in ("json", "csv", "png", "html")}
     paths["json"].write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n", encoding="utf-8")
     write_csv(paths["csv"], targets)
-    png = render_png(targets, slo_p99_ms=slo_p99_ms, title=title)
+    png = render_png(targets, slo_p99_ms=slo_p99_ms, title=title, slo_percentile=str(doc.get("slo_percentile", "p99")))
     paths["png"].write_bytes(png)
     timeline_png = b""
     if doc.get("timeline"):
@@ -695,5 +838,7 @@ def print_report(console: Console, targets: Sequence[TargetReport], *, slo_p99_m
             for t in targets for p in t.points]
     console.print(steps_table(rows, title="Steps (merged across clients)"))
     console.print(ranking_table(targets, slo_p99_ms=slo_p99_ms, prices=prices))
+    if any(t.capacity for t in targets):
+        console.print(capacity_table(targets))
     for w in warnings:
         console.print(f"[yellow]warning:[/yellow] {w}", highlight=False)

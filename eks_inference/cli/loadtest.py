@@ -40,6 +40,8 @@ from eks_inference.loadgen.host import pin_client
 from eks_inference.loadgen.payloads import Payload, generate_payloads, load_payload_file, parse_length_dist
 from eks_inference.loadgen.run_config import RunConfig, SearchSpec, parse_concurrencies, parse_fractions, parse_rates
 from eks_inference.measure import results
+from eks_inference.measure.capacity import capacity_at_slo, capacity_text
+from eks_inference.measure.repeats import summarize_repeats
 from eks_inference.measure.schedule import RateSchedule, build_schedule
 from eks_inference.measure.spec import Arrival, Mode, StepSpec, TargetInfo
 from eks_inference.measure.steps import summarize
@@ -156,7 +158,22 @@ def _register_run(sub: Any) -> None:
                    help="find the highest rate whose p99 stays under --slo-p99-ms (doubling, then bisecting)")
     g.add_argument("--max-rate", type=float, default=100_000.0, help="upper bound of the search")
     g.add_argument("--search-steps", type=int, default=3, help="bisection steps after bracketing the SLO")
+    g.add_argument("--search-resolution", type=float, default=0.05,
+                   help="stop bisecting once the bracket is narrower than this share of its lower end")
+    g.add_argument("--slo-percentile", choices=("p50", "p90", "p95", "p99", "p999"), default="p99",
+                   help="the latency percentile --slo-p99-ms applies to: p99 needs ~1,000 samples a step for an "
+                        "interval; shorter steps support p90 (~100) or p95 (~200), and every table labels it")
     g.add_argument("--max-error-rate", type=float, default=0.01, help="a step above this error fraction fails")
+    g = p.add_argument_group("repeats and intervals")
+    g.add_argument("--repeats", type=int, default=1,
+                   help="measure every step N times, interleaved (each round in an order shuffled from --seed); "
+                        "with --search, each probe N times. Every figure then carries a 95%% interval across them")
+    g.add_argument("--budget", type=float, metavar="SECONDS",
+                   help="time the run may spend measuring again steps whose repeats disagree, were contended or "
+                        "left the search unsure, and searching (default: one more measurement of each such step)")
+    g.add_argument("--drain", type=float, metavar="SECONDS",
+                   help="seconds without load between steps, so that one step's queue does not spill into the "
+                        "next (default 1 with --repeats > 1, else 0)")
     g = p.add_argument_group("verification")
     g.add_argument("--verify", action="store_true",
                    help="before sending load (after --wait-ready), check the target's answers against an fp32 "
@@ -220,6 +237,8 @@ def _register_report(sub: Any) -> None:
     p.add_argument("--slo-p99-ms", type=float,
                    help=f"latency target (default: the one recorded in the results, else {DEFAULT_SLO_P99_MS:g})")
     p.add_argument("--max-error-rate", type=float, default=0.01, help="a step above this error fraction fails")
+    p.add_argument("--slo-percentile", choices=("p50", "p90", "p95", "p99", "p999"),
+                   help="the percentile the SLO applies to (default: the one the runs recorded, else p99)")
     p.add_argument("--region", default=DEFAULT_REGION, help="price region for targets that recorded none")
     p.add_argument("--title", default="eks-inference price-performance", help="report title")
     p.add_argument("--wait-for", type=int, default=0,
@@ -299,7 +318,9 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
         if len(rates) > 1:
             raise ConfigError("--search starts from one --rate; drop --rates")
         search = SearchSpec(slo_p99_ms=a.slo_p99_ms, start_rate=rates[0] if rates else 10.0,
-                            max_rate=a.max_rate, refine_steps=a.search_steps)
+                            max_rate=a.max_rate, refine_steps=a.search_steps,
+                            resolution=getattr(a, "search_resolution", 0.05),
+                            percentile=getattr(a, "slo_percentile", "p99"))
         rates = ()
     fractions = parse_fractions(a.capacity_fractions) if a.capacity_fractions is not None else ()
     parse_length_dist(a.text_length)
@@ -323,6 +344,9 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
         connections=a.connections, max_lag_ms=a.max_lag_ms, start_at=_parse_start_at(a.start_at),
         capacity_fractions=fractions, calibrate_concurrency=a.calibrate_concurrency,
         calibrate_s=a.calibrate_duration, schedule=schedule, sample_replicas=sample_replicas,
+        repeats=getattr(a, "repeats", 1), budget_s=getattr(a, "budget", None),
+        drain_s=_drain(getattr(a, "drain", None), getattr(a, "repeats", 1)),
+        slo_percentile=getattr(a, "slo_percentile", "p99"),
     )
     if config.clients > 1:
         if not a.run_id:
@@ -332,6 +356,34 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
             raise ConfigError(f"--out {config.out}: with --clients {config.clients} every client would write this "
                               "one file; give a directory or s3:// prefix")
     return config
+
+
+def _interval_lines(config: RunConfig, outcome: runner.RunOutcome) -> list[str]:
+    """With repeats or a search: each step's repeats combined, with its 95 % intervals, then the capacity at the SLO."""
+    if config.repeats < 2 and config.search is None:
+        return []
+    pct = config.search.percentile if config.search is not None else config.slo_percentile
+    slo = config.search.slo_p99_ms if config.search is not None else config.slo_p99_ms
+    indices = sorted({s.spec.index for s in outcome.steps if s.spec.index >= 0})
+    combined = [summarize_repeats([[s.client_step(config)] for s in outcome.steps if s.spec.index == i],
+                                  percentile=pct) for i in indices]
+    lines = [f"{'step':<28} {'repeats':>7}  {'req/s [95 %]':>24}  {pct + ' ms [95 %]':>26}  flags"]
+    for c in sorted(combined, key=lambda c: c["requested_rate"] or 0):
+        lat = c["latency_ms"]
+        load = (f"{c['requested_rate']:g} req/s offered" if c["mode"] == "open" else f"concurrency {c['concurrency']}")
+        flags = [f for f in ("unstable" if c["unstable"] else "", "contended" if c.get("contended") else "") if f]
+        thr = report.interval_text(c["throughput_rps"], c["throughput_rps_lo"], c["throughput_rps_hi"], ",.1f")
+        ms = report.interval_text(lat[pct], lat.get(pct + "_lo"), lat.get(pct + "_hi"))
+        lines.append(f"{load:<28} {c['repeats']:>7}  {thr:>24}  {ms:>26}  " + ", ".join(flags))
+    if slo is not None:
+        cap = capacity_at_slo(combined, slo_ms=slo, max_error_rate=config.max_error_rate, percentile=pct,
+                              nodes=config.target.nodes)
+        lines.append(capacity_text(cap))
+    return lines
+
+
+def _drain(drain: float | None, repeats: int) -> float:
+    return drain if drain is not None else (1.0 if repeats > 1 else 0.0)
 
 
 def load_payloads(config: RunConfig) -> list[Payload]:
@@ -584,6 +636,8 @@ def cmd_run(a: argparse.Namespace) -> int:
             out.print(timeline_table(client_timeline(s), title=f"{s.spec.label}: per second"))
     for note in outcome.notes:
         err.print(f"note: {note}", highlight=False)
+    for line in _interval_lines(config, outcome):
+        out.print(line, highlight=False)
     if a.json:
         print(json.dumps(summaries, indent=1))
     if outcome.status == "interrupted":
@@ -620,6 +674,14 @@ def _only_runs(parsed: Sequence[results.ParsedResult], wanted: Sequence[str]) ->
     return [r for r in parsed if str(r.doc.get("run_id")) in wanted]
 
 
+def _slo_percentile(a: argparse.Namespace, parsed: Sequence[results.ParsedResult]) -> str:
+    """``--slo-percentile``, else the one the runs recorded (when they agree), else p99."""
+    if getattr(a, "slo_percentile", None):
+        return str(a.slo_percentile)
+    values = {r.doc.get("config", {}).get("slo_percentile") for r in parsed} - {None}
+    return str(values.pop()) if len(values) == 1 else "p99"
+
+
 def cmd_report(a: argparse.Namespace) -> int:
     if a.slo_p99_ms is not None and not a.slo_p99_ms > 0:
         raise ConfigError(f"--slo-p99-ms: {a.slo_p99_ms} must be positive, e.g. 100")
@@ -647,7 +709,8 @@ def cmd_report(a: argparse.Namespace) -> int:
     targets, warnings = build_targets(
         steps, slo_p99_ms=slo, max_error_rate=a.max_error_rate, prices=prices, default_region=a.region,
         targets_without_steps=[(TargetInfo.from_dict(r.doc["target"]), _run_id(r), r.source) for r in parsed],
-        verifications={k: series_verification(v) for k, v in by_series.items()})
+        verifications={k: series_verification(v) for k, v in by_series.items()},
+        slo_percentile=_slo_percentile(a, parsed))
     warnings = list(skipped) + warnings
     if any(t.price_per_instance_hour is not None for t in targets):
         stale = age_warning(prices, today=dt.datetime.now(dt.UTC).date())
@@ -671,6 +734,7 @@ def cmd_report(a: argparse.Namespace) -> int:
     } for r in parsed]
     doc = report.build_document(targets, warnings=warnings, slo_p99_ms=slo, max_error_rate=a.max_error_rate,
                                 prices=prices, inputs=inputs, generated_at=time.time())
+    doc["slo_percentile"] = _slo_percentile(a, parsed)
     per_second = timeline_from_results(parsed, label_of={(t.target.name, str(t.run_id)): t.label for t in targets})
     if per_second:
         doc["timeline"] = per_second
