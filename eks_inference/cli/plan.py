@@ -13,6 +13,7 @@ from eks_inference.config import ConfigError
 from eks_inference.fleet.plan import (
     DEFAULT_AZS,
     DEFAULT_HEADROOM,
+    DEFAULT_MAX_WIDTH,
     DEFAULT_SYSTEM_INSTANCE_TYPE,
     EXIT_NONE_PLANNED,
     EXIT_PLANNED,
@@ -27,9 +28,12 @@ def register(sub: Any) -> None:
     p = add_command(
         sub, "plan", summary="size the fleet that serves a target load, from a price-performance report",
         description=textwrap.fill(
-            "For each ranked target of a report: per-node capacity = its best SLO-meeting throughput / the nodes "
-            "that served it; nodes = Z × ceil(R / (capacity × (1 - H) × (Z - 1))), so losing one of Z zones still "
-            "carries R requests/s with H headroom; monthly cost = nodes × USD/hour × 730, plus the cluster's fixed "
+            "For each target of a report: per-node capacity = the lower bound of its capacity at the SLO (the highest "
+            "offered rate shown with 95 % confidence to meet it) / the nodes that served it; the node count and cost "
+            "at the upper bound are printed beside it, and a target whose interval is wider than --max-width of its "
+            "estimate is refused unless --accept-wide; nodes = Z × ceil(R / (capacity × (1 - H) × (Z - 1))), so "
+            "losing one of Z zones still carries R requests/s with H headroom; monthly cost = nodes × USD/hour × 730, "
+            "plus the cluster's fixed "
             "costs (EKS control plane, a NAT gateway per zone, the system node group) named apart. Targets without "
             "a price, without an SLO-meeting step or without a passing verification are refused, saying why. "
             "Exit 1 only when no target can be planned.", width=100),
@@ -49,6 +53,13 @@ def register(sub: Any) -> None:
     p.add_argument("--system-instance-type", default=DEFAULT_SYSTEM_INSTANCE_TYPE,
                    help="instance type of the system node group, for the fixed costs")
     p.add_argument("--system-nodes", type=int, help="nodes of the system node group (default: one per zone)")
+    p.add_argument("--slo-percentile", choices=("p50", "p90", "p95", "p99", "p999"),
+                   help="the percentile the SLO applies to (default: the report's, else p99)")
+    p.add_argument("--max-width", type=float, default=DEFAULT_MAX_WIDTH,
+                   help="refuse a target whose capacity interval is wider than this share of its estimate")
+    p.add_argument("--accept-wide", action="store_true",
+                   help="plan such a target anyway, from its lower bound (and a report without intervals from its "
+                        "best step)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.set_defaults(func=cmd_plan)
 
@@ -59,7 +70,9 @@ def cmd_plan(a: argparse.Namespace) -> int:
     if slo is None:
         raise ConfigError("--slo-p99-ms: the report records no SLO; give one, e.g. 250")
     inputs = PlanInputs(target_rps=a.target_rps, slo_p99_ms=slo, headroom=a.headroom, azs=a.azs,
-                        system_instance_type=a.system_instance_type, system_nodes=a.system_nodes)
+                        system_instance_type=a.system_instance_type, system_nodes=a.system_nodes,
+                        max_width=a.max_width, accept_wide=a.accept_wide,
+                        slo_percentile=a.slo_percentile or str(doc.get("slo_percentile") or "p99"))
     result = plan(doc, inputs, source=where)
     if a.json:
         print(json.dumps(result.to_dict(), indent=1))

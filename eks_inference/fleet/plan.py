@@ -1,7 +1,12 @@
 """Plan a fleet (``eks-inference plan``): from a price-performance report to the fleet that serves a target load.
 
-For each ranked target the measured point it rests on is its best SLO-meeting step; a node's capacity is
-that step's throughput divided by the nodes that served it. The fleet must carry the target load with
+For each target the figure it rests on is the *lower bound* of its capacity at the SLO
+(:mod:`eks_inference.measure.capacity`): the highest offered rate shown, with 95 % confidence, to meet the SLO
+percentile; a node's capacity is that rate divided by the nodes that served it. The node count and cost at the
+interval's upper bound are printed beside it, so the price of the uncertainty is in view. When the interval is
+wider than ``max_width`` of its estimate the target is refused, saying how to narrow it (more repeats, longer
+steps, a finer search), unless told to accept it; a report written before intervals existed is planned from its
+best SLO-meeting step only when told to accept that. The fleet must carry the target load with
 headroom even after losing a whole Availability Zone::
 
     per zone = ceil(R / (C × (1 − H) × (Z − 1)))        nodes = Z × per zone
@@ -31,6 +36,7 @@ from typing import Any
 from eks_inference import storage
 from eks_inference.config import ConfigError
 from eks_inference.costs import EKS_CONTROL_PLANE_HOURLY, HOURS_PER_MONTH, NAT_GATEWAY_HOURLY, OTHER_PRICES_DATE
+from eks_inference.measure.capacity import capacity_at_slo
 from eks_inference.measure.results import REPORT_FORMAT
 from eks_inference.measure.steps import slo_verdict
 from eks_inference.tables.prices import DEFAULT_PRICES, DEFAULT_REGION
@@ -38,6 +44,8 @@ from eks_inference.tables.prices import DEFAULT_PRICES, DEFAULT_REGION
 DEFAULT_HEADROOM = 0.3
 DEFAULT_AZS = 3
 DEFAULT_SYSTEM_INSTANCE_TYPE = "m7i.large"
+DEFAULT_MAX_WIDTH = 0.25
+"""A capacity interval wider than this share of its estimate is not a figure to buy nodes from (by default)."""
 EXIT_PLANNED, EXIT_NONE_PLANNED = 0, 1
 
 
@@ -50,6 +58,12 @@ class PlanInputs:
     system_instance_type: str = DEFAULT_SYSTEM_INSTANCE_TYPE
     system_nodes: int | None = None
     """Default: one per zone (operators and Ray heads spread over the zones too)."""
+    max_width: float = DEFAULT_MAX_WIDTH
+    """Refuse a target whose capacity interval is wider than this share of its estimate."""
+    accept_wide: bool = False
+    """Plan such a target anyway (from the lower bound), and a report without intervals from its best step."""
+    slo_percentile: str = "p99"
+    """The percentile the SLO applies to."""
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.target_rps) and self.target_rps > 0):
@@ -63,6 +77,8 @@ class PlanInputs:
             raise ConfigError(f"--azs: {self.azs!r} cannot lose a zone and still serve; give 2 or more, e.g. 3")
         if self.system_nodes is not None and self.system_nodes < 0:
             raise ConfigError(f"--system-nodes: {self.system_nodes} is negative; give 0 or more")
+        if not (math.isfinite(self.max_width) and self.max_width > 0):
+            raise ConfigError(f"--max-width: {self.max_width:g} is not a positive share; give e.g. 0.25 for 25 %")
 
     @property
     def system_count(self) -> int:
@@ -145,6 +161,13 @@ class Planned:
     nodes: int
     monthly_usd: float
     fixed: FixedCosts
+    basis: str = "the best SLO-meeting step (no interval)"
+    """What the per-node capacity is: the capacity interval's lower bound, or a step of a report without intervals."""
+    capacity: Mapping[str, Any] | None = None
+    per_node_rps_hi: float | None = None
+    nodes_at_hi: int | None = None
+    nodes_per_zone_at_hi: int | None = None
+    monthly_usd_at_hi: float | None = None
 
     def to_dict(self, rank: int) -> dict[str, Any]:
         m = self.measured
@@ -156,6 +179,9 @@ class Planned:
             "capacity_rps_per_node": self.per_node_rps, "nodes_per_zone": self.nodes_per_zone,
             "nodes": self.nodes, "monthly_usd": self.monthly_usd,
             "monthly_usd_with_fixed": None if fixed is None else self.monthly_usd + fixed,
+            "basis": self.basis, "capacity": dict(self.capacity) if self.capacity is not None else None,
+            "at_upper_bound": {"capacity_rps_per_node": self.per_node_rps_hi, "nodes": self.nodes_at_hi,
+                               "nodes_per_zone": self.nodes_per_zone_at_hi, "monthly_usd": self.monthly_usd_at_hi},
             "measured": {"step": m.get("step"), "mode": m.get("mode"), "requested_rate": m.get("requested_rate"),
                          "concurrency": m.get("concurrency"), "throughput_rps": m.get("throughput_rps"),
                          "inferences_per_s": m.get("inferences_per_s"), "p99_ms": m["latency_ms"]["p99"],
@@ -185,7 +211,9 @@ class Plan:
         p = self.inputs
         regions = sorted({x.region for x in self.planned})
         return {
-            "report": self.source, "target_rps": p.target_rps, "slo_p99_ms": p.slo_p99_ms, "headroom": p.headroom,
+            "report": self.source, "target_rps": p.target_rps, "slo_p99_ms": p.slo_p99_ms,
+            "slo_percentile": p.slo_percentile, "max_width": p.max_width, "accept_wide": p.accept_wide,
+            "headroom": p.headroom,
             "azs": p.azs, "hours_per_month": HOURS_PER_MONTH, "prices_date": (self.report.get("prices") or {}).get(
                 "date"), "fixed_prices_date": OTHER_PRICES_DATE,
             "targets": [x.to_dict(i + 1) for i, x in enumerate(self.planned)],
@@ -206,10 +234,31 @@ def _verification_refusal(t: Mapping[str, Any]) -> str | None:
 
 
 def best_step(steps: Sequence[Mapping[str, Any]], *, slo_p99_ms: float, max_error_rate: float,
-              ) -> Mapping[str, Any] | None:
+              percentile: str = "p99") -> Mapping[str, Any] | None:
     """The report's rule: the highest-throughput step that meets the SLO (re-judged at ``slo_p99_ms``)."""
-    passing = [s for s in steps if slo_verdict(s, slo_p99_ms=slo_p99_ms, max_error_rate=max_error_rate)[0]]
+    passing = [s for s in steps if slo_verdict(s, slo_p99_ms=slo_p99_ms, max_error_rate=max_error_rate,
+                                               percentile=percentile)[0]]
     return max(passing, key=lambda s: s["inferences_per_s"]) if passing else None
+
+
+def _interval_refusal(cap: Mapping[str, Any], inputs: PlanInputs) -> str | None:
+    """Why a capacity interval is no figure to buy nodes from, with how to narrow it; None when it is."""
+    pct, slo = cap["percentile"], cap["slo_ms"]
+    narrow = ("narrow it with more repeats (`loadtest run --repeats 5`), longer steps (--duration) or a finer "
+              "search (--search-resolution)")
+    if cap["rps_lo"] is None:
+        return (f"no rate was shown to meet {pct} <= {slo:g} ms with 95 % confidence (every step failed, or its "
+                f"interval straddled the SLO); {narrow}")
+    width = cap["relative_width"]
+    if inputs.accept_wide or (width is not None and width <= inputs.max_width):
+        return None
+    lo, est, hi = cap["rps_lo"], cap["rps"], cap["rps_hi"]
+    if hi is None:
+        return (f"capacity {est:,.4g} req/s has no upper bound (no rate was shown to miss the SLO; the search or "
+                f"sweep stopped below it): measure higher rates, or pass --accept-wide to plan from its lower "
+                f"bound {lo:,.4g}")
+    return (f"capacity interval {lo:,.4g} to {hi:,.4g} req/s is {width:.0%} of its estimate {est:,.4g}, wider than "
+            f"{inputs.max_width:.0%}: {narrow}, or pass --accept-wide to plan from its lower bound")
 
 
 def plan(report: Mapping[str, Any], inputs: PlanInputs, *, source: str) -> Plan:
@@ -227,10 +276,39 @@ def plan(report: Mapping[str, Any], inputs: PlanInputs, *, source: str) -> Plan:
         if why:
             refuse(why)
             continue
-        best = best_step(t.get("steps") or [], slo_p99_ms=inputs.slo_p99_ms, max_error_rate=max_error_rate)
-        if best is None:
-            refuse(f"no step met the SLO (p99 <= {inputs.slo_p99_ms:g} ms, errors <= {max_error_rate:.2%})")
-            continue
+        steps = t.get("steps") or []
+        pct = inputs.slo_percentile
+        measured_nodes = int(info.get("nodes") or 1)
+        with_intervals = any(f"{pct}_hi" in (s.get("latency_ms") or {}) for s in steps)
+        cap: dict[str, Any] | None = None
+        if with_intervals:
+            cap = capacity_at_slo(steps, slo_ms=inputs.slo_p99_ms, max_error_rate=max_error_rate, percentile=pct,
+                                  nodes=measured_nodes)
+            why = _interval_refusal(cap, inputs)
+            if why:
+                refuse(why)
+                continue
+            lo = float(cap["rps_lo"])
+            at = next((s for s in steps if s.get("mode") == "open" and s.get("requested_rate") == lo), None)
+            best: Mapping[str, Any] | None = at
+            achieved = float(at["throughput_rps"]) if at else lo
+            # the lower bound, never more than the step there achieved
+            per_node = min(lo, achieved) / measured_nodes
+            per_node_hi = None if cap["rps_hi"] is None else float(cap["rps_hi"]) / measured_nodes
+            basis = (f"the lower bound of the capacity interval ({lo:,.4g} req/s offered; 95 % confidence that "
+                     f"{pct} <= {inputs.slo_p99_ms:g} ms there)")
+        else:
+            if not inputs.accept_wide:
+                refuse("the report carries no intervals (written before they existed): measure again with "
+                       "`loadtest run --repeats 3`, or pass --accept-wide to plan from its best step")
+                continue
+            best = best_step(steps, slo_p99_ms=inputs.slo_p99_ms, max_error_rate=max_error_rate, percentile=pct)
+            if best is None:
+                refuse(f"no step met the SLO ({pct} <= {inputs.slo_p99_ms:g} ms, errors <= {max_error_rate:.2%})")
+                continue
+            per_node = float(best["throughput_rps"]) / measured_nodes
+            per_node_hi = None
+            basis = "the best SLO-meeting step (no interval: accepted with --accept-wide)"
         priced = t.get("priced_instance_type") or info.get("price_as") or info.get("instance_type")
         price = t.get("price_per_instance_hour")
         if priced is None:
@@ -239,18 +317,21 @@ def plan(report: Mapping[str, Any], inputs: PlanInputs, *, source: str) -> Plan:
         if price is None:
             refuse(f"no price for {priced} in {t.get('region')} (give one with `loadtest report --prices FILE`)")
             continue
-        measured_nodes = int(info.get("nodes") or 1)
-        per_node = float(best["throughput_rps"]) / measured_nodes
         if per_node <= 0:
             refuse("its best step served no requests")
             continue
         per_zone, nodes = nodes_for(inputs.target_rps, per_node, headroom=inputs.headroom, azs=inputs.azs)
+        hi_zone, hi_nodes = (nodes_for(inputs.target_rps, per_node_hi, headroom=inputs.headroom, azs=inputs.azs)
+                             if per_node_hi else (None, None))
         region = str(t.get("region") or DEFAULT_REGION)
         planned.append(Planned(
             label=label, target=info, run_id=t.get("run_id"), instance_type=str(priced),
-            priced_as=bool(info.get("price_as")), region=region, usd_per_hour=float(price), measured=best,
-            measured_nodes=measured_nodes, per_node_rps=per_node, nodes_per_zone=per_zone, nodes=nodes,
-            monthly_usd=nodes * float(price) * HOURS_PER_MONTH, fixed=fixed_costs(region, inputs)))
+            priced_as=bool(info.get("price_as")), region=region, usd_per_hour=float(price),
+            measured=best or {"latency_ms": {pct: None}}, measured_nodes=measured_nodes, per_node_rps=per_node,
+            nodes_per_zone=per_zone, nodes=nodes, monthly_usd=nodes * float(price) * HOURS_PER_MONTH,
+            fixed=fixed_costs(region, inputs), basis=basis, capacity=cap, per_node_rps_hi=per_node_hi,
+            nodes_at_hi=hi_nodes, nodes_per_zone_at_hi=hi_zone,
+            monthly_usd_at_hi=None if hi_nodes is None else hi_nodes * float(price) * HOURS_PER_MONTH))
     planned.sort(key=lambda x: (x.monthly_usd, x.label))
     return Plan(inputs=inputs, planned=tuple(planned), refused=tuple(refused), source=source, report=report)
 
@@ -270,15 +351,16 @@ def render(pl: Plan) -> str:
     p = pl.inputs
     r = pl.report
     lines = [
-        f"Fleet for {p.target_rps:,.0f} requests/s at p99 <= {p.slo_p99_ms:g} ms, {p.headroom:.0%} headroom, "
-        f"{p.azs} zones (any {p.azs - 1} carry the load)",
+        f"Fleet for {p.target_rps:,.0f} requests/s at {p.slo_percentile} <= {p.slo_p99_ms:g} ms, {p.headroom:.0%} "
+        f"headroom, {p.azs} zones (any {p.azs - 1} carry the load); sized from the lower bound of each capacity "
+        "interval (95 %)",
         f"from {pl.source} (generated {r.get('generated_at')}; instance prices of "
         f"{(r.get('prices') or {}).get('date')})",
         "",
     ]
     if pl.planned:
         head = ("rank", "series", "processor", "instance type", "req/s per node", "nodes", "USD/month",
-                "with fixed")
+                "with fixed", "at upper bound")
         rows = []
         for i, x in enumerate(pl.planned):
             fixed = x.fixed.total
@@ -286,9 +368,11 @@ def render(pl: Plan) -> str:
                 str(i + 1), x.label, str(x.target.get("processor") or "?"),
                 x.instance_type + (" (priced as)" if x.priced_as else ""), f"{x.per_node_rps:,.1f}",
                 f"{x.nodes:,} ({p.azs} × {x.nodes_per_zone:,})", f"${x.monthly_usd:,.0f}",
-                "n/a" if fixed is None else f"${x.monthly_usd + fixed:,.0f}"))
+                "n/a" if fixed is None else f"${x.monthly_usd + fixed:,.0f}",
+                "n/a" if x.nodes_at_hi is None or x.monthly_usd_at_hi is None or x.per_node_rps_hi is None else
+                f"{x.per_node_rps_hi:,.1f}/node: {x.nodes_at_hi:,} nodes, ${x.monthly_usd_at_hi:,.0f}"))
         widths = [max(len(h), *(len(row[j]) for row in rows)) for j, h in enumerate(head)]
-        right = {0, 4, 6, 7}
+        right = {0, 4, 6, 7, 8}
 
         def fmt(cells: Sequence[str]) -> str:
             return "  ".join(c.rjust(w) if j in right else c.ljust(w)
@@ -296,13 +380,24 @@ def render(pl: Plan) -> str:
 
         # table rows are marked so that the prose wrapping below leaves them whole
         lines += [TABLE + fmt(head), TABLE + fmt(["-" * w for w in widths]), *(TABLE + fmt(row) for row in rows), ""]
-        lines.append("Each figure rests on one measured point:")
+        lines.append("What each figure rests on:")
         for i, x in enumerate(pl.planned):
             m = x.measured
             run = f", run {x.run_id}" if x.run_id else ""
+            cap = x.capacity
+            if cap is not None:
+                hi = "open" if cap["rps_hi"] is None else f"{cap['rps_hi']:,.4g}"
+                width = "" if cap["relative_width"] is None else f", width {cap['relative_width']:.0%}"
+                what = (f"capacity {cap['rps']:,.4g} req/s (95 % interval {cap['rps_lo']:,.4g} to {hi}{width}); "
+                        f"sized from {cap['rps_lo']:,.4g}")
+            else:
+                what = f"{x.basis}: step {m.get('step')} ({_load(m)})"
+            pct = p.slo_percentile
+            at = (f"; at that step {m['throughput_rps']:,.1f} req/s served at {pct} "
+                  f"{m['latency_ms'][pct]:,.1f} ms" if m.get("throughput_rps") is not None
+                  and m["latency_ms"].get(pct) is not None else "")
             lines.append(
-                f"  {i + 1}. {x.label}: step {m.get('step')} ({_load(m)}{run}) served {m['throughput_rps']:,.1f} "
-                f"req/s at p99 {m['latency_ms']['p99']:,.1f} ms on {x.measured_nodes} node"
+                f"  {i + 1}. {x.label}{run}: {what}{at} on {x.measured_nodes} node"
                 f"{'s' if x.measured_nodes != 1 else ''}; {x.instance_type} at ${x.usd_per_hour:g}/h in {x.region}"
                 + (" (priced as that type, measured elsewhere)" if x.priced_as else ""))
         lines.append("")

@@ -39,6 +39,8 @@ def report(*targets: dict, slo: float = 100.0) -> dict:
 
 
 def inputs(r: float, **kw: Any) -> PlanInputs:
+    """These hand-made reports carry no intervals, as reports did before them: planned only when accepted."""
+    kw.setdefault("accept_wide", True)
     return PlanInputs(target_rps=r, slo_p99_ms=kw.pop("slo", 100.0), **kw)
 
 
@@ -87,7 +89,8 @@ def test_plan_ranks_by_monthly_cost_and_says_what_each_figure_rests_on() -> None
         "step": 1, "mode": "open", "requested_rate": 400, "concurrency": None, "throughput_rps": 400,
         "inferences_per_s": 400, "p99_ms": 80, "nodes": 2}
     text = render(p)
-    assert "graviton: step 1 (400/s offered, run r1) served 400.0 req/s at p99 80.0 ms on 2 nodes" in text
+    assert ("graviton, run r1: the best SLO-meeting step (no interval: accepted with --accept-wide): step 1 (400/s\n"
+            "     offered); at that step 400.0 req/s served at p99 80.0 ms on 2 nodes") in text
     assert "108 (3 × 36)" in text
 
 
@@ -129,11 +132,11 @@ def test_refusals_say_why_and_only_an_empty_plan_fails(tmp_path: Path, capsys: p
 
     f = tmp_path / "report.json"
     f.write_text(json.dumps(doc))
-    assert main(["plan", str(tmp_path), "--target-rps", "1000", "--json"]) == 0
+    assert main(["plan", str(tmp_path), "--target-rps", "1000", "--json", "--accept-wide"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert [t["target"] for t in out["targets"]] == ["good"] and len(out["refused"]) == 6
     f.write_text(json.dumps(report(*doc["targets"][1:])))
-    assert main(["plan", str(f), "--target-rps", "1000"]) == 1
+    assert main(["plan", str(f), "--target-rps", "1000", "--accept-wide"]) == 1
     captured = capsys.readouterr()
     assert "No target can be planned." in captured.out and "no target of the report can be planned" in captured.err
 
@@ -177,3 +180,51 @@ def test_the_readme_example_is_the_commands_real_output(capsys: pytest.CaptureFi
     assert argv[1] == "docs/example-report/report.json"
     assert main(argv) == 0
     assert capsys.readouterr().out == m["out"]
+
+
+def istep(i: int, rps: float, p99: float, lo: float, hi: float | None) -> dict:
+    """A step of a report with intervals: the p99's 95 % bounds beside it."""
+    s = step(i, rps, p99)
+    s["latency_ms"].update({"p99_lo": lo, "p99_hi": hi})
+    s.update({"error_rate_lo": 0.0, "error_rate_hi": 0.003, "contended": False})
+    return s
+
+
+def test_the_plan_rests_on_the_lower_bound_and_prints_both() -> None:
+    # 400 passes with confidence, 440 only at its estimate (its interval straddles 100 ms), 480 fails.
+    doc = report(target("graviton", [istep(0, 400, 60, 55, 70), istep(1, 440, 95, 85, 110),
+                                     istep(2, 480, 180, 150, 220)], price=0.145, nodes=2))
+    p = plan(doc, inputs(10_000, accept_wide=False), source="r.json")
+    (g,) = p.planned
+    assert g.capacity is not None and (g.capacity["rps_lo"], g.capacity["rps"], g.capacity["rps_hi"]) == (
+        400, 440, 480)
+    assert g.per_node_rps == 200 and g.per_node_rps_hi == 240  # the lower bound plans, the upper is shown
+    assert (g.nodes, g.nodes_at_hi) == (108, 90)  # ceil(10000 / (200 × 1.4)) = 36 and ceil(10000 / 336) = 30
+    text = render(p)
+    assert "sized from the\n   lower bound of each capacity interval (95 %)" in text
+    assert "240.0/node: 90 nodes, $9,526" in text
+    assert "capacity 440 req/s (95 % interval 400 to 480, width 18%); sized from 400" in text
+    assert p.to_dict()["targets"][0]["at_upper_bound"]["nodes"] == 90
+
+
+def test_a_wide_interval_is_refused_with_how_to_narrow_it_unless_accepted() -> None:
+    doc = report(target("wide", [istep(0, 100, 60, 55, 70), istep(1, 200, 95, 80, 120),
+                                 istep(2, 400, 300, 250, 400)]))
+    (refused,) = plan(doc, inputs(1000, accept_wide=False), source="r.json").refused
+    assert refused.reason.startswith("capacity interval 100 to 400 req/s is 150% of its estimate 200, wider than 25%")
+    assert "--repeats 5" in refused.reason and "--accept-wide" in refused.reason
+    (w,) = plan(doc, inputs(1000, accept_wide=True), source="r.json").planned
+    assert w.per_node_rps == 100  # accepted, still from the lower bound
+    assert plan(doc, inputs(1000, accept_wide=False, max_width=2.0), source="r.json").planned
+
+
+def test_no_confident_pass_and_no_intervals_are_refused() -> None:
+    unsure = report(target("unsure", [istep(0, 100, 95, 80, 120), istep(1, 200, 300, 250, 400)]))
+    (r,) = plan(unsure, inputs(1000, accept_wide=True), source="r.json").refused
+    assert r.reason.startswith("no rate was shown to meet p99 <= 100 ms with 95 % confidence")
+    old = report(target("old", [step(0, 100, 50)]))
+    (r,) = plan(old, inputs(1000, accept_wide=False), source="r.json").refused
+    assert r.reason.startswith("the report carries no intervals") and "--repeats 3" in r.reason
+    open_top = report(target("open", [istep(0, 100, 50, 45, 55), istep(1, 200, 60, 55, 70)]))
+    (r,) = plan(open_top, inputs(1000, accept_wide=False), source="r.json").refused
+    assert "has no upper bound" in r.reason
