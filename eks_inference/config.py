@@ -132,6 +132,17 @@ GITHUB_REPOSITORY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-
 GITHUB_ENVIRONMENT_RE = re.compile(r"^[^*?:/\s][^*?:/]{0,254}$")
 """One GitHub environment name: no wildcard, and no ``:`` or ``/``, which would change what the token's sub claims."""
 _SCRAPER_ID_RE = re.compile(r"^s-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+NEURON_BASE_TAG = "public.ecr.aws/neuron/pytorch-inference-neuronx:2.9.0-neuronx-py312-sdk2.30.0-ubuntu24.04"
+"""The AWS Neuron deep-learning container the Inferentia2 image builds from when ``images.neuron_base`` is not set:
+the default of ``ARG NEURON_BASE`` in ``model_images/inferentia2/Dockerfile`` (a test keeps the two equal). A tag,
+which the registry can move to other content."""
+PINNED_IMAGE_RE = re.compile(
+    r"^(?P<repository>[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)"
+    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?@(?P<digest>sha256:[0-9a-f]{64})$")
+"""An image named by content: ``[<registry>/]<repository>[:<tag>]@sha256:<64 hex>`` (the tag, when present, is for
+people; the digest decides what is pulled)."""
+PIN_COMMAND = "python scripts/pin_base_images.py pin"
+"""Resolves a base's tag to its digest through the registry's API and writes it (model_images/README.md)."""
 
 WORKER_MEMORY_GIB = 8
 """Memory every serving worker pod requests (weights, tokenizer, batches and Ray's agents)."""
@@ -779,6 +790,29 @@ class GitHubSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ImageBases:
+    """Base images chosen by config for the images ``cdk deploy`` builds; every other base is pinned by digest in
+    its Dockerfile (``model_images/``, checked by ``tests/unit/test_base_image_pins.py``).
+
+    :param neuron_base: the AWS Neuron deep-learning container the Inferentia2 image builds from (build argument
+        ``NEURON_BASE``), named by content: ``<repository>:<tag>@sha256:<64 hex>`` or ``<repository>@sha256:<64 hex>``
+        (``python scripts/pin_base_images.py pin`` writes it). Default none: the Dockerfile's tag
+        (``eks_inference.config.NEURON_BASE_TAG``), unpinned, which ``require_pinned_images`` refuses.
+    """
+
+    neuron_base: str | None = None
+
+    def __post_init__(self) -> None:
+        errs = _Errors()
+        if self.neuron_base is not None and (not isinstance(self.neuron_base, str)
+                                             or not PINNED_IMAGE_RE.match(self.neuron_base)):
+            errs.add("images.neuron_base", self.neuron_base, "is not pinned by digest",
+                     f"write <repository>:<tag>@sha256:<64 hex> (`{PIN_COMMAND}` resolves the tag and writes it), "
+                     "or leave it out")
+        errs.raise_any()
+
+
+@dataclass(frozen=True, kw_only=True)
 class PlatformConfig:
     """One deployable environment.
 
@@ -806,6 +840,10 @@ class PlatformConfig:
         repositories), ``enhanced`` (Amazon Inspector, charged) or ``account`` (leave it as the account has it).
         One setting per account and region: give every environment but one of an account and region ``account``.
     :param github: the roles GitHub Actions assumes to diff and deploy; default none (no such roles, no stack).
+    :param images: base images chosen by config, see ImageBases; default none chosen (the Dockerfiles' own).
+    :param require_pinned_images: default true: synth refuses an environment that would build an image from a base
+        named by tag alone (today, the Inferentia2 image while ``images.neuron_base`` is not set), with the command
+        that pins it. False lets that image build from the tag (a registry can move a tag to other content).
     :param log_retention_days: control-plane and flow-log retention, default 30.
     """
 
@@ -828,6 +866,8 @@ class PlatformConfig:
     log_retention_days: int = 30
     image_scanning: ImageScanning = ImageScanning.BASIC
     github: GitHubSpec | None = None
+    images: ImageBases = field(default_factory=ImageBases)
+    require_pinned_images: bool = True
 
     def __post_init__(self) -> None:
         errs = _Errors()
@@ -975,7 +1015,26 @@ def _check_platform_fields(errs: _Errors, v: Mapping[str, Any]) -> tuple[str, ..
             if key not in {p.value for p in Processor} | {"loadtest"}:
                 errs.add("image_uris", key, "is not a processor or 'loadtest'",
                          "key image URIs by graviton, inferentia, gpu, cpu or loadtest")
+    _check_image_pins(errs, where, v)
     return zones if region_ok else None
+
+
+def _check_image_pins(errs: _Errors, where: str, v: Mapping[str, Any]) -> None:
+    """``require_pinned_images``: no image this environment builds may start from a base named by tag alone."""
+    required, images, models, uris = v["require_pinned_images"], v["images"], v["models"], v["image_uris"]
+    if not isinstance(required, bool):
+        errs.add(f"{where} require_pinned_images", required, "is not true or false",
+                 "write true (refuse bases named by tag alone) or false")
+        return
+    if not required or not isinstance(images, ImageBases) or models is _BAD or uris is _BAD or images.neuron_base:
+        return
+    builds_neuron = "inferentia" not in uris and any(Processor.INFERENTIA in m.processors for m in models)
+    if builds_neuron:
+        errs.line(f"{where} images.neuron_base: not set, so the Inferentia2 image would build from the tag "
+                  f"{NEURON_BASE_TAG}, which its registry can move to other content (require_pinned_images is true); "
+                  f"run `{PIN_COMMAND} --env {v['env_name']}` (or `crane digest {NEURON_BASE_TAG}`) and set "
+                  "images.neuron_base to that tag followed by @sha256:<digest>, or set require_pinned_images: false")
+
 
 
 def _check_endpoint(errs: _Errors, access: Any, cidrs: Any) -> None:
@@ -1238,6 +1297,13 @@ def _github(errs: _Errors, data: Any) -> GitHubSpec | None:
     return _build(errs, "github", GitHubSpec, dict(data))
 
 
+def _images(errs: _Errors, data: Any) -> ImageBases | None:
+    known = {f.name for f in fields(ImageBases)}
+    if not _known_keys(errs, "images", data, ImageBases) or not set(data) <= known:
+        return None  # reported once, by _known_keys
+    return _build(errs, "images", ImageBases, dict(data))
+
+
 def parse_platform(env_name: str, data: Mapping[str, Any], *, account: str | None = None,
                    region: str | None = None) -> PlatformConfig:
     """Build a PlatformConfig from one environment block; account/region fall back to the arguments.
@@ -1284,7 +1350,7 @@ def parse_platform(env_name: str, data: Mapping[str, Any], *, account: str | Non
             bad.add(key)
         kw[key] = tuple(p for p in parsed if p is not None)
     for key, parse_part in (("loadtest", _loadtest), ("addons", _addons), ("observability", _observability),
-                            ("github", _github)):
+                            ("github", _github), ("images", _images)):
         if key in kw:
             value = parse_part(parts, kw[key])
             if value is None:

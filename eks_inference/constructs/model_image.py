@@ -8,7 +8,7 @@ from aws_cdk import IgnoreMode
 from aws_cdk import aws_ecr_assets as ecr_assets
 from constructs import Construct
 
-from eks_inference.config import ConfigError
+from eks_inference.config import ConfigError, ImageBases
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,6 +36,19 @@ context, decides. Every image has the command line, the validated config with it
 names; serving images the model runtime, artifact resolution, serving and compile; the load-test image the load
 generator, measurement, analysis, fleet planning and verification (which reads stored references, no torch). Nothing
 that imports aws-cdk-lib is in either. ``tests/unit/test_images.py`` follows every import of the shipped code."""
+
+
+BASE_BUILD_ARGS: dict[str, tuple[str, str]] = {"inferentia": ("NEURON_BASE", "neuron_base")}
+"""Image -> (the build argument its Dockerfile's ``FROM`` reads, the :class:`ImageBases` field that sets it). Every
+other base is written, with its digest, in the Dockerfile itself."""
+
+
+def base_build_args(image: str, bases: ImageBases) -> dict[str, str]:
+    """The build arguments that name ``image``'s base, from config; empty where config chooses none (the
+    Dockerfile's own default then applies, which config validation refuses where ``require_pinned_images``)."""
+    arg = BASE_BUILD_ARGS.get(image)
+    value = getattr(bases, arg[1]) if arg else None
+    return {arg[0]: value} if arg and value else {}
 
 
 def image_kind(image: str) -> str:
@@ -67,10 +80,13 @@ class ModelImage(Construct):
         (AWS Neuron base), ``gpu`` (CUDA base) or ``loadtest``.
     :param platform: defaults by image (arm64 for graviton, amd64 otherwise).
     :param image_uri: an existing image; skips the build. Default none (build with Docker at deploy).
+    :param bases: base images chosen by config (the Inferentia2 image's ``NEURON_BASE``, pinned by digest); default
+        none chosen, so the Dockerfile's own default applies.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, image: str,
-                 platform: ecr_assets.Platform | None = None, image_uri: str | None = None) -> None:
+                 platform: ecr_assets.Platform | None = None, image_uri: str | None = None,
+                 bases: ImageBases | None = None) -> None:
         super().__init__(scope, construct_id)
         if image not in IMAGES:
             raise ConfigError(f"ModelImage: image {image!r} is not one of {sorted(IMAGES)}; pick one of them")
@@ -92,6 +108,7 @@ class ModelImage(Construct):
             exclude=build_context_excludes(image),
             ignore_mode=IgnoreMode.DOCKER,
             display_name=f"eks-inference-{image}",
+            build_args=base_build_args(image, bases or ImageBases()) or None,
         )
         self.image_uri = self.asset.image_uri
         self.identity = self.asset.asset_hash

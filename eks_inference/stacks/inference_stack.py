@@ -56,7 +56,7 @@ class InferenceStack(Stack):
         self.images: dict[str, ModelImage] = {}
         for p in processors:
             self.images[p.value] = ModelImage(self, f"{p.value.capitalize()}Image", image=p.value,
-                                              image_uri=config.image_uris.get(p.value))
+                                              image_uri=config.image_uris.get(p.value), bases=config.images)
         if config.loadtest.run_id:
             self.images["loadtest"] = ModelImage(self, "LoadTestImage", image="loadtest",
                                                  image_uri=config.image_uris.get("loadtest"))

@@ -41,12 +41,9 @@ LOCKS: dict[str, tuple[str, ...]] = {
     "loadtest": ("requirements-build.lock", "requirements-loadtest.lock"),
 }
 DIGEST = re.compile(r"^(?P<name>[^@\s]+):(?P<tag>[^@:/\s]+)@sha256:[0-9a-f]{64}$")
-DIGEST_TO_CONFIRM = {
-    "public.ecr.aws/neuron/pytorch-inference-neuronx:2.9.0-neuronx-py312-sdk2.30.0-ubuntu24.04":
-        "no digest of this tag could be read from the project's build machines (no registry access); pin it with "
-        "`docker buildx imagetools inspect` (model_images/README.md, Pinning a base image)",
-}
-"""Bases still pinned by tag alone, each with the reason; the only ones allowed."""
+CONFIGURED_BASES = {"inferentia2": "NEURON_BASE"}
+"""Images whose base is a build argument that ``cdk deploy`` fills from config (``images.neuron_base``); config refuses
+an unpinned one where ``require_pinned_images`` (tests/unit/test_base_image_pins.py)."""
 # Distributions that must never be installed into an image (hundreds of MB, and infrastructure only).
 CDK_DISTRIBUTIONS = re.compile(r"^(aws-cdk(-lib)?|aws-cdk\..*|constructs|cdk8s(-plus-\d+)?|cdk-nag)$")
 CDK_IMPORTS = {"aws_cdk", "cdk8s", "constructs", "cdk_nag"} | {f"cdk8s_plus_{v}" for v in range(20, 40)}
@@ -123,6 +120,23 @@ def stages(image: str) -> tuple[Stage, ...]:
         else:
             assert ins.keyword == "ARG", f"{image}: {ins.keyword} before the first FROM"
     return tuple(out)
+
+
+def build_arg_default(image: str, name: str) -> str:
+    """The default of a global ``ARG name=value`` (before the first ``FROM``)."""
+    for ins in instructions(image):
+        if ins.keyword == "FROM":
+            break
+        key, eq, value = ins.args.partition("=")
+        if ins.keyword == "ARG" and key == name and eq:
+            return value
+    raise AssertionError(f"{image}: no global ARG {name}=<default>")
+
+
+def final_base(image: str) -> str:
+    """The runtime stage's base, with a base that config fills in read as its build argument's default."""
+    base, arg = final(image).base, CONFIGURED_BASES.get(image)
+    return build_arg_default(image, arg) if arg and base == f"${{{arg}}}" else base
 
 
 def final(image: str) -> Stage:
@@ -266,15 +280,16 @@ def test_base_images_are_pinned_by_digest(image: str) -> None:
     seen: set[str] = set()
     for st in stages(image):
         if st.base not in seen:
-            assert "$" not in st.base, f"{image}: FROM {st.base} depends on a build argument"
-            m = DIGEST.match(st.base)
-            if st.base in DIGEST_TO_CONFIRM:
-                assert "@" not in st.base
-                tag = st.base.rpartition(":")[2]
+            base = st.base
+            if image in CONFIGURED_BASES and base == f"${{{CONFIGURED_BASES[image]}}}":
+                base = build_arg_default(image, CONFIGURED_BASES[image]).partition("@")[0]  # config pins it
+                tag = base.rpartition(":")[2]
             else:
-                assert m, f"{image}: FROM {st.base} is not pinned by digest: append @sha256:<index digest of the tag>"
+                assert "$" not in base, f"{image}: FROM {base} depends on a build argument"
+                m = DIGEST.match(base)
+                assert m, f"{image}: FROM {base} is not pinned by digest: append @sha256:<index digest of the tag>"
                 tag = m["tag"]
-            assert tag != "latest" and re.search(r"\d+\.\d+", tag), f"{image}: FROM {st.base} has no release tag"
+            assert tag != "latest" and re.search(r"\d+\.\d+", tag), f"{image}: FROM {base} has no release tag"
         if st.name:
             seen.add(st.name)
     # The venv copied from the builder links to the builder's Python: both stages must share the base.
@@ -369,8 +384,9 @@ def test_torch_builds_match_the_processor() -> None:
 
 
 def test_neuron_sdk_version_is_recorded_once() -> None:
-    match = re.search(r"-sdk(\d+\.\d+\.\d+)-", final("inferentia2").base)
-    assert match, final("inferentia2").base
+    base = final_base("inferentia2")
+    match = re.search(r"-sdk(\d+\.\d+\.\d+)-", base)
+    assert match, base
     assert labels("inferentia2")["com.amazonaws.neuron.sdk.version"] == match[1]
     assert env("inferentia2")["NEURON_SDK_VERSION"] == match[1]
 
@@ -408,7 +424,7 @@ def test_neuron_image_proves_neuron_and_ray_serve_load_together() -> None:
 def test_python_minor_is_the_same_across_images() -> None:
     """Ray refuses workers whose Python differs from the head's; one minor everywhere keeps mixing possible."""
     def minor(image: str) -> str:
-        base = final(image).base
+        base = final_base(image)
         if m := re.search(r"^python:(\d+\.\d+)\.", base):
             return m[1]
         if m := re.search(r"-py3(\d+)-", base):
