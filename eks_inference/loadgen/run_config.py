@@ -301,9 +301,9 @@ class RunConfig:
             raise ConfigError(f"--slo-p99-ms: {self.slo_p99_ms} must be positive, e.g. 100")
         if isinstance(self.repeats, bool) or not isinstance(self.repeats, int) or not 1 <= self.repeats <= 100:
             raise ConfigError(f"--repeats: {self.repeats!r} must be a whole number in 1..100, e.g. 3")
-        if self.repeats > 1 and (self.schedule or self.clients > 1):
-            raise ConfigError("--repeats: a schedule is one step of its own, and several clients would each "
-                              "shuffle differently; drop --repeats, or run one client")
+        if self.repeats > 1 and self.schedule:
+            raise ConfigError("--repeats: a schedule is one step of its own, measured once; drop --repeats, or "
+                              "sweep --rates")
         if self.budget_s is not None and not 0 <= self.budget_s <= 86_400:
             raise ConfigError(f"--budget: {self.budget_s:g} must be in [0, 86400] seconds, e.g. 300")
         if not 0 <= self.drain_s <= 600:

@@ -622,6 +622,10 @@ async def _sweep(config: RunConfig, planned: list[StepSpec], measure: Measure,
                     notes.append(f"{spec.label} still met the SLO; going on at {rate:g} req/s to find the knee")
     if config.repeats < 2:
         return
+    if config.clients > 1:
+        # Each client would judge its own share and measure again on its own: the clients would part ways.
+        notes.append("several clients: steps whose repeats disagree are flagged in the report, not measured again")
+        return
     extra = dict.fromkeys(range(len(planned)), 0)
     most = config.repeats if config.budget_s is not None else 1
     while True:

@@ -9,6 +9,7 @@ import pytest
 from eks_inference.config import ConfigError
 from eks_inference.loadgen.client import parse_endpoint
 from eks_inference.loadgen.run_config import RunConfig, SearchSpec, parse_concurrencies, parse_rates
+from eks_inference.measure.schedule import Segment
 from eks_inference.measure.spec import Mode, TargetInfo
 
 URL = "http://127.0.0.1:8000/minilm"
@@ -182,7 +183,8 @@ def test_search_verdicts_only_a_confident_pass_counts_and_the_resolution_stops_i
 
 @pytest.mark.parametrize("kw, match", [
     ({"repeats": 0}, "--repeats: 0 must be a whole number in 1..100"),
-    ({"repeats": 2, "clients": 2}, "--repeats: a schedule is one step of its own, and several clients"),
+    ({"repeats": 2, "rates": (), "schedule": (Segment(5.0, 5.0, 10.0),), "warmup_s": 0.0, "duration_s": 10.0},
+     "--repeats: a schedule is one step of its own"),
     ({"budget_s": -1.0}, "--budget: -1 must be in"),
     ({"drain_s": 1000.0}, "--drain: 1000 must be in"),
     ({"slo_percentile": "p42"}, "--slo-percentile: 'p42' is not one of"),

@@ -201,3 +201,25 @@ def test_a_contended_probe_widens_the_interval_instead_of_moving_the_estimate() 
     assert (a["rps_lo"], a["rps"], a["rps_hi"]) == (25.0, 25.0, 30.0)
     assert (b["rps_lo"], b["rps_hi"]) == (20.0, 30.0) and b["rps"] >= 20.0
     assert b["excluded"][0]["verdict"] == "untrusted" and any("contended" in n for n in b["notes"])
+
+
+def test_clients_and_repeats_merge_exactly_in_the_report() -> None:
+    """Two client pods, each measuring the step twice: each repeat merges its clients' histograms, the repeats then
+    pool into one point whose counts are all four records' and whose repeats are two."""
+    from dataclasses import replace
+
+    from eks_inference.analysis.aggregate import build_targets
+    from eks_inference.tables.prices import DEFAULT_PRICES
+
+    records = []
+    for repeat in (0, 1):
+        for client in (0, 1):
+            st = _step(rate=40.0, repeat=repeat, seed=10 * repeat + client)
+            records.append(replace(st, client_index=client, clients=2, source=f"c{client}.json"))
+    (t,), _ = build_targets(records, slo_p99_ms=500.0, max_error_rate=0.01, prices=DEFAULT_PRICES)
+    (point,) = t.points
+    s = point.summary
+    assert s["repeats"] == 2 and s["ok"] == 4 * 800 and s["clients"] == 2
+    pooled = summarize([*records])  # the same four histograms merged in one go
+    assert s["latency_ms"]["p99"] == pooled["latency_ms"]["p99"]
+    assert s["throughput_rps"] == pytest.approx(80.0, rel=0.05)  # two clients' 40/s, averaged over the repeats
