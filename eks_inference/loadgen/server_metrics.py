@@ -112,7 +112,9 @@ def replicas_in(s: Snapshot, application: str) -> int | None:
 
 def node_cpu(s: Snapshot) -> dict[str, Any] | None:
     """The server's CPU as its Ray nodes last reported it (a gauge: the agents' latest report when the step
-    ended, not an average over the step): the busiest node's share of its cores, the nodes and their cores."""
+    ended, not an average over the step): the busiest node's share of its cores, the nodes and their cores. Ray's
+    exporter drops a gauge between two of its reports now and then: a step whose end read lacks it takes the
+    read at its start; None when neither has it."""
     util = [v for k, v in s.samples.items() if k[0] == names.NODE_CPU_UTILIZATION]
     if not util:
         return None
@@ -160,7 +162,7 @@ def step_metrics(start: Snapshot, end: Snapshot, *, application: str) -> dict[st
         "model_ms": _mean(model, timed),
         "forward_ms": _mean(forward_ms, forwards),
         "replicas": {"start": replicas_in(start, application), "end": replicas_in(end, application)},
-        "cpu": node_cpu(end),
+        "cpu": node_cpu(end) or node_cpu(start),
         "notes": notes,
     }
 

@@ -144,3 +144,27 @@ def test_run_and_report_against_local_ray_serve(minilm_url: str, tmp_path: Path)
     assert target["target"]["name"] == "local-minilm" and target["best"] is not None
     assert target["usd_per_million_inferences"] is None  # no instance type: priced n/a, not guessed
     assert (tmp_path / "report" / "report.png").stat().st_size > 0
+
+
+def test_two_runs_of_the_same_local_server_are_no_regression(minilm_url: str, tmp_path: Path) -> None:
+    """``loadtest compare`` on two runs of one unchanged Ray Serve app exits 0; each step recorded its host and the
+    server's CPU as Ray's node gauges reported it (the contention record the report and the search read), read
+    from the real exporter (ray/dashboard/modules/reporter/reporter_agent.py: node_cpu_utilization)."""
+    for side in ("base", "new"):
+        r = cli("loadtest", "run", "--url", minilm_url, "--rates", "4,8", "--duration", "3", "--warmup", "1",
+                "--target-name", "local-minilm", "--slo-p99-ms", "5000", "--no-progress",
+                "--out", f"{tmp_path}/{side}/", timeout=180)
+        assert r.returncode == 0, r.stderr
+    r = cli("loadtest", "compare", str(tmp_path / "base"), str(tmp_path / "new"), "--json", str(tmp_path / "c.json"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = json.loads((tmp_path / "c.json").read_text())
+    assert doc["regressions"] == [] and doc["targets"][0]["verdict"] in ("same", "improvement")
+    results = [json.loads(p.read_text()) for side in ("base", "new") for p in (tmp_path / side).glob("*.json")]
+    steps = [step for result in results for step in result["steps"]]
+    for step in steps:
+        host = step["client"]["host"]
+        assert host["client_cores"] >= 1 and host["wall_s"] > 0 and "contention" in step["summary"]
+    # Ray's exporter drops its node gauges between reports now and then: most steps have the server's CPU.
+    cpus = [step["summary"]["contention"]["server_cpu"] for step in steps]
+    assert sum(c is not None for c in cpus) >= len(steps) // 2, cpus
+    assert all(0 <= c["max_node_busy"] <= 1 and c["nodes"] == 1 for c in cpus if c is not None), cpus
