@@ -681,6 +681,8 @@ class AddonVersions:
     :param dcgm_exporter_repository: where that chart comes from.
     :param pod_identity_agent: EKS Pod Identity agent add-on version.
     :param vpc_cni: the ``vpc-cni`` add-on, managed by the stack so that NetworkPolicy enforcement is on.
+    :param cloudwatch_observability: the ``amazon-cloudwatch-observability`` add-on (3.1.0 or later: Pod Identity),
+        whose Fluent Bit ships every container's logs to CloudWatch Logs.
     """
 
     kuberay_operator_chart: str = "1.7.0"
@@ -700,6 +702,7 @@ class AddonVersions:
     dcgm_exporter_repository: str = "https://nvidia.github.io/dcgm-exporter/helm-charts"
     pod_identity_agent: str = "v1.3.10-eksbuild.2"
     vpc_cni: str = "v1.23.1-eksbuild.1"
+    cloudwatch_observability: str = "v4.6.0-eksbuild.1"
 
     def __post_init__(self) -> None:
         errs = _Errors()
@@ -844,7 +847,7 @@ class PlatformConfig:
     :param require_pinned_images: default true: synth refuses an environment that would build an image from a base
         named by tag alone (today, the Inferentia2 image while ``images.neuron_base`` is not set), with the command
         that pins it. False lets that image build from the tag (a registry can move a tag to other content).
-    :param log_retention_days: control-plane and flow-log retention, default 30.
+    :param log_retention_days: retention of the flow logs and of the control-plane and container log groups, default 30.
     """
 
     env_name: str

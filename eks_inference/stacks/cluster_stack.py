@@ -9,11 +9,17 @@ from aws_cdk import aws_ec2 as ec2
 from constructs import Construct
 
 from eks_inference.config import PlatformConfig, Processor
+from eks_inference.constructs.cluster_logging import ClusterLogging
 from eks_inference.constructs.inference_cluster import InferenceCluster
 from eks_inference.constructs.observability import ClusterObservability
 from eks_inference.k8s.serving_chart import NAMESPACE
 from eks_inference.nag import acknowledge, checkov_skip
 from eks_inference.observability.rules import rules_for
+
+
+def cluster_name_for(env_name: str) -> str:
+    """The EKS cluster's name, fixed at synth: its control-plane log group is named after it and made before it."""
+    return f"eks-inference-{env_name}"
 
 
 class ClusterStack(Stack):
@@ -23,6 +29,11 @@ class ClusterStack(Stack):
         self, scope: Construct, construct_id: str, *, config: PlatformConfig, vpc: ec2.IVpc, **kwargs: Any
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
+        cluster_name = cluster_name_for(config.env_name)
+        # Log groups before the cluster and the log agent: EKS and Fluent Bit would create them without a retention
+        # or a customer key.
+        self.logging = ClusterLogging(self, "Logging", cluster_name=cluster_name,
+                                      retention_days=config.log_retention_days)
         self.inference_cluster = InferenceCluster(
             self,
             "InferenceCluster",
@@ -32,8 +43,14 @@ class ClusterStack(Stack):
             public_access_cidrs=config.public_access_cidrs,
             admin_role_arn=config.admin_role_arn,
             addons=config.addons,
+            cluster_name=cluster_name,
         )
         self.cluster = self.inference_cluster.cluster
+        self.logging.before(self.cluster)
+        ic = self.inference_cluster
+        self.logging.add_agent(ic.cluster, version=config.addons.cloudwatch_observability,
+                               cluster_arn=self.cluster.cluster_arn,
+                               after=[ic.pod_identity_agent, *(g.nodegroup for g in ic.node_groups.values())])
         CfnOutput(self, "ClusterName", value=self.cluster.cluster_name)
         CfnOutput(
             self,
@@ -74,6 +91,12 @@ class ClusterStack(Stack):
                 "calls are limited to Auto Scaling groups named eks-* whose eks:cluster-name tag is this cluster "
                 "and that carry the autoscaler's discovery tag: EKS names and tags its managed node groups' "
                 "groups so, and the groups' names are only known after EKS creates them.",
+            })
+        if self.logging.agent_role is not None:
+            acknowledge(self.logging.agent_role, {
+                "AwsSolutions-IAM5": "The log agent writes streams it names per node ('<group>:log-stream:*') in this "
+                "cluster's four container log groups only; logs:DescribeLogGroups and the EC2 Describe calls have no "
+                "resource-level permissions; cloudwatch:PutMetricData is limited to the ContainerInsights namespace.",
             })
         acknowledge(self.cluster.role, {
             "AwsSolutions-IAM4": "The control plane role uses AmazonEKSClusterPolicy, the policy EKS documents "

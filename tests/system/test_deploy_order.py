@@ -175,3 +175,23 @@ def test_exporters_start_after_their_nodes_and_the_cni_that_enforces_their_polic
     need = exporter_requirements(order, manifest_objects(dict(order.resources())[node]))
     assert set(need) == {"node group eks-inference/processor=inferentia", "vpc-cni add-on enforcing NetworkPolicies"}
     assert all(order.before(req, node) for req in need.values())
+
+
+@pytest.mark.parametrize("env_name", ["dev", "prod"])
+def test_log_groups_exist_before_what_writes_to_them(env_name: str, assemblies: dict[str, Assembly]) -> None:
+    """GIVEN the synthesized stacks WHEN CloudFormation orders them THEN the control-plane group
+    (``/aws/eks/<cluster>/cluster``, named for the cluster's fixed name) is created before the cluster that turns
+    logging on, and every Container Insights group before the log agent add-on: EKS and Fluent Bit create a group
+    they find missing, without retention or key, and the stack's own create would then fail as already existing
+    (EKS User Guide, "Send control plane logs to CloudWatch Logs")."""
+    order = DeployOrder.of(assemblies[env_name])
+    ((cluster, c),) = list(order.resources("AWS::EKS::Cluster"))
+    assert c["Properties"]["Logging"]["ClusterLogging"]["EnabledTypes"]
+    name = c["Properties"]["Name"]
+    groups = {r["Properties"].get("LogGroupName"): n for n, r in order.resources("AWS::Logs::LogGroup")
+              if isinstance(r["Properties"].get("LogGroupName"), str)}
+    assert order.before(groups[f"/aws/eks/{name}/cluster"], cluster)
+    agent = one(order, "AWS::EKS::Addon", AddonName="amazon-cloudwatch-observability")
+    for kind in ("application", "dataplane", "host", "performance"):
+        assert order.before(groups[f"/aws/containerinsights/{name}/{kind}"], agent)
+    assert order.before(one(order, "AWS::EKS::Addon", AddonName="eks-pod-identity-agent"), agent)

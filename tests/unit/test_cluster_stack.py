@@ -219,7 +219,7 @@ def test_operators_run_on_system_nodes_with_the_requests_the_capacity_check_coun
 
 def test_pod_identity_agent_addon_is_pinned(assemblies: dict[str, Assembly]) -> None:
     t = cluster_template(assemblies)
-    t.resource_count_is("AWS::EKS::Addon", 2)
+    t.resource_count_is("AWS::EKS::Addon", 3)  # Pod Identity agent, VPC CNI, CloudWatch log agent
     t.has_resource_properties("AWS::EKS::Addon", {
         "AddonName": "eks-pod-identity-agent", "AddonVersion": Match.string_like_regexp(r"^v\d+\.\d+\.\d+-eksbuild")})
 

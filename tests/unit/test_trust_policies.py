@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from eks_inference.constructs.cluster_logging import AGENT_ADDON, AGENT_NAMESPACE
 from tests.conftest import Assembly
 from tests.system.cfn import resolve
 
@@ -119,6 +120,8 @@ def _logs_key(f: Found) -> list[str]:
     return []
 
 
+ADDON_NAMESPACES = {AGENT_ADDON: AGENT_NAMESPACE}
+"""Where each add-on with Pod Identity associations runs its pods (the add-on's documentation)."""
 TRUST_RULES: dict[str, Callable[[Found], list[str]]] = {
     "pods.eks.amazonaws.com": _pod_identity,
     "eks.amazonaws.com": _source("eks:{region}:{account}:cluster/"),
@@ -234,6 +237,10 @@ def test_pod_identity_roles_trust_exactly_the_service_account_their_association_
             if res["Type"] == "AWS::EKS::PodIdentityAssociation":
                 assert p["RoleArn"]["Fn::GetAtt"][0] not in bound
                 bound[p["RoleArn"]["Fn::GetAtt"][0]] = (p["Namespace"], p["ServiceAccount"])
+            elif res["Type"] == "AWS::EKS::Addon":  # an add-on's associations are in the add-on's own namespace
+                for a in p.get("PodIdentityAssociations", []):
+                    assert a["RoleArn"]["Fn::GetAtt"][0] not in bound
+                    bound[a["RoleArn"]["Fn::GetAtt"][0]] = (ADDON_NAMESPACES[p["AddonName"]], a["ServiceAccount"])
             elif res["Type"] == "AWS::IAM::Role":
                 for st in p["AssumeRolePolicyDocument"]["Statement"]:
                     if st["Principal"] == {"Service": "pods.eks.amazonaws.com"}:
