@@ -6,7 +6,7 @@ them (``server["cpu"]``). A step is ``contended`` when any client crossed one of
 ``contention`` record keeps the worst figure of each kind across clients and says which limits were crossed and
 by whom. Tables, plots and the JSON carry the flag, and a capacity search does not trust a contended step.
 
-The limits, all in one place (docs/loadtest-contention.md explains each):
+The limits, all in one place (docs/trusting-measurements.md explains each):
 
 * host steal above :data:`STEAL_MAX` of the step: the hypervisor gave this VM's time to another tenant;
 * the client's event loop waiting for a core (runnable, not running) more than :data:`CLIENT_WAIT_MAX` of the
