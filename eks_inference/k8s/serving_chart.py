@@ -41,7 +41,12 @@ from eks_inference.k8s.ray_service import (
     WorkerGroup,
     api_access_volume,
 )
-from eks_inference.serving.serve_config import RAY_CLUSTER_ENV, model_repository_uris, render_serve_config
+from eks_inference.serving.serve_config import (
+    RAY_CLUSTER_ENV,
+    RAY_LOG_ENV,
+    model_repository_uris,
+    render_serve_config,
+)
 
 NAMESPACE = "eks-inference"
 LOADTEST_NAMESPACE = "eks-inference-loadtest"
@@ -139,7 +144,7 @@ def _ray_service(name: str, namespace_: str, model: ModelSpec, processor: Proces
     labels = {**PART_OF, "app.kubernetes.io/name": "eks-inference", "app.kubernetes.io/component": "serving",
               SERVICE_LABEL: name, "eks-inference/model": model.name, PROCESSOR_LABEL: processor.value}
     # RAY_CLUSTER_ENV moves HTTP from Ray's Python proxy to HAProxy (the setting local mode measured faster).
-    env = {**RAY_CLUSTER_ENV, "AWS_REGION": region, "AWS_DEFAULT_REGION": region, "HF_HUB_OFFLINE": "1",
+    env = {**RAY_CLUSTER_ENV, **RAY_LOG_ENV, "AWS_REGION": region, "AWS_DEFAULT_REGION": region, "HF_HUB_OFFLINE": "1",
            "RAY_USAGE_STATS_ENABLED": "0"}
     ray_cpus = max(1, math.ceil(s.cpus_per_replica))
     # One Serve replica per worker pod: Kubernetes places and counts replicas; Ray batches inside each. The Ray

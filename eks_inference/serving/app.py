@@ -51,6 +51,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from eks_inference.config import Task
 from eks_inference.runtime.bucketing import split_sizes
+from eks_inference.serving.access_log import AccessLog, sample_from_env
 from eks_inference.serving.api import (
     ERROR_SCHEMA,
     PREDICT_RESPONSE_SCHEMA,
@@ -234,6 +235,7 @@ class InferenceModel:
         self.handler_ema_ms = 0.0
         self.requests = 0
         self.shed = 0
+        self.access_log = AccessLog(sample_from_env())
         self._admitted = 0
         from eks_inference.serving.metrics import replica_metrics
 
@@ -515,6 +517,13 @@ class InferenceModel:
         200: {"description": "one output per input", "content": {"application/json": {
             "schema": PREDICT_RESPONSE_SCHEMA}}}, **_ERRORS})
     async def predict(self, request: Request) -> Response:
+        t0 = time.perf_counter()
+        resp = await self._admit(request)
+        self.access_log.record(model=self.args.model, route="/predict", status=resp.status_code,
+                               ms=(time.perf_counter() - t0) * 1000)
+        return resp
+
+    async def _admit(self, request: Request) -> Response:
         a = self.args
         not_ready = self._not_ready()
         if not_ready is not None:

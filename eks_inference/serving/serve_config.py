@@ -100,6 +100,24 @@ starts (each replica's own, and the fallback proxy) wraps its application in the
 the request (``ray/serve/_private/replica.py``, ``_direct_ingress_asgi``).
 """
 
+RAY_LOG_ENV: dict[str, str] = {
+    "RAY_LOG_TO_STDERR": "1",
+    "RAY_SERVE_LOG_TO_STDERR": "1",
+    "EKS_INFERENCE_ACCESS_LOG_SAMPLE": "0.01",
+}
+"""Environment of the Ray containers in the cluster (not locally), so that their logs reach the container's stderr,
+which the cluster's log agent ships to CloudWatch Logs, and outlive the pod.
+
+``RAY_LOG_TO_STDERR=1``: the raylet leaves the workers' stdout and stderr alone instead of writing them to
+``worker-*.out/.err`` (``ray/scripts/scripts.py``, ``RayParams.env_vars``; ``ray/_private/node.py``,
+``should_redirect_logs``), and Ray's own processes log to stderr instead of ``/tmp/ray/session_latest/logs``: those
+files are gone, ``kubectl logs`` and CloudWatch hold them instead. ``RAY_SERVE_LOG_TO_STDERR=1``: Serve's logger
+writes to stderr as well as to its files under ``logs/serve/`` (``ray/serve/_private/logging_utils.py``; the
+throughput mode turns the stream off by default), so the dashboard's Serve log view keeps working. Serve's
+per-request access lines stay in those files only (Ray marks them ``log_to_stderr: False``); the application writes
+a sampled access log instead (:mod:`eks_inference.serving.access_log`, one request in a hundred and every failure).
+Locally none of this is set: a terminal is no place for every Ray process's log."""
+
 ADMISSION_SPARE = 8
 """Serve admits this many requests per replica beyond the replica's own limit, so that requests over the
 limit reach the application and get its JSON 503 instead of Serve's plain-text one."""

@@ -160,3 +160,33 @@ def age_warning(table: PriceTable, *, today: dt.date, max_age_days: int = MAX_PR
     return (f"the price table is dated {table.date}, {age} days old (more than {max_age_days}); costs use those "
             "prices — check current ones and override them with --prices FILE "
             "({\"date\": \"YYYY-MM-DD\", \"prices\": {\"REGION\": {\"TYPE\": USD_PER_HOUR}}})")
+
+@dataclass(frozen=True, kw_only=True)
+class LogIngestionPrice:
+    """CloudWatch Logs ingestion (Standard log class), USD per GB, by region.
+
+    :param date: when the prices were taken.  :param source: where they came from.
+    :param usd_per_gb: ``{region: USD per GB ingested}``; GB is 2**30 bytes, as AWS bills data.
+    :param event_overhead_bytes: bytes counted per event besides its message (the PutLogEvents batch-size rule).
+    """
+
+    date: str
+    source: str
+    usd_per_gb: Mapping[str, float]
+    event_overhead_bytes: int = 26
+
+    def usd_per_million_events(self, event_bytes: float, region: str = DEFAULT_REGION) -> float | None:
+        """What ingesting one million events of ``event_bytes`` (message only) costs; None for an unknown region."""
+        price = self.usd_per_gb.get(region)
+        if price is None:
+            return None
+        return (event_bytes + self.event_overhead_bytes) * 1e6 / 2**30 * price
+
+
+CLOUDWATCH_LOGS_INGESTION = LogIngestionPrice(
+    date="2026-12-06",
+    source="Amazon CloudWatch pricing page, Logs, Standard log class, 'Collect (Data Ingestion)', transcribed by hand",
+    usd_per_gb={"us-east-1": 0.50, "us-west-2": 0.50, "eu-west-1": 0.57},
+)
+"""Storage ($0.03 per GB-month compressed in us-east-1) and Logs Insights queries ($0.005 per GB scanned) come on top;
+at a retention of weeks, ingestion dominates."""
