@@ -286,7 +286,7 @@ def build_targets(
         if not pts:
             warnings.append(f"{label}: nothing was measured (see the run errors); it is not ranked")
         elif best is None:
-            warnings.append(f"{label}: no step met the SLO (p99 <= {slo_p99_ms:g} ms, errors <= "
+            warnings.append(f"{label}: no step met the SLO ({slo_percentile} <= {slo_p99_ms:g} ms, errors <= "
                             f"{max_error_rate:.2%}); it is not ranked")
         elif target.priced_type is None:
             warnings.append(f"{label}: no instance type recorded, so its cost is n/a; run it with `loadtest run "
