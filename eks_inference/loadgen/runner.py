@@ -684,6 +684,10 @@ async def _search(config: RunConfig, search: SearchSpec, measure: Measure,
                                  percentile=search.percentile)
         history.append((rate, verdict))
         notes.append(f"search {spec.label}: {verdict} ({why})")
+        if c["contended"]:
+            notes.append(f"search stopped at {spec.label}: every measurement of it was taken while the host was "
+                         "contended (the machine, not the server, shaped it); measure on a quieter machine")
+            break
         if c["behind_schedule"]:
             notes.append(f"search stopped at {spec.label}: the client fell behind its schedule; "
                          "use more clients to measure higher rates")
