@@ -664,7 +664,8 @@ def _pct100(v: Any) -> float | None:
 
 
 def ranking_table(targets: Sequence[TargetReport], *, slo_p99_ms: float, prices: PriceTable) -> Table:
-    table = Table(title=f"Price-performance at p99 <= {slo_p99_ms:g} ms (prices of {prices.date})")
+    pct = next((str(t.capacity["percentile"]) for t in targets if t.capacity), "p99")
+    table = Table(title=f"Price-performance at {pct} <= {slo_p99_ms:g} ms (prices of {prices.date})")
     for col in ("rank", "series", "verified", "processor", "instances", "best inf/s", "p99 ms", "USD/hour",
                 "USD/1M inf", "not ranked because"):
         table.add_column(col, justify="left" if col in ("series", "verified", "processor", "instances",
