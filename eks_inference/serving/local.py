@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 from eks_inference.config import ConfigError
-from eks_inference.measure.contention import split_cores
 
 STATE_DIR = Path(".eks-inference")
 STATE_FILE = "local.json"
@@ -426,6 +425,21 @@ def cpu_demand(config: Mapping[str, Any]) -> float:
     return total
 
 
+SPLIT_FROM_CORES = 3
+"""From this many usable cores the local server leaves the last one to the load client. The same rule as
+``eks_inference.measure.contention.split_cores``, which the load client follows (the serving images do not ship
+the measurement package; tests/unit/test_loadtest_affinity.py checks the two agree)."""
+
+
+def server_share(cores: list[int]) -> tuple[list[int], str]:
+    """The cores a local server keeps of ``cores``, and what was chosen."""
+    usable = sorted(cores)
+    if len(usable) >= SPLIT_FROM_CORES:
+        return usable[:-1], f"server on cores {','.join(map(str, usable[:-1]))}, load client on core {usable[-1]}"
+    return usable, (f"{len(usable)} core(s): server and load client share them (a core each would halve the "
+                    "server); each load-test step records the client's share")
+
+
 def serving_cores() -> int:
     """Cores a local server may plan its replicas on: all this process may use, less the load client's own core
     from three up (:func:`eks_inference.measure.contention.split_cores`)."""
@@ -433,7 +447,7 @@ def serving_cores() -> int:
         usable: list[int] = sorted(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return os.cpu_count() or 1
-    return len(split_cores(usable)[0])
+    return len(server_share(usable)[0])
 
 
 def keep_apart(config: Mapping[str, Any]) -> tuple[int | None, str]:
@@ -445,8 +459,8 @@ def keep_apart(config: Mapping[str, Any]) -> tuple[int | None, str]:
         usable = sorted(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return None, "this OS offers no CPU affinity: server and load client share every core"
-    server, client, note = split_cores(usable)
-    if client == tuple(usable):
+    server, note = server_share(usable)
+    if server == usable:
         return None, note
     demand = cpu_demand(config)
     if demand > len(server):

@@ -13,7 +13,7 @@ import pytest
 
 from eks_inference.cli.serving import render_local_config
 from eks_inference.loadgen.host import pin_client
-from eks_inference.measure.contention import split_cores
+from eks_inference.measure.contention import MIN_CORES_TO_SPLIT, split_cores
 from eks_inference.serving import local
 
 from .test_serving_local import parse
@@ -32,6 +32,15 @@ def test_split(cores: list[int], server: tuple[int, ...], client: tuple[int, ...
         assert "share" in note and "halve the server" in note
     else:
         assert f"load client on core {client[0]} (its own)" in note
+
+
+@pytest.mark.parametrize("cores", [[0], [0, 1], [0, 1, 2], [4, 2, 3, 5], list(range(16))])
+def test_the_server_and_the_client_follow_one_rule(cores: list[int]) -> None:
+    """The serving images do not ship the measurement package, so the server side states the rule again."""
+    server, client, _ = split_cores(cores)
+    assert tuple(local.server_share(cores)[0]) == server
+    assert client == (server if len(cores) < MIN_CORES_TO_SPLIT else (max(cores),))
+    assert local.SPLIT_FROM_CORES == MIN_CORES_TO_SPLIT
 
 
 def test_the_local_configs_cpu_demand_fits_the_servers_share(tmp_path: Path) -> None:
