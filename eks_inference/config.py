@@ -131,6 +131,7 @@ GITHUB_REPOSITORY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-
 """``owner/name``, exactly: no wildcard (a trust with one admits other repositories' workflows)."""
 GITHUB_ENVIRONMENT_RE = re.compile(r"^[^*?:/\s][^*?:/]{0,254}$")
 """One GitHub environment name: no wildcard, and no ``:`` or ``/``, which would change what the token's sub claims."""
+_CACHE_NODE_RE = re.compile(r"^cache\.[a-z][a-z0-9-]*\.[0-9]*x?(large|medium|small|micro)$")
 _SCRAPER_ID_RE = re.compile(r"^s-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 NEURON_BASE_TAG = "public.ecr.aws/neuron/pytorch-inference-neuronx:2.9.0-neuronx-py312-sdk2.30.0-ubuntu24.04"
 """The AWS Neuron deep-learning container the Inferentia2 image builds from when ``images.neuron_base`` is not set:
@@ -816,6 +817,38 @@ class ImageBases:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RaySpec:
+    """The Ray clusters' control plane (every RayService of the environment).
+
+    :param gcs_fault_tolerance: default false. True: the stacks provision a Redis-compatible store (ElastiCache, cluster
+        mode disabled: one shard, TLS, an auth token, a customer managed KMS key, private subnets) and every RayService
+        keeps its Global Control Service state there (KubeRay ``gcsFaultToleranceOptions``). A lost head then comes
+        back with its state while the workers go on serving; without it, a lost head restarts the whole Ray cluster
+        (docs/operate.md, "What a failure costs"). The shipped ``prod`` turns it on, ``dev`` leaves it off.
+    :param redis_node_type: the ElastiCache node type, default ``cache.t4g.medium`` (the GCS keeps kilobytes per
+        actor, node and job).
+    :param redis_replicas: replicas of the one shard in other zones, default 1: with at least one, ElastiCache
+        fails over automatically (Multi-AZ). 0: a single node, which a zone outage takes down with the state.
+    """
+
+    gcs_fault_tolerance: bool = False
+    redis_node_type: str = "cache.t4g.medium"
+    redis_replicas: int = 1
+
+    def __post_init__(self) -> None:
+        errs = _Errors()
+        if not isinstance(self.gcs_fault_tolerance, bool):
+            errs.add("ray.gcs_fault_tolerance", self.gcs_fault_tolerance, "is not true or false", "write true or false")
+        if not isinstance(self.redis_node_type, str) or not _CACHE_NODE_RE.match(self.redis_node_type):
+            errs.add("ray.redis_node_type", self.redis_node_type, "is not an ElastiCache node type",
+                     "write it as cache.FAMILY.SIZE, e.g. 'cache.t4g.medium'")
+        if not _is_int(self.redis_replicas) or not 0 <= self.redis_replicas <= 5:
+            errs.add("ray.redis_replicas", self.redis_replicas, "is outside 0..5",
+                     "use 1 (a replica in another zone, automatic failover) or 0 (a single node)")
+        errs.raise_any()
+
+
+@dataclass(frozen=True, kw_only=True)
 class PlatformConfig:
     """One deployable environment.
 
@@ -843,6 +876,7 @@ class PlatformConfig:
         repositories), ``enhanced`` (Amazon Inspector, charged) or ``account`` (leave it as the account has it).
         One setting per account and region: give every environment but one of an account and region ``account``.
     :param github: the roles GitHub Actions assumes to diff and deploy; default none (no such roles, no stack).
+    :param ray: the Ray clusters' control plane: GCS fault tolerance and its store; default off.
     :param images: base images chosen by config, see ImageBases; default none chosen (the Dockerfiles' own).
     :param require_pinned_images: default true: synth refuses an environment that would build an image from a base
         named by tag alone (today, the Inferentia2 image while ``images.neuron_base`` is not set), with the command
@@ -869,6 +903,7 @@ class PlatformConfig:
     log_retention_days: int = 30
     image_scanning: ImageScanning = ImageScanning.BASIC
     github: GitHubSpec | None = None
+    ray: RaySpec = field(default_factory=RaySpec)
     images: ImageBases = field(default_factory=ImageBases)
     require_pinned_images: bool = True
 
@@ -1294,6 +1329,13 @@ def _observability(errs: _Errors, data: Any) -> ObservabilitySpec | None:
     return _build(errs, "observability", ObservabilitySpec, dict(data))
 
 
+def _ray(errs: _Errors, data: Any) -> RaySpec | None:
+    if not _known_keys(errs, "ray", data, RaySpec):
+        return None
+    known = {f.name for f in fields(RaySpec)}
+    return _build(errs, "ray", RaySpec, {k: v for k, v in data.items() if k in known})
+
+
 def _github(errs: _Errors, data: Any) -> GitHubSpec | None:
     if not _known_keys(errs, "github", data, GitHubSpec):
         return None
@@ -1353,7 +1395,8 @@ def parse_platform(env_name: str, data: Mapping[str, Any], *, account: str | Non
             bad.add(key)
         kw[key] = tuple(p for p in parsed if p is not None)
     for key, parse_part in (("loadtest", _loadtest), ("addons", _addons), ("observability", _observability),
-                            ("github", _github), ("images", _images)):
+                            ("github", _github), ("images", _images),
+                            ("ray", _ray)):
         if key in kw:
             value = parse_part(parts, kw[key])
             if value is None:

@@ -39,6 +39,7 @@ SECTIONS: tuple[tuple[type, str, str], ...] = (
     (cfg.AddonVersions, "addons", "Add-ons"),
     (cfg.ObservabilitySpec, "observability", "Observability"),
     (cfg.GitHubSpec, "github", "GitHub"),
+    (cfg.RaySpec, "ray", "Ray"),
     (cfg.ImageBases, "images", "Images"),
 )
 _SKIP = {(cfg.PlatformConfig, "env_name")}  # the environment's key in cdk.json, not a field of its block
