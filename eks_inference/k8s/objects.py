@@ -202,10 +202,14 @@ def default_deny(namespace_: str) -> dict[str, Any]:
 
 
 def pod_disruption_budget(name: str, namespace_: str, *, pod_labels: Mapping[str, str], max_unavailable: int = 1,
+                          min_available: int | None = None,
                           labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """At most ``max_unavailable`` of the selected pods evicted at a time; or, with ``min_available``, never fewer than
+    that many left (the two are exclusive in a PodDisruptionBudget)."""
+    budget = {"minAvailable": min_available} if min_available is not None else {"maxUnavailable": max_unavailable}
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
         "metadata": {"name": name, "namespace": namespace_, "labels": {**PART_OF, **(labels or {})}},
-        "spec": {"maxUnavailable": max_unavailable, "selector": {"matchLabels": dict(pod_labels)}},
+        "spec": {**budget, "selector": {"matchLabels": dict(pod_labels)}},
     }

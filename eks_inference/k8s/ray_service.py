@@ -425,6 +425,68 @@ class WorkerGroup:
         }
 
 
+GCS_STORE_PORT = 6390
+"""The port of the GCS fault-tolerance store (ElastiCache). Not Redis' default 6379: that is the head's own GCS port
+in every pod, and a store on another port keeps the two apart in NetworkPolicies and security groups."""
+GCS_STORE_SECRET = "ray-gcs-store"
+GCS_STORE_SECRET_KEY = "auth-token"
+"""The Kubernetes Secret (in the serving namespace) and key holding the store's auth token, which
+``gcsFaultToleranceOptions.redisPassword`` references."""
+SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+"""The images' CA bundle (Debian's and Ubuntu's ``ca-certificates``). Ray's GCS verifies the store's certificate with
+the file ``RAY_REDIS_CA_CERT`` names (ray src/ray/gcs/store_client/redis_context.cc, ``RedisContext``: the CA file
+and path come from ``RayConfig`` ``REDIS_CA_CERT`` / ``REDIS_CA_PATH``, read from ``RAY_REDIS_CA_CERT`` /
+``RAY_REDIS_CA_PATH``); left empty, hiredis falls back to the default paths of the OpenSSL built into Ray, which
+need not be the image's. ElastiCache's certificates chain to Amazon's public roots, which the bundle holds."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class GcsFaultTolerance:
+    """``rayClusterConfig.gcsFaultToleranceOptions`` with an external Redis-compatible store (KubeRay v1.7.0,
+    ray-operator/controllers/ray/common/pod.go, ``configureGCSFaultTolerance`` and ``configureRedisFT``).
+
+    KubeRay then sets, on the head's Ray container, ``RAY_REDIS_ADDRESS`` (``redisAddress``), ``REDIS_PASSWORD`` (from
+    ``redisPassword``, here a ``secretKeyRef``), ``--redis-password=$REDIS_PASSWORD`` on its ``ray start`` line and
+    ``RAY_external_storage_namespace`` (the RayCluster's UID: each cluster of a NewCluster upgrade keeps its own keys);
+    on the workers ``RAY_gcs_rpc_server_reconnect_timeout_s=600``, so that they wait for a restarted head instead of
+    exiting after Ray's default 60 s. Deleting a Ray cluster runs a Job built from the head's pod (same labels, image,
+    environment) that removes its keys from the store, behind the finalizer ``ray.io/gcs-ft-redis-cleanup-finalizer``
+    (raycluster_controller.go, ``buildRedisCleanupJob``).
+
+    :param host: the store's primary endpoint (a deploy-time token in the stacks).
+    :param cidrs: where the store's network interfaces live (its subnets), for the heads' egress NetworkPolicy.
+    :param port: default :data:`GCS_STORE_PORT`.
+    :param secret: the Kubernetes Secret with the auth token, default :data:`GCS_STORE_SECRET`.
+    :param secret_key: its key, default :data:`GCS_STORE_SECRET_KEY`.
+    :param ca_bundle: the CA file the GCS verifies the store with, default :data:`SYSTEM_CA_BUNDLE`.
+    """
+
+    host: str
+    cidrs: Sequence[str]
+    port: int = GCS_STORE_PORT
+    secret: str = GCS_STORE_SECRET
+    secret_key: str = GCS_STORE_SECRET_KEY
+    ca_bundle: str = SYSTEM_CA_BUNDLE
+
+    def __post_init__(self) -> None:
+        if not self.cidrs:
+            raise ConfigError("GCS store: no subnets given; the heads' NetworkPolicy needs the store's subnets to let "
+                              "them reach it")
+
+    @property
+    def redis_address(self) -> str:
+        """``rediss://``: Ray turns TLS on for the store from the scheme (ray python/ray/_private/services.py,
+        ``get_address``, passed to the GCS as ``--redis_enable_ssl``)."""
+        return f"rediss://{self.host}:{self.port}"
+
+    def head_env(self) -> dict[str, str]:
+        return {"RAY_REDIS_CA_CERT": self.ca_bundle}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"redisAddress": self.redis_address,
+                "redisPassword": {"valueFrom": {"secretKeyRef": {"name": self.secret, "key": self.secret_key}}}}
+
+
 @dataclass(frozen=True, kw_only=True)
 class RayServiceSpec:
     """One RayService: a Ray cluster serving one model on one processor.
@@ -434,6 +496,8 @@ class RayServiceSpec:
     :param upgrade_strategy: default :attr:`UpgradeStrategy.NEW_CLUSTER` (see its docstring).
     :param initializing_timeout_s: :data:`INITIALIZING_TIMEOUT_ANNOTATION`; default none (wait forever).
     :param auth: :class:`RayAuth` mode; default :attr:`RayAuth.TOKEN`.
+    :param gcs_fault_tolerance: keep the GCS state in an external store (:class:`GcsFaultTolerance`); default none:
+        a lost head restarts the whole Ray cluster.
     """
 
     name: str
@@ -446,6 +510,7 @@ class RayServiceSpec:
     upgrade_strategy: str = UpgradeStrategy.NEW_CLUSTER
     initializing_timeout_s: int | None = None
     auth: str = RayAuth.TOKEN
+    gcs_fault_tolerance: GcsFaultTolerance | None = None
 
     def __post_init__(self) -> None:
         if self.auth not in (RayAuth.TOKEN, RayAuth.DISABLED):
@@ -475,6 +540,8 @@ class RayServiceSpec:
         }
         if self.head.autoscaler is not None:
             cluster["autoscalerOptions"] = self.head.autoscaler.to_dict()
+        if self.gcs_fault_tolerance is not None:
+            cluster["gcsFaultToleranceOptions"] = self.gcs_fault_tolerance.to_dict()
         cluster["headGroupSpec"] = self.head.to_dict()
         cluster["workerGroupSpecs"] = [w.to_dict() for w in self.workers]
         return {

@@ -34,6 +34,7 @@ from eks_inference.k8s.ray_service import (
     MIB,
     RAY_PORTS,
     SERVE_PORT,
+    GcsFaultTolerance,
     HeadGroup,
     RayPod,
     RayServiceSpec,
@@ -113,8 +114,17 @@ class ServingTarget:
 
 
 def plan_targets(config: PlatformConfig, *, images: Mapping[Processor, str], repository_uri: str,
-                 region: str, namespace_: str = NAMESPACE) -> list[ServingTarget]:
-    """Pure planning: the RayService of every model × processor in the config (no cdk8s involved)."""
+                 region: str, namespace_: str = NAMESPACE,
+                 gcs_store: GcsFaultTolerance | None = None) -> list[ServingTarget]:
+    """Pure planning: the RayService of every model × processor in the config (no cdk8s involved).
+
+    :param gcs_store: the store every RayService keeps its GCS state in; required when the config asks for
+        ``ray.gcs_fault_tolerance`` (the stacks provision it), ignored otherwise.
+    """
+    if config.ray.gcs_fault_tolerance and gcs_store is None:
+        raise ConfigError("ray.gcs_fault_tolerance: true, but no GCS store was given to plan the RayServices; "
+                          "pass the store the stacks provision (GcsStore), or set gcs_fault_tolerance to false")
+    gcs = gcs_store if config.ray.gcs_fault_tolerance else None
     targets = []
     system = next(g for g in config.enabled_node_groups if g.processor is None)
     for model in config.models:
@@ -128,7 +138,7 @@ def plan_targets(config: PlatformConfig, *, images: Mapping[Processor, str], rep
             serve_config = render_serve_config(model, processor, model_uri=model_uri, artifact_uri=artifact_uri,
                                                compile_on_miss=False, compile_hint=compile_hint(name, namespace_))
             rs = _ray_service(name, namespace_, model, processor, image=images[processor], serve_config=serve_config,
-                              region=region, head_on_system=system.architecture == processor.architecture)
+                              region=region, gcs=gcs, head_on_system=system.architecture == processor.architecture)
             worker_nodes = rs.workers[0].replicas if not model.shares_node else 1
             targets.append(ServingTarget(
                 model=model, processor=processor, name=name, url=serve_url(model, processor, namespace_),
@@ -139,7 +149,8 @@ def plan_targets(config: PlatformConfig, *, images: Mapping[Processor, str], rep
 
 
 def _ray_service(name: str, namespace_: str, model: ModelSpec, processor: Processor, *, image: str,
-                 serve_config: Mapping[str, Any], region: str, head_on_system: bool) -> RayServiceSpec:
+                 serve_config: Mapping[str, Any], region: str, head_on_system: bool,
+                 gcs: GcsFaultTolerance | None = None) -> RayServiceSpec:
     s = model.serving
     labels = {**PART_OF, "app.kubernetes.io/name": "eks-inference", "app.kubernetes.io/component": "serving",
               SERVICE_LABEL: name, "eks-inference/model": model.name, PROCESSOR_LABEL: processor.value}
@@ -196,14 +207,14 @@ def _ray_service(name: str, namespace_: str, model: ModelSpec, processor: Proces
         # Its own account, without AWS credentials: the head runs the Serve controller and the route index, not
         # the replicas that read S3. Only its autoscaler sidecar mounts a Kubernetes token.
         service_account=HEAD_SERVICE_ACCOUNT,
-        env=env,
+        env={**env, **(gcs.head_env() if gcs else {})},
         labels={**labels, RAY_ROLE_LABEL: "head"},
         object_store_bytes=HEAD_OBJECT_STORE_BYTES,
         extra_volumes=(api_access_volume(),),
     ))
     return RayServiceSpec(name=name, namespace=namespace_, labels=labels, ray_version=RAY_VERSION,
                           serve_config=serve_config, head=head, workers=[worker],
-                          initializing_timeout_s=s.initializing_timeout_s)
+                          initializing_timeout_s=s.initializing_timeout_s, gcs_fault_tolerance=gcs)
 
 
 class TargetChart(Chart):
@@ -242,13 +253,23 @@ class TargetChart(Chart):
             ],
             egress=[EgressRule(peers=[Peer(pod_labels=own)])],
         ))
+        head_egress = [api_server_egress(api_server_cidrs)]
+        gcs = t.ray_service.gcs_fault_tolerance
+        if gcs is not None:
+            # The GCS store; KubeRay's Redis cleanup Job carries the head's labels, so this admits it too.
+            head_egress.append(EgressRule(peers=[Peer(cidr=c) for c in gcs.cidrs], ports=[gcs.port]))
         emit(self, "HeadNetworkPolicy", network_policy(
             f"{t.name}-head", namespace_, pod_labels={**own, RAY_ROLE_LABEL: "head"}, labels=own,
             ingress=[IngressRule(peers=[KUBERAY_OPERATOR], ports=[RAY_PORTS.dashboard, SERVE_PORT])],
-            egress=[api_server_egress(api_server_cidrs)],
+            egress=head_egress,
         ))
+        # A drain never takes the last replica: one at a time while several run, none while only one does (that
+        # drain waits until Serve runs another, or someone accepts the outage). No budget covers the head: a single
+        # pod's budget would block every drain of its node (a node group upgrade fails on it); with GCS fault
+        # tolerance it comes back with its state while the workers serve, without it the budget could not help.
+        single = t.ray_service.workers[0].min_replicas < 2
         emit(self, "WorkerPdb", pod_disruption_budget(
-            f"{t.name}-workers", namespace_, labels=own,
+            f"{t.name}-workers", namespace_, labels=own, min_available=1 if single else None,
             pod_labels={**own, RAY_ROLE_LABEL: "worker"}))
 
 

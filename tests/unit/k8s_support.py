@@ -13,6 +13,7 @@ from jsonschema import Draft7Validator
 
 from eks_inference.config import ENVIRONMENTS_KEY, KUBERNETES_VERSION, PlatformConfig, Processor, load_config
 from eks_inference.k8s.load_test_chart import LoadTestChart, LoadTestPlan
+from eks_inference.k8s.ray_service import GcsFaultTolerance
 from eks_inference.k8s.serving_chart import ServingChart, ServingTarget, plan_targets
 from tests.conftest import ROOT, cdk_context
 
@@ -20,6 +21,7 @@ CRD_DIR = ROOT.parent / "shared" / "kuberay-v1.7.0"
 IMAGES = {p: f"111122223333.dkr.ecr.us-west-2.amazonaws.com/eks-inference:{p.value}-0123abcd" for p in Processor}
 LOADTEST_IMAGE = "111122223333.dkr.ecr.us-west-2.amazonaws.com/eks-inference:loadtest-0123abcd"
 REPOSITORY = "s3://eks-inference-models-example"
+GCS_STORE_HOST = "master.eks-inference-gcs.abc123.use1.cache.amazonaws.com"
 
 
 def config(env_name: str = "dev", **changes: Any) -> PlatformConfig:
@@ -30,13 +32,19 @@ def config(env_name: str = "dev", **changes: Any) -> PlatformConfig:
 
 def render(cfg: PlatformConfig) -> tuple[list[ServingTarget], list[dict[str, Any]], list[dict[str, Any]]]:
     """(targets, serving manifests, load-test manifests) exactly as InferenceStack would add them."""
-    targets = plan_targets(cfg, images=IMAGES, repository_uri=REPOSITORY, region=cfg.region)
+    targets = plan_targets(cfg, images=IMAGES, repository_uri=REPOSITORY, region=cfg.region,
+                           gcs_store=gcs_store(cfg))
     app = cdk8s.App()
     serving = ServingChart(app, "serving", targets=targets, api_server_cidrs=[cfg.vpc_cidr])
     plan = LoadTestPlan(spec=cfg.loadtest, image=LOADTEST_IMAGE, results_uri=f"{REPOSITORY}/results",
                         region=cfg.region)
     load = LoadTestChart(app, "loadtest", plan=plan, targets=targets)
     return targets, serving.manifests(), list(load.to_json())
+
+
+def gcs_store(cfg: PlatformConfig) -> GcsFaultTolerance:
+    """The store the stacks would provision, at a fixed address (its subnets: the VPC, as for the API server)."""
+    return GcsFaultTolerance(host=GCS_STORE_HOST, cidrs=(cfg.vpc_cidr,))
 
 
 def kubernetes_version() -> str:
