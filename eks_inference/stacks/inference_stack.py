@@ -12,6 +12,7 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from eks_inference.config import PlatformConfig, Processor
+from eks_inference.constructs.gcs_store import GcsStore
 from eks_inference.constructs.inference_cluster import InferenceCluster
 from eks_inference.constructs.model_image import ModelImage
 from eks_inference.constructs.model_repository import ARTIFACTS_PREFIX, MODELS_PREFIX, RESULTS_PREFIX, ModelRepository
@@ -20,6 +21,7 @@ from eks_inference.constructs.trust import pod_identity_role
 from eks_inference.k8s.capacity import COREDNS, PodRequest, check_system_group
 from eks_inference.k8s.compile_chart import CompileChart
 from eks_inference.k8s.load_test_chart import LoadTestChart, LoadTestPlan
+from eks_inference.k8s.ray_service import GcsFaultTolerance
 from eks_inference.k8s.serving_chart import (
     COMPILE_SERVICE_ACCOUNT,
     LOADTEST_SERVICE_ACCOUNT,
@@ -85,11 +87,20 @@ class InferenceStack(Stack):
                 self, cid, cluster_name=src.cluster_name, namespace=SERVICE_ACCOUNT_NAMESPACES[sa], service_account=sa,
                 role_arn=role.role_arn)
 
+        # Ray's GCS state outside the heads, when the environment asks for it (ray.gcs_fault_tolerance).
+        self.gcs_store: GcsStore | None = None
+        gcs: GcsFaultTolerance | None = None
+        if config.ray.gcs_fault_tolerance:
+            self.gcs_store = GcsStore(self, "GcsStore", vpc=src.vpc, admit=src.cluster_security_group,
+                                      node_type=config.ray.redis_node_type, replicas=config.ray.redis_replicas)
+            gcs = GcsFaultTolerance(host=self.gcs_store.host, port=self.gcs_store.port,
+                                    cidrs=tuple(self.gcs_store.subnet_cidrs))
         self.targets: list[ServingTarget] = plan_targets(
             config,
             images={Processor(k): v.image_uri for k, v in self.images.items() if k != "loadtest"},
             repository_uri=self.repository.uri,
             region=self.region,
+            gcs_store=gcs,
         )
         plan: LoadTestPlan | None = None
         if config.loadtest.run_id:
@@ -144,6 +155,11 @@ class InferenceStack(Stack):
                 load_manifest.node.add_dependency(self.images["loadtest"].asset)
 
         CfnOutput(self, "ModelRepositoryUri", value=self.repository.uri)
+        if self.gcs_store is not None:
+            # Where the GCS store's auth token is; docs/operate.md ("Losing the Ray head") copies it into the
+            # Kubernetes Secret the RayServices reference.
+            CfnOutput(self, "GcsStoreAuthTokenArn", value=self.gcs_store.auth_token.secret_arn)
+            CfnOutput(self, "GcsStoreAddress", value=self.gcs_store.address)
         for name, image in self.images.items():
             CfnOutput(self, f"{name.capitalize()}ImageUri", value=image.image_uri)
 
@@ -194,6 +210,12 @@ class InferenceStack(Stack):
         if provider is not None:
             acknowledge(provider, {
                 "AwsSolutions-IAM5": "Manifests are applied by the cluster's kubectl provider; see ClusterStack.",
+            })
+        if self.gcs_store is not None:
+            acknowledge(self.gcs_store, {
+                "AwsSolutions-SMG4": "The GCS store's auth token is rotated by hand (docs/operate.md, \"GCS fault "
+                "tolerance\"): ElastiCache, the Kubernetes Secret and every Ray head must change together.",
+                "AwsSolutions-AEC4": "ray.redis_replicas is 0 in this environment: a single node, no Multi-AZ.",
             })
         checkov_skip(repo.access_logs, "AWS::S3::Bucket", {
             "CKV_AWS_18": "This is the access-log bucket itself; logging it to itself would loop.",
