@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Debian tools that tests drive, installed by the project itself: chromium renders the load-test report headless;
 # promtool (Debian package prometheus) checks the scrape configuration and tests the alert rules; amtool (Debian
-# package prometheus-alertmanager) checks the workspace's alert manager configuration.
+# package prometheus-alertmanager) checks the workspace's alert manager configuration; redis-server and redis-cli
+# (Debian packages redis-server, redis-tools; built with TLS) are the GCS fault-tolerance store of the local Ray test.
 # Idempotent and quick when everything is present. Installs with apt-get when running as root on Debian; elsewhere
 # it prints what to install and the tests that need a tool skip, saying so.
 set -euo pipefail
 
 # command:package pairs
-TOOLS=("chromium:chromium" "promtool:prometheus" "amtool:prometheus-alertmanager")
+TOOLS=("chromium:chromium" "promtool:prometheus" "amtool:prometheus-alertmanager" "redis-server:redis-server"
+       "redis-cli:redis-tools")
 
 missing=()
 for pair in "${TOOLS[@]}"; do

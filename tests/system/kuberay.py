@@ -22,6 +22,15 @@ Workers get the ``wait-gcs-ready`` init container (``DefaultWorkerPodTemplate``,
 ``ENABLE_INIT_CONTAINER_INJECTION=false``): the Ray container's image, security context, environment and volume
 mounts, ``ray health-check`` against the head in a loop, 200m/256Mi.
 
+With ``gcsFaultToleranceOptions`` and a Redis store (``configureGCSFaultTolerance``, ``configureRedisFT``): the head
+template's annotation ``ray.io/ft-enabled``; on the head's Ray container ``RAY_external_storage_namespace`` (the
+RayCluster's UID unless set, also as the annotation ``ray.io/external-storage-namespace``), ``RAY_REDIS_ADDRESS``,
+``REDIS_PASSWORD`` (the option's value or ``valueFrom``) and ``redis-password=$REDIS_PASSWORD`` in its rayStartParams;
+on every worker ``RAY_gcs_rpc_server_reconnect_timeout_s=600`` (utils.DefaultWorkerRayGcsReconnectTimeoutS) unless
+set. Deleting such a cluster runs the Redis cleanup Job (raycluster_controller.go ``buildRedisCleanupJob``): the head
+pod with ``ray.io/node-type: redis-cleanup``, its Ray container alone, ``cleanup_redis_storage`` as the command,
+200m/256Mi, no probes, ``restartPolicy: Never``.
+
 With ``authOptions.mode: token`` (``configureTokenAuth`` and ``SetContainerTokenAuthEnvVars``; the Secret from
 raycluster_controller.go ``createAuthSecret``): ``RAY_AUTH_MODE=token`` and ``RAY_AUTH_TOKEN`` from the Secret named
 after the Ray cluster (key ``auth_token``), each unless the container already sets it, on the Ray container, the
@@ -193,6 +202,61 @@ def autoscaler_container(image: str, options: dict[str, Any], *, cluster: str = 
     return container
 
 
+GCS_RECONNECT_TIMEOUT_ENV = "RAY_gcs_rpc_server_reconnect_timeout_s"
+DEFAULT_WORKER_GCS_RECONNECT_TIMEOUT_S = "600"
+FT_HEAD_ENV = ("RAY_external_storage_namespace", "RAY_REDIS_ADDRESS", "REDIS_PASSWORD")
+"""What configureRedisFT adds to the head's Ray container, in its order."""
+
+
+def configure_gcs_fault_tolerance(tpl: dict[str, Any], params: dict[str, str], options: dict[str, Any] | None,
+                                  *, head: bool, cluster_uid: str) -> None:
+    """configureGCSFaultTolerance for a Redis store (``options`` None: GCS fault tolerance off, nothing added)."""
+    if options is None:
+        if head:
+            tpl["metadata"].setdefault("annotations", {})["ray.io/ft-enabled"] = "false"
+        return
+    container = tpl["spec"]["containers"][0]
+    env = container.setdefault("env", [])
+    names = {e["name"] for e in env}
+    if not head:
+        if GCS_RECONNECT_TIMEOUT_ENV not in names:
+            env.append({"name": GCS_RECONNECT_TIMEOUT_ENV, "value": DEFAULT_WORKER_GCS_RECONNECT_TIMEOUT_S})
+        return
+    annotations = tpl["metadata"].setdefault("annotations", {})
+    annotations["ray.io/ft-enabled"] = "true"
+    storage_ns = options.get("externalStorageNamespace") or cluster_uid
+    annotations["ray.io/external-storage-namespace"] = storage_ns
+    if "RAY_external_storage_namespace" not in names:
+        env.append({"name": "RAY_external_storage_namespace", "value": storage_ns})
+    env.append({"name": "RAY_REDIS_ADDRESS", "value": options["redisAddress"]})
+    if options.get("redisPassword") is not None:
+        params["redis-password"] = "$REDIS_PASSWORD"
+        env.append({"name": "REDIS_PASSWORD", **copy.deepcopy(options["redisPassword"])})
+
+
+def redis_cleanup_job(head_pod: dict[str, Any], cluster: str) -> dict[str, Any]:
+    """buildRedisCleanupJob: the Job KubeRay runs, behind its finalizer, when a GCS fault-tolerant cluster goes."""
+    pod = copy.deepcopy(head_pod)
+    labels = {**pod["metadata"]["labels"], "ray.io/node-type": "redis-cleanup"}
+    spec = pod["spec"]
+    container = spec["containers"][0]
+    spec["containers"] = [container]
+    container["command"] = ["/bin/bash", "-c", "--"]
+    container["args"] = ["python -c \"from ray._private.gcs_utils import cleanup_redis_storage; ...\""]
+    container.pop("livenessProbe", None)
+    container.pop("readinessProbe", None)
+    container.setdefault("env", []).extend([{"name": "RAY_redis_db_connect_retries", "value": "120"},
+                                            {"name": "RAY_redis_db_connect_wait_milliseconds", "value": "500"}])
+    container["resources"] = {"limits": {"cpu": "200m", "memory": "256Mi"},
+                              "requests": {"cpu": "200m", "memory": "256Mi"}}
+    spec["restartPolicy"] = "Never"
+    return {"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": f"{cluster}-redis-cleanup", "namespace": pod["metadata"]["namespace"],
+                         "labels": labels},
+            "spec": {"backoffLimit": 0, "activeDeadlineSeconds": 300,
+                     "template": {"metadata": {"labels": labels}, "spec": spec}}}
+
+
 def build_pods(ray_service: dict[str, Any], *, cluster_suffix: str = "x7k2p") -> list[dict[str, Any]]:
     """The head pod and one pod per worker group that KubeRay creates for ``ray_service``."""
     name, ns = ray_service["metadata"]["name"], ray_service["metadata"]["namespace"]
@@ -212,6 +276,8 @@ def build_pods(ray_service: dict[str, Any], *, cluster_suffix: str = "x7k2p") ->
         if not head:
             tpl["spec"].setdefault("initContainers", []).append(wait_gcs_ready(container, head_address))
         params = complete_params(g["rayStartParams"], head=head, head_address=head_address)
+        configure_gcs_fault_tolerance(tpl, params, spec.get("gcsFaultToleranceOptions"), head=head,
+                                      cluster_uid=f"uid-of-{cluster}")
         autoscaling = bool(spec.get("enableInTreeAutoscaling"))
         options = spec.get("autoscalerOptions") or {}
         if autoscaling and head:
