@@ -213,8 +213,8 @@ class InferenceStack(Stack):
             })
         if self.gcs_store is not None:
             acknowledge(self.gcs_store, {
-                "AwsSolutions-SMG4": "The GCS store's auth token is rotated by hand (docs/operate.md, \"GCS fault "
-                "tolerance\"): ElastiCache, the Kubernetes Secret and every Ray head must change together.",
+                "AwsSolutions-SMG4": "The GCS store's auth token is rotated by hand (docs/operate.md, \"Losing the Ray "
+                "head\"): ElastiCache, the Kubernetes Secret and every Ray head must change together.",
                 "AwsSolutions-AEC4": "ray.redis_replicas is 0 in this environment: a single node, no Multi-AZ.",
             })
         checkov_skip(repo.access_logs, "AWS::S3::Bucket", {
