@@ -33,7 +33,8 @@ def test_cdk_nag_has_no_unacknowledged_findings(assemblies: dict[str, Assembly],
 
 
 def test_acknowledgements_stay_narrow(assemblies: dict[str, Assembly]) -> None:
-    """Only managed policies, prefix or provider wildcards, runtimes and the log bucket's own logging."""
+    """Only managed policies, prefix or provider wildcards, runtimes, the log bucket's own logging and the log agent's
+    streams in its own groups."""
     nag = plugin_reports(assemblies["dev"])["AwsSolutions"]
     rules = {s["ruleName"].split("[")[0] for s in nag["suppressedViolations"]}
     assert rules <= {"AwsSolutions-IAM4", "AwsSolutions-IAM5", "AwsSolutions-L1", "AwsSolutions-S1"}
@@ -41,7 +42,11 @@ def test_acknowledgements_stay_narrow(assemblies: dict[str, Assembly]) -> None:
         paths = [c["constructPath"] for c in s["violatingConstructs"]]
         if s["ruleName"].startswith("AwsSolutions-IAM5"):
             assert all("/KubectlProvider/" in p or "PodRole/" in p or "/ClusterAutoscaler/Role/" in p
-                       or "/NodeCountProvider/Role/" in p for p in paths), paths
+                       or "/NodeCountProvider/Role/" in p or "/Logging/AgentRole/" in p for p in paths), paths
+            if any("/Logging/AgentRole/" in p for p in paths):  # its own groups' streams, describes, one namespace
+                own = r":log-group:/aws/containerinsights/[a-z0-9-]+/(application|dataplane|host|performance)"
+                assert re.search(rf"\[Resource::\*\]$|:log-group:\*\]$|{own}:log-stream:\*\]$", s["ruleName"]), \
+                    s["ruleName"]
             if any("/NodeCountProvider/Role/" in p for p in paths):  # Auto Scaling describes, the named groups
                 assert re.search(r"\[Resource::\*\]$|:nodegroup/<[^>]+>/[a-z0-9-]+/\*\]$", s["ruleName"]), s["ruleName"]
             if any("/ClusterAutoscaler/Role/" in p for p in paths):  # describe calls, and eks-* groups by tag
