@@ -72,8 +72,10 @@ def test_verified_and_failing_targets_in_one_report(targets: dict[str, fakes.Fak
     html = (tmp_path / "report" / "report.html").read_text()
     assert f"FAILED: {worst}" in html and "PASSED: " in html  # the column, and the verdict in the provenance
 
-    # plan takes only the verified target, and says why not the others
-    plan = cli("plan", str(tmp_path / "report"), "--target-rps", "1000", "--json")
+    # plan takes only the verified target, and says why not the others (8 requests bound a median, not a p99; one
+    # rate measured leaves its capacity without an upper bound, so planning from its lower bound must be accepted)
+    plan = cli("plan", str(tmp_path / "report"), "--target-rps", "1000", "--json", "--slo-percentile", "p50",
+               "--accept-wide")
     assert plan.returncode == 0, plan.stderr
     doc = json.loads(plan.stdout)
     assert [t["target"] for t in doc["targets"]] == ["right"]
