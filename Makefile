@@ -26,7 +26,7 @@ help:  ## list the targets and the variables they read
 	@echo "  ENV=$(ENV)        environment in cdk.json to synthesize and serve (dev, prod, or your own)"
 	@echo "  DEMO_PORT=$(DEMO_PORT)  port of the local server that make demo starts"
 	@echo "  DEMO_OUT=$(DEMO_OUT)  where make demo writes results and the report"
-	@echo "  DEMO_PRICE_AS=$(DEMO_PRICE_AS)  EC2 type the demo prices this machine as (labelled 'priced as')"
+	@echo "  DEMO_PRICE_AS=$(DEMO_PRICE_AS)  EC2 type the demo prices this machine as (labelled 'priced as'); host: the type closest to its CPU"
 	@echo "  DEMO_START=$(DEMO_START)  the demo's search starts at this fraction of the capacity it measures first"
 	@echo "  DEMO_REPEATS=$(DEMO_REPEATS)  measurements of each search probe (interleaved repeats, 95 % intervals)"
 	@echo "  DEMO_REPLICAS=$(DEMO_REPLICAS)  serving replicas, pinned while the demo measures capacity"
@@ -64,7 +64,7 @@ summary: setup  ## summarize the synthesized cdk.out/ (run make synth first)
 EI := $(VENV)/bin/eks-inference
 DEMO_PORT ?= 8000
 DEMO_OUT ?= out/demo
-DEMO_PRICE_AS ?= c7i.large
+DEMO_PRICE_AS ?= host
 DEMO_START ?= 0.6
 DEMO_REPEATS ?= 2
 DEMO_REPLICAS ?= 1

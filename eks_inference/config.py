@@ -147,6 +147,12 @@ PIN_COMMAND = "python scripts/pin_base_images.py pin"
 
 WORKER_MEMORY_GIB = 8
 """Memory every serving worker pod requests (weights, tokenizer, batches and Ray's agents)."""
+HEAD_CPU_MILLIS = 1000
+HEAD_MEMORY_MIB = 3072
+"""What each RayService's head Ray container requests (GCS, the Serve controller and proxy, the dashboard)."""
+AUTOSCALER_SIDECAR_CPU_MILLIS = 200
+AUTOSCALER_SIDECAR_MEMORY_MIB = 512
+"""What the Ray autoscaler sidecar that KubeRay adds to each head pod requests."""
 
 
 def instance_family(instance_type: str) -> str:
@@ -612,6 +618,9 @@ class LoadTestSpec:
     :param ready_timeout_s: how long client pods wait for the target's ``/healthz`` to answer 200 (and for
         each other) before sending; default 1800 (a first deploy pulls images and compiles on Inferentia2).
         The Jobs' deadline includes it.
+    :param client_instance_type: the instance type of the load-test node group, where the client and report pods
+        run, away from the system nodes and the targets; default ``c7i.xlarge`` (three 1-vCPU clients a node).
+        An x86 CPU type (the load-test image is linux/amd64). The group stays at zero nodes between runs.
     """
 
     run_id: str = ""
@@ -624,9 +633,19 @@ class LoadTestSpec:
     slo_p99_ms: float = 100.0
     inputs_per_request: int = 1
     ready_timeout_s: int = 1800
+    client_instance_type: str = "c7i.xlarge"
 
     def __post_init__(self) -> None:
         errs = _Errors()
+        cit = self.client_instance_type
+        families = _FAMILIES[Processor.CPU]
+        if not isinstance(cit, str) or not _INSTANCE_RE.match(cit) or instance_family(cit) not in families:
+            errs.add("loadtest.client_instance_type", cit, "is not an x86 CPU instance type (the load-test image is "
+                     "linux/amd64)", f"use one of the families {', '.join(families)}, e.g. 'c7i.xlarge'")
+        elif cit not in INSTANCE_TYPES:
+            errs.add("loadtest.client_instance_type", cit,
+                     f"is not a size in the instance table (eks_inference/tables/instance_types.py, "
+                     f"{INSTANCE_TYPES_DATE})", f"use one of the sizes {', '.join(sizes_of(instance_family(cit)))}")
         if not _is_int(self.ready_timeout_s) or not 0 <= self.ready_timeout_s <= 86400:
             errs.add("loadtest.ready_timeout_s", self.ready_timeout_s, "is outside 0..86400 s",
                      "use e.g. 1800 (30 minutes)")
@@ -933,6 +952,12 @@ class PlatformConfig:
             if g.processor is processor:
                 return g
         raise ConfigError(f"no enabled node group serves processor {processor.value!r}")
+
+    def head_node_group(self, processor: Processor) -> NodeGroupSpec:
+        """Where a target's Ray head runs: it runs the processor's image, so on the system nodes when their
+        architecture matches (x86 system nodes host Inferentia, GPU and x86 CPU heads), else on the processor's."""
+        system = next(g for g in self.enabled_node_groups if g.processor is None)
+        return system if system.architecture == processor.architecture else self.node_group_for(processor)
 
 
 _LOG_RETENTION_DAYS = {1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 3653}

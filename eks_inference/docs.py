@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from eks_inference import config as cfg
-from eks_inference.costs import HOURS_PER_MONTH, OTHER_PRICES_DATE, EnvironmentCost, environment_cost
+from eks_inference.costs import (
+    HOURS_PER_MONTH,
+    OTHER_PRICES_DATE,
+    EnvironmentCost,
+    environment_cost,
+    price_fractions,
+    target_placement,
+)
+from eks_inference.k8s.load_test_nodes import load_test_node_group
 from eks_inference.tables.instance_types import INSTANCE_TYPES, INSTANCE_TYPES_DATE
 from eks_inference.tables.prices import DEFAULT_PRICES
 from eks_inference.tables.regions import REGIONS, REGIONS_DATE
@@ -213,9 +221,36 @@ def costs_document(environments: Mapping[str, Any]) -> str:
         "",
     ]
     for name in environments:
-        cost = environment_cost(cfg.load_config(name, environments))
+        config = cfg.load_config(name, environments)
+        group = load_test_node_group(config.loadtest, sum(len(m.processors) for m in config.models))
+        cost = environment_cost(config, extra_groups=[(group, "load-test clients: zero nodes between runs, up to "
+                                                              "max_size while one runs")])
         lines += _cost_table(cost)
+        lines += _target_table(config)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _target_table(config: cfg.PlatformConfig) -> list[str]:
+    """Each target's pods at their share of their nodes: what the load-test report prices it at."""
+    lines = [f"### What each target of `{config.env_name}` occupies", "",
+             "Every pod at its share of the node it runs on: the larger of its CPU and memory requests over the "
+             "node's allocatable (the scarcer of the two is what keeps other pods off), or a whole node for a "
+             "replica whose anti-affinity keeps other replicas off it. A head beside such a replica takes room "
+             "in that node rather than adding to it. The load-test report prices each target this way "
+             "([load-testing.md](load-testing.md#what-a-target-costs)).", "",
+             "| target | part | pods | node group | type | share of a node each | USD/h |",
+             "|---|---|---|---|---|---|---|"]
+    for model in config.models:
+        for processor in model.processors:
+            placement = target_placement(config, model, processor)
+            total, _, _ = price_fractions(placement.fractions(), DEFAULT_PRICES, config.region)
+            for pod in placement.pods:
+                unit = DEFAULT_PRICES.hourly(pod.instance_type, config.region)
+                usd = None if unit is None else unit * pod.node_fraction
+                lines.append(f"| {placement.target} | {pod.pod} | {pod.count} | {pod.node_group} | {pod.instance_type} "
+                             f"| {pod.share:.3f} ({pod.basis}) | {_usd(usd, 4)} |")
+            lines.append(f"| {placement.target} | **all** | | | | | **{_usd(total, 4)}** |")
+    return [*lines, ""]
 
 
 def _cost_table(cost: EnvironmentCost) -> list[str]:

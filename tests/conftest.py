@@ -110,13 +110,9 @@ _CHILD = (
 
 
 def with_load_test_run(env: dict[str, Any], run_id: str = RUN_ID) -> None:
-    """Give an environment block a load-test run, and a system group sized for it: the examples ship without a
-    run (so a first deploy measures nothing), and what the capacity check asks for a two-client run on two
-    targets is more than their system group has."""
+    """Give an environment block a load-test run: the examples ship without one (so a first deploy measures
+    nothing), and setting ``run_id`` is all a run needs (its pods get nodes of their own)."""
     env["loadtest"]["run_id"] = run_id
-    for g in env["node_groups"]:
-        if g["name"] == "system":
-            g.update(instance_types=["m7i.xlarge"], desired_size=3, max_size=3)
 
 
 def synth_variant(outdir: Path, edit: Callable[[dict[str, Any]], None], *, env_name: str = "dev",

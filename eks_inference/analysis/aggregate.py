@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from eks_inference.config import ConfigError
+from eks_inference.costs import parse_fractions, price_fractions
 from eks_inference.measure.capacity import capacity_at_slo
 from eks_inference.measure.contention import describe as describe_contention
 from eks_inference.measure.repeats import judge, summarize_repeats
@@ -51,6 +52,11 @@ class TargetReport:
     hourly_usd: float | None
     usd_per_million_inferences: float | None
     rank: int | None = None
+    cost_split: Mapping[str, float | None] | None = None
+    """USD per hour by part (``workers``, ``head``, ``sidecars``) when the target carries its placement; else
+    ``workers`` alone (whole nodes × price)."""
+    unpriced_types: tuple[str, ...] = ()
+    """Instance types of its placement that the price table does not hold."""
     capacity: Mapping[str, Any] | None = None
     """Capacity at the SLO as estimate and interval (:func:`eks_inference.measure.capacity.capacity_at_slo`)."""
     verification: Mapping[str, Any] | None = None
@@ -89,7 +95,7 @@ class TargetReport:
             return "not verified (measure with loadtest run --verify)"
         if self.target.priced_type is None:
             return "no instance type to price"
-        return f"no price for {self.target.priced_type}"
+        return f"no price for {', '.join(self.unpriced_types) or self.target.priced_type}"
 
     @property
     def rankable(self) -> bool:
@@ -111,6 +117,7 @@ class TargetReport:
             "price_basis": price_basis(self.target),
             "price_per_instance_hour": self.price_per_instance_hour,
             "hourly_usd": self.hourly_usd,
+            "cost_split": dict(self.cost_split) if self.cost_split is not None else None,
             "best": dict(self.best.summary) if self.best else None,
             "best_inferences_per_s": self.best.summary["inferences_per_s"] if self.best else None,
             "usd_per_million_inferences": self.usd_per_million_inferences,
@@ -124,10 +131,31 @@ def price_basis(target: TargetInfo) -> str | None:
     """How its cost was priced, in words a reader of the report needs next to the figure."""
     if target.price_as:
         ran = target.instance_type or "another machine"
-        return f"priced as {target.price_as} (measured on {ran}, not on that instance)"
+        note = f"; {target.price_note}" if target.price_note else ""
+        return f"priced as {target.price_as} (measured on {ran}, not on that instance{note})"
+    if target.placement:
+        return (f"every pod it runs, at its share of its node ({target.placement}): the nodes its workers hold, "
+                "and its head and sidecars wherever they run")
     if target.instance_type:
         return f"the instance type it ran on ({target.instance_type})"
     return None
+
+
+def target_hourly(target: TargetInfo, prices: PriceTable, region: str,
+                  ) -> tuple[float | None, float | None, dict[str, float | None], tuple[str, ...]]:
+    """(price of one instance of its type, USD per hour in all, USD per hour by part, unpriced types).
+
+    With a placement (in-cluster targets) every pod is priced at its share of its node; without one (a local
+    run, an older result) the target is ``nodes`` whole instances of its priced type, all of it ``workers``.
+    """
+    unit = prices.hourly(target.priced_type, region)
+    if target.placement and not target.price_as:
+        total, split, missing = price_fractions(parse_fractions(target.placement, where=f"target {target.name!r} "
+                                                                "placement"), prices, region)
+        return unit, total, split, tuple(missing)
+    hourly = fleet_hourly(unit, target.nodes)
+    missing_types = (target.priced_type,) if unit is None and target.priced_type else ()
+    return unit, hourly, {"workers": hourly}, missing_types
 
 
 def _step_key(st: ClientStep) -> tuple[Any, ...]:
@@ -174,11 +202,12 @@ def _check_targets(steps: Sequence[ClientStep],
         if seen is None:
             targets[key] = (t, source)
             continue
-        a = (seen[0].instance_type, seen[0].price_as, seen[0].nodes, seen[0].processor)
-        b = (t.instance_type, t.price_as, t.nodes, t.processor)
+        a = (seen[0].instance_type, seen[0].price_as, seen[0].nodes, seen[0].processor, seen[0].placement)
+        b = (t.instance_type, t.price_as, t.nodes, t.processor, t.placement)
         if a != b:
             raise ConfigError(
-                f"target {t.name!r} of run {run_id!r} is {a} (instance type, priced as, nodes, processor) in "
+                f"target {t.name!r} of run {run_id!r} is {a} (instance type, priced as, nodes, processor, "
+                f"placement) in "
                 f"{seen[1]} but {b} in {source}; the clients of one run must describe the same target"
             )
     return {key: t for key, (t, _) in targets.items()}
@@ -264,14 +293,14 @@ def build_targets(
         passing = [p for p in pts if p.slo_met]
         best = max(passing, key=lambda p: p.summary["inferences_per_s"]) if passing else None
         region = target.region or default_region
-        unit = prices.hourly(target.priced_type, region)
-        hourly = fleet_hourly(unit, target.nodes)
+        unit, hourly, split, unpriced = target_hourly(target, prices, region)
         cost = usd_per_million(hourly, best.summary["inferences_per_s"]) if best else None
         verification = (verifications or {}).get(key)
         report = TargetReport(
             target=target, run_id=key[1], label=label, points=tuple(pts), best=best, region=region,
             region_assumed=target.region is None, price_per_instance_hour=unit, hourly_usd=hourly,
-            usd_per_million_inferences=cost, verification=verification,
+            usd_per_million_inferences=cost, verification=verification, cost_split=split,
+            unpriced_types=unpriced,
             capacity=capacity_at_slo([p.summary for p in pts], slo_ms=slo_p99_ms, max_error_rate=max_error_rate,
                                      percentile=slo_percentile, nodes=target.nodes) if pts else None,
         )
@@ -292,10 +321,12 @@ def build_targets(
             warnings.append(f"{label}: no instance type recorded, so its cost is n/a; run it with `loadtest run "
                             "--instance-type TYPE` (the EC2 type it runs on) or `--price-as TYPE` (to price this "
                             "machine as that EC2 type)")
-        elif unit is None:
-            warnings.append(f"{label}: the price table of {prices.date} has no price for {target.priced_type} in "
+        elif hourly is None:
+            missing = unpriced[0] if unpriced else target.priced_type
+            warnings.append(f"{label}: the price table of {prices.date} has no price for "
+                            f"{', '.join(unpriced) or target.priced_type} in "
                             f"{region}, so its cost is n/a; give one with `loadtest report --prices FILE` "
-                            f"({{\"prices\": {{\"{region}\": {{\"{target.priced_type}\": USD_PER_HOUR}}}}}})")
+                            f"({{\"prices\": {{\"{region}\": {{\"{missing}\": USD_PER_HOUR}}}}}})")
     return rank(reports), warnings
 
 

@@ -100,6 +100,16 @@ def build_document(
     }
 
 
+COST_PARTS = ("workers", "head", "sidecars")
+
+
+def cost_split_text(split: Mapping[str, float | None] | None) -> str:
+    """``workers 0.2225 + head 0.0579 + sidecars 0.0096`` (USD per hour): where a target's hourly cost goes."""
+    if not split:
+        return "n/a"
+    return " + ".join(f"{part} {_fmt(split[part], ',.4f')}" for part in COST_PARTS if part in split)
+
+
 def _cost_at(t: TargetReport, inferences_per_s: float) -> float | None:
     if t.hourly_usd is None or inferences_per_s <= 0:
         return None
@@ -503,7 +513,8 @@ def render_html(doc: Mapping[str, Any], png: bytes, *, title: str, timeline_png:
             + _td(r["region"] + (" (assumed)" if r["region_assumed"] else ""), "l")
             + _td(_fmt(best["inferences_per_s"] if best else None))
             + (_pct_td(best, "p99") if best else _td("n/a"))
-            + _td(_fmt(r["hourly_usd"], ",.4f")) + _td(_fmt(r["usd_per_million_inferences"], ",.4f"))
+            + _td(_fmt(r["hourly_usd"], ",.4f")) + _td(cost_split_text(r.get("cost_split")), "l")
+            + _td(_fmt(r["usd_per_million_inferences"], ",.4f"))
             + _td(r["unranked_reason"] or "", "l") + "</tr>"
         )
     steps = []
@@ -542,10 +553,12 @@ across clients. Only a series whose answers passed verification against an fp32 
 <div class="wrap"><table id="ranking"><tr><th>rank</th><th class="l">series</th><th class="l">verified</th>
 <th class="l">processor</th>
 <th class="l">instances</th><th class="l">region</th><th>best inf/s</th><th>p99 ms there</th><th>USD/hour</th>
-<th>USD per 1M inf</th><th class="l">not ranked because</th></tr>
+<th class="l">cost split (USD/hour)</th><th>USD per 1M inf</th><th class="l">not ranked because</th></tr>
 {''.join(rows)}</table></div>
 <p class="note">Prices: {e(prices['source'])}, dated {e(prices['date'])}. {e(prices['note'])}
-A cost "priced as" a type was measured on another machine and priced at that type's hourly rate.</p>
+A cost "priced as" a type was measured on another machine and priced at that type's hourly rate. An in-cluster
+target's cost counts every pod it runs at its share of its node (the larger of its CPU and memory requests over
+the node's allocatable), workers, head and sidecars, wherever they run; the cost split shows each part.</p>
 <img id="plot" alt="latency percentiles vs throughput per series, and USD per 1M inferences"
  src="data:image/png;base64,{img}">
 {_capacity_html(doc)}
@@ -667,15 +680,16 @@ def ranking_table(targets: Sequence[TargetReport], *, slo_p99_ms: float, prices:
     pct = next((str(t.capacity["percentile"]) for t in targets if t.capacity), "p99")
     table = Table(title=f"Price-performance at {pct} <= {slo_p99_ms:g} ms (prices of {prices.date})")
     for col in ("rank", "series", "verified", "processor", "instances", "best inf/s", "p99 ms", "USD/hour",
-                "USD/1M inf", "not ranked because"):
+                "cost split", "USD/1M inf", "not ranked because"):
         table.add_column(col, justify="left" if col in ("series", "verified", "processor", "instances",
-                                                        "not ranked because") else "right")
+                                                        "cost split", "not ranked because") else "right")
     for t in targets:
         b = t.best.summary if t.best else None
         table.add_row(
             _fmt(t.rank, "d", "–"), t.label, t.verified, t.target.processor or "?", t.target.instances_label,
             _fmt(b["inferences_per_s"] if b else None), _pct(b, "p99") if b else "n/a",
-            _fmt(t.hourly_usd, ",.4f"), _fmt(t.usd_per_million_inferences, ",.4f"), t.unranked_reason or "",
+            _fmt(t.hourly_usd, ",.4f"), cost_split_text(t.cost_split), _fmt(t.usd_per_million_inferences, ",.4f"),
+            t.unranked_reason or "",
         )
     return table
 

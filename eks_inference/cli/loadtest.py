@@ -34,6 +34,8 @@ from eks_inference.analysis.timeline import client_timeline, segment_rows, timel
 from eks_inference.analysis.timeline import from_results as timeline_from_results
 from eks_inference.cli.help import add_command
 from eks_inference.config import ConfigError, Processor
+from eks_inference.costs import closest_instance_type, host_cpu
+from eks_inference.costs import parse_fractions as parse_placement
 from eks_inference.loadgen import provenance, readiness, runner
 from eks_inference.loadgen.client import Engine, parse_endpoint
 from eks_inference.loadgen.host import pin_client
@@ -104,7 +106,12 @@ def _register_run(sub: Any) -> None:
     g.add_argument("--instance-type", help="EC2 instance type the target runs on, for pricing, e.g. c7g.2xlarge")
     g.add_argument("--price-as", metavar="TYPE",
                    help="price the target as this EC2 instance type although it did not run on one (a laptop, "
-                        "a local demo); the report labels its cost 'priced as TYPE'")
+                        "a local demo); the report labels its cost 'priced as TYPE'. 'host': the type closest to "
+                        "this machine's CPU (vendor, cores, threads per core)")
+    g.add_argument("--placement", metavar="ROLE=TYPE:NODES,...",
+                   help="what the target occupies, each part at its share of its node, e.g. "
+                        "'workers=inf2.xlarge:1,head=m7i.large:0.52,sidecars=m7i.large:0.1'; prices it instead of "
+                        "--nodes x the price (the in-cluster Jobs pass it)")
     g.add_argument("--nodes", type=int, default=1, help="instances serving the target (cost = nodes × price)")
     g.add_argument("--region", default=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
                    help="AWS region for pricing (default: $AWS_REGION, else the report's --region)")
@@ -328,9 +335,14 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
         raise ConfigError(f"--wait-ready: {a.wait_ready:g} must be in [0, 86400] seconds, e.g. 600")
     if a.payload is not None and a.inputs_per_request != 1:
         raise ConfigError("--inputs-per-request applies to generated texts; a --payload file sets inputs per line")
+    price_as, price_note = a.price_as, None
+    if price_as == "host":
+        price_as, price_note = closest_instance_type(host_cpu(), region=a.region)
+    if a.placement:
+        parse_placement(a.placement)
     target = TargetInfo(name=a.target_name or _default_target_name(a.url), url=parse_endpoint(a.url).url,
                         processor=a.processor, instance_type=a.instance_type, nodes=a.nodes, region=a.region,
-                        price_as=a.price_as)
+                        price_as=price_as, price_note=price_note, placement=a.placement or None)
     client_index = a.client_index
     if client_index is None:
         client_index = int(os.environ.get("JOB_COMPLETION_INDEX", "0") or 0) if a.clients > 1 else 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 
 from aws_cdk import Tags
 from aws_cdk import aws_ec2 as ec2
@@ -142,6 +143,9 @@ class ProcessorNodeGroup(Construct):
     :param spec: the validated :class:`NodeGroupSpec` (instance types, sizes, capacity type).
     :param role: node instance role; default a new minimal role from :func:`node_role`.
     :param subnets: where nodes run; default the cluster VPC's private subnets in every AZ.
+    :param labels: node labels; default ``eks-inference/processor=<processor>``. A group for other work (the
+        load-test clients) names its own, and the Cluster Autoscaler's template node carries them.
+    :param taints: node taints; default :func:`taints_for` the processor.
     """
 
     def __init__(
@@ -153,6 +157,8 @@ class ProcessorNodeGroup(Construct):
         spec: NodeGroupSpec,
         role: iam.IRole | None = None,
         subnets: ec2.SubnetSelection | None = None,
+        labels: Mapping[str, str] | None = None,
+        taints: Sequence[eks.TaintSpec] | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         if not spec.enabled:
@@ -160,8 +166,9 @@ class ProcessorNodeGroup(Construct):
         self.spec = spec
         self.ami_type = ami_type_for(spec)
         self.role = role or node_role(self, "NodeRole")
-        self.labels = {PROCESSOR_LABEL: spec.processor_label}
-        self.taints = taints_for(spec)
+        self.labels = dict(labels) if labels is not None else {PROCESSOR_LABEL: spec.processor_label}
+        self.taints = list(taints) if taints is not None else taints_for(spec)
+        kind = self.labels.get(PROCESSOR_LABEL, spec.processor_label)
 
         self.launch_template = ec2.CfnLaunchTemplate(
             self,
@@ -188,7 +195,7 @@ class ProcessorNodeGroup(Construct):
                         resource_type="instance",
                         tags=[
                             {"key": "Name", "value": f"eks-inference-{spec.name}"},
-                            {"key": PROCESSOR_LABEL, "value": spec.processor_label},
+                            {"key": PROCESSOR_LABEL, "value": kind},
                         ],
                     )
                 ],
@@ -222,4 +229,4 @@ class ProcessorNodeGroup(Construct):
             ),
             enable_node_auto_repair=True,
         )
-        Tags.of(self).add(PROCESSOR_LABEL, spec.processor_label)
+        Tags.of(self).add(PROCESSOR_LABEL, kind)

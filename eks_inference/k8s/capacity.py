@@ -1,7 +1,7 @@
 """What the system node group holds, and whether the pods planned for it fit: checked at synth.
 
-The system group's steady load (operators, the Cluster Autoscaler itself, Ray heads, a load test's clients) must
-fit at its desired size: the autoscaler runs on these very nodes, and pods that wait for it to start would wait
+The system group's steady load (operators, the Cluster Autoscaler itself, Ray heads) must fit at its desired
+size: the autoscaler runs on these very nodes, and pods that wait for it to start would wait
 for themselves. Passing peaks (the second Ray head of each RayService during a NewCluster upgrade) may use the
 nodes the autoscaler adds up to ``max_size``. This module counts what the group's nodes offer and what is asked of
 them, the way the kubelet and the scheduler count it: by requests, against allocatable.
@@ -11,6 +11,9 @@ nodeadm/internal/kubelet/config.go): kube-reserved CPU is 6 % of the first core,
 of cores three and four and 0.25 % above; kube-reserved memory is 11 MiB per pod slot plus 255 MiB; the
 hard eviction threshold keeps another 100 MiB. Pod slots are counted at 110 (the most ``nodeadm`` gives a
 node of this size), which reserves the most memory: the check errs towards "does not fit".
+
+A load test's pods run on a node group of their own, sized by the same count
+(:func:`eks_inference.k8s.load_test_nodes.load_test_node_group`).
 """
 
 from __future__ import annotations
@@ -187,3 +190,4 @@ def check_system_group(group: NodeGroupSpec, *, base: Sequence[PodRequest], extr
         f"{extra_what}: {len(left)} pod(s) ({', '.join(sorted({p.name for p in left}))}) do not fit on {where}; "
         f"{cpu_asked:g} vCPU is requested there in all; {size_fix}, or {extra_fix}"
     )
+

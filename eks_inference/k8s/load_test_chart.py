@@ -30,6 +30,7 @@ from cdk8s import Chart
 from constructs import Construct
 
 from eks_inference.config import LoadTestSpec
+from eks_inference.k8s.load_test_nodes import CLIENT_RESOURCES, LOADTEST_NODES, LOADTEST_TAINT_KEY, REPORT_RESOURCES
 from eks_inference.k8s.objects import PART_OF, emit
 from eks_inference.k8s.pod import (
     Resources,
@@ -45,11 +46,10 @@ from eks_inference.k8s.serving_chart import (
     ServingTarget,
 )
 
+NOT_EVICTABLE = {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"}
+"""A running client is never evicted to consolidate nodes (a retried client would send its schedule twice); once
+its pod has Succeeded or Failed, the Cluster Autoscaler no longer counts it and removes the empty node."""
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
-CLIENT_RESOURCES = Resources(cpu="1", memory="1Gi")
-"""Guaranteed QoS: a throttled client falls behind its schedule, and the report would blame the target."""
-REPORT_RESOURCES = Resources(cpu="250m", cpu_limit="1", memory="1Gi")
-"""The report pod mostly waits for client files; it needs a core only for the final merge and plots."""
 DNS_LABEL_MAX = 63
 
 # checkov reads these per object; each says why the check does not apply here.
@@ -106,6 +106,7 @@ class LoadTestPlan:
             "--wait-ready", str(s.ready_timeout_s), "--skip-if-exists", "--verify",
             "--target-name", target.name, "--processor", target.processor.value,
             "--instance-type", target.instance_type, "--nodes", str(target.nodes), "--region", self.region,
+            *(["--placement", target.placement] if target.placement else []),
             "--no-progress",
             "--out", f"{self.run_uri}/{target.name}/",
         ]
@@ -122,12 +123,17 @@ class LoadTestPlan:
              resources: Resources) -> dict[str, Any]:
         return {
             "metadata": {"labels": {**PART_OF, ROLE_LABEL: "loadtest", "app.kubernetes.io/component": component,
-                                    "eks-inference/run-id": self.spec.run_id}},
+                                    "eks-inference/run-id": self.spec.run_id},
+                         "annotations": dict(NOT_EVICTABLE)},
             "spec": {
                 "serviceAccountName": LOADTEST_SERVICE_ACCOUNT,
                 "automountServiceAccountToken": False,
                 "restartPolicy": "Never",
-                "nodeSelector": {PROCESSOR_LABEL: "system"},
+                # Nodes of their own (the load-test node group, at zero between runs), away from the operators,
+                # the Ray heads and the targets they measure.
+                "nodeSelector": {PROCESSOR_LABEL: LOADTEST_NODES},
+                "tolerations": [{"key": LOADTEST_TAINT_KEY, "operator": "Equal", "value": "true",
+                                 "effect": "NoSchedule"}],
                 "securityContext": restricted_pod_security_context(),
                 "containers": [{
                     "name": name,
@@ -176,12 +182,6 @@ class LoadTestPlan:
             "spec": spec,
         }
 
-    def pod_requests(self, targets: Sequence[ServingTarget]) -> list[tuple[str, Resources]]:
-        """(pod, resources) of every pod a run starts at once: all clients of all targets and the report."""
-        clients = [(f"load-test client of {t.name}", CLIENT_RESOURCES) for t in targets
-                   for _ in range(self.spec.clients)]
-        return [*clients, ("load-test report", REPORT_RESOURCES)]
-
 
 def job_name(stem: str, spec: dict[str, Any], token_ids: Mapping[str, str] | None = None) -> str:
     """``{stem}-{hash of the spec}``, cut to fit a DNS label.
@@ -220,3 +220,4 @@ class LoadTestChart(Chart):
         # own policies (ServingChart), which exist whether or not a run does.
         for i, job in enumerate(self.jobs):
             emit(self, f"Job{i}", job)
+

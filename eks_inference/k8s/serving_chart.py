@@ -10,7 +10,19 @@ from typing import Any
 from cdk8s import Chart
 from constructs import Construct
 
-from eks_inference.config import RAY_VERSION, ConfigError, ModelSpec, PlatformConfig, Processor, worker_pod_requests
+from eks_inference.config import (
+    AUTOSCALER_SIDECAR_CPU_MILLIS,
+    AUTOSCALER_SIDECAR_MEMORY_MIB,
+    HEAD_CPU_MILLIS,
+    HEAD_MEMORY_MIB,
+    RAY_VERSION,
+    ConfigError,
+    ModelSpec,
+    PlatformConfig,
+    Processor,
+    worker_pod_requests,
+)
+from eks_inference.costs import target_placement
 from eks_inference.k8s.kuberay_operator import OPERATOR as KUBERAY_OPERATOR
 from eks_inference.k8s.objects import (
     PART_OF,
@@ -34,6 +46,7 @@ from eks_inference.k8s.ray_service import (
     MIB,
     RAY_PORTS,
     SERVE_PORT,
+    AutoscalerOptions,
     GcsFaultTolerance,
     HeadGroup,
     RayPod,
@@ -111,6 +124,9 @@ class ServingTarget:
     nodes: int
     serve_config: Mapping[str, Any]
     ray_service: RayServiceSpec
+    placement: str = ""
+    """Every pod of the target at its share of its node (:func:`eks_inference.costs.target_placement`), as
+    ``loadtest run --placement`` takes it: the report prices the target from it."""
 
 
 def plan_targets(config: PlatformConfig, *, images: Mapping[Processor, str], repository_uri: str,
@@ -126,7 +142,6 @@ def plan_targets(config: PlatformConfig, *, images: Mapping[Processor, str], rep
                           "pass the store the stacks provision (GcsStore), or set gcs_fault_tolerance to false")
     gcs = gcs_store if config.ray.gcs_fault_tolerance else None
     targets = []
-    system = next(g for g in config.enabled_node_groups if g.processor is None)
     for model in config.models:
         model_uri, artifact_uri = model_repository_uris(repository_uri, model)
         for processor in model.processors:
@@ -138,14 +153,22 @@ def plan_targets(config: PlatformConfig, *, images: Mapping[Processor, str], rep
             serve_config = render_serve_config(model, processor, model_uri=model_uri, artifact_uri=artifact_uri,
                                                compile_on_miss=False, compile_hint=compile_hint(name, namespace_))
             rs = _ray_service(name, namespace_, model, processor, image=images[processor], serve_config=serve_config,
-                              region=region, gcs=gcs, head_on_system=system.architecture == processor.architecture)
+                              region=region, gcs=gcs,
+                              head_on_system=config.head_node_group(processor).processor is None)
             worker_nodes = rs.workers[0].replicas if not model.shares_node else 1
             targets.append(ServingTarget(
                 model=model, processor=processor, name=name, url=serve_url(model, processor, namespace_),
                 instance_type=group.instance_types[0], nodes=worker_nodes, serve_config=serve_config,
-                ray_service=rs,
+                ray_service=rs, placement=target_placement(config, model, processor).to_arg(),
             ))
     return targets
+
+
+def _resources(cpu_m: int, memory_mib: int, cpu_limit: str | None = None) -> Resources:
+    """Requests from config's figures (what :mod:`eks_inference.costs` prices), written as a person would."""
+    cpu = f"{cpu_m // 1000}" if cpu_m % 1000 == 0 else f"{cpu_m}m"
+    memory = f"{memory_mib // 1024}Gi" if memory_mib % 1024 == 0 else f"{memory_mib}Mi"
+    return Resources(cpu=cpu, cpu_limit=cpu_limit, memory=memory)
 
 
 def _ray_service(name: str, namespace_: str, model: ModelSpec, processor: Processor, *, image: str,
@@ -200,7 +223,7 @@ def _ray_service(name: str, namespace_: str, model: ModelSpec, processor: Proces
     )
     head = HeadGroup(pod=RayPod(
         image=image,
-        resources=Resources(cpu="1", memory="3Gi"),
+        resources=_resources(HEAD_CPU_MILLIS, HEAD_MEMORY_MIB),
         # The head runs the processor's image; it lands on system nodes when their architecture matches
         # (x86 system nodes host Inferentia, GPU and x86 CPU heads), otherwise on its processor's nodes.
         node_selector={PROCESSOR_LABEL: "system" if head_on_system else processor.value},
@@ -211,7 +234,8 @@ def _ray_service(name: str, namespace_: str, model: ModelSpec, processor: Proces
         labels={**labels, RAY_ROLE_LABEL: "head"},
         object_store_bytes=HEAD_OBJECT_STORE_BYTES,
         extra_volumes=(api_access_volume(),),
-    ))
+    ), autoscaler=AutoscalerOptions(resources=_resources(AUTOSCALER_SIDECAR_CPU_MILLIS, AUTOSCALER_SIDECAR_MEMORY_MIB,
+                                                        cpu_limit="500m")))
     return RayServiceSpec(name=name, namespace=namespace_, labels=labels, ray_version=RAY_VERSION,
                           serve_config=serve_config, head=head, workers=[worker],
                           initializing_timeout_s=s.initializing_timeout_s, gcs_fault_tolerance=gcs)

@@ -17,7 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from eks_inference.config import KUBERNETES_VERSION, CapacityType, PlatformConfig, instance_family
+from eks_inference.config import KUBERNETES_VERSION, CapacityType, NodeGroupSpec, PlatformConfig, instance_family
+from eks_inference.k8s.load_test_nodes import load_test_node_group
 from eks_inference.ops.assembly import DEFAULT_BOOTSTRAP_PARAMETER, Assembly, stack_names
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
@@ -201,8 +202,15 @@ def check_bootstrap(ctx: Context, aws: Clients) -> Check:
     return Check("cdk bootstrap", PASS, f"version {version} (templates need {need}), stack {TOOLKIT_STACK} {toolkit}")
 
 
+def _groups(config: PlatformConfig) -> list[NodeGroupSpec]:
+    """Every node group the stacks create: the configured ones and the load-test clients' (zero nodes between runs,
+    but a run needs its quota and its instance type in every zone)."""
+    targets = sum(len(m.processors) for m in config.models)
+    return [*config.enabled_node_groups, load_test_node_group(config.loadtest, targets)]
+
+
 def _vcpus(ctx: Context, aws: Clients) -> dict[str, int]:
-    types = sorted({t for g in ctx.config.enabled_node_groups for t in g.instance_types})
+    types = sorted({t for g in _groups(ctx.config) for t in g.instance_types})
     found = aws("ec2").describe_instance_types(InstanceTypes=types)["InstanceTypes"]
     return {t["InstanceType"]: int(t["VCpuInfo"]["DefaultVCpus"]) for t in found}
 
@@ -217,7 +225,7 @@ def check_quotas(ctx: Context, aws: Clients) -> list[Check]:
         return [Check("vCPU quotas", FAIL, f"cannot describe the instance types: {_error(e)}",
                       "check the instance types in cdk.json exist in this region")]
     need: dict[tuple[str, CapacityType], list[tuple[str, int]]] = {}
-    for g in ctx.config.enabled_node_groups:
+    for g in _groups(ctx.config):
         cls = quota_class(instance_family(g.instance_types[0]))
         if cls is None:
             continue
@@ -257,7 +265,7 @@ def check_offerings(ctx: Context, aws: Clients) -> Check:
         listed = ec2.describe_availability_zones(Filters=[{"Name": "zone-type", "Values": ["availability-zone"]},
                                                           {"Name": "state", "Values": ["available"]}])
         zones = sorted(z["ZoneName"] for z in listed["AvailabilityZones"])[: ctx.config.max_azs]
-    types = sorted({t for g in ctx.config.enabled_node_groups for t in g.instance_types})
+    types = sorted({t for g in _groups(ctx.config) for t in g.instance_types})
     offered: set[tuple[str, str]] = set()
     paginator = ec2.get_paginator("describe_instance_type_offerings")
     for page in paginator.paginate(LocationType="availability-zone",

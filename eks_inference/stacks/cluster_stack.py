@@ -12,6 +12,7 @@ from eks_inference.config import PlatformConfig, Processor
 from eks_inference.constructs.cluster_logging import ClusterLogging
 from eks_inference.constructs.inference_cluster import InferenceCluster
 from eks_inference.constructs.observability import ClusterObservability
+from eks_inference.k8s.load_test_nodes import load_test_node_group
 from eks_inference.k8s.serving_chart import NAMESPACE
 from eks_inference.nag import acknowledge, checkov_skip
 from eks_inference.observability.rules import rules_for
@@ -44,6 +45,7 @@ class ClusterStack(Stack):
             admin_role_arn=config.admin_role_arn,
             addons=config.addons,
             cluster_name=cluster_name,
+            load_test_nodes=load_test_node_group(config.loadtest, sum(len(m.processors) for m in config.models)),
         )
         self.cluster = self.inference_cluster.cluster
         self.logging.before(self.cluster)

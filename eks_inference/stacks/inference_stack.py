@@ -110,7 +110,7 @@ class InferenceStack(Stack):
                 results_uri=f"{self.repository.uri}/{RESULTS_PREFIX.rstrip('/')}", region=self.region,
                 token_ids={image.image_uri: image.identity,
                            self.repository.uri: f"s3://{self.repository.node.path}"})
-        self._check_system_capacity(config, inference_cluster, plan)
+        self._check_system_capacity(config, inference_cluster)
 
         k8s_app = cdk8s.App()
         self.serving_chart = ServingChart(k8s_app, "serving", targets=self.targets, metrics_cidrs=metrics_cidrs,
@@ -170,10 +170,10 @@ class InferenceStack(Stack):
         if policy is not None:
             manifest.node.add_dependency(policy)
 
-    def _check_system_capacity(self, config: PlatformConfig, inference_cluster: InferenceCluster,
-                               plan: LoadTestPlan | None) -> None:
-        """Operators, Ray heads placed there and a run's load-test pods must fit the system nodes at their
-        configured size: nothing scales that group, and pods that do not fit wait until their deadline."""
+    def _check_system_capacity(self, config: PlatformConfig, inference_cluster: InferenceCluster) -> None:
+        """Operators and the Ray heads placed there must fit the system nodes at their configured size: the
+        Cluster Autoscaler runs on them, and pods that do not fit wait until their deadline. A run's load-test
+        pods go to nodes of their own (``InferenceCluster.load_test_group``)."""
         system = next(g for g in config.enabled_node_groups if g.processor is None)
         heads = [PodRequest.of(f"Ray head of {t.name}", t.ray_service.head.requests) for t in self.targets
                  if t.ray_service.head.pod.node_selector.get("eks-inference/processor") == "system"]
@@ -185,10 +185,6 @@ class InferenceStack(Stack):
                                                      for h in heads],
                            extra_what="a NewCluster upgrade (a second Ray head per RayService)",
                            extra_fix="move work off the system nodes", at_max_size=True)
-        if plan is not None:
-            extra = [PodRequest.of(name, res) for name, res in plan.pod_requests(self.targets)]
-            check_system_group(system, base=base, extra=extra, extra_what=f"loadtest run {plan.spec.run_id!r}",
-                               extra_fix="lower loadtest.clients")
 
     def _pod_role(self, construct_id: str, description: str, service_account: str, cluster_arn: str) -> iam.Role:
         """An IAM role that EKS Pod Identity hands only to ``service_account``'s pods in this cluster's namespace."""

@@ -109,3 +109,9 @@ def sizes_of(family: str) -> list[str]:
     """The sizes the table lists for a family, smallest first."""
     return [n.split(".", 1)[1] for n, t in sorted(INSTANCE_TYPES.items(), key=lambda kv: kv[1].vcpus)
             if n.split(".", 1)[0] == family]
+
+
+HOST_FAMILIES: dict[str, tuple[str, int]] = {"intel": ("c7i", 2), "amd": ("c7a", 1), "arm": ("c7g", 1)}
+"""The compute family a machine of each CPU vendor is priced as, and how many vCPUs that family gives per physical
+core: c7i (Intel Sapphire Rapids) exposes both hyperthreads of a core, c7a (AMD EPYC Genoa) and c7g (Graviton3)
+one vCPU per core, SMT off (EC2 instance type pages, "Processor" and "threads per core")."""

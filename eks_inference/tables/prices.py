@@ -31,6 +31,9 @@ _US = {
     "c7i.large": 0.08925, "c7i.xlarge": 0.1785, "c7i.2xlarge": 0.3570,
     # added 2026-11-29 (same pages): the system node groups' type and the prod cpu group's, for plan and costs
     "m7i.large": 0.1008, "m7i.xlarge": 0.2016, "c7i.4xlarge": 0.7140,
+    # added 2026-12-06 (same pages): the families a local machine is priced as (AMD, Graviton) in its small sizes
+    "c7a.medium": 0.05131, "c7a.large": 0.10262, "c7a.xlarge": 0.20524, "c7a.2xlarge": 0.41048,
+    "c7g.medium": 0.0363, "c7g.large": 0.0725,
 }
 _EU_WEST_1 = {
     "m7g.large": 0.0914, "m7g.xlarge": 0.1827,
@@ -93,7 +96,8 @@ DEFAULT_PRICES = PriceTable(
     note=(
         "A snapshot of public list prices, not a quote: no Savings Plans, Spot, reserved or EKS control-plane "
         "($0.10/h per cluster) costs. us-west-2 matches us-east-1 for these types. m7i.large, m7i.xlarge and "
-        "c7i.4xlarge were added on 2026-11-29. Check current prices and override with --prices FILE."
+        "c7i.4xlarge were added on 2026-11-29, c7a (medium to 2xlarge), c7g.medium and c7g.large in us-east-1 and "
+        "us-west-2 on 2026-12-06. Check current prices and override with --prices FILE."
     ),
     prices={"us-east-1": _US, "us-west-2": dict(_US), "eu-west-1": _EU_WEST_1},
 )

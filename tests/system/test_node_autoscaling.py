@@ -46,7 +46,7 @@ CA_INSTANCE_TYPES: dict[str, tuple[int, int, int, str]] = {
     "c7g.2xlarge": (8, 16384, 0, "arm64"), "c7g.4xlarge": (16, 32768, 0, "arm64"),
     "inf2.xlarge": (4, 16384, 0, "amd64"), "inf2.8xlarge": (32, 131072, 0, "amd64"),
     "g5.xlarge": (4, 16384, 1, "amd64"), "g6.xlarge": (4, 16384, 1, "amd64"),
-    "c7i.2xlarge": (8, 16384, 0, "amd64"), "c7i.4xlarge": (16, 32768, 0, "amd64"),
+    "c7i.xlarge": (4, 8192, 0, "amd64"), "c7i.2xlarge": (8, 16384, 0, "amd64"), "c7i.4xlarge": (16, 32768, 0, "amd64"),
 }
 EFFECTS = {"NO_SCHEDULE": "NoSchedule", "NO_EXECUTE": "NoExecute", "PREFER_NO_SCHEDULE": "PreferNoSchedule"}
 NEURON_DEVICE_PLUGIN = ("neuron-device-plugin", 0, 0)

@@ -78,7 +78,8 @@ def test_admin_access_entry(assemblies: dict[str, Assembly]) -> None:
 
 def test_node_groups_ami_instances_labels_taints(assemblies: dict[str, Assembly]) -> None:
     groups = nodegroups(cluster_template(assemblies))
-    assert set(groups) == {"system", "graviton", "inferentia"}  # gpu and cpu are off by default
+    # gpu and cpu are off by default; the load-test clients' group is always there, at zero nodes between runs
+    assert set(groups) == {"system", "graviton", "inferentia", "loadtest"}
     assert groups["graviton"]["AmiType"] == "AL2023_ARM_64_STANDARD"
     assert groups["graviton"]["InstanceTypes"] == ["c7g.2xlarge"]
     assert "Taints" not in groups["graviton"] or groups["graviton"]["Taints"] == []
@@ -87,6 +88,10 @@ def test_node_groups_ami_instances_labels_taints(assemblies: dict[str, Assembly]
     neuron_taint = {"Key": "aws.amazon.com/neuron", "Value": "true", "Effect": "NO_SCHEDULE"}
     assert groups["inferentia"]["Taints"] == [neuron_taint]
     assert groups["system"]["AmiType"] == "AL2023_x86_64_STANDARD"
+    loadtest = groups["loadtest"]
+    assert (loadtest["AmiType"], loadtest["InstanceTypes"]) == ("AL2023_x86_64_STANDARD", ["c7i.xlarge"])
+    assert loadtest["Taints"] == [{"Key": "eks-inference/loadtest", "Value": "true", "Effect": "NO_SCHEDULE"}]
+    assert (loadtest["ScalingConfig"]["MinSize"], loadtest["ScalingConfig"]["MaxSize"]) == (0, 2)
     for processor, props in groups.items():
         assert props["Labels"] == {"eks-inference/processor": processor}
         start = initial_size(assemblies["dev"].template("-Cluster"), props)
@@ -127,7 +132,7 @@ def test_optional_gpu_and_cpu_groups() -> None:
 def test_nodes_require_imdsv2_and_encrypted_volumes(assemblies: dict[str, Assembly]) -> None:
     t = cluster_template(assemblies)
     lts = t.find_resources("AWS::EC2::LaunchTemplate")
-    assert len(lts) == 3
+    assert len(lts) == 4
     for lt in lts.values():
         data = lt["Properties"]["LaunchTemplateData"]
         assert data["MetadataOptions"] == {"HttpEndpoint": "enabled", "HttpTokens": "required",
@@ -152,7 +157,7 @@ def test_node_role_is_minimal(assemblies: dict[str, Assembly]) -> None:
 
 def test_no_default_capacity(assemblies: dict[str, Assembly]) -> None:
     t = cluster_template(assemblies)
-    t.resource_count_is("AWS::EKS::Nodegroup", 3)
+    t.resource_count_is("AWS::EKS::Nodegroup", 4)
     t.resource_count_is("AWS::AutoScaling::AutoScalingGroup", 0)
 
 

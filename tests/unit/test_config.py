@@ -242,6 +242,17 @@ def test_loadtest_run_id_and_rates() -> None:
         LoadTestSpec(rates=(0,))
 
 
+def test_loadtest_clients_run_on_an_x86_cpu_type_of_the_table() -> None:
+    """The load-test image is linux/amd64: its node group must be an x86 CPU family, in a size the table knows."""
+    assert LoadTestSpec().client_instance_type == "c7i.xlarge"
+    with pytest.raises(ConfigError, match=r"^loadtest.client_instance_type: 'c7g.xlarge' is not an x86 CPU instance "
+                                          r"type \(the load-test image is linux/amd64\); use one of the families "):
+        LoadTestSpec(client_instance_type="c7g.xlarge")
+    with pytest.raises(ConfigError, match=r"^loadtest.client_instance_type: 'c7i.medium' is not a size in the "
+                                          r"instance table .*; use one of the sizes large, xlarge"):
+        LoadTestSpec(client_instance_type="c7i.medium")
+
+
 def test_node_group_architecture_is_derived_from_family() -> None:
     def arch(processor: Processor, instance: str) -> str:
         return NodeGroupSpec(name="g", processor=processor, instance_types=(instance,)).architecture

@@ -18,10 +18,12 @@ from eks_inference.config import (
     AddonVersions,
     ConfigError,
     EndpointAccess,
+    LoadTestSpec,
     NodeGroupSpec,
     Processor,
 )
 from eks_inference.constructs.inference_cluster import NEURON_SCHEDULER_NAME, InferenceCluster
+from eks_inference.k8s.load_test_nodes import load_test_node_group
 
 ADDONS = AddonVersions()
 SYSTEM = NodeGroupSpec(name="system", processor=None, instance_types=("m7i.large",), min_size=1)
@@ -30,6 +32,7 @@ GPU_OFF = NodeGroupSpec(name="gpu", processor=Processor.GPU, instance_types=("g6
 ADD_METHODS = ("add_pod_identity_agent", "add_vpc_cni", "add_kuberay_operator", "add_metrics_server",
                "add_neuron_device_plugin", "add_cluster_autoscaler", "add_nvidia_device_plugin")
 HELM = "Custom::AWSCDK-EKS-HelmChart"
+LOAD_TEST = load_test_node_group(LoadTestSpec(), 2)
 
 
 def bare_stack(name: str) -> tuple[Stack, ec2.Vpc]:
@@ -235,8 +238,16 @@ def vpc_for_refusals() -> ec2.Vpc:
       "addons": AddonVersions(cluster_autoscaler_image="v1.35.0")},
      rf"^addons\.cluster_autoscaler_image: 'v1\.35\.0' is not a Cluster Autoscaler for Kubernetes "
      rf"{KUBERNETES_VERSION}; use the newest"),
+    ({"node_groups": [SYSTEM], "public_access_cidrs": ["203.0.113.0/24"], "node_autoscaling": False,
+      "load_test_nodes": LOAD_TEST},
+     r"^load_test_nodes: the load-test node group stays at zero nodes without the Cluster Autoscaler; keep "
+     r"node_autoscaling on, or leave load_test_nodes out$"),
+    ({"node_groups": [SYSTEM, NodeGroupSpec(name="loadtest-clients", processor=Processor.CPU,
+                                            instance_types=("c7i.xlarge",))],
+      "public_access_cidrs": ["203.0.113.0/24"], "load_test_nodes": LOAD_TEST},
+     r"^node_groups: 'loadtest-clients' is the load-test node group's name; rename your group$"),
 ], ids=["no-system-group", "public-without-cidrs", "public-to-everyone", "neuron-scheduler-minor",
-        "autoscaler-minor"])
+        "autoscaler-minor", "load-test-nodes-without-autoscaler", "load-test-group-name-taken"])
 def test_bad_configuration_is_refused_before_any_resource(vpc_for_refusals: ec2.Vpc, kwargs: dict[str, Any],
                                                           message: str, request: pytest.FixtureRequest) -> None:
     """GIVEN a configuration the cluster cannot honour safely WHEN the construct is built THEN a ConfigError names

@@ -160,7 +160,8 @@ def test_launch_template_change_rolls_the_nodes_of_its_group(assemblies: dict[st
 
 def test_replacement_cascades_through_create_only_references(assemblies: dict[str, Assembly]) -> None:
     """A new RoleName replaces the node role; NodeRole is create-only on AWS::EKS::Nodegroup, so every group
-    that uses the role is replaced as well, although its own properties did not change."""
+    that uses the role (dev's three and the load-test clients') is replaced as well, although its own properties did
+    not change."""
     def rename_role(t: Template) -> None:
         role = next(r for lid, r in t["Resources"].items() if lid.startswith("InferenceClusterNodeRole")
                 and r["Type"] == "AWS::IAM::Role")
@@ -169,7 +170,7 @@ def test_replacement_cascades_through_create_only_references(assemblies: dict[st
     d = edited(assemblies, "Cluster", rename_role)
     k = kinds(d)
     groups = {lid: v for lid, v in k.items() if "Nodegroup" in lid}
-    assert len(groups) == 3 and all(v == ["replace"] for v in groups.values())
+    assert len(groups) == 4 and all(v == ["replace"] for v in groups.values())
     assert [v for lid, v in k.items() if lid.startswith("InferenceClusterNodeRole")] == [["replace"]]
     assert "refers to InferenceClusterNodeRole" in render_text(d)
 

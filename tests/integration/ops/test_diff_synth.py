@@ -106,8 +106,9 @@ def test_node_group_instance_type_is_a_replacement(run_assembly: Assembly, varia
     """During load-test run run-001, graviton c7g.2xlarge → c7g.4xlarge and max_size + 2, with what the app
     derives from them: the node group's name (it carries a hash of its instance types, so that CloudFormation can
     replace it), the Cluster Autoscaler's priority pattern for that name, and the graviton client Job's
-    --instance-type, which changes that Job's spec and so its name (a new Job replaces it). The RayService does
-    not change: its worker bounds follow the model's replica bounds, not the node group."""
+    --instance-type and --placement (what the target occupies, priced by the report), which change that Job's spec
+    and so its name (a new Job replaces it). The RayService does not change: its worker bounds follow the model's
+    replica bounds, not the node group."""
     rc, out = run_diff(run_assembly.path, variant_assemblies["graviton"], "json", capsys)
     doc = json.loads(out)
     assert rc == 1 and doc["asset_churn"] is None
@@ -118,8 +119,12 @@ def test_node_group_instance_type_is_a_replacement(run_assembly: Assembly, varia
     assert len(jobs) == 2
     assert all(j.startswith("Job eks-inference-loadtest/loadtest-run-001-minilm-graviton-") for j in jobs)
     changes = rows(doc)
-    (args_change,) = [c for c in changes if c[2] == new_job]
-    assert args_change[3].startswith("spec.template.spec.containers[client].args[")
+    args_changes = {c for c in changes if c[2] == new_job}
+    assert all(c[3].startswith("spec.template.spec.containers[client].args[") for c in args_changes)
+    (args_change,) = [c for c in args_changes if c[4] == '"c7g.2xlarge"']
+    (placement_change,) = args_changes - {args_change}
+    assert placement_change[4].startswith('"workers=c7g.2xlarge:') and placement_change[5].startswith(
+        '"workers=c7g.4xlarge:')
     (name_change,) = [c for c in changes if c[3] == "NodegroupName" and c[1] == "AWS::EKS::Nodegroup"]
     old_name, new_name = (json.loads(v) for v in name_change[4:])
     assert old_name.startswith("graviton-") and new_name.startswith("graviton-") and old_name != new_name
@@ -138,6 +143,7 @@ def test_node_group_instance_type_is_a_replacement(run_assembly: Assembly, varia
         (CLUSTER, "AWS::EKS::Nodegroup", "", "InstanceTypes[0]", '"c7g.2xlarge"', '"c7g.4xlarge"'),
         max_change, name_change, priority_change,
         (INFERENCE, "Custom::AWSCDK-EKS-KubernetesResource", new_job, args_change[3], '"c7g.2xlarge"', '"c7g.4xlarge"'),
+        placement_change,
     }
     (nodegroup,) = [k for k in kinds if "GravitonNodeGroup" in k and "NodeCount" not in k]
     assert kinds[nodegroup] == ["replace"]

@@ -135,10 +135,11 @@ def _quota_response(code: str, name: str, value: float) -> dict[str, Any]:
 def test_low_quotas_block(moto: str) -> None:
     """Need per class at max_size (moto's EC2 data gives the vCPUs): Inf = inferentia max_size × 4 vCPUs
     (inf2.xlarge) against a quota of 0; Standard = system max × 2 (m7i.large) + graviton max × 8 (c7g.2xlarge)
-    against a quota just above it."""
+    + the load-test clients' 2 × 4 (c7i.xlarge, dev's 2 clients on 2 targets and the report) against a quota just
+    above it."""
     groups = {g["name"]: g for g in cdk_context()[ENVIRONMENTS_KEY]["dev"]["node_groups"]}
     n_inf, n_sys, n_grav = (groups[n]["max_size"] for n in ("inferentia", "system", "graviton"))
-    inf_need, std_need = n_inf * 4, n_sys * 2 + n_grav * 8
+    inf_need, std_need = n_inf * 4, n_sys * 2 + n_grav * 8 + 2 * 4
     sq = boto3.client("service-quotas", region_name="us-west-2")
     with Stubber(sq) as stub:
         stub.add_response("get_service_quota", _quota_response("L-1945791B", "Running On-Demand Inf instances", 0.0),
@@ -153,7 +154,7 @@ def test_low_quotas_block(moto: str) -> None:
     assert inf.found == f"Running On-Demand Inf instances: 0 vCPUs; need {inf_need} vCPUs (inferentia {n_inf}×4)"
     assert inf.fix.startswith(f'request {inf_need} in Service Quotas → Amazon EC2 → "Running On-Demand Inf instances"')
     assert (std.check, std.status) == ("quota L-1216C47A", "pass")
-    assert f"need {std_need} vCPUs (system {n_sys}×2, graviton {n_grav}×8)" in std.found
+    assert f"need {std_need} vCPUs (system {n_sys}×2, graviton {n_grav}×8, loadtest-clients 2×4)" in std.found
 
 
 def _addon_versions(name: str, *versions: str) -> dict[str, Any]:
