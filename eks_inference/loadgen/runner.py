@@ -673,7 +673,8 @@ async def _search(config: RunConfig, search: SearchSpec, measure: Measure,
         verdict, why = judge(c, slo_ms=search.slo_p99_ms, max_error_rate=config.max_error_rate,
                              percentile=search.percentile)
         extra = 0
-        while ((verdict in ("unsure", "untrusted") or c["unstable"] or c["repeats_excluded"])
+        # a fail shown with confidence stays one whatever another measurement says: only the rest is measured again
+        while (verdict != "fail" and (verdict in ("unsure", "untrusted") or c["unstable"] or c["repeats_excluded"])
                and extra < config.repeats and left_for(step_s)):
             notes.append(f"search {spec.label}: {verdict}{' and unstable' if c['unstable'] else ''} ({why}); "
                          "measuring it again")
