@@ -86,7 +86,7 @@ demo: setup  ## set up, synthesize every stack, serve the bundled model locally,
 	  echo "   (SLO on p95: 8 s steps hold a few hundred requests at the lower rates, too few for a p99 interval)"; \
 	  rm -rf $(DEMO_OUT); \
 	  $(EI) loadtest run --url $(DEMO_URL) --search --capacity-fractions $(DEMO_START) --repeats $(DEMO_REPEATS) \
-	    --duration 8 --warmup 2 --budget 300 --timeout 10 --wait-ready 120 --verify --target-name local-minilm-cpu \
+	    --duration 8 --warmup 2 --budget 300 --search-steps 5 --timeout 10 --wait-ready 120 --verify --target-name local-minilm-cpu \
 	    --processor cpu --price-as $(DEMO_PRICE_AS) --slo-p99-ms 250 --slo-percentile p95 \
 	    --out $(DEMO_OUT)/results/; \
 	  $(EI) loadtest report $(DEMO_OUT)/results --out $(DEMO_OUT)/report --slo-p99-ms 250
