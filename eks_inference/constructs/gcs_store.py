@@ -25,9 +25,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aws_cdk import Fn, RemovalPolicy
+from aws_cdk import Aws, Fn, RemovalPolicy
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_elasticache as elasticache
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
@@ -95,3 +96,17 @@ class GcsStore(Construct):
         self.host: str = self.replication_group.attr_primary_end_point_address
         """The primary endpoint: after a failover it names the new primary."""
         self.address = Fn.join("", ["rediss://", self.host, ":", self.replication_group.attr_primary_end_point_port])
+
+    def grant_token_read(self, grantee: iam.IGrantable) -> None:
+        """Let ``grantee`` read the auth token and nothing else: ``GetSecretValue`` on this secret, and ``kms:Decrypt``
+        with the store's key only when Secrets Manager asks for this secret (``kms:ViaService`` and the encryption
+        context Secrets Manager sends, ``SecretARN``: Secrets Manager User Guide, "Secret encryption and decryption
+        in AWS Secrets Manager"). Narrower than ``Secret.grant_read``, which adds ``DescribeSecret`` and any use of the
+        key through Secrets Manager."""
+        arn = self.auth_token.secret_arn
+        grantee.grant_principal.add_to_principal_policy(iam.PolicyStatement(
+            actions=["secretsmanager:GetSecretValue"], resources=[arn]))
+        grantee.grant_principal.add_to_principal_policy(iam.PolicyStatement(
+            actions=["kms:Decrypt"], resources=[self.key.key_arn], conditions={"StringEquals": {
+                "kms:ViaService": f"secretsmanager.{Aws.REGION}.amazonaws.com",
+                "kms:EncryptionContext:SecretARN": arn}}))

@@ -20,11 +20,14 @@ from eks_inference.constructs.registry_scanning import RegistryScanning
 from eks_inference.constructs.trust import pod_identity_role
 from eks_inference.k8s.capacity import COREDNS, PodRequest, check_system_group
 from eks_inference.k8s.compile_chart import CompileChart
+from eks_inference.k8s.gcs_token_chart import SERVICE_ACCOUNT as GCS_TOKEN_SERVICE_ACCOUNT
+from eks_inference.k8s.gcs_token_chart import GcsTokenChart, GcsTokenSync
 from eks_inference.k8s.load_test_chart import LoadTestChart, LoadTestPlan
 from eks_inference.k8s.ray_service import GcsFaultTolerance
 from eks_inference.k8s.serving_chart import (
     COMPILE_SERVICE_ACCOUNT,
     LOADTEST_SERVICE_ACCOUNT,
+    NAMESPACE,
     SERVE_SERVICE_ACCOUNT,
     SERVICE_ACCOUNT_NAMESPACES,
     ServingChart,
@@ -95,6 +98,15 @@ class InferenceStack(Stack):
                                       node_type=config.ray.redis_node_type, replicas=config.ray.redis_replicas)
             gcs = GcsFaultTolerance(host=self.gcs_store.host, port=self.gcs_store.port,
                                     cidrs=tuple(self.gcs_store.subnet_cidrs))
+            # The Job that copies the auth token into the Secret the heads read (k8s/gcs_token_chart.py) may read
+            # that one secret.
+            self.gcs_token_role = pod_identity_role(
+                self, "GcsTokenSyncPodRole", description="GCS token sync: read the GCS store's auth token",
+                cluster_arn=src.cluster_arn, namespace=NAMESPACE, service_account=GCS_TOKEN_SERVICE_ACCOUNT)
+            self.gcs_store.grant_token_read(self.gcs_token_role)
+            self.pod_identities[GCS_TOKEN_SERVICE_ACCOUNT] = eks.CfnPodIdentityAssociation(
+                self, "GcsTokenSyncPodIdentity", cluster_name=src.cluster_name, namespace=NAMESPACE,
+                service_account=GCS_TOKEN_SERVICE_ACCOUNT, role_arn=self.gcs_token_role.role_arn)
         self.targets: list[ServingTarget] = plan_targets(
             config,
             images={Processor(k): v.image_uri for k, v in self.images.items() if k != "loadtest"},
@@ -135,6 +147,9 @@ class InferenceStack(Stack):
             if image_asset is not None:  # published before this stack deploys; stated for the reader
                 manifest.node.add_dependency(image_asset)
             self.target_manifests[chart.target.name] = manifest
+        self.gcs_token_chart: GcsTokenChart | None = None
+        if self.gcs_store is not None:
+            self.gcs_token_chart = self._gcs_token_chart(k8s_app, cluster, inference_cluster)
         # One compile Job per target writes the artifact its replicas wait for.
         self.compile_chart = CompileChart(
             k8s_app, "compile", targets=self.targets, region=self.region,
@@ -156,12 +171,32 @@ class InferenceStack(Stack):
 
         CfnOutput(self, "ModelRepositoryUri", value=self.repository.uri)
         if self.gcs_store is not None:
-            # Where the GCS store's auth token is; docs/operate.md ("Losing the Ray head") copies it into the
-            # Kubernetes Secret the RayServices reference.
+            # Where the GCS store's auth token is; the gcs-token-sync Job copies it into the Kubernetes Secret the
+            # RayServices reference.
             CfnOutput(self, "GcsStoreAuthTokenArn", value=self.gcs_store.auth_token.secret_arn)
             CfnOutput(self, "GcsStoreAddress", value=self.gcs_store.address)
         for name, image in self.images.items():
             CfnOutput(self, f"{name.capitalize()}ImageUri", value=image.image_uri)
+
+    def _gcs_token_chart(self, k8s_app: cdk8s.App, cluster: eks.ICluster,
+                         inference_cluster: InferenceCluster) -> GcsTokenChart:
+        """The sync runs in the first target's image, where its head runs (a head's node group always exists)."""
+        assert self.gcs_store is not None
+        head = self.targets[0].ray_service.head.pod
+        image = self.images[self.targets[0].processor.value]
+        secret_arn = self.gcs_store.auth_token.secret_arn
+        chart = GcsTokenChart(
+            k8s_app, "gcs-token", api_server_cidrs=inference_cluster.api_server_cidrs,
+            sync=GcsTokenSync(secret_arn=secret_arn, image=head.image, region=self.region,
+                              node_selector=head.node_selector),
+            token_ids={image.image_uri: image.identity, secret_arn: self.gcs_store.auth_token.node.path})
+        manifest = cluster.add_cdk8s_chart("GcsTokenChart", chart)
+        manifest.node.add_dependency(self.serving_manifest, inference_cluster.vpc_cni,
+                                     inference_cluster.pod_identity_agent)
+        if image.asset is not None:
+            manifest.node.add_dependency(image.asset)
+        self._wait_for_identity(manifest, GCS_TOKEN_SERVICE_ACCOUNT, self.gcs_token_role)
+        return chart
 
     def _wait_for_identity(self, manifest: Construct, service_account: str, role: iam.Role) -> None:
         """The association and the role's policy must exist before any pod of ``service_account`` does."""
@@ -210,7 +245,8 @@ class InferenceStack(Stack):
         if self.gcs_store is not None:
             acknowledge(self.gcs_store, {
                 "AwsSolutions-SMG4": "The GCS store's auth token is rotated by hand (docs/operate.md, \"Losing the Ray "
-                "head\"): ElastiCache, the Kubernetes Secret and every Ray head must change together.",
+                "head\"): ElastiCache, the Kubernetes Secret (the gcs-token-sync CronJob) and every Ray head must "
+                "change together.",
                 "AwsSolutions-AEC4": "ray.redis_replicas is 0 in this environment: a single node, no Multi-AZ.",
             })
         checkov_skip(repo.access_logs, "AWS::S3::Bucket", {
