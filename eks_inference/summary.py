@@ -228,8 +228,9 @@ def _add_resource(s: AssemblySummary, logical_id: str, kind: str, props: dict[st
                 s.ray_services.append(_ray_service(obj))
             elif obj.get("kind") == "Job":
                 meta = obj.get("metadata", {})
-                compiles = meta.get("labels", {}).get("eks-inference/role") == "compile"
-                (s.compile_jobs if compiles else s.jobs).append(meta.get("name", "?"))
+                role = meta.get("labels", {}).get("eks-inference/role")
+                if role in ("compile", "loadtest"):  # not the GCS token sync, which measures nothing
+                    (s.compile_jobs if role == "compile" else s.jobs).append(meta.get("name", "?"))
 
 
 def _api_access(s: AssemblySummary) -> str:

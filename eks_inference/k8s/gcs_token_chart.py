@@ -2,11 +2,11 @@
 
 With ``ray.gcs_fault_tolerance`` every RayService reads the token from the Kubernetes Secret
 :data:`~eks_inference.k8s.ray_service.GCS_STORE_SECRET` (``gcsFaultToleranceOptions.redisPassword``). The token is
-generated into Secrets Manager and must not pass through a template: CloudFormation resolves ``{{resolve:
-secretsmanager:...}}`` only in the properties of the resources its documentation lists, never in a custom resource's
-(CloudFormation User Guide, "Get values stored in other services using dynamic references": "Dynamic references for
-secure values, such as secretsmanager, aren't currently supported in custom resources"), and a KubernetesManifest is
-a custom resource. So a Job copies it in the cluster (:mod:`eks_inference.serving.gcs_token`):
+generated into Secrets Manager and must not pass through a template, and CloudFormation will not resolve a
+``{{resolve:secretsmanager:...}}`` reference inside a KubernetesManifest: dynamic references to secure values (Parameter
+Store secure strings, Secrets Manager secrets) are not supported in custom resources (CloudFormation User Guide, "Get
+values stored in other services using dynamic references", General considerations), and a KubernetesManifest is one.
+So a Job copies it in the cluster (:mod:`eks_inference.serving.gcs_token`):
 
 - **What.** ``python -m eks_inference.serving.gcs_token`` in the serving image of a head (its boto3, its CA bundle):
   read the secret, create or replace the Secret, print neither. Its name ends in a hash of its spec, like the

@@ -138,3 +138,13 @@ def test_dev_without_gcs_fault_tolerance_renders_none_of_it(assemblies: dict[str
     assert not any(n.startswith(ROLE) for n in names)
     assert not [r for r in dev.template("-Inference")["Resources"].values()
                 if r["Type"] in ("AWS::SecretsManager::Secret", "AWS::ElastiCache::ReplicationGroup")]
+
+
+def test_the_summary_counts_it_neither_as_a_load_test_nor_as_a_compile_job(prod: Prod) -> None:
+    from pathlib import Path
+
+    from eks_inference.summary import summarize
+
+    s = summarize(Path(prod.asm.path))
+    assert not [j for j in (*s.jobs, *s.compile_jobs) if j.startswith(ROLE)]
+    assert s.compile_jobs
