@@ -28,7 +28,7 @@ from eks_inference.config import (
     worker_pod_requests,
 )
 from eks_inference.tables.instance_types import HOST_FAMILIES, INSTANCE_TYPES, InstanceType
-from eks_inference.tables.prices import DEFAULT_PRICES, PriceTable
+from eks_inference.tables.prices import DEFAULT_PRICES, ELASTICACHE_NODES, PriceTable
 
 OTHER_PRICES_DATE = "2026-11-29"
 """When the NAT gateway and EKS control-plane prices below were checked (AWS pricing pages, USD per hour)."""
@@ -118,6 +118,11 @@ def environment_cost(config: PlatformConfig, prices: PriceTable = DEFAULT_PRICES
     lines.append(Line("NAT gateways", "hourly charge, before data processing", NAT_GATEWAY_HOURLY.get(config.region),
                       (n, n, n)))
     lines.append(Line("EKS control plane", "standard support", EKS_CONTROL_PLANE_HOURLY, (1, 1, 1)))
+    if config.ray.gcs_fault_tolerance:  # the GCS store: a primary and its replicas, whatever the load
+        r = config.ray
+        lines.append(Line("GCS store (ElastiCache)", f"{r.redis_node_type}, a primary and {r.redis_replicas} "
+                          f"replica{'s' if r.redis_replicas != 1 else ''}",
+                          ELASTICACHE_NODES.hourly(r.redis_node_type, config.region), (1 + r.redis_replicas,) * 3))
     return EnvironmentCost(config.env_name, config.region, tuple(lines))
 
 

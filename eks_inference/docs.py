@@ -31,7 +31,7 @@ from eks_inference.costs import (
 )
 from eks_inference.k8s.load_test_nodes import load_test_node_group
 from eks_inference.tables.instance_types import INSTANCE_TYPES, INSTANCE_TYPES_DATE
-from eks_inference.tables.prices import DEFAULT_PRICES
+from eks_inference.tables.prices import DEFAULT_PRICES, ELASTICACHE_NODES
 from eks_inference.tables.regions import REGIONS, REGIONS_DATE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -215,7 +215,9 @@ def costs_document(environments: Mapping[str, Any]) -> str:
         "`max_size` — but never below the nodes its models' `min_replicas` keep running once served (the Cluster "
         "Autoscaler does not remove a node that holds a replica, so a group at `min_size: 0` still costs those). "
         f"Instance prices: `eks_inference/tables/prices.py` ({DEFAULT_PRICES.date}, "
-        f"{DEFAULT_PRICES.source}); NAT gateway and EKS control plane: `eks_inference/costs.py` ({OTHER_PRICES_DATE}). "
+        f"{DEFAULT_PRICES.source}); NAT gateway and EKS control plane: `eks_inference/costs.py` ({OTHER_PRICES_DATE}); "
+        f"the GCS store's ElastiCache nodes: `eks_inference/tables/prices.py` ({ELASTICACHE_NODES.date}, "
+        f"{ELASTICACHE_NODES.source}). "
         "List prices, On-Demand, before any discount. Not included, because they depend on use: EBS root volumes, "
         "data transfer and NAT data processing, CloudWatch Logs, KMS keys, S3 and ECR storage, load balancers.",
         "",

@@ -165,6 +165,7 @@ def age_warning(table: PriceTable, *, today: dt.date, max_age_days: int = MAX_PR
             "prices — check current ones and override them with --prices FILE "
             "({\"date\": \"YYYY-MM-DD\", \"prices\": {\"REGION\": {\"TYPE\": USD_PER_HOUR}}})")
 
+
 @dataclass(frozen=True, kw_only=True)
 class LogIngestionPrice:
     """CloudWatch Logs ingestion (Standard log class), USD per GB, by region.
@@ -194,3 +195,29 @@ CLOUDWATCH_LOGS_INGESTION = LogIngestionPrice(
 )
 """Storage ($0.03 per GB-month compressed in us-east-1) and Logs Insights queries ($0.005 per GB scanned) come on top;
 at a retention of weeks, ingestion dominates."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CacheNodePrice:
+    """ElastiCache On-Demand node-hours (Redis OSS), USD per node per hour, by region and node type.
+
+    :param date: when the prices were taken.  :param source: where they came from.
+    :param usd_per_node_hour: ``{region: {node type: USD}}``; a type or region not listed is priced "n/a".
+    """
+
+    date: str
+    source: str
+    usd_per_node_hour: Mapping[str, Mapping[str, float]]
+
+    def hourly(self, node_type: str, region: str) -> float | None:
+        return self.usd_per_node_hour.get(region, {}).get(node_type)
+
+
+_CACHE_US = {"cache.t4g.micro": 0.016, "cache.t4g.small": 0.032, "cache.t4g.medium": 0.065}
+ELASTICACHE_NODES = CacheNodePrice(
+    date="2026-12-07",
+    source="Amazon ElastiCache pricing page, On-Demand nodes, Redis OSS, transcribed by hand",
+    usd_per_node_hour={"us-east-1": _CACHE_US, "us-east-2": _CACHE_US, "us-west-2": _CACHE_US,
+                       "eu-west-1": {"cache.t4g.micro": 0.018, "cache.t4g.small": 0.036, "cache.t4g.medium": 0.072}},
+)
+"""The GCS fault-tolerance store's nodes (``ray.redis_node_type``); backups are off, so node-hours are all of it."""
