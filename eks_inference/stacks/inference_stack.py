@@ -132,6 +132,10 @@ class InferenceStack(Stack):
             self, "Cluster", cluster_name=src.cluster_name, kubectl_provider=src.kubectl_provider)
         # Namespace and service accounts; every target's pods need them.
         self.serving_manifest = cluster.add_cdk8s_chart("ServingChart", self.serving_chart)
+        # The heads' Secret is filled before the first RayService is applied (its heads would wait for it anyway).
+        self.gcs_token_manifest: Construct | None = None
+        if self.gcs_store is not None:
+            self.gcs_token_manifest = self._gcs_token_manifest(k8s_app, cluster, inference_cluster)
         self.target_manifests: dict[str, eks.KubernetesManifest] = {}
         for chart in self.serving_chart.target_charts:
             # overwrite: created with `kubectl apply`, so objects left by an earlier layout are adopted.
@@ -143,13 +147,12 @@ class InferenceStack(Stack):
             manifest.node.add_dependency(inference_cluster.kuberay_operator, inference_cluster.vpc_cni,
                                          inference_cluster.pod_identity_agent)
             self._wait_for_identity(manifest, SERVE_SERVICE_ACCOUNT, self.serving_role)
+            if self.gcs_token_manifest is not None:
+                manifest.node.add_dependency(self.gcs_token_manifest)
             image_asset = self.images[chart.target.processor.value].asset
             if image_asset is not None:  # published before this stack deploys; stated for the reader
                 manifest.node.add_dependency(image_asset)
             self.target_manifests[chart.target.name] = manifest
-        self.gcs_token_chart: GcsTokenChart | None = None
-        if self.gcs_store is not None:
-            self.gcs_token_chart = self._gcs_token_chart(k8s_app, cluster, inference_cluster)
         # One compile Job per target writes the artifact its replicas wait for.
         self.compile_chart = CompileChart(
             k8s_app, "compile", targets=self.targets, region=self.region,
@@ -178,8 +181,8 @@ class InferenceStack(Stack):
         for name, image in self.images.items():
             CfnOutput(self, f"{name.capitalize()}ImageUri", value=image.image_uri)
 
-    def _gcs_token_chart(self, k8s_app: cdk8s.App, cluster: eks.ICluster,
-                         inference_cluster: InferenceCluster) -> GcsTokenChart:
+    def _gcs_token_manifest(self, k8s_app: cdk8s.App, cluster: eks.ICluster,
+                            inference_cluster: InferenceCluster) -> Construct:
         """The sync runs in the first target's image, where its head runs (a head's node group always exists)."""
         assert self.gcs_store is not None
         head = self.targets[0].ray_service.head.pod
@@ -196,7 +199,7 @@ class InferenceStack(Stack):
         if image.asset is not None:
             manifest.node.add_dependency(image.asset)
         self._wait_for_identity(manifest, GCS_TOKEN_SERVICE_ACCOUNT, self.gcs_token_role)
-        return chart
+        return manifest
 
     def _wait_for_identity(self, manifest: Construct, service_account: str, role: iam.Role) -> None:
         """The association and the role's policy must exist before any pod of ``service_account`` does."""

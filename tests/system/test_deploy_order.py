@@ -62,10 +62,14 @@ def requirements(order: DeployOrder, node: Node, objs: list[dict[str, Any]]) -> 
     need: dict[str, Node] = {f"image assets of {node.stack}": Node(node.stack, "#assets")}
     resources = dict(order.resources())
     has_policies = any(o["kind"] == "NetworkPolicy" for o in objs)
+    buckets = [n for n, r in order.resources("AWS::S3::Bucket") if "LoggingConfiguration" in r["Properties"]]
+    reads_bucket = False
+    used: set[tuple[str, str]] = set()
     for obj in objs:
         for spec in pod_specs(obj):
             ns = obj["metadata"]["namespace"]
             sa = spec.get("serviceAccountName", "default")
+            used.add((ns, sa))
             if sa == HEAD_SERVICE_ACCOUNT:  # Ray heads read nothing from AWS: no association, no credentials
                 assert not [n for n, r in order.resources("AWS::EKS::PodIdentityAssociation")
                             if r["Properties"].get("ServiceAccount") == sa]
@@ -76,6 +80,7 @@ def requirements(order: DeployOrder, node: Node, objs: list[dict[str, Any]]) -> 
                 for pnode, pol in order.resources("AWS::IAM::Policy"):
                     if pnode.stack == node.stack and role in references(pol["Properties"]["Roles"]):
                         need[f"policy of {role}"] = pnode
+                        reads_bucket |= buckets[0].logical_id in references(pol["Properties"]["PolicyDocument"])
             need["eks-pod-identity-agent add-on"] = one(order, "AWS::EKS::Addon", AddonName="eks-pod-identity-agent")
             for k, v in spec.get("nodeSelector", {}).items():
                 groups = [n for n, r in order.resources("AWS::EKS::Nodegroup")
@@ -90,10 +95,14 @@ def requirements(order: DeployOrder, node: Node, objs: list[dict[str, Any]]) -> 
             need["KubeRay operator (RayService CRD)"] = one(order, HELM_TYPE, Chart="kuberay-operator")
         if has_policies:
             need["vpc-cni add-on enforcing NetworkPolicies"] = one(order, "AWS::EKS::Addon", AddonName="vpc-cni")
-    buckets = [n for n, r in order.resources("AWS::S3::Bucket") if "LoggingConfiguration" in r["Properties"]]
-    need["model repository bucket"] = buckets[0]
+    if reads_bucket:  # pods whose role reads the model repository (not the GCS token sync's)
+        need["model repository bucket"] = buckets[0]
+    namespaces = {ns for ns, _ in used}
     for other, res in order.resources(MANIFEST_TYPE):
-        if other != node and any(o["kind"] in ("Namespace", "ServiceAccount") for o in manifest_objects(res)):
+        if other != node and any((o["kind"] == "Namespace" and o["metadata"]["name"] in namespaces)
+                                 or (o["kind"] == "ServiceAccount"
+                                     and (o["metadata"].get("namespace"), o["metadata"]["name"]) in used)
+                                 for o in manifest_objects(res)):
             need[f"namespace and service accounts ({other.logical_id})"] = other
     return need
 

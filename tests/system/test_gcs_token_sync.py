@@ -17,7 +17,7 @@ from eks_inference.k8s.gcs_token_chart import ROLE, SERVICE_ACCOUNT
 from eks_inference.k8s.ray_service import GCS_STORE_SECRET
 from eks_inference.k8s.serving_chart import NAMESPACE
 from tests.conftest import Assembly
-from tests.system.cfn import resolve
+from tests.system.cfn import MANIFEST_TYPE, manifest_objects, resolve
 from tests.system.iam import Request, decide, role_policies
 from tests.system.netpol import Endpoint, Policies
 from tests.system.pod_security import enforce_level, forbidden
@@ -148,3 +148,21 @@ def test_the_summary_counts_it_neither_as_a_load_test_nor_as_a_compile_job(prod:
     s = summarize(Path(prod.asm.path))
     assert not [j for j in (*s.jobs, *s.compile_jobs) if j.startswith(ROLE)]
     assert s.compile_jobs
+
+
+def test_its_manifest_waits_for_its_pod_identity_and_the_role_policy(prod: Prod) -> None:
+    """A pod admitted before its Pod Identity association exists never gets credentials (the EKS Pod Identity webhook
+    mutates pods only at admission): CloudFormation must create the association and the policy first."""
+    res = prod.template["Resources"]
+    (manifest,) = [r for r in res.values() if r["Type"] == MANIFEST_TYPE
+                   and any(o["kind"] == "Job" and o["metadata"]["name"].startswith(ROLE) for o in manifest_objects(r))]
+    (assoc_id,) = [rid for rid, r in res.items() if r["Type"] == "AWS::EKS::PodIdentityAssociation"
+                   and r["Properties"]["ServiceAccount"] == SERVICE_ACCOUNT]
+    (policy_id,) = [rid for rid, r in res.items() if r["Type"] == "AWS::IAM::Policy"
+                    and {"Ref": prod.role_id} in r["Properties"]["Roles"]]
+    assert {assoc_id, policy_id} <= set(manifest.get("DependsOn", []))
+    # The RayServices are applied after it, so that their heads usually find the Secret already there.
+    (manifest_id,) = [rid for rid, r in res.items() if r is manifest]
+    services = [r for r in res.values() if r["Type"] == MANIFEST_TYPE
+                and any(o["kind"] == "RayService" for o in manifest_objects(r))]
+    assert services and all(manifest_id in r.get("DependsOn", []) for r in services)
