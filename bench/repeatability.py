@@ -14,7 +14,8 @@ time, so it has a real capacity and a knee, and it feels a busy machine as a mod
 another server instead (the demo's: ``make demo`` leaves none running, start one with ``eks-inference local``).
 Not a timed test: it prints what it measured, with the load average while it ran.
 
-    .venv/bin/python bench/repeatability.py [--cpu-ms 8] [--slo-ms 100] [--duration 8] [--hog-after 25] [--hog-seconds 40]
+    .venv/bin/python bench/repeatability.py [--cpu-ms 8] [--slo-ms 100] [--duration 8] [--hog-after 25]
+        [--hog-seconds 40]
 """
 
 from __future__ import annotations
