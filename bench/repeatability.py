@@ -20,23 +20,17 @@ Not a timed test: it prints what it measured, with the load average while it ran
 
 from __future__ import annotations
 
-import os.path
+import argparse
+import json
+import multiprocessing
+import os
+import subprocess
 import sys
-
-# This file's name shadows the standard library's ``numbers`` (which ``statistics`` imports): run as a script, its
-# folder is first on the path, so it leaves the path before anything else is imported.
-sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != os.path.dirname(os.path.realpath(__file__))]
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import multiprocessing  # noqa: E402
-import os  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
