@@ -94,11 +94,13 @@ class Context:
 
     def addons(self) -> list[tuple[str, str]]:
         """Pinned EKS add-ons: from the synthesized templates when there are some, else from the config (the
-        add-ons :class:`~eks_inference.constructs.inference_cluster.InferenceCluster` installs)."""
+        add-ons :class:`~eks_inference.constructs.inference_cluster.InferenceCluster` installs, and the log agent
+        the cluster stack adds)."""
         found = [(str(r["Properties"]["AddonName"]), str(r["Properties"].get("AddonVersion", "")))
                  for t in self._templates() for r in t.get("Resources", {}).values()
                  if r.get("Type") == "AWS::EKS::Addon"]
-        return found or [("eks-pod-identity-agent", self.config.addons.pod_identity_agent),
+        return found or [("amazon-cloudwatch-observability", self.config.addons.cloudwatch_observability),
+                         ("eks-pod-identity-agent", self.config.addons.pod_identity_agent),
                          ("vpc-cni", self.config.addons.vpc_cni)]
 
     def cluster_name(self) -> str | None:

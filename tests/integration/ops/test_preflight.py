@@ -175,17 +175,21 @@ def test_addon_version_for_the_kubernetes_version(moto: str, assemblies: dict[st
     eks = boto3.client("eks", region_name="us-west-2")
     ctx = context(account=MOTO_ACCOUNT)
     pinned = ctx.config.addons
-    configured = [("eks-pod-identity-agent", pinned.pod_identity_agent), ("vpc-cni", pinned.vpc_cni)]
-    assert ctx.addons() == configured  # no assembly: what InferenceCluster installs, read from the config
+    configured = [("amazon-cloudwatch-observability", pinned.cloudwatch_observability),
+                  ("eks-pod-identity-agent", pinned.pod_identity_agent), ("vpc-cni", pinned.vpc_cni)]
+    assert sorted(ctx.addons()) == configured  # no assembly: what the cluster stack installs, read from the config
     ctx.assembly = load_assembly(assemblies["dev"].path)
-    assert ctx.addons() == configured and ctx.kubernetes_version == "1.36"
+    assert sorted(ctx.addons()) == configured and ctx.kubernetes_version == "1.36"
     assert pinned.pod_identity_agent == "v1.3.10-eksbuild.2"  # what `offered` is written against
+    answers = {"eks-pod-identity-agent": offered, "vpc-cni": ("v9.9.9-eksbuild.1", pinned.vpc_cni),
+               "amazon-cloudwatch-observability": (pinned.cloudwatch_observability,)}
     with Stubber(eks) as stub:
-        stub.add_response("describe_addon_versions", _addon_versions("eks-pod-identity-agent", *offered),
-                          {"addonName": "eks-pod-identity-agent", "kubernetesVersion": "1.36"})
-        stub.add_response("describe_addon_versions", _addon_versions("vpc-cni", "v9.9.9-eksbuild.1", pinned.vpc_cni),
-                          {"addonName": "vpc-cni", "kubernetesVersion": "1.36"})
-        check, cni = pf.check_addons(ctx, pf.Clients("us-west-2", {"eks": eks}))
+        for name, _ in ctx.addons():  # in the order preflight asks
+            stub.add_response("describe_addon_versions", _addon_versions(name, *answers[name]),
+                              {"addonName": name, "kubernetesVersion": "1.36"})
+        checks = {c.check: c for c in pf.check_addons(ctx, pf.Clients("us-west-2", {"eks": eks}))}
+    check, cni = checks["add-on eks-pod-identity-agent"], checks["add-on vpc-cni"]
+    assert checks["add-on amazon-cloudwatch-observability"].status == "pass"
     assert (check.check, check.status) == ("add-on eks-pod-identity-agent", status)
     assert (cni.check, cni.status, cni.found) == ("add-on vpc-cni", "pass",
                                                   f"{pinned.vpc_cni} offered for Kubernetes 1.36")
