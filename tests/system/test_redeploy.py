@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from eks_inference.config import load_environment
 from tests.conftest import ROOT, Assembly
 from tests.system.kubectl_apply import IMMUTABLE, ApplyError, Cluster, deploy, key
 from tests.system.synthesized import manifests, objects
@@ -100,8 +101,10 @@ def test_runs_are_deliberate_and_never_overwrite(redeploy: dict[str, Assembly],
         args = j["spec"]["template"]["spec"]["containers"][0]["args"]
         if args[1] == "run":
             assert "--skip-if-exists" in args
-    for asm in assemblies.values():  # only the compile Jobs, one per model x processor
-        assert {j["metadata"]["labels"]["eks-inference/role"] for j in objects(asm, "Job")} == {"compile"}
+    for env, asm in assemblies.items():  # no load test: the compile Jobs, and where GCS FT is on, its token sync
+        roles = {j["metadata"]["labels"]["eks-inference/role"] for j in objects(asm, "Job")}
+        ft = load_environment(env, cdk_json=ROOT / "cdk.json").ray.gcs_fault_tolerance
+        assert roles == ({"compile", "gcs-token-sync"} if ft else {"compile"})
 
 
 def test_every_kind_we_ship_has_its_update_rules_modelled(redeploy: dict[str, Assembly]) -> None:
