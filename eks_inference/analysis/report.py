@@ -29,7 +29,7 @@ from eks_inference.measure.contention import describe as describe_contention
 from eks_inference.measure.results import REPORT_FORMAT, REPORT_FORMAT_VERSION
 from eks_inference.measure.spec import TargetInfo
 from eks_inference.measure.stats import MIN_SAMPLES, MIN_TAIL_SAMPLES
-from eks_inference.tables.prices import PriceTable
+from eks_inference.tables.prices import PriceTable, pricing_kind
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -49,7 +49,7 @@ CSV_COLUMNS = (
     "p95_ms_lo", "p95_ms_hi", "p99_ms_lo", "p99_ms_hi", "usd_per_million_inferences_at_step_lo",
     "usd_per_million_inferences_at_step_hi",
     # what the host was doing (eks_inference.measure.contention): a contended step is not the server's figure
-    "contended", "contention", "client_wait", "host_psi_some", "host_steal", "client_cpu_of_core",
+    "contended", "contention", "client_wait", "host_psi_some", "host_steal", "host_foreign_busy", "client_cpu_of_core",
 )
 PERCENTILE_LABELS = {"p50": "p50", "p90": "p90", "p95": "p95", "p99": "p99", "p999": "p99.9"}
 FEW = "†"
@@ -79,7 +79,7 @@ def build_document(
         "tool_version": __version__,
         "slo_p99_ms": slo_p99_ms,
         "max_error_rate": max_error_rate,
-        "prices": {"date": prices.date, "source": prices.source, "note": prices.note},
+        "prices": {"date": prices.date, "source": prices.source, "note": prices.note, "kind": prices.kind.value},
         "percentile_min_samples": dict(MIN_SAMPLES),
         "percentile_rule": PERCENTILE_RULE,
         "capacity_rule": CAPACITY_RULE,
@@ -90,7 +90,7 @@ def build_document(
              "verified": t.verified, "unranked_reason": t.unranked_reason,
              "usd_per_million_inferences": t.usd_per_million_inferences,
              "best_inferences_per_s": t.best.summary["inferences_per_s"] if t.best else None,
-             "hourly_usd": t.hourly_usd, "priced_instance_type": t.target.priced_type,
+             "hourly_usd": t.hourly_usd, "pricing": prices.kind.value, "priced_instance_type": t.target.priced_type,
              "priced_as": t.target.price_as is not None}
             for t in targets
         ],
@@ -98,6 +98,11 @@ def build_document(
         "warnings": list(warnings),
         "inputs": list(inputs),
     }
+
+
+def _kind_label(prices: Mapping[str, Any]) -> str:
+    """The pricing kind a report's costs used (reports from before kinds existed used On-Demand list prices)."""
+    return pricing_kind(prices.get("kind"), where="report prices.kind").label
 
 
 COST_PARTS = ("workers", "head", "sidecars")
@@ -146,7 +151,8 @@ def _contention_csv(s: Mapping[str, Any]) -> dict[str, Any]:
     c = s.get("contention") or {}
     return {"contended": bool(s.get("contended")), "contention": describe_contention(c) if c else "not recorded",
             "client_wait": c.get("client_wait"), "host_psi_some": c.get("psi_some"),
-            "host_steal": c.get("host_steal"), "client_cpu_of_core": c.get("client_cpu")}
+            "host_steal": c.get("host_steal"), "host_foreign_busy": c.get("foreign_busy"),
+            "client_cpu_of_core": c.get("client_cpu")}
 
 
 def contention_note(s: Mapping[str, Any]) -> str:
@@ -552,10 +558,11 @@ across clients. Only a series whose answers passed verification against an fp32 
 <h2>Ranking (USD per 1M inferences at the best SLO-meeting step)</h2>
 <div class="wrap"><table id="ranking"><tr><th>rank</th><th class="l">series</th><th class="l">verified</th>
 <th class="l">processor</th>
-<th class="l">instances</th><th class="l">region</th><th>best inf/s</th><th>p99 ms there</th><th>USD/hour</th>
-<th class="l">cost split (USD/hour)</th><th>USD per 1M inf</th><th class="l">not ranked because</th></tr>
+<th class="l">instances</th><th class="l">region</th><th>best inf/s</th><th>p99 ms there</th>
+<th>USD/hour ({e(_kind_label(prices))})</th><th class="l">cost split (USD/hour)</th>
+<th>USD per 1M inf ({e(_kind_label(prices))})</th><th class="l">not ranked because</th></tr>
 {''.join(rows)}</table></div>
-<p class="note">Prices: {e(prices['source'])}, dated {e(prices['date'])}. {e(prices['note'])}
+<p class="note">Prices: {e(_kind_label(prices))}, {e(prices['source'])}, dated {e(prices['date'])}. {e(prices['note'])}
 A cost "priced as" a type was measured on another machine and priced at that type's hourly rate. An in-cluster
 target's cost counts every pod it runs at its share of its node (the larger of its CPU and memory requests over
 the node's allocatable), workers, head and sidecars, wherever they run; the cost split shows each part.</p>
@@ -678,7 +685,7 @@ def _pct100(v: Any) -> float | None:
 
 def ranking_table(targets: Sequence[TargetReport], *, slo_p99_ms: float, prices: PriceTable) -> Table:
     pct = next((str(t.capacity["percentile"]) for t in targets if t.capacity), "p99")
-    table = Table(title=f"Price-performance at {pct} <= {slo_p99_ms:g} ms (prices of {prices.date})")
+    table = Table(title=f"Price-performance at {pct} <= {slo_p99_ms:g} ms ({prices.label})")
     for col in ("rank", "series", "verified", "processor", "instances", "best inf/s", "p99 ms", "USD/hour",
                 "cost split", "USD/1M inf", "not ranked because"):
         table.add_column(col, justify="left" if col in ("series", "verified", "processor", "instances",

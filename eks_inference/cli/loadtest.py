@@ -33,6 +33,7 @@ from eks_inference.analysis.aggregate import DEFAULT_SLO_P99_MS, build_targets, 
 from eks_inference.analysis.timeline import client_timeline, segment_rows, timeline_table
 from eks_inference.analysis.timeline import from_results as timeline_from_results
 from eks_inference.cli.help import add_command
+from eks_inference.cli.pricing import add_pricing_argument, prices_from_args
 from eks_inference.config import ConfigError, Processor
 from eks_inference.costs import closest_instance_type, host_cpu
 from eks_inference.costs import parse_fractions as parse_placement
@@ -47,7 +48,7 @@ from eks_inference.measure.repeats import summarize_repeats
 from eks_inference.measure.schedule import RateSchedule, build_schedule
 from eks_inference.measure.spec import Arrival, Mode, StepSpec, TargetInfo
 from eks_inference.measure.steps import summarize
-from eks_inference.tables.prices import DEFAULT_REGION, age_warning, load_prices
+from eks_inference.tables.prices import DEFAULT_REGION, age_warning
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 
@@ -241,6 +242,7 @@ def _register_report(sub: Any) -> None:
                    help="report only this run (repeat for several); default: every run found, each its own series")
     p.add_argument("--prices", help="JSON overriding the built-in price table: "
                                     "{\"date\": .., \"source\": .., \"prices\": {REGION|\"*\": {TYPE: USD/h}}}")
+    add_pricing_argument(p)
     p.add_argument("--slo-p99-ms", type=float,
                    help=f"latency target (default: the one recorded in the results, else {DEFAULT_SLO_P99_MS:g})")
     p.add_argument("--max-error-rate", type=float, default=0.01, help="a step above this error fraction fails")
@@ -701,7 +703,7 @@ def cmd_report(a: argparse.Namespace) -> int:
         raise ConfigError(f"--max-error-rate: {a.max_error_rate} must be in [0, 1]")
     if a.wait_for < 0 or a.wait_timeout < 0:
         raise ConfigError("--wait-for and --wait-timeout must be >= 0")
-    prices = load_prices(a.prices)
+    prices = prices_from_args(a, a.prices)
     try:
         found, short = _gather(list(a.inputs), wait_for=a.wait_for, timeout_s=a.wait_timeout)
     except ConfigError:
@@ -833,6 +835,7 @@ def _register_compare(sub: Any) -> None:
                         f"{DEFAULT_SLO_P99_MS:g})")
     p.add_argument("--max-error-rate", type=float, default=0.01, help="for result folders: as for report")
     p.add_argument("--prices", help="for result folders: as for report")
+    add_pricing_argument(p)
     p.add_argument("--region", default=DEFAULT_REGION, help="for result folders: as for report")
     p.add_argument("--json", metavar="PATH", help="also write the comparison as JSON here")
     p.set_defaults(func=cmd_compare)
@@ -874,7 +877,7 @@ def cmd_compare(a: argparse.Namespace) -> int:
         raise ConfigError(f"--min-change: {a.min_change} must be in [0, 1), e.g. 0.1 for 10 %")
     if a.slo_p99_ms is not None and not a.slo_p99_ms > 0:
         raise ConfigError(f"--slo-p99-ms: {a.slo_p99_ms} must be positive, e.g. 100")
-    prices = load_prices(a.prices)
+    prices = prices_from_args(a, a.prices)
     base, new = _comparable_report(a.base, a, prices), _comparable_report(a.new, a, prices)
     if base.get("slo_p99_ms") != new.get("slo_p99_ms"):
         raise ConfigError(f"BASE judged steps against p99 <= {base.get('slo_p99_ms')} ms and NEW against "

@@ -6,10 +6,12 @@ import argparse
 import json
 import sys
 import textwrap
+from pathlib import Path
 from typing import Any
 
 from eks_inference.cli.help import add_command
-from eks_inference.config import ConfigError
+from eks_inference.cli.pricing import prices_from_args
+from eks_inference.config import CDK_JSON, ConfigError
 from eks_inference.fleet.plan import (
     DEFAULT_AZS,
     DEFAULT_HEADROOM,
@@ -22,6 +24,7 @@ from eks_inference.fleet.plan import (
     read_report,
     render,
 )
+from eks_inference.tables.prices import PRICING_KEY, PricingKind
 
 
 def register(sub: Any) -> None:
@@ -61,6 +64,11 @@ def register(sub: Any) -> None:
                    help="plan such a target anyway, from its lower bound (and a report without intervals from its "
                         "best step)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.add_argument("--pricing", choices=[k.value for k in PricingKind],
+                   help="re-price every target's instance-hours at this kind's rates (default: the report's own "
+                        f"prices and kind); rates other than On-Demand come from {PRICING_KEY!r} in cdk.json")
+    p.add_argument("--cdk-json", type=Path, default=Path(CDK_JSON),
+                   help=f"the project file whose context holds {PRICING_KEY!r}")
     p.set_defaults(func=cmd_plan)
 
 
@@ -72,7 +80,8 @@ def cmd_plan(a: argparse.Namespace) -> int:
     inputs = PlanInputs(target_rps=a.target_rps, slo_p99_ms=slo, headroom=a.headroom, azs=a.azs,
                         system_instance_type=a.system_instance_type, system_nodes=a.system_nodes,
                         max_width=a.max_width, accept_wide=a.accept_wide,
-                        slo_percentile=a.slo_percentile or str(doc.get("slo_percentile") or "p99"))
+                        slo_percentile=a.slo_percentile or str(doc.get("slo_percentile") or "p99"),
+                        prices=None if a.pricing is None else prices_from_args(a))
     result = plan(doc, inputs, source=where)
     if a.json:
         print(json.dumps(result.to_dict(), indent=1))

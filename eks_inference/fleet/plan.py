@@ -39,7 +39,7 @@ from eks_inference.costs import EKS_CONTROL_PLANE_HOURLY, HOURS_PER_MONTH, NAT_G
 from eks_inference.measure.capacity import capacity_at_slo
 from eks_inference.measure.results import REPORT_FORMAT
 from eks_inference.measure.steps import slo_verdict
-from eks_inference.tables.prices import DEFAULT_PRICES, DEFAULT_REGION
+from eks_inference.tables.prices import DEFAULT_PRICES, DEFAULT_REGION, PriceTable, PricingKind, pricing_kind
 
 DEFAULT_HEADROOM = 0.3
 DEFAULT_AZS = 3
@@ -64,6 +64,8 @@ class PlanInputs:
     """Plan such a target anyway (from the lower bound), and a report without intervals from its best step."""
     slo_percentile: str = "p99"
     """The percentile the SLO applies to."""
+    prices: PriceTable | None = None
+    """Instance prices to plan at (``--pricing``: a kind's table); default the report's own price per instance."""
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.target_rps) and self.target_rps > 0):
@@ -139,7 +141,7 @@ class FixedCosts:
 def fixed_costs(region: str, p: PlanInputs) -> FixedCosts:
     month = HOURS_PER_MONTH
     nat = NAT_GATEWAY_HOURLY.get(region)
-    sys_price = DEFAULT_PRICES.hourly(p.system_instance_type, region)
+    sys_price = (p.prices or DEFAULT_PRICES).hourly(p.system_instance_type, region)
     return FixedCosts(region=region, control_plane=EKS_CONTROL_PLANE_HOURLY * month, nat_gateways=p.azs,
                       nat_each=None if nat is None else nat * month, system_nodes=p.system_count,
                       system_type=p.system_instance_type, system_each=None if sys_price is None else sys_price * month)
@@ -214,12 +216,20 @@ class Plan:
             "report": self.source, "target_rps": p.target_rps, "slo_p99_ms": p.slo_p99_ms,
             "slo_percentile": p.slo_percentile, "max_width": p.max_width, "accept_wide": p.accept_wide,
             "headroom": p.headroom,
-            "azs": p.azs, "hours_per_month": HOURS_PER_MONTH, "prices_date": (self.report.get("prices") or {}).get(
-                "date"), "fixed_prices_date": OTHER_PRICES_DATE,
+            "azs": p.azs, "hours_per_month": HOURS_PER_MONTH, "prices_date": instance_prices(self)[1],
+            "pricing": instance_prices(self)[0].value, "fixed_prices_date": OTHER_PRICES_DATE,
             "targets": [x.to_dict(i + 1) for i, x in enumerate(self.planned)],
             "refused": [r.to_dict() for r in self.refused],
             "fixed": {r: fixed_costs(r, p).to_dict() for r in regions},
         }
+
+
+def instance_prices(pl: Plan) -> tuple[PricingKind, str | None]:
+    """The kind and date of the instance prices a plan used: ``--pricing``'s table, else the report's."""
+    if pl.inputs.prices is not None:
+        return pl.inputs.prices.kind, pl.inputs.prices.date
+    rp = pl.report.get("prices") or {}
+    return pricing_kind(rp.get("kind"), where="report prices.kind"), rp.get("date")
 
 
 def _verification_refusal(t: Mapping[str, Any]) -> str | None:
@@ -314,6 +324,12 @@ def plan(report: Mapping[str, Any], inputs: PlanInputs, *, source: str) -> Plan:
         if priced is None:
             refuse("no instance type to price (run it with --instance-type or --price-as)")
             continue
+        if inputs.prices is not None:
+            price = inputs.prices.hourly(str(priced), str(t.get("region") or DEFAULT_REGION))
+            if price is None:
+                refuse(f"no {inputs.prices.kind.label} price for {priced} in {t.get('region')} (add it to the "
+                       f"{inputs.prices.kind.value} rates)")
+                continue
         if price is None:
             refuse(f"no price for {priced} in {t.get('region')} (give one with `loadtest report --prices FILE`)")
             continue
@@ -354,8 +370,8 @@ def render(pl: Plan) -> str:
         f"Fleet for {p.target_rps:,.0f} requests/s at {p.slo_percentile} <= {p.slo_p99_ms:g} ms, {p.headroom:.0%} "
         f"headroom, {p.azs} zones (any {p.azs - 1} carry the load); sized from the lower bound of each capacity "
         "interval (95 %)",
-        f"from {pl.source} (generated {r.get('generated_at')}; instance prices of "
-        f"{(r.get('prices') or {}).get('date')})",
+        f"from {pl.source} (generated {r.get('generated_at')}; instance prices: {instance_prices(pl)[0].label} "
+        f"of {instance_prices(pl)[1]})",
         "",
     ]
     if pl.planned:
@@ -398,11 +414,13 @@ def render(pl: Plan) -> str:
                   and m["latency_ms"].get(pct) is not None else "")
             lines.append(
                 f"  {i + 1}. {x.label}{run}: {what}{at} on {x.measured_nodes} node"
-                f"{'s' if x.measured_nodes != 1 else ''}; {x.instance_type} at ${x.usd_per_hour:g}/h in {x.region}"
+                f"{'s' if x.measured_nodes != 1 else ''}; {x.instance_type} at ${x.usd_per_hour:g}/h "
+                f"({instance_prices(pl)[0].label}) in {x.region}"
                 + (" (priced as that type, measured elsewhere)" if x.priced_as else ""))
         lines.append("")
         for region in sorted({x.region for x in pl.planned}):
-            lines.append(f"Fixed per month ({HOURS_PER_MONTH} h) in {region}, prices of {OTHER_PRICES_DATE}: "
+            lines.append(f"Fixed per month ({HOURS_PER_MONTH} h) in {region}, list prices of {OTHER_PRICES_DATE} "
+                         f"(system nodes {(p.prices or DEFAULT_PRICES).kind.label}): "
                          f"{fixed_costs(region, p).text()}")
     else:
         lines.append("No target can be planned.")

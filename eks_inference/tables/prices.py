@@ -12,6 +12,7 @@ import datetime as dt
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,30 @@ _EU_WEST_1 = {
 }
 
 
+class PricingKind(str, Enum):
+    """How instance-hours are bought: each kind is a table of its own, and every cost names the kind it used.
+
+    Only On-Demand list prices ship with the project. Spot prices move by zone and hour, and Savings Plans and
+    Reserved Instances depend on the term, the payment option and the commitment a buyer signed: those rates come
+    from the user (``eks-inference:pricing`` in ``cdk.json``, or ``--prices FILE`` with a ``kind``), never from a
+    guess of ours.
+    """
+
+    ON_DEMAND = "on-demand"
+    SPOT = "spot"
+    SAVINGS_PLAN = "savings-plan"
+    RESERVED = "reserved"
+
+    @property
+    def label(self) -> str:
+        return {"on-demand": "On-Demand", "spot": "Spot", "savings-plan": "Savings Plan",
+                "reserved": "Reserved"}[self.value]
+
+
+PRICING_KEY = "eks-inference:pricing"
+"""The ``cdk.json`` context key holding the user's Spot, Savings Plan and Reserved rates, one entry per kind."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class PriceTable:
     """USD per instance-hour by region and instance type.
@@ -56,12 +81,19 @@ class PriceTable:
     :param note: caveats (snapshot, currency, tenancy).
     :param prices: ``{region: {instance_type: usd_per_hour}}``; region ``"*"`` applies everywhere, which is
         how a local machine or a discount rate is priced.
+    :param kind: how the hours are bought; default On-Demand.
     """
 
     date: str
     source: str
     note: str = ""
     prices: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    kind: PricingKind = PricingKind.ON_DEMAND
+
+    @property
+    def label(self) -> str:
+        """``On-Demand prices of 2025-06-01``: what a cost line says about the rate it used."""
+        return f"{self.kind.label} prices of {self.date}"
 
     def hourly(self, instance_type: str | None, region: str | None) -> float | None:
         """Price of one instance-hour, or None when unknown (reported as n/a, never guessed)."""
@@ -83,10 +115,18 @@ class PriceTable:
             source=str(doc.get("source", f"{self.source}; overrides from {source}")),
             note=str(doc.get("note", self.note)),
             prices=merged,
+            kind=self.kind,
         )
 
+    def discounted(self, fraction: float, *, kind: PricingKind, date: str, source: str, note: str = "") -> PriceTable:
+        """Every price of this table less ``fraction`` (a Savings Plan's or reservation's discount, as a share)."""
+        return PriceTable(date=date, source=source, kind=kind,
+                          note=note or f"{fraction:.0%} off the {self.kind.label} prices of {self.date}",
+                          prices={r: {t: round(v * (1 - fraction), 6) for t, v in p.items()}
+                                  for r, p in self.prices.items()})
+
     def to_dict(self) -> dict[str, Any]:
-        return {"date": self.date, "source": self.source, "note": self.note,
+        return {"date": self.date, "source": self.source, "note": self.note, "kind": self.kind.value,
                 "prices": {r: dict(sorted(p.items())) for r, p in sorted(self.prices.items())}}
 
 
@@ -94,7 +134,8 @@ DEFAULT_PRICES = PriceTable(
     date="2025-06-01",
     source="AWS EC2 On-Demand pricing pages (Linux, shared tenancy), transcribed by hand",
     note=(
-        "A snapshot of public list prices, not a quote: no Savings Plans, Spot, reserved or EKS control-plane "
+        "A snapshot of public list prices, not a quote: no Savings Plans, Spot, reserved (--pricing with your own "
+        "rates) or EKS control-plane "
         "($0.10/h per cluster) costs. us-west-2 matches us-east-1 for these types. m7i.large, m7i.xlarge and "
         "c7i.4xlarge were added on 2026-11-29, c7a (medium to 2xlarge), c7g.medium and c7g.large in us-east-1 and "
         "us-west-2 on 2026-12-06. Check current prices and override with --prices FILE."
@@ -124,10 +165,63 @@ def _parse_price_doc(doc: Mapping[str, Any], *, source: str) -> dict[str, dict[s
     return out
 
 
-def load_prices(path: str | Path | None) -> PriceTable:
-    """The default table, overlaid with ``path`` when given."""
+def pricing_kind(value: str | PricingKind | None, *, where: str = "--pricing") -> PricingKind:
+    if value is None:
+        return PricingKind.ON_DEMAND
+    try:
+        return PricingKind(value)
+    except ValueError:
+        raise ConfigError(f"{where}: {value!r} is not a pricing kind; use one of "
+                          f"{', '.join(k.value for k in PricingKind)}") from None
+
+
+def price_table_for(kind: PricingKind, rates: Mapping[str, Any] | None = None,
+                    base: PriceTable = DEFAULT_PRICES) -> PriceTable:
+    """The table of ``kind``: On-Demand is ``base``; any other kind comes from ``rates[kind]`` (the
+    ``eks-inference:pricing`` context), either as prices per instance-hour or as a discount off On-Demand::
+
+        {"spot": {"date": "2026-12-01", "source": "aws ec2 describe-spot-price-history", "prices": {"us-west-2":
+                  {"c7g.2xlarge": 0.11}}},
+         "savings-plan": {"date": "2026-12-01", "source": "our 1-year Compute Savings Plan", "discount": 0.3}}
+
+    ConfigError, saying what to add, when the kind has no entry: the project ships no rate but On-Demand's.
+    """
+    if kind is PricingKind.ON_DEMAND:
+        return base
+    entry = (rates or {}).get(kind.value)
+    where = f"{PRICING_KEY}.{kind.value}"
+    if entry is None:
+        raise ConfigError(
+            f"--pricing {kind.value}: no {kind.label} rates; the project ships On-Demand list prices only, so add "
+            f"\"{kind.value}\": {{\"date\": \"YYYY-MM-DD\", \"source\": \"...\", \"discount\": 0.3}} (or \"prices\": "
+            f"{{REGION: {{TYPE: USD_PER_HOUR}}}}) under {PRICING_KEY!r} in cdk.json's context")
+    if not isinstance(entry, Mapping):
+        raise ConfigError(f"{where}: {entry!r} is not an object; write {{\"date\": .., \"source\": .., "
+                          "\"discount\": 0.3}} or {\"date\": .., \"source\": .., \"prices\": {...}}")
+    problems = [f"{where}: no {k!r}; say {why}" for k, why in (("date", "when the rates were taken (YYYY-MM-DD)"),
+                                                               ("source", "where they come from"))
+                if not isinstance(entry.get(k), str) or not entry.get(k)]
+    discount = entry.get("discount")
+    if ("discount" in entry) == ("prices" in entry):
+        problems.append(f"{where}: give exactly one of 'discount' (a share off On-Demand, e.g. 0.3) and 'prices'")
+    elif "discount" in entry and (isinstance(discount, bool) or not isinstance(discount, int | float)
+                                  or not 0 <= discount < 1):
+        problems.append(f"{where}.discount: {discount!r} is not a share in [0, 1); write 0.3 for 30 % off")
+    if problems:
+        raise ConfigError("\n".join(problems))
+    date, source, note = str(entry["date"]), str(entry["source"]), str(entry.get("note", ""))
+    if "discount" in entry:
+        return base.discounted(float(entry["discount"]), kind=kind, date=date, source=source, note=note)
+    return PriceTable(date=date, source=source, note=note, kind=kind,
+                      prices=_parse_price_doc(entry, source=where))
+
+
+def load_prices(path: str | Path | None, *, kind: PricingKind = PricingKind.ON_DEMAND,
+                rates: Mapping[str, Any] | None = None) -> PriceTable:
+    """The table of ``kind`` (:func:`price_table_for`), overlaid with ``path`` when given. A ``--prices`` document
+    with a ``kind`` of its own must name the kind asked for, and may stand in for a missing ``rates`` entry."""
     if path is None:
-        return DEFAULT_PRICES
+        return price_table_for(kind, rates)
     p = Path(path)
     try:
         doc = json.loads(p.read_text(encoding="utf-8"))
@@ -137,7 +231,14 @@ def load_prices(path: str | Path | None) -> PriceTable:
         raise ConfigError(f"--prices: {p}:{e.lineno}: not valid JSON ({e.msg})") from None
     if not isinstance(doc, Mapping):
         raise ConfigError(f"--prices: {p} must hold a JSON object with 'date', 'source' and 'prices'")
-    return DEFAULT_PRICES.with_overrides(doc, source=str(p))
+    doc_kind = pricing_kind(doc.get("kind", kind.value), where=f"--prices: {p} kind")
+    if doc_kind is not kind:
+        raise ConfigError(f"--prices: {p} holds {doc_kind.label} rates, but --pricing is {kind.value}; pass "
+                          f"--pricing {doc_kind.value} or give a file of {kind.label} rates")
+    if kind is not PricingKind.ON_DEMAND and kind.value not in (rates or {}):
+        return PriceTable(date=str(doc.get("date", "")), source=str(doc.get("source", str(p))),
+                          note=str(doc.get("note", "")), kind=kind, prices=_parse_price_doc(doc, source=str(p)))
+    return price_table_for(kind, rates).with_overrides(doc, source=str(p))
 
 
 def fleet_hourly(price_per_instance: float | None, nodes: int) -> float | None:
