@@ -14,7 +14,11 @@ waiting. :class:`HostSampler` reads, at the start and end of a step and every mo
   it may run on (``os.sched_getaffinity``);
 * ``/proc/thread-self/schedstat`` (the event loop's own thread): how long it sat runnable but waiting for a core,
   as a share of the step. This is the direct measure of a client starved by its neighbours: a reply it could
-  not read while it waited is latency the server did not cause.
+  not read while it waited is latency the server did not cause;
+* where the target listens on this machine, the CPU time of the server's processes (``/proc/PID/stat`` of the
+  process that owns the listening socket and every process below the server's root, :func:`locate_server`), so
+  that what the host spent beyond the client and the server, the *foreign* share, is known: another program
+  crowding the cores starves the server too, which the client's own wait cannot show.
 
 What the figures mean for the step is decided in one place, :mod:`eks_inference.measure.contention`. Where a
 file is missing (macOS, a locked-down container) its figures are None and the step says so; nothing is made up.
@@ -119,11 +123,129 @@ def read_host(proc: Path = PROC) -> HostReading:
                        thread_wait=parse_schedstat(sched) if sched else None)
 
 
-class HostSampler:
-    """Readings at a step's start, at each :meth:`tick` and at its end; :meth:`finish` sums them up."""
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
-    def __init__(self, proc: Path = PROC) -> None:
+
+@dataclass(frozen=True)
+class ServerOnHost:
+    """Where the target's server runs as seen from the client: ``remote`` (another machine: every busy cycle
+    here beyond the client's is foreign), ``local`` with the root of its process tree, or ``local`` with
+    ``root`` None when its processes could not be found (then the foreign share is unknown)."""
+
+    where: str
+    root: int | None = None
+    note: str = ""
+
+
+def _listening_inodes(port: int, proc: Path) -> set[str]:
+    inodes: set[str] = set()
+    for name in ("tcp", "tcp6"):
+        text = _read(proc / "net" / name)
+        for line in (text or "").splitlines()[1:]:
+            f = line.split()
+            # sl local_address rem_address st ... inode: st 0A is LISTEN (include/net/tcp_states.h)
+            if len(f) > 9 and f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f[9])
+    return inodes
+
+
+def _pids(proc: Path) -> list[int]:
+    try:
+        return [int(d.name) for d in proc.iterdir() if d.name.isdigit()]
+    except OSError:
+        return []
+
+
+def _stat_fields(pid: int, proc: Path) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (which may hold spaces): state is [0], ppid [1],
+    utime [11], stime [12]."""
+    text = _read(proc / str(pid) / "stat")
+    if not text or ")" not in text:
+        return None
+    return text[text.rindex(")") + 2:].split()
+
+
+def _parent(pid: int, proc: Path) -> int | None:
+    f = _stat_fields(pid, proc)
+    return int(f[1]) if f else None
+
+
+def _ancestors(pid: int, proc: Path) -> list[int]:
+    """``pid`` and its parents up to (not including) PID 0."""
+    chain: list[int] = []
+    while pid > 0 and pid not in chain and len(chain) < 256:
+        chain.append(pid)
+        parent = _parent(pid, proc)
+        if parent is None:
+            break
+        pid = parent
+    return chain
+
+
+def locate_server(host: str, port: int, proc: Path = PROC, *, me: int | None = None) -> ServerOnHost:
+    """The target's processes on this machine: the owner of the socket listening on ``port``, and above it the
+    highest ancestor that is not also an ancestor of this client (for ``eks-inference local`` started beside the
+    load tester, the ``local`` process, whose tree holds Ray's GCS, raylet, proxy and replicas). A target
+    elsewhere is ``remote``; a local one whose socket this user cannot see is ``local`` without a root."""
+    if host not in LOOPBACK:
+        return ServerOnHost("remote", note=f"{host} is not this machine")
+    inodes = _listening_inodes(port, proc)
+    owner = None
+    if inodes:
+        wanted = {f"socket:[{i}]" for i in inodes}
+        for pid in _pids(proc):
+            try:
+                links = [os.readlink(fd) for fd in (proc / str(pid) / "fd").iterdir()]
+            except OSError:
+                continue
+            if wanted.intersection(links):
+                owner = pid
+                break
+    if owner is None:
+        return ServerOnHost("local", note=f"no process of this user listens on port {port}; the server's CPU "
+                            "and the foreign share are unknown")
+    mine = set(_ancestors(os.getpid() if me is None else me, proc))
+    root = owner
+    for pid in _ancestors(owner, proc):
+        if pid in mine:
+            break
+        root = pid
+    if root in mine:  # the server runs inside the client's own process: its CPU is the client's
+        return ServerOnHost("local", note="the server runs in the load client's process")
+    return ServerOnHost("local", root=root, note=f"server processes under PID {root} (port {port} owned by PID "
+                        f"{owner})")
+
+
+def tree_cpu_ticks(root: int, proc: Path = PROC) -> dict[int, int]:
+    """utime + stime (clock ticks) of ``root`` and every process below it, by PID."""
+    parents: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for pid in _pids(proc):
+        f = _stat_fields(pid, proc)
+        if f and len(f) > 12:
+            parents[pid] = int(f[1])
+            ticks[pid] = int(f[11]) + int(f[12])
+    children: dict[int, list[int]] = {}
+    for pid, parent in parents.items():
+        children.setdefault(parent, []).append(pid)
+    out: dict[int, int] = {}
+    todo = [root] if root in ticks else []
+    while todo:
+        pid = todo.pop()
+        if pid not in out:
+            out[pid] = ticks[pid]
+            todo.extend(children.get(pid, ()))
+    return out
+
+
+class HostSampler:
+    """Readings at a step's start, at each :meth:`tick` and at its end; :meth:`finish` sums them up. With
+    ``server`` (from :func:`locate_server`), the server's CPU over the step and the foreign share too."""
+
+    def __init__(self, proc: Path = PROC, server: ServerOnHost | None = None) -> None:
         self.proc = proc
+        self.server = server
+        self.server_ticks0 = tree_cpu_ticks(server.root, proc) if server is not None and server.root else None
         self.start = read_host(proc)
         self.running: list[int] = []
         self.avg10_max: float | None = None
@@ -159,6 +281,9 @@ class HostSampler:
             "client_wait_per_wakeup_ms": None,
             "host_busy": None,
             "host_steal": None,
+            "server_where": self.server.where if self.server is not None else None,
+            "server_cpu_s": None,
+            "foreign_busy": None,
             "runnable_per_core": None,
             "psi_some": None,
             "psi_some_avg10_max": self.avg10_max,
@@ -176,6 +301,18 @@ class HostSampler:
             hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
             busy_s = busy / hz
             doc["client_share_of_host_busy"] = round(min(1.0, cpu_s / busy_s), 4) if busy_s > 0 else None
+            server_s: float | None = None
+            if self.server is not None and self.server.where == "remote":
+                server_s = 0.0
+            elif self.server is not None and self.server.root is not None and self.server_ticks0 is not None:
+                now = tree_cpu_ticks(self.server.root, self.proc)
+                server_s = sum(t - self.server_ticks0.get(pid, 0) for pid, t in now.items()) / hz
+                doc["server_cpu_s"] = round(server_s, 3)
+            if server_s is not None:
+                # The host's busy share that neither the client nor the server spent (ticks are machine-wide).
+                doc["foreign_busy"] = round(min(1.0, max(0.0, busy_s - cpu_s - server_s) / (ticks / hz)), 4)
+        if self.server is not None and self.server.where == "local" and self.server.root is None:
+            doc["missing"].append("server processes")
         if self.running:
             # procs_running counts the reader itself: one runnable task per core is a full, not crowded, machine.
             doc["runnable_per_core"] = round(sum(self.running) / len(self.running) / machine, 3)
@@ -192,7 +329,6 @@ class HostSampler:
         return doc
 
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def pin_client(host: str, *, enabled: bool = True) -> dict[str, Any]:

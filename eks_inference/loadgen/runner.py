@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from eks_inference.loadgen.client import ErrorKind, HttpClient, fetch_info, open_client, parse_endpoint
-from eks_inference.loadgen.host import HostSampler
+from eks_inference.loadgen.host import HostSampler, ServerOnHost, locate_server
 from eks_inference.loadgen.payloads import Payload
 from eks_inference.loadgen.replicas import ReplicaSampler
 from eks_inference.loadgen.run_config import RunConfig, SearchSpec, rates_from_capacity
@@ -146,8 +146,9 @@ class _Step(abc.ABC):
     host: HostSampler
 
     def __init__(self, client: HttpClient, spec: StepSpec, inferences: Sequence[int], *, max_lag_ms: float,
-                 progress: Progress, start_at: float | None = None) -> None:
+                 progress: Progress, start_at: float | None = None, server: ServerOnHost | None = None) -> None:
         self.client = client
+        self.server = server
         self.start_at = start_at
         self.late_s = 0.0
         self.spec = spec
@@ -298,7 +299,7 @@ class _Step(abc.ABC):
         self.client.counters.reset_step()
         opened0 = self.client.counters.connections_opened
         cpu0, wall0 = time.process_time(), time.monotonic()
-        self.host = HostSampler()
+        self.host = HostSampler(server=self.server)
         self.progress.step_started(spec, planned_s=spec.duration_s, planned_requests=spec.requests)
         interrupted = False
         self._start_sending()
@@ -358,8 +359,10 @@ class _OpenLoopStep(_Step):
     lag, and too much of it flags the step ``behind_schedule``."""
 
     def __init__(self, client: HttpClient, spec: StepSpec, inferences: Sequence[int], *, seed: int,
-                 max_lag_ms: float, progress: Progress, start_at: float | None = None) -> None:
-        super().__init__(client, spec, inferences, max_lag_ms=max_lag_ms, progress=progress, start_at=start_at)
+                 max_lag_ms: float, progress: Progress, start_at: float | None = None,
+                 server: ServerOnHost | None = None) -> None:
+        super().__init__(client, spec, inferences, max_lag_ms=max_lag_ms, progress=progress, start_at=start_at,
+                         server=server)
         self.rng = random.Random(seed * 1_000_003 + spec.index)
         self.sched = spec.client_schedule
         self._u = 0.0
@@ -480,8 +483,9 @@ class _ClosedLoopStep(_Step):
     its pace with ``client_rate``); latency runs from the actual send. Never behind schedule: it has none."""
 
     def __init__(self, client: HttpClient, spec: StepSpec, inferences: Sequence[int], *, max_lag_ms: float,
-                 progress: Progress, start_at: float | None = None) -> None:
-        super().__init__(client, spec, inferences, max_lag_ms=max_lag_ms, progress=progress, start_at=start_at)
+                 progress: Progress, start_at: float | None = None, server: ServerOnHost | None = None) -> None:
+        super().__init__(client, spec, inferences, max_lag_ms=max_lag_ms, progress=progress, start_at=start_at,
+                         server=server)
         self.pace_interval = 0.0
 
     def _start_sending(self) -> None:
@@ -524,12 +528,13 @@ class _ClosedLoopStep(_Step):
 
 
 def _new_step(client: HttpClient, spec: StepSpec, inferences: Sequence[int], *, seed: int, max_lag_ms: float,
-              progress: Progress, start_at: float | None) -> _Step:
+              progress: Progress, start_at: float | None, server: ServerOnHost | None = None) -> _Step:
     """The step's loop, chosen by its mode: the one place where open and closed part ways."""
     if spec.mode is Mode.OPEN:
         return _OpenLoopStep(client, spec, inferences, seed=seed, max_lag_ms=max_lag_ms, progress=progress,
-                             start_at=start_at)
-    return _ClosedLoopStep(client, spec, inferences, max_lag_ms=max_lag_ms, progress=progress, start_at=start_at)
+                             start_at=start_at, server=server)
+    return _ClosedLoopStep(client, spec, inferences, max_lag_ms=max_lag_ms, progress=progress, start_at=start_at,
+                           server=server)
 
 
 class _Interrupted(Exception):
@@ -718,6 +723,7 @@ async def run(
     progress = progress or NullProgress()
     endpoint = parse_endpoint(config.url)
     started = time.time()
+    server = locate_server(endpoint.host, endpoint.port)
     info, info_error = await fetch_info(endpoint, timeout_s=min(5.0, config.timeout_s))
     reader = StepReader(info, reads=config.client_index == 0, pauses=config.clients > 1) if server_metrics else None
     inferences = [len(p.inputs) for p in payloads]
@@ -754,7 +760,7 @@ async def run(
             client.limit = config.connection_limit(cal)
             try:
                 measured = await _new_step(client, cal, inferences, seed=config.seed, max_lag_ms=lag_limit_ms,
-                                           progress=progress, start_at=start_at).run()
+                                           progress=progress, start_at=start_at, server=server).run()
             except _Interrupted:
                 status, error = "interrupted", "interrupted while measuring capacity; nothing kept"
                 return outcome()
@@ -798,7 +804,7 @@ async def run(
             nonlocal start_at, status, error
             client.limit = config.connection_limit(spec)
             step = _new_step(client, spec, inferences, seed=config.seed, max_lag_ms=lag_limit_ms, progress=progress,
-                             start_at=start_at)
+                             start_at=start_at, server=server)
             if reader is not None:
                 await reader.begin(settle=start_at is None)
             sampler = ReplicaSampler(endpoint.info_url) if config.sample_replicas else None

@@ -16,16 +16,23 @@ The limits, all in one place (docs/trusting-measurements.md explains each):
   and without that either, runnable tasks per core above :data:`RUNNABLE_PER_CORE_MAX` on average over the step
   (``procs_running`` of ``/proc/stat``, sampled twice a second);
 * the client's own CPU above :data:`CLIENT_CPU_MAX` of one core (its event loop is one thread: past this it
-  reads replies late, and its latency is partly its own).
+  reads replies late, and its latency is partly its own);
+* the host crowded (CPU pressure above :data:`PSI_SOME_MAX`, or without PSI runnable tasks per core above
+  :data:`RUNNABLE_PER_CORE_MAX`) while more than :data:`FOREIGN_MAX` of the machine's CPU went to neither the
+  client nor the server (``foreign_busy``: the host's busy time less the client's and, for a server on this
+  machine, its process tree's). This is the neighbour that starves the *server*: the client, mostly asleep, is
+  woken promptly by the scheduler and its own wait stays low, while the server's replicas share their cores with
+  the neighbour and its capacity falls. A server on this machine whose processes cannot be found leaves the share
+  unknown, and this limit unjudged.
 
-Where the client's own wait is known, host-wide pressure is recorded and marks the step ``crowded`` above
+Where the client's own wait is known, host-wide pressure alone marks the step ``crowded`` above
 :data:`PSI_SOME_MAX`, but does not flag it: the figure counts every task on the host, and on a small machine the
 server's own processes (Ray runs about a dozen) crowd the cores under any load worth measuring, which is the
-server's cost, not a lie. Measured on a two-core machine shared with other work (50-300 req/s against the stub
-server): the client waited for a core 2-10 % of a step with host pressure at 74-98 %; with five spinning
-processes beside it, 47-53 % with pressure at 100 %. The one-minute load average and the server's CPU are
-recorded, never judged: the first lags a short step, and a server using all of its cores is what a capacity test
-is for.
+server's cost, not a lie; who crowded them (the foreign share) decides. Measured on a two-core machine shared
+with other work (50-300 req/s against the stub server): the client waited for a core 2-10 % of a step with host
+pressure at 74-98 %; with five spinning processes beside it, 47-53 % with pressure at 100 %. The one-minute load
+average and the server's CPU are recorded, never judged: the first lags a short step, and a server using all of
+its cores is what a capacity test is for.
 
 Locally the client and the server share one machine: :func:`split_cores` says how they keep apart (the client on
 a core of its own from three cores up; on two, both share and the step records the client's share).
@@ -41,18 +48,31 @@ CLIENT_WAIT_MAX = 0.20
 PSI_SOME_MAX = 0.50
 RUNNABLE_PER_CORE_MAX = 1.5
 CLIENT_CPU_MAX = 0.85
+FOREIGN_MAX = 0.25
 
 LIMITS = {"host_steal": STEAL_MAX, "client_wait": CLIENT_WAIT_MAX, "psi_some": PSI_SOME_MAX,
-          "runnable_per_core": RUNNABLE_PER_CORE_MAX, "client_cpu_of_core": CLIENT_CPU_MAX}
+          "runnable_per_core": RUNNABLE_PER_CORE_MAX, "client_cpu_of_core": CLIENT_CPU_MAX,
+          "foreign_busy": FOREIGN_MAX}
 """Each judged figure of a client's ``host`` record and the value above which the step is contended."""
 
 _WHAT = {"host_steal": "host steal", "client_wait": "client waiting for a core", "psi_some": "CPU pressure (some)",
-         "runnable_per_core": "runnable tasks per core", "client_cpu_of_core": "client CPU of one core"}
+         "runnable_per_core": "runnable tasks per core", "client_cpu_of_core": "client CPU of one core",
+         "foreign_busy": "other programs' share of the host's CPU"}
 
 
 def _worst(hosts: Sequence[Mapping[str, Any]], key: str) -> float | None:
     vals = [float(h[key]) for h in hosts if isinstance(h.get(key), int | float)]
     return max(vals) if vals else None
+
+
+def _crowded(host: Mapping[str, Any]) -> bool:
+    """Some task on the host waited for a core for much of the step: PSI where the kernel has it, else the run
+    queue."""
+    psi = host.get("psi_some")
+    if isinstance(psi, int | float):
+        return psi > PSI_SOME_MAX
+    runnable = host.get("runnable_per_core")
+    return isinstance(runnable, int | float) and runnable > RUNNABLE_PER_CORE_MAX
 
 
 def judge(clients: Sequence[tuple[int, Mapping[str, Any]]],
@@ -72,12 +92,18 @@ def judge(clients: Sequence[tuple[int, Mapping[str, Any]]],
         wait_known = isinstance(host.get("client_wait"), int | float)
         psi_known = isinstance(host.get("psi_some"), int | float)
         for key, limit in LIMITS.items():
+            if key == "foreign_busy":
+                continue  # judged below, with crowding
             if (key == "psi_some" and wait_known) or (key == "runnable_per_core" and (wait_known or psi_known)):
                 continue  # the client's own wait is the direct measure; pressure, then the run queue, stand in
             v = host.get(key)
             if isinstance(v, int | float) and v > limit:
                 reasons.append(f"client {index}: {_WHAT[key]} {v:.0%} > {limit:.0%}" if key != "runnable_per_core"
                                else f"client {index}: {_WHAT[key]} {v:.2f} > {limit:g}")
+        foreign = host.get("foreign_busy")
+        if isinstance(foreign, int | float) and foreign > FOREIGN_MAX and _crowded(host):
+            reasons.append(f"client {index}: {_WHAT['foreign_busy']} {foreign:.0%} > {FOREIGN_MAX:.0%} while "
+                           "the host was crowded")
     server_cpu = (server or {}).get("cpu") if isinstance(server, Mapping) else None
     psi = _worst(hosts, "psi_some")
     contention: dict[str, Any] = {
@@ -95,6 +121,7 @@ def judge(clients: Sequence[tuple[int, Mapping[str, Any]]],
         "psi_some_avg10_max": _worst(hosts, "psi_some_avg10_max"),
         "runnable_per_core": _worst(hosts, "runnable_per_core"),
         "load1_per_core": _worst(hosts, "load1_per_core"),
+        "foreign_busy": _worst(hosts, "foreign_busy"),
         "server_cpu": dict(server_cpu) if isinstance(server_cpu, Mapping) else None,
         "limits": dict(LIMITS),
         "reasons": reasons,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,10 @@ def _client(**host_fields: float | None) -> dict[str, object]:
     ({"psi_some": None, "client_wait": None, "runnable_per_core": contention.RUNNABLE_PER_CORE_MAX + 0.1},
      "runnable tasks per core"),
     ({"client_cpu_of_core": contention.CLIENT_CPU_MAX + 0.01}, "client CPU"),
+    ({"foreign_busy": contention.FOREIGN_MAX + 0.01, "psi_some": contention.PSI_SOME_MAX + 0.01},
+     "other programs' share of the host's CPU"),
+    ({"foreign_busy": contention.FOREIGN_MAX + 0.01, "psi_some": None, "client_wait": 0.0,
+      "runnable_per_core": contention.RUNNABLE_PER_CORE_MAX + 0.1}, "other programs' share of the host's CPU"),
 ])
 def test_each_limit_flags_the_step_and_names_itself(fields: dict[str, float | None], reason: str) -> None:
     contended, doc = contention.judge([(0, _client()), (3, _client(**fields))])
@@ -103,6 +108,17 @@ def test_within_limits_and_run_queue_ignored_when_pressure_is_known() -> None:
     assert not contended and doc["reasons"] == [] and doc["measured"]
     assert doc["server_cpu"] == {"max_node_busy": 1.0, "nodes": 1, "cores": 2}
     assert doc["limits"] == contention.LIMITS
+
+
+def test_other_programs_busy_on_a_host_nobody_waited_on_is_not_contention() -> None:
+    """A neighbour using spare cores harms no one; only one that crowds the host does."""
+    contended, doc = contention.judge([(0, _client(foreign_busy=0.6, psi_some=0.2, client_wait=0.01))])
+    assert not contended and doc["foreign_busy"] == 0.6
+    contended, _ = contention.judge([(0, _client(foreign_busy=0.6, psi_some=None, runnable_per_core=1.0))])
+    assert not contended
+    # The server's own crowding of the cores (little foreign share) is the server's cost, not a lie.
+    contended, doc = contention.judge([(0, _client(foreign_busy=0.05, psi_some=0.95, client_wait=0.05))])
+    assert not contended and doc["crowded"]
 
 
 def test_a_result_without_host_figures_is_unknown_not_clean() -> None:
@@ -125,3 +141,54 @@ def test_server_cpu_comes_from_ray_node_gauges() -> None:
     cpu = node_cpu(Snapshot(at=0.0, samples=parse_exposition(text)))
     assert cpu is not None and cpu["max_node_busy"] == 0.875 and cpu["nodes"] == 2 and cpu["cores"] == 8
     assert node_cpu(Snapshot(at=0.0, samples={})) is None
+
+
+LISTEN = ("import socket, subprocess, sys, time\n"
+          "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
+          "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+          "print(s.getsockname()[1], child.pid, flush=True)\n"
+          "time.sleep(60)\n")
+
+
+def test_a_server_on_this_machine_is_found_by_its_listening_socket() -> None:
+    """The process tree that owns the port is the server's (proc(5): /proc/net/tcp state 0A is LISTEN, and the
+    socket's inode appears among the owner's /proc/PID/fd links); a program beside it is not."""
+    import subprocess
+    import sys
+    proc = subprocess.Popen([sys.executable, "-c", LISTEN], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        port, child = (int(x) for x in proc.stdout.readline().split())
+        where = host.locate_server("127.0.0.1", port)
+        assert where.where == "local" and where.root == proc.pid, where
+        ticks = host.tree_cpu_ticks(proc.pid)
+        assert set(ticks) >= {proc.pid, child} and all(t >= 0 for t in ticks.values())
+        # The client's own process is never counted as the server's.
+        assert os.getpid() not in ticks
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    assert host.locate_server("10.0.0.5", 8000) == host.ServerOnHost("remote", note="10.0.0.5 is not this machine")
+    nobody = host.locate_server("127.0.0.1", port)
+    assert nobody.where == "local" and nobody.root is None and "unknown" in nobody.note
+
+
+def test_foreign_share_is_what_neither_client_nor_server_spent(tmp_path: Path) -> None:
+    """Host ticks 0 -> 1000 with 300 idle: 700 busy; the server's tree spent 300 ticks and the client none, so
+    400 of 1000 went elsewhere."""
+    proc = _proc(tmp_path, "cpu  0 0 0 0 0 0 0 0\nprocs_running 1\n", None)
+    (proc / "42").mkdir()
+    stat = "42 (ray::Serve Replica) S 1 42 42 0 -1 0 0 0 0 0 {u} 0 0 0 20 0 1 0 0 0 0\n"
+    (proc / "42" / "stat").write_text(stat.format(u=100))
+    sampler = host.HostSampler(proc, server=host.ServerOnHost("local", root=42))
+    (proc / "stat").write_text("cpu  700 0 0 300 0 0 0 0\nprocs_running 1\n")
+    (proc / "42" / "stat").write_text(stat.format(u=400))
+    doc = sampler.finish()
+    hz = os.sysconf("SC_CLK_TCK")
+    assert doc["server_cpu_s"] == round(300 / hz, 3)
+    assert doc["foreign_busy"] == pytest.approx(round(max(0.0, (700 - 300) / hz - doc["client_cpu_s"]) / (1000 / hz),
+                                                      4), abs=2e-3)
+    remote = host.HostSampler(proc, server=host.ServerOnHost("remote"))
+    (proc / "stat").write_text("cpu  1400 0 0 600 0 0 0 0\nprocs_running 1\n")
+    doc = remote.finish()
+    assert doc["server_where"] == "remote" and doc["server_cpu_s"] is None and doc["foreign_busy"] is not None

@@ -5,6 +5,8 @@ open-loop step against the stub server. With more runnable processes than cores,
 scheduler shares each core between them: the client's thread waits for a core for a large share of the step
 (measured on two cores: 56-60 % with nine spinning processes, 47-53 % with five, against the 20 % limit and 2-10 %
 on the same busy machine without the hog).
+The spinners' CPU goes to neither the client nor the server (found through its listening socket), so the step is
+flagged for the foreign share whatever the scheduler does to the client's own wait.
 The opposite ("an idle machine is not flagged") is not asserted: on a shared machine another tenant may load it.
 """
 
@@ -63,11 +65,15 @@ def test_a_step_under_a_cpu_hog_is_flagged_contended(stub_server: Callable[..., 
     assert summary["contended"], f"not flagged under {len(cpu_hog)} spinning processes: {c}"
     assert c["measured"] and c["reasons"]
     host = outcome.steps[0].client["host"]
-    # More runnable processes than cores: the client's own thread waits for a core, and the host is crowded.
-    if host["client_wait"] is not None:
-        assert host["client_wait"] > contention.CLIENT_WAIT_MAX
-        assert any("client waiting for a core" in r for r in c["reasons"])
-    elif host["psi_some"] is not None:
+    # The stub server's process was found through its listening socket, so the host's CPU splits three ways.
+    assert host["server_where"] == "local" and host["server_cpu_s"] is not None, host
+    # Nearly all of the machine went to the spinners: neither the client nor the server. Whether the scheduler
+    # also made the mostly sleeping client wait for a core long enough to cross its own limit depends on the
+    # kernel (measured 10-60 % of the step with the same hog): the foreign share flags it either way.
+    assert host["foreign_busy"] is not None and host["foreign_busy"] > contention.FOREIGN_MAX, host
+    assert any("other programs' share" in r for r in c["reasons"]) or any(
+        "client waiting for a core" in r for r in c["reasons"]), c["reasons"]
+    if host["psi_some"] is not None:
         assert host["psi_some"] > contention.PSI_SOME_MAX
     else:
         assert host["runnable_per_core"] > contention.RUNNABLE_PER_CORE_MAX
