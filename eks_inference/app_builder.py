@@ -8,7 +8,7 @@ from aws_cdk import App, Environment, Tags, Validations
 from cdk_nag import AwsSolutionsChecks
 
 from eks_inference.checks import EksSecurityChecks
-from eks_inference.config import ENVIRONMENTS_KEY, PlatformConfig, config_from_context
+from eks_inference.config import ENVIRONMENTS_KEY, LOADTEST_RUN_ID_KEY, PlatformConfig, config_from_context
 from eks_inference.stacks.cluster_stack import ClusterStack
 from eks_inference.stacks.github_stack import GitHubStack
 from eks_inference.stacks.inference_stack import InferenceStack
@@ -28,7 +28,8 @@ def config_from_app(app: App) -> PlatformConfig:
     """The environment ``-c env=NAME`` selects, from the context the CDK CLI gave the app, validated by
     :func:`~eks_inference.config.config_from_context`: the path every command that reads ``cdk.json`` takes too.
     Account and region: ``-c account=/region=`` first, then the environment block, then CDK_DEFAULT_*."""
-    context = {key: app.node.try_get_context(key) for key in (ENVIRONMENTS_KEY, "env", "account", "region")}
+    context = {key: app.node.try_get_context(key)
+               for key in (ENVIRONMENTS_KEY, "env", "account", "region", LOADTEST_RUN_ID_KEY)}
     return config_from_context(context)
 
 

@@ -1446,6 +1446,10 @@ def _default(f: Any) -> Any:
 
 
 ENVIRONMENTS_KEY = "eks-inference:environments"
+LOADTEST_RUN_ID_KEY = "loadtest_run_id"
+"""``-c loadtest_run_id=ID`` sets the selected environment's ``loadtest.run_id`` for one synth or deploy."""
+TRIAL_DEADLINE_KEY = "trial_deadline"
+"""``-c trial_deadline=YYYY-MM-DDTHH:MM:SSZ`` adds a stack that tears the environment down at that time (UTC)."""
 
 CDK_JSON = "cdk.json"
 """The project file whose ``context`` holds the environments; this module is the only one that reads it."""
@@ -1485,7 +1489,8 @@ def config_from_context(context: Mapping[str, Any], *, account: str | None = Non
     refuses.
 
     Account and region: ``-c account=``/``-c region=`` in the context first, then the environment block, then the
-    arguments, then ``CDK_DEFAULT_ACCOUNT``/``CDK_DEFAULT_REGION`` as the CDK CLI exports them.
+    arguments, then ``CDK_DEFAULT_ACCOUNT``/``CDK_DEFAULT_REGION`` as the CDK CLI exports them. ``-c
+    loadtest_run_id=ID`` replaces the block's ``loadtest.run_id``.
     """
     envs = context.get(ENVIRONMENTS_KEY) or {}
     env_name = context.get("env")
@@ -1494,6 +1499,10 @@ def config_from_context(context: Mapping[str, Any], *, account: str | None = Non
         for key in ("account", "region"):
             if context.get(key):
                 block[key] = str(context[key])
+        if context.get(LOADTEST_RUN_ID_KEY):  # `eks-inference trial` starts a run without editing cdk.json
+            loadtest = block.get("loadtest")
+            block["loadtest"] = {**(loadtest if isinstance(loadtest, Mapping) else {}),
+                                 "run_id": str(context[LOADTEST_RUN_ID_KEY])}
         envs = {**envs, env_name: block}
     return load_config(env_name, envs, account=account or os.environ.get("CDK_DEFAULT_ACCOUNT"),
                        region=region or os.environ.get("CDK_DEFAULT_REGION"))
