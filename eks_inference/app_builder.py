@@ -8,11 +8,19 @@ from aws_cdk import App, Environment, Tags, Validations
 from cdk_nag import AwsSolutionsChecks
 
 from eks_inference.checks import EksSecurityChecks
-from eks_inference.config import ENVIRONMENTS_KEY, LOADTEST_RUN_ID_KEY, PlatformConfig, config_from_context
+from eks_inference.config import (
+    ENVIRONMENTS_KEY,
+    LOADTEST_RUN_ID_KEY,
+    TRIAL_DEADLINE_KEY,
+    PlatformConfig,
+    config_from_context,
+)
+from eks_inference.constructs.trial_deadline import parse_deadline
 from eks_inference.stacks.cluster_stack import ClusterStack
 from eks_inference.stacks.github_stack import GitHubStack
 from eks_inference.stacks.inference_stack import InferenceStack
 from eks_inference.stacks.network_stack import NetworkStack
+from eks_inference.stacks.trial_deadline_stack import TrialDeadlineStack
 
 
 @dataclass(frozen=True)
@@ -22,6 +30,7 @@ class Stacks:
     cluster: ClusterStack
     inference: InferenceStack
     github: GitHubStack | None = None
+    trial_deadline: TrialDeadlineStack | None = None
 
 
 def config_from_app(app: App) -> PlatformConfig:
@@ -56,7 +65,17 @@ def build_app(app: App, *, checks: bool = True) -> Stacks:
                              description=f"eks-inference {config.env_name}: the roles GitHub Actions assumes to "
                                          "diff and deploy")
         github.acknowledge_findings()
+    deadline = None
+    if app.node.try_get_context(TRIAL_DEADLINE_KEY):
+        deadline = TrialDeadlineStack(
+            app, f"{prefix}-TrialDeadline", env=env,
+            delete_first=[inference.stack_name, cluster.stack_name, network.stack_name],
+            deadline=parse_deadline(str(app.node.try_get_context(TRIAL_DEADLINE_KEY))),
+            description=f"eks-inference {config.env_name}: deletes the trial's stacks at its deadline")
+        network.add_stack_dependency(deadline, "the scheduled teardown exists before anything it would remove")
+        deadline.acknowledge_findings()
     if checks:
         Validations.of(app).add_plugins(AwsSolutionsChecks(app))
         EksSecurityChecks.apply(app)
-    return Stacks(config=config, network=network, cluster=cluster, inference=inference, github=github)
+    return Stacks(config=config, network=network, cluster=cluster, inference=inference, github=github,
+                  trial_deadline=deadline)
