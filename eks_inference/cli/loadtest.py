@@ -624,14 +624,22 @@ def cmd_run(a: argparse.Namespace) -> int:
 
     async def go() -> runner.RunOutcome:
         # SIGTERM (a pod being deleted) stops the run like Ctrl-C: what was measured is still written.
+        # The stop event ends the step at its next tick should the cancellation be lost (Python 3.11's wait_for
+        # can swallow one that lands as the awaited future completes).
         task = asyncio.current_task()
         assert task is not None
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        stop = asyncio.Event()
+
+        def on_sigterm() -> None:
+            stop.set()
+            task.cancel()
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, on_sigterm)
         server = not a.no_server_metrics
         if a.no_progress:
-            return await runner.run(config, payloads, on_step=write, server_metrics=server)
+            return await runner.run(config, payloads, on_step=write, server_metrics=server, stop=stop)
         with _RichProgress(err) as bar:
-            return await runner.run(config, payloads, progress=bar, on_step=write, server_metrics=server)
+            return await runner.run(config, payloads, progress=bar, on_step=write, server_metrics=server, stop=stop)
 
     try:
         outcome = asyncio.run(go())

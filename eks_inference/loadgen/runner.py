@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import dataclasses
 import gc
 import math
@@ -146,9 +147,11 @@ class _Step(abc.ABC):
     host: HostSampler
 
     def __init__(self, client: HttpClient, spec: StepSpec, inferences: Sequence[int], *, max_lag_ms: float,
-                 progress: Progress, start_at: float | None = None, server: ServerOnHost | None = None) -> None:
+                 progress: Progress, start_at: float | None = None, server: ServerOnHost | None = None,
+                 stop: asyncio.Event | None = None) -> None:
         self.client = client
         self.server = server
+        self.stop = stop
         self.start_at = start_at
         self.late_s = 0.0
         self.spec = spec
@@ -260,6 +263,13 @@ class _Step(abc.ABC):
     def _monitor(self) -> None:
         if self.closed or self.done.done():
             return
+        if self.stop is not None and self.stop.is_set():
+            # asked to stop (SIGTERM): end like a cancellation, at the next tick even if the cancel was lost
+            self.status = "interrupted"
+            self.note = "interrupted; the results measured so far are kept"
+            self.stopping = True
+            self.done.set_result(None)
+            return
         self.host.tick()
         now = self.loop.time()
         c = self.client.counters
@@ -310,6 +320,8 @@ class _Step(abc.ABC):
             interrupted = True
             self.status = "interrupted"
             self.note = "interrupted; the results measured so far are kept"
+        if self.status == "interrupted":
+            interrupted = True
         self.stopping = True
         for h in self.handles:
             h.cancel()
@@ -360,9 +372,9 @@ class _OpenLoopStep(_Step):
 
     def __init__(self, client: HttpClient, spec: StepSpec, inferences: Sequence[int], *, seed: int,
                  max_lag_ms: float, progress: Progress, start_at: float | None = None,
-                 server: ServerOnHost | None = None) -> None:
+                 server: ServerOnHost | None = None, stop: asyncio.Event | None = None) -> None:
         super().__init__(client, spec, inferences, max_lag_ms=max_lag_ms, progress=progress, start_at=start_at,
-                         server=server)
+                         server=server, stop=stop)
         self.rng = random.Random(seed * 1_000_003 + spec.index)
         self.sched = spec.client_schedule
         self._u = 0.0
@@ -483,9 +495,10 @@ class _ClosedLoopStep(_Step):
     its pace with ``client_rate``); latency runs from the actual send. Never behind schedule: it has none."""
 
     def __init__(self, client: HttpClient, spec: StepSpec, inferences: Sequence[int], *, max_lag_ms: float,
-                 progress: Progress, start_at: float | None = None, server: ServerOnHost | None = None) -> None:
+                 progress: Progress, start_at: float | None = None, server: ServerOnHost | None = None,
+                 stop: asyncio.Event | None = None) -> None:
         super().__init__(client, spec, inferences, max_lag_ms=max_lag_ms, progress=progress, start_at=start_at,
-                         server=server)
+                         server=server, stop=stop)
         self.pace_interval = 0.0
 
     def _start_sending(self) -> None:
@@ -528,13 +541,14 @@ class _ClosedLoopStep(_Step):
 
 
 def _new_step(client: HttpClient, spec: StepSpec, inferences: Sequence[int], *, seed: int, max_lag_ms: float,
-              progress: Progress, start_at: float | None, server: ServerOnHost | None = None) -> _Step:
+              progress: Progress, start_at: float | None, server: ServerOnHost | None = None,
+              stop: asyncio.Event | None = None) -> _Step:
     """The step's loop, chosen by its mode: the one place where open and closed part ways."""
     if spec.mode is Mode.OPEN:
         return _OpenLoopStep(client, spec, inferences, seed=seed, max_lag_ms=max_lag_ms, progress=progress,
-                             start_at=start_at, server=server)
+                             start_at=start_at, server=server, stop=stop)
     return _ClosedLoopStep(client, spec, inferences, max_lag_ms=max_lag_ms, progress=progress, start_at=start_at,
-                           server=server)
+                           server=server, stop=stop)
 
 
 class _Interrupted(Exception):
@@ -714,11 +728,14 @@ async def run(
     progress: Progress | None = None,
     on_step: Callable[[RunOutcome], None] | None = None,
     server_metrics: bool = True,
+    stop: asyncio.Event | None = None,
 ) -> RunOutcome:
     """Execute the whole run; never raises for target trouble, it reports it in the outcome.
 
     :param server_metrics: read the target's metrics around each step (client 0) and pause with it (the
         others); default on.
+    :param stop: once set, the step under way ends as interrupted at its next monitor tick and no other starts:
+        the run's own stop request, which no cancellation race can lose.
     """
     progress = progress or NullProgress()
     endpoint = parse_endpoint(config.url)
@@ -760,7 +777,7 @@ async def run(
             client.limit = config.connection_limit(cal)
             try:
                 measured = await _new_step(client, cal, inferences, seed=config.seed, max_lag_ms=lag_limit_ms,
-                                           progress=progress, start_at=start_at, server=server).run()
+                                           progress=progress, start_at=start_at, server=server, stop=stop).run()
             except _Interrupted:
                 status, error = "interrupted", "interrupted while measuring capacity; nothing kept"
                 return outcome()
@@ -803,8 +820,11 @@ async def run(
             :class:`_Stop` when the run cannot go on (interrupted, aborted, nothing answered)."""
             nonlocal start_at, status, error
             client.limit = config.connection_limit(spec)
+            if stop is not None and stop.is_set():
+                status, error = "interrupted", "interrupted; the results measured so far are kept"
+                raise _Stop
             step = _new_step(client, spec, inferences, seed=config.seed, max_lag_ms=lag_limit_ms, progress=progress,
-                             start_at=start_at, server=server)
+                             start_at=start_at, server=server, stop=stop)
             if reader is not None:
                 await reader.begin(settle=start_at is None)
             sampler = ReplicaSampler(endpoint.info_url) if config.sample_replicas else None
@@ -834,7 +854,11 @@ async def run(
             if on_step is not None:
                 on_step(outcome())
             if config.drain_s:
-                await asyncio.sleep(config.drain_s)
+                if stop is None:
+                    await asyncio.sleep(config.drain_s)
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), config.drain_s)
             return result
 
         try:
