@@ -129,7 +129,9 @@ def test_run_and_report_against_local_ray_serve(minilm_url: str, tmp_path: Path)
     assert r.returncode == 0, r.stderr
     summaries: list[dict[str, Any]] = json.loads(r.stdout)
     for s in summaries:
-        assert s["errors"] == 0 and s["ok"] == s["requests"] == s["requested_rate"] * 3
+        assert s["requests"] == s["requested_rate"] * 3 and s["ok"] + s["errors"] == s["requests"]
+        # A step the host starved (another program crowding both cores) may time out; one it did not, may not.
+        assert s["errors"] == 0 or s["contended"], s
         assert s["inferences"] == 2 * s["ok"]
         assert s["latency_ms"]["p50"] > 1.0  # a real forward pass, not a canned answer
     (doc,) = [json.loads(p.read_text()) for p in (tmp_path / "results").glob("*.json")]
@@ -140,8 +142,13 @@ def test_run_and_report_against_local_ray_serve(minilm_url: str, tmp_path: Path)
     assert r.returncode == 0, r.stderr
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     (target,) = report["targets"]
-    # a best step needs one within the SLO, measured on schedule: generous, as the machine may be busy
-    assert target["target"]["name"] == "local-minilm" and target["best"] is not None
+    assert target["target"]["name"] == "local-minilm"
+    if all(s["contended"] for s in summaries):
+        # no capacity rests on a starved step, and the report says why there is no best
+        assert target["best"] is None and any("contended host" in w for w in report["warnings"]), report["warnings"]
+    else:
+        # a best step needs one within the SLO, measured on schedule: generous, as the machine may be busy
+        assert target["best"] is not None
     assert target["usd_per_million_inferences"] is None  # no instance type: priced n/a, not guessed
     assert (tmp_path / "report" / "report.png").stat().st_size > 0
 
@@ -164,6 +171,9 @@ def test_two_runs_of_the_same_local_server_are_no_regression(minilm_url: str, tm
     for step in steps:
         host = step["client"]["host"]
         assert host["client_cores"] >= 1 and host["wall_s"] > 0 and "contention" in step["summary"]
+        # The local Ray (its proxy owns the port) was found, so its CPU is the server's, not a neighbour's.
+        assert host["server_where"] == "local" and host["server_cpu_s"] is not None, host
+        assert step["summary"]["contention"]["foreign_busy"] is not None
     # Ray's exporter drops its node gauges between reports now and then: most steps have the server's CPU.
     cpus = [step["summary"]["contention"]["server_cpu"] for step in steps]
     assert sum(c is not None for c in cpus) >= len(steps) // 2, cpus
