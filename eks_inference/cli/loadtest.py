@@ -623,18 +623,21 @@ def cmd_run(a: argparse.Namespace) -> int:
         return EXIT_FAILED
 
     async def go() -> runner.RunOutcome:
-        # SIGTERM (a pod being deleted) stops the run like Ctrl-C: what was measured is still written.
-        # The stop event ends the step at its next tick should the cancellation be lost (Python 3.11's wait_for
-        # can swallow one that lands as the awaited future completes).
+        # Ctrl-C and SIGTERM (a pod being deleted) stop the run; what was measured is still written. The stop
+        # event ends the step at its next tick should the cancellation be lost (Python 3.11's wait_for can
+        # swallow one that lands as the awaited future completes); a second signal stops at once.
         task = asyncio.current_task()
         assert task is not None
         stop = asyncio.Event()
 
-        def on_sigterm() -> None:
+        def on_signal() -> None:
+            if stop.is_set():
+                raise KeyboardInterrupt
             stop.set()
             task.cancel()
 
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, on_sigterm)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(sig, on_signal)
         server = not a.no_server_metrics
         if a.no_progress:
             return await runner.run(config, payloads, on_step=write, server_metrics=server, stop=stop)
