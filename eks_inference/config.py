@@ -88,7 +88,10 @@ class EndpointAccess(str, Enum):
 
 class CapacityType(str, Enum):
     ON_DEMAND = "ON_DEMAND"
+    """On-Demand; with ``capacity_reservation_id``, launched into that On-Demand Capacity Reservation first."""
     SPOT = "SPOT"
+    CAPACITY_BLOCK = "CAPACITY_BLOCK"
+    """A Capacity Block for ML (``capacity_reservation_id``): one instance type, in the block's one zone."""
 
 
 class ImageScanning(str, Enum):
@@ -131,6 +134,8 @@ GITHUB_REPOSITORY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-
 """``owner/name``, exactly: no wildcard (a trust with one admits other repositories' workflows)."""
 GITHUB_ENVIRONMENT_RE = re.compile(r"^[^*?:/\s][^*?:/]{0,254}$")
 """One GitHub environment name: no wildcard, and no ``:`` or ``/``, which would change what the token's sub claims."""
+_ZONE_RE = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-[0-9][a-z]$")
+_RESERVATION_RE = re.compile(r"^cr-[0-9a-f]{17}$")
 _CACHE_NODE_RE = re.compile(r"^cache\.[a-z][a-z0-9-]*\.[0-9]*x?(large|medium|small|micro)$")
 _SCRAPER_ID_RE = re.compile(r"^s-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 NEURON_BASE_TAG = "public.ecr.aws/neuron/pytorch-inference-neuronx:2.9.0-neuronx-py312-sdk2.30.0-ubuntu24.04"
@@ -195,8 +200,13 @@ class NodeGroupSpec:
     :param desired_size: default ``min_size``. Only the size a new group starts at: the cluster autoscaler owns the
         size afterwards, and the stack keeps this value stable so that a deploy does not reset it.
     :param disk_size_gib: root volume, default 100 (images with torch and Neuron are large).
-    :param capacity_type: default ON_DEMAND.
+    :param capacity_type: default ON_DEMAND; SPOT for groups whose pods may lose a node at two minutes' notice;
+        CAPACITY_BLOCK for a Capacity Block for ML (needs ``capacity_reservation_id``).
     :param enabled: default true; the optional ``gpu`` and ``cpu`` groups ship disabled.
+    :param availability_zones: default every zone of the VPC; the zones this group launches in (a reservation
+        lives in one zone; a zone short of an instance type can be left out).
+    :param capacity_reservation_id: default none; an accelerator group's On-Demand Capacity Reservation or Capacity
+        Block (``cr-`` and 17 hex digits), which the launch template targets.
     """
 
     name: str
@@ -208,6 +218,8 @@ class NodeGroupSpec:
     disk_size_gib: int = 100
     capacity_type: CapacityType = CapacityType.ON_DEMAND
     enabled: bool = True
+    availability_zones: tuple[str, ...] | None = None
+    capacity_reservation_id: str | None = None
 
     def __post_init__(self) -> None:
         errs = _Errors()
@@ -243,7 +255,37 @@ class NodeGroupSpec:
             if self.disk_size_gib < 20:
                 errs.add(f"{where} disk_size_gib", self.disk_size_gib, "is too small for the images",
                          "use at least 20 (100 is the default)")
+        self._check_capacity_options(errs, where)
         errs.raise_any()
+
+    def _check_capacity_options(self, errs: _Errors, where: str) -> None:
+        """Zones, a reservation and the capacity type that goes with it."""
+        zones = self.availability_zones
+        if zones is not None and (isinstance(zones, str) or not isinstance(zones, list | tuple) or not zones
+                                  or not all(isinstance(z, str) and _ZONE_RE.match(z) for z in zones)):
+            errs.add(f"{where} availability_zones", zones, "is not a list of zone names",
+                     'write ["us-east-1a", "us-east-1b"], or leave it out for every zone of the VPC')
+            zones = None
+        rid = self.capacity_reservation_id
+        if rid is not None and not (isinstance(rid, str) and _RESERVATION_RE.match(rid)):
+            errs.add(f"{where} capacity_reservation_id", rid, "is not a capacity reservation id",
+                     "copy it from the EC2 console or `aws ec2 describe-capacity-reservations`: cr- and 17 hex digits")
+        if rid is not None and self.processor not in (Processor.INFERENTIA, Processor.GPU):
+            errs.add(f"{where} capacity_reservation_id", rid, f"is set on a {self.processor_label} group",
+                     "reserve capacity for an inferentia or gpu group; CPU groups scale on On-Demand or Spot")
+        elif rid is not None and self.capacity_type is CapacityType.SPOT:
+            errs.add(f"{where} capacity_type", "SPOT", "cannot launch into a capacity reservation",
+                     "use ON_DEMAND (an On-Demand Capacity Reservation) or CAPACITY_BLOCK, or drop the reservation")
+        if self.capacity_type is CapacityType.CAPACITY_BLOCK:
+            if rid is None:
+                errs.add(f"{where} capacity_type", "CAPACITY_BLOCK", "needs the block's capacity_reservation_id",
+                         "add capacity_reservation_id: \"cr-...\" from the Capacity Block you bought")
+            if isinstance(self.instance_types, list | tuple) and len(self.instance_types) != 1:
+                errs.add(f"{where} instance_types", list(self.instance_types), "lists more than the block's type",
+                         "a Capacity Block holds one instance type: list only that one")
+            if zones is None or len(zones) != 1:
+                errs.add(f"{where} availability_zones", zones, "is not the block's one zone",
+                         "a Capacity Block lives in one zone: list exactly that zone")
 
     def _check_instance_types(self, errs: _Errors, where: str) -> None:
         its = self.instance_types
@@ -1079,7 +1121,19 @@ def _check_platform_fields(errs: _Errors, v: Mapping[str, Any]) -> tuple[str, ..
                 errs.add("image_uris", key, "is not a processor or 'loadtest'",
                          "key image URIs by graviton, inferentia, gpu, cpu or loadtest")
     _check_image_pins(errs, where, v)
+    _check_group_zones(errs, v["node_groups"], zones if region_ok else None)
     return zones if region_ok else None
+
+
+def _check_group_zones(errs: _Errors, groups: Any, zones: tuple[str, ...] | str | None) -> None:
+    """A group's zones must be zones of the VPC (unknown until synth with ``availability_zones: "lookup"``)."""
+    if not isinstance(zones, tuple) or groups is _BAD:
+        return
+    for g in groups:
+        extra = [z for z in (g.availability_zones or ()) if z not in zones]
+        if extra:
+            errs.add(f"node group {g.name!r} availability_zones", extra, "are not zones of the VPC",
+                     f"use some of {', '.join(zones)}")
 
 
 def _check_image_pins(errs: _Errors, where: str, v: Mapping[str, Any]) -> None:
@@ -1279,6 +1333,8 @@ def _node_group(errs: _Errors, data: Any) -> NodeGroupSpec | None:
         ok &= _take_enum(errs, kw, "processor", f"{where} processor", Processor)
     ok &= _take_list(errs, kw, "instance_types", f"{where} instance_types", '["c7g.xlarge"]')
     ok &= _take_enum(errs, kw, "capacity_type", f"{where} capacity_type", CapacityType)
+    if isinstance(kw.get("availability_zones"), list):
+        kw["availability_zones"] = tuple(kw["availability_zones"])
     if not ok and ("processor" not in kw or "instance_types" not in kw):
         return None
     group = _build(errs, where, NodeGroupSpec, kw)

@@ -95,7 +95,11 @@ def _group_line(group: NodeGroupSpec, region: str, prices: PriceTable, models: S
     floor = min(group.max_size, serving_floor(group, models))
     lowest = max(group.min_size, floor)
     desired = max(floor, group.desired_size if group.desired_size is not None else group.min_size)
-    note = "On-Demand price; Spot is usually lower" if group.capacity_type is CapacityType.SPOT else ""
+    note = {CapacityType.SPOT: f"a Spot group priced at {prices.kind.label} rates",
+            CapacityType.CAPACITY_BLOCK: "a Capacity Block, paid upfront at its own rate: not this one"}.get(
+        group.capacity_type, "")
+    if group.capacity_reservation_id and group.capacity_type is CapacityType.ON_DEMAND:
+        note = f"reservation {group.capacity_reservation_id} is billed while it lasts, used or not"
     if floor > group.min_size:
         note = "; ".join(filter(None, [note, f"min_size {group.min_size}, but the models' min_replicas keep {floor} "
                                              "running once served"]))

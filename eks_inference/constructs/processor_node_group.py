@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from aws_cdk import Tags
 from aws_cdk import aws_ec2 as ec2
@@ -12,7 +13,7 @@ from aws_cdk import aws_eks_v2 as eks
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
-from eks_inference.config import ConfigError, NodeGroupSpec, Processor
+from eks_inference.config import CapacityType, ConfigError, NodeGroupSpec, Processor
 from eks_inference.constructs.node_count import NodeCount
 from eks_inference.tables.instance_types import INSTANCE_TYPES
 
@@ -96,6 +97,28 @@ def nodegroup_name(spec: NodeGroupSpec, ami_type: str) -> str:
     """
     key = json.dumps([list(spec.instance_types), spec.capacity_type.value, ami_type])
     return f"{spec.name}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+
+
+def reservation_launch_data(spec: NodeGroupSpec) -> dict[str, Any]:
+    """Launch-template fields that put the group's nodes into its capacity reservation.
+
+    An On-Demand Capacity Reservation: ``CapacityReservationSpecification.CapacityReservationTarget`` names it, and
+    the group stays ON_DEMAND (a launch beyond the reservation falls back to On-Demand capacity). A Capacity Block
+    for ML, as the EKS user guide's "Create a managed node group with Capacity Blocks for ML" sets it: the same
+    target, ``InstanceMarketOptions.MarketType: capacity-block``, the instance type in the launch template, and the
+    node group's capacity type CAPACITY_BLOCK.
+    """
+    if spec.capacity_reservation_id is None:
+        return {}
+    out: dict[str, Any] = {"capacity_reservation_specification":
+                              ec2.CfnLaunchTemplate.CapacityReservationSpecificationProperty(
+                                  capacity_reservation_target=ec2.CfnLaunchTemplate.CapacityReservationTargetProperty(
+                                      capacity_reservation_id=spec.capacity_reservation_id))}
+    if spec.capacity_type is CapacityType.CAPACITY_BLOCK:
+        out["instance_market_options"] = ec2.CfnLaunchTemplate.InstanceMarketOptionsProperty(
+            market_type="capacity-block")
+        out["instance_type"] = spec.instance_types[0]
+    return out
 
 
 def node_role(scope: Construct, construct_id: str) -> iam.Role:
@@ -199,8 +222,10 @@ class ProcessorNodeGroup(Construct):
                         ],
                     )
                 ],
+                **reservation_launch_data(spec),
             ),
         )
+        block = spec.capacity_type is CapacityType.CAPACITY_BLOCK
         self.nodegroup_name = nodegroup_name(spec, self.ami_type.value)
         self.autoscaler_tags = autoscaler_tags(spec)
         self.node_count = NodeCount(
@@ -213,7 +238,8 @@ class ProcessorNodeGroup(Construct):
             cluster=cluster,
             nodegroup_name=self.nodegroup_name,
             tags=self.autoscaler_tags or None,
-            instance_types=[ec2.InstanceType(t) for t in spec.instance_types],
+            # a Capacity Block's type is the launch template's (EKS refuses it in both places)
+            instance_types=None if block else [ec2.InstanceType(t) for t in spec.instance_types],
             ami_type=self.ami_type,
             capacity_type=eks.CapacityType(spec.capacity_type.value),
             min_size=spec.min_size,
@@ -223,7 +249,9 @@ class ProcessorNodeGroup(Construct):
             labels=self.labels,
             taints=self.taints,
             node_role=self.role,
-            subnets=subnets or ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+            subnets=subnets or ec2.SubnetSelection(
+                subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS,
+                availability_zones=list(spec.availability_zones) if spec.availability_zones else None),
             launch_template_spec=eks.LaunchTemplateSpec(
                 id=self.launch_template.ref, version=self.launch_template.attr_latest_version_number
             ),

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from eks_inference.ops.capacity_errors import capacity_advice
 from eks_inference.ops.trial import DEADLINE_CONTEXT, RUN_ID_CONTEXT, TrialContext, run_ids
 
 SERVING_NAMESPACE = "eks-inference"
@@ -125,11 +126,27 @@ class CommandRunner:
         return None
 
     def deploy(self, ctx: TrialContext) -> Any:
-        self._run(ctx, "deploy", [deploy_command(self.project, ctx)])
+        try:
+            self._run(ctx, "deploy", [deploy_command(self.project, ctx)])
+        except StepFailed:
+            advice = self._capacity_advice(ctx)
+            if advice:
+                raise StepFailed(advice) from None
+            raise
         kubeconfig = outputs(ctx).get("UpdateKubeconfig")
         if kubeconfig:
             self._run(ctx, "deploy", [kubeconfig.split()])
         return {"bucket": outputs(ctx).get("ModelRepositoryUri")}
+
+    def _capacity_advice(self, ctx: TrialContext) -> str | None:
+        """What the node groups' stack says, when a group could not get its instances."""
+        stack = f"EksInference-{ctx.config.env_name}-Cluster"
+        proc = subprocess.run(["aws", "cloudformation", "describe-stack-events", "--stack-name", stack,
+                               "--region", ctx.config.region, "--output", "json"], cwd=self.project,
+                              capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            return None
+        return capacity_advice(json.loads(proc.stdout).get("StackEvents") or [])
 
     def _bucket(self, ctx: TrialContext) -> str:
         bucket = (ctx.results.get("deploy") or {}).get("bucket") or outputs(ctx).get("ModelRepositoryUri")
