@@ -136,6 +136,7 @@ GITHUB_ENVIRONMENT_RE = re.compile(r"^[^*?:/\s][^*?:/]{0,254}$")
 """One GitHub environment name: no wildcard, and no ``:`` or ``/``, which would change what the token's sub claims."""
 _ZONE_RE = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-[0-9][a-z]$")
 _RESERVATION_RE = re.compile(r"^cr-[0-9a-f]{17}$")
+_AMI_RELEASE_RE = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+-[0-9]{8}$")
 _CACHE_NODE_RE = re.compile(r"^cache\.[a-z][a-z0-9-]*\.[0-9]*x?(large|medium|small|micro)$")
 _SCRAPER_ID_RE = re.compile(r"^s-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 NEURON_BASE_TAG = "public.ecr.aws/neuron/pytorch-inference-neuronx:2.9.0-neuronx-py312-sdk2.30.0-ubuntu24.04"
@@ -207,6 +208,10 @@ class NodeGroupSpec:
         lives in one zone; a zone short of an instance type can be left out).
     :param capacity_reservation_id: default none; an accelerator group's On-Demand Capacity Reservation or Capacity
         Block (``cr-`` and 17 hex digits), which the launch template targets.
+    :param ami_release_version: default none (EKS picks the latest release of the AMI type when the group is
+        created, and a later deploy leaves it); the EKS-optimized AMI release the group runs, e.g.
+        ``1.36.0-20261120``, for the cluster's Kubernetes minor. Pinning it makes the Neuron driver on the nodes a
+        reviewed change: a new value rolls the group's nodes.
     """
 
     name: str
@@ -220,6 +225,7 @@ class NodeGroupSpec:
     enabled: bool = True
     availability_zones: tuple[str, ...] | None = None
     capacity_reservation_id: str | None = None
+    ami_release_version: str | None = None
 
     def __post_init__(self) -> None:
         errs = _Errors()
@@ -266,6 +272,13 @@ class NodeGroupSpec:
             errs.add(f"{where} availability_zones", zones, "is not a list of zone names",
                      'write ["us-east-1a", "us-east-1b"], or leave it out for every zone of the VPC')
             zones = None
+        release = self.ami_release_version
+        if release is not None and not (isinstance(release, str) and _AMI_RELEASE_RE.match(release)
+                                        and release.startswith(KUBERNETES_VERSION + ".")):
+            errs.add(f"{where} ami_release_version", release,
+                     f"is not an EKS AMI release for Kubernetes {KUBERNETES_VERSION}",
+                     f"write {KUBERNETES_VERSION}.PATCH-YYYYMMDD, as `aws eks describe-nodegroup` reports a group's "
+                     "releaseVersion")
         rid = self.capacity_reservation_id
         if rid is not None and not (isinstance(rid, str) and _RESERVATION_RE.match(rid)):
             errs.add(f"{where} capacity_reservation_id", rid, "is not a capacity reservation id",

@@ -241,6 +241,7 @@ class ProcessorNodeGroup(Construct):
             # a Capacity Block's type is the launch template's (EKS refuses it in both places)
             instance_types=None if block else [ec2.InstanceType(t) for t in spec.instance_types],
             ami_type=self.ami_type,
+            release_version=spec.ami_release_version,
             capacity_type=eks.CapacityType(spec.capacity_type.value),
             min_size=spec.min_size,
             max_size=spec.max_size,

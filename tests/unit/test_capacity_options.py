@@ -27,7 +27,8 @@ from tests.unit.test_processor_node_group import bare_cluster
 
 RESERVATION = "cr-0123456789abcdef0"
 ODCR = NodeGroupSpec(name="inferentia", processor=Processor.INFERENTIA, instance_types=("inf2.xlarge", "inf2.8xlarge"),
-                     max_size=3, availability_zones=("us-west-2b",), capacity_reservation_id=RESERVATION)
+                     max_size=3, availability_zones=("us-west-2b",), capacity_reservation_id=RESERVATION,
+                     ami_release_version="1.36.0-20261120")
 BLOCK = NodeGroupSpec(name="inf-block", processor=Processor.INFERENTIA, instance_types=("inf2.xlarge",), max_size=2,
                       availability_zones=("us-west-2a",), capacity_reservation_id=RESERVATION,
                       capacity_type=CapacityType.CAPACITY_BLOCK)
@@ -69,6 +70,7 @@ def test_an_on_demand_reservation_is_targeted_and_types_stay_in_priority_order(t
     props = _nodegroup(t, groups["inferentia"])
     assert props["CapacityType"] == "ON_DEMAND" and props["InstanceTypes"] == ["inf2.xlarge", "inf2.8xlarge"]
     assert _subnet_zones(t, props) == {"us-west-2b"}
+    assert props["ReleaseVersion"] == "1.36.0-20261120" and "ReleaseVersion" not in _nodegroup(t, groups["graviton"])
 
 
 def test_a_capacity_block_is_rendered_as_the_eks_user_guide_sets_it(template: Any) -> None:
@@ -104,6 +106,9 @@ def test_graviton_on_spot_in_every_zone(template: Any) -> None:
     ({"capacity_type": CapacityType.CAPACITY_BLOCK, "capacity_reservation_id": RESERVATION},
      r"availability_zones: None is not the block's one zone"),
     ({"availability_zones": ("west",)}, r"availability_zones: \('west',\) is not a list of zone names"),
+    ({"ami_release_version": "1.35.2-20261101"}, r"ami_release_version: '1.35.2-20261101' is not an EKS AMI release "
+                                                 r"for Kubernetes 1.36; write 1.36.PATCH-YYYYMMDD"),
+    ({"ami_release_version": "latest"}, r"ami_release_version: 'latest' is not an EKS AMI release"),
 ])
 def test_each_mistake_is_one_line_with_the_fix(kw: dict[str, Any], message: str) -> None:
     base: dict[str, Any] = {"name": "inferentia", "processor": Processor.INFERENTIA, "instance_types": ("inf2.xlarge",)}
@@ -126,3 +131,4 @@ def test_a_groups_zones_must_be_the_vpcs_and_cdk_json_spells_it_the_same() -> No
                                           r"zones of the VPC; use some of us-west-2a"):
         parse_platform("dev", {**dev, "node_groups": groups})
     assert json.dumps(inf)  # the block as written in cdk.json
+
