@@ -658,6 +658,9 @@ class ModelSpec:
         errs.raise_any()
 
 
+LOADTEST_PATHS = ("service", "front-door")
+
+
 @dataclass(frozen=True, kw_only=True)
 class LoadTestSpec:
     """An in-cluster load test; change ``run_id`` to start a new run (a reviewable ``cdk diff``).
@@ -676,6 +679,10 @@ class LoadTestSpec:
     :param client_instance_type: the instance type of the load-test node group, where the client and report pods
         run, away from the system nodes and the targets; default ``c7i.xlarge`` (three 1-vCPU clients a node).
         An x86 CPU type (the load-test image is linux/amd64). The group stays at zero nodes between runs.
+    :param via: the path the clients take: ``service`` (default: each model × processor's in-cluster serve Service, one
+        client Job per target) or ``front-door`` (each model's route at the environment's front door, as clients
+        outside the cluster reach it, load balancer and TLS included: one client Job per model, priced as every
+        target the route spreads over). Results record it (``provenance.via``).
     """
 
     run_id: str = ""
@@ -689,9 +696,12 @@ class LoadTestSpec:
     inputs_per_request: int = 1
     ready_timeout_s: int = 1800
     client_instance_type: str = "c7i.xlarge"
+    via: str = "service"
 
     def __post_init__(self) -> None:
         errs = _Errors()
+        if self.via not in LOADTEST_PATHS:
+            errs.add("loadtest.via", self.via, "is not a path to the models", f"use {' or '.join(LOADTEST_PATHS)}")
         cit = self.client_instance_type
         families = _FAMILIES[Processor.CPU]
         if not isinstance(cit, str) or not _INSTANCE_RE.match(cit) or instance_family(cit) not in families:
@@ -758,6 +768,11 @@ class AddonVersions:
     :param vpc_cni: the ``vpc-cni`` add-on, managed by the stack so that NetworkPolicy enforcement is on.
     :param cloudwatch_observability: the ``amazon-cloudwatch-observability`` add-on (3.1.0 or later: Pod Identity),
         whose Fluent Bit ships every container's logs to CloudWatch Logs.
+    :param load_balancer_controller_chart: AWS Load Balancer Controller Helm chart version, installed with the front
+        door (``front_door.enabled``); it serves the Gateway API as an Application Load Balancer.
+    :param load_balancer_controller_repository: where that chart comes from.
+    :param gateway_api: the Gateway API release whose standard CRDs are installed with the controller: the one the
+        controller is built for (its docs, "Gateway API"), which the project's CRD checks read too.
     """
 
     kuberay_operator_chart: str = "1.7.0"
@@ -778,6 +793,9 @@ class AddonVersions:
     pod_identity_agent: str = "v1.3.10-eksbuild.2"
     vpc_cni: str = "v1.23.1-eksbuild.1"
     cloudwatch_observability: str = "v4.6.0-eksbuild.1"
+    load_balancer_controller_chart: str = "3.5.0"
+    load_balancer_controller_repository: str = "https://aws.github.io/eks-charts"
+    gateway_api: str = "v1.6.0"
 
     def __post_init__(self) -> None:
         errs = _Errors()
@@ -922,6 +940,146 @@ class RaySpec:
         errs.raise_any()
 
 
+class LoadBalancerScheme(str, Enum):
+    """Where the front door's Application Load Balancer listens (the controller's ``LoadBalancerConfiguration``
+    ``scheme``)."""
+
+    INTERNAL = "internal"
+    """Reachable from the VPC (and what is peered or connected to it) only."""
+    INTERNET_FACING = "internet-facing"
+
+
+_ACM_ARN_RE = re.compile(r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/[0-9a-f-]{36}$")
+_WAF_ARN_RE = re.compile(r"^arn:aws[a-z-]*:wafv2:[a-z0-9-]+:[0-9]{12}:regional/webacl/[\w-]+/[0-9a-f-]{36}$")
+_HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+PLAIN_HTTP_ENVIRONMENTS = frozenset({"dev"})
+"""Environments whose front door may listen on plain HTTP (no ``certificate_arn``); every other needs TLS."""
+TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+"""The HTTPS listener's security policy: TLS 1.3 and 1.2 only (the ALB's recommended policy)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class JwtAuth:
+    """Requests must carry ``Authorization: Bearer <JWT>`` signed by a key of ``jwks_endpoint``; the load balancer
+    checks the signature, ``iss``, ``exp`` (and ``nbf``/``iat`` when present) before any request reaches a model
+    (ALB JWT validation, a ``jwt-validation`` action of the controller's ``ListenerRuleConfiguration``).
+
+    :param issuer: the ``iss`` the tokens must carry, e.g. ``https://cognito-idp.us-east-1.amazonaws.com/<pool>``.
+    :param jwks_endpoint: the ``https://`` URL of the issuer's JSON Web Key Set.
+    :param scopes: default none; when set, the token's ``scope`` claim (space-separated, as OAuth 2.0 client
+        credentials issue it) must hold one of these values.
+    """
+
+    issuer: str
+    jwks_endpoint: str
+    scopes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        errs = _Errors()
+        if not isinstance(self.issuer, str) or not 0 < len(self.issuer) <= 256:
+            errs.add("front_door.auth.jwt.issuer", self.issuer, "is not an issuer of up to 256 characters",
+                     "copy the iss claim your tokens carry, e.g. https://cognito-idp.REGION.amazonaws.com/POOL_ID")
+        if (not isinstance(self.jwks_endpoint, str) or not self.jwks_endpoint.startswith("https://")
+                or len(self.jwks_endpoint) > 256):
+            errs.add("front_door.auth.jwt.jwks_endpoint", self.jwks_endpoint, "is not an https:// URL of up to 256 "
+                     "characters", "give the issuer's JWKS URL, e.g. https://ISSUER/.well-known/jwks.json")
+        if (not isinstance(self.scopes, tuple) or len(self.scopes) > 10
+                or any(not isinstance(s, str) or not s or " " in s or len(s) > 256 for s in self.scopes)):
+            errs.add("front_door.auth.jwt.scopes", self.scopes, "is not a list of up to 10 scopes without spaces",
+                     'write e.g. ["inference/predict"], or leave it out')
+        errs.raise_any()
+
+
+@dataclass(frozen=True, kw_only=True)
+class FrontDoorSpec:
+    """One HTTPS endpoint per environment in front of every model: a Kubernetes Gateway served by the AWS Load
+    Balancer Controller as an Application Load Balancer, with one route per model (``/{model}/...``) split across
+    the model's processors by weight (docs/front-door.md).
+
+    :param enabled: default false: no controller, no load balancer; models are reached in the cluster or through
+        ``kubectl port-forward``.
+    :param scheme: ``internal`` (default: the VPC only) or ``internet-facing``.
+    :param certificate_arn: the ACM certificate of the HTTPS listener (port 443). Required outside dev
+        (:data:`PLAIN_HTTP_ENVIRONMENTS`); left out in dev, the listener is plain HTTP on port 80.
+    :param hostname: the name clients use (the certificate must cover it); default none: the load balancer's
+        DNS name, which exists only after the first deploy. In-cluster load tests through the front door need it.
+    :param auth: request authentication; ``{"jwt": {...}}`` (:class:`JwtAuth`), needs HTTPS. Default none, which
+        an internet-facing front door refuses.
+    :param waf_acl_arn: a regional AWS WAF web ACL to associate; default none.
+    :param source_cidrs: who may connect (the load balancer's security group); default none: the whole VPC for an
+        internal front door, anyone for an internet-facing one.
+    :param routes: per model, the weight of each processor, e.g. ``{"minilm": {"inferentia": 80, "graviton": 20}}``;
+        a model left out splits evenly across its processors. A weight of 0, or none, sends that processor nothing;
+        routes of models or processors the environment does not serve are ignored.
+    """
+
+    enabled: bool = False
+    scheme: LoadBalancerScheme = LoadBalancerScheme.INTERNAL
+    certificate_arn: str | None = None
+    hostname: str | None = None
+    auth: JwtAuth | None = None
+    waf_acl_arn: str | None = None
+    source_cidrs: tuple[str, ...] = ()
+    routes: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+
+    @property
+    def https(self) -> bool:
+        return self.certificate_arn is not None
+
+    def __post_init__(self) -> None:
+        errs = _Errors()
+        if not isinstance(self.enabled, bool):
+            errs.add("front_door.enabled", self.enabled, "is not true or false", "write true or false")
+        if self.certificate_arn is not None and (not isinstance(self.certificate_arn, str)
+                                                 or not _ACM_ARN_RE.match(self.certificate_arn)):
+            errs.add("front_door.certificate_arn", self.certificate_arn, "is not an ACM certificate ARN",
+                     "copy it from `aws acm list-certificates` (arn:aws:acm:REGION:ACCOUNT:certificate/UUID)")
+        if self.hostname is not None and (not isinstance(self.hostname, str) or not _HOSTNAME_RE.match(self.hostname)):
+            errs.add("front_door.hostname", self.hostname, "is not a lower-case DNS name",
+                     "write e.g. models.example.com, or leave it out")
+        if self.waf_acl_arn is not None and (not isinstance(self.waf_acl_arn, str)
+                                             or not _WAF_ARN_RE.match(self.waf_acl_arn)):
+            errs.add("front_door.waf_acl_arn", self.waf_acl_arn, "is not a regional WAF web ACL ARN",
+                     "copy it from `aws wafv2 list-web-acls --scope REGIONAL`, or leave it out")
+        for cidr in self.source_cidrs if isinstance(self.source_cidrs, tuple) else [self.source_cidrs]:
+            try:
+                ipaddress.ip_network(cidr, strict=True)
+            except (ValueError, TypeError):
+                errs.add("front_door.source_cidrs", cidr, "is not a valid CIDR", "write it like 203.0.113.0/24")
+        if self.auth is not None and self.certificate_arn is None:
+            errs.line("front_door.auth: JWT validation needs an HTTPS listener; set front_door.certificate_arn")
+        if self.scheme is LoadBalancerScheme.INTERNET_FACING and self.enabled and self.auth is None:
+            errs.line("front_door.auth: an internet-facing front door without authentication lets anyone call the "
+                      "models; configure auth.jwt, or use scheme: internal")
+        if not isinstance(self.routes, Mapping):
+            errs.add("front_door.routes", self.routes, "is not a mapping", 'write {"MODEL": {"PROCESSOR": WEIGHT}}')
+        else:
+            for model, weights in self.routes.items():
+                where = f"front_door.routes.{model}"
+                if not isinstance(weights, Mapping) or not weights:
+                    errs.add(where, weights, "is not a mapping of processors to weights",
+                             'write {"inferentia": 80, "graviton": 20}')
+                    continue
+                for proc, w in weights.items():
+                    if proc not in {p.value for p in Processor}:
+                        errs.add(f"{where}", proc, "is not a processor",
+                                 f"use one of {', '.join(p.value for p in Processor)}")
+                    if not _is_int(w) or not 0 <= w <= 999:
+                        errs.add(f"{where}.{proc}", w, "is not a weight in 0..999",
+                                 "use whole numbers, e.g. 80 and 20 (their shares of the model's requests)")
+                if all(_is_int(w) and w == 0 for w in weights.values()):
+                    errs.add(where, dict(weights), "sends the model no traffic",
+                             "give at least one processor a weight above 0")
+        errs.raise_any()
+
+    def weights(self, model: ModelSpec) -> dict[Processor, int]:
+        """Each of the model's processors and its weight (even split when the model has no route)."""
+        given = self.routes.get(model.name)
+        if not given:
+            return {p: 1 for p in model.processors}
+        return {p: int(given.get(p.value, 0)) for p in model.processors}
+
+
 @dataclass(frozen=True, kw_only=True)
 class PlatformConfig:
     """One deployable environment.
@@ -951,6 +1109,8 @@ class PlatformConfig:
         One setting per account and region: give every environment but one of an account and region ``account``.
     :param github: the roles GitHub Actions assumes to diff and deploy; default none (no such roles, no stack).
     :param ray: the Ray clusters' control plane: GCS fault tolerance and its store; default off.
+    :param front_door: the environment's HTTPS endpoint and its routes across processors (FrontDoorSpec); default
+        off.
     :param images: base images chosen by config, see ImageBases; default none chosen (the Dockerfiles' own).
     :param require_pinned_images: default true: synth refuses an environment that would build an image from a base
         named by tag alone (today, the Inferentia2 image while ``images.neuron_base`` is not set), with the command
@@ -978,6 +1138,7 @@ class PlatformConfig:
     image_scanning: ImageScanning = ImageScanning.BASIC
     github: GitHubSpec | None = None
     ray: RaySpec = field(default_factory=RaySpec)
+    front_door: FrontDoorSpec = field(default_factory=FrontDoorSpec)
     images: ImageBases = field(default_factory=ImageBases)
     require_pinned_images: bool = True
 
@@ -987,6 +1148,7 @@ class PlatformConfig:
         if zones is not None:
             object.__setattr__(self, "availability_zones", zones)
         _check_platform_parts(errs, self.node_groups, self.models)
+        _check_front_door(errs, self.env_name, self.front_door, self.models, self.loadtest)
         errs.raise_any()
 
     @property
@@ -1264,6 +1426,36 @@ def _check_capacity(errs: _Errors, group: NodeGroupSpec, models: list[ModelSpec]
                  f"raise max_size to {upgrade}, or lower max_replicas or min_replicas")
 
 
+def _check_front_door(errs: _Errors, env_name: str, door: FrontDoorSpec, models: tuple[ModelSpec, ...],
+                      loadtest: LoadTestSpec | None = None) -> None:
+    """The front door against its environment: TLS outside dev, routes that still send each model somewhere, and a
+    front door that in-cluster load tests can reach when they go through it."""
+    if loadtest is not None and loadtest.via == "front-door":
+        if not door.enabled or not door.hostname:
+            errs.line("loadtest.via: front-door needs front_door.enabled and front_door.hostname (the name the "
+                      "clients send requests to: the certificate's, or in dev the load balancer's DNS name from "
+                      "`kubectl -n eks-inference get gateway front-door`); set them, or use via: service")
+        elif door.auth is not None:
+            errs.line("loadtest.via: front-door with front_door.auth: the in-cluster clients send no bearer token yet, "
+                      "so the load balancer would refuse every request; measure from outside with "
+                      "`eks-inference loadtest run --via front-door`, or use via: service")
+    if not door.enabled:
+        return
+    if not door.https and env_name not in PLAIN_HTTP_ENVIRONMENTS:
+        errs.line(f"front_door.certificate_arn: not set in environment {env_name!r}, and plain HTTP is allowed in "
+                  f"{', '.join(sorted(PLAIN_HTTP_ENVIRONMENTS))} only; name an ACM certificate for the HTTPS listener")
+    served = {m.name: m for m in models}
+    for name, weights in door.routes.items():
+        # A route of a model, or a weight of a processor, that the environment no longer serves stays in config and
+        # routes nothing (dropping either should not need a second edit; `eks-inference diff` shows the traffic that
+        # moves); what remains must still send each model somewhere.
+        if name not in served:
+            continue
+        if sum(door.weights(served[name]).values()) == 0:
+            errs.add(f"front_door.routes.{name}", dict(weights), "gives every processor the model serves weight 0",
+                     f"give one of {', '.join(p.value for p in served[name].processors)} a weight above 0")
+
+
 # ---------------------------------------------------------------------------------------------------
 # Parsing from plain mappings (cdk.json context)
 # ---------------------------------------------------------------------------------------------------
@@ -1443,6 +1635,29 @@ def _images(errs: _Errors, data: Any) -> ImageBases | None:
     return _build(errs, "images", ImageBases, dict(data))
 
 
+def _front_door(errs: _Errors, data: Any) -> FrontDoorSpec | None:
+    if not _known_keys(errs, "front_door", data, FrontDoorSpec):
+        return None
+    kw = dict(data)
+    ok = _take_enum(errs, kw, "scheme", "front_door.scheme", LoadBalancerScheme)
+    ok &= _take_list(errs, kw, "source_cidrs", "front_door.source_cidrs", '["203.0.113.0/24"]')
+    auth = kw.pop("auth", None)
+    if auth is not None:
+        if not isinstance(auth, Mapping) or set(auth) != {"jwt"}:
+            errs.add("front_door.auth", auth, "is not an authentication", 'write {"jwt": {"issuer": ..., '
+                     '"jwks_endpoint": ...}}, or leave it out')
+            ok = False
+        elif _known_keys(errs, "front_door.auth.jwt", auth["jwt"], JwtAuth):
+            jwt = dict(auth["jwt"])
+            ok &= _take_list(errs, jwt, "scopes", "front_door.auth.jwt.scopes", '["inference/predict"]')
+            kw["auth"] = _build(errs, "front_door.auth.jwt", JwtAuth, jwt)
+            ok &= kw["auth"] is not None
+        else:
+            ok = False
+    spec = _build(errs, "front_door", FrontDoorSpec, kw)
+    return spec if ok else None
+
+
 def parse_platform(env_name: str, data: Mapping[str, Any], *, account: str | None = None,
                    region: str | None = None) -> PlatformConfig:
     """Build a PlatformConfig from one environment block; account/region fall back to the arguments.
@@ -1490,7 +1705,7 @@ def parse_platform(env_name: str, data: Mapping[str, Any], *, account: str | Non
         kw[key] = tuple(p for p in parsed if p is not None)
     for key, parse_part in (("loadtest", _loadtest), ("addons", _addons), ("observability", _observability),
                             ("github", _github), ("images", _images),
-                            ("ray", _ray)):
+                            ("ray", _ray), ("front_door", _front_door)):
         if key in kw:
             value = parse_part(parts, kw[key])
             if value is None:
@@ -1507,6 +1722,9 @@ def parse_platform(env_name: str, data: Mapping[str, Any], *, account: str | Non
     errs.items.extend(parts.items)
     if "node_groups" not in bad and "models" not in bad:
         _check_platform_parts(errs, kw.get("node_groups", ()), kw.get("models", ()))
+        if "front_door" not in bad and isinstance(kw.get("front_door"), FrontDoorSpec):
+            _check_front_door(errs, env_name, kw["front_door"], kw.get("models", ()),
+                              kw["loadtest"] if isinstance(kw.get("loadtest"), LoadTestSpec) else None)
     raise ConfigError(*errs.items)
 
 

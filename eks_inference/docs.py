@@ -48,6 +48,8 @@ SECTIONS: tuple[tuple[type, str, str], ...] = (
     (cfg.ObservabilitySpec, "observability", "Observability"),
     (cfg.GitHubSpec, "github", "GitHub"),
     (cfg.RaySpec, "ray", "Ray"),
+    (cfg.FrontDoorSpec, "front_door", "Front door"),
+    (cfg.JwtAuth, "front_door.auth.jwt", "Front door JWT"),
     (cfg.ImageBases, "images", "Images"),
 )
 _SKIP = {(cfg.PlatformConfig, "env_name")}  # the environment's key in cdk.json, not a field of its block

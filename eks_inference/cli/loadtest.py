@@ -50,6 +50,10 @@ from eks_inference.measure.spec import Arrival, Mode, StepSpec, TargetInfo
 from eks_inference.measure.steps import summarize
 from eks_inference.tables.prices import DEFAULT_REGION, age_warning
 
+VIA = ("direct", "service", "front-door")
+"""The network paths a load test names: a URL served straight (a port-forward, a local server), a model's in-cluster
+Service, or the environment's front door (its load balancer, TLS and authentication included)."""
+
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 
 
@@ -103,6 +107,9 @@ def _register_run(sub: Any) -> None:
     g.add_argument("--url", required=True, help="model endpoint base, e.g. http://127.0.0.1:8000/minilm "
                                                 "(POST URL/predict, GET URL/info for provenance, URL/healthz)")
     g.add_argument("--target-name", help="label in reports (default: last path segment of the URL)")
+    g.add_argument("--via", choices=VIA, default="direct",
+                   help="the network path the URL takes, recorded in the result: front-door (the environment's load "
+                        "balancer, TLS included), service (a model's in-cluster Service) or direct (default)")
     g.add_argument("--processor", choices=[x.value for x in Processor], help="processor family serving the target")
     g.add_argument("--instance-type", help="EC2 instance type the target runs on, for pricing, e.g. c7g.2xlarge")
     g.add_argument("--price-as", metavar="TYPE",
@@ -593,6 +600,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     payloads = load_payloads(config)
     dest = result_path(config)
     prov = provenance.collect()
+    prov["via"] = a.via
     # Keep apart from a server on this machine (the split `eks-inference local` makes); every step records the
     # client's share of the host either way.
     prov["cpu_affinity"] = pin_client(parse_endpoint(config.url).host, enabled=a.cpu_affinity == "auto")

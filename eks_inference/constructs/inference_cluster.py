@@ -25,6 +25,9 @@ from eks_inference.config import (
 )
 from eks_inference.constructs.cluster_autoscaler import RESOURCES as CLUSTER_AUTOSCALER
 from eks_inference.constructs.cluster_autoscaler import ClusterAutoscaler, check_image_minor
+from eks_inference.constructs.load_balancer_controller import REPLICAS as LBC_REPLICAS
+from eks_inference.constructs.load_balancer_controller import RESOURCES as LBC_RESOURCES
+from eks_inference.constructs.load_balancer_controller import LoadBalancerController
 from eks_inference.constructs.processor_node_group import (
     GPU_TAINT_KEY,
     NEURON_TAINT_KEY,
@@ -81,14 +84,16 @@ class InferenceCluster(Construct):
     explicit); then, one ``add_*`` method each, in this order: the EKS Pod Identity agent and the VPC CNI
     with NetworkPolicy enforcement on (EKS add-ons, pinned), the KubeRay operator, metrics-server, the Neuron
     device plugin and scheduler extension (when an inf2 group exists), the Cluster Autoscaler
-    (:class:`ClusterAutoscaler`, unless ``node_autoscaling`` is off) and the NVIDIA device plugin (when a GPU
-    group exists), the charts Helm, pinned.
+    (:class:`ClusterAutoscaler`, unless ``node_autoscaling`` is off), the NVIDIA device plugin (when a GPU
+    group exists) and the AWS Load Balancer Controller with the Gateway API CRDs (:class:`LoadBalancerController`,
+    with ``front_door``), the charts Helm, pinned.
 
     The ``add_*`` methods are public, as ``aws_eks_v2.Cluster`` has ``add_neuron_device_plugin``: an app may add
     an operator the configuration did not ask for (the NVIDIA plugin before its first GPU group, say). Each
     installs its add-on once; calling it again returns the construct the first call made, so code that needs
     an add-on may call its method rather than test whether it exists. The construct is also kept as an
-    attribute (``neuron`` and ``nvidia`` and ``cluster_autoscaler`` stay ``None`` until added).
+    attribute (``neuron``, ``nvidia``, ``cluster_autoscaler`` and ``load_balancer_controller`` stay ``None`` until
+    added).
 
     Without the ``vpc-cni`` add-on configured with ``enableNetworkPolicy``, EKS runs the CNI it bootstraps,
     whose network policy agent is off: NetworkPolicies are accepted and silently not enforced. The add-on
@@ -115,6 +120,8 @@ class InferenceCluster(Construct):
         ``eks-inference/processor=loadtest`` and tainted so that only the load-test Jobs' pods land there; at zero
         nodes until a run's pods wait, the Cluster Autoscaler brings it up and removes it after. Needs
         ``node_autoscaling``. Default none: load-test pods would wait for nodes that never come.
+    :param front_door: install the AWS Load Balancer Controller, which serves the Gateway API as Application Load
+        Balancers (the environment's ``front_door``); default false.
     """
 
     pod_identity_agent: eks.Addon
@@ -143,6 +150,7 @@ class InferenceCluster(Construct):
         cluster_name: str | None = None,
         node_autoscaling: bool = True,
         load_test_nodes: NodeGroupSpec | None = None,
+        front_door: bool = False,
     ) -> None:
         super().__init__(scope, construct_id)
         enabled = [g for g in node_groups if g.enabled]
@@ -180,6 +188,8 @@ class InferenceCluster(Construct):
         """The Cluster Autoscaler (:meth:`add_cluster_autoscaler`); ``None`` until added."""
         self.nvidia: eks.HelmChart | None = None
         """The NVIDIA device plugin chart (:meth:`add_nvidia_device_plugin`); ``None`` until added."""
+        self.load_balancer_controller: LoadBalancerController | None = None
+        """The AWS Load Balancer Controller (:meth:`add_load_balancer_controller`); ``None`` until added."""
 
         self.secrets_key = secrets_key or kms.Key(
             self,
@@ -258,6 +268,8 @@ class InferenceCluster(Construct):
             self.add_cluster_autoscaler()
         if any(g.processor is Processor.GPU for g in enabled):
             self.add_nvidia_device_plugin()
+        if front_door:
+            self.add_load_balancer_controller()
 
     @property
     def _icluster(self) -> eks.ICluster:
@@ -419,6 +431,22 @@ class InferenceCluster(Construct):
             },
         )
         return self.nvidia
+
+    @_installs_once
+    def add_load_balancer_controller(self) -> LoadBalancerController:
+        """The AWS Load Balancer Controller (``addons.load_balancer_controller_chart``) with the Gateway API CRDs
+        (``addons.gateway_api``) on the system nodes: a Gateway of its class becomes an Application Load Balancer.
+        Its chart waits for the Pod Identity agent, which hands it its credentials, and for the VPC CNI (its
+        targets are pod IPs). Installed by the constructor with ``front_door``. Kept as
+        :attr:`load_balancer_controller`."""
+        self.load_balancer_controller = LoadBalancerController(
+            self, "LoadBalancerController", cluster=self.cluster, addons=self.addon_versions,
+            region=Stack.of(self).region, node_selector=_SYSTEM_SELECTOR)
+        self.load_balancer_controller.chart.node.add_dependency(self.system_group.nodegroup,
+                                                                self.add_pod_identity_agent(), self.add_vpc_cni())
+        self.system_pods.extend(PodRequest.of(f"aws-load-balancer-controller {i + 1}", LBC_RESOURCES)
+                                for i in range(LBC_REPLICAS))
+        return self.load_balancer_controller
 
 
 def _check_scheduler_minor(tag: str) -> None:

@@ -29,7 +29,8 @@ from typing import Any
 from cdk8s import Chart
 from constructs import Construct
 
-from eks_inference.config import LoadTestSpec
+from eks_inference.config import ConfigError, FrontDoorSpec, LoadTestSpec
+from eks_inference.k8s.front_door_chart import front_door_url
 from eks_inference.k8s.load_test_nodes import CLIENT_RESOURCES, LOADTEST_NODES, LOADTEST_TAINT_KEY, REPORT_RESOURCES
 from eks_inference.k8s.objects import PART_OF, emit
 from eks_inference.k8s.pod import (
@@ -61,6 +62,11 @@ CHECKOV_SKIPS = {
 }
 
 
+def front_door_target(model: str) -> str:
+    """The name a model's front-door measurement goes by in results and reports."""
+    return f"{model}-front-door"
+
+
 def _fmt(x: float) -> str:
     return f"{x:g}"
 
@@ -74,6 +80,8 @@ class LoadTestPlan:
     results_uri: str
     region: str
     namespace: str = LOADTEST_NAMESPACE
+    front_door: FrontDoorSpec = field(default_factory=FrontDoorSpec)
+    """The environment's front door, which ``spec.via: front-door`` sends every request through."""
     token_ids: Mapping[str, str] = field(default_factory=dict)
     """Stable stand-ins for deploy-time tokens in the spec (image URI, bucket), read by the Job-name hash.
 
@@ -92,8 +100,23 @@ class LoadTestPlan:
 
     def client_args(self, target: ServingTarget) -> list[str]:
         """Rates and concurrencies are run totals: each of ``--clients`` pods sends its share."""
+        return self._client_args(target.url, target.name, "service", [
+            "--processor", target.processor.value, "--instance-type", target.instance_type,
+            "--nodes", str(target.nodes), *(["--placement", target.placement] if target.placement else [])])
+
+    def front_door_args(self, model: str, targets: Sequence[ServingTarget]) -> list[str]:
+        """A model's route at the front door: its throughput is served by every target the route spreads over, so it
+        is priced as all of their pods (their placements together)."""
+        url = front_door_url(self.front_door, model)
+        if url is None:
+            raise ConfigError("loadtest.via: front-door needs front_door.hostname; set it, or use via: service")
+        placement = ",".join(t.placement for t in targets if t.placement)
+        return self._client_args(url, front_door_target(model), "front-door",
+                                 ["--placement", placement] if placement else [])
+
+    def _client_args(self, url: str, name: str, via: str, target_args: list[str]) -> list[str]:
         s = self.spec
-        args = ["loadtest", "run", "--url", target.url, "--mode", s.mode]
+        args = ["loadtest", "run", "--url", url, "--via", via, "--mode", s.mode]
         if s.mode == "open":
             args += ["--rates", ",".join(_fmt(r) for r in s.rates)]
         else:
@@ -104,18 +127,23 @@ class LoadTestPlan:
             "--clients", str(s.clients), "--client-index", "$(CLIENT_INDEX)", "--seed", "$(CLIENT_INDEX)",
             "--run-id", s.run_id,
             "--wait-ready", str(s.ready_timeout_s), "--skip-if-exists", "--verify",
-            "--target-name", target.name, "--processor", target.processor.value,
-            "--instance-type", target.instance_type, "--nodes", str(target.nodes), "--region", self.region,
-            *(["--placement", target.placement] if target.placement else []),
+            "--target-name", name, *target_args, "--region", self.region,
             "--no-progress",
-            "--out", f"{self.run_uri}/{target.name}/",
+            "--out", f"{self.run_uri}/{name}/",
         ]
         return args
 
+    def measured(self, targets: Sequence[ServingTarget]) -> list[str]:
+        """What the run's client Jobs are named after: each target, or through the front door each model."""
+        if self.spec.via == "front-door":
+            return [front_door_target(m) for m in dict.fromkeys(t.model.name for t in targets)]
+        return [t.name for t in targets]
+
     def report_args(self, targets: Sequence[ServingTarget]) -> list[str]:
+        names = self.measured(targets)
         return ["loadtest", "report",
-                *[f"{self.run_uri}/{t.name}/" for t in targets],
-                "--wait-for", str(self.spec.clients * len(targets)), "--wait-timeout", str(self.deadline_s),
+                *[f"{self.run_uri}/{n}/" for n in names],
+                "--wait-for", str(self.spec.clients * len(names)), "--wait-timeout", str(self.deadline_s),
                 "--slo-p99-ms", _fmt(self.spec.slo_p99_ms),
                 "--out", f"{self.run_uri}/report/"]
 
@@ -152,16 +180,21 @@ class LoadTestPlan:
         }
 
     def client_job(self, target: ServingTarget) -> dict[str, Any]:
+        return self._client_job(target.name, self.client_args(target))
+
+    def front_door_job(self, model: str, targets: Sequence[ServingTarget]) -> dict[str, Any]:
+        return self._client_job(front_door_target(model), self.front_door_args(model, targets))
+
+    def _client_job(self, name: str, args: list[str]) -> dict[str, Any]:
         index_env = [{"name": "CLIENT_INDEX",
                       "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{INDEX_ANNOTATION}']"}}}]
-        return self._job(f"loadtest-{self.spec.run_id}-{target.name}", target.name, {
+        return self._job(f"loadtest-{self.spec.run_id}-{name}", name, {
             "completionMode": "Indexed",
             "completions": self.spec.clients,
             "parallelism": self.spec.clients,
             # A retried client would send its schedule twice; a failed one keeps its partial result instead.
             "backoffLimit": 0,
-            "template": self._pod("client", self.client_args(target), "loadtest-client", index_env,
-                                  CLIENT_RESOURCES),
+            "template": self._pod("client", args, "loadtest-client", index_env, CLIENT_RESOURCES),
         })
 
     def report_job(self, targets: Sequence[ServingTarget]) -> dict[str, Any]:
@@ -211,10 +244,16 @@ class LoadTestChart(Chart):
         self.jobs: list[dict[str, Any]] = []
         if not plan.spec.run_id:
             return
-        for t in targets:
-            job = plan.client_job(t)
-            job["metadata"]["labels"][PROCESSOR_LABEL] = t.processor.value
-            self.jobs.append(job)
+        if plan.spec.via == "front-door":
+            by_model: dict[str, list[ServingTarget]] = {}
+            for t in targets:
+                by_model.setdefault(t.model.name, []).append(t)
+            self.jobs.extend(plan.front_door_job(m, ts) for m, ts in by_model.items())
+        else:
+            for t in targets:
+                job = plan.client_job(t)
+                job["metadata"]["labels"][PROCESSOR_LABEL] = t.processor.value
+                self.jobs.append(job)
         self.jobs.append(plan.report_job(targets))
         # Nothing may connect to the clients, and they reach only DNS, S3 and the models: the load-test namespace's
         # own policies (ServingChart), which exist whether or not a run does.

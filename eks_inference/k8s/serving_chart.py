@@ -255,16 +255,20 @@ class TargetChart(Chart):
     (``metrics_cidrs``) and the load-test namespace, whose client 0 reads each step's server-side figures there. To
     the head only: the KubeRay operator's pods, on the dashboard (Serve's status and config) and the serve port
     (its proxy health check). Out of every pod, the pods of the same RayService; out of the head, the API server
-    (its autoscaler). DNS and AWS come from the namespace's own policies (:class:`ServingChart`).
+    (its autoscaler). DNS and AWS come from the namespace's own policies (:class:`ServingChart`). With a front door,
+    the serve port also admits ``front_door_cidrs``, the subnets of its load balancer.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, target: ServingTarget, api_server_cidrs: Sequence[str],
                  namespace_: str = NAMESPACE, metrics_cidrs: Sequence[str] = (),
-                 loadtest_namespace: str = LOADTEST_NAMESPACE) -> None:
+                 loadtest_namespace: str = LOADTEST_NAMESPACE, front_door_cidrs: Sequence[str] = ()) -> None:
         super().__init__(scope, construct_id, disable_resource_name_hashes=True)
         self.target = t = target
         emit(self, "RayService", t.ray_service.to_dict())
         own = {SERVICE_LABEL: t.name}
+        # The front door's load balancer sends requests and health checks to pod IPs from its own subnets.
+        front_door = ([IngressRule(peers=[Peer(cidr=c) for c in front_door_cidrs], ports=[SERVE_PORT])]
+                      if front_door_cidrs else [])
         # The name predates the egress rules; kept, because kubectl never prunes a NetworkPolicy and a renamed one
         # would leave the old allow-list in force beside the new.
         emit(self, "NetworkPolicy", network_policy(
@@ -274,6 +278,7 @@ class TargetChart(Chart):
                 IngressRule(peers=[Peer(namespace_labels={SERVING_CLIENT_LABEL: "true"})], ports=[SERVE_PORT]),
                 IngressRule(peers=[Peer(namespace_name=loadtest_namespace), *(Peer(cidr=c) for c in metrics_cidrs)],
                             ports=[RAY_PORTS.metrics_export]),
+                *front_door,
             ],
             egress=[EgressRule(peers=[Peer(pod_labels=own)])],
         ))
@@ -311,12 +316,14 @@ class ServingChart(Chart):
 
     :param api_server_cidrs: where the API server's network interfaces live (the cluster's subnets), for the Ray
         heads' autoscaler.
+    :param front_door_cidrs: the subnets of the front door's load balancer, admitted to every target's serve port;
+        default none (no front door).
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, targets: list[ServingTarget],
                  api_server_cidrs: Sequence[str],
                  namespace_: str = NAMESPACE, metrics_cidrs: Sequence[str] = (),
-                 loadtest_namespace: str = LOADTEST_NAMESPACE) -> None:
+                 loadtest_namespace: str = LOADTEST_NAMESPACE, front_door_cidrs: Sequence[str] = ()) -> None:
         super().__init__(scope, construct_id, disable_resource_name_hashes=True)
         self.targets = targets
         emit(self, "Namespace", namespace(namespace_))
@@ -340,10 +347,15 @@ class ServingChart(Chart):
             "to-models", loadtest_namespace, pod_labels={}, egress=[EgressRule(
                 peers=[Peer(namespace_name=namespace_, pod_labels={"app.kubernetes.io/component": "serving"})],
                 ports=[SERVE_PORT, RAY_PORTS.metrics_export])]))
+        if front_door_cidrs:
+            # Load tests through the front door (loadtest.via: front-door) reach its load balancer in these subnets.
+            emit(self, "LoadTestToFrontDoor", network_policy(
+                "to-front-door", loadtest_namespace, pod_labels={},
+                egress=[EgressRule(peers=[Peer(cidr=c) for c in front_door_cidrs], ports=[80, 443])]))
         self.target_charts = [
             TargetChart(self, "".join(p.capitalize() for p in t.name.split("-")), target=t, namespace_=namespace_,
                         metrics_cidrs=metrics_cidrs, api_server_cidrs=api_server_cidrs,
-                        loadtest_namespace=loadtest_namespace)
+                        loadtest_namespace=loadtest_namespace, front_door_cidrs=front_door_cidrs)
             for t in targets]
 
     def manifests(self) -> list[dict[str, Any]]:

@@ -46,6 +46,7 @@ class ClusterStack(Stack):
             addons=config.addons,
             cluster_name=cluster_name,
             load_test_nodes=load_test_node_group(config.loadtest, sum(len(m.processors) for m in config.models)),
+            front_door=config.front_door.enabled,
         )
         self.cluster = self.inference_cluster.cluster
         self.logging.before(self.cluster)
@@ -93,6 +94,20 @@ class ClusterStack(Stack):
                 "calls are limited to Auto Scaling groups named eks-* whose eks:cluster-name tag is this cluster "
                 "and that carry the autoscaler's discovery tag: EKS names and tags its managed node groups' "
                 "groups so, and the groups' names are only known after EKS creates them.",
+            })
+        if ic.load_balancer_controller is not None:
+            acknowledge(ic.load_balancer_controller.policy, {
+                "AwsSolutions-IAM5": "The AWS Load Balancer Controller's own documented policy (kubernetes-sigs/"
+                "aws-load-balancer-controller v3.5.0 docs/install/iam_policy.json), kept verbatim: the load "
+                "balancers, target groups, listeners, rules and security groups it manages are named and created at "
+                "run time, so their ARNs are wildcards; its mutating calls are conditioned on the "
+                "elbv2.k8s.aws/cluster tag it puts on what it creates, and its Describe calls have no resource-level "
+                "permissions.",
+            })
+            checkov_skip(ic.load_balancer_controller, "AWS::IAM::Policy", {
+                "CKV_AWS_111": "The AWS Load Balancer Controller's documented policy, kept verbatim: it creates "
+                               "security groups, load balancers and target groups whose ARNs exist only once it has "
+                               "made them, and conditions its changes to them on the elbv2.k8s.aws/cluster tag.",
             })
         if self.logging.agent_role is not None:
             acknowledge(self.logging.agent_role, {

@@ -7,11 +7,12 @@ from typing import Any
 
 import cdk8s
 from aws_cdk import CfnOutput, Stack
+from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_eks_v2 as eks
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
-from eks_inference.config import PlatformConfig, Processor
+from eks_inference.config import LoadBalancerScheme, PlatformConfig, Processor
 from eks_inference.constructs.gcs_store import GcsStore
 from eks_inference.constructs.inference_cluster import InferenceCluster
 from eks_inference.constructs.model_image import ModelImage
@@ -20,6 +21,7 @@ from eks_inference.constructs.registry_scanning import RegistryScanning
 from eks_inference.constructs.trust import pod_identity_role
 from eks_inference.k8s.capacity import COREDNS, PodRequest, check_system_group
 from eks_inference.k8s.compile_chart import CompileChart
+from eks_inference.k8s.front_door_chart import FrontDoorChart
 from eks_inference.k8s.gcs_token_chart import SERVICE_ACCOUNT as GCS_TOKEN_SERVICE_ACCOUNT
 from eks_inference.k8s.gcs_token_chart import GcsTokenChart, GcsTokenSync
 from eks_inference.k8s.load_test_chart import LoadTestChart, LoadTestPlan
@@ -120,13 +122,22 @@ class InferenceStack(Stack):
             plan = LoadTestPlan(
                 spec=config.loadtest, image=image.image_uri,
                 results_uri=f"{self.repository.uri}/{RESULTS_PREFIX.rstrip('/')}", region=self.region,
+                front_door=config.front_door,
                 token_ids={image.image_uri: image.identity,
                            self.repository.uri: f"s3://{self.repository.node.path}"})
         self._check_system_capacity(config, inference_cluster)
 
+        door = config.front_door
+        door_subnets: list[ec2.ISubnet] = []
+        if door.enabled:
+            kind = (ec2.SubnetType.PUBLIC if door.scheme is LoadBalancerScheme.INTERNET_FACING
+                    else ec2.SubnetType.PRIVATE_WITH_EGRESS)
+            door_subnets = list(src.vpc.select_subnets(subnet_type=kind).subnets)
+
         k8s_app = cdk8s.App()
         self.serving_chart = ServingChart(k8s_app, "serving", targets=self.targets, metrics_cidrs=metrics_cidrs,
-                                          api_server_cidrs=inference_cluster.api_server_cidrs)
+                                          api_server_cidrs=inference_cluster.api_server_cidrs,
+                                          front_door_cidrs=[s.ipv4_cidr_block for s in door_subnets])
         self.load_test_chart: LoadTestChart | None = None
         cluster = eks.Cluster.from_cluster_attributes(
             self, "Cluster", cluster_name=src.cluster_name, kubectl_provider=src.kubectl_provider)
@@ -153,6 +164,16 @@ class InferenceStack(Stack):
             if image_asset is not None:  # published before this stack deploys; stated for the reader
                 manifest.node.add_dependency(image_asset)
             self.target_manifests[chart.target.name] = manifest
+        # The front door: its CRDs come with the load balancer controller (ClusterStack), its routes name the targets'
+        # serve Services, which KubeRay creates once each RayService is up.
+        self.front_door_chart: FrontDoorChart | None = None
+        if door.enabled:
+            controller = inference_cluster.add_load_balancer_controller()
+            self.front_door_chart = FrontDoorChart(k8s_app, "front-door", door=door, targets=self.targets,
+                                                   subnet_ids=[s.subnet_id for s in door_subnets])
+            front_door_manifest = cluster.add_cdk8s_chart("FrontDoorChart", self.front_door_chart)
+            front_door_manifest.node.add_dependency(self.serving_manifest, controller.chart,
+                                                    *self.target_manifests.values())
         # One compile Job per target writes the artifact its replicas wait for.
         self.compile_chart = CompileChart(
             k8s_app, "compile", targets=self.targets, region=self.region,

@@ -33,3 +33,26 @@ def test_chart_snapshot(env_name: str, chart: str) -> None:
         if not os.environ.get("UPDATE_SNAPSHOTS"):
             pytest.fail(f"{path.name} was missing and has been written; review and commit it")
     assert text == path.read_text(), f"{path.name} changed; run UPDATE_SNAPSHOTS=1 make test and review the diff"
+
+
+@pytest.mark.parametrize("env_name", ["dev", "prod"])
+def test_front_door_snapshot(env_name: str) -> None:
+    """The Gateway, its load balancer settings, the routes and target groups (subnets as the stack passes them)."""
+    import cdk8s
+
+    from eks_inference.k8s.front_door_chart import FrontDoorChart
+    from eks_inference.k8s.serving_chart import plan_targets
+    from tests.unit.k8s_support import IMAGES, REPOSITORY, gcs_store
+
+    cfg = config(env_name)
+    targets = plan_targets(cfg, images=IMAGES, repository_uri=REPOSITORY, region=cfg.region, gcs_store=gcs_store(cfg))
+    chart = FrontDoorChart(cdk8s.App(), "front-door", door=cfg.front_door, targets=targets,
+                           subnet_ids=["subnet-0aaa", "subnet-0bbb", "subnet-0ccc"])
+    text = yaml.safe_dump_all(list(chart.to_json()), sort_keys=True)
+    path = snapshot_path(f"front-door-{env_name}")
+    if os.environ.get("UPDATE_SNAPSHOTS") or not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        if not os.environ.get("UPDATE_SNAPSHOTS"):
+            pytest.fail(f"{path.name} was missing and has been written; review and commit it")
+    assert text == path.read_text(), f"{path.name} changed; run UPDATE_SNAPSHOTS=1 make test and review the diff"

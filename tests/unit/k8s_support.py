@@ -18,6 +18,9 @@ from eks_inference.k8s.serving_chart import ServingChart, ServingTarget, plan_ta
 from tests.conftest import ROOT, cdk_context
 
 CRD_DIR = ROOT.parent / "shared" / "kuberay-v1.7.0"
+GATEWAY_API_CRDS = ROOT / "tests" / "data" / "crds" / "gateway-api-v1.6.0"
+LBC_CRDS = ROOT / "tests" / "data" / "crds" / "aws-load-balancer-controller-v3.5.0"
+"""Kept in the repository (tests/data/crds/README.md names each file's upstream release)."""
 IMAGES = {p: f"111122223333.dkr.ecr.us-west-2.amazonaws.com/eks-inference:{p.value}-0123abcd" for p in Processor}
 LOADTEST_IMAGE = "111122223333.dkr.ecr.us-west-2.amazonaws.com/eks-inference:loadtest-0123abcd"
 REPOSITORY = "s3://eks-inference-models-example"
@@ -37,7 +40,7 @@ def render(cfg: PlatformConfig) -> tuple[list[ServingTarget], list[dict[str, Any
     app = cdk8s.App()
     serving = ServingChart(app, "serving", targets=targets, api_server_cidrs=[cfg.vpc_cidr])
     plan = LoadTestPlan(spec=cfg.loadtest, image=LOADTEST_IMAGE, results_uri=f"{REPOSITORY}/results",
-                        region=cfg.region)
+                        region=cfg.region, front_door=cfg.front_door)
     load = LoadTestChart(app, "loadtest", plan=plan, targets=targets)
     return targets, serving.manifests(), list(load.to_json())
 
@@ -70,8 +73,8 @@ def _strict(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def crd_validator(kind_file: str, version: str = "v1") -> Draft7Validator | None:
-    path = CRD_DIR / kind_file
+def crd_validator(kind_file: str, version: str = "v1", directory: Path = CRD_DIR) -> Draft7Validator | None:
+    path = directory / kind_file
     if not path.is_file():
         return None
     crd = yaml.safe_load(path.read_text())

@@ -42,7 +42,13 @@ def test_acknowledgements_stay_narrow(assemblies: dict[str, Assembly]) -> None:
         paths = [c["constructPath"] for c in s["violatingConstructs"]]
         if s["ruleName"].startswith("AwsSolutions-IAM5"):
             assert all("/KubectlProvider/" in p or "PodRole/" in p or "/ClusterAutoscaler/Role/" in p
-                       or "/NodeCountProvider/Role/" in p or "/Logging/AgentRole/" in p for p in paths), paths
+                       or "/NodeCountProvider/Role/" in p or "/Logging/AgentRole/" in p
+                       or "/LoadBalancerController/Policy/" in p for p in paths), paths
+            if any("/LoadBalancerController/Policy/" in p for p in paths):  # its documented policy: describes, and
+                # the load balancers, target groups, listeners and rules it names at run time
+                assert re.search(r"\[Resource::\*\]$|:ec2:\*:\*:security-group/\*\]$|:elasticloadbalancing:\*:\*:"
+                                 r"(loadbalancer|targetgroup|listener|listener-rule)/[^\]]*\]$", s["ruleName"]), \
+                    s["ruleName"]
             if any("/Logging/AgentRole/" in p for p in paths):  # its own groups' streams, describes, one namespace
                 own = r":log-group:/aws/containerinsights/[a-z0-9-]+/(application|dataplane|host|performance)"
                 assert re.search(rf"\[Resource::\*\]$|:log-group:\*\]$|{own}:log-stream:\*\]$", s["ruleName"]), \

@@ -152,7 +152,8 @@ def test_charts_are_applied_by_this_stack_after_the_operator(assemblies: dict[st
     """Ordering in full (associations, add-ons, images) is tests/system/test_deploy_order.py's."""
     asm = assemblies["dev"]
     kinds = sorted({o["kind"] for o in _manifests(asm)})
-    assert kinds == ["Job", "Namespace", "NetworkPolicy", "PodDisruptionBudget", "RayService", "ServiceAccount"]
+    assert kinds == ["Gateway", "GatewayClass", "HTTPRoute", "Job", "LoadBalancerConfiguration", "Namespace",
+                     "NetworkPolicy", "PodDisruptionBudget", "RayService", "ServiceAccount", "TargetGroupConfiguration"]
     deps = asm.manifest["artifacts"]["EksInference-dev-Inference"]["dependencies"]
     assert "EksInference-dev-Cluster" in deps  # the KubeRay operator release lives there
 
