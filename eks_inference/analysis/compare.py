@@ -24,7 +24,9 @@ noise within a run, the floor covers the drift between runs that one run cannot 
 :mod:`eks_inference.measure.intervals`, widen the intervals by what they showed). A figure without an
 interval on either side is ``n/a``, never a verdict. A target is a ``regression`` when any figure is worse, an
 ``improvement`` when one is better and none worse, ``same`` otherwise, ``inconclusive`` when no figure could be
-compared. Figures measured on a contended host (:mod:`eks_inference.measure.contention`) say so.
+compared. Figures measured on a contended host (:mod:`eks_inference.measure.contention`) say so, and a figure that
+is worse only as NEW measured it on a contended host is ``n/a``: a regression must rest on a measurement the
+machine did not shape (a BASE measured on a contended host and a clean, worse NEW is still a regression).
 
 Pure functions over two ``report.json`` documents (:func:`eks_inference.analysis.report.build_document`).
 """
@@ -204,7 +206,11 @@ def compare_targets(base: Mapping[str, Any], new: Mapping[str, Any], *, min_chan
     def add(key: str, label: str, unit: str, higher: bool, b: Estimate, n: Estimate, *, tail: bool = True) -> None:
         floor = max(min_change, CONTENDED_MIN_CHANGE) if tail and (b.contended or n.contended) else min_change
         verdict, why, change = judge(b, n, higher_is_better=higher, min_change=floor)
-        if verdict != "n/a" and (b.contended or n.contended):
+        if verdict == "worse" and n.contended:
+            # the machine may have made NEW worse: a regression must be shown by a measurement it did not shape
+            verdict, why = "n/a", (f"{why}, but NEW was measured on a contended host or by a client behind "
+                                   "schedule, so no verdict rests on it: measure NEW again on a quieter machine")
+        elif verdict != "n/a" and (b.contended or n.contended):
             why += "; measured on a contended host or by a client behind schedule in " + \
                 ("both runs" if b.contended and n.contended else "BASE" if b.contended else "NEW")
         figs.append(FigureComparison(name=key, label=label, unit=unit, higher_is_better=higher, base=b, new=n,

@@ -105,6 +105,26 @@ def test_a_contended_figure_needs_a_larger_move() -> None:
     assert row.verdict == "regression"
 
 
+def test_worse_only_as_a_contended_new_run_measured_it_is_no_verdict() -> None:
+    """Two runs of one server, NEW measured while another program crowded the host (p99 and p50 both up 2.6x,
+    figures from a hogged two-core machine): not a regression, and the figure says why."""
+    def doc(p50: tuple[float, float, float], p99: tuple[float, float, float], contended: bool) -> dict[str, Any]:
+        step = _step(4, *p99, contended=contended)
+        step["latency_ms"].update(p50=p50[0], p50_lo=p50[1], p50_hi=p50[2])
+        return _doc("local", [step])
+
+    base = doc((4012.0, 3547.1, 4780.0), (4951.7, 4800.5, 5100.0), contended=False)
+    hogged = doc((11493.4, 10862.6, 12845.1), (13037.4, 12935.2, 13500.0), contended=True)
+    (row,), _ = compare.compare_documents(base, hogged)
+    by = {f.name: f for f in row.figures}
+    assert row.verdict != "regression"
+    assert by["p50_ms"].verdict == "n/a" and "measure NEW again on a quieter machine" in by["p50_ms"].why
+    # the same slowdown measured cleanly is one
+    (row,), _ = compare.compare_documents(base, doc((11493.4, 10862.6, 12845.1), (13037.4, 12935.2, 13500.0),
+                                                    contended=False))
+    assert row.verdict == "regression"
+
+
 def test_the_median_catches_a_slower_forward_where_the_p99_has_no_upper_bound() -> None:
     """Figures measured against the stub server (20 ms forwards, then 26 ms) at 30 req/s, 180 requests a step."""
     def doc(p50: tuple[float, float, float], p99: tuple[float, float | None]) -> dict[str, Any]:
