@@ -41,6 +41,7 @@ _HEADLINE = (("replace", "replacement", "replacements"), ("new-ray-cluster", "ne
              ("serve-restart", "in-place Serve update restarting replicas",
               "in-place Serve updates restarting replicas"),
              ("serve-update", "in-place Serve update", "in-place Serve updates"),
+             ("traffic", "traffic shift at the front door", "traffic shifts at the front door"),
              ("apply-fails", "object that cannot be created", "objects that cannot be created"),
              ("job-immutable", "Job that cannot be re-applied", "Jobs that cannot be re-applied"),
              ("job-replaced", "Job replaced", "Jobs replaced"),

@@ -177,12 +177,17 @@ def object_effects(kind: str, old: Any, new: Any, changes: Sequence[Change], *, 
 
     ``resource_deleted``: the whole manifest resource leaves the stack, so its objects go with ``kubectl delete``.
     """
+    if kind == "HTTPRoute" and new is not MISSING:
+        return route_effects(old, new)
     if old is MISSING:
         if kind == "Job":
             return [Effect("job-run", "new Job: runs once it is applied")]
         if kind == "RayService":
             return [Effect("new-ray-cluster", "new RayService: KubeRay creates its Ray cluster and deploys Serve")]
         return [Effect("create", "created")]
+    if new is MISSING and kind == "HTTPRoute":
+        return [*object_effects("", old, new, changes, pruned=pruned, resource_deleted=resource_deleted),
+                *route_effects(old, new)]
     if new is MISSING:
         if resource_deleted:
             return [Effect("delete", "deleted with its manifest resource (kubectl delete)")]
@@ -209,6 +214,55 @@ def object_effects(kind: str, old: Any, new: Any, changes: Sequence[Change], *, 
             starts_with(c.path, ("spec", "template")) for c in changes):
         return [Effect("rolling", "pods replaced by a rolling update")]
     return [Effect("update", "updated in place (kubectl apply)")]
+
+
+
+def route_shares(route: Any) -> dict[str, dict[str, float]]:
+    """Per path of an HTTPRoute, each backend's share of its requests in percent. Backends are named as the front
+    door names them (``<model>-<processor>-serve-svc``), shown as the processor; a missing weight is 1 (Gateway API
+    ``BackendRef.weight``)."""
+    if route is MISSING or not isinstance(route, Mapping):
+        return {}
+    name = str((route.get("metadata") or {}).get("name", ""))
+    out: dict[str, dict[str, float]] = {}
+    for rule in (route.get("spec") or {}).get("rules") or []:
+        refs = rule.get("backendRefs") or []
+        weights = {_backend_label(str(r.get("name", "")), name): float(r.get("weight", 1)) for r in refs}
+        total = sum(weights.values())
+        paths = [((m.get("path") or {}).get("value") or "/") for m in rule.get("matches") or [{}]]
+        for path in paths:
+            out[path] = {b: (100.0 * w / total if total else 0.0) for b, w in weights.items()}
+    return out
+
+
+def _backend_label(service: str, route_name: str) -> str:
+    label = service.removesuffix("-serve-svc")
+    return label.removeprefix(f"{route_name}-") if route_name else label
+
+
+def _pct(x: float) -> str:
+    return f"{x:.0f}%" if abs(x - round(x)) < 0.05 else f"{x:.1f}%"
+
+
+def route_effects(old: Any, new: Any) -> list[Effect]:
+    """What an HTTPRoute change does to traffic: each path's share per backend, before and after (the ALB forwards
+    each request to a target group by these weights)."""
+    before, after = route_shares(old), route_shares(new)
+    effects = []
+    for path in sorted(set(before) | set(after)):
+        b, a = before.get(path, {}), after.get(path, {})
+        where = f"{path.rstrip('/')}/*" if path != "/" else "/*"
+        if not b:
+            split = ", ".join(f"{k} {_pct(v)}" for k, v in sorted(a.items()))
+            effects.append(Effect("traffic", f"the front door starts routing {where}: {split}"))
+        elif not a:
+            effects.append(Effect("traffic", f"the front door stops routing {where} once the route is gone"))
+        else:
+            moves = [f"{k} {_pct(b.get(k, 0.0))} → {_pct(a.get(k, 0.0))}" for k in sorted(set(b) | set(a))
+                     if abs(b.get(k, 0.0) - a.get(k, 0.0)) >= 0.05]
+            if moves:
+                effects.append(Effect("traffic", f"{', '.join(moves)} of {where}"))
+    return effects or [Effect("update", "updated in place (kubectl apply); the traffic split is unchanged")]
 
 
 # KubeRay v1.7.0 GenerateHashWithoutReplicasAndWorkersToDelete and rayClusterSpecForHashing.

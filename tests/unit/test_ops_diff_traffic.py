@@ -1,0 +1,52 @@
+"""`eks-inference diff` speaks traffic: a change of the front door's route weights reads as what it does to each
+model's requests, on the synthesized dev templates with the edit a config change of ``front_door.routes`` makes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from eks_inference.ops.diff import render_text, summary_line
+from eks_inference.ops.effects import route_effects, route_shares
+from eks_inference.ops.tree import MISSING
+from tests.conftest import Assembly
+from tests.unit.test_ops_diff import edit_manifest, edited, kinds
+
+
+def route(graviton: int, inferentia: int) -> dict[str, Any]:
+    return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "minilm"},
+            "spec": {"rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/minilm"}}], "backendRefs": [
+                {"name": "minilm-graviton-serve-svc", "port": 8000, "weight": graviton},
+                {"name": "minilm-inferentia-serve-svc", "port": 8000, "weight": inferentia}]}]}}
+
+
+def test_shares_are_per_path_in_percent_and_a_missing_weight_is_one() -> None:
+    r = route(20, 80)
+    del r["spec"]["rules"][0]["backendRefs"][1]["weight"]
+    assert route_shares(r) == {"/minilm": {"graviton": pytest.approx(100 * 20 / 21),
+                                           "inferentia": pytest.approx(100 / 21)}}
+
+
+def test_a_new_route_an_unchanged_split_and_a_removed_route() -> None:
+    assert [e.text for e in route_effects(MISSING, route(20, 80))] == [
+        "the front door starts routing /minilm/*: graviton 20%, inferentia 80%"]
+    assert [e.kind for e in route_effects(route(20, 80), route(2, 8))] == ["update"]
+    assert [e.text for e in route_effects(route(20, 80), MISSING)] == [
+        "the front door stops routing /minilm/* once the route is gone"]
+
+
+def test_a_weight_change_in_the_dev_stack_reads_as_traffic_moved(assemblies: dict[str, Assembly]) -> None:
+    """GIVEN dev's route (graviton 80, inferentia 20) WHEN the weights become 50/50 THEN the diff says which share
+    moves where, and the summary counts a traffic shift."""
+
+    def reweigh(docs: list[dict[str, Any]]) -> None:
+        (r,) = [d for d in docs if d["kind"] == "HTTPRoute"]
+        for ref in r["spec"]["rules"][0]["backendRefs"]:
+            ref["weight"] = 50
+
+    d = edited(assemblies, "Inference", lambda t: edit_manifest(t, reweigh, holding="minilm", kind="HTTPRoute"))
+    assert "traffic" in [k for ks in kinds(d).values() for k in ks]
+    text = render_text(d)
+    assert "=> graviton 80% → 50%, inferentia 20% → 50% of /minilm/*" in text
+    assert "1 traffic shift at the front door" in summary_line(d)
