@@ -35,6 +35,10 @@ def _config(url: str, **kw: Any) -> RunConfig:
     return RunConfig(**base)
 
 
+def _stopped_for_contention(notes: tuple[str, ...]) -> bool:
+    return any(n.startswith("search stopped at") and "contended" in n for n in notes)
+
+
 def test_every_step_is_measured_in_each_round_in_a_shuffled_order(stub_server: Callable[..., StubServer]) -> None:
     server = stub_server()
     config = _config(server.url(), rates=(20.0, 30.0, 40.0), repeats=3, seed=4)
@@ -49,7 +53,11 @@ def test_every_step_is_measured_in_each_round_in_a_shuffled_order(stub_server: C
     again = asyncio.run(runner.run(config, PAYLOADS, server_metrics=False))
     assert [(s.spec.index, s.spec.repeat) for s in again.steps][:9] == first  # the seed fixes the orders
     combined = summarize_repeats([[s.client_step(config)] for s in outcome.steps if s.spec.index == 1])
-    assert combined["repeats"] >= 3 and combined["throughput_rps_lo"] <= combined["throughput_rps_hi"]
+    # a repeat measured on a contended host is left out of the figure, and counted as measured
+    assert combined["repeats_measured"] >= 3
+    assert combined["repeats"] + len(combined["repeats_excluded"]) == combined["repeats_measured"]
+    if combined["repeats"]:
+        assert combined["throughput_rps_lo"] <= combined["throughput_rps_hi"]
 
 
 def test_the_search_brackets_the_capacity_with_repeats(stub_server: Callable[..., StubServer]) -> None:
@@ -67,7 +75,9 @@ def test_the_search_brackets_the_capacity_with_repeats(stub_server: Callable[...
     summaries = [summarize_repeats([[s.client_step(config)] for s in v], percentile="p90")
                  for v in by_index.values()]
     cap = capacity_at_slo(summaries, slo_ms=60.0, max_error_rate=0.01, percentile="p90")
-    assert cap["rps_hi"] is not None, cap  # a CPU-bound server misses a 60 ms p90 well before 960 req/s
     assert any(n.startswith("search: capacity at p90 <= 60 ms") for n in outcome.notes), outcome.notes
+    if _stopped_for_contention(outcome.notes):
+        return  # another program crowded the host: the search says so rather than resting on those probes
+    assert cap["rps_hi"] is not None, cap  # a CPU-bound server misses a 60 ms p90 well before 960 req/s
     if cap["rps_lo"] is not None:
         assert cap["rps_lo"] <= cap["rps"] <= cap["rps_hi"]
