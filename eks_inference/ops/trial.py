@@ -263,6 +263,9 @@ class Trial:
 
     def _teardown(self, code: int) -> int:
         """Destroy the stacks, with Ctrl-C ignored meanwhile; a step that lived in the stacks is undone."""
+        if "deploy" not in self.state["steps"]:
+            self.say("[teardown] nothing was deployed")
+            return code
         entry: dict[str, Any] = {"started": self._stamp()}
         self.state["teardowns"].append(entry)
         self._sample()

@@ -41,6 +41,15 @@ def deploy_command(project: Path, ctx: TrialContext, *, run_id: str | None = Non
     return cmd
 
 
+def preflight_commands(project: Path, ctx: TrialContext) -> list[list[str]]:
+    """Synthesize what the deploy will deploy (the deadline stack included), then check the account against it."""
+    assembly = str(ctx.run_dir / "cdk.out")
+    return [[*cdk(project), "synth", "--quiet", "-c", f"env={ctx.config.env_name}",
+             "-c", f"{DEADLINE_CONTEXT}={ctx.deadline_iso}", "-o", assembly],
+            [sys.executable, "-m", "eks_inference.cli", "preflight", "--env", ctx.config.env_name,
+             "--assembly", assembly]]
+
+
 def destroy_command(project: Path, ctx: TrialContext) -> list[str]:
     return [*cdk(project), "destroy", "--all", "--force", "-c", f"env={ctx.config.env_name}",
             "-c", f"{DEADLINE_CONTEXT}={ctx.deadline_iso}"]
@@ -121,8 +130,7 @@ class CommandRunner:
         for tool in ("kubectl", "aws"):
             if shutil.which(tool) is None:
                 raise StepFailed(f"{tool} is not on PATH; install it before a trial")
-        self._run(ctx, "preflight", [[sys.executable, "-m", "eks_inference.cli", "preflight", "--env",
-                                      ctx.config.env_name]])
+        self._run(ctx, "preflight", preflight_commands(self.project, ctx))
         return None
 
     def deploy(self, ctx: TrialContext) -> Any:

@@ -31,7 +31,13 @@ from eks_inference.ops.trial import (
     estimate,
     over_budget,
 )
-from eks_inference.ops.trial_runner import count_nodes, deploy_command, destroy_command, report_command
+from eks_inference.ops.trial_runner import (
+    count_nodes,
+    deploy_command,
+    destroy_command,
+    preflight_commands,
+    report_command,
+)
 from tests.unit.trial_fakes import LOG_ENV, Killed, Recorder
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,6 +100,12 @@ def test_a_failed_step_tears_down_and_a_resume_redoes_what_lived_in_the_stacks(t
     assert "[1/7] preflight: done before, skipped" in out
 
 
+def test_a_failure_before_the_deploy_has_nothing_to_tear_down(tmp_path: Path) -> None:
+    r, out = Recorder(fail_at="preflight"), list[str]()
+    assert _trial(r, tmp_path, out=out).run() == EXIT_FAILED
+    assert r.calls == ["preflight"] and "[teardown] nothing was deployed" in out
+
+
 def test_a_process_that_died_mid_step_resumes_from_that_step(tmp_path: Path) -> None:
     with pytest.raises(Killed):
         _trial(Recorder(kill_at="compile"), tmp_path).run()
@@ -108,8 +120,8 @@ def test_a_process_that_died_mid_step_resumes_from_that_step(tmp_path: Path) -> 
 
 def test_a_passed_deadline_stops_before_the_next_step_and_tears_down(tmp_path: Path) -> None:
     r, out = Recorder(), list[str]()
-    assert _trial(r, tmp_path, hours=0.25, clock=_clock(step_minutes=4), out=out).run() == EXIT_FAILED
-    assert r.calls[-1] == "destroy" and "fetch" not in r.calls
+    assert _trial(r, tmp_path, hours=0.75, clock=_clock(step_minutes=4), out=out).run() == EXIT_FAILED
+    assert r.calls == ["preflight", "deploy", "publish", "destroy"]
     assert any("deadline" in x and "has passed before" in x for x in out)
 
 
@@ -193,6 +205,9 @@ def test_the_real_commands_use_the_projects_cdk_and_carry_the_deadline(tmp_path:
     assert deploy[0] == str(ROOT / "node_modules" / ".bin" / "cdk") and "--all" in deploy
     assert "trial_deadline=2026-12-07T10:00:00Z" in deploy and "loadtest_run_id=trial-x-1" in deploy
     assert "trial_deadline=2026-12-07T10:00:00Z" in destroy_command(ROOT, ctx)
+    synth, check = preflight_commands(ROOT, ctx)
+    assert synth[1] == "synth" and "trial_deadline=2026-12-07T10:00:00Z" in synth
+    assert check[-2:] == ["--assembly", str(tmp_path / "cdk.out")] and synth[-1] == check[-1]
     report = report_command(ctx, "s3://b", "spot")
     assert "s3://b/results/trial-x-1/" in report and "s3://b/results/trial-x-2/" in report and "spot" in report
     nodes = {"items": [{"metadata": {"labels": {"node.kubernetes.io/instance-type": t}}}
