@@ -65,8 +65,9 @@ def outputs(ctx: TrialContext) -> dict[str, str]:
 
 
 def publish_commands(ctx: TrialContext, bucket: str) -> list[list[str]]:
+    """Each model's weights from its ``local_source``; publishing what is there already is a no-op."""
     return [[sys.executable, "-m", "eks_inference.cli", "publish", m.local_source, "--to", bucket,
-             "--name", m.name, "--revision", m.revision] for m in ctx.config.models]
+             "--name", m.name, "--revision", m.revision, "--task", m.task.value] for m in ctx.config.models]
 
 
 def wait_commands(kind: str, ctx: TrialContext) -> list[list[str]]:

@@ -36,6 +36,7 @@ from eks_inference.ops.trial_runner import (
     deploy_command,
     destroy_command,
     preflight_commands,
+    publish_commands,
     report_command,
 )
 from tests.unit.trial_fakes import LOG_ENV, Killed, Recorder
@@ -205,6 +206,9 @@ def test_the_real_commands_use_the_projects_cdk_and_carry_the_deadline(tmp_path:
     assert deploy[0] == str(ROOT / "node_modules" / ".bin" / "cdk") and "--all" in deploy
     assert "trial_deadline=2026-12-07T10:00:00Z" in deploy and "loadtest_run_id=trial-x-1" in deploy
     assert "trial_deadline=2026-12-07T10:00:00Z" in destroy_command(ROOT, ctx)
+    (publish,) = publish_commands(ctx, "s3://b")
+    assert publish[3:] == ["publish", "bundled:all-minilm-l6-v2", "--to", "s3://b", "--name", "minilm",
+                           "--revision", "v1", "--task", "embedding"]
     synth, check = preflight_commands(ROOT, ctx)
     assert synth[1] == "synth" and "trial_deadline=2026-12-07T10:00:00Z" in synth
     assert check[-2:] == ["--assembly", str(tmp_path / "cdk.out")] and synth[-1] == check[-1]
