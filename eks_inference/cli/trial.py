@@ -12,6 +12,7 @@ from typing import Any
 
 from eks_inference.cli.help import add_command
 from eks_inference.config import ConfigError
+from eks_inference.ops.errors import OpsError
 from eks_inference.ops.project import parse_context_args, platform_config, read_context
 from eks_inference.ops.trial import (
     DEFAULT_HOURS,
@@ -85,7 +86,10 @@ def _runner(a: argparse.Namespace, project: Path) -> Any:
 
 def cmd_trial(a: argparse.Namespace) -> int:
     _check(a)
-    context = read_context(a.app_dir, {**parse_context_args(a.context), "env": a.env})
+    try:
+        context = read_context(a.app_dir, {**parse_context_args(a.context), "env": a.env})
+    except OpsError as e:
+        raise ConfigError(str(e)) from None
     config = platform_config(context)
     prices = load_prices(None, kind=pricing_kind(a.pricing), rates=context.get(PRICING_KEY) or {})
     est = estimate(config, hours=a.hours, prices=prices, transfer_gib=a.transfer_gib)

@@ -174,6 +174,12 @@ def test_bad_arguments_are_named_one_line_each(capsys: pytest.CaptureFixture[str
     assert rc == 2 and "--budget-usd: -1" in err and "--hours: 0" in err and "--repeats: 0" in err
 
 
+def test_no_project_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["trial", "--env", "dev", "--budget-usd", "10", "--app-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cdk.json: not found" in err[0]
+
+
 def test_ctrl_c_tears_down(tmp_path: Path) -> None:
     """A real SIGINT to a real `eks-inference trial` process, its load test blocked until then."""
     log = tmp_path / "calls.jsonl"
