@@ -39,6 +39,9 @@ EXIT_DONE, EXIT_FAILED, EXIT_OVER_BUDGET, EXIT_INTERRUPTED = 0, 1, 3, 130
 NAT_DATA_PER_GB = {"us-east-1": 0.045, "us-east-2": 0.045, "us-west-2": 0.045, "eu-west-1": 0.048}
 """NAT gateway data processing, USD per GB, checked with the hourly NAT prices in ``costs.py`` (Amazon VPC pricing
 page): ECR image pulls leave through the NAT gateways (the VPC's only gateway endpoint is S3's)."""
+ALB_HOURLY = {"us-east-1": 0.0225, "us-east-2": 0.0225, "us-west-2": 0.0225}
+"""Application Load Balancer, USD per ALB-hour (Elastic Load Balancing pricing page, checked 2026-12-07); the
+LCU-hours on top ($0.008 each in these regions) follow the traffic and are not estimated. Other regions: n/a."""
 DEFAULT_HOURS = 3.0
 DEFAULT_TRANSFER_GIB = 20.0
 """An assumption, not a measurement: image pulls through NAT for a few nodes; give yours with --transfer-gib."""
@@ -77,13 +80,14 @@ class TrialEstimate:
     def lines(self) -> list[str]:
         c = self.config
         out = [f"trial of {c.env_name!r} in {c.account}/{c.region} for {self.hours:g} h "
-               f"(instance prices: {self.prices.label}; NAT, EKS and ElastiCache at list prices):"]
+               f"(instance prices: {self.prices.label}; NAT, EKS, ElastiCache and ALB at list prices):"]
         for line in self.cost.lines:
             out.append("  " + _describe(line, c, self.hours))
         data = self.data_usd
         out.append(f"  data: {self.transfer_gib:g} GiB through NAT (assumed; --transfer-gib) at "
                    + ("n/a" if self.nat_data_per_gb is None else f"${self.nat_data_per_gb:g}/GB = ${data:,.2f}"))
-        out.append("  load balancers: none (serving is reached through the API server; the load test runs inside)")
+        if not c.front_door.enabled:
+            out.append("  load balancers: none (front_door is off: endpoints are reached through the API server)")
         if self.cost.unpriced:
             out.append("  not priced (no price in the table): " + ", ".join(x.item for x in self.cost.unpriced))
         out.append(f"estimate: ${self.expected_usd:,.2f} at desired sizes, ${self.worst_usd:,.2f} if every group "
@@ -112,6 +116,10 @@ def estimate(config: PlatformConfig, *, hours: float, prices: PriceTable = DEFAU
     targets = sum(len(m.processors) for m in config.models)
     clients = load_test_node_group(config.loadtest, targets)
     cost = environment_cost(config, prices, extra_groups=[(clients, "load-test clients, while a run runs")])
+    if config.front_door.enabled:
+        alb = Line("load balancer (front door)", f"an {config.front_door.scheme.value} ALB, hourly charge",
+                   ALB_HOURLY.get(config.region), (1, 1, 1), "LCU-hours follow the traffic: not counted")
+        cost = EnvironmentCost(cost.env_name, cost.region, (*cost.lines, alb))
     return TrialEstimate(config=config, hours=hours, cost=cost, prices=prices, transfer_gib=transfer_gib,
                          nat_data_per_gb=NAT_DATA_PER_GB.get(config.region))
 

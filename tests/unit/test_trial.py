@@ -138,7 +138,8 @@ def test_the_estimate_names_every_group_and_the_budget_is_held_against_max_sizes
     est = estimate(config, hours=3, transfer_gib=10)
     text = "\n".join(est.lines())
     for part in ("node group system: m7i.large, ON_DEMAND, 1 min / 2 desired / 3 max", "loadtest-clients",
-                 "NAT gateways", "EKS control plane", "data: 10 GiB through NAT", "load balancers"):
+                 "NAT gateways", "EKS control plane", "data: 10 GiB through NAT",
+                 "load balancer (front door): an internal ALB, hourly charge, 1 min / 1 desired / 1 max at $0.0225/h"):
         assert part in text
     assert est.worst_usd == pytest.approx(est.cost.total(2) * 3 + 10 * 0.045)
     assert over_budget(est, est.worst_usd) is None
