@@ -6,6 +6,8 @@ rises by the 6 ms its forwards grew, far beyond the noise both runs measured, an
 unchanged server exit 0: their figures differ only by noise, which both runs' intervals and the floor for drift
 between runs cover. (Measured on a two-core machine at 100 % CPU pressure: medians of 22.6-24.2 ms in three runs
 of the unchanged server, 30.0-30.7 ms for the slower one; p99s of 31-77 ms, too few requests for an upper bound.)
+Where another program crowds the host while the slower server is measured, its figures are flagged contended and
+compare gives no verdict on them (it says to measure again): the test then checks that answer instead.
 """
 
 from __future__ import annotations
@@ -46,10 +48,15 @@ def test_compare_flags_a_slower_forward_and_not_the_same_server(stub_server: Cal
     assert {f["verdict"] for f in same["targets"][0]["figures"]} <= {"same", "n/a", "better"}
 
     r = cli("loadtest", "compare", str(base), str(slower), "--json", str(tmp_path / "slow.json"))
-    assert r.returncode == 1, r.stdout + r.stderr
     slow = json.loads((tmp_path / "slow.json").read_text())
-    assert slow["regressions"] == ["stub"] and "regression beyond noise: stub" in r.stdout
     p50 = next(f for f in slow["targets"][0]["figures"] if f["name"] == "p50_ms")
+    if p50["verdict"] == "n/a" and "contended host" in p50["why"]:
+        # Another program crowded the host while the slower server was measured: no regression rests on that
+        # run, and compare says to measure it again rather than failing or passing the change on it.
+        assert "measure NEW again on a quieter machine" in p50["why"] and r.returncode in (0, 1), p50
+        return
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert slow["regressions"] == ["stub"] and "regression beyond noise: stub" in r.stdout
     # at 30 req/s, or at 15 where the busy machine made BASE fall behind its schedule at 30
     assert p50["label"] in ("p50 at 30 req/s", "p50 at 15 req/s") and p50["verdict"] == "worse", p50
     assert 0.15 < p50["change"] < 0.6, p50  # the forward grew 30 %; the network and the client add a little
