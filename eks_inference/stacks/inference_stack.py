@@ -7,12 +7,12 @@ from typing import Any
 
 import cdk8s
 from aws_cdk import CfnOutput, Stack
-from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_eks_v2 as eks
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from eks_inference.config import LoadBalancerScheme, PlatformConfig, Processor
+from eks_inference.constructs.front_door_subnets import FrontDoorSubnets
 from eks_inference.constructs.gcs_store import GcsStore
 from eks_inference.constructs.inference_cluster import InferenceCluster
 from eks_inference.constructs.model_image import ModelImage
@@ -127,17 +127,23 @@ class InferenceStack(Stack):
                            self.repository.uri: f"s3://{self.repository.node.path}"})
         self._check_system_capacity(config, inference_cluster)
 
+        # The front door's load balancer sits where no pod can: the public subnets, or (internal) subnets of its own.
         door = config.front_door
-        door_subnets: list[ec2.ISubnet] = []
-        if door.enabled:
-            kind = (ec2.SubnetType.PUBLIC if door.scheme is LoadBalancerScheme.INTERNET_FACING
-                    else ec2.SubnetType.PRIVATE_WITH_EGRESS)
-            door_subnets = list(src.vpc.select_subnets(subnet_type=kind).subnets)
+        door_subnet_ids: list[str] = []
+        door_cidrs: list[str] = []
+        self.front_door_subnets: FrontDoorSubnets | None = None
+        if door.enabled and door.scheme is LoadBalancerScheme.INTERNET_FACING:
+            public = src.vpc.public_subnets
+            door_subnet_ids, door_cidrs = [s.subnet_id for s in public], [s.ipv4_cidr_block for s in public]
+        elif door.enabled:
+            self.front_door_subnets = FrontDoorSubnets(self, "FrontDoorSubnets", vpc=src.vpc,
+                                                       vpc_cidr=config.vpc_cidr)
+            door_subnet_ids, door_cidrs = self.front_door_subnets.subnet_ids, self.front_door_subnets.cidrs
 
         k8s_app = cdk8s.App()
         self.serving_chart = ServingChart(k8s_app, "serving", targets=self.targets, metrics_cidrs=metrics_cidrs,
                                           api_server_cidrs=inference_cluster.api_server_cidrs,
-                                          front_door_cidrs=[s.ipv4_cidr_block for s in door_subnets])
+                                          front_door_cidrs=door_cidrs)
         self.load_test_chart: LoadTestChart | None = None
         cluster = eks.Cluster.from_cluster_attributes(
             self, "Cluster", cluster_name=src.cluster_name, kubectl_provider=src.kubectl_provider)
@@ -170,7 +176,7 @@ class InferenceStack(Stack):
         if door.enabled:
             controller = inference_cluster.add_load_balancer_controller()
             self.front_door_chart = FrontDoorChart(k8s_app, "front-door", door=door, targets=self.targets,
-                                                   subnet_ids=[s.subnet_id for s in door_subnets])
+                                                   subnet_ids=door_subnet_ids)
             front_door_manifest = cluster.add_cdk8s_chart("FrontDoorChart", self.front_door_chart)
             front_door_manifest.node.add_dependency(self.serving_manifest, controller.chart,
                                                     *self.target_manifests.values())

@@ -342,3 +342,19 @@ def test_inside_the_serving_namespace_a_copied_label_passes_the_network_and_the_
     copy = Endpoint("a pod copying a Ray pod's labels", "10.0.121.6", "eks-inference", dict(head.labels), {},
                     "10.0.121.1")
     assert world.policies.allows(copy, head, RAY_PORTS.gcs)
+
+
+def test_the_front_doors_load_balancer_reaches_the_serve_port_and_no_pod_holds_its_addresses(
+        world: World, redeploy: dict[str, Assembly]) -> None:
+    """GIVEN dev's internal front door WHEN its load balancer's nodes (in its own subnets) connect THEN they reach
+    every Ray pod's serve port (requests, health checks) and nothing else; its subnets overlap none of the nodes'
+    private subnets, where the VPC CNI gives pods their addresses, so admitting them admits no pod."""
+    resources = redeploy["before"].template("-Inference")["Resources"].values()
+    door = [r["Properties"]["CidrBlock"] for r in resources if r["Type"] == "AWS::EC2::Subnet"]
+    assert len(door) == len(world.private_cidrs) == 3
+    assert not any(ipaddress.ip_network(d).overlaps(ipaddress.ip_network(p)) for d in door for p in world.private_cidrs)
+    nodes = [Endpoint(f"load balancer node in {c}", str(next(ipaddress.ip_network(c).hosts()))) for c in door]
+    for node, pod in itertools.product(nodes, world.ray.values()):
+        assert world.policies.allows(node, pod, SERVE_PORT), (node.name, pod.name)
+        for port in (RAY_PORTS.dashboard, RAY_PORTS.gcs, RAY_PORTS.metrics_export):
+            assert not world.policies.allows(node, pod, port), (node.name, pod.name, port)

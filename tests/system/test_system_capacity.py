@@ -42,8 +42,8 @@ def helm_system_pods(asm: Assembly) -> list[PodRequest]:
         if res["Type"] != HELM_TYPE:
             continue
         chart, values = res["Properties"]["Chart"], json.loads(resolve(res["Properties"].get("Values")) or "{}")
-        if values.get("nodeSelector") == SYSTEM:
-            pods.append(requests_of(chart, values["resources"]))
+        if values.get("nodeSelector") == SYSTEM:  # the AWS Load Balancer Controller runs replicaCount pods
+            pods.extend(requests_of(chart, values["resources"]) for _ in range(values.get("replicaCount", 1)))
         scheduler = values.get("scheduler", {})
         if scheduler.get("enabled") and scheduler.get("nodeSelector") == SYSTEM:
             pods.append(requests_of(f"{chart} scheduler extension", scheduler["resources"]))
@@ -87,8 +87,9 @@ def test_every_system_pod_is_scheduled(which: str, assemblies: dict[str, Assembl
     types, desired, _ = system_group(asm)
     alloc = min(allocatable(instance_shape(t)) for t in types)
     pods = [*helm_system_pods(asm), *COREDNS, *workload_system_pods(asm)]
-    # kuberay, metrics-server, the Neuron extension and its scheduler, the Cluster Autoscaler
-    assert len(helm_system_pods(asm)) == 5
+    # kuberay, metrics-server, the Neuron extension and its scheduler, the Cluster Autoscaler, two Load Balancer
+    # Controllers (the front door)
+    assert len(helm_system_pods(asm)) == 7
     assert fit(pods, nodes=desired, node_alloc=alloc) == []
     if which.startswith("dev with"):
         assert objects(asm, "Job") and not any(p.name.startswith("loadtest-") for p in pods)

@@ -301,3 +301,13 @@ def test_an_unknown_path_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"loadtest.via: 'alb' is not a path to the models; use service or "
                                           r"front-door"):
         config("dev", loadtest={"via": "alb"})
+
+
+def test_internal_load_balancer_subnets_are_the_lowest_free_blocks() -> None:
+    """Below the metrics scraper's (the highest free /28s) and beside CDK's public /22s and private /18s."""
+    from eks_inference.constructs.front_door_subnets import free_blocks
+
+    used = ["10.0.0.0/22", "10.0.4.0/22", "10.0.8.0/22", "10.0.64.0/18", "10.0.128.0/18", "10.0.192.0/18"]
+    assert free_blocks("10.0.0.0/16", used, 3) == ["10.0.12.0/27", "10.0.12.32/27", "10.0.12.64/27"]
+    with pytest.raises(ConfigError, match=r"vpc_cidr: 10.0.0.0/16 has no 3 free /27 blocks for the front door"):
+        free_blocks("10.0.0.0/16", ["10.0.0.0/17", "10.0.128.0/17"], 3)
