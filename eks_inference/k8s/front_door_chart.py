@@ -190,12 +190,34 @@ def target_group_configuration(target: ServingTarget, *, namespace_: str = NAMES
                     ]}}}
 
 
+class RouteChart(Chart):
+    """One model's HTTPRoute and the TargetGroupConfigurations of its serve Services.
+
+    Each model's route is a manifest resource of its own in the stack, so that dropping a model deletes its route
+    (CloudFormation deletes the resource and the handler runs ``kubectl delete``): in one shared manifest it would stay
+    behind, because ``kubectl apply --prune`` prunes only the kinds on kubectl's default allowlist, which has neither
+    HTTPRoute nor TargetGroupConfiguration.
+    """
+
+    def __init__(self, scope: Construct, construct_id: str, *, route: Route, door: FrontDoorSpec,
+                 targets: Sequence[ServingTarget], namespace_: str = NAMESPACE) -> None:
+        super().__init__(scope, construct_id, disable_resource_name_hashes=True)
+        self.route = route
+        self.target_names = [t.name for t in targets]
+        for t in targets:
+            emit(self, f"{_pascal(t.name)}TargetGroup", target_group_configuration(t, namespace_=namespace_))
+        emit(self, "Route", http_route(route, door, namespace_=namespace_))
+
+
 class FrontDoorChart(Chart):
-    """The GatewayClass, the Gateway and its LoadBalancerConfiguration, the JWT rule (with ``auth``), one HTTPRoute
-    per model and one TargetGroupConfiguration per serve Service.
+    """The GatewayClass, the Gateway and its LoadBalancerConfiguration and the JWT rule (with ``auth``); each model's
+    HTTPRoute and TargetGroupConfigurations are a :class:`RouteChart` inside it.
+
+    ``to_json()`` holds only the shared objects (cdk8s leaves nested charts out); :meth:`manifests` has all.
 
     :param door: the environment's ``front_door``.  :param targets: every model × processor served.
-    :param subnet_ids: where the load balancer goes (private subnets for ``internal``, public for ``internet-facing``).
+    :param subnet_ids: where the load balancer goes (its own subnets for ``internal``, the public ones for
+        ``internet-facing``).
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, door: FrontDoorSpec, targets: Sequence[ServingTarget],
@@ -209,10 +231,13 @@ class FrontDoorChart(Chart):
         rule = jwt_rule(door, namespace_=namespace_)
         if rule is not None:
             emit(self, "JwtRule", rule)
-        for t in targets:
-            emit(self, f"{_pascal(t.name)}TargetGroup", target_group_configuration(t, namespace_=namespace_))
-        for r in self.routes:
-            emit(self, f"{_pascal(r.model)}Route", http_route(r, door, namespace_=namespace_))
+        self.route_charts = [
+            RouteChart(self, f"{_pascal(r.model)}Route", route=r, door=door, namespace_=namespace_,
+                       targets=[t for t in targets if t.model.name == r.model])
+            for r in self.routes]
+
+    def manifests(self) -> list[dict[str, Any]]:
+        return [*self.to_json(), *(m for c in self.route_charts for m in c.to_json())]
 
 
 def _pascal(name: str) -> str:

@@ -178,8 +178,13 @@ class InferenceStack(Stack):
             self.front_door_chart = FrontDoorChart(k8s_app, "front-door", door=door, targets=self.targets,
                                                    subnet_ids=door_subnet_ids)
             front_door_manifest = cluster.add_cdk8s_chart("FrontDoorChart", self.front_door_chart)
-            front_door_manifest.node.add_dependency(self.serving_manifest, controller.chart,
-                                                    *self.target_manifests.values())
+            front_door_manifest.node.add_dependency(self.serving_manifest, controller.chart)
+            for route_chart in self.front_door_chart.route_charts:
+                # One resource per model, so that dropping a model deletes its route (see RouteChart).
+                route_manifest = eks.KubernetesManifest(self, f"{route_chart.node.id}FrontDoor", cluster=cluster,
+                                                        manifest=route_chart.to_json(), overwrite=True)
+                route_manifest.node.add_dependency(front_door_manifest,
+                                                   *(self.target_manifests[n] for n in route_chart.target_names))
         # One compile Job per target writes the artifact its replicas wait for.
         self.compile_chart = CompileChart(
             k8s_app, "compile", targets=self.targets, region=self.region,

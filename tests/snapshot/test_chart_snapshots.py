@@ -48,7 +48,7 @@ def test_front_door_snapshot(env_name: str) -> None:
     targets = plan_targets(cfg, images=IMAGES, repository_uri=REPOSITORY, region=cfg.region, gcs_store=gcs_store(cfg))
     chart = FrontDoorChart(cdk8s.App(), "front-door", door=cfg.front_door, targets=targets,
                            subnet_ids=["subnet-0aaa", "subnet-0bbb", "subnet-0ccc"])
-    text = yaml.safe_dump_all(list(chart.to_json()), sort_keys=True)
+    text = yaml.safe_dump_all(chart.manifests(), sort_keys=True)
     path = snapshot_path(f"front-door-{env_name}")
     if os.environ.get("UPDATE_SNAPSHOTS") or not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -45,7 +45,7 @@ def render_door(env_name: str, **changes: Any) -> tuple[list[Any], list[dict[str
     cfg = config(env_name, **changes)
     targets = plan_targets(cfg, images=IMAGES, repository_uri=REPOSITORY, region=cfg.region, gcs_store=gcs_store(cfg))
     chart = FrontDoorChart(cdk8s.App(), "front-door", door=cfg.front_door, targets=targets, subnet_ids=SUBNETS)
-    return targets, list(chart.to_json())
+    return targets, chart.manifests()
 
 
 def of_kind(manifests: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:

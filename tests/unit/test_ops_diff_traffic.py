@@ -50,3 +50,17 @@ def test_a_weight_change_in_the_dev_stack_reads_as_traffic_moved(assemblies: dic
     text = render_text(d)
     assert "=> graviton 80% → 50%, inferentia 20% → 50% of /minilm/*" in text
     assert "1 traffic shift at the front door" in summary_line(d)
+
+
+def test_dropping_a_model_deletes_its_route_with_its_manifest(assemblies: dict[str, Assembly]) -> None:
+    """Each model's route is a manifest resource of its own: dropping the model deletes the resource, and with it the
+    HTTPRoute (kubectl delete), which `kubectl apply --prune` would have left behind."""
+    from tests.unit.test_ops_diff import manifest_holding
+
+    def drop(t: dict[str, Any]) -> None:
+        lid, _ = manifest_holding(t, "HTTPRoute", "minilm")
+        del t["Resources"][lid]
+
+    d = edited(assemblies, "Inference", drop)
+    effects = [k for label, ks in kinds(d).items() if "HTTPRoute" in label for k in ks]
+    assert effects == ["delete", "traffic"], kinds(d)
