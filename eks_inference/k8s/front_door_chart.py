@@ -17,7 +17,7 @@ KubeRay fronts every RayService with ``<name>-serve-svc`` (``ray-operator/contro
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -249,7 +249,3 @@ def front_door_url(door: FrontDoorSpec, model: str) -> str | None:
     if not door.hostname:
         return None
     return f"{'https' if door.https else 'http'}://{door.hostname}/{model}"
-
-
-def shares_by_route(routes: Sequence[Route]) -> Mapping[str, dict[str, float]]:
-    return {r.model: r.shares() for r in routes}

@@ -37,7 +37,7 @@ def requests_of(name: str, resources: dict[str, Any]) -> PodRequest:
 
 
 def helm_system_pods(asm: Assembly) -> list[PodRequest]:
-    pods = []
+    pods: list[PodRequest] = []
     for res in asm.template("-Cluster")["Resources"].values():
         if res["Type"] != HELM_TYPE:
             continue
