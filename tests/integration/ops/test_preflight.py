@@ -90,8 +90,10 @@ def test_zone_without_the_instance_type(moto: str, tmp_path: Path) -> None:
     """moto's us-east-1 data offers inf2.xlarge in us-east-1a, b, c and f, not d."""
     ctx = cdk_context()
     dev = ctx[ENVIRONMENTS_KEY]["dev"]
+    # not named dev, so its plain-HTTP front door would be refused: this check is about zones, not the front door
     ctx[ENVIRONMENTS_KEY] = {"east": {**dev, "account": MOTO_ACCOUNT, "region": "us-east-1",
-                                      "availability_zones": ["us-east-1a", "us-east-1b", "us-east-1d"]}}
+                                      "availability_zones": ["us-east-1a", "us-east-1b", "us-east-1d"],
+                                      "front_door": {**dev["front_door"], "enabled": False}}}
     (tmp_path / "cdk.json").write_text(json.dumps({"context": ctx}))
     proc = run_cli(["preflight", "--env", "east", "--app-dir", str(tmp_path), "--json"], moto, cwd=tmp_path)
     check = by_check(json.loads(proc.stdout))["instance offerings"]
