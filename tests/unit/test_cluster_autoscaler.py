@@ -105,7 +105,8 @@ def test_role_may_only_scale_this_clusters_groups(assemblies: dict[str, Assembly
             assert {r["Fn::GetAtt"][0] for r in st["Resource"]} == ngs and actions == ["eks:DescribeNodegroup"]
         else:
             assert all(a.split(":")[1].startswith(("Describe", "GetInstanceTypes")) for a in actions), actions
-    (assoc,) = [a["Properties"] for a in resources_of(t, "AWS::EKS::PodIdentityAssociation").values()]
+    (assoc,) = [a["Properties"] for a in resources_of(t, "AWS::EKS::PodIdentityAssociation").values()
+                if a["Properties"]["ServiceAccount"] == "cluster-autoscaler"]  # the front door's controller has one
     assert (assoc["Namespace"], assoc["ServiceAccount"]) == ("kube-system", "cluster-autoscaler")
     assert assoc["RoleArn"] == {"Fn::GetAtt": [role_id, "Arn"]}
 
@@ -115,7 +116,8 @@ def test_chart_waits_for_its_credentials(assemblies: dict[str, Assembly]) -> Non
     t = template(assemblies)
     (chart_id,) = [k for k, r in resources_of(t, "Custom::AWSCDK-EKS-HelmChart").items()
                    if r["Properties"]["Chart"] == "cluster-autoscaler"]
-    (assoc_id,) = resources_of(t, "AWS::EKS::PodIdentityAssociation")
+    (assoc_id,) = [k for k, r in resources_of(t, "AWS::EKS::PodIdentityAssociation").items()
+                   if r["Properties"]["ServiceAccount"] == "cluster-autoscaler"]
     assert assoc_id in t["Resources"][chart_id]["DependsOn"]
 
 

@@ -96,7 +96,7 @@ def test_config_defaults_off_and_prod_turns_it_on() -> None:
     envs = cdk_context()["eks-inference:environments"]
     assert envs["prod"]["ray"]["gcs_fault_tolerance"] is True
     assert envs["dev"]["ray"]["gcs_fault_tolerance"] is False
-    assert parse_platform("x", _env(gcs_fault_tolerance=True, redis_replicas=0)).ray.redis_replicas == 0
+    assert parse_platform("dev", _env(gcs_fault_tolerance=True, redis_replicas=0)).ray.redis_replicas == 0
 
 
 @pytest.mark.parametrize(("ray", "message"), [
@@ -109,11 +109,11 @@ def test_config_defaults_off_and_prod_turns_it_on() -> None:
 ])
 def test_config_mistakes_are_named_one_per_line(ray: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        parse_platform("x", _env(**ray))
+        parse_platform("dev", _env(**ray))
 
 
 def test_every_ray_mistake_is_reported_at_once() -> None:
     with pytest.raises(ConfigError) as e:
-        parse_platform("x", _env(gcs_fault_tolerance=1, redis_node_type="x", redis_replicas=9))
+        parse_platform("dev", _env(gcs_fault_tolerance=1, redis_node_type="x", redis_replicas=9))
     assert [line.split(":")[0] for line in e.value.errors] == [
         "ray.gcs_fault_tolerance", "ray.redis_node_type", "ray.redis_replicas"]
