@@ -191,12 +191,12 @@ def target_group_configuration(target: ServingTarget, *, namespace_: str = NAMES
 
 
 class RouteChart(Chart):
-    """One model's HTTPRoute and the TargetGroupConfigurations of its serve Services.
+    """One model's HTTPRoute.
 
-    Each model's route is a manifest resource of its own in the stack, so that dropping a model deletes its route
-    (CloudFormation deletes the resource and the handler runs ``kubectl delete``): in one shared manifest it would stay
-    behind, because ``kubectl apply --prune`` prunes only the kinds on kubectl's default allowlist, which has neither
-    HTTPRoute nor TargetGroupConfiguration.
+    Each model's route, and each target's TargetGroupConfiguration (:class:`TargetGroupChart`), is a manifest resource
+    of its own in the stack, so that dropping a model or a processor deletes them (CloudFormation deletes the resource
+    and the handler runs ``kubectl delete``): in one shared manifest they would stay behind, because
+    ``kubectl apply --prune`` prunes only the kinds on kubectl's default allowlist, which has neither kind.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, route: Route, door: FrontDoorSpec,
@@ -204,14 +204,22 @@ class RouteChart(Chart):
         super().__init__(scope, construct_id, disable_resource_name_hashes=True)
         self.route = route
         self.target_names = [t.name for t in targets]
-        for t in targets:
-            emit(self, f"{_pascal(t.name)}TargetGroup", target_group_configuration(t, namespace_=namespace_))
         emit(self, "Route", http_route(route, door, namespace_=namespace_))
 
 
+class TargetGroupChart(Chart):
+    """One target's TargetGroupConfiguration (see :class:`RouteChart` for why it is a chart of its own)."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, target: ServingTarget,
+                 namespace_: str = NAMESPACE) -> None:
+        super().__init__(scope, construct_id, disable_resource_name_hashes=True)
+        self.target = target
+        emit(self, "TargetGroup", target_group_configuration(target, namespace_=namespace_))
+
+
 class FrontDoorChart(Chart):
-    """The GatewayClass, the Gateway and its LoadBalancerConfiguration and the JWT rule (with ``auth``); each model's
-    HTTPRoute and TargetGroupConfigurations are a :class:`RouteChart` inside it.
+    """The GatewayClass, the Gateway and its LoadBalancerConfiguration and the JWT rule (with ``auth``); each target's
+    TargetGroupConfiguration is a :class:`TargetGroupChart` inside it, each model's HTTPRoute a :class:`RouteChart`.
 
     ``to_json()`` holds only the shared objects (cdk8s leaves nested charts out); :meth:`manifests` has all.
 
@@ -231,13 +239,15 @@ class FrontDoorChart(Chart):
         rule = jwt_rule(door, namespace_=namespace_)
         if rule is not None:
             emit(self, "JwtRule", rule)
+        self.target_group_charts = [
+            TargetGroupChart(self, f"{_pascal(t.name)}TargetGroup", target=t, namespace_=namespace_) for t in targets]
         self.route_charts = [
             RouteChart(self, f"{_pascal(r.model)}Route", route=r, door=door, namespace_=namespace_,
                        targets=[t for t in targets if t.model.name == r.model])
             for r in self.routes]
 
     def manifests(self) -> list[dict[str, Any]]:
-        return [*self.to_json(), *(m for c in self.route_charts for m in c.to_json())]
+        return [*self.to_json(), *(m for c in [*self.target_group_charts, *self.route_charts] for m in c.to_json())]
 
 
 def _pascal(name: str) -> str:

@@ -179,8 +179,12 @@ class InferenceStack(Stack):
                                                    subnet_ids=door_subnet_ids)
             front_door_manifest = cluster.add_cdk8s_chart("FrontDoorChart", self.front_door_chart)
             front_door_manifest.node.add_dependency(self.serving_manifest, controller.chart)
+            # One resource per target and per model, so that dropping either deletes its objects (see RouteChart).
+            for tg_chart in self.front_door_chart.target_group_charts:
+                tg_manifest = eks.KubernetesManifest(self, f"{tg_chart.node.id}FrontDoor", cluster=cluster,
+                                                     manifest=tg_chart.to_json(), overwrite=True)
+                tg_manifest.node.add_dependency(front_door_manifest, self.target_manifests[tg_chart.target.name])
             for route_chart in self.front_door_chart.route_charts:
-                # One resource per model, so that dropping a model deletes its route (see RouteChart).
                 route_manifest = eks.KubernetesManifest(self, f"{route_chart.node.id}FrontDoor", cluster=cluster,
                                                         manifest=route_chart.to_json(), overwrite=True)
                 route_manifest.node.add_dependency(front_door_manifest,

@@ -50,6 +50,14 @@ IMMUTABLE: dict[tuple[str, str], tuple[str, ...]] = {
     ("policy", "PodDisruptionBudget"): (),
     ("ray.io", "RayService"): ("spec.managedBy", "spec.rayClusterConfig.managedBy",
                                "spec.rayClusterConfig.gcsFaultToleranceOptions.backend"),
+    # The front door: the fields each upstream CRD marks `self == oldSelf` (tests/data/crds: Gateway API v1.6.0, the
+    # AWS Load Balancer Controller v3.5.0); only GatewayClass has one.
+    ("gateway.networking.k8s.io", "GatewayClass"): ("spec.controllerName",),
+    ("gateway.networking.k8s.io", "Gateway"): (),
+    ("gateway.networking.k8s.io", "HTTPRoute"): (),
+    ("gateway.k8s.aws", "LoadBalancerConfiguration"): (),
+    ("gateway.k8s.aws", "TargetGroupConfiguration"): (),
+    ("gateway.k8s.aws", "ListenerRuleConfiguration"): (),
 }
 
 

@@ -84,7 +84,12 @@ def test_dropping_a_model_removes_its_objects(redeploy: dict[str, Assembly]) -> 
     after = copy.deepcopy(before)
     (rid,) = [r for r, objs in manifests(redeploy["before"]).items()
               if any(o["kind"] == "RayService" and o["metadata"]["name"] == "minilm-inferentia" for o in objs)]
-    del after["Resources"][rid]
+    # The front door keeps each target's TargetGroupConfiguration in a resource of its own, which goes with it.
+    rids = [rid, *(r for r, objs in manifests(redeploy["before"]).items() if any(
+        o["kind"] == "TargetGroupConfiguration" and o["metadata"]["name"] == "minilm-inferentia-serve" for o in objs))]
+    assert len(rids) == 2
+    for r in rids:
+        del after["Resources"][r]
     cluster = Cluster()
     deploy(cluster, None, before)
     deploy(cluster, before, after)
