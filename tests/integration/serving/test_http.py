@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -235,8 +236,12 @@ def test_overload_is_shed_fast_with_503_then_the_service_recovers(local_ray: Loc
                  max_queued_requests=2, max_inputs=64)
     url = f"{local_ray.url}/minilm-tight/predict"
     heavy = {"inputs": [TEXTS[4] * 2] * 64}
+    # All 24 leave together: on a busy machine a pool's threads start slowly, and requests trickling in one by one
+    # would be served as they come instead of finding the replica full.
+    start = threading.Barrier(24)
     try:
         def call(_: int) -> tuple[int, float, object]:
+            start.wait(timeout=120)
             t0 = time.perf_counter()
             status, body = post(url, heavy, timeout=300)
             return status, time.perf_counter() - t0, body
