@@ -17,8 +17,8 @@ The limits, all in one place (docs/trusting-measurements.md explains each):
   (``procs_running`` of ``/proc/stat``, sampled twice a second);
 * the client's own CPU above :data:`CLIENT_CPU_MAX` of one core (its event loop is one thread: past this it
   reads replies late, and its latency is partly its own);
-* the host crowded (CPU pressure above :data:`PSI_SOME_MAX`, or without PSI runnable tasks per core above
-  :data:`RUNNABLE_PER_CORE_MAX`) while more than :data:`FOREIGN_MAX` of the machine's CPU went to neither the
+* the host crowded (CPU pressure above :data:`FOREIGN_CROWDED_PSI`, or without PSI more than one runnable task
+  per core) while more than :data:`FOREIGN_MAX` of the machine's CPU went to neither the
   client nor the server (``foreign_busy``: the host's busy time less the client's and, for a server on this
   machine, its process tree's). This is the neighbour that starves the *server*: the client, mostly asleep, is
   woken promptly by the scheduler and its own wait stays low, while the server's replicas share their cores with
@@ -49,6 +49,9 @@ PSI_SOME_MAX = 0.50
 RUNNABLE_PER_CORE_MAX = 1.5
 CLIENT_CPU_MAX = 0.85
 FOREIGN_MAX = 0.25
+FOREIGN_CROWDED_PSI = 0.25
+"""For the foreign share, crowded already means CPU pressure above this (or, without PSI, more than one runnable
+task per core): two spinning processes on two cores beside a server at half a core held pressure at 47 %."""
 
 LIMITS = {"host_steal": STEAL_MAX, "client_wait": CLIENT_WAIT_MAX, "psi_some": PSI_SOME_MAX,
           "runnable_per_core": RUNNABLE_PER_CORE_MAX, "client_cpu_of_core": CLIENT_CPU_MAX,
@@ -66,13 +69,13 @@ def _worst(hosts: Sequence[Mapping[str, Any]], key: str) -> float | None:
 
 
 def _crowded(host: Mapping[str, Any]) -> bool:
-    """Some task on the host waited for a core for much of the step: PSI where the kernel has it, else the run
-    queue."""
+    """Tasks on the host waited for a core for a good share of the step: PSI where the kernel has it, else the run
+    queue (which counts its reader: one runnable task per core is a full machine)."""
     psi = host.get("psi_some")
     if isinstance(psi, int | float):
-        return psi > PSI_SOME_MAX
+        return psi > FOREIGN_CROWDED_PSI
     runnable = host.get("runnable_per_core")
-    return isinstance(runnable, int | float) and runnable > RUNNABLE_PER_CORE_MAX
+    return isinstance(runnable, int | float) and runnable > 1.0
 
 
 def judge(clients: Sequence[tuple[int, Mapping[str, Any]]],

@@ -85,10 +85,10 @@ def _client(**host_fields: float | None) -> dict[str, object]:
     ({"psi_some": None, "client_wait": None, "runnable_per_core": contention.RUNNABLE_PER_CORE_MAX + 0.1},
      "runnable tasks per core"),
     ({"client_cpu_of_core": contention.CLIENT_CPU_MAX + 0.01}, "client CPU"),
-    ({"foreign_busy": contention.FOREIGN_MAX + 0.01, "psi_some": contention.PSI_SOME_MAX + 0.01},
-     "other programs' share of the host's CPU"),
+    # two spinners on two cores beside a server at half a core: pressure 47 %, foreign 74 %
+    ({"foreign_busy": 0.7435, "psi_some": 0.4685, "client_wait": 0.0259}, "other programs' share of the host's CPU"),
     ({"foreign_busy": contention.FOREIGN_MAX + 0.01, "psi_some": None, "client_wait": 0.0,
-      "runnable_per_core": contention.RUNNABLE_PER_CORE_MAX + 0.1}, "other programs' share of the host's CPU"),
+      "runnable_per_core": 1.1}, "other programs' share of the host's CPU"),
 ])
 def test_each_limit_flags_the_step_and_names_itself(fields: dict[str, float | None], reason: str) -> None:
     contended, doc = contention.judge([(0, _client()), (3, _client(**fields))])
