@@ -58,10 +58,15 @@ def _burn(stop_at: float) -> None:
         pass
 
 
+HOG_TIMES: dict[str, float] = {}
+"""Epoch seconds the hog started and stopped, to place each measurement against it."""
+
+
 def hog(after_s: float, seconds: float, cores: int) -> threading.Thread:
     """After ``after_s``, ``cores`` busy processes for ``seconds`` (bounded: each stops itself)."""
     def run() -> None:
         time.sleep(after_s)
+        HOG_TIMES["start"] = time.time()
         stop_at = time.time() + seconds
         procs = [multiprocessing.Process(target=_burn, args=(stop_at,), daemon=True) for _ in range(cores)]
         for p in procs:
@@ -71,6 +76,7 @@ def hog(after_s: float, seconds: float, cores: int) -> threading.Thread:
             p.join(seconds + 10)
             if p.is_alive():
                 p.kill()
+        HOG_TIMES["stop"] = time.time()
         print("   hog: stopped", flush=True)
     t = threading.Thread(target=run, daemon=True)
     t.start()
@@ -104,6 +110,21 @@ def measure(url: str, out: Path, a: argparse.Namespace, label: str) -> dict[str,
     print(f"   measurements flagged contended: {', '.join(contended) or 'none'}")
     for p in cap["probes"]:
         print(f"   {p['requested_rate']:>8g} req/s  {p['verdict']:<9}  {p['why']}")
+    cal = parsed.doc.get("calibration") or {}
+    if cal:
+        print(f"   capacity measurement: {cal.get('throughput_rps', 0):.1f} req/s closed loop, taken "
+              f"{cal.get('measurements', 1)} time(s){' (contended every time)' if cal.get('contended') else ''}")
+    if "start" in HOG_TIMES:
+        t0, t1 = HOG_TIMES["start"], HOG_TIMES.get("stop", time.time())
+        print(f"   each measurement against the hog ({t1 - t0:.0f} s):")
+        for st in parsed.steps:
+            start, end = st.window
+            under = max(0.0, min(end, t1) - max(start, t0)) / max(end - start, 1e-9)
+            host = st.client.get("host") or {}
+            flag = "contended" if summarize_repeats([[st]])["contended"] else "clean"
+            print(f"     {st.spec.rate:>8g} req/s repeat {st.spec.repeat}: {under:4.0%} under the hog; {flag:<9} "
+                  f"(other programs {host.get('foreign_busy')}, pressure {host.get('psi_some')}, client wait "
+                  f"{host.get('client_wait')})")
     return cap
 
 
