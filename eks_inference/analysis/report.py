@@ -49,7 +49,8 @@ CSV_COLUMNS = (
     "p95_ms_lo", "p95_ms_hi", "p99_ms_lo", "p99_ms_hi", "usd_per_million_inferences_at_step_lo",
     "usd_per_million_inferences_at_step_hi",
     # what the host was doing (eks_inference.measure.contention): a contended step is not the server's figure
-    "contended", "contention", "client_wait", "host_psi_some", "host_steal", "host_foreign_busy", "client_cpu_of_core",
+    "contended", "contention", "client_wait", "host_psi_some", "host_steal", "host_foreign_busy",
+    "host_foreign_crowded_share", "client_cpu_of_core",
 )
 PERCENTILE_LABELS = {"p50": "p50", "p90": "p90", "p95": "p95", "p99": "p99", "p999": "p99.9"}
 FEW = "†"
@@ -152,7 +153,7 @@ def _contention_csv(s: Mapping[str, Any]) -> dict[str, Any]:
     return {"contended": bool(s.get("contended")), "contention": describe_contention(c) if c else "not recorded",
             "client_wait": c.get("client_wait"), "host_psi_some": c.get("psi_some"),
             "host_steal": c.get("host_steal"), "host_foreign_busy": c.get("foreign_busy"),
-            "client_cpu_of_core": c.get("client_cpu")}
+            "host_foreign_crowded_share": c.get("foreign_crowded_share"), "client_cpu_of_core": c.get("client_cpu")}
 
 
 def contention_note(s: Mapping[str, Any]) -> str:

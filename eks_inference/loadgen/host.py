@@ -18,7 +18,10 @@ waiting. :class:`HostSampler` reads, at the start and end of a step and every mo
 * where the target listens on this machine, the CPU time of the server's processes (``/proc/PID/stat`` of the
   process that owns the listening socket and every process below the server's root, :func:`locate_server`), so
   that what the host spent beyond the client and the server, the *foreign* share, is known: another program
-  crowding the cores starves the server too, which the client's own wait cannot show.
+  crowding the cores starves the server too, which the client's own wait cannot show. That share is judged over
+  the whole step and in windows of :data:`WINDOW_S` (``foreign_crowded_share``: the part of the step during which
+  the host was crowded by other programs), so a neighbour that starts or stops part-way through a step is seen
+  even where the step's average dilutes it.
 
 What the figures mean for the step is decided in one place, :mod:`eks_inference.measure.contention`. Where a
 file is missing (macOS, a locked-down container) its figures are None and the step says so; nothing is made up.
@@ -32,9 +35,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eks_inference.measure.contention import split_cores
+from eks_inference.measure.contention import FOREIGN_CROWDED_PSI, FOREIGN_MAX, split_cores
 
 PROC = Path("/proc")
+WINDOW_S = 1.0
+"""The length of the windows a step is judged in beside its whole: the monitor's ticks close one each time this
+much has passed since the last."""
 
 
 @dataclass(frozen=True)
@@ -250,6 +256,14 @@ class HostSampler:
         self.running: list[int] = []
         self.avg10_max: float | None = None
         self._note(self.start)
+        # Per-window view: the server's processes as found at the start (re-read by PID each window, cheap; the
+        # whole tree is walked again only at the end), the last window's edge and what the windows found.
+        self._window_pids = sorted(self.server_ticks0) if self.server_ticks0 is not None else None
+        self._edge = (self.start, self._server_ticks_now())
+        self._edge_running: list[int] = []
+        self.windows = 0
+        self.crowded_s = 0.0
+        self.foreign_window_max: float | None = None
 
     def _note(self, r: HostReading) -> None:
         if r.procs_running is not None:
@@ -258,12 +272,60 @@ class HostSampler:
             self.avg10_max = max(self.avg10_max or 0.0, r.psi_some_avg10)
 
     def tick(self) -> None:
-        self._note(read_host(self.proc))
+        r = read_host(self.proc)
+        self._note(r)
+        if r.procs_running is not None:
+            self._edge_running.append(r.procs_running)
+        if r.at - self._edge[0].at >= WINDOW_S:
+            self._close_window(r)
+
+    def _server_ticks_now(self) -> int | None:
+        """The server's CPU ticks so far, from the PIDs found at the start (0 for a remote server)."""
+        if self.server is not None and self.server.where == "remote":
+            return 0
+        if self._window_pids is None:
+            return None
+        total = 0
+        for pid in self._window_pids:
+            f = _stat_fields(pid, self.proc)
+            if f and len(f) > 12:
+                total += int(f[11]) + int(f[12])
+        return total
+
+    def _close_window(self, r: HostReading) -> None:
+        """Judge the window since the last edge: was the host crowded (CPU pressure over
+        :data:`~eks_inference.measure.contention.FOREIGN_CROWDED_PSI`, or without PSI more than one runnable task
+        per core) while more than :data:`~eks_inference.measure.contention.FOREIGN_MAX` of its CPU went to
+        neither the client nor the server? A neighbour that arrives part-way through a step shows here, where the
+        step's average dilutes it."""
+        (s, server0), server1 = self._edge, self._server_ticks_now()
+        running, self._edge_running = self._edge_running, []
+        self._edge = (r, server1)
+        wall = r.at - s.at
+        if s.cpu is None or r.cpu is None or r.cpu.total <= s.cpu.total or server0 is None or server1 is None:
+            return
+        self.windows += 1
+        ticks = r.cpu.total - s.cpu.total
+        busy = ticks - (r.cpu.idle - s.cpu.idle)
+        hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        client_ticks = (r.process_cpu_s - s.process_cpu_s) * hz
+        foreign = min(1.0, max(0.0, busy - client_ticks - max(0, server1 - server0)) / ticks)
+        self.foreign_window_max = max(self.foreign_window_max or 0.0, foreign)
+        if s.psi_some_total_us is not None and r.psi_some_total_us is not None:
+            crowded = (r.psi_some_total_us - s.psi_some_total_us) / 1e6 / wall > FOREIGN_CROWDED_PSI
+        elif running:
+            crowded = sum(running) / len(running) / (os.cpu_count() or 1) > 1.0
+        else:
+            return
+        if crowded and foreign > FOREIGN_MAX:
+            self.crowded_s += wall
 
     def finish(self) -> dict[str, Any]:
         """The step's host record (the ``client["host"]`` of a result file)."""
         end = read_host(self.proc)
         self._note(end)
+        if self.windows == 0 or end.at - self._edge[0].at >= WINDOW_S / 2:
+            self._close_window(end)
         s = self.start
         wall = max(end.at - s.at, 1e-9)
         cores = usable_cores()
@@ -284,6 +346,9 @@ class HostSampler:
             "server_where": self.server.where if self.server is not None else None,
             "server_cpu_s": None,
             "foreign_busy": None,
+            "foreign_crowded_share": (round(min(1.0, self.crowded_s / wall), 4) if self.windows else None),
+            "foreign_busy_window_max": (round(self.foreign_window_max, 4) if self.foreign_window_max is not None
+                                        else None),
             "runnable_per_core": None,
             "psi_some": None,
             "psi_some_avg10_max": self.avg10_max,

@@ -23,7 +23,11 @@ The limits, all in one place (docs/trusting-measurements.md explains each):
   machine, its process tree's). This is the neighbour that starves the *server*: the client, mostly asleep, is
   woken promptly by the scheduler and its own wait stays low, while the server's replicas share their cores with
   the neighbour and its capacity falls. A server on this machine whose processes cannot be found leaves the share
-  unknown, and this limit unjudged.
+  unknown, and this limit unjudged;
+* the same, judged in one-second windows: more than :data:`FOREIGN_WINDOWS_MAX` of the step spent in windows where
+  the host was crowded and other programs took more than :data:`FOREIGN_MAX` of it (``foreign_crowded_share``).
+  A neighbour that arrives half-way through a step is diluted to under the limit in the step's average, yet it
+  slowed every request in its half: a p99 moves when one request in a hundred is slow.
 
 Where the client's own wait is known, host-wide pressure alone marks the step ``crowded`` above
 :data:`PSI_SOME_MAX`, but does not flag it: the figure counts every task on the host, and on a small machine the
@@ -53,14 +57,21 @@ FOREIGN_CROWDED_PSI = 0.25
 """For the foreign share, crowded already means CPU pressure above this (or, without PSI, more than one runnable
 task per core): two spinning processes on two cores beside a server at half a core held pressure at 47 %."""
 
+FOREIGN_WINDOWS_MAX = 0.10
+"""The share of a step it may spend crowded by other programs (judged per window) before it is contended: a
+tenth of an 8 s step is under one window, so one crowded second passes and two do not. Measured on a two-core
+machine: a step half under a two-process hog had a whole-step foreign share of 29 % and pressure 22 % (not
+flagged by the whole-step rule), and its p95 rose from about 40 to 280 ms."""
+
 LIMITS = {"host_steal": STEAL_MAX, "client_wait": CLIENT_WAIT_MAX, "psi_some": PSI_SOME_MAX,
           "runnable_per_core": RUNNABLE_PER_CORE_MAX, "client_cpu_of_core": CLIENT_CPU_MAX,
-          "foreign_busy": FOREIGN_MAX}
+          "foreign_busy": FOREIGN_MAX, "foreign_crowded_share": FOREIGN_WINDOWS_MAX}
 """Each judged figure of a client's ``host`` record and the value above which the step is contended."""
 
 _WHAT = {"host_steal": "host steal", "client_wait": "client waiting for a core", "psi_some": "CPU pressure (some)",
          "runnable_per_core": "runnable tasks per core", "client_cpu_of_core": "client CPU of one core",
-         "foreign_busy": "other programs' share of the host's CPU"}
+         "foreign_busy": "other programs' share of the host's CPU",
+         "foreign_crowded_share": "share of the step the host was crowded by other programs"}
 
 
 def _worst(hosts: Sequence[Mapping[str, Any]], key: str) -> float | None:
@@ -96,7 +107,7 @@ def judge(clients: Sequence[tuple[int, Mapping[str, Any]]],
         psi_known = isinstance(host.get("psi_some"), int | float)
         for key, limit in LIMITS.items():
             if key == "foreign_busy":
-                continue  # judged below, with crowding
+                continue  # judged below, with crowding (the windowed share was judged with it as it was taken)
             if (key == "psi_some" and wait_known) or (key == "runnable_per_core" and (wait_known or psi_known)):
                 continue  # the client's own wait is the direct measure; pressure, then the run queue, stand in
             v = host.get(key)
@@ -125,6 +136,8 @@ def judge(clients: Sequence[tuple[int, Mapping[str, Any]]],
         "runnable_per_core": _worst(hosts, "runnable_per_core"),
         "load1_per_core": _worst(hosts, "load1_per_core"),
         "foreign_busy": _worst(hosts, "foreign_busy"),
+        "foreign_crowded_share": _worst(hosts, "foreign_crowded_share"),
+        "foreign_busy_window_max": _worst(hosts, "foreign_busy_window_max"),
         "server_cpu": dict(server_cpu) if isinstance(server_cpu, Mapping) else None,
         "limits": dict(LIMITS),
         "reasons": reasons,

@@ -192,3 +192,74 @@ def test_foreign_share_is_what_neither_client_nor_server_spent(tmp_path: Path) -
     (proc / "stat").write_text("cpu  1400 0 0 600 0 0 0 0\nprocs_running 1\n")
     doc = remote.finish()
     assert doc["server_where"] == "remote" and doc["server_cpu_s"] is None and doc["foreign_busy"] is not None
+
+
+class _Clock:
+    """Stands in for the ``time`` module inside :mod:`eks_inference.loadgen.host`: monotonic time that moves only
+    when the test says, and no CPU spent by the client."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def process_time(self) -> float:
+        return 0.0
+
+
+def test_a_neighbour_for_half_the_step_is_seen_in_its_windows(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four one-second windows on a two-core host (200 ticks each at 100 Hz): the server alone for two, then a
+    neighbour taking the idle ticks with pressure at 40 %. Over the whole step the neighbour is diluted under
+    both of the whole-step rule's limits (foreign 25 %, pressure 20 %: not crowded), but half the step was
+    spent in crowded windows, and the step is contended for that."""
+    clock = _Clock()
+    monkeypatch.setattr(host, "time", clock)
+    hz = os.sysconf("SC_CLK_TCK")
+    proc = tmp_path
+    (proc / "42").mkdir()
+    server_stat = "42 (ray::Serve Replica) S 1 42 42 0 -1 0 0 0 0 0 {u} 0 0 0 20 0 1 0 0 0 0\n"
+    state = {"busy": 0, "idle": 0, "server": 0, "psi_us": 0}
+
+    def write() -> None:
+        _proc(proc, f"cpu  {state['busy']} 0 0 {state['idle']} 0 0 0 0\nprocs_running 2\n",
+              f"some avg10=0.00 avg60=0.00 avg300=0.00 total={state['psi_us']}\n")
+        (proc / "42" / "stat").write_text(server_stat.format(u=state["server"]))
+
+    write()
+    sampler = host.HostSampler(proc, server=host.ServerOnHost("local", root=42))
+    per_window = 2 * hz  # ticks of two cores in one second
+    for second in range(4):
+        hogged = second >= 2
+        server = per_window // 2
+        state["server"] += server
+        state["busy"] += per_window if hogged else server
+        state["idle"] += 0 if hogged else per_window - server
+        state["psi_us"] += 400_000 if hogged else 0
+        write()
+        clock.now += 0.5
+        sampler.tick()
+        clock.now += 0.5
+        sampler.tick()
+    doc = sampler.finish()
+    assert sampler.windows == 4
+    assert doc["foreign_busy"] == pytest.approx(0.25, abs=0.01)
+    assert doc["psi_some"] == pytest.approx(0.2)
+    assert doc["foreign_busy_window_max"] == pytest.approx(0.5)
+    assert doc["foreign_crowded_share"] == pytest.approx(0.5)
+    contended, c = contention.judge([(0, {"host": doc})])
+    assert contended
+    assert c["reasons"] == ["client 0: share of the step the host was crowded by other programs 50% > 10%"]
+    assert c["foreign_crowded_share"] == pytest.approx(0.5)
+    # The same step without the neighbour: every window is the server's, and nothing is flagged.
+    quiet = dict(doc, foreign_busy=0.0, foreign_crowded_share=0.0)
+    assert contention.judge([(0, {"host": quiet})])[0] is False
+
+
+def test_a_server_whose_processes_are_unknown_leaves_the_windows_unjudged(tmp_path: Path) -> None:
+    proc = _proc(tmp_path, "cpu  0 0 0 0 0 0 0 0\nprocs_running 1\n", None)
+    sampler = host.HostSampler(proc, server=host.ServerOnHost("local", root=None))
+    (proc / "stat").write_text("cpu  700 0 0 300 0 0 0 0\nprocs_running 3\n")
+    doc = sampler.finish()
+    assert doc["foreign_crowded_share"] is None and doc["foreign_busy_window_max"] is None
