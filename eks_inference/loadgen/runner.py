@@ -668,6 +668,19 @@ async def _sweep(config: RunConfig, planned: list[StepSpec], measure: Measure,
         await measure(dataclasses.replace(planned[i], repeat=config.repeats + extra[i] - 1))
 
 
+CONTENDED_RETRIES = 2
+"""How many more times than ``--repeats`` a search probe measured on a contended host is measured again (each
+after a pause of one step), before the search gives up on it."""
+
+
+def _crowding(c: Mapping[str, Any]) -> tuple[bool, bool]:
+    """Of a combined step: (was any repeat measured on a contended host, was the latest one)."""
+    values = sorted(c.get("repeat_values") or [], key=lambda r: r.get("repeat") or 0)
+    if not values:
+        return bool(c.get("contended")), bool(c.get("contended"))
+    return any(r.get("contended") for r in values), bool(values[-1].get("contended"))
+
+
 def _flag_reason(c: Mapping[str, Any]) -> str:
     if c["unstable"]:
         return str(c["unstable_reason"])
@@ -678,9 +691,10 @@ def _flag_reason(c: Mapping[str, Any]) -> str:
 
 async def _search(config: RunConfig, search: SearchSpec, measure: Measure,
                   combined: Callable[[int], dict[str, Any]], left_for: Callable[[float], bool], step_s: float,
-                  notes: list[str]) -> None:
+                  notes: list[str], pause: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
     """The SLO search with confidence: each probe measured ``repeats`` times and judged on its interval; an unsure,
-    unstable or contended probe is measured again while the budget lasts (at most ``repeats`` more times)."""
+    unstable or contended probe is measured again while the budget lasts (at most ``repeats`` more times, and
+    :data:`CONTENDED_RETRIES` more for a contended one, each after a ``pause`` of one step)."""
     history: list[tuple[float, str]] = []
     index = 0
     while True:
@@ -697,11 +711,19 @@ async def _search(config: RunConfig, search: SearchSpec, measure: Measure,
         verdict, why = judge(c, slo_ms=search.slo_p99_ms, max_error_rate=config.max_error_rate,
                              percentile=search.percentile)
         extra = 0
-        # a fail shown with confidence stays one whatever another measurement says: only the rest is measured again
-        while (verdict != "fail" and (verdict in ("unsure", "untrusted") or c["unstable"] or c["repeats_excluded"])
-               and extra < config.repeats and left_for(step_s)):
+        # A fail shown with confidence stays one whatever another measurement says: only the rest is measured
+        # again. A probe the host crowded is measured again after a pause, and more often: a neighbour that came
+        # and went (a build, a backup) must not become the capacity's boundary, nor end the search.
+        while (verdict != "fail" and (verdict in ("unsure", "untrusted") or c["unstable"]
+                                      or (c["repeats_excluded"] and c.get("repeats", 1) < config.repeats))
+               and extra < config.repeats + (CONTENDED_RETRIES if _crowding(c)[0] else 0)
+               and left_for(step_s * (2 if _crowding(c)[1] else 1))):
+            crowded = _crowding(c)[1]
             notes.append(f"search {spec.label}: {verdict}{' and unstable' if c['unstable'] else ''} ({why}); "
-                         "measuring it again")
+                         + (f"pausing {step_s:g} s for the host to quieten, then measuring it again" if crowded
+                            else "measuring it again"))
+            if crowded:
+                await pause(step_s)
             await measure(dataclasses.replace(spec, repeat=config.repeats + extra))
             extra += 1
             c = combined(index)
@@ -758,6 +780,14 @@ async def run(
 
     calibration: dict[str, Any] | None = None
 
+    async def pause(seconds: float) -> None:
+        """Sleep, but no longer than until the run is asked to stop."""
+        if stop is None:
+            await asyncio.sleep(seconds)
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), seconds)
+
     def outcome() -> RunOutcome:
         return RunOutcome(status=status, error=error, steps=tuple(steps), started_at=started, ended_at=time.time(),
                           server_info=info, server_info_error=info_error, notes=tuple(notes),
@@ -794,7 +824,9 @@ async def run(
                 progress.step_finished(tries[-1][1])
                 if tries[-1][1].get("contended") and len(tries) < CALIBRATION_TRIES:
                     notes.append("capacity measured on a contended host "
-                                 f"({describe_contention(tries[-1][1].get('contention') or {})}); measuring it again")
+                                 f"({describe_contention(tries[-1][1].get('contention') or {})}); pausing "
+                                 f"{config.calibrate_s:g} s for the host to quieten, then measuring it again")
+                    await pause(config.calibrate_s)
             clean = [t for t in tries if not t[1].get("contended")]
             measured, cal_summary = max(clean or tries, key=lambda t: t[1]["throughput_rps"])
             if not clean:
@@ -871,11 +903,7 @@ async def run(
             if on_step is not None:
                 on_step(outcome())
             if config.drain_s:
-                if stop is None:
-                    await asyncio.sleep(config.drain_s)
-                else:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), config.drain_s)
+                await pause(config.drain_s)
             return result
 
         try:
@@ -884,7 +912,7 @@ async def run(
                 if calibration is not None:
                     search = dataclasses.replace(search, start_rate=calibration["rates"][0],
                                                  max_rate=max(search.max_rate, calibration["rates"][0]))
-                await _search(config, search, measure, combined, left_for, step_s, notes)
+                await _search(config, search, measure, combined, left_for, step_s, notes, pause=pause)
             else:
                 await _sweep(config, planned, measure, combined, left_for, step_s, notes)
         except _Stop:

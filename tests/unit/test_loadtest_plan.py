@@ -203,3 +203,80 @@ def test_search_spec_validation() -> None:
         SearchSpec(slo_p99_ms=50, percentile="p98")
     ok = _config(rates=(), search=SearchSpec(slo_p99_ms=50), capacity_fractions=(0.5,), repeats=3)
     assert ok.repeats == 3 and ok.sweep() == []
+
+
+def _probe_summary(rate: float, repeats: list[tuple[int, bool, float]]) -> dict[str, Any]:
+    """A combined step as :func:`eks_inference.measure.repeats.summarize_repeats` writes one: ``repeats`` are
+    (repeat, contended, p99 ms); contended repeats are left out while any other is clean."""
+    clean = [r for r in repeats if not r[1]]
+    used = clean or repeats
+    p99 = max(r[2] for r in used)
+    return {"mode": "open", "requested_rate": rate, "schedule": None, "ok": 100, "errors": 0, "error_rate": 0.0,
+            "error_rate_lo": 0.0, "error_rate_hi": 0.01, "behind_schedule": False, "status": "complete",
+            "latency_ms": {"p99": p99, "p99_lo": p99 * 0.9, "p99_hi": p99 * 1.1}, "unstable": False,
+            "contended": not clean, "throughput_rps": rate, "repeats": len(used),
+            "repeats_excluded": [{"repeat": r[0], "why": "measured while the host was contended"}
+                                 for r in repeats if r[1] and clean],
+            "repeat_values": [{"repeat": r[0], "contended": r[1]} for r in repeats]}
+
+
+def test_a_probe_the_host_crowded_is_measured_again_after_a_pause_and_the_search_goes_on() -> None:
+    """Rate 50 is measured twice under a neighbour, then (after a pause of one step) twice on a quiet host, to
+    rest on as many clean repeats as were asked for, and passes; the search goes on to 100 instead of stopping or
+    treating 50 as its boundary. The server meets the SLO up to 75 req/s."""
+    import asyncio
+
+    from eks_inference.loadgen import runner
+
+    config = _config(rates=(), search=SearchSpec(slo_p99_ms=100, start_rate=50, max_rate=400, refine_steps=1),
+                     repeats=2, duration_s=5.0, warmup_s=1.0)
+    assert config.search is not None
+    measured: dict[int, list[tuple[int, bool, float]]] = {}
+    rates: dict[int, float] = {}
+    pauses: list[float] = []
+    crowded_until = 2  # the first two measurements of the run are taken under the neighbour
+
+    async def measure(spec: Any) -> Any:
+        n = sum(len(v) for v in measured.values())
+        rates[spec.index] = spec.rate
+        p99 = 50.0 if spec.rate <= 75 else 300.0
+        measured.setdefault(spec.index, []).append((spec.repeat, n < crowded_until, p99 * (4 if n < 2 else 1)))
+
+    async def pause(seconds: float) -> None:
+        pauses.append(seconds)
+
+    notes: list[str] = []
+    asyncio.run(runner._search(config, config.search, measure,
+                               lambda i: _probe_summary(rates[i], measured[i]), lambda s: True, 6.0, notes,
+                               pause=pause))
+    assert [len(measured[0]), rates[0]] == [4, 50]
+    assert pauses == [6.0]
+    assert any("pausing 6 s for the host to quieten" in n for n in notes), notes
+    assert rates[1] == 100 and not any(n.startswith("search stopped at") for n in notes), notes
+    assert notes[-1] == "search: capacity at p99 <= 100 ms: 75 req/s (95 % interval 75 to 100)"
+
+
+def test_a_probe_crowded_every_time_ends_the_search_saying_so() -> None:
+    import asyncio
+
+    from eks_inference.loadgen import runner
+
+    config = _config(rates=(), search=SearchSpec(slo_p99_ms=100, start_rate=50, max_rate=400), repeats=2,
+                     duration_s=5.0, warmup_s=1.0)
+    assert config.search is not None
+    measured: list[tuple[int, bool, float]] = []
+    pauses: list[float] = []
+
+    async def measure(spec: Any) -> Any:
+        measured.append((spec.repeat, True, 500.0))
+
+    async def pause(seconds: float) -> None:
+        pauses.append(seconds)
+
+    notes: list[str] = []
+    asyncio.run(runner._search(config, config.search, measure, lambda i: _probe_summary(50, measured),
+                               lambda s: True, 6.0, notes, pause=pause))
+    # two repeats, then repeats + CONTENDED_RETRIES more, each after a pause
+    assert len(measured) == 2 + 2 + runner.CONTENDED_RETRIES
+    assert len(pauses) == 2 + runner.CONTENDED_RETRIES
+    assert any(n.startswith("search stopped at") and "contended" in n for n in notes), notes
