@@ -123,8 +123,11 @@ def measure(url: str, out: Path, a: argparse.Namespace, label: str) -> dict[str,
             host = st.client.get("host") or {}
             flag = "contended" if summarize_repeats([[st]])["contended"] else "clean"
             print(f"     {st.spec.rate:>8g} req/s repeat {st.spec.repeat}: {under:4.0%} under the hog; {flag:<9} "
-                  f"(other programs {host.get('foreign_busy')}, pressure {host.get('psi_some')}, client wait "
-                  f"{host.get('client_wait')})")
+                  f"(other programs {host.get('foreign_busy')}, pressure {host.get('psi_some')}, crowded windows "
+                  f"{host.get('foreign_crowded_share')} of the step, client wait {host.get('client_wait')})")
+        for note in parsed.doc.get("notes") or []:
+            if "quieten" in note or "contended" in note:
+                print(f"   note: {note}")
     return cap
 
 
@@ -169,6 +172,15 @@ def main() -> int:
             print(f"with the hog: capacity {third['rps']} req/s, interval {third['rps_lo']} to {third['rps_hi']}, "
                   f"width {'n/a' if third['relative_width'] is None else format(third['relative_width'], '.0%')}; "
                   f"quiet runs' lower bounds {lo}; steps left out: {len(third['excluded'])}")
+            quiet_lo = min((x for x in lo if x is not None), default=None)
+            fell = third["rps"] is not None and quiet_lo is not None and third["rps"] < quiet_lo
+            widened = third["rps_hi"] is None or (third["relative_width"] or 0) > max(
+                c["relative_width"] or 0 for c in (first, second))
+            print("verdict: " + ("the estimate fell below the quiet runs' intervals" +
+                                 (" and its interval widened (the hog is visible)" if widened and third["excluded"]
+                                  else " SILENTLY (no step left out, no wider interval)") if fell else
+                                 "the estimate held within the quiet runs' reach; "
+                                 f"{len(third['excluded'])} probe(s) left out as contended or unsure"))
     finally:
         if stub is not None:
             stub.terminate()
