@@ -357,8 +357,9 @@ class ServingSpec:
     :param max_batch_size: largest batch one forward takes, default 32.
     :param batch_wait_timeout_s: longest a request waits for a batch to fill, default 0.01.
     :param max_seq_length: tokens per input; longer inputs are truncated and the reply says so. Default 128.
-    :param batch_buckets: batch sizes artifacts are compiled for (Neuron needs fixed shapes);
-        default powers of two up to ``max_batch_size``.
+    :param batch_buckets: batch sizes artifacts are compiled for (Neuron needs fixed shapes), the last at least
+        ``max_batch_size``; default powers of two up to ``max_batch_size``. A ``max_batch_size`` within them changes
+        live; on CPU and GPU the default buckets reach 64 whatever ``max_batch_size`` is (``live_batch_buckets``).
     :param num_threads: torch intra-op threads per replica, default 1; at most the node's vCPUs.
     :param dtype: default fp32; bf16 where the processor supports it.
     :param min_replicas: fewest Serve replicas, default 1 (or ``num_replicas``). Each replica runs in a worker pod
@@ -524,9 +525,31 @@ class ServingSpec:
         if any(not _is_int(x) or x < 1 for x in bk) or list(bk) != sorted(set(bk)):
             errs.add(f"{where}.batch_buckets", list(bk), "is not a strictly increasing list of positive sizes",
                      "list sizes like [1, 2, 4, 8, 16, 32]")
-        elif bk[-1] != self.max_batch_size:
-            errs.add(f"{where}.batch_buckets", list(bk), f"does not end at max_batch_size {self.max_batch_size}",
-                     "make the largest bucket equal max_batch_size")
+        elif bk[-1] < self.max_batch_size:
+            errs.add(f"{where}.batch_buckets", list(bk), f"ends below max_batch_size {self.max_batch_size}",
+                     "add a bucket of at least max_batch_size, or lower max_batch_size")
+
+    def live_batch_buckets(self, processor: Processor) -> tuple[int, ...]:
+        """The batch buckets the replicas of ``processor`` are started with (the application's ``args``).
+
+        Neuron runs only the shapes it compiled, so Inferentia gets ``batch_buckets`` as configured: a
+        ``max_batch_size`` change within them is live, one past them is a recompile. CPU and GPU artifacts take
+        any shape, so while the buckets follow the default rule they get powers of two up to
+        :data:`LIVE_BATCH_CEILING` (or the next power of two above ``max_batch_size``): a ``max_batch_size``
+        change up to that ceiling then reaches the replicas through ``user_config`` alone, without a restart.
+        Buckets written in the config are kept as written."""
+        if processor.backend == "neuron" or self.batch_buckets != batch_buckets_up_to(self.max_batch_size):
+            return self.batch_buckets
+        top = LIVE_BATCH_CEILING
+        while top < self.max_batch_size:
+            top *= 2
+        return batch_buckets_up_to(top)
+
+
+LIVE_BATCH_CEILING = 64
+"""Largest batch bucket CPU and GPU replicas start with by default (:meth:`ServingSpec.live_batch_buckets`), so that
+``max_batch_size`` can move up to it live. Buckets only pad a forward up to the next one, and the warm-up runs at
+``max_batch_size``, so a high ceiling costs nothing until a batch that large is asked for."""
 
 
 def batch_buckets_up_to(max_batch_size: int) -> tuple[int, ...]:

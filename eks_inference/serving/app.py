@@ -677,6 +677,7 @@ class InferenceModel:
         else:
             data["error"] = not_ready[1]["error"] if not_ready else None
         data["replica"] = _replica_id()
+        data["pid"] = os.getpid()  # with the replica id: a reconfigure keeps both, a restart changes them
         data["replicas"] = await self._replica_counts()
         return _json(data)
 

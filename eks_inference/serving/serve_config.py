@@ -222,7 +222,8 @@ def render_serve_config(
         "compile_hint": compile_hint,
         "weights_sha256": model.weights_sha256,
         "cache_dir": cache_dir,
-        "batch_buckets": list(s.batch_buckets),
+        # CPU and GPU: a fixed set up to a ceiling, so a max_batch_size change is user_config only (no restart)
+        "batch_buckets": list(s.live_batch_buckets(processor)),
         "max_inputs": s.max_inputs,
         "max_body_bytes": max_body_bytes,
         "max_input_chars": max_input_chars,

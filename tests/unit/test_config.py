@@ -215,9 +215,25 @@ def test_unpinned_addon_version() -> None:
         AddonVersions(kuberay_operator_chart="latest")
 
 
-def test_serving_buckets_must_end_at_max_batch() -> None:
-    with pytest.raises(ConfigError, match=r"batch_buckets: \[1, 8\] does not end at max_batch_size 16"):
+def test_serving_buckets_must_reach_max_batch() -> None:
+    with pytest.raises(ConfigError, match=r"batch_buckets: \[1, 8\] ends below max_batch_size 16"):
         ServingSpec(max_batch_size=16, batch_buckets=(1, 8))
+
+
+def test_max_batch_size_may_lie_within_written_buckets() -> None:
+    """GIVEN buckets compiled up to 32 WHEN max_batch_size is 16 THEN Inferentia keeps them: 16 is live within."""
+    spec = ServingSpec(max_batch_size=16, batch_buckets=(1, 4, 16, 32))
+    assert spec.live_batch_buckets(Processor.INFERENTIA) == (1, 4, 16, 32)
+    assert spec.live_batch_buckets(Processor.GRAVITON) == (1, 4, 16, 32)  # written buckets are kept
+
+
+def test_cpu_buckets_do_not_follow_max_batch_size() -> None:
+    """GIVEN default buckets WHEN max_batch_size moves below the ceiling THEN CPU and GPU replicas' buckets stay put
+    (the change is user_config only), while Inferentia's compiled buckets follow it."""
+    cpu = {ServingSpec(max_batch_size=n).live_batch_buckets(Processor.GRAVITON) for n in (1, 8, 24, 32, 64)}
+    assert cpu == {(1, 2, 4, 8, 16, 32, 64)}
+    assert ServingSpec(max_batch_size=200).live_batch_buckets(Processor.GPU)[-1] == 256
+    assert ServingSpec(max_batch_size=16).live_batch_buckets(Processor.INFERENTIA) == (1, 2, 4, 8, 16)
 
 
 def test_serving_defaults_bucket_by_powers_of_two() -> None:

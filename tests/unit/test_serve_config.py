@@ -313,3 +313,21 @@ def test_bad_pinning_args_are_rejected_with_the_fix(change: dict, match: str) ->
 def test_a_replica_that_may_not_compile_needs_a_repository_to_load_from() -> None:
     with pytest.raises(ConfigError, match=r"artifact_uri: None while compile_on_miss is false.*compile step"):
         render_serve_config(spec(), Processor.CPU, model_uri="bundled:all-minilm-l6-v2", compile_on_miss=False)
+
+
+def test_a_batching_change_on_cpu_is_user_config_only() -> None:
+    """GIVEN the model at max_batch_size 32, wait 10 ms WHEN batching moves to 8 and 2 ms THEN on CPU the rendered
+    document differs in ``user_config`` alone (Serve applies it through ``reconfigure``, replicas kept), while on
+    Inferentia the compiled buckets follow the default rule and change the application's args (a restart)."""
+    base, small = spec(), spec(max_batch_size=8, batch_wait_timeout_s=0.002)
+    for proc, args_move in ((Processor.CPU, False), (Processor.GRAVITON, False), (Processor.INFERENTIA, True)):
+        before = render_serve_config(base, proc, model_uri="s3://b/p/models/minilm/v1", artifact_uri="s3://b/p/a")
+        after = render_serve_config(small, proc, model_uri="s3://b/p/models/minilm/v1", artifact_uri="s3://b/p/a")
+        a0, a1 = before["applications"][0], after["applications"][0]
+        assert (a0["args"] != a1["args"]) is args_move, proc
+        d0, d1 = deployment(before), deployment(after)
+        assert d1["user_config"]["max_batch_size"] == 8 and d1["user_config"]["batch_wait_timeout_s"] == 0.002
+        if not args_move:
+            assert {k: v for k, v in d0.items() if k != "user_config"} == \
+                {k: v for k, v in d1.items() if k != "user_config"}, proc
+        parse_user_config(d1["user_config"], batch_buckets=tuple(a1["args"]["batch_buckets"]))

@@ -70,8 +70,9 @@ def test_same_assembly_is_no_change(assemblies: dict[str, Assembly], capsys: pyt
 
 def test_serving_field_is_an_in_place_serve_update(assemblies: dict[str, Assembly], variant_assemblies: dict[str, Path],
                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    """serving.max_batch_size 32 → 16: user_config, and the batch buckets derived from it, in both RayServices,
-    and on Inferentia the autoscaling target derived from the batch (a quarter of it: 8 → 4)."""
+    """serving.max_batch_size 32 → 16: user_config in both RayServices. On Graviton that is all (its replicas' batch
+    buckets stay at the live ceiling): reconfigure applies it, replicas kept. On Inferentia the compiled buckets
+    follow the batch size and so do the autoscaling target (a quarter of it: 8 → 4): a recompile and a restart."""
     rc, out = run_diff(assemblies["dev"].path, variant_assemblies["batch16"], "json", capsys)
     doc = json.loads(out)
     assert rc == 1 and doc["asset_churn"] is None
@@ -79,18 +80,18 @@ def test_serving_field_is_an_in_place_serve_update(assemblies: dict[str, Assembl
     expected = set()
     for proc in ("graviton", "inferentia"):
         obj = f"RayService eks-inference/minilm-{proc}"
-        expected |= {
-            (INFERENCE, rs, obj, "spec.serveConfigV2.applications[minilm].deployments[InferenceModel]"
-                                 ".user_config.max_batch_size", "32", "16"),
-            (INFERENCE, rs, obj, "spec.serveConfigV2.applications[minilm].args.batch_buckets",
-             "[1, 2, 4, 8, 16, 32]", "[1, 2, 4, 8, 16]"),
-        }
-    expected.add((INFERENCE, rs, "RayService eks-inference/minilm-inferentia",
-                  "spec.serveConfigV2.applications[minilm].deployments[InferenceModel].autoscaling_config"
-                  ".target_ongoing_requests", "8.0", "4.0"))
+        expected.add((INFERENCE, rs, obj, "spec.serveConfigV2.applications[minilm].deployments[InferenceModel]"
+                                          ".user_config.max_batch_size", "32", "16"))
+    inf = "RayService eks-inference/minilm-inferentia"
+    expected |= {
+        (INFERENCE, rs, inf, "spec.serveConfigV2.applications[minilm].args.batch_buckets",
+         "[1, 2, 4, 8, 16, 32]", "[1, 2, 4, 8, 16]"),
+        (INFERENCE, rs, inf, "spec.serveConfigV2.applications[minilm].deployments[InferenceModel].autoscaling_config"
+                             ".target_ongoing_requests", "8.0", "4.0"),
+    }
     assert {r for r in rows(doc) if not r[2].startswith(COMPILE_JOB)} == expected
     assert compile_jobs_replaced(doc, processors={"graviton", "inferentia"}) == {
-        "RayService eks-inference/minilm-graviton": ["serve-restart"],
+        "RayService eks-inference/minilm-graviton": ["serve-update"],
         "RayService eks-inference/minilm-inferentia": ["serve-restart"]}
 
     rc, text = run_diff(assemblies["dev"].path, variant_assemblies["batch16"], "text", capsys)
@@ -98,7 +99,8 @@ def test_serving_field_is_an_in_place_serve_update(assemblies: dict[str, Assembl
     assert text.count("spec.serveConfigV2.applications[minilm].deployments[InferenceModel].user_config"
                       ".max_batch_size: 32 → 16") == 2
     assert text.count("=> in-place Serve update") == 2 and "=> new Ray cluster" not in text
-    assert "(args and deployment options changed)" in text  # batch_buckets is an application arg: Ray rebuilds
+    assert "reconfigure() receives the new user_config" in text  # Graviton: replicas kept
+    assert "(args and deployment options changed)" in text  # Inferentia: batch_buckets is an application arg
 
 
 def test_node_group_instance_type_is_a_replacement(run_assembly: Assembly, variant_assemblies: dict[str, Path],
