@@ -16,7 +16,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from enum import Enum
 from pathlib import Path
@@ -25,6 +25,7 @@ from typing import Any
 from eks_inference.errors import ConfigError as ConfigError  # re-exported: the error every config reader catches
 from eks_inference.errors import format_config_error as format_config_error
 from eks_inference.tables.instance_types import INSTANCE_TYPES, INSTANCE_TYPES_DATE, InstanceType, sizes_of
+from eks_inference.tables.neuron import NEURON_AMI_RELEASE, NEURON_SDK
 from eks_inference.tables.regions import REGIONS, REGIONS_DATE, closest_region, default_zones, zone_names
 
 
@@ -139,10 +140,13 @@ _RESERVATION_RE = re.compile(r"^cr-[0-9a-f]{17}$")
 _AMI_RELEASE_RE = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+-[0-9]{8}$")
 _CACHE_NODE_RE = re.compile(r"^cache\.[a-z][a-z0-9-]*\.[0-9]*x?(large|medium|small|micro)$")
 _SCRAPER_ID_RE = re.compile(r"^s-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-NEURON_BASE_TAG = "public.ecr.aws/neuron/pytorch-inference-neuronx:2.9.0-neuronx-py312-sdk2.30.0-ubuntu24.04"
+NEURON_BASE_TAG = ("public.ecr.aws/neuron/pytorch-inference-neuronx:2.9.0-neuronx-py312-"
+                   f"sdk{NEURON_SDK.version}-ubuntu24.04")
 """The AWS Neuron deep-learning container the Inferentia2 image builds from when ``images.neuron_base`` is not set:
-the default of ``ARG NEURON_BASE`` in ``model_images/inferentia2/Dockerfile`` (a test keeps the two equal). A tag,
-which the registry can move to other content."""
+the default of ``ARG NEURON_BASE`` in ``model_images/inferentia2/Dockerfile`` (a test keeps the two equal), for the
+SDK pinned in ``eks_inference/tables/neuron.py``. A tag, which the registry can move to other content."""
+AMI_PIN_OPTIONAL_ENVIRONMENTS = frozenset({"dev"})
+"""Environments whose inf2 groups may leave ``ami_release_version`` out (preflight warns); every other must pin it."""
 PINNED_IMAGE_RE = re.compile(
     r"^(?P<repository>[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)"
     r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?@(?P<digest>sha256:[0-9a-f]{64})$")
@@ -210,8 +214,9 @@ class NodeGroupSpec:
         Block (``cr-`` and 17 hex digits), which the launch template targets.
     :param ami_release_version: default none (EKS picks the latest release of the AMI type when the group is
         created, and a later deploy leaves it); the EKS-optimized AMI release the group runs, e.g.
-        ``1.36.0-20261120``, for the cluster's Kubernetes minor. Pinning it makes the Neuron driver on the nodes a
-        reviewed change: a new value rolls the group's nodes.
+        ``1.36.2-20260714``, for the cluster's Kubernetes minor. Pinning it makes the Neuron driver on the nodes a
+        reviewed change: a new value rolls the group's nodes. An enabled inferentia group must pin it in every
+        environment but ``dev`` (where preflight warns), to a release recorded in ``eks_inference/tables/neuron.py``.
     """
 
     name: str
@@ -626,6 +631,54 @@ def _describe_node(node: InstanceType) -> str:
     return ", ".join(parts)
 
 
+_MEMORY_RE = re.compile(r"^\s*(?P<n>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>B|KiB|MiB|GiB)?\s*$")
+_MEMORY_UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+FAMILY_MIN_BUDGET_BYTES = 16 << 20
+"""A family replica's smallest memory budget: below it no encoder fits."""
+
+
+def parse_bytes(value: Any) -> int | None:
+    """Bytes from an integer or a string such as ``"6GiB"`` / ``"512 MiB"``; None when it is neither."""
+    if _is_int(value):
+        return int(value)
+    if isinstance(value, str) and (m := _MEMORY_RE.match(value)):
+        return int(float(m["n"]) * _MEMORY_UNITS[m["unit"] or "B"])
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class FamilySpec:
+    """Makes a model entry a *family*: many models of one task and serving shape behind one RayService per processor,
+    multiplexed on each replica (docs/families.md). Its members are whatever ``eks-inference publish --family NAME``
+    has published under ``models/{name}/`` in the repository; the family's index names each member's digest, and
+    replicas load only what the index names, so a new member needs no synth and no deploy.
+
+    :param memory_budget: bytes of held models per replica, an integer or a string such as ``"6GiB"``; the replica
+        evicts the least recently used members to stay within it. It must leave 1 GiB of the worker pod's memory to
+        Ray and the runtime.
+    :param sample: how many member ids ``eks-inference verify`` checks per run (besides any named); default 5.
+    """
+
+    memory_budget: int | str
+    sample: int = 5
+
+    @property
+    def memory_budget_bytes(self) -> int:
+        n = parse_bytes(self.memory_budget)
+        assert n is not None  # checked in __post_init__
+        return n
+
+    def __post_init__(self) -> None:
+        errs = _Errors()
+        n = parse_bytes(self.memory_budget)
+        if n is None or n < FAMILY_MIN_BUDGET_BYTES:
+            errs.add("family memory_budget", self.memory_budget, "is not a memory size of at least 16 MiB",
+                     'write bytes or a size such as "6GiB" or "512MiB"')
+        if not _is_int(self.sample) or not 1 <= self.sample <= 1000:
+            errs.add("family sample", self.sample, "is not a count in 1..1000", "use e.g. 5")
+        errs.raise_any()
+
+
 @dataclass(frozen=True, kw_only=True)
 class ModelSpec:
     """One model, served on one or more processors (one RayService per model × processor).
@@ -645,6 +698,9 @@ class ModelSpec:
         publish`` prints (a sha256 over every file's sha256 in the model's ``manifest.json``). The serve config
         names it, and replicas and the compile step refuse weights, and artifacts compiled from weights, with any
         other digest. Default none: whatever the repository holds under the revision is served.
+    :param family: default none (one model). A :class:`FamilySpec` makes this entry a family of models published
+        under ``models/{name}/`` and chosen per request by model id; ``revision`` and ``weights_sha256`` then do not
+        apply (the family's index pins each member's digest).
     """
 
     name: str
@@ -656,9 +712,13 @@ class ModelSpec:
     shares_node: bool = False
     slo_p99_ms: float | None = None
     weights_sha256: str | None = None
+    family: FamilySpec | None = None
 
     def __post_init__(self) -> None:
         errs = _Errors()
+        if self.family is not None and self.weights_sha256 is not None:
+            errs.add(f"model {self.name!r} weights_sha256", self.weights_sha256, "is set on a family",
+                     "leave it out: the family's index pins each member's digest (eks-inference publish --family)")
         if self.weights_sha256 is not None and (not isinstance(self.weights_sha256, str)
                                                 or not _SHA256_RE.match(self.weights_sha256)):
             errs.add(f"model {self.name!r} weights_sha256", self.weights_sha256, "is not a sha256 digest",
@@ -1103,6 +1163,61 @@ class FrontDoorSpec:
         return {p: int(given.get(p.value, 0)) for p in model.processors}
 
 
+ROLLOUT_ALERTS = ("ModelLatencyOverSlo", "ModelShedding", "ServeReplicaRestarts")
+"""The alerts that gate a canary by default: the model's own (``eks_inference/observability/rules.py``)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RolloutSpec:
+    """How a new revision of a model rolls out (``eks-inference rollout``, docs/rollouts.md): it is served beside
+    the current one, verified, given a slice of the model's front-door traffic and baked before it takes all of it.
+
+    :param canary_percent: the canary's share of the model's requests while it bakes, in percent; default 10.
+    :param bake_minutes: how long the canary serves its slice with every gating alert quiet before it is promoted;
+        default 30.
+    :param alerts: the alert rules (by ``alertname``) that gate it: one of them firing for the model before the
+        canary starts holds the rollout, during the bake rolls it back. Default :data:`ROLLOUT_ALERTS`.
+    :param ready_timeout_minutes: how long the canary may take to serve (pods, image, weights, compile) before the
+        rollout gives up and removes it; default 30.
+    """
+
+    canary_percent: float = 10.0
+    bake_minutes: float = 30.0
+    alerts: tuple[str, ...] = ROLLOUT_ALERTS
+    ready_timeout_minutes: float = 30.0
+
+    def __post_init__(self) -> None:
+        errs = _Errors()
+        if not _is_number(self.canary_percent) or not 0 < self.canary_percent < 100:
+            errs.add("rollout.canary_percent", self.canary_percent, "is not a share in (0, 100) percent",
+                     "use e.g. 10 (the canary takes 10 % of the model's requests while it bakes)")
+        if not _is_number(self.bake_minutes) or not 0 <= self.bake_minutes <= 7 * 24 * 60:
+            errs.add("rollout.bake_minutes", self.bake_minutes, "is not a duration in [0, 10080] minutes",
+                     "use e.g. 30 (longer than the gating alerts' 'for' of 5 minutes)")
+        if not _is_number(self.ready_timeout_minutes) or not 0 < self.ready_timeout_minutes <= 24 * 60:
+            errs.add("rollout.ready_timeout_minutes", self.ready_timeout_minutes,
+                     "is not a duration in (0, 1440] minutes", "use e.g. 30")
+        if not isinstance(self.alerts, tuple) or not self.alerts:
+            errs.add("rollout.alerts", self.alerts, "is not a non-empty list of alert names",
+                     f"write e.g. {list(ROLLOUT_ALERTS)}")
+        else:
+            for a in self.alerts:
+                if not isinstance(a, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", a):
+                    errs.add("rollout.alerts", a, "is not an alert name",
+                             "name an alert rule of eks_inference/observability/rules.py, e.g. ModelLatencyOverSlo")
+            if isinstance(self.alerts, tuple) and len(set(self.alerts)) != len(self.alerts):
+                errs.add("rollout.alerts", list(self.alerts), "repeats an alert", "list each alert once")
+        errs.raise_any()
+
+    @property
+    def bake_s(self) -> float:
+        return float(self.bake_minutes) * 60.0
+
+    @property
+    def ready_timeout_s(self) -> float:
+        return float(self.ready_timeout_minutes) * 60.0
+
+
 @dataclass(frozen=True, kw_only=True)
 class PlatformConfig:
     """One deployable environment.
@@ -1134,11 +1249,14 @@ class PlatformConfig:
     :param ray: the Ray clusters' control plane: GCS fault tolerance and its store; default off.
     :param front_door: the environment's HTTPS endpoint and its routes across processors (FrontDoorSpec); default
         off.
+    :param rollout: how a new revision of a model rolls out (RolloutSpec): canary share, bake time, gating alerts.
     :param images: base images chosen by config, see ImageBases; default none chosen (the Dockerfiles' own).
     :param require_pinned_images: default true: synth refuses an environment that would build an image from a base
         named by tag alone (today, the Inferentia2 image while ``images.neuron_base`` is not set), with the command
         that pins it. False lets that image build from the tag (a registry can move a tag to other content).
     :param log_retention_days: retention of the flow logs and of the control-plane and container log groups, default 30.
+    :param tune_target: default false: ``eks-inference tune --write`` may change this environment's serving shapes only
+        when true, and only while its front door is off (:func:`tune_refusal`): a tune target takes no traffic.
     """
 
     env_name: str
@@ -1162,8 +1280,10 @@ class PlatformConfig:
     github: GitHubSpec | None = None
     ray: RaySpec = field(default_factory=RaySpec)
     front_door: FrontDoorSpec = field(default_factory=FrontDoorSpec)
+    rollout: RolloutSpec = field(default_factory=RolloutSpec)
     images: ImageBases = field(default_factory=ImageBases)
     require_pinned_images: bool = True
+    tune_target: bool = False
 
     def __post_init__(self) -> None:
         errs = _Errors()
@@ -1172,6 +1292,7 @@ class PlatformConfig:
             object.__setattr__(self, "availability_zones", zones)
         _check_platform_parts(errs, self.node_groups, self.models)
         _check_front_door(errs, self.env_name, self.front_door, self.models, self.loadtest)
+        _check_ami_pins(errs, self.env_name, self.node_groups)
         errs.raise_any()
 
     @property
@@ -1318,6 +1439,9 @@ def _check_platform_fields(errs: _Errors, v: Mapping[str, Any]) -> tuple[str, ..
             if key not in {p.value for p in Processor} | {"loadtest"}:
                 errs.add("image_uris", key, "is not a processor or 'loadtest'",
                          "key image URIs by graviton, inferentia, gpu, cpu or loadtest")
+    if v["tune_target"] is not _BAD and not isinstance(v["tune_target"], bool):
+        errs.add(f"{where} tune_target", v["tune_target"], "is not true or false",
+                 "write true for an environment `eks-inference tune` may change, or leave it out")
     _check_image_pins(errs, where, v)
     _check_group_zones(errs, v["node_groups"], zones if region_ok else None)
     return zones if region_ok else None
@@ -1332,6 +1456,22 @@ def _check_group_zones(errs: _Errors, groups: Any, zones: tuple[str, ...] | str 
         if extra:
             errs.add(f"node group {g.name!r} availability_zones", extra, "are not zones of the VPC",
                      f"use some of {', '.join(zones)}")
+
+
+def unpinned_neuron_groups(groups: Sequence[NodeGroupSpec]) -> list[NodeGroupSpec]:
+    """Enabled inf2 groups that pin no ``ami_release_version`` (EKS would pick the AMI, hence the Neuron driver)."""
+    return [g for g in groups if g.enabled and g.processor is Processor.INFERENTIA and g.ami_release_version is None]
+
+
+def _check_ami_pins(errs: _Errors, env_name: str, groups: Sequence[NodeGroupSpec]) -> None:
+    """Outside :data:`AMI_PIN_OPTIONAL_ENVIRONMENTS`, an inf2 group's AMI release (its Neuron driver) is pinned."""
+    if env_name in AMI_PIN_OPTIONAL_ENVIRONMENTS:
+        return
+    for g in unpinned_neuron_groups(groups):
+        errs.line(f"node group {g.name!r}: no ami_release_version in environment {env_name!r}, so EKS would pick "
+                  f"the AMI (and its Neuron driver) on the day the group is created; add \"ami_release_version\": "
+                  f"\"{NEURON_AMI_RELEASE}\" (recorded with Neuron SDK {NEURON_SDK.version} in "
+                  "eks_inference/tables/neuron.py)")
 
 
 def _check_image_pins(errs: _Errors, where: str, v: Mapping[str, Any]) -> None:
@@ -1425,6 +1565,10 @@ def _check_capacity(errs: _Errors, group: NodeGroupSpec, models: list[ModelSpec]
                      f"use at most {node.vcpus}, or a larger instance type")
             continue
         req = worker_pod_requests(s, group.processor)
+        if m.family is not None and m.family.memory_budget_bytes > (req.memory_gib - 1) << 30:
+            errs.add(f"model {m.name!r} family memory_budget", m.family.memory_budget,
+                     f"leaves less than 1 GiB of the worker pod's {req.memory_gib} GiB to Ray and the runtime",
+                     f"use at most {req.memory_gib - 1}GiB")
         fit = req.per_node(node)
         if fit == 0:
             errs.line(f"model {m.name!r} serving: a worker pod needs {req.describe()} but one {of_group} "
@@ -1606,6 +1750,16 @@ def _model(errs: _Errors, data: Any) -> ModelSpec | None:
                 kw["processors"] = tuple(procs)
         else:
             ok = False
+    if "family" in kw:
+        fam = kw.pop("family")
+        if _known_keys(errs, f"{where} family", fam, FamilySpec):
+            family = _build(errs, f"{where} family", FamilySpec, dict(fam), prefix=where)
+            if family is None:
+                ok = False
+            else:
+                kw["family"] = family
+        else:
+            ok = False
     if "serving" in kw:
         serving = _serving(errs, kw.pop("serving"), f"{where} serving")
         if serving is None:
@@ -1681,6 +1835,15 @@ def _front_door(errs: _Errors, data: Any) -> FrontDoorSpec | None:
     return spec if ok else None
 
 
+def _rollout(errs: _Errors, data: Any) -> RolloutSpec | None:
+    if not _known_keys(errs, "rollout", data, RolloutSpec):
+        return None
+    kw = dict(data)
+    ok = _take_list(errs, kw, "alerts", "rollout.alerts", '["ModelLatencyOverSlo"]')
+    spec = _build(errs, "rollout", RolloutSpec, kw)
+    return spec if ok else None
+
+
 def parse_platform(env_name: str, data: Mapping[str, Any], *, account: str | None = None,
                    region: str | None = None) -> PlatformConfig:
     """Build a PlatformConfig from one environment block; account/region fall back to the arguments.
@@ -1728,7 +1891,7 @@ def parse_platform(env_name: str, data: Mapping[str, Any], *, account: str | Non
         kw[key] = tuple(p for p in parsed if p is not None)
     for key, parse_part in (("loadtest", _loadtest), ("addons", _addons), ("observability", _observability),
                             ("github", _github), ("images", _images),
-                            ("ray", _ray), ("front_door", _front_door)):
+                            ("ray", _ray), ("front_door", _front_door), ("rollout", _rollout)):
         if key in kw:
             value = parse_part(parts, kw[key])
             if value is None:
@@ -1745,6 +1908,7 @@ def parse_platform(env_name: str, data: Mapping[str, Any], *, account: str | Non
     errs.items.extend(parts.items)
     if "node_groups" not in bad and "models" not in bad:
         _check_platform_parts(errs, kw.get("node_groups", ()), kw.get("models", ()))
+        _check_ami_pins(errs, env_name, kw.get("node_groups", ()))
         if "front_door" not in bad and isinstance(kw.get("front_door"), FrontDoorSpec):
             _check_front_door(errs, env_name, kw["front_door"], kw.get("models", ()),
                               kw["loadtest"] if isinstance(kw.get("loadtest"), LoadTestSpec) else None)
@@ -1843,3 +2007,39 @@ def load_config(env_name: str | None, environments: Mapping[str, Any], *, accoun
         raise _fail("env", env_name, "is not a defined environment",
                     f"pass -c env=NAME with NAME one of {', '.join(environments)}")
     return parse_platform(env_name, environments[env_name], account=account, region=region)
+
+
+def tune_refusal(config: PlatformConfig) -> str | None:
+    """Why ``eks-inference tune`` may not change ``config``'s serving shapes, or None. The rule: only an environment
+    marked ``"tune_target": true`` whose front door is off, since such an environment takes no traffic."""
+    if config.tune_target and not config.front_door.enabled:
+        return None
+    why = "its front door is enabled (it takes traffic)" if config.front_door.enabled else "it is not marked as one"
+    return (f"--env: environment {config.env_name!r} is not a tune target: {why}; tune changes only an environment "
+            "with \"tune_target\": true and front_door off (copy the block under a new name and tune that)")
+
+
+def write_serving_patch(env_name: str, model_name: str, patch: Mapping[str, Any], *,
+                        cdk_json: str | os.PathLike[str] = CDK_JSON) -> PlatformConfig:
+    """Set ``patch``'s fields in the ``serving`` block of one model of one environment in ``cdk_json``, after the
+    patched environment has passed the validation synth applies (ConfigError, the file untouched, otherwise);
+    returns the patched environment."""
+    path = Path(cdk_json)
+    doc = _json_object(path)
+    context = doc.get("context")
+    envs = context.get(ENVIRONMENTS_KEY) if isinstance(context, dict) else None
+    if not isinstance(envs, dict) or not isinstance(envs.get(env_name), dict):
+        raise _fail(f"{path}: env", env_name, "is not a defined environment", "give one of the file's environments")
+    models = envs[env_name].get("models")
+    entry = next((m for m in models or [] if isinstance(m, dict) and m.get("name") == model_name), None)
+    if entry is None:
+        raise _fail(f"{path}: environment {env_name!r} model", model_name, "is not one of its models",
+                    "give a model the environment serves")
+    serving = entry.get("serving")
+    entry["serving"] = {**(serving if isinstance(serving, dict) else {}), **patch}
+    lookups = path.with_name(CDK_CONTEXT_JSON)
+    patched = config_from_context({**(_json_object(lookups) if lookups.is_file() else {}), **context, "env": env_name})
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    os.replace(tmp, path)
+    return patched

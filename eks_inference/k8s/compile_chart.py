@@ -127,7 +127,8 @@ def compile_job(target: ServingTarget, *, region: str, namespace_: str = COMPILE
 class CompileChart(Chart):
     """The compile Job of every target.
 
-    :param targets: the serving targets (each gets one Job).
+    :param targets: the serving targets (each gets one Job; a family's target none: its members are compiled when
+        they are published, never by a Job of the target).
     :param region: the AWS region the pods call.
     :param namespace_: default :data:`COMPILE_NAMESPACE`, where the ``compile`` service account lives.
     :param token_ids: stable stand-ins for deploy-time tokens in the Jobs' specs (image URIs, bucket), read by the
@@ -137,6 +138,7 @@ class CompileChart(Chart):
     def __init__(self, scope: Construct, construct_id: str, *, targets: Sequence[ServingTarget], region: str,
                  namespace_: str = COMPILE_NAMESPACE, token_ids: Mapping[str, str] | None = None) -> None:
         super().__init__(scope, construct_id, disable_resource_name_hashes=True)
-        self.jobs = [compile_job(t, region=region, namespace_=namespace_, token_ids=token_ids) for t in targets]
+        self.jobs = [compile_job(t, region=region, namespace_=namespace_, token_ids=token_ids) for t in targets
+                     if t.model.family is None]
         for i, job in enumerate(self.jobs):
             emit(self, f"Job{i}", job)

@@ -34,6 +34,9 @@ from typing import Any
 from eks_inference.config import ConfigError, DType, ModelSpec, Processor, Task
 
 APP_IMPORT_PATH = "eks_inference.serving.app:build_app"
+FAMILY_IMPORT_PATH = "eks_inference.serving.family:build_app"
+"""A family's application (:mod:`eks_inference.serving.family`): the same deployment name and shape, members
+multiplexed by model id."""
 DEPLOYMENT_NAME = "InferenceModel"
 DEFAULT_CACHE_DIR = "/tmp/eks-inference-cache"
 DEFAULT_MAX_BODY_BYTES = 1 << 20
@@ -134,6 +137,8 @@ def model_repository_uris(repository_uri: str, model: ModelSpec) -> tuple[str, s
     ``s3://bucket/prefix`` → ``s3://bucket/prefix/models/{name}/{revision}`` and ``s3://bucket/prefix/artifacts``.
     """
     root = repository_uri.rstrip("/")
+    if model.family is not None:  # a family's members and index live under its prefix (no revision)
+        return f"{root}/models/{model.name}", f"{root}/artifacts"
     return f"{root}/models/{model.name}/{model.revision}", f"{root}/artifacts"
 
 
@@ -233,6 +238,8 @@ def render_serve_config(
         "body_timeout_s": body_timeout_s,
         "forward_timeout_s": forward_timeout_s,
     }
+    if model.family is not None:
+        args["family"] = {"memory_budget_bytes": model.family.memory_budget_bytes}
     user_config = {
         "max_batch_size": s.max_batch_size,
         "batch_wait_timeout_s": s.batch_wait_timeout_s,
@@ -260,7 +267,7 @@ def render_serve_config(
         "applications": [{
             "name": model.name,
             "route_prefix": f"/{model.name}",
-            "import_path": APP_IMPORT_PATH,
+            "import_path": APP_IMPORT_PATH if model.family is None else FAMILY_IMPORT_PATH,
             "args": args,
             "deployments": [deployment],
         }, index_application([model.name], access_log=access_log)],
