@@ -319,6 +319,17 @@ def cmd_publish(args: argparse.Namespace) -> int:
                                    endpoint_url: str | None) -> tuple[str, ...]:
             return ("no reference outputs stored: eks_inference.verify is not installed here",)
 
+    if args.family or args.model_id:
+        from eks_inference.compile.family import publish_member
+
+        if not (args.family and args.model_id and args.source):
+            raise ConfigError("publish: a family member needs MODEL_DIR (or bundled:NAME), --family and --model-id")
+        m = publish_member(args.source, args.to, family=args.family, model_id=args.model_id, revision=args.revision,
+                           task=args.task, endpoint_url=args.s3_endpoint_url, references=references_for_publish)
+        print(json.dumps({"uri": m.uri, "status": m.status, "family": m.family, "model_id": m.model_id,
+                          "digest": m.digest, "bytes": m.bytes, "index_generation": m.generation,
+                          "references": list(m.references)}, indent=2))
+        return 0
     if args.artifact:
         res = publish_artifact(args.artifact, args.to, endpoint_url=args.s3_endpoint_url)
     else:
@@ -427,6 +438,7 @@ def register(sub: Any) -> None:
             "eks-inference publish bundled:all-minilm-l6-v2 --to s3://BUCKET --name minilm --revision v1",
             "eks-inference publish ./my-model --to s3://BUCKET/team-a --name mymodel --revision 2026-01-15",
             "eks-inference publish --artifact .eks-inference/compiled/artifacts/minilm/v1/KEY --to s3://BUCKET",
+            "eks-inference publish ./acme-model --to s3://BUCKET --family tenants --model-id acme --task embedding",
         ))
     u.add_argument("source", nargs="?", help="model directory or bundled:NAME")
     u.add_argument("--to", required=True, help="repository: s3://BUCKET/PREFIX or a directory")
@@ -435,5 +447,8 @@ def register(sub: Any) -> None:
     u.add_argument("--task", default=None, choices=[t.value for t in Task],
                    help="recorded in the manifest (default: not recorded)")
     u.add_argument("--artifact", default=None, help="a compiled artifact directory (with manifest.json)")
+    u.add_argument("--family", default=None, help="publish SOURCE as a member of this family (models/FAMILY/members/"
+                   "ID/REVISION/) and add it to the family's index: replicas serve it on its first request")
+    u.add_argument("--model-id", default=None, help="the member's model id (with --family)")
     u.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint (default: AWS, or AWS_ENDPOINT_URL)")
     u.set_defaults(func=cmd_publish)

@@ -1,0 +1,121 @@
+"""A family's index on a real S3 API (moto server on 127.0.0.1): ``publish --family`` adds a member and a new
+index generation, create-only; racing publishers both land; a reader only ever sees whole indexes."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from eks_inference.artifacts.family_index import (
+    INDEX_DIR,
+    FamilyIndexError,
+    index_key,
+    parse_index,
+    read_index,
+)
+from eks_inference.compile.family import derive_member, family_uri, member_uri, publish_member
+from eks_inference.compile.synthetic import write_synthetic_model
+from eks_inference.config import ConfigError, Task
+from eks_inference.storage import open_store
+
+pytestmark = pytest.mark.integration
+
+WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "models", "serve", "fast"]
+
+
+@pytest.fixture(scope="module")
+def repo(moto_s3_endpoint: str) -> str:
+    import boto3
+
+    boto3.client("s3", endpoint_url=moto_s3_endpoint).create_bucket(Bucket="eks-inference-family-index")
+    return "s3://eks-inference-family-index/repo"
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_synthetic_model(tmp_path_factory.mktemp("family-base"), task=Task.EMBEDDING, words=WORDS)
+
+
+def test_derived_members_are_deterministic_and_distinct(base: Path, tmp_path: Path) -> None:
+    from eks_inference.artifacts.manifests import sha256_file
+
+    a1 = derive_member(base, tmp_path / "a1", seed=1)
+    a2 = derive_member(base, tmp_path / "a2", seed=1)
+    b = derive_member(base, tmp_path / "b", seed=2)
+    assert sha256_file(a1 / "model.safetensors") == sha256_file(a2 / "model.safetensors")
+    assert sha256_file(a1 / "model.safetensors") != sha256_file(b / "model.safetensors")
+    assert (a1 / "tokenizer.json").read_bytes() == (base / "tokenizer.json").read_bytes()
+
+
+def test_publish_writes_the_member_then_the_next_generation(repo: str, base: Path, tmp_path: Path,
+                                                            moto_s3_endpoint: str) -> None:
+    store = open_store(family_uri(repo, "alpha"), endpoint_url=moto_s3_endpoint)
+    assert read_index(store, "alpha").generation == 0
+    first = publish_member(derive_member(base, tmp_path / "m1", seed=1), repo, family="alpha", model_id="m1",
+                           task="embedding", endpoint_url=moto_s3_endpoint)
+    assert (first.status, first.generation) == ("published", 1)
+    assert first.uri == member_uri(repo, "alpha", "m1", "v1")
+    second = publish_member(derive_member(base, tmp_path / "m2", seed=2), repo, family="alpha", model_id="m2",
+                            task="embedding", endpoint_url=moto_s3_endpoint)
+    index = read_index(store, "alpha")
+    assert index.generation == second.generation == 2
+    assert {m: e.digest for m, e in index.members.items()} == {"m1": first.digest, "m2": second.digest}
+    assert index.task == "embedding"
+    # every generation stays, whole: generation 1 still names only m1
+    gen1 = parse_index(store.read_bytes(index_key(1)) or b"", "gen1")
+    assert set(gen1.members) == {"m1"}
+    # the member's files are there before the index names them
+    assert store.read_bytes("members/m2/v1/manifest.json") is not None
+
+    again = publish_member(tmp_path / "m1", repo, family="alpha", model_id="m1", task="embedding",
+                           endpoint_url=moto_s3_endpoint)
+    assert (again.status, again.generation) == ("already-published", 2)  # nothing new: no new generation
+    with pytest.raises(ConfigError, match="already published .* with different files"):
+        publish_member(tmp_path / "m2", repo, family="alpha", model_id="m1", task="embedding",
+                       endpoint_url=moto_s3_endpoint)
+    with pytest.raises(ConfigError, match="serves task 'embedding'"):
+        publish_member(derive_member(base, tmp_path / "m3", seed=3), repo, family="alpha", model_id="m3",
+                       task="classification", endpoint_url=moto_s3_endpoint)
+    with pytest.raises(ConfigError, match="--model-id: 'Bad Id' is not a model id"):
+        publish_member(tmp_path / "m1", repo, family="alpha", model_id="Bad Id", endpoint_url=moto_s3_endpoint)
+
+
+def test_generations_are_create_only(repo: str, base: Path, tmp_path: Path, moto_s3_endpoint: str) -> None:
+    publish_member(derive_member(base, tmp_path / "x", seed=9), repo, family="beta", model_id="x",
+                   endpoint_url=moto_s3_endpoint)
+    store = open_store(family_uri(repo, "beta"), endpoint_url=moto_s3_endpoint)
+    assert store.put_if_absent(index_key(1), b"{}") is False  # an existing generation is never replaced
+
+
+def test_racing_publishers_both_land(repo: str, base: Path, tmp_path: Path, moto_s3_endpoint: str) -> None:
+    dirs = [derive_member(base, tmp_path / f"r{i}", seed=100 + i) for i in range(4)]
+    errors: list[BaseException] = []
+
+    def one(i: int) -> None:
+        try:
+            publish_member(dirs[i], repo, family="gamma", model_id=f"r{i}", endpoint_url=moto_s3_endpoint)
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    store = open_store(family_uri(repo, "gamma"), endpoint_url=moto_s3_endpoint)
+    index = read_index(store, "gamma")
+    assert set(index.members) == {"r0", "r1", "r2", "r3"}
+    assert index.generation == 4
+    # every generation a reader could have listed is a whole, valid index
+    for key in store.list(INDEX_DIR):
+        parse_index(store.read_bytes(key) or b"", key)
+
+
+def test_a_malformed_index_is_refused_naming_it() -> None:
+    with pytest.raises(FamilyIndexError, match="gen9 member 'a' has no revision"):
+        parse_index(json.dumps({"format": 1, "kind": "family-index", "generation": 9,
+                                "members": {"a": {"digest": "x"}}}).encode(), "gen9")
