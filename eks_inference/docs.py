@@ -50,6 +50,7 @@ SECTIONS: tuple[tuple[type, str, str], ...] = (
     (cfg.RaySpec, "ray", "Ray"),
     (cfg.FrontDoorSpec, "front_door", "Front door"),
     (cfg.JwtAuth, "front_door.auth.jwt", "Front door JWT"),
+    (cfg.RolloutSpec, "rollout", "Rollout"),
     (cfg.ImageBases, "images", "Images"),
 )
 _SKIP = {(cfg.PlatformConfig, "env_name")}  # the environment's key in cdk.json, not a field of its block

@@ -1,4 +1,4 @@
-"""``eks-inference`` command line: local, compile, publish, loadtest, diff, preflight, verify, plan, trial.
+"""``eks-inference`` command line: local, compile, publish, loadtest, diff, preflight, verify, plan, trial, rollout.
 
 The top floor: each module of this package turns one area's command line into calls on the floors below and
 registers its own sub-commands. They are imported lazily, so that an image with only the ``serve`` or only the
@@ -25,6 +25,7 @@ _COMMAND_MODULES = {
     "eks_inference.cli.verify": ("verify",),
     "eks_inference.cli.plan": ("plan",),
     "eks_inference.cli.trial": ("trial",),
+    "eks_inference.cli.rollout": ("rollout",),
 }
 
 

@@ -261,8 +261,28 @@ def route_effects(old: Any, new: Any) -> list[Effect]:
             moves = [f"{k} {_pct(b.get(k, 0.0))} → {_pct(a.get(k, 0.0))}" for k in sorted(set(b) | set(a))
                      if abs(b.get(k, 0.0) - a.get(k, 0.0)) >= 0.05]
             if moves:
-                effects.append(Effect("traffic", f"{', '.join(moves)} of {where}"))
+                stage = _canary_stage(b, a, where)
+                effects.append(Effect("traffic", f"{stage}{', '.join(moves)} of {where}"))
     return effects or [Effect("update", "updated in place (kubectl apply); the traffic split is unchanged")]
+
+
+def _canary_share(shares: Mapping[str, float]) -> float:
+    return sum(v for k, v in shares.items() if k.endswith("-canary"))
+
+
+def _canary_stage(before: Mapping[str, float], after: Mapping[str, float], where: str) -> str:
+    """What a change of the canary backends (``<target>-canary``, ``eks-inference rollout``) means for a path."""
+    b, a = _canary_share(before), _canary_share(after)
+    if abs(a - b) < 0.05:
+        return ""
+    if b < 0.05:
+        return f"canary start: the new revision takes {_pct(a)} of {where}: "
+    if a >= 99.95:
+        return f"canary promote: the new revision takes all of {where} (was {_pct(b)}): "
+    if a < 0.05:
+        return (f"canary end: its {_pct(b)} of {where} goes back to the current RayServices (a rollback, or the "
+                "last step of a promote once they serve the new revision): ")
+    return f"canary share {_pct(b)} → {_pct(a)} of {where}: "
 
 
 # KubeRay v1.7.0 GenerateHashWithoutReplicasAndWorkersToDelete and rayClusterSpecForHashing.

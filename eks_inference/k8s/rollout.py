@@ -1,0 +1,184 @@
+"""The objects a rollout adds beside a model's current revision, and the route weights of each of its stages.
+
+A canary is a second RayService per processor target, ``<target>-canary``, copied from the deployed one with only
+the weights revision (and its pinned digest) changed in ``serveConfigV2``: same image, pods, labels (so the target's
+NetworkPolicies and scrape config cover it) and Serve application name (so the front door's ``/{model}`` path and
+the alerts' ``application`` label are the model's). KubeRay fronts it with ``<target>-canary-serve-svc``
+(``GenerateServeServiceName``), which becomes a backend of the model's HTTPRoute next to the stable one, with a
+TargetGroupConfiguration copied from the stable target's (ip targets, the model's health check).
+
+Every function here is pure: documents in, documents out; :mod:`eks_inference.ops.rollout` decides when.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from eks_inference.config import ConfigError
+
+CANARY_SUFFIX = "-canary"
+ROLLOUT_LABEL = "eks-inference/rollout"
+"""On every object a rollout adds (``canary``), so that ``kubectl get rayservice -l eks-inference/rollout`` finds
+them and nothing the stacks own carries it."""
+_SERVER_FIELDS = ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields", "selfLink")
+
+
+def canary_name(target_name: str) -> str:
+    return f"{target_name}{CANARY_SUFFIX}"
+
+
+def _model_app(config: Mapping[str, Any], model: str) -> dict[str, Any]:
+    for app in config.get("applications") or []:
+        if app.get("name") == model or (app.get("args") or {}).get("model") == model:
+            return app  # type: ignore[no-any-return]
+    raise ConfigError(f"the serve config has no application of model {model!r}; check --model")
+
+
+def serve_config_revision(config: Mapping[str, Any], model: str) -> str:
+    """The weights revision a ``serveConfigV2`` document serves."""
+    return str((_model_app(config, model).get("args") or {}).get("revision", ""))
+
+
+def revised_serve_config(config: Mapping[str, Any], *, model: str, revision: str,
+                         weights_sha256: str | None) -> dict[str, Any]:
+    """``config`` serving ``revision`` of ``model``: the ``revision`` argument, the weights' URI (published as
+    ``.../models/{model}/{revision}``, :func:`eks_inference.serving.serve_config.model_repository_uris`) and the
+    pinned digest. Everything else (batching, replicas, resources) is the current revision's."""
+    out = copy.deepcopy(dict(config))
+    args = _model_app(out, model).setdefault("args", {})
+    old = str(args.get("revision", ""))
+    uri = str(args.get("model_uri", ""))
+    tail = f"/models/{model}/{old}"
+    if uri.startswith("s3://") and uri.endswith(tail):
+        args["model_uri"] = uri[: -len(tail)] + f"/models/{model}/{revision}"
+    args["revision"] = revision
+    args["weights_sha256"] = weights_sha256
+    return out
+
+
+def _clean_meta(obj: Mapping[str, Any], name: str) -> dict[str, Any]:
+    meta = copy.deepcopy(dict(obj.get("metadata") or {}))
+    for k in _SERVER_FIELDS:
+        meta.pop(k, None)
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items()
+                   if k != "kubectl.kubernetes.io/last-applied-configuration"}
+    meta["annotations"] = annotations
+    if not annotations:
+        del meta["annotations"]
+    meta["name"] = name
+    meta["labels"] = {**(meta.get("labels") or {}), ROLLOUT_LABEL: "canary"}
+    return meta
+
+
+def canary_ray_service(stable: Mapping[str, Any], *, model: str, revision: str,
+                       weights_sha256: str | None) -> dict[str, Any]:
+    """The canary RayService of a deployed one (``kubectl get rayservice -o json``): named ``<name>-canary``, serving
+    ``revision``, its worker group starting at one replica (the canary takes a slice, not the load)."""
+    spec = copy.deepcopy(dict(stable.get("spec") or {}))
+    raw = spec.get("serveConfigV2")
+    doc = yaml.safe_load(raw) if isinstance(raw, str) else raw
+    if not isinstance(doc, Mapping):
+        raise ConfigError(f"RayService {stable.get('metadata', {}).get('name')!r} has no serveConfigV2 to revise")
+    spec["serveConfigV2"] = yaml.safe_dump(revised_serve_config(doc, model=model, revision=revision,
+                                                                weights_sha256=weights_sha256), sort_keys=False)
+    for group in (spec.get("rayClusterConfig") or {}).get("workerGroupSpecs") or []:
+        group["replicas"] = min(int(group.get("replicas", 1)), max(1, int(group.get("minReplicas", 1))), 1) or 1
+        group["minReplicas"] = min(int(group.get("minReplicas", 1)), 1)
+    name = str((stable.get("metadata") or {}).get("name"))
+    return {"apiVersion": stable.get("apiVersion", "ray.io/v1"), "kind": "RayService",
+            "metadata": _clean_meta(stable, canary_name(name)), "spec": spec}
+
+
+def stable_ray_service(stable: Mapping[str, Any], *, model: str, revision: str,
+                       weights_sha256: str | None) -> dict[str, Any]:
+    """The deployed RayService serving ``revision``: only ``serveConfigV2`` changes, which KubeRay applies to the
+    running Ray cluster (an in-place Serve update: no new cluster, no second set of nodes)."""
+    out = copy.deepcopy(dict(stable))
+    spec = out["spec"]
+    raw = spec.get("serveConfigV2")
+    doc = yaml.safe_load(raw) if isinstance(raw, str) else raw
+    spec["serveConfigV2"] = yaml.safe_dump(revised_serve_config(doc, model=model, revision=revision,
+                                                                weights_sha256=weights_sha256), sort_keys=False)
+    meta = out.get("metadata") or {}
+    for k in _SERVER_FIELDS:
+        meta.pop(k, None)
+    out.pop("status", None)
+    return out
+
+
+def canary_target_group(stable: Mapping[str, Any]) -> dict[str, Any]:
+    """The canary serve Service's TargetGroupConfiguration, copied from the stable target's."""
+    spec = copy.deepcopy(dict(stable.get("spec") or {}))
+    ref = spec.setdefault("targetReference", {})
+    service = str(ref.get("name", ""))
+    if not service.endswith("-serve-svc"):
+        raise ConfigError(f"TargetGroupConfiguration {stable.get('metadata', {}).get('name')!r} targets "
+                          f"{service!r}, not a RayService's serve Service")
+    ref["name"] = canary_name(service.removesuffix("-serve-svc")) + "-serve-svc"
+    name = str((stable.get("metadata") or {}).get("name"))
+    return {"apiVersion": stable.get("apiVersion"), "kind": stable.get("kind"),
+            "metadata": _clean_meta(stable, canary_name(name.removesuffix("-serve")) + "-serve"), "spec": spec}
+
+
+def _is_canary(service: str) -> bool:
+    return service.removesuffix("-serve-svc").endswith(CANARY_SUFFIX)
+
+
+def _base(service: str) -> str:
+    return service.removesuffix("-serve-svc").removesuffix(CANARY_SUFFIX)
+
+
+def configured_weights(rule: Mapping[str, Any]) -> dict[str, int]:
+    """Each stable target's configured weight in a rule, whether or not a canary split it: a split writes
+    ``w × 1000`` across the target's two backends (config weights are at most 999)."""
+    refs = rule.get("backendRefs") or []
+    split = any(_is_canary(str(r.get("name", ""))) for r in refs)
+    totals: dict[str, int] = {}
+    for r in refs:
+        base = _base(str(r.get("name", "")))
+        totals[base] = totals.get(base, 0) + int(r.get("weight", 1))
+    return {b: (t // 1000 if split else t) for b, t in totals.items()}
+
+
+def weighted_route(route: Mapping[str, Any], canary_percent: float) -> dict[str, Any]:
+    """The model's HTTPRoute with ``canary_percent`` of each rule's requests on the canary backends and the rest on
+    the stable ones, each processor keeping its configured share on either side.
+
+    ``canary_percent`` 0 is the route as the stack renders it (configured weights, no canary); 100 sends everything
+    to the canary. Gateway API weights are whole numbers (``BackendRef.weight``, at most 1,000,000), so a split
+    writes stable ``w × (1000 − c)`` and canary ``w × c``, with ``c`` in tenths of a percent.
+    """
+    if not 0 <= canary_percent <= 100:
+        raise ConfigError(f"canary share {canary_percent!r} is not in [0, 100] percent")
+    out = copy.deepcopy(dict(route))
+    tenth = round(canary_percent * 10)
+    for rule in (out.get("spec") or {}).get("rules") or []:
+        old = rule.get("backendRefs") or []
+        port = next((r.get("port") for r in old if r.get("port") is not None), None)
+        refs: list[dict[str, Any]] = []
+        for base, w in configured_weights(rule).items():
+            stable, canary = {"name": f"{base}-serve-svc", "port": port}, {
+                "name": f"{canary_name(base)}-serve-svc", "port": port}
+            if tenth == 0:
+                refs.append({**stable, "weight": w})
+                continue
+            if tenth < 1000:
+                refs.append({**stable, "weight": w * (1000 - tenth)})
+            refs.append({**canary, "weight": w * tenth})
+        rule["backendRefs"] = refs
+    return out
+
+
+def canary_share(route: Mapping[str, Any]) -> float:
+    """The canary's share of the route's requests, in percent (first rule)."""
+    rules = (route.get("spec") or {}).get("rules") or []
+    if not rules:
+        return 0.0
+    refs = rules[0].get("backendRefs") or []
+    total = sum(int(r.get("weight", 1)) for r in refs)
+    canary = sum(int(r.get("weight", 1)) for r in refs if _is_canary(str(r.get("name", ""))))
+    return 100.0 * canary / total if total else 0.0
