@@ -2027,7 +2027,9 @@ def write_serving_patch(env_name: str, model_name: str, patch: Mapping[str, Any]
     path = Path(cdk_json)
     doc = _json_object(path)
     context = doc.get("context")
-    envs = context.get(ENVIRONMENTS_KEY) if isinstance(context, dict) else None
+    if not isinstance(context, dict):
+        context = {}
+    envs = context.get(ENVIRONMENTS_KEY)
     if not isinstance(envs, dict) or not isinstance(envs.get(env_name), dict):
         raise _fail(f"{path}: env", env_name, "is not a defined environment", "give one of the file's environments")
     models = envs[env_name].get("models")

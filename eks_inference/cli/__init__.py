@@ -25,6 +25,7 @@ _COMMAND_MODULES = {
     "eks_inference.cli.verify": ("verify",),
     "eks_inference.cli.plan": ("plan",),
     "eks_inference.cli.trial": ("trial",),
+    "eks_inference.cli.tune": ("tune",),
     "eks_inference.cli.rollout": ("rollout",),
 }
 

@@ -1,0 +1,130 @@
+"""The shapes a tune may try for one processor, each within what the machine and the node group allow.
+
+A :class:`Candidate` is one serving shape: replicas on the machine, torch threads per replica, ``max_batch_size``,
+the batch wait and the dtype. Its ``patch`` is the part of the model's ``serving`` block it sets; replicas stay a
+local figure (the cluster's replica bounds are the autoscaler's, sized by the fleet plan), so the patch gives the
+per-replica shape only.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from eks_inference.config import LIVE_BATCH_CEILING, DType, Processor, ServingSpec
+
+BATCH_SIZES = (4, 8, 16, 32, 64)
+"""``max_batch_size`` values tried: powers of two up to the live ceiling, so moving between them needs no restart."""
+BATCH_WAITS_MS = (0.0, 2.0, 5.0, 10.0, 20.0)
+"""Batch waits tried, in ms: none (the busy-aware batcher fills batches while a forward runs) up to two forwards."""
+THREADS = (1, 2, 4, 8)
+
+
+@dataclass(frozen=True, order=True)
+class Candidate:
+    """One serving shape."""
+
+    replicas: int
+    threads: int
+    max_batch_size: int
+    batch_wait_ms: float
+    dtype: str
+
+    @property
+    def key(self) -> str:
+        """Stable identity in the trials file: ``r2-t1-b32-w5-fp32``."""
+        return f"r{self.replicas}-t{self.threads}-b{self.max_batch_size}-w{self.batch_wait_ms:g}-{self.dtype}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Candidate:
+        return cls(replicas=int(d["replicas"]), threads=int(d["threads"]), max_batch_size=int(d["max_batch_size"]),
+                   batch_wait_ms=float(d["batch_wait_ms"]), dtype=str(d["dtype"]))
+
+    def patch(self) -> dict[str, Any]:
+        """The serving fields this shape sets in ``cdk.json`` (one replica's shape; Ray CPUs follow the threads)."""
+        return {"max_batch_size": self.max_batch_size, "batch_wait_timeout_s": round(self.batch_wait_ms / 1000, 6),
+                "num_threads": self.threads, "cpus_per_replica": float(self.threads), "dtype": self.dtype}
+
+    def changes(self, serving: ServingSpec) -> dict[str, Any]:
+        """The part of :meth:`patch` that differs from ``serving``. Ray CPUs follow the threads only where the threads
+        change: in the cluster each replica has a worker pod of its own, sized by the larger of the two, so Ray's CPU
+        count alone changes nothing but would restart the replicas."""
+        now = {"max_batch_size": serving.max_batch_size, "batch_wait_timeout_s": serving.batch_wait_timeout_s,
+               "num_threads": serving.num_threads, "cpus_per_replica": serving.cpus_per_replica,
+               "dtype": serving.dtype.value}
+        out = {k: v for k, v in self.patch().items() if now[k] != v}
+        if "num_threads" not in out:
+            out.pop("cpus_per_replica", None)
+        return out
+
+    def describe(self) -> str:
+        return (f"{self.replicas} x {self.threads}-thread replica(s), batch {self.max_batch_size}, wait "
+                f"{self.batch_wait_ms:g} ms, {self.dtype}")
+
+
+def configured(serving: ServingSpec, *, cores: int, bf16_here: bool = True) -> Candidate:
+    """The environment's own shape as it runs on this machine (as ``eks-inference local --env`` serves it): as many
+    of its replicas as the cores hold, and bf16 as fp32 where this CPU has no bf16."""
+    per = max(1, int(max(serving.cpus_per_replica, serving.num_threads)))
+    replicas = max(1, min(serving.replicas[1], cores // per))
+    dtype = serving.dtype.value if bf16_here or serving.dtype is not DType.BF16 else DType.FP32.value
+    return Candidate(replicas=replicas, threads=serving.num_threads, max_batch_size=serving.max_batch_size,
+                     batch_wait_ms=round(serving.batch_wait_timeout_s * 1000, 3), dtype=dtype)
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """What a candidate must fit: the cores it runs on here and the smallest node of the processor's group."""
+
+    cores: int
+    """Cores for serving on this machine (replicas x threads may not exceed them)."""
+    node_vcpus: int
+    """vCPUs of the smallest instance type of the processor's node group; one is left to Ray's own processes."""
+    dtypes: tuple[str, ...]
+
+    def admits(self, c: Candidate) -> str | None:
+        """Why ``c`` is out of bounds, or None."""
+        if c.replicas * c.threads > self.cores:
+            return f"{c.replicas} x {c.threads} threads exceed the {self.cores} core(s) for serving here"
+        if c.threads > max(1, self.node_vcpus - 1):
+            return f"{c.threads} threads exceed a {self.node_vcpus}-vCPU node less one for Ray"
+        if c.max_batch_size > LIVE_BATCH_CEILING:
+            return f"max_batch_size {c.max_batch_size} is above the live ceiling {LIVE_BATCH_CEILING}"
+        if c.dtype not in self.dtypes:
+            return f"dtype {c.dtype} is not tried on this processor"
+        return None
+
+
+def dtypes_for(processor: Processor, *, bf16_here: bool) -> tuple[str, ...]:
+    """fp32 always; bf16 too where the trials can run it natively (a CPU that only emulates bf16 serves fp32 in its
+    place, so such a trial would measure fp32 under bf16's name). ``verify`` then decides whether bf16 answers right.
+    Every processor this project serves has bf16 (Graviton3+, Inferentia2, recent x86, GPUs)."""
+    return (DType.FP32.value, DType.BF16.value) if bf16_here else (DType.FP32.value,)
+
+
+def space(bounds: Bounds, *, batch_sizes: Sequence[int] = BATCH_SIZES,
+          batch_waits_ms: Sequence[float] = BATCH_WAITS_MS) -> list[Candidate]:
+    """Every candidate within ``bounds``, in a fixed order."""
+    out = []
+    for threads in THREADS:
+        for replicas in range(1, bounds.cores + 1):
+            for mbs, wait, dtype in itertools.product(batch_sizes, batch_waits_ms, bounds.dtypes):
+                c = Candidate(replicas=replicas, threads=threads, max_batch_size=mbs, batch_wait_ms=float(wait),
+                              dtype=dtype)
+                if bounds.admits(c) is None:
+                    out.append(c)
+    return out
+
+
+def sample(candidates: Iterable[Candidate], n: int, *, seed: int, first: Sequence[Candidate] = ()) -> list[Candidate]:
+    """``first`` (kept, in order), then up to ``n`` minus those drawn at random with ``seed``: the same seed draws the
+    same trials, so a resumed tune asks for the trials it already holds."""
+    pool = sorted(set(candidates) - set(first))
+    random.Random(seed).shuffle(pool)
+    return [*first, *pool[:max(0, n - len(first))]]
