@@ -13,6 +13,8 @@ Every function here is pure: documents in, documents out; :mod:`eks_inference.op
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,6 +26,9 @@ CANARY_SUFFIX = "-canary"
 ROLLOUT_LABEL = "eks-inference/rollout"
 """On every object a rollout adds (``canary``), so that ``kubectl get rayservice -l eks-inference/rollout`` finds
 them and nothing the stacks own carries it."""
+COMPILE_TARGET_LABEL = "eks-inference/compile-target"
+""":data:`eks_inference.k8s.serving_chart.COMPILE_TARGET_LABEL` (a test keeps them equal): this module stays free of
+cdk8s, which the operator's commands would otherwise load for a few names."""
 _SERVER_FIELDS = ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields", "selfLink")
 
 
@@ -49,7 +54,12 @@ def revised_serve_config(config: Mapping[str, Any], *, model: str, revision: str
     ``.../models/{model}/{revision}``, :func:`eks_inference.serving.serve_config.model_repository_uris`) and the
     pinned digest. Everything else (batching, replicas, resources) is the current revision's."""
     out = copy.deepcopy(dict(config))
-    args = _model_app(out, model).setdefault("args", {})
+    _revise_args(_model_app(out, model).setdefault("args", {}), model=model, revision=revision,
+                 weights_sha256=weights_sha256)
+    return out
+
+
+def _revise_args(args: dict[str, Any], *, model: str, revision: str, weights_sha256: str | None) -> None:
     old = str(args.get("revision", ""))
     uri = str(args.get("model_uri", ""))
     tail = f"/models/{model}/{old}"
@@ -57,7 +67,45 @@ def revised_serve_config(config: Mapping[str, Any], *, model: str, revision: str
         args["model_uri"] = uri[: -len(tail)] + f"/models/{model}/{revision}"
     args["revision"] = revision
     args["weights_sha256"] = weights_sha256
-    return out
+
+
+_JOB_GENERATED_LABELS = ("controller-uid", "job-name", "batch.kubernetes.io/controller-uid",
+                         "batch.kubernetes.io/job-name")
+"""Labels and selector the Job controller adds to a Job it admitted; a copy must leave them for the new Job's own."""
+
+
+def canary_compile_job(stable: Mapping[str, Any], *, model: str, revision: str,
+                       weights_sha256: str | None) -> dict[str, Any]:
+    """The compile Job of the canary, from the target's deployed one (``kubectl get job -o json``): the same image,
+    node group and role, its ``--serve-app`` at ``revision``. Replicas never compile (``compile_on_miss: false``), so
+    without it the canary would wait for an artifact nobody writes. Named like every compile Job, by a hash of its
+    spec as :func:`eks_inference.k8s.load_test_chart.job_name` names them."""
+    spec = copy.deepcopy(dict(stable.get("spec") or {}))
+    spec.pop("selector", None)
+    spec.pop("manualSelector", None)
+    template = spec.setdefault("template", {})
+    tmeta = template.setdefault("metadata", {})
+    labels = {k: v for k, v in (tmeta.get("labels") or {}).items() if k not in _JOB_GENERATED_LABELS}
+    target = str(labels.get(COMPILE_TARGET_LABEL, ""))
+    labels[COMPILE_TARGET_LABEL] = canary_name(target)
+    template["metadata"] = {"labels": labels}
+    revised = False
+    for c in (template.get("spec") or {}).get("containers") or []:
+        args = c.get("args") or []
+        if "--serve-app" in args:
+            i = args.index("--serve-app") + 1
+            app = json.loads(args[i])
+            _revise_args(app.setdefault("args", {}), model=model, revision=revision, weights_sha256=weights_sha256)
+            args[i] = json.dumps(app, sort_keys=True, separators=(",", ":"))
+            revised = True
+    if not revised:
+        raise ConfigError(f"Job {stable.get('metadata', {}).get('name')!r} has no --serve-app to revise; is it a "
+                          "compile Job?")
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:8]
+    meta = _clean_meta(stable, f"{f'compile-{canary_name(target)}'[:63 - 9].rstrip('-')}-{digest}")
+    meta["labels"] = {k: v for k, v in meta["labels"].items() if k not in _JOB_GENERATED_LABELS}
+    meta["labels"][COMPILE_TARGET_LABEL] = canary_name(target)
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": spec}
 
 
 def _clean_meta(obj: Mapping[str, Any], name: str) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """The cluster's :class:`~eks_inference.ops.rollout.RolloutBackend`: ``kubectl`` with the operator's kubeconfig.
 
-- the canary: each target's deployed RayService and TargetGroupConfiguration, read back (``kubectl get -o json``),
-  turned into ``<target>-canary`` objects by :mod:`eks_inference.k8s.rollout` and applied; ready when KubeRay sets
-  the RayService's ``Ready`` condition (its Serve applications run, ``rayservice_controller.go``);
+- the canary: each target's deployed compile Job, RayService and TargetGroupConfiguration, read back (``kubectl get
+  -o json``), turned into ``<target>-canary`` objects by :mod:`eks_inference.k8s.rollout` and applied; ready when
+  its compile Job completed and KubeRay set the RayService's ``Ready`` condition (``rayservice_controller.go``);
 - ``verify``: through ``kubectl port-forward`` to each canary serve Service, against the reference of the weights
   the canary names in ``/info`` (the revision's published copy);
 - the route: the model's HTTPRoute read back, re-weighted (:func:`~eks_inference.k8s.rollout.weighted_route`) and
@@ -27,6 +27,8 @@ from typing import Any
 from eks_inference.config import ModelSpec
 from eks_inference.k8s.front_door_chart import serve_service
 from eks_inference.k8s.rollout import (
+    COMPILE_TARGET_LABEL,
+    canary_compile_job,
     canary_name,
     canary_ray_service,
     canary_target_group,
@@ -81,14 +83,31 @@ class KubeRolloutBackend:
         self._run("apply", "--server-side", "--field-manager=eks-inference-rollout", "--force-conflicts", "-f", "-",
                   stdin=json.dumps(obj))
 
+    def _compile_job(self, target: str) -> dict[str, Any]:
+        """The target's newest compile Job (its name is a hash of its spec, so there may be older ones)."""
+        items = json.loads(self._run("get", "job", "-l", f"{COMPILE_TARGET_LABEL}={target}", "-o", "json"))["items"]
+        if not items:
+            raise StepFailed(f"no compile Job of {target} in {self.ns}: deploy the environment first")
+        return max(items, key=lambda j: str((j.get("metadata") or {}).get("creationTimestamp", "")))  # type: ignore[no-any-return]
+
     def deploy_canary(self, revision: str, weights_sha256: str | None, *, timeout_s: float) -> None:
-        for t in self.targets:
+        deadline = time.monotonic() + timeout_s
+        jobs = []
+        for t in self.targets:  # replicas never compile: the canary's artifact comes from a Job, as the target's
+            job = canary_compile_job(self._compile_job(t), model=self.model.name, revision=revision,
+                                     weights_sha256=weights_sha256)
+            self._apply(job)
+            jobs.append(job["metadata"]["name"])
             self._apply(canary_ray_service(self._get("rayservice", t), model=self.model.name, revision=revision,
                                            weights_sha256=weights_sha256))
             self._apply(canary_target_group(self._get("targetgroupconfiguration", f"{t}-serve")))
+        for name in jobs:
+            left = max(1, int(deadline - time.monotonic()))
+            self._run("wait", "--for=condition=complete", f"job/{name}", f"--timeout={left}s", timeout=left + 30)
         for t in self.targets:
-            self._run("wait", "--for=condition=Ready", f"rayservice/{canary_name(t)}", f"--timeout={int(timeout_s)}s",
-                      timeout=timeout_s + 30)
+            left = max(1, int(deadline - time.monotonic()))
+            self._run("wait", "--for=condition=Ready", f"rayservice/{canary_name(t)}", f"--timeout={left}s",
+                      timeout=left + 30)
 
     @contextmanager
     def _forward(self, service: str) -> Iterator[str]:

@@ -4,6 +4,7 @@ itself runs against local serving in ``tests/integration/ops/test_rollout_local.
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,11 @@ import yaml
 
 from eks_inference.cli import main
 from eks_inference.config import ConfigError, RolloutSpec
+from eks_inference.k8s.compile_chart import compile_job
 from eks_inference.k8s.front_door_chart import FrontDoorChart
 from eks_inference.k8s.rollout import (
+    COMPILE_TARGET_LABEL,
+    canary_compile_job,
     canary_ray_service,
     canary_share,
     canary_target_group,
@@ -24,6 +28,7 @@ from eks_inference.k8s.rollout import (
     stable_ray_service,
     weighted_route,
 )
+from eks_inference.k8s.serving_chart import COMPILE_TARGET_LABEL as SERVING_COMPILE_TARGET_LABEL
 from eks_inference.k8s.serving_chart import plan_targets
 from eks_inference.ops.effects import route_effects
 from eks_inference.ops.rollout import (
@@ -45,6 +50,7 @@ from tests.unit.k8s_support import (
     crd_errors,
     crd_validator,
     gcs_store,
+    validate_core,
 )
 
 SUBNETS = ["subnet-0aaaaaaaaaaaaaaa1", "subnet-0aaaaaaaaaaaaaaa2"]
@@ -122,6 +128,36 @@ def test_the_canary_is_the_deployed_rayservice_with_the_new_revision_and_passes_
         assert {k: v for k, v in stable["spec"].items() if k != "serveConfigV2"} == {
             k: v for k, v in rs["spec"].items() if k != "serveConfigV2"}
         assert "status" not in stable and crd_errors(validator, stable) == []
+
+
+def test_the_canary_has_a_compile_job_of_its_own_for_the_new_revision() -> None:
+    """GIVEN a target's compile Job as the API server returns it (selector and controller labels added) WHEN the
+    canary's is made THEN it compiles v2 with the pinned digest under a name of its own, carries no generated
+    selector or label, and passes the core Job schema: replicas never compile, so without it the canary would wait
+    for an artifact nobody writes."""
+    assert COMPILE_TARGET_LABEL == SERVING_COMPILE_TARGET_LABEL
+    cfg = config("prod")
+    targets = plan_targets(cfg, images=IMAGES, repository_uri=REPOSITORY, region=cfg.region, gcs_store=gcs_store(cfg))
+    for t in targets:
+        job = compile_job(t, region=cfg.region)
+        served = copy.deepcopy(job)
+        uid = {"batch.kubernetes.io/controller-uid": "1234", "controller-uid": "1234", "job-name": "x"}
+        served["spec"]["selector"] = {"matchLabels": {"batch.kubernetes.io/controller-uid": "1234"}}
+        served["spec"]["template"]["metadata"]["labels"].update(uid)
+        served["metadata"].update(uid={"x": 1}, resourceVersion="7", creationTimestamp="2026-12-07T00:00:00Z")
+        canary = canary_compile_job(served, model="minilm", revision="v2", weights_sha256="c" * 64)
+        assert canary["metadata"]["name"].startswith(f"compile-{t.name}-canary-")
+        assert canary["metadata"]["name"] != job["metadata"]["name"] and len(canary["metadata"]["name"]) <= 63
+        assert "selector" not in canary["spec"] and not set(uid) & set(canary["spec"]["template"]["metadata"]["labels"])
+        assert canary["spec"]["template"]["metadata"]["labels"][COMPILE_TARGET_LABEL] == f"{t.name}-canary"
+        args = canary["spec"]["template"]["spec"]["containers"][0]["args"]
+        app = json.loads(args[args.index("--serve-app") + 1])
+        assert app["args"]["revision"] == "v2" and app["args"]["weights_sha256"] == "c" * 64
+        assert app["args"]["model_uri"] == f"{REPOSITORY}/models/minilm/v2"
+        validate_core(canary)
+    with pytest.raises(ConfigError, match="no --serve-app to revise"):
+        canary_compile_job({"metadata": {"name": "x"}, "spec": {"template": {"spec": {"containers": []}}}},
+                           model="minilm", revision="v2", weights_sha256=None)
 
 
 def test_the_canary_target_group_and_every_route_stage_pass_the_upstream_crds() -> None:
