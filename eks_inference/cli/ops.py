@@ -46,13 +46,16 @@ def register(sub: Any) -> None:
         description="Check the account and region of an environment: credentials and account, CDK bootstrap "
                     "version against what the synthesized templates need, EC2 vCPU quotas for every node "
                     "group at max_size, instance offerings in every zone, EKS add-on versions for the "
-                    "cluster's Kubernetes version, stack states and cluster name, and local Docker buildx "
-                    "platforms. Only Get/Describe/List calls. Exit status: 0 ready, 1 a blocking check "
-                    "failed, 2 usage error.",
+                    "cluster's Kubernetes version, stack states and cluster name, local Docker buildx "
+                    "platforms, the inf2 groups' pinned AMI release against the pinned Neuron SDK, and, where the "
+                    "environment is deployed, a compiled artifact by the pinned Neuron compiler for every model "
+                    "on inf2 (one failing row per missing one, with the compile command). Only Get/Describe/List "
+                    "calls. Exit status: 0 ready, 1 a blocking check failed, 2 usage error.",
         example_lines=(
             "eks-inference preflight --env dev",
             "eks-inference preflight --env prod --json > preflight.json",
             "AWS_ENDPOINT_URL=http://127.0.0.1:5000 eks-inference preflight --env dev -c account=123456789012",
+            "eks-inference preflight --env prod --artifacts-only   # after a compile: are the new SDK's there?",
         ))
     p.add_argument("--env", required=True, help="environment in cdk.json to check")
     p.add_argument("-c", "--context", action="append", default=[], metavar="KEY=VALUE",
@@ -61,6 +64,8 @@ def register(sub: Any) -> None:
                    help="synthesized assembly of the environment (bootstrap version, add-ons)")
     p.add_argument("--app-dir", type=Path, default=Path("."), help="directory holding cdk.json")
     p.add_argument("--json", action="store_true", help="print the checks as JSON")
+    p.add_argument("--artifacts-only", action="store_true",
+                   help="check only the credentials and the compiled Neuron artifacts of the pinned SDK")
     p.set_defaults(func=run_preflight)
 
 
@@ -135,7 +140,7 @@ def run_preflight(args: argparse.Namespace) -> int:
     ctx = pf.Context(config=config, assembly=assembly, zones=availability_zones(context, config), problems=problems)
     aws = pf.Clients(config.region)
     try:
-        checks = pf.run_checks(ctx, aws)
+        checks = (pf.artifact_checks(ctx, aws) if args.artifacts_only else pf.run_checks(ctx, aws))
     except NoCredentialsError:
         if args.json:
             sys.stdout.write(pf.render_json([pf.Check("credentials", pf.FAIL, "no AWS credentials found",

@@ -13,6 +13,7 @@ from typing import Any
 from eks_inference.cli.help import add_command
 from eks_inference.config import ConfigError
 from eks_inference.ops.errors import OpsError
+from eks_inference.ops.neuron_artifacts import plan_lines as neuron_plan_lines
 from eks_inference.ops.project import parse_context_args, platform_config, read_context
 from eks_inference.ops.trial import (
     DEFAULT_HOURS,
@@ -93,7 +94,7 @@ def cmd_trial(a: argparse.Namespace) -> int:
     config = platform_config(context)
     prices = load_prices(None, kind=pricing_kind(a.pricing), rates=context.get(PRICING_KEY) or {})
     est = estimate(config, hours=a.hours, prices=prices, transfer_gib=a.transfer_gib)
-    for line in est.lines():
+    for line in [*est.lines(), *neuron_plan_lines(config)]:
         print(line)
     refusal = over_budget(est, a.budget_usd)
     if refusal:

@@ -27,7 +27,9 @@ from eks_inference.ops.effects import (
 )
 from eks_inference.ops.intrinsics import refs, render
 from eks_inference.ops.kube import ObjectKey, manifest_objects, object_label, parse_json_document
+from eks_inference.ops.neuron_artifacts import sdk_change_lines
 from eks_inference.ops.tree import MISSING, Change, diff, render_path, render_value
+from eks_inference.tables.neuron import NEURON_METADATA
 
 _HASH = re.compile(r"[0-9a-f]{64}")
 _SPEC_HASH = re.compile(r"-[0-9a-f]{8}$")  # Job names end in a hash of their spec (k8s/load_test_chart.job_name)
@@ -112,10 +114,12 @@ class StackDiff:
 class AssemblyDiff:
     stacks: list[StackDiff]
     assets: dict[str, Asset] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    """What the deploy needs done first (compiled artifacts of a new Neuron SDK)."""
 
     @property
     def changed(self) -> bool:
-        return any(s.changed for s in self.stacks)
+        return any(s.changed for s in self.stacks) or bool(self.notes)
 
     def effects(self) -> list[Effect]:
         out: list[Effect] = []
@@ -337,7 +341,22 @@ def diff_templates(old: Mapping[str, Mapping[str, Any] | None], new: Mapping[str
                    assets: Mapping[str, Asset] | None = None) -> AssemblyDiff:
     names = sorted([*old, *(n for n in new if n not in old)], key=_deploy_order)
     stacks = [diff_stack(n, old.get(n), new.get(n)) for n in names if old.get(n) is not None or new.get(n) is not None]
-    return AssemblyDiff([s for s in stacks if s.changed], dict(assets or {}))
+    return AssemblyDiff([s for s in stacks if s.changed], dict(assets or {}), neuron_notes(old, new))
+
+
+def _pinned_neuron(templates: Mapping[str, Mapping[str, Any] | None]) -> dict[str, Any]:
+    for t in templates.values():
+        meta = ((t or {}).get("Metadata") or {}).get(NEURON_METADATA)
+        if isinstance(meta, dict):
+            return meta
+    return {}
+
+
+def neuron_notes(old: Mapping[str, Mapping[str, Any] | None], new: Mapping[str, Mapping[str, Any] | None]) -> list[str]:
+    """A line per model on inf2 when the pinned Neuron SDK differs between the two (the Inference stack's
+    ``Metadata``, written from ``eks_inference/tables/neuron.py``)."""
+    o, n = _pinned_neuron(old), _pinned_neuron(new)
+    return sdk_change_lines(o.get("sdk"), n.get("sdk"), [str(m) for m in n.get("models") or []])
 
 
 def diff_assemblies(old: Assembly, new: Assembly) -> AssemblyDiff:
@@ -407,6 +426,7 @@ def render_text(d: AssemblyDiff) -> str:
     churn = churn_summary(d)
     if churn:
         lines.append(churn)
+    lines += [f"! {note}" for note in d.notes]
     lines.append(summary_line(d))
     return "\n".join(lines) + "\n"
 
@@ -449,6 +469,7 @@ def render_markdown(d: AssemblyDiff, *, title: str = "eks-inference diff") -> st
     churn = churn_summary(d)
     if churn:
         lines += [f"_{churn}_", ""]
+    lines += [*(f"> **Before deploying:** {note}" for note in d.notes), *([""] if d.notes else [])]
     return "\n".join(lines)
 
 
@@ -469,6 +490,7 @@ def to_dict(d: AssemblyDiff) -> dict[str, Any]:
         "changed": d.changed,
         "summary": summary_line(d),
         "asset_churn": churn_summary(d),
+        "notes": list(d.notes),
         "stacks": [{
             "name": s.name, "action": s.action, "sections": changes(s.sections),
             "resources": [{

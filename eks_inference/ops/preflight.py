@@ -17,9 +17,19 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from eks_inference.config import KUBERNETES_VERSION, CapacityType, NodeGroupSpec, PlatformConfig, instance_family
+from eks_inference.config import (
+    KUBERNETES_VERSION,
+    CapacityType,
+    NodeGroupSpec,
+    PlatformConfig,
+    Processor,
+    instance_family,
+    unpinned_neuron_groups,
+)
 from eks_inference.k8s.load_test_nodes import load_test_node_group
 from eks_inference.ops.assembly import DEFAULT_BOOTSTRAP_PARAMETER, Assembly, stack_names
+from eks_inference.ops.neuron_artifacts import missing_artifacts, neuron_models
+from eks_inference.tables.neuron import NEURON_AMI_RELEASE, NEURON_AMIS, NEURON_SDK, driver_gap
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
 TOOLKIT_STACK = "CDKToolkit"
@@ -358,6 +368,74 @@ def check_stacks(ctx: Context, aws: Clients) -> list[Check]:
     return out
 
 
+def check_neuron_ami(ctx: Context, aws: Clients | None = None) -> list[Check]:
+    """Each inf2 group's AMI release: pinned (outside dev the config already refuses it unpinned), recorded in
+    ``eks_inference/tables/neuron.py``, and with a Neuron driver no older than the pinned SDK's."""
+    out: list[Check] = []
+    for g in unpinned_neuron_groups(ctx.config.node_groups):
+        out.append(Check(f"AMI release {g.name}", WARN, "not pinned: EKS picks the Neuron AMI, and with it the "
+                         "Neuron driver, on the day the group is created",
+                         f'add "ami_release_version": "{NEURON_AMI_RELEASE}" to the group in cdk.json'))
+    for g in ctx.config.enabled_node_groups:
+        release = g.ami_release_version
+        if g.processor is not Processor.INFERENTIA or release is None:
+            continue
+        ami = NEURON_AMIS.get(release)
+        if ami is None:
+            out.append(Check(f"AMI release {g.name}", WARN, f"{release}: its Neuron driver is not recorded next to "
+                             f"Neuron SDK {NEURON_SDK.version}",
+                             "add the release and its aws-neuronx-dkms version (amazon-eks-ami CHANGELOG.md) to "
+                             "NEURON_AMIS in eks_inference/tables/neuron.py"))
+            continue
+        gap = driver_gap(ami)
+        if gap:
+            out.append(Check(f"AMI release {g.name}", FAIL, gap,
+                             "pin a newer AMI release, or an SDK whose driver it ships"))
+        else:
+            out.append(Check(f"AMI release {g.name}", PASS, f"{release}: Neuron driver {ami.driver} for Neuron SDK "
+                             f"{NEURON_SDK.version} (released with driver {NEURON_SDK.driver})"))
+    return out
+
+
+def repository_uri(ctx: Context, aws: Clients) -> str | None:
+    """The deployed Inference stack's ``ModelRepositoryUri``; None when that stack does not exist."""
+    from botocore.exceptions import ClientError
+
+    name = stack_names(ctx.config.env_name)[-1]
+    try:
+        stack = aws("cloudformation").describe_stacks(StackName=name)["Stacks"][0]
+    except ClientError as e:
+        if "does not exist" in str(e):
+            return None
+        raise
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs") or []}
+    return outputs.get("ModelRepositoryUri") or ""
+
+
+def check_neuron_artifacts(ctx: Context, aws: Clients) -> list[Check]:
+    """A deploy that updates a running environment needs the pinned SDK's compiled artifact for every model an inf2
+    group serves already published: one failing row per model without one. A first deploy needs none (the compile
+    Jobs write them before any replica can serve)."""
+    from eks_inference.storage import S3Store
+
+    models = neuron_models(ctx.config)
+    if not models:
+        return []
+    label = "neuron artifacts"
+    uri = repository_uri(ctx, aws)
+    if uri is None:
+        return [Check(label, PASS, f"first deploy (no stack {stack_names(ctx.config.env_name)[-1]}): the compile "
+                      f"Jobs compile for Neuron SDK {NEURON_SDK.version} before any replica serves")]
+    if not uri.startswith("s3://"):
+        return [Check(label, WARN, f"stack {stack_names(ctx.config.env_name)[-1]} has no ModelRepositoryUri output",
+                      "deploy once with this version of the app, or check the artifacts by hand")]
+    missing = missing_artifacts(ctx.config, uri, store=S3Store(uri, client=aws("s3")))
+    if not missing:
+        return [Check(label, PASS, f"{uri}: {', '.join(m.name for m in models)} compiled by neuronx-cc "
+                      f"{NEURON_SDK.neuronx_cc} (Neuron SDK {NEURON_SDK.version})")]
+    return [Check(f"{label} {m.model}", FAIL, m.line(), m.command) for m in missing]
+
+
 Runner = Callable[[Sequence[str]], "subprocess.CompletedProcess[str]"]
 
 
@@ -412,7 +490,8 @@ def run_checks(ctx: Context, aws: Clients, *, run: Runner = _run,
     from botocore.exceptions import ClientError
 
     checks: list[Check] = [check_credentials(ctx, aws)]
-    for fn in (check_bootstrap, check_quotas, check_offerings, check_addons, check_stacks):
+    checks += check_neuron_ami(ctx)
+    for fn in (check_bootstrap, check_quotas, check_offerings, check_addons, check_stacks, check_neuron_artifacts):
         try:
             result = fn(ctx, aws)
         except ClientError as e:
@@ -420,6 +499,20 @@ def run_checks(ctx: Context, aws: Clients, *, run: Runner = _run,
                            "grant the read-only permission named in the error, or check by hand")
         checks += result if isinstance(result, list) else [result]
     checks.append(check_docker(ctx, run=run, which=which))
+    return checks
+
+
+def artifact_checks(ctx: Context, aws: Clients) -> list[Check]:
+    """The account, then the compiled Neuron artifacts only (``preflight --artifacts-only``, run after a compile)."""
+    from botocore.exceptions import ClientError
+
+    checks = [check_credentials(ctx, aws)]
+    try:
+        checks += check_neuron_artifacts(ctx, aws)
+    except ClientError as e:
+        checks.append(Check("neuron artifacts", FAIL, f"could not check: {_error(e)}",
+                            "grant the read-only permission named in the error (s3:ListBucket, s3:GetObject, "
+                            "cloudformation:DescribeStacks)"))
     return checks
 
 

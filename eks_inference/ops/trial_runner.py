@@ -71,9 +71,11 @@ def publish_commands(ctx: TrialContext, bucket: str) -> list[list[str]]:
 
 
 def wait_commands(kind: str, ctx: TrialContext) -> list[list[str]]:
-    if kind == "compile":
+    if kind == "compile":  # then: every model on inf2 has an artifact by the pinned Neuron compiler, or the step fails
         return [["kubectl", "-n", SERVING_NAMESPACE, "wait", "--for=condition=complete", "job",
-                 "-l", "eks-inference/role=compile", f"--timeout={WAIT_TIMEOUT}"]]
+                 "-l", "eks-inference/role=compile", f"--timeout={WAIT_TIMEOUT}"],
+                [sys.executable, "-m", "eks_inference.cli", "preflight", "--env", ctx.config.env_name,
+                 "--artifacts-only"]]
     if kind == "verify":  # a RayService turns Ready only once its replicas serve the verified weights
         return [["kubectl", "-n", SERVING_NAMESPACE, "wait", "--for=condition=Ready", "rayservice", "--all",
                  f"--timeout={WAIT_TIMEOUT}"]]

@@ -37,6 +37,7 @@ from eks_inference.k8s.serving_chart import (
     plan_targets,
 )
 from eks_inference.nag import acknowledge, checkov_skip
+from eks_inference.tables.neuron import NEURON_METADATA, NEURON_SDK
 
 
 class InferenceStack(Stack):
@@ -216,6 +217,12 @@ class InferenceStack(Stack):
             CfnOutput(self, "GcsStoreAddress", value=self.gcs_store.address)
         for name, image in self.images.items():
             CfnOutput(self, f"{name.capitalize()}ImageUri", value=image.image_uri)
+        neuron_models = sorted({t.model.name for t in self.targets if t.processor is Processor.INFERENTIA})
+        if neuron_models:
+            # The SDK the Inferentia2 image and its compile Jobs use, for `eks-inference diff` to compare across
+            # deploys (a new one needs new compiled artifacts before a replica runs it).
+            self.template_options.metadata = {NEURON_METADATA: {
+                "sdk": NEURON_SDK.version, "neuronx_cc": NEURON_SDK.neuronx_cc, "models": neuron_models}}
 
     def _gcs_token_manifest(self, k8s_app: cdk8s.App, cluster: eks.ICluster,
                             inference_cluster: InferenceCluster) -> Construct:
