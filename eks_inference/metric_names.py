@@ -47,6 +47,25 @@ COUNTERS = frozenset({TIMED_REQUESTS, QUEUE_TIME_MS, MODEL_TIME_MS, FORWARDS, BA
 OURS = (REQUEST_QUEUE_MS, REQUEST_MODEL_MS, FORWARD_MS, TIMED_REQUESTS, QUEUE_TIME_MS, MODEL_TIME_MS, FORWARDS,
         BATCH_INPUTS, FORWARD_TIME_MS, TOKEN_SLOTS, PADDING_SLOTS)
 
+# -- a family's replica (eks_inference.serving.family); labels: application, replica, processor ---------------
+FAMILY_LOADS = "eks_inference_family_loads"
+"""Counter: members loaded (fetched, verified against the index's digest and loaded) on a miss."""
+FAMILY_EVICTIONS = "eks_inference_family_evictions"
+"""Counter: members evicted to stay within the replica's memory budget."""
+FAMILY_HITS = "eks_inference_family_hits"
+"""Counter: predict requests whose member was already held (a warm request)."""
+FAMILY_COLD = "eks_inference_family_cold_requests"
+"""Counter: predict requests that waited for their member to load on this replica (a cold request)."""
+FAMILY_LOAD_MS = "eks_inference_family_load_ms"
+"""Histogram: ms to load one member (weights fetch and verify, artifact, load, one warm-up forward)."""
+FAMILY_LOAD_TIME_MS = "eks_inference_family_load_time_ms"
+"""Counter: exact sum of member load times, ms."""
+FAMILY_HELD_BYTES = "eks_inference_family_held_bytes"
+"""Gauge: in-memory bytes of the members the replica holds (at most its memory budget)."""
+FAMILY_COUNTERS = frozenset({FAMILY_LOADS, FAMILY_EVICTIONS, FAMILY_HITS, FAMILY_COLD, FAMILY_LOAD_TIME_MS})
+FAMILY = (FAMILY_LOADS, FAMILY_EVICTIONS, FAMILY_HITS, FAMILY_COLD, FAMILY_LOAD_MS, FAMILY_LOAD_TIME_MS,
+          FAMILY_HELD_BYTES)
+
 # -- Ray Serve's own (already exported names) ------------------------------------------------------------------
 SERVE_REQUESTS = "ray_serve_deployment_request_counter_total"
 """Counter per replica, label ``route`` = the full path (``/minilm/predict``): every request a replica handled."""
@@ -76,4 +95,4 @@ DEPLOYMENT = "InferenceModel"
 def exported(name: str) -> str:
     """The name Prometheus sees for one of :data:`OURS` (counters with ``_total``; histograms: the base name)."""
     full = RAY_PREFIX + name
-    return full + "_total" if name in COUNTERS else full
+    return full + "_total" if name in COUNTERS | FAMILY_COUNTERS else full

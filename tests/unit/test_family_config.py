@@ -57,7 +57,7 @@ def test_each_mistake_in_a_family_is_one_line() -> None:
     lines = e.value.errors
     assert any("memory_budget: 'a lot' is not a memory size" in line for line in lines), lines
     assert any("sample: 0" in line for line in lines), lines
-    with pytest.raises(ConfigError, match="weights_sha256.*is set on a family"):
+    with pytest.raises(ConfigError, match=r"weights_sha256.*is set on a family"):
         parse_model({**FAMILY, "weights_sha256": "a" * 64})
     with pytest.raises(ConfigError, match="family: 'big' is not a mapping"):
         parse_model({**FAMILY, "family": "big"})

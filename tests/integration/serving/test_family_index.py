@@ -73,13 +73,13 @@ def test_publish_writes_the_member_then_the_next_generation(repo: str, base: Pat
     again = publish_member(tmp_path / "m1", repo, family="alpha", model_id="m1", task="embedding",
                            endpoint_url=moto_s3_endpoint)
     assert (again.status, again.generation) == ("already-published", 2)  # nothing new: no new generation
-    with pytest.raises(ConfigError, match="already published .* with different files"):
+    with pytest.raises(ConfigError, match=r"already published .* with different files"):
         publish_member(tmp_path / "m2", repo, family="alpha", model_id="m1", task="embedding",
                        endpoint_url=moto_s3_endpoint)
     with pytest.raises(ConfigError, match="serves task 'embedding'"):
         publish_member(derive_member(base, tmp_path / "m3", seed=3), repo, family="alpha", model_id="m3",
                        task="classification", endpoint_url=moto_s3_endpoint)
-    with pytest.raises(ConfigError, match="--model-id: 'Bad Id' is not a model id"):
+    with pytest.raises(ConfigError, match=r"--model-id: 'Bad Id' is not a model id"):
         publish_member(tmp_path / "m1", repo, family="alpha", model_id="Bad Id", endpoint_url=moto_s3_endpoint)
 
 

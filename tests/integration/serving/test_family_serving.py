@@ -1,0 +1,166 @@
+"""A family served by real Ray Serve over HTTP, its members on a real S3 API (moto on 127.0.0.1): a member published
+while the application runs is served by its next request (no redeploy); an unknown id gets a JSON 404 naming it;
+under a model mix with room for two members, eviction churns and every answer is still its own member's."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from eks_inference.compile.family import derive_member, family_uri, publish_member
+from eks_inference.compile.synthetic import write_synthetic_model
+from eks_inference.config import FamilySpec, ModelSpec, Processor, ServingSpec, Task
+from eks_inference.serving.family import COLD_HEADER, MODEL_ID_HEADER
+from eks_inference.serving.local import LocalRay
+from eks_inference.serving.serve_config import render_serve_config
+from eks_inference.verify.probes import Probe
+from eks_inference.verify.reference import ReferenceModel
+
+from .conftest import get, post
+
+pytestmark = pytest.mark.integration
+
+WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "models", "serve", "fast"]
+TEXTS = ["the quick brown fox", "models serve fast", "a lazy dog jumps over the fox"]
+NAME = "fam"
+SEQ = 32
+
+
+class Family:
+    def __init__(self, url: str, repo: str, endpoint: str, dirs: dict[str, Path], digests: dict[str, str]) -> None:
+        self.url, self.repo, self.endpoint, self.dirs, self.digests = url, repo, endpoint, dirs, digests
+        self._refs: dict[str, list[Any]] = {}
+
+    def reference(self, model_id: str) -> list[Any]:
+        """The member's own answers to TEXTS, computed in-process in fp32 from its own published files."""
+        if model_id not in self._refs:
+            ref = ReferenceModel(self.dirs[model_id], Task.EMBEDDING, weights_digest=self.digests[model_id])
+            probes = [Probe(id=f"t{i}", item=t, what="text") for i, t in enumerate(TEXTS)]
+            self._refs[model_id] = list(ref.run(SEQ, probes).outputs)
+        return self._refs[model_id]
+
+
+def ask(url: str, model_id: str, texts: list[str] = TEXTS) -> tuple[int, Any, dict[str, str]]:
+    import urllib.error
+    import urllib.request
+
+    body = ('{"inputs": ' + str(texts).replace("'", '"') + "}").encode()
+    req = urllib.request.Request(f"{url}/predict", data=body, headers={
+        "content-type": "application/json", MODEL_ID_HEADER: model_id})
+    try:
+        with urllib.request.urlopen(req, timeout=300) as r:
+            import json
+
+            return r.status, json.loads(r.read()), dict(r.headers)
+    except urllib.error.HTTPError as e:
+        import json
+
+        return e.code, json.loads(e.read()), dict(e.headers)
+
+
+def cosine(a: list[float], b: list[float]) -> float:
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y)))
+
+
+@pytest.fixture(scope="module")
+def family(local_ray: LocalRay, moto_s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    import boto3
+
+    boto3.client("s3", endpoint_url=moto_s3_endpoint).create_bucket(Bucket="eks-inference-family-serving")
+    repo = "s3://eks-inference-family-serving/repo"
+    work = tmp_path_factory.mktemp("family-serving")
+    base = write_synthetic_model(work / "base", task=Task.EMBEDDING, words=WORDS)
+    dirs, digests = {}, {}
+    for i in range(5):
+        dirs[f"m{i}"] = derive_member(base, work / f"m{i}", seed=i, scale=0.5)
+    for mid in ("m0", "m1", "m2"):
+        digests[mid] = publish_member(dirs[mid], repo, family=NAME, model_id=mid, task="embedding",
+                                      endpoint_url=moto_s3_endpoint).digest
+    spec = ModelSpec(name=NAME, task=Task.EMBEDDING, processors=(Processor.CPU,),
+                     family=FamilySpec(memory_budget="64MiB"),
+                     serving=ServingSpec(max_batch_size=8, max_inputs=16, max_seq_length=SEQ,
+                                         batch_wait_timeout_s=0.002))
+    cfg = render_serve_config(spec, Processor.CPU, model_uri=family_uri(repo, NAME),
+                              artifact_uri=str(work / "artifacts"), cache_dir=str(work / "replica-cache"),
+                              http_host="127.0.0.1", http_port=local_ray.http_port, s3_endpoint_url=moto_s3_endpoint)
+    # room for two members: the budget a cdk.json family may not go below (16 MiB) holds hundreds of these tiny ones
+    from eks_inference.serving.model_cache import graph_bytes
+
+    one = _member_bytes(dirs["m0"], graph_bytes)
+    cfg["applications"][0]["args"]["family"]["memory_budget_bytes"] = int(2.5 * one)
+    local_ray.deploy(cfg)
+    local_ray.wait_ready(NAME, timeout_s=900)
+    yield Family(f"{local_ray.url}/{NAME}", repo, moto_s3_endpoint, dirs, digests)
+    local_ray.remove(NAME)
+
+
+def _member_bytes(model_dir: Path, graph_bytes: Any) -> int:
+    """The in-memory size the replica will measure: the parameters and buffers of the model."""
+    import transformers
+
+    return int(graph_bytes([transformers.BertModel.from_pretrained(model_dir)]))
+
+
+def test_an_unknown_model_id_gets_a_json_404_naming_it(family: Family) -> None:
+    status, body, _ = ask(family.url, "no-such-model")
+    assert status == 404
+    assert body["error"]["code"] == "model_not_found"
+    assert "'no-such-model' is not a member of family 'fam'" in body["error"]["message"]
+    assert "--family fam --model-id no-such-model" in body["error"]["message"]
+    status, body = post(f"{family.url}/predict", {"inputs": ["x"]})
+    assert status == 400 and body["error"]["code"] == "model_id_missing"
+
+
+def test_a_member_published_while_serving_is_served_by_its_next_request(family: Family) -> None:
+    status, _, _ = ask(family.url, "m3")
+    assert status == 404  # not published yet
+    digest = publish_member(family.dirs["m3"], family.repo, family=NAME, model_id="m3", task="embedding",
+                            endpoint_url=family.endpoint).digest
+    family.digests["m3"] = digest
+    deadline = time.monotonic() + 10  # the replica re-reads the index on an unknown id at most every 0.25 s
+    while (result := ask(family.url, "m3"))[0] == 404 and time.monotonic() < deadline:
+        time.sleep(0.3)
+    status, body, headers = result
+    assert status == 200, body
+    assert body["model_id"] == "m3" and body["digest"] == digest
+    assert headers[COLD_HEADER] == "1" and body["cold"] is True
+    for got, want in zip(body["outputs"], family.reference("m3"), strict=True):
+        assert cosine(got, want) > 0.9999
+    status, body, headers = ask(family.url, "m3")
+    assert status == 200 and headers[COLD_HEADER] == "0"
+
+
+def test_churn_under_a_model_mix_never_serves_a_wrong_models_answer(family: Family) -> None:
+    if "m3" not in family.digests:
+        family.digests["m3"] = publish_member(family.dirs["m3"], family.repo, family=NAME, model_id="m3",
+                                              task="embedding", endpoint_url=family.endpoint).digest
+    ids = sorted(family.digests)
+    rng = random.Random(7)
+    mix = [rng.choice(ids) for _ in range(48)]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda mid: (mid, ask(family.url, mid)), mix))
+    for mid, (status, body, _) in answers:
+        assert status == 200, body
+        assert body["model_id"] == mid and body["digest"] == family.digests[mid]
+    # verify a sample of members after the churn, each against its own fp32 reference
+    for mid in ids:
+        status, body, _ = ask(family.url, mid)
+        assert status == 200
+        for got, want in zip(body["outputs"], family.reference(mid), strict=True):
+            assert cosine(got, want) > 0.9999, mid
+        others = [o for o in ids if o != mid]
+        assert all(cosine(body["outputs"][0], family.reference(o)[0]) < 0.9999 for o in others)
+    status, info = get(f"{family.url}/info")
+    assert status == 200
+    assert info["family"] is True and info["held_bytes"] <= info["memory_budget_bytes"]
+    assert 1 <= len(info["held"]) <= 2
+    assert info["stats"]["evictions"] > 0 and info["stats"]["loads"] > len(ids)
+    assert info["stats"]["hits"] + info["stats"]["cold"] == info["stats"]["requests"]
+    assert info["stats"]["load_ms_p99"] is not None
