@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -180,44 +181,81 @@ def _base(service: str) -> str:
     return service.removesuffix("-serve-svc").removesuffix(CANARY_SUFFIX)
 
 
-def configured_weights(rule: Mapping[str, Any]) -> dict[str, int]:
-    """Each stable target's configured weight in a rule, whether or not a canary split it: a split writes
-    ``w × 1000`` across the target's two backends (config weights are at most 999)."""
-    refs = rule.get("backendRefs") or []
-    split = any(_is_canary(str(r.get("name", ""))) for r in refs)
-    totals: dict[str, int] = {}
-    for r in refs:
-        base = _base(str(r.get("name", "")))
-        totals[base] = totals.get(base, 0) + int(r.get("weight", 1))
-    return {b: (t // 1000 if split else t) for b, t in totals.items()}
+WEIGHTS_ANNOTATION = "eks-inference/configured-weights"
+"""On a route a rollout re-weighted: each target's configured weight (JSON), so that every later stage, and the route
+as configured at the end, is computed from config's weights rather than from an earlier stage's rounded ones."""
+MAX_WEIGHT = 999
+"""The AWS Load Balancer Controller refuses a backendRef weight above 999, the ALB's limit for a target group's weight
+in a forward action (``pkg/gateway/routeutils/backend.go``, ``maxWeight``), though Gateway API allows 1,000,000."""
+
+
+def configured_weights(route: Mapping[str, Any]) -> dict[str, dict[str, int]]:
+    """Per rule (by index, as a string), each stable target's configured weight: from the annotation a rollout left,
+    else the route's own weights (a route no rollout touched)."""
+    note = ((route.get("metadata") or {}).get("annotations") or {}).get(WEIGHTS_ANNOTATION)
+    if note:
+        return json.loads(note)  # type: ignore[no-any-return]
+    out: dict[str, dict[str, int]] = {}
+    for i, rule in enumerate((route.get("spec") or {}).get("rules") or []):
+        refs = rule.get("backendRefs") or []
+        if any(_is_canary(str(r.get("name", ""))) for r in refs):
+            raise ConfigError(f"HTTPRoute {route.get('metadata', {}).get('name')!r} has canary backends but no "
+                              f"{WEIGHTS_ANNOTATION} annotation; apply the route as configured (cdk deploy) first")
+        out[str(i)] = {_base(str(r.get("name", ""))): int(r.get("weight", 1)) for r in refs}
+    return out
+
+
+def _fit(weights: list[int]) -> list[int]:
+    """The same proportions in whole numbers of at most :data:`MAX_WEIGHT`, a non-zero weight staying non-zero."""
+    nonzero = [w for w in weights if w]
+    if not nonzero:
+        return weights
+    g = math.gcd(*nonzero)
+    out = [w // g for w in weights]
+    top = max(out)
+    if top > MAX_WEIGHT:
+        out = [0 if w == 0 else max(1, round(w * MAX_WEIGHT / top)) for w in out]
+    return out
 
 
 def weighted_route(route: Mapping[str, Any], canary_percent: float) -> dict[str, Any]:
     """The model's HTTPRoute with ``canary_percent`` of each rule's requests on the canary backends and the rest on
     the stable ones, each processor keeping its configured share on either side.
 
-    ``canary_percent`` 0 is the route as the stack renders it (configured weights, no canary); 100 sends everything
-    to the canary. Gateway API weights are whole numbers (``BackendRef.weight``, at most 1,000,000), so a split
-    writes stable ``w × (1000 − c)`` and canary ``w × c``, with ``c`` in tenths of a percent.
+    ``canary_percent`` 0 is the route exactly as the stack renders it (configured weights, no canary, no annotation);
+    100 sends everything to the canary. Stable gets ``w × (1000 − c)`` and canary ``w × c`` (``c`` in tenths of a
+    percent), reduced to at most :data:`MAX_WEIGHT` each.
     """
     if not 0 <= canary_percent <= 100:
         raise ConfigError(f"canary share {canary_percent!r} is not in [0, 100] percent")
+    configured = configured_weights(route)
     out = copy.deepcopy(dict(route))
     tenth = round(canary_percent * 10)
-    for rule in (out.get("spec") or {}).get("rules") or []:
+    for i, rule in enumerate((out.get("spec") or {}).get("rules") or []):
         old = rule.get("backendRefs") or []
         port = next((r.get("port") for r in old if r.get("port") is not None), None)
-        refs: list[dict[str, Any]] = []
-        for base, w in configured_weights(rule).items():
-            stable, canary = {"name": f"{base}-serve-svc", "port": port}, {
-                "name": f"{canary_name(base)}-serve-svc", "port": port}
+        names: list[str] = []
+        raw: list[int] = []
+        for base, w in configured.get(str(i), {}).items():
             if tenth == 0:
-                refs.append({**stable, "weight": w})
+                names.append(f"{base}-serve-svc")
+                raw.append(w)
                 continue
             if tenth < 1000:
-                refs.append({**stable, "weight": w * (1000 - tenth)})
-            refs.append({**canary, "weight": w * tenth})
-        rule["backendRefs"] = refs
+                names.append(f"{base}-serve-svc")
+                raw.append(w * (1000 - tenth))
+            names.append(f"{canary_name(base)}-serve-svc")
+            raw.append(w * tenth)
+        weights = raw if tenth == 0 else _fit(raw)
+        rule["backendRefs"] = [{"name": n, "port": port, "weight": w} for n, w in zip(names, weights, strict=True)]
+    meta = out.setdefault("metadata", {})
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != WEIGHTS_ANNOTATION}
+    if tenth:
+        annotations[WEIGHTS_ANNOTATION] = json.dumps(configured, sort_keys=True, separators=(",", ":"))
+    if annotations:
+        meta["annotations"] = annotations
+    else:
+        meta.pop("annotations", None)
     return out
 
 
