@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 
 from eks_inference.serving.local import LocalRay
-
 from tests.servers import START_CEILING_S, get, model_config, post
 
 pytestmark = pytest.mark.integration
