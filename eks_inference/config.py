@@ -988,6 +988,13 @@ class ImageBases:
             errs.add("images.neuron_base", self.neuron_base, "is not pinned by digest",
                      f"write <repository>:<tag>@sha256:<64 hex> (`{PIN_COMMAND}` resolves the tag and writes it), "
                      "or leave it out")
+        else:
+            sdk = re.search(r":[^@]*-sdk(\d+\.\d+\.\d+)-", self.neuron_base or "")
+            if sdk and sdk[1] != NEURON_SDK.version:
+                errs.add("images.neuron_base", self.neuron_base, f"is a Neuron SDK {sdk[1]} image, but "
+                         f"eks_inference/tables/neuron.py pins {NEURON_SDK.version} (the compiler the published "
+                         "artifacts are checked against)",
+                         f"run `{PIN_COMMAND}` to pin the SDK {NEURON_SDK.version} tag, or bump the table first")
         errs.raise_any()
 
 

@@ -18,6 +18,7 @@ from eks_inference.config import (
     ENVIRONMENTS_KEY,
     NEURON_BASE_TAG,
     ConfigError,
+    ImageBases,
     load_config,
     read_project_context,
 )
@@ -190,3 +191,16 @@ def test_the_trials_compile_step_requires_the_pinned_compilers_artifacts(tmp_pat
     wait, check = wait_commands("compile", ctx)
     assert wait[:4] == ["kubectl", "-n", "eks-inference", "wait"] and "eks-inference/role=compile" in wait
     assert check[1:] == ["-m", "eks_inference.cli", "preflight", "--env", "prod", "--artifacts-only"]
+
+
+def test_a_neuron_base_of_another_sdk_than_the_table_is_refused() -> None:
+    digest = "@sha256:" + "0" * 64
+    assert ImageBases(neuron_base=NEURON_BASE_TAG + digest).neuron_base == NEURON_BASE_TAG + digest
+    older = NEURON_BASE_TAG.replace(f"-sdk{NEURON_SDK.version}-", "-sdk2.29.0-") + digest
+    with pytest.raises(ConfigError) as e:
+        ImageBases(neuron_base=older)
+    (line,) = str(e.value).splitlines()
+    assert line == (f"images.neuron_base: {older!r} is a Neuron SDK 2.29.0 image, but eks_inference/tables/neuron.py "
+                    f"pins {NEURON_SDK.version} (the compiler the published artifacts are checked against); run "
+                    f"`python scripts/pin_base_images.py pin` to pin the SDK {NEURON_SDK.version} tag, or bump the "
+                    "table first")
