@@ -31,7 +31,8 @@ from eks_inference.k8s.rollout import (
 )
 from eks_inference.k8s.serving_chart import COMPILE_TARGET_LABEL as SERVING_COMPILE_TARGET_LABEL
 from eks_inference.k8s.serving_chart import plan_targets
-from eks_inference.ops.effects import route_effects
+from eks_inference.ops.effects import ray_service_effects, route_effects
+from eks_inference.ops.kube import expand_embedded
 from eks_inference.ops.rollout import (
     Rollout,
     StepFailed,
@@ -42,6 +43,7 @@ from eks_inference.ops.rollout import (
     read_state,
     state_path,
 )
+from eks_inference.ops.tree import diff
 from tests.unit.k8s_support import (
     GATEWAY_API_CRDS,
     IMAGES,
@@ -129,6 +131,19 @@ def test_the_canary_is_the_deployed_rayservice_with_the_new_revision_and_passes_
         assert {k: v for k, v in stable["spec"].items() if k != "serveConfigV2"} == {
             k: v for k, v in rs["spec"].items() if k != "serveConfigV2"}
         assert "status" not in stable and crd_errors(validator, stable) == []
+
+
+def test_the_promotion_changes_the_current_rayservice_in_place_without_a_new_cluster() -> None:
+    """GIVEN prod's RayServices WHEN the promotion gives them the new revision THEN what KubeRay compares for a new
+    cluster (the hashed view of ``rayClusterConfig``, reproduced in :mod:`eks_inference.ops.effects` from KubeRay
+    v1.7.0) is unchanged, and Serve rebuilds the model's application in place: no second set of Inferentia nodes."""
+    ray_services, _, _ = deployed()
+    for rs in ray_services:
+        after = stable_ray_service(rs, model="minilm", revision="v2", weights_sha256=None)
+        old, new = expand_embedded(rs), expand_embedded(after)
+        effects = ray_service_effects(old, new, diff(old, new))
+        assert [e.kind for e in effects] == ["serve-restart"], [e.text for e in effects]
+        assert "rebuilt" in effects[0].text
 
 
 def test_the_canary_has_a_compile_job_of_its_own_for_the_new_revision() -> None:
