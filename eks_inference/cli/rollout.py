@@ -48,7 +48,8 @@ def register(sub: Any) -> None:
         a.add_argument("--app-dir", type=Path, default=Path("."), help="directory holding cdk.json")
         if name in ("start", "promote", "rollback"):
             a.add_argument("--alerts-url", help="the workspace's Prometheus-compatible alerts endpoint "
-                                                "(.../workspaces/ID/api/v1/alerts); required unless --dry-run")
+                                                "(.../workspaces/ID/api/v1/alerts); start and promote need it "
+                                                "(not --dry-run)")
         if name == "start":
             a.add_argument("--revision", required=True, help="the weights revision to roll out (published under "
                                                              "models/MODEL/REVISION)")
@@ -110,12 +111,12 @@ def cmd_rollout(a: argparse.Namespace) -> int:
     if not config.front_door.enabled:
         raise ConfigError(f"front_door.enabled: false in {config.env_name!r}: a canary takes a slice of the model's "
                           "front-door route; enable the front door first")
-    if not a.alerts_url:
+    if not a.alerts_url and a.action != "rollback":
         raise ConfigError("--alerts-url: missing; give the workspace's alerts endpoint (aws amp describe-workspace "
                           "--workspace-id ID: prometheusEndpoint, then api/v1/alerts)")
     from eks_inference.ops.rollout_kube import KubeRolloutBackend
 
-    backend = KubeRolloutBackend(spec, alerts_url=a.alerts_url, region=config.region)
+    backend = KubeRolloutBackend(spec, alerts_url=a.alerts_url or "", region=config.region)
     controller = r.Rollout(state, backend, path, say=lambda m: print(f"rollout: {m}", flush=True))
     try:
         if a.action == "promote":
