@@ -96,9 +96,14 @@ def run_diff(args: argparse.Namespace) -> int:
                                f"{config.env_name!r}; run `make synth ENV={config.env_name}`")
             import boto3
 
-            cfn = boto3.session.Session(region_name=config.region).client("cloudformation")
+            session = boto3.session.Session(region_name=config.region)
+            cfn = session.client("cloudformation")
             old = deployed_templates(names, cfn)
             result = d.diff_templates(old, {n: new.templates.get(n) for n in names}, new.assets)
+            if result.notes:  # a new Neuron SDK: say which of its artifacts the deployed repository lacks
+                from eks_inference.ops.neuron_artifacts import deployed_lines
+
+                result.notes += deployed_lines(config, cfn, session.client("s3"))
         else:
             if len(args.assemblies) != 2:
                 raise OpsError("give two cloud assembly directories (OLD NEW), or --deployed -c env=NAME")

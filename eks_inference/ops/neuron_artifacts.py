@@ -17,10 +17,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from eks_inference.artifacts.manifests import MANIFEST
 from eks_inference.config import ModelSpec, PlatformConfig, Processor
-from eks_inference.storage import Store, join, open_store
+from eks_inference.ops.assembly import stack_names
+from eks_inference.storage import S3Store, Store, join, open_store
 from eks_inference.tables.neuron import NEURON_SDK, NeuronSdk
 
 INFERENTIA = Processor.INFERENTIA.value
@@ -108,6 +110,31 @@ def plan_lines(config: PlatformConfig, sdk: NeuronSdk = NEURON_SDK) -> list[str]
                        for g in config.enabled_node_groups if g.processor is Processor.INFERENTIA)
     return [f"Neuron SDK {sdk.version} (neuronx-cc {sdk.neuronx_cc}) for {', '.join(m.name for m in models)}: "
             f"compiled by the compile Jobs, then checked published, before any replica is waited on; {groups}"]
+
+
+def deployed_repository(cfn: Any, env_name: str) -> str | None:
+    """The deployed Inference stack's ``ModelRepositoryUri`` ("" when it has none); None when it does not exist."""
+    from botocore.exceptions import ClientError
+
+    try:
+        stack = cfn.describe_stacks(StackName=stack_names(env_name)[-1])["Stacks"][0]
+    except ClientError as e:
+        if "does not exist" in str(e):
+            return None
+        raise
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs") or []}
+    return str(outputs.get("ModelRepositoryUri") or "")
+
+
+def deployed_lines(config: PlatformConfig, cfn: Any, s3: Any, sdk: NeuronSdk = NEURON_SDK) -> list[str]:
+    """For ``diff --deployed`` of an SDK change: what the deployed environment's model repository lacks."""
+    uri = deployed_repository(cfn, config.env_name)
+    if not uri or not uri.startswith("s3://") or not neuron_models(config):
+        return []
+    missing = missing_artifacts(config, uri, sdk=sdk, store=S3Store(uri, client=s3))
+    if not missing:
+        return [f"compiled artifacts for Neuron SDK {sdk.version} are published in {uri} for every model on inf2"]
+    return [m.line() for m in missing]
 
 
 def sdk_change_lines(old_sdk: str | None, new_sdk: str | None, models: Sequence[str]) -> list[str]:

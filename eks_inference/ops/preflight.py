@@ -28,7 +28,7 @@ from eks_inference.config import (
 )
 from eks_inference.k8s.load_test_nodes import load_test_node_group
 from eks_inference.ops.assembly import DEFAULT_BOOTSTRAP_PARAMETER, Assembly, stack_names
-from eks_inference.ops.neuron_artifacts import missing_artifacts, neuron_models
+from eks_inference.ops.neuron_artifacts import deployed_repository, missing_artifacts, neuron_models
 from eks_inference.tables.neuron import NEURON_AMI_RELEASE, NEURON_AMIS, NEURON_SDK, driver_gap
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
@@ -399,17 +399,7 @@ def check_neuron_ami(ctx: Context, aws: Clients | None = None) -> list[Check]:
 
 def repository_uri(ctx: Context, aws: Clients) -> str | None:
     """The deployed Inference stack's ``ModelRepositoryUri``; None when that stack does not exist."""
-    from botocore.exceptions import ClientError
-
-    name = stack_names(ctx.config.env_name)[-1]
-    try:
-        stack = aws("cloudformation").describe_stacks(StackName=name)["Stacks"][0]
-    except ClientError as e:
-        if "does not exist" in str(e):
-            return None
-        raise
-    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs") or []}
-    return outputs.get("ModelRepositoryUri") or ""
+    return deployed_repository(aws("cloudformation"), ctx.config.env_name)
 
 
 def check_neuron_artifacts(ctx: Context, aws: Clients) -> list[Check]:

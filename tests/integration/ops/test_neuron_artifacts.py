@@ -24,8 +24,8 @@ from eks_inference.ops import preflight as pf
 from eks_inference.ops.assembly import stack_names
 from eks_inference.ops.neuron_artifacts import compile_command, neuron_models
 from eks_inference.ops.project import availability_zones, platform_config, read_context
-from eks_inference.tables.neuron import NEURON_SDK
-from tests.conftest import ROOT
+from eks_inference.tables.neuron import NEURON_METADATA, NEURON_SDK
+from tests.conftest import ROOT, Assembly
 
 pytestmark = pytest.mark.integration
 EI = ROOT / ".venv" / "bin" / "eks-inference"
@@ -126,3 +126,39 @@ def test_refused_until_the_new_sdks_artifact_is_published(moto: str, tmp_path: P
                          f"{NEURON_SDK.version})")
     proc = run_cli(cli, moto)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_diff_of_a_new_sdk_names_what_the_deployed_repository_lacks(moto: str, tmp_path: Path,
+                                                                   assemblies: dict[str, Assembly]) -> None:
+    """Deployed: an Inference stack whose template records SDK 2.29.0; synthesized: dev as it is now."""
+    region, bucket = "eu-north-1", "eks-inference-dev-models-neuron"
+    boto3.client("s3", region_name=region).create_bucket(
+        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
+    template: dict[str, Any] = {
+        "Metadata": {NEURON_METADATA: {"sdk": "2.29.0", "neuronx_cc": OLD_COMPILER, "models": ["minilm"]}},
+        "Resources": {"Marker": {"Type": "AWS::SSM::Parameter",
+                                 "Properties": {"Type": "String", "Value": "x", "Name": "/eks-inference/dev"}}},
+        "Outputs": {"ModelRepositoryUri": {"Value": f"s3://{bucket}"}}}
+    boto3.client("cloudformation", region_name=region).create_stack(StackName=stack_names("dev")[-1],
+                                                                     TemplateBody=json.dumps(template))
+    (model,) = neuron_models(context().config)
+    old = artifact_dir(tmp_path / "old", compiler=OLD_COMPILER, weights=str(model.weights_sha256), key="inf-old")
+    publish_artifact(old, f"s3://{bucket}", endpoint_url=moto)
+    cli = ["diff", "--deployed", "-c", "env=dev", "-c", f"region={region}", "--assembly",
+           str(assemblies["dev"].path), "--format", "json"]
+
+    proc = run_cli(cli, moto)
+    assert proc.returncode == 1, proc.stderr
+    change, missing = json.loads(proc.stdout)["notes"]
+    assert change.startswith(f"Neuron SDK 2.29.0 → {NEURON_SDK.version}: compiled artifacts for SDK "
+                             f"{NEURON_SDK.version} are needed for model 'minilm'")
+    assert missing.startswith(f"compiled artifacts for Neuron SDK {NEURON_SDK.version} (neuronx-cc "
+                              f"{NEURON_SDK.neuronx_cc}) missing for model 'minilm' revision 'v1' (published: "
+                              f"neuronx-cc {OLD_COMPILER}): run `eks-inference compile s3://{bucket}/models/minilm/v1 ")
+
+    new = artifact_dir(tmp_path / "new", compiler=NEURON_SDK.neuronx_cc, weights=str(model.weights_sha256),
+                       key="inf-new")
+    publish_artifact(new, f"s3://{bucket}", endpoint_url=moto)
+    text = run_cli(cli[:-2], moto).stdout
+    assert (f"! compiled artifacts for Neuron SDK {NEURON_SDK.version} are published in s3://{bucket} for every "
+            "model on inf2") in text.splitlines()
