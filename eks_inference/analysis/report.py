@@ -725,6 +725,11 @@ def steps_table(summaries: Sequence[Mapping[str, Any]], *, title: str = "Steps")
             notes.append(", ".join(f"{k}={v}" for k, v in s["errors_by_kind"].items()))
         if "slo_reason" in s:
             notes.append(("✔ " if s["slo_met"] else "✘ ") + s["slo_reason"])
+        models = s.get("models")
+        if models:
+            cold, warm = models["cold_ms"]["p99"], models["warm_ms"]["p99"]
+            notes.append(f"models: hit ratio {models['hit_ratio']:.1%}, {models['load_rate_per_s']:.2f} loads/s, "
+                         f"cold p99 {_fmt(cold, ',.1f')} ms ({models['cold']:,}), warm p99 {_fmt(warm, ',.1f')} ms")
         srv = _server_cells(s)
         if (s.get("server") or {}).get("status") in ("ok", "partial"):
             notes.append(f"server: net+proxy {srv[1]} / queue {srv[2]} / model {srv[3]} ms, batch {srv[5]}")

@@ -29,6 +29,12 @@ from typing import Any
 from eks_inference.config import ConfigError
 from eks_inference.storage import Store
 
+MODEL_ID_HEADER = "serve_multiplexed_model_id"
+"""The request header naming the member: Ray Serve's own multiplexing header (ray/serve/_private/constants.py,
+``SERVE_MULTIPLEXED_MODEL_ID``), so Serve's router can prefer replicas that hold the member."""
+COLD_HEADER = "x-eks-inference-cold"
+"""Set by a family's replica on every answer: ``1`` when the request waited for its member to load on that replica
+(a cold request), ``0`` when the member was held. The load tester splits latency on it."""
 INDEX_DIR = "index"
 MEMBERS_DIR = "members"
 INDEX_FORMAT = 1

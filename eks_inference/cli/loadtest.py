@@ -40,6 +40,7 @@ from eks_inference.costs import parse_fractions as parse_placement
 from eks_inference.loadgen import provenance, readiness, runner
 from eks_inference.loadgen.client import Engine, parse_endpoint
 from eks_inference.loadgen.host import pin_client
+from eks_inference.loadgen.model_mix import default_ids
 from eks_inference.loadgen.payloads import Payload, generate_payloads, load_payload_file, parse_length_dist
 from eks_inference.loadgen.run_config import RunConfig, SearchSpec, parse_concurrencies, parse_fractions, parse_rates
 from eks_inference.measure import results
@@ -166,7 +167,13 @@ def _register_run(sub: Any) -> None:
     g.add_argument("--text-length", default="uniform:8-64",
                    help="generated words per text: fixed:N, uniform:LOW-HIGH or normal:MEAN,SD")
     g.add_argument("--inputs-per-request", type=int, default=1, help="generated texts per request")
-    g.add_argument("--seed", type=int, default=0, help="seed for generated texts and Poisson arrivals")
+    g.add_argument("--seed", type=int, default=0, help="seed for generated texts, Poisson arrivals and the model mix")
+    g.add_argument("--models", type=int, metavar="N",
+                   help="a family target: spread requests over N members m000..m(N-1) (as make demo-family publishes "
+                        "them), each named in the header serve_multiplexed_model_id; latency is also split cold/warm")
+    g.add_argument("--model-ids", metavar="ID,ID,...", help="a family target: these members, hottest first")
+    g.add_argument("--model-mix", default="uniform", metavar="uniform|zipf:S",
+                   help="how requests spread over the members (default uniform; zipf:1.1 is typical of tenants)")
     g = p.add_argument_group("SLO search")
     g.add_argument("--slo-p99-ms", type=float, help="latency target; recorded for the report")
     g.add_argument("--search", action="store_true",
@@ -368,6 +375,7 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
         repeats=getattr(a, "repeats", 1), budget_s=getattr(a, "budget", None),
         drain_s=_drain(getattr(a, "drain", None), getattr(a, "repeats", 1)),
         slo_percentile=getattr(a, "slo_percentile", "p99"),
+        model_ids=_model_ids(a), model_mix=getattr(a, "model_mix", "uniform"),
     )
     if config.clients > 1:
         if not a.run_id:
@@ -377,6 +385,17 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
             raise ConfigError(f"--out {config.out}: with --clients {config.clients} every client would write this "
                               "one file; give a directory or s3:// prefix")
     return config
+
+
+def _model_ids(a: argparse.Namespace) -> tuple[str, ...]:
+    models, ids = getattr(a, "models", None), getattr(a, "model_ids", None)
+    if models is not None and ids:
+        raise ConfigError("--models and --model-ids: give one (N members m000.., or the ids themselves)")
+    if ids:
+        return tuple(i.strip() for i in ids.split(",") if i.strip())
+    if getattr(a, "model_mix", "uniform") != "uniform" and models is None:
+        raise ConfigError("--model-mix: only for a family target; add --models N or --model-ids")
+    return tuple(default_ids(models)) if models is not None else ()
 
 
 def _interval_lines(config: RunConfig, outcome: runner.RunOutcome) -> list[str]:

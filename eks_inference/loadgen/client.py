@@ -20,13 +20,14 @@ import asyncio
 import json
 import ssl as ssl_lib
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from eks_inference import __version__
+from eks_inference.artifacts.family_index import COLD_HEADER
 from eks_inference.config import ConfigError
 
 Callback = Callable[[int, "str | None", float], None]
@@ -36,6 +37,8 @@ USER_AGENT = f"eks-inference-loadtest/{__version__}"
 MAX_HEAD_BYTES = 64 * 1024
 IDLE_S = 2.0
 MAX_CONNECTING = 16
+_COLD = COLD_HEADER.encode()
+_COLD_NEEDLE = b"\r\n" + _COLD + b":"
 """Connections being opened at once. A burst (the loop woke late, a server stall ended) would otherwise
 open one connection per queued request, and opening them costs more than the requests: the client
 falls further behind and opens yet more. Queued requests keep their intended send time either way."""
@@ -122,13 +125,15 @@ def parse_endpoint(url: str) -> Endpoint:
     return Endpoint(url=url_base, scheme=parts.scheme, host=parts.hostname, port=port, base_path=base)
 
 
-def build_request(endpoint: Endpoint, body: bytes) -> bytes:
+def build_request(endpoint: Endpoint, body: bytes, headers: Mapping[str, str] | None = None) -> bytes:
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
     head = (
         f"POST {endpoint.predict_path} HTTP/1.1\r\n"
         f"Host: {endpoint.host_header}\r\n"
         f"User-Agent: {USER_AGENT}\r\n"
         "Content-Type: application/json\r\n"
         "Accept: application/json\r\n"
+        f"{extra}"
         f"Content-Length: {len(body)}\r\n\r\n"
     )
     return head.encode("latin-1") + body
@@ -162,6 +167,9 @@ class ClientCounters:
 class HttpClient(Protocol):
     counters: ClientCounters
     limit: int
+    reply_cold: bool | None
+    """Of the reply whose callback runs now: whether a family's replica loaded the member for it (its
+    ``x-eks-inference-cold`` header); None when the target sent no such header."""
 
     def submit(self, index: int, callback: Callback, *, counted: bool = True) -> None: ...
 
@@ -201,6 +209,7 @@ class _Conn(asyncio.Protocol):
         self.cbuf = bytearray()
         self.chunk_left = 0
         self.in_trailer = False
+        self.cold: bool | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -254,6 +263,8 @@ class _Conn(asyncio.Protocol):
             return False
         lower = head.lower()
         http10 = head[5:8] == b"1.0"
+        cold = _header(lower, _COLD) if _COLD_NEEDLE in lower else None
+        self.cold = None if cold is None else cold.strip() == b"1"
         if b"\r\nconnection:" in lower:
             conn = _header(lower, b"connection") or b""
             self.close_after = b"close" in conn or (http10 and b"keep-alive" not in conn)
@@ -309,11 +320,13 @@ class _Conn(asyncio.Protocol):
         req = self.req
         assert req is not None
         status = self.status
+        cold = self.cold
         reusable = not self.close_after and not leftover
         self.req = None
         self._reset()
         req.done = True
         self.client._finished(self, reusable)
+        self.client.reply_cold = cold
         kind = http_error_kind(status)
         if kind is not None:
             self.client.counters.note_error(kind, f"HTTP {status} from {self.client.endpoint.predict_url}")
@@ -358,7 +371,8 @@ class FastHttpClient:
     """
 
     def __init__(
-        self, endpoint: Endpoint, bodies: Sequence[bytes], *, limit: int, timeout_s: float, idle_s: float = IDLE_S
+        self, endpoint: Endpoint, bodies: Sequence[bytes], *, limit: int, timeout_s: float, idle_s: float = IDLE_S,
+        headers: Sequence[Mapping[str, str] | None] | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.loop = asyncio.get_running_loop()
@@ -366,7 +380,9 @@ class FastHttpClient:
         self.timeout_s = timeout_s
         self.idle_s = idle_s
         self.counters = ClientCounters()
-        self._wire = [build_request(endpoint, b) for b in bodies]
+        self.reply_cold: bool | None = None
+        self._wire = [build_request(endpoint, b, h) for b, h in zip(bodies, headers or [None] * len(bodies),
+                                                                    strict=True)]
         self._idle: list[_Conn] = []
         self._pending: deque[_Req] = deque()
         self._deadlines: deque[_Req] = deque()
@@ -526,9 +542,12 @@ class FastHttpClient:
 class AiohttpClient:
     """The same interface on aiohttp: one task per request, aiohttp's pool and timeouts."""
 
-    def __init__(self, endpoint: Endpoint, bodies: Sequence[bytes], *, limit: int, timeout_s: float) -> None:
+    def __init__(self, endpoint: Endpoint, bodies: Sequence[bytes], *, limit: int, timeout_s: float,
+                 headers: Sequence[Mapping[str, str] | None] | None = None) -> None:
         import aiohttp
 
+        self.reply_cold: bool | None = None
+        self._headers = list(headers) if headers is not None else [None] * len(bodies)
         self.endpoint = endpoint
         self.loop = asyncio.get_running_loop()
         self.counters = ClientCounters()
@@ -561,13 +580,15 @@ class AiohttpClient:
         task.add_done_callback(self._tasks.discard)
 
     async def _one(self, index: int, callback: Callback, counted: bool = True) -> None:
-        status, kind = 0, None
+        status, kind, cold = 0, None, None
         if counted and self._sem.locked():
             self.counters.waited_for_connection += 1
         try:
-            async with self._sem, self._session.post(self.endpoint.predict_url, data=self._bodies[index]) as r:
+            async with self._sem, self._session.post(self.endpoint.predict_url, data=self._bodies[index],
+                                                     headers=self._headers[index]) as r:
                 await r.read()
                 status = r.status
+                cold = r.headers.get(COLD_HEADER)
                 kind = http_error_kind(status)
                 if kind is not None:
                     self.counters.note_error(kind, f"HTTP {status} from {self.endpoint.predict_url}")
@@ -578,6 +599,7 @@ class AiohttpClient:
             kind = exception_kind(e)
             self.counters.note_error(kind, f"{type(e).__name__}: {e}")
         self.counters.in_flight -= 1
+        self.reply_cold = None if cold is None else cold.strip() == "1"
         callback(status, kind, self.loop.time())
 
     async def aclose(self) -> None:
@@ -592,12 +614,14 @@ class Engine(str, Enum):
 
 
 def open_client(
-    engine: Engine, endpoint: Endpoint, bodies: Sequence[bytes], *, limit: int, timeout_s: float
+    engine: Engine, endpoint: Endpoint, bodies: Sequence[bytes], *, limit: int, timeout_s: float,
+    headers: Sequence[Mapping[str, str] | None] | None = None,
 ) -> HttpClient:
-    """A client on the running loop (call from inside a coroutine)."""
+    """A client on the running loop (call from inside a coroutine); ``headers`` (default none) adds request headers
+    per body (a family's model id)."""
     if engine is Engine.AIOHTTP:
-        return AiohttpClient(endpoint, bodies, limit=limit, timeout_s=timeout_s)
-    return FastHttpClient(endpoint, bodies, limit=limit, timeout_s=timeout_s)
+        return AiohttpClient(endpoint, bodies, limit=limit, timeout_s=timeout_s, headers=headers)
+    return FastHttpClient(endpoint, bodies, limit=limit, timeout_s=timeout_s, headers=headers)
 
 
 async def fetch_info(endpoint: Endpoint, *, timeout_s: float = 5.0) -> tuple[dict[str, Any] | None, str | None]:

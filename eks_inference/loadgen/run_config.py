@@ -15,6 +15,7 @@ from typing import Any
 
 from eks_inference.config import ConfigError
 from eks_inference.loadgen.client import Engine
+from eks_inference.loadgen.model_mix import check_ids, parse_mix
 from eks_inference.measure.repeats import SLO_PERCENTILES
 from eks_inference.measure.schedule import RateSchedule, Segment
 from eks_inference.measure.spec import Arrival, Mode, StepSpec, TargetInfo
@@ -189,6 +190,9 @@ class RunConfig:
         fixed ``rates``; its duration is the schedule's, the first ``warmup_s`` of it unmeasured. Default none.
     :param sample_replicas: ask ``URL/info`` once a second during each step for the replicas the target reports
         (at most one request in flight, on a connection of its own); default off.
+    :param model_ids: a family's member ids, hottest first; each request names one in Serve's model-id header, drawn
+        with ``model_mix`` from ``seed``. Default none: the target is one model.
+    :param model_mix: ``uniform`` (default) or ``zipf:S``.
     """
 
     url: str
@@ -225,6 +229,10 @@ class RunConfig:
     budget_s: float | None = None
     drain_s: float = 0.0
     slo_percentile: str = "p99"
+    model_ids: tuple[str, ...] = ()
+    """A family's members to send requests to, hottest first; empty: the target is one model."""
+    model_mix: str = "uniform"
+    """How requests spread over ``model_ids`` (:mod:`eks_inference.loadgen.model_mix`), drawn from ``seed``."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -308,6 +316,9 @@ class RunConfig:
             raise ConfigError(f"--budget: {self.budget_s:g} must be in [0, 86400] seconds, e.g. 300")
         if not 0 <= self.drain_s <= 600:
             raise ConfigError(f"--drain: {self.drain_s:g} must be in [0, 600] seconds, e.g. 1")
+        if self.model_ids:
+            check_ids(self.model_ids)
+            parse_mix(self.model_mix)
         if self.slo_percentile not in SLO_PERCENTILES:
             raise ConfigError(f"--slo-percentile: {self.slo_percentile!r} is not one of "
                               f"{', '.join(SLO_PERCENTILES)}")

@@ -41,6 +41,7 @@ from typing import Any, Protocol
 
 from eks_inference.loadgen.client import ErrorKind, HttpClient, fetch_info, open_client, parse_endpoint
 from eks_inference.loadgen.host import HostSampler, ServerOnHost, locate_server
+from eks_inference.loadgen.model_mix import draw, parse_mix, request_headers
 from eks_inference.loadgen.payloads import Payload
 from eks_inference.loadgen.replicas import ReplicaSampler
 from eks_inference.loadgen.run_config import RunConfig, SearchSpec, rates_from_capacity
@@ -123,10 +124,12 @@ class RunOutcome:
     calibration: Mapping[str, Any] | None = None
 
 
-def _record(rec: StepRecorder, latency_s: float, at: float, inferences: int, kind: str | None) -> None:
-    """One reply, completed at epoch ``at``: an answer (``kind`` None) or an error of that kind."""
+def _record(rec: StepRecorder, latency_s: float, at: float, inferences: int, kind: str | None,
+            cold: bool | None = None) -> None:
+    """One reply, completed at epoch ``at``: an answer (``kind`` None; ``cold`` as a family's replica marked it) or
+    an error of that kind."""
     if kind is None:
-        rec.record_ok(latency_s, at, inferences)
+        rec.record_ok(latency_s, at, inferences, cold)
     else:
         rec.record_error(kind, at)
 
@@ -251,7 +254,7 @@ class _Step(abc.ABC):
     def _record_measured(self, t_start: float, inferences: int, kind: str | None, t_done: float) -> float:
         """Record one measured reply; returns its completion time in epoch seconds."""
         at = self.epoch(t_done)
-        _record(self.rec, t_done - t_start, at, inferences, kind)
+        _record(self.rec, t_done - t_start, at, inferences, kind, self.client.reply_cold)
         return at
 
     def _finish_scheduling(self, window_end: float | None) -> None:
@@ -771,12 +774,19 @@ async def run(
     info, info_error = await fetch_info(endpoint, timeout_s=min(5.0, config.timeout_s))
     reader = StepReader(info, reads=config.client_index == 0, pauses=config.clients > 1) if server_metrics else None
     inferences = [len(p.inputs) for p in payloads]
+    bodies = [p.body for p in payloads]
+    headers = None
+    if config.model_ids:  # a family: request k names the k-th id of a seeded draw (each client its own)
+        ids = draw(parse_mix(config.model_mix), config.model_ids, seed=config.seed * 7919 + config.client_index)
+        inferences = [len(payloads[k % len(payloads)].inputs) for k in range(len(ids))]
+        bodies = [payloads[k % len(payloads)].body for k in range(len(ids))]
+        headers = request_headers(ids)
     steps: list[StepOutcome] = []
     notes: list[str] = []
     status, error = "complete", None
     first_limit = config.connection_limit(config.sweep()[0]) if config.sweep() else 64
-    client = open_client(config.engine, endpoint, [p.body for p in payloads], limit=first_limit,
-                         timeout_s=config.timeout_s)
+    client = open_client(config.engine, endpoint, bodies, limit=first_limit, timeout_s=config.timeout_s,
+                         headers=headers)
 
     calibration: dict[str, Any] | None = None
 

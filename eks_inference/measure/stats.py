@@ -214,6 +214,11 @@ class StepStats:
     last_completion: float
     last_ok: float
     series: tuple[SecondBucket, ...] = field(default_factory=tuple)
+    cold: int = 0
+    """Of ``ok``: answers a family's replica marked cold (it loaded the member for them)."""
+    cold_hist: str | None = None
+    """Latency of the cold answers, and of the warm ones below; None when the target marks none (not a family)."""
+    warm_hist: str | None = None
 
     @property
     def errors(self) -> int:
@@ -233,6 +238,8 @@ class StepStats:
             "last_completion": self.last_completion,
             "last_ok": self.last_ok,
             "series": [b.to_dict() for b in self.series],
+            **({"family": {"cold": self.cold, "cold_hist": self.cold_hist, "warm_hist": self.warm_hist}}
+               if self.cold_hist is not None else {}),
         }
 
     @staticmethod
@@ -254,6 +261,9 @@ class StepStats:
             last_completion=float(d["last_completion"]),
             last_ok=float(d["last_ok"]),
             series=tuple(SecondBucket.from_dict(b) for b in d.get("series", [])),
+            cold=int((d.get("family") or {}).get("cold", 0)),
+            cold_hist=(d.get("family") or {}).get("cold_hist"),
+            warm_hist=(d.get("family") or {}).get("warm_hist"),
         )
 
 
@@ -283,6 +293,9 @@ class StepRecorder:
         self._sec_err = 0
         self._sec_sum = 0
         self._sec_max = 0
+        self.cold = 0
+        self._cold: FastRecorder | None = None
+        self._warm: FastRecorder | None = None
 
     @property
     def errors(self) -> int:
@@ -302,13 +315,16 @@ class StepRecorder:
                                          latency_sum_us=self._sec_sum, latency_max_us=self._sec_max))
         self._sec_ok = self._sec_err = self._sec_sum = self._sec_max = 0
 
-    def record_ok(self, latency_s: float, t_done: float, inferences: int = 1) -> None:
+    def record_ok(self, latency_s: float, t_done: float, inferences: int = 1, cold: bool | None = None) -> None:
+        """``cold``: a family's replica marked the answer cold (True) or warm (False); None: no such mark."""
         us = int(latency_s * 1e6 + 0.5)  # to_us(), inlined: this runs once per response
         if us < 0:
             us = 0
         elif us > HIST_HIGHEST_US:
             us = HIST_HIGHEST_US
         self._lat.record(us)
+        if cold is not None:
+            self._split(us, cold)
         if self.max_us is None or us > self.max_us:
             self.max_us = us
         if self.min_us is None or us < self.min_us:
@@ -326,6 +342,15 @@ class StepRecorder:
             self.last_completion = t_done
         if t_done > self.last_ok:
             self.last_ok = t_done
+
+    def _split(self, us: int, cold: bool) -> None:
+        if self._cold is None or self._warm is None:
+            self._cold, self._warm = FastRecorder(new_histogram()), FastRecorder(new_histogram())
+        if cold:
+            self.cold += 1
+            self._cold.record(us)
+        else:
+            self._warm.record(us)
 
     def record_error(self, kind: str, t_done: float) -> None:
         self.errors_by_kind[kind] = self.errors_by_kind.get(kind, 0) + 1
@@ -362,6 +387,9 @@ class StepRecorder:
             last_completion=self.last_completion,
             last_ok=self.last_ok,
             series=tuple(self._series),
+            cold=self.cold,
+            cold_hist=encode(self._cold.histogram()) if self._cold is not None else None,
+            warm_hist=encode(self._warm.histogram()) if self._warm is not None else None,
         )
 
 

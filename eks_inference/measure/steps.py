@@ -127,8 +127,34 @@ def summarize(steps: Sequence[ClientStep]) -> dict[str, Any]:
         "contended": contended,
         "contention": contention,
     }
+    models = family_split(steps, throughput)
+    if models is not None:
+        summary["models"] = models
     return add_step_intervals(summary, hist, percentiles=PERCENTILES, per_second_ok=_second_counts(steps),
                               min_us=min(mins) if mins else None, max_us=max(maxs) if maxs else None)
+
+
+def family_split(steps: Sequence[ClientStep], throughput_rps: float) -> dict[str, Any] | None:
+    """A family target's answers split cold (the replica loaded the member for it) and warm, merged exactly across
+    clients; None when the target marked none (a single model). ``load_rate_per_s`` is the rate of cold answers,
+    the loads the mix forced; ``hit_ratio`` the share of warm answers."""
+    marked = [st for st in steps if st.stats.cold_hist is not None]
+    if not marked:
+        return None
+    ok = sum(st.stats.ok for st in marked)
+    cold = sum(st.stats.cold for st in marked)
+    cold_hist = merge(st.stats.cold_hist or "" for st in marked)
+    warm_hist = merge(st.stats.warm_hist or "" for st in marked)
+
+    def ms(hist: Any) -> dict[str, float | None]:
+        if hist.get_total_count() == 0:
+            return {"p50": None, "p99": None}
+        p = percentiles_us(hist)
+        return {"p50": p["p50"] / 1000.0, "p99": p["p99"] / 1000.0}
+
+    return {"cold": cold, "warm": ok - cold, "hit_ratio": (ok - cold) / ok if ok else None,
+            "load_rate_per_s": throughput_rps * cold / ok if ok else 0.0,
+            "cold_ms": ms(cold_hist), "warm_ms": ms(warm_hist)}
 
 
 def _second_counts(steps: Sequence[ClientStep]) -> list[int]:

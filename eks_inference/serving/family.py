@@ -37,6 +37,7 @@ from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from eks_inference import metric_names as names
+from eks_inference.artifacts.family_index import COLD_HEADER, MODEL_ID_HEADER
 from eks_inference.runtime.bucketing import split_sizes
 from eks_inference.serving.access_log import AccessLog, sample_from_env
 from eks_inference.serving.api import ApiError, check_content_length, parse_predict_body
@@ -53,8 +54,6 @@ from eks_inference.serving.serve_config import (
 
 log = logging.getLogger("ray.serve")
 
-MODEL_ID_HEADER = "serve_multiplexed_model_id"
-COLD_HEADER = "x-eks-inference-cold"
 INDEX_TTL_S = 30.0
 """How long a replica trusts its copy of the index for ids it knows (a re-published member's new revision is seen
 within this); an unknown id re-reads it at once."""

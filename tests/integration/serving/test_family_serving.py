@@ -164,3 +164,30 @@ def test_churn_under_a_model_mix_never_serves_a_wrong_models_answer(family: Fami
     assert info["stats"]["evictions"] > 0 and info["stats"]["loads"] > len(ids)
     assert info["stats"]["hits"] + info["stats"]["cold"] == info["stats"]["requests"]
     assert info["stats"]["load_ms_p99"] is not None
+
+
+def test_loadtest_run_speaks_the_family(family: Family, tmp_path: Path) -> None:
+    """``loadtest run --model-ids ... --model-mix zipf:1.1``: every request names a member in Serve's header, and the
+    step's latency is split cold / warm on the replica's own mark, with the load rate."""
+    import json
+
+    from tests.integration.loadtest.conftest import cli
+
+    for mid in ("m0", "m1", "m2", "m3"):
+        if mid not in family.digests:
+            family.digests[mid] = publish_member(family.dirs[mid], family.repo, family=NAME, model_id=mid,
+                                                 task="embedding", endpoint_url=family.endpoint).digest
+    r = cli("loadtest", "run", "--url", family.url, "--mode", "closed", "--concurrency", "4", "--requests", "80",
+            "--warmup", "0", "--model-ids", "m0,m1,m2,m3", "--model-mix", "zipf:1.1", "--seed", "3",
+            "--no-progress", "--out", f"{tmp_path}/", "--json", "--sample-replicas", "off", timeout=600)
+    assert r.returncode == 0, r.stderr
+    (summary,) = json.loads(r.stdout)
+    models = summary["models"]
+    assert summary["errors"] == 0
+    assert models["cold"] + models["warm"] == summary["ok"] == 80
+    assert models["cold"] >= 1 and models["warm"] >= 1  # room for two of four members: both kinds occur
+    assert models["cold_ms"]["p99"] is not None and models["load_rate_per_s"] > 0
+    assert abs(models["hit_ratio"] - models["warm"] / 80) < 1e-9
+    bad = cli("loadtest", "run", "--url", family.url, "--requests", "5", "--concurrency", "1", "--mode", "closed",
+              "--model-mix", "zipf:1.1", "--out", f"{tmp_path}/x/")
+    assert bad.returncode == 2 and "--model-mix: only for a family target" in bad.stderr
