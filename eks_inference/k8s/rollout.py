@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from eks_inference.config import ConfigError
+from eks_inference.config import ConfigError, ModelSpec
 
 CANARY_SUFFIX = "-canary"
 ROLLOUT_LABEL = "eks-inference/rollout"
@@ -33,8 +33,29 @@ cdk8s, which the operator's commands would otherwise load for a few names."""
 _SERVER_FIELDS = ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields", "selfLink")
 
 
+MAX_RAY_SERVICE_NAME = 47
+"""KubeRay refuses a longer RayService name: its RayCluster adds six characters and ``-serve-svc`` must still fit a
+DNS label (ray-project/kuberay v1.7.0 ``ray-operator/controllers/ray/utils/constant.go``, ``MaxRayServiceNameLength``;
+``validation.go``, ``ValidateRayServiceMetadata``)."""
+
+
 def canary_name(target_name: str) -> str:
     return f"{target_name}{CANARY_SUFFIX}"
+
+
+def canary_names(model: ModelSpec) -> list[str]:
+    """The canary RayService of each of the model's targets (``<model>-<processor>``, as
+    :func:`eks_inference.k8s.serving_chart.service_name` names the targets)."""
+    return [canary_name(f"{model.name}-{p.value}") for p in model.processors]
+
+
+def check_canary_names(model: ModelSpec) -> None:
+    """One line per canary name KubeRay would refuse."""
+    long = [n for n in canary_names(model) if len(n) > MAX_RAY_SERVICE_NAME]
+    if long:
+        raise ConfigError(*(f"model {model.name!r}: its canary RayService {n!r} has {len(n)} characters, over "
+                            f"KubeRay's {MAX_RAY_SERVICE_NAME}; shorten the model's name to roll it out"
+                            for n in long))
 
 
 def _model_app(config: Mapping[str, Any], model: str) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from eks_inference.config import ConfigError, PlatformConfig
-from eks_inference.k8s.rollout import weighted_route
+from eks_inference.k8s.rollout import check_canary_names, weighted_route
 from eks_inference.observability.rules import rules_for
 from eks_inference.ops.effects import route_effects
 
@@ -193,6 +193,7 @@ def new_state(config: PlatformConfig, model: str, revision: str, *, weights_sha2
     if spec is None:
         raise ConfigError(f"--model: {model!r} is not served in {config.env_name!r}; use one of "
                           f"{', '.join(m.name for m in config.models)}")
+    check_canary_names(spec)
     if revision == spec.revision:
         raise ConfigError(f"--revision: {revision!r} is the revision {model!r} already serves; name the new one")
     r = config.rollout

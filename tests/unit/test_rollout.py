@@ -21,6 +21,7 @@ from eks_inference.k8s.rollout import (
     COMPILE_TARGET_LABEL,
     MAX_WEIGHT,
     canary_compile_job,
+    canary_names,
     canary_ray_service,
     canary_share,
     canary_target_group,
@@ -30,7 +31,7 @@ from eks_inference.k8s.rollout import (
     weighted_route,
 )
 from eks_inference.k8s.serving_chart import COMPILE_TARGET_LABEL as SERVING_COMPILE_TARGET_LABEL
-from eks_inference.k8s.serving_chart import plan_targets
+from eks_inference.k8s.serving_chart import plan_targets, service_name
 from eks_inference.ops.effects import ray_service_effects, route_effects
 from eks_inference.ops.kube import expand_embedded
 from eks_inference.ops.rollout import (
@@ -99,6 +100,13 @@ def test_each_environment_says_how_it_rolls_out_and_gates_on_alerts_its_rules_de
 
 def test_a_rollout_names_a_served_model_and_a_new_revision() -> None:
     cfg = config("dev")
+    assert canary_names(cfg.models[0]) == [f"{service_name(cfg.models[0], p)}-canary" for p in cfg.models[0].processors]
+    long = config("dev", models=[{"name": "a-model-name-of-thirty-three-char", "processors": ["inferentia"]}])
+    with pytest.raises(ConfigError) as e:
+        new_state(long, "a-model-name-of-thirty-three-char", "v2")
+    assert list(e.value.errors) == ["model 'a-model-name-of-thirty-three-char': its canary RayService "
+                              "'a-model-name-of-thirty-three-char-inferentia-canary' has 51 characters, over KubeRay's "
+                              "47; shorten the model's name to roll it out"]
     with pytest.raises(ConfigError, match="--model: 'bert' is not served in 'dev'; use one of minilm"):
         new_state(cfg, "bert", "v2")
     with pytest.raises(ConfigError, match="'v1' is the revision 'minilm' already serves"):
