@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eks_inference.artifacts.family_index import MODEL_ID_HEADER
 from eks_inference.config import ConfigError, Task
 from eks_inference.verify.compare import Comparison, Row, Tolerances, compare
 from eks_inference.verify.probes import PROBE_SET_VERSION, Probe, probes_for
@@ -120,8 +121,9 @@ def base_url(url: str) -> str:
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def _request(url: str, body: bytes | None, timeout_s: float) -> tuple[int, bytes]:
-    req = urllib.request.Request(url, data=body, headers={"User-Agent": USER_AGENT,
+def _request(url: str, body: bytes | None, timeout_s: float,
+             headers: Mapping[str, str] | None = None) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, data=body, headers={"User-Agent": USER_AGENT, **(headers or {}),
                                                           **({"Content-Type": "application/json"} if body else {})})
     try:
         with _OPENER.open(req, timeout=timeout_s) as r:
@@ -160,12 +162,12 @@ def fetch_info(url: str, *, timeout_s: float) -> dict[str, Any]:
 
 
 def _predict(url: str, items: Sequence[Any], *, task: Task, timeout_s: float,
-             sleep: Callable[[float], None]) -> tuple[int, Any, str]:
+             sleep: Callable[[float], None], headers: Mapping[str, str] | None = None) -> tuple[int, Any, str]:
     """(HTTP status, parsed body or None, error text)."""
     inputs = [{"question": q, "context": c} for q, c in items] if task is Task.QUESTION_ANSWERING else list(items)
     body = json.dumps({"inputs": inputs}).encode()
     for attempt in range(RETRIES_ON_503 + 1):
-        status, raw = _request(f"{url}/predict", body, timeout_s)
+        status, raw = _request(f"{url}/predict", body, timeout_s, headers)
         if status == 503 and attempt < RETRIES_ON_503:
             sleep(1.0 + attempt)
             continue
@@ -185,13 +187,16 @@ def _chunks(n: int, size: int) -> list[list[int]]:
 
 
 def ask_target(url: str, probes: Sequence[Probe], *, task: Task, max_inputs: int, timeout_s: float,
-               sleep: Callable[[float], None] = time.sleep) -> tuple[list[Any], list[Any], dict[int, str]]:
-    """The target's outputs and truncation flags per probe; failed probes map index → why."""
+               sleep: Callable[[float], None] = time.sleep,
+               headers: Mapping[str, str] | None = None) -> tuple[list[Any], list[Any], dict[int, str]]:
+    """The target's outputs and truncation flags per probe; failed probes map index → why. ``headers`` (default none)
+    go with every request (a family member's model id)."""
     outputs: list[Any] = [None] * len(probes)
     truncated: list[Any] = [None] * len(probes)
     errors: dict[int, str] = {}
     for chunk in _chunks(len(probes), max(1, min(max_inputs, MAX_INPUTS_PER_REQUEST))):
-        _, doc, err = _predict(url, [probes[i].item for i in chunk], task=task, timeout_s=timeout_s, sleep=sleep)
+        _, doc, err = _predict(url, [probes[i].item for i in chunk], task=task, timeout_s=timeout_s, sleep=sleep,
+                               headers=headers)
         outs = doc.get("outputs") if isinstance(doc, dict) else None
         flags = doc.get("truncated") if isinstance(doc, dict) else None
         if not err and (not isinstance(outs, list) or not isinstance(flags, list)
@@ -254,8 +259,12 @@ def get_reference(source_uri: str, task: Task, max_seq_length: int, *, mode: str
 def verify_target(url: str, *, source: str | None = None, reference_mode: str = "auto",
                   cache_dir: str | Path = ".eks-inference/verify-cache", endpoint_url: str | None = None,
                   timeout_s: float = 60.0, write: bool = False, tolerances: Tolerances | None = None,
-                  say: Callable[[str], None] = lambda _m: None) -> Verdict:
-    """Fetch ``/info``, get the reference, send the probes, compare. Raises :class:`VerifyError`."""
+                  say: Callable[[str], None] = lambda _m: None,
+                  model: tuple[str, str] | None = None) -> Verdict:
+    """Fetch ``/info``, get the reference, send the probes, compare. Raises :class:`VerifyError`.
+
+    ``model``: (model id, its digest) of a family member to check (default none: the target is one model); every
+    probe names it in Serve's model-id header (:mod:`eks_inference.verify.family` picks them)."""
     if reference_mode not in REFERENCE_MODES:
         raise VerifyError(f"--reference: {reference_mode!r} is not one of {', '.join(REFERENCE_MODES)}")
     url = base_url(url)
@@ -283,14 +292,14 @@ def verify_target(url: str, *, source: str | None = None, reference_mode: str = 
     sent = [probes[i] for i in keep]
     say(f"sending {len(sent)} probes (probe set v{PROBE_SET_VERSION}) to {url}/predict")
     outs, flags, errors = ask_target(url, sent, task=task, max_inputs=int(limits.get("max_inputs") or 8),
-                                     timeout_s=timeout_s)
+                                     timeout_s=timeout_s, headers={MODEL_ID_HEADER: model[0]} if model else None)
     comparison = compare(task, sent, outs, flags, [ref.outputs[i] for i in keep], [ref.truncated[i] for i in keep],
                          tolerances)
     if errors:
         rows = tuple(Row(probe=r.probe, ok=False, score=None, label_agrees=False, detail=errors[i])
                      if i in errors else r for i, r in enumerate(comparison.rows))
         comparison = Comparison(task=task, rows=rows, tolerances=comparison.tolerances)
-    target_digest = info.get("weights_digest")
+    target_digest = model[1] if model else info.get("weights_digest")
     if target_digest and target_digest != ref.weights_digest:
         notes.append(f"the target serves weights {str(target_digest)[:16]}…, the reference is of "
                      f"{ref.weights_digest[:16]}… ({src})")

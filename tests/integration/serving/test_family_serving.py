@@ -191,3 +191,28 @@ def test_loadtest_run_speaks_the_family(family: Family, tmp_path: Path) -> None:
     bad = cli("loadtest", "run", "--url", family.url, "--requests", "5", "--concurrency", "1", "--mode", "closed",
               "--model-mix", "zipf:1.1", "--out", f"{tmp_path}/x/")
     assert bad.returncode == 2 and "--model-mix: only for a family target" in bad.stderr
+
+
+def test_verify_checks_a_sample_of_members_each_against_its_own_reference(family: Family, tmp_path: Path) -> None:
+    import json
+
+    from eks_inference.compile.family import member_uri
+    from eks_inference.verify.check import verify_target
+    from tests.integration.loadtest.conftest import cli
+
+    r = cli("verify", "--url", family.url, "--sample", "2", "--model-id", "m1", "--seed", "4", "--json",
+            "--s3-endpoint-url", family.endpoint, "--cache-dir", str(tmp_path / "verify"), timeout=900)
+    assert r.returncode == 0, r.stderr
+    verdicts = json.loads(r.stdout)
+    assert [v["model_id"] for v in verdicts][0] == "m1" and len(verdicts) == 3
+    assert len({v["model_id"] for v in verdicts}) == 3
+    for v in verdicts:
+        assert v["status"] == "passed", v["summary"]
+        assert v["source"].endswith(f"/members/{v['model_id']}/v1")
+        assert v["target_digest"] == family.digests[v["model_id"]] == v["source_digest"]
+    # a member answering with another member's weights is caught: m0's answers against m1's reference
+    wrong = verify_target(family.url, source=member_uri(family.repo, NAME, "m1", "v1"), endpoint_url=family.endpoint,
+                          cache_dir=tmp_path / "verify", model=("m0", family.digests["m0"]))
+    assert not wrong.passed
+    r = cli("verify", "--url", family.url, "--model-id", "nobody", "--s3-endpoint-url", family.endpoint)
+    assert r.returncode == 2 and "--model-id nobody: not a member of the family" in r.stderr
