@@ -3,11 +3,13 @@ model's requests, on the synthesized dev templates with the edit a config change
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
 
-from eks_inference.ops.diff import render_text, summary_line
+from eks_inference.k8s.rollout import weighted_route
+from eks_inference.ops.diff import diff_templates, render_text, summary_line
 from eks_inference.ops.effects import route_effects, route_shares
 from eks_inference.ops.tree import MISSING
 from tests.conftest import Assembly
@@ -64,3 +66,28 @@ def test_dropping_a_model_deletes_its_route_with_its_manifest(assemblies: dict[s
     d = edited(assemblies, "Inference", drop)
     effects = [k for label, ks in kinds(d).items() if "HTTPRoute" in label for k in ks]
     assert effects == ["delete", "traffic"], kinds(d)
+
+
+@pytest.mark.parametrize(("before", "after", "phrase"), [
+    (0, 10, "=> canary start: the new revision takes 10% of /minilm/*: graviton 80% → 72%, graviton-canary 0% → 8%"),
+    (10, 100, "=> canary promote: the new revision takes all of /minilm/* (was 10%)"),
+    (10, 0, "=> canary end: its 10% of /minilm/* goes back to the current RayServices"),
+])
+def test_a_canary_start_a_promote_and_a_rollback_read_as_traffic(assemblies: dict[str, Assembly], before: float,
+                                                                  after: float, phrase: str) -> None:
+    """GIVEN dev's route at one stage of a rollout (``eks-inference rollout`` weights it as
+    :func:`eks_inference.k8s.rollout.weighted_route` does) WHEN it moves to the next THEN the diff names the stage."""
+    def stage(share: float) -> Any:
+        def edit(docs: list[dict[str, Any]]) -> None:
+            i = next(i for i, d in enumerate(docs) if d["kind"] == "HTTPRoute")
+            docs[i] = weighted_route(docs[i], share)
+        return lambda t: edit_manifest(t, edit, holding="minilm", kind="HTTPRoute")
+
+    template = assemblies["dev"].template("Inference")
+    old, new = copy.deepcopy(template), copy.deepcopy(template)
+    stage(before)(old)
+    stage(after)(new)
+    d = diff_templates({"EksInference-dev-Inference": old}, {"EksInference-dev-Inference": new})
+    text = render_text(d)
+    assert phrase in text, text
+    assert "1 traffic shift at the front door" in summary_line(d)
