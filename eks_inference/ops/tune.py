@@ -75,6 +75,7 @@ class LocalTrials:
         self.slo_ms, self.percentile, self.usd_per_hour, self.timeout_s, self.say = (
             slo_ms, percentile, usd_per_hour, timeout_s, say)
         self.name = model.name
+        self.running: Candidate | None = None
 
     @property
     def url(self) -> str:
@@ -86,8 +87,14 @@ class LocalTrials:
                                    http_host="127.0.0.1", http_port=self.ray.http_port)
 
     def serve(self, c: Candidate) -> dict[str, Any]:
-        """Deploy ``c`` and wait until Serve runs its replicas with its settings; returns the replica's ``/info``."""
+        """Deploy ``c`` and wait until Serve runs its replicas with its settings; returns the replica's ``/info``.
+
+        A shape with other replicas or Ray CPUs replaces the running one instead of rolling over it: a rolling update
+        starts the new replicas beside the old ones, which on a machine sized for one shape leaves them no CPU."""
         with _quiet():
+            if self.running is not None and (self.running.replicas, self.running.threads) != (c.replicas, c.threads):
+                self.ray.remove(self.name, wait=True)
+            self.running = c
             self.ray.deploy(self.config(c))
             self.ray.wait_ready(self.name, timeout_s=READY_TIMEOUT_S)
         want = (c.max_batch_size, round(c.batch_wait_ms / 1000.0, 9), c.threads, c.dtype)
