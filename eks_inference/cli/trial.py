@@ -20,6 +20,8 @@ from eks_inference.ops.trial import (
     DEFAULT_TRANSFER_GIB,
     EXIT_OVER_BUDGET,
     STATE_FILE,
+    STEP_WHAT,
+    STEPS,
     Trial,
     TrialContext,
     estimate,
@@ -105,6 +107,11 @@ def cmd_trial(a: argparse.Namespace) -> int:
     run_id = new_run_id(now)
     run_dir = a.run_dir or (a.app_dir / "out" / "trial" / run_id)
     if a.dry_run:
+        print("steps:")
+        for i, step in enumerate(STEPS, 1):
+            print(f"  {i}. {step}: {STEP_WHAT[step]}")
+        print(f"  then destroy: cdk destroy on success, failure or Ctrl-C; the scheduled teardown at "
+              f"{a.hours:g} h if this machine is gone")
         print(f"dry run: nothing created. A trial would write {run_dir / STATE_FILE}, deploy with a scheduled "
               f"teardown {a.hours:g} h after it starts and destroy everything at the end.")
         return 0

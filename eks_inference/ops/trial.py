@@ -28,6 +28,16 @@ from eks_inference.tables.prices import DEFAULT_PRICES, PriceTable
 
 STEPS = ("preflight", "deploy", "publish", "compile", "verify", "loadtest", "fetch")
 """In order; ``destroy`` follows every run, whatever happened."""
+STEP_WHAT = {
+    "preflight": "check the account, the quotas, the config and the tools (eks-inference preflight)",
+    "deploy": "cdk deploy the stacks, with the scheduled teardown at the deadline",
+    "publish": "publish the weights to the model repository",
+    "compile": "wait for the compile Jobs (Inferentia), then check their artifacts are published",
+    "verify": "wait until every target answers and verifies against its reference",
+    "loadtest": "the in-cluster load test, once per repeat",
+    "fetch": "fetch the report and write the fleet plan",
+}
+"""What each step does, for the dry run's plan."""
 IN_THE_STACKS = frozenset({"deploy", "publish", "compile", "verify", "loadtest"})
 """Steps whose work lives in the stacks: a teardown undoes them, so a later resume does them again."""
 STATE_FILE = "state.json"

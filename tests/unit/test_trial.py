@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -154,6 +155,9 @@ def test_dry_run_prints_the_plan_and_the_cost_and_creates_nothing(env: str, tmp_
                "--run-dir", str(tmp_path / "run")])
     out = capsys.readouterr().out
     assert rc == 0 and "estimate: $" in out and "dry run: nothing created" in out
+    numbered = [line.split(":")[0].strip() for line in out.splitlines() if re.match(r"  \d+\. ", line)]
+    assert numbered == [f"{i}. {step}" for i, step in enumerate(STEPS, 1)]
+    assert "then destroy" in out
     assert not (tmp_path / "run").exists()
 
 
