@@ -355,6 +355,56 @@ def _arch_of(family: str) -> str:
     return "arm64" if re.match(r"^[a-z]+[0-9]+g", family) and not family.startswith("g") else "amd64"
 
 
+class AutoCast(str, Enum):
+    """neuronx-cc ``--auto-cast``: which fp32 operations the compiler may run in a lower precision."""
+
+    NONE = "none"
+    MATMULT = "matmult"
+    ALL = "all"
+
+
+FPMATH_MODES = ("default", "bf16")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CpuTuning:
+    """CPU settings AWS's Graviton performance guide recommends for PyTorch inference
+    (aws-graviton-getting-started, ``machinelearning/pytorch.md``), set in each replica's environment.
+
+    :param fpmath: ``bf16`` sets ``DNNL_DEFAULT_FPMATH_MODE=BF16``: oneDNN may run fp32 matrix products in bf16 on
+        CPUs with bf16 instructions (Graviton3+, AMX or AVX512-BF16 x86); elsewhere it has no effect. Default
+        ``default`` (fp32 math as written).
+    :param thp: sets ``THP_MEM_ALLOC_ENABLE=1``: PyTorch's CPU allocator backs large tensors with transparent huge
+        pages (where the kernel allows them). Default False.
+    :param torch_compile: each replica runs its model through ``torch.compile`` (inductor) before its warm-up;
+        the first batches of each shape compile. Default False.
+    """
+
+    fpmath: str = "default"
+    thp: bool = False
+    torch_compile: bool = False
+
+    def __post_init__(self) -> None:
+        errs = _Errors()
+        if self.fpmath not in FPMATH_MODES:
+            errs.add("serving.cpu_tuning.fpmath", self.fpmath, "is not allowed",
+                     f"use one of {', '.join(FPMATH_MODES)}")
+        for fname in ("thp", "torch_compile"):
+            if not isinstance(getattr(self, fname), bool):
+                errs.add(f"serving.cpu_tuning.{fname}", getattr(self, fname), "is not true or false",
+                         "write true or false")
+        errs.raise_any()
+
+    def env(self) -> dict[str, str]:
+        """Environment variables of a replica's process (read by oneDNN and PyTorch when they load)."""
+        out = {}
+        if self.fpmath == "bf16":
+            out["DNNL_DEFAULT_FPMATH_MODE"] = "BF16"
+        if self.thp:
+            out["THP_MEM_ALLOC_ENABLE"] = "1"
+        return out
+
+
 @dataclass(frozen=True, kw_only=True)
 class ServingSpec:
     """How one model is served; the batching fields travel in Ray Serve's ``user_config``.
@@ -394,6 +444,10 @@ class ServingSpec:
     :param cpus_per_replica: Ray CPUs per replica, default 1.
     :param neuron_cores_per_replica: Ray ``neuron_cores`` per replica on inf2, default 1.
     :param gpus_per_replica: default 1 on GPU.
+    :param cpu_tuning: Graviton's PyTorch settings (:class:`CpuTuning`): oneDNN's fp32 math mode, transparent huge
+        pages, ``torch.compile``; applied on CPU processors only. Default: none of them.
+    :param auto_cast: Inferentia: neuronx-cc ``--auto-cast`` (``none``, ``matmult``, ``all``); default none given:
+        it follows the dtype (fp32 ``none``, bf16 and fp16 ``all``). A new one is a new artifact (a recompile).
     """
 
     max_batch_size: int = 32
@@ -416,10 +470,29 @@ class ServingSpec:
     cpus_per_replica: float = 1.0
     neuron_cores_per_replica: int = 1
     gpus_per_replica: float = 1.0
+    cpu_tuning: CpuTuning = field(default_factory=CpuTuning)
+    auto_cast: AutoCast | None = None
 
     def __post_init__(self) -> None:
         errs = _Errors()
         where = "serving"
+        if isinstance(self.cpu_tuning, Mapping):
+            try:
+                object.__setattr__(self, "cpu_tuning", CpuTuning(**self.cpu_tuning))
+            except ConfigError as e:
+                errs.extend(e)
+            except TypeError:
+                errs.add(f"{where}.cpu_tuning", dict(self.cpu_tuning), "has unknown fields",
+                         "use fpmath, thp and torch_compile")
+        elif not isinstance(self.cpu_tuning, CpuTuning):
+            errs.add(f"{where}.cpu_tuning", self.cpu_tuning, "is not a mapping",
+                     'write {"fpmath": "bf16", "thp": true, "torch_compile": false}')
+        if self.auto_cast is not None and not isinstance(self.auto_cast, AutoCast):
+            try:
+                object.__setattr__(self, "auto_cast", AutoCast(self.auto_cast))
+            except ValueError:
+                errs.add(f"{where}.auto_cast", self.auto_cast, "is not allowed",
+                         f"use one of {', '.join(a.value for a in AutoCast)}, or leave it out")
         for fname in ("max_batch_size", "max_seq_length", "num_threads",
                       "max_ongoing_requests", "max_inputs", "neuron_cores_per_replica"):
             v = getattr(self, fname)
@@ -1726,6 +1799,19 @@ def _serving(errs: _Errors, data: Any, where: str) -> ServingSpec | None:
     kw = dict(data)
     ok = _take_enum(errs, kw, "dtype", f"{where}.dtype", DType)
     ok &= _take_list(errs, kw, "batch_buckets", f"{where}.batch_buckets", "[1, 2, 4, 8]")
+    ok &= _take_enum(errs, kw, "auto_cast", f"{where}.auto_cast", AutoCast)
+    if "cpu_tuning" in kw:
+        tuning = kw.pop("cpu_tuning")
+        if _known_keys(errs, f"{where}.cpu_tuning", tuning, CpuTuning):
+            known = {f.name for f in fields(CpuTuning)}
+            built = _build(errs, f"{where}.cpu_tuning", CpuTuning, {k: v for k, v in tuning.items() if k in known},
+                           prefix=where[: -len("serving")].strip() if where.endswith("serving") else "")
+            if built is None or set(tuning) - known:
+                ok = False
+            else:
+                kw["cpu_tuning"] = built
+        else:
+            ok = False
     prefix = where[: -len("serving")].strip() if where.endswith("serving") else ""
     spec = _build(errs, where, ServingSpec, kw, prefix=prefix)
     return spec if ok else None

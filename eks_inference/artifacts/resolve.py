@@ -86,7 +86,8 @@ class ArtifactNotFound(RuntimeError):
 # ---------------------------------------------------------------------------------------------------
 
 def cache_key(*, model: str, revision: str, weights_digest: str, task: str, processor: str, dtype: str,
-              batch_buckets: tuple[int, ...], seq_buckets: tuple[int, ...], versions: Mapping[str, str]) -> str:
+              batch_buckets: tuple[int, ...], seq_buckets: tuple[int, ...], versions: Mapping[str, str],
+              auto_cast: str | None = None) -> str:
     """Readable prefix plus a hash of everything that changes the compiled graphs.
 
     ``cpu-fp32-b32-s128-1f2e…``: the prefix is for humans browsing the bucket; the 20-hex hash decides.
@@ -96,6 +97,8 @@ def cache_key(*, model: str, revision: str, weights_digest: str, task: str, proc
         "processor": processor, "dtype": dtype, "batch_buckets": list(batch_buckets),
         "seq_buckets": list(seq_buckets), "versions": dict(sorted(versions.items())),
     }
+    if auto_cast is not None:  # a compiler setting of its own (Neuron); absent, keys stay as they were
+        ident["auto_cast"] = auto_cast
     digest = sha256_bytes(canonical_json(ident))[:20]
     return f"{processor}-{dtype}-b{max(batch_buckets)}-s{max(seq_buckets)}-{digest}"
 
@@ -438,12 +441,14 @@ class ArtifactRequest:
     batch_buckets: tuple[int, ...]
     seq_buckets: tuple[int, ...]
     versions: Mapping[str, str] = field(default_factory=dict)
+    auto_cast: str | None = None
+    """Neuron: neuronx-cc ``--auto-cast`` (``serving.auto_cast``); None: it follows the dtype."""
 
     def key(self, weights_digest: str) -> str:
         return cache_key(model=self.model, revision=self.revision, weights_digest=weights_digest,
                          task=self.task, processor=self.processor, dtype=self.dtype,
                          batch_buckets=self.batch_buckets, seq_buckets=self.seq_buckets,
-                         versions=self.versions)
+                         versions=self.versions, auto_cast=self.auto_cast)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from eks_inference.config import (
     tune_refusal,
     write_serving_patch,
 )
-from eks_inference.tune.space import Bounds, Candidate, configured, dtypes_for, sample, space
+from eks_inference.tune.space import Bounds, Candidate, configured, cpu_knobs, dtypes_for, neuron_space, sample, space
 
 DEFAULT_SOURCE = "bundled:all-minilm-l6-v2"
 
@@ -36,14 +36,18 @@ def register(sub: Any) -> None:
         sub, "tune", summary="find the serving shape with the lowest cost per million inferences at a latency target",
         description=textwrap.fill(
             "Searches a processor's serving shapes (max_batch_size, batch wait, threads per replica, replicas on this "
-            "machine, dtype) within what this machine's cores and the processor's smallest node allow, on local "
+            "machine, dtype and, on CPU processors, serving.cpu_tuning: oneDNN bf16 fpmath, transparent huge pages, "
+            "torch.compile, each where this machine can honour it) within what this machine's cores and the "
+            "processor's smallest node allow, on local "
             "serving: each candidate is served, verified against the fp32 reference (one that fails is recorded and "
             "never chosen) and measured with the capacity search (estimate and 95 %% interval) at the SLO. Successive "
             "halving within --budget-minutes: a short screen of many shapes, then repeats of the best third. Every "
             "trial is appended to --trials-file; a rerun with the same file skips them. Only an environment with "
             "\"tune_target\": true and its front door off may be tuned (it takes no traffic). Prints the trials "
             "ranked by USD per million at the SLO, the winner against the configured shape, and the winner's cdk.json "
-            "patch; --write applies it.", width=100),
+            "patch; --write applies it. On inferentia it also lists NeuronCores per replica, compiled buckets and "
+            "auto-cast within the smallest inf2 node, each marked needs a compile or needs a deploy: only a cluster "
+            "measures them.", width=100),
         example_lines=(
             "eks-inference tune --env tune --processor graviton --slo-p99-ms 250 --budget-minutes 10",
             "eks-inference tune --env tune --processor graviton --slo-p99-ms 250 --budget-minutes 10 "
@@ -73,13 +77,57 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_tune)
 
 
-def _bounds(config: PlatformConfig, processor: Processor, cores: int, bf16_here: bool) -> Bounds:
+def _group(config: PlatformConfig, processor: Processor) -> Any:
     group = next((g for g in config.enabled_node_groups if g.processor is processor), None)
     if group is None:
         raise ConfigError(f"--processor: environment {config.env_name!r} has no enabled {processor.value} node group; "
                           f"enable one or pick another processor")
-    return Bounds(cores=cores, node_vcpus=group.smallest_instance.vcpus,
-                  dtypes=dtypes_for(processor, bf16_here=bf16_here))
+    return group
+
+
+def _bounds(config: PlatformConfig, processor: Processor, cores: int, bf16_here: bool,
+            knobs: dict[str, tuple[Any, ...]] | None = None) -> Bounds:
+    return Bounds(cores=cores, node_vcpus=_group(config, processor).smallest_instance.vcpus,
+                  dtypes=dtypes_for(processor, bf16_here=bf16_here), knobs=knobs or {})
+
+
+def thp_available() -> bool:
+    """Whether the kernel grants transparent huge pages to a process that asks (``always`` or ``madvise``)."""
+    try:
+        return "[never]" not in Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        return False
+
+
+def cxx_available() -> bool:
+    import shutil
+
+    return any(shutil.which(c) for c in ("g++", "c++", "clang++"))
+
+
+def neuron_lines(model: Any, config: PlatformConfig, *, trials: Any, context: dict[str, Any]) -> list[str]:
+    """The Inferentia settings within the group's smallest node, each with what it needs and its cdk.json change;
+    recorded in the trials file as not measured (rung ``cluster``) so the report can say why none was chosen."""
+    from eks_inference.ops.tune import cluster_effect
+
+    node = _group(config, Processor.INFERENTIA).smallest_instance
+    variants = neuron_space(model.serving, node_neuron_cores=node.neuron_cores)
+    done = trials.load()
+    out = [f"Inferentia settings (NeuronCores per replica up to {node.neuron_cores} of {node.name}, compiled "
+           f"buckets, neuronx-cc --auto-cast): {len(variants)}, not measured here (they need a cluster):"]
+    for v in variants:
+        ch = v.changes(model.serving)
+        if not ch:
+            out.append(f"  {v.key}: as configured")
+            continue
+        need = v.needs(model.serving)
+        effect, why = cluster_effect(model, Processor.INFERENTIA, ch)
+        out.append(f"  {v.key}: {need} ({effect}: {why}); cdk.json serving: {json.dumps(ch, sort_keys=True)}")
+        if (v.key, "cluster") not in done:
+            trials.append({"format": "eks-inference/tune-trial/v1", "key": v.key, "rung": "cluster",
+                           "config": {"processor": Processor.INFERENTIA.value, **v.patch()}, "patch": ch,
+                           "context": context, "status": "not-measured", "verify": None, "note": need})
+    return out
 
 
 def fitting(candidates: list[Candidate], *, context: dict[str, Any], env: str, model: str) -> tuple[
@@ -147,7 +195,9 @@ def cmd_tune(a: argparse.Namespace) -> int:
     from eks_inference.runtime.backends import cpu_has_native_bf16
 
     cores, bf16_here = serving_cores(), cpu_has_native_bf16()
-    bounds = _bounds(config, processor, cores, bf16_here)
+    knobs, knob_notes = cpu_knobs(processor, bf16_here=bf16_here, thp_here=thp_available(),
+                                  compiler_here=cxx_available())
+    bounds = _bounds(config, processor, cores, bf16_here, knobs)
     hourly, price_note = _price(a, config.region)
     budget_s = a.budget_minutes * 60.0
     base = configured(model.serving, cores=cores, bf16_here=bf16_here)
@@ -165,6 +215,8 @@ def cmd_tune(a: argparse.Namespace) -> int:
           f"{f' ({len(dropped)} more refused by the environment checks)' if dropped else ''}; screening up to "
           f"{len(candidates)}, the configured shape first" + ("" if first else " (outside the space: not measured)"))
     print(f"  configured: {base.describe()}")
+    for knob, note in knob_notes.items():
+        print(f"  {knob}: {note}")
     print(f"  priced as {price_note}")
     print(f"  trials: {trials.path}")
     sys.stdout.flush()
@@ -179,6 +231,9 @@ def cmd_tune(a: argparse.Namespace) -> int:
                                      keep=first, context=ctx, say=lambda m: print(m, flush=True))
     finally:
         ray.shutdown()
+    if processor is Processor.INFERENTIA:
+        for line in neuron_lines(model, config, trials=trials, context=ctx):
+            print(line)
     print(f"\n{outcome.ran} trial(s) run, {outcome.skipped} read back from the trials file, "
           f"{outcome.elapsed_s / 60:.1f} min" + (f"; stopped by {outcome.stopped}" if outcome.stopped else ""))
     for line in table_lines(outcome.records, configured_key=base.key):

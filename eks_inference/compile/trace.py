@@ -124,6 +124,17 @@ def _trace_torchscript(eager: torch.nn.Module, encoder: Encoder, task: Task, dty
     return [{"file": rel, "batch": None, "seq": None}], {"min_cosine_vs_fp32": worst, "checked_shapes": shapes}
 
 
+def neuron_cast_args(dtype: DType, auto_cast: str | None) -> list[str]:
+    """neuronx-cc flags for ``dtype``: by default fp32 casts nothing and bf16/fp16 cast all (``--auto-cast all``);
+    ``serving.auto_cast`` (none, matmult, all) overrides which operations the compiler may cast, to the dtype's
+    type (fp32 to bf16, the compiler's default cast type). The compiled artifact is still checked against fp32."""
+    default = {DType.FP32: "none", DType.BF16: "all", DType.FP16: "all"}[dtype]
+    mode = auto_cast or default
+    if mode == "none":
+        return ["--auto-cast", "none"]
+    return ["--auto-cast", mode, "--auto-cast-type", "fp16" if dtype is DType.FP16 else "bf16"]
+
+
 def _compile_neuron(eager: torch.nn.Module, encoder: Encoder, task: Task, dtype: DType, req: ArtifactRequest,
                     out: Path, writer: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     try:
@@ -131,9 +142,7 @@ def _compile_neuron(eager: torch.nn.Module, encoder: Encoder, task: Task, dtype:
     except ImportError as e:
         raise CompileError("compiling for inferentia needs torch-neuronx (present in the Inferentia image); "
                            f"import failed: {e}") from None
-    cast = {DType.FP32: ["--auto-cast", "none"],
-            DType.BF16: ["--auto-cast", "all", "--auto-cast-type", "bf16"],
-            DType.FP16: ["--auto-cast", "all", "--auto-cast-type", "fp16"]}[dtype]
+    cast = neuron_cast_args(dtype, req.auto_cast)
     graphs: list[dict[str, Any]] = []
     worst = 1.0
     (out / writer).mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from eks_inference.config import DType, ModelSpec, Processor
+from eks_inference.config import CpuTuning, DType, ModelSpec, Processor
 from eks_inference.measure.capacity import capacity_at_slo
 from eks_inference.measure.repeats import summarize_repeats
 from eks_inference.measure.results import parse_result
@@ -47,7 +47,8 @@ def candidate_model(model: ModelSpec, c: Candidate) -> ModelSpec:
     serving = dataclasses.replace(
         model.serving, max_batch_size=c.max_batch_size, batch_wait_timeout_s=c.batch_wait_ms / 1000.0,
         num_threads=c.threads, cpus_per_replica=float(c.threads), dtype=DType(c.dtype), num_replicas=c.replicas,
-        min_replicas=c.replicas, max_replicas=c.replicas, batch_buckets=(), target_ongoing_requests=None)
+        min_replicas=c.replicas, max_replicas=c.replicas, batch_buckets=(), target_ongoing_requests=None,
+        cpu_tuning=CpuTuning(**c.tuning()))
     return dataclasses.replace(model, processors=(Processor.CPU,), serving=serving)
 
 
@@ -92,12 +93,15 @@ class LocalTrials:
         A shape with other replicas or Ray CPUs replaces the running one instead of rolling over it: a rolling update
         starts the new replicas beside the old ones, which on a machine sized for one shape leaves them no CPU."""
         with _quiet():
-            if self.running is not None and (self.running.replicas, self.running.threads) != (c.replicas, c.threads):
+            # the CPU settings live in the replicas' environment (or, torch.compile, the args): new replicas too
+            if self.running is not None and (self.running.replicas, self.running.threads, self.running.tuning()) != (
+                    c.replicas, c.threads, c.tuning()):
                 self.ray.remove(self.name, wait=True)
             self.running = c
             self.ray.deploy(self.config(c))
             self.ray.wait_ready(self.name, timeout_s=READY_TIMEOUT_S)
-        want = (c.max_batch_size, round(c.batch_wait_ms / 1000.0, 9), c.threads, c.dtype)
+        env = CpuTuning(**c.tuning()).env()
+        want = (c.max_batch_size, round(c.batch_wait_ms / 1000.0, 9), c.threads, c.dtype, c.torch_compile, env)
         deadline = time.monotonic() + READY_TIMEOUT_S
         agree = 0
         while time.monotonic() < deadline:
@@ -105,7 +109,7 @@ class LocalTrials:
                 running = _replicas_running(self.name)
             code, info = http_get_json(f"{self.url}/info", timeout=10)
             got = (info.get("max_batch_size"), info.get("batch_wait_timeout_s"), info.get("num_threads"),
-                   info.get("requested_dtype"))
+                   info.get("requested_dtype"), info.get("torch_compile"), info.get("cpu_env"))
             agree = agree + 1 if code == 200 and running == c.replicas and got == want else 0
             if agree >= 3:  # a few answers in a row: requests land on each replica in turn
                 return info
@@ -213,7 +217,10 @@ def cluster_effect(model: ModelSpec, processor: Processor, patch: Mapping[str, A
     from eks_inference.config import worker_pod_requests
 
     fields: dict[str, Any] = {k: (DType(v) if k == "dtype" else v) for k, v in patch.items()}
-    fields["batch_buckets"] = () if _default_buckets(model) else model.serving.batch_buckets
+    if "batch_buckets" in fields:
+        fields["batch_buckets"] = tuple(fields["batch_buckets"])
+    else:
+        fields["batch_buckets"] = () if _default_buckets(model) else model.serving.batch_buckets
     new = dataclasses.replace(model, serving=dataclasses.replace(model.serving, **fields))
     if worker_pod_requests(model.serving, processor) != worker_pod_requests(new.serving, processor):
         before, after = worker_pod_requests(model.serving, processor), worker_pod_requests(new.serving, processor)

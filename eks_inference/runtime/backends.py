@@ -68,6 +68,8 @@ class Backend:
     """Base: graphs keyed by (batch, seq); ``None`` in a key means any size."""
 
     name = "base"
+    compiled = False
+    """Whether the graphs are ``torch.compile`` output (:func:`compile_cpu_backend`) rather than the artifact's."""
 
     def __init__(self, artifact_dir: Path, manifest: dict[str, Any], *, num_threads: int = 1) -> None:
         self.artifact_dir = artifact_dir
@@ -158,3 +160,25 @@ def load_backend(artifact_dir: Path, manifest: dict[str, Any], *, num_threads: i
     if backend not in BACKENDS:
         raise ValueError(f"artifact backend {backend!r} is unknown; expected one of {sorted(BACKENDS)}")
     return BACKENDS[backend](artifact_dir, manifest, num_threads=num_threads)
+
+
+def compile_cpu_backend(backend: Backend, model_dir: Path, task: Any) -> Backend:
+    """``backend`` with its TorchScript graph replaced by ``torch.compile`` of the eager task head, in the
+    artifact's dtype (``serving.cpu_tuning.torch_compile``; AWS's Graviton guide recommends it for PyTorch 2.3.1+).
+
+    Dynamo cannot trace a loaded TorchScript module (it asks for the Python source), so the eager head is loaded from
+    the same verified weights directory the artifact was compiled from; the artifact's own check against fp32 still
+    stands for the dtype, and ``verify`` checks the compiled replica's answers. ``dynamic=True``: one graph serves
+    every (batch, sequence) bucket instead of one recompile per shape; the replica's warm-up pays the compile.
+    """
+    from eks_inference.runtime.tasks import load_task_module
+
+    if backend.name != "cpu":
+        raise ValueError(f"torch_compile applies to cpu backends only, not {backend.name!r}")
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    if backend.dtype not in dtypes:
+        raise ValueError(f"torch_compile: artifact dtype {backend.dtype!r} is not served on CPU; use fp32 or bf16")
+    eager = load_task_module(model_dir, task).to(dtype=dtypes[backend.dtype]).eval()
+    backend.graphs = {(None, None): torch.compile(eager, dynamic=True)}
+    backend.compiled = True
+    return backend

@@ -424,6 +424,10 @@ class InferenceModel:
 
         def build() -> Any:
             backend = load_backend(artifact.path, artifact.manifest, num_threads=cfg.num_threads)
+            if a.torch_compile and backend.name == "cpu":
+                from eks_inference.runtime.backends import compile_cpu_backend
+
+                backend = compile_cpu_backend(backend, self.model.path, a.task)
             engine = Engine(model_dir=self.model.path, task=a.task, backend=backend,
                             batch_buckets=a.batch_buckets, seq_buckets=seq_buckets,
                             max_seq_length=cfg.max_seq_length, max_batch_size=cfg.max_batch_size)
@@ -665,6 +669,10 @@ class InferenceModel:
                 "num_threads": cfg.num_threads,
                 "batch_buckets": list(eng.batch_buckets),
                 "seq_buckets": list(eng.seq_buckets),
+                # what the replica's process runs with: the compiled head, and the CPU settings from its environment
+                "torch_compile": bool(getattr(eng.backend, "compiled", False)),
+                "cpu_env": {k: os.environ[k] for k in ("DNNL_DEFAULT_FPMATH_MODE", "THP_MEM_ALLOC_ENABLE")
+                            if k in os.environ},
                 "artifact": {"key": art.key, "source": art.source, "uri": art.uri,
                              "seconds": round(art.seconds, 3), "checks": art.manifest.get("checks"),
                              "compile_seconds": art.manifest.get("compile_seconds")},

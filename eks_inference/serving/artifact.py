@@ -36,5 +36,6 @@ def replica_artifact(args: AppArgs, cfg: UserConfig) -> ReplicaArtifact:
                               processor=args.processor.value, backend=args.backend, dtype=dtype,
                               batch_buckets=args.batch_buckets,
                               seq_buckets=seq_buckets_for(args.backend, cfg.max_seq_length),
-                              versions=sdk_versions(args.backend))
+                              versions=sdk_versions(args.backend),
+                              auto_cast=args.auto_cast if args.backend == "neuron" else None)
     return ReplicaArtifact(request=request, dtype_note=note, bf16_native=bf16_native)

@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from eks_inference.config import ConfigError, DType, ModelSpec, Processor, Task
+from eks_inference.config import AutoCast, ConfigError, DType, ModelSpec, Processor, Task
 
 APP_IMPORT_PATH = "eks_inference.serving.app:build_app"
 FAMILY_IMPORT_PATH = "eks_inference.serving.family:build_app"
@@ -216,6 +216,9 @@ def render_serve_config(
         actor["resources"] = {"neuron_cores": s.neuron_cores_per_replica}
     elif processor.backend == "cuda":
         actor["num_gpus"] = s.gpus_per_replica
+    elif s.cpu_tuning.env():
+        # read by oneDNN and PyTorch as the replica's process loads them: the actor's environment, not user_config
+        actor["runtime_env"] = {"env_vars": s.cpu_tuning.env()}
     args: dict[str, Any] = {
         "model": model.name,
         "revision": model.revision,
@@ -238,6 +241,10 @@ def render_serve_config(
         "body_timeout_s": body_timeout_s,
         "forward_timeout_s": forward_timeout_s,
     }
+    if processor.backend == "cpu" and s.cpu_tuning.torch_compile:
+        args["torch_compile"] = True
+    if processor.backend == "neuron" and s.auto_cast is not None:
+        args["auto_cast"] = s.auto_cast.value
     if model.family is not None:
         args["family"] = {"memory_budget_bytes": model.family.memory_budget_bytes}
     user_config = {
@@ -346,6 +353,11 @@ class AppArgs:
     """Seconds the whole request body may take to arrive (:mod:`eks_inference.serving.ingress_guard`)."""
     forward_timeout_s: float = DEFAULT_FORWARD_TIMEOUT_S
     """Seconds a forward may run before the health check fails (see :func:`forward_bound_s`)."""
+    torch_compile: bool = False
+    """CPU: serve ``torch.compile`` of the eager head instead of the TorchScript graph
+    (:func:`eks_inference.runtime.backends.compile_cpu_backend`); rendered only when true."""
+    auto_cast: str | None = None
+    """Inferentia: neuronx-cc ``--auto-cast`` of the artifact; None: it follows the dtype. Rendered only when set."""
     weights_poll_s: tuple[float, float] = (2.0, 30.0)
     """First and largest interval between looks for unpublished weights. Not rendered (the default suits a
     fleet); a test or an operator may add ``weights_poll_s: [first, largest]`` to the args."""
@@ -415,6 +427,9 @@ def parse_app_args(args: Mapping[str, Any]) -> AppArgs:
         max_requests_per_replica=(None if args.get("max_requests_per_replica") is None else _pos_int(
             "application args max_requests_per_replica", args["max_requests_per_replica"])),
         weights_poll_s=_poll_interval(args.get("weights_poll_s", (2.0, 30.0))),
+        torch_compile=_flag("application args torch_compile", args.get("torch_compile", False)),
+        auto_cast=(None if args.get("auto_cast") is None
+                   else _enum("application args auto_cast", AutoCast, args["auto_cast"]).value),
         body_timeout_s=_timeout("application args body_timeout_s", args.get("body_timeout_s", DEFAULT_BODY_TIMEOUT_S),
                                 DEFAULT_BODY_TIMEOUT_S),
         forward_timeout_s=_timeout("application args forward_timeout_s",
