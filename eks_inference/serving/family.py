@@ -57,6 +57,9 @@ log = logging.getLogger("ray.serve")
 INDEX_TTL_S = 30.0
 """How long a replica trusts its copy of the index for ids it knows (a re-published member's new revision is seen
 within this); an unknown id re-reads it at once."""
+HELD_GAUGE_PERIOD_S = 2.0
+"""How often the held-bytes gauge is set again: Ray exports a gauge only while it keeps being set (its recorder drops
+values older than a TTL, ``ray/_private/telemetry/open_telemetry_metric_recorder.py``)."""
 MISS_REFRESH_S = 0.25
 """The least time between two index reads caused by unknown ids: a flood of bad ids costs S3 at most four listings a
 second per replica."""
@@ -169,6 +172,20 @@ class FamilyModel:
         except Exception as e:  # serving must not fail for want of metrics
             log.warning("family metrics are off: %s: %s", type(e).__name__, e)
             self.metrics = _NoMetrics()
+        self._stop = threading.Event()
+        threading.Thread(target=self._report_held, name="family-held-bytes", daemon=True).start()
+
+    def __del__(self) -> None:
+        stop = getattr(self, "_stop", None)
+        if stop is not None:
+            stop.set()
+
+    def _report_held(self) -> None:
+        while not self._stop.wait(HELD_GAUGE_PERIOD_S):
+            try:
+                self.metrics.held.set(self._held_bytes())
+            except Exception as e:  # a dict resized under us: the next period reports it
+                log.debug("held-bytes gauge skipped: %s", e)
 
     # -- configuration -----------------------------------------------------------------------------
     def reconfigure(self, user_config: dict[str, Any]) -> None:

@@ -216,3 +216,22 @@ def test_verify_checks_a_sample_of_members_each_against_its_own_reference(family
     assert not wrong.passed
     r = cli("verify", "--url", family.url, "--model-id", "nobody", "--s3-endpoint-url", family.endpoint)
     assert r.returncode == 2 and "--model-id nobody: not a member of the family" in r.stderr
+
+
+def test_loads_evictions_hits_and_load_time_reach_prometheus(family: Family, local_ray: LocalRay) -> None:
+    from eks_inference import metric_names as names
+    from tests.integration.serving.test_metrics_emitted import wait_for
+
+    for mid in ("m0", "m0", "m1", "m2"):  # with room for two: loads, a hit, then an eviction
+        if mid not in family.digests:
+            continue
+        assert ask(family.url, mid)[0] == 200
+    url = local_ray.metrics_url
+    assert url is not None
+    tags = {"application": NAME, "processor": "cpu"}
+    assert wait_for(url, names.exported(names.FAMILY_LOADS), **tags) >= 1
+    assert wait_for(url, names.exported(names.FAMILY_EVICTIONS), **tags) >= 1
+    assert wait_for(url, names.exported(names.FAMILY_HITS), **tags) >= 1
+    assert wait_for(url, names.exported(names.FAMILY_LOAD_TIME_MS), **tags) > 0
+    assert wait_for(url, names.RAY_PREFIX + names.FAMILY_LOAD_MS + "_count", **tags) >= 1
+    assert wait_for(url, names.RAY_PREFIX + names.FAMILY_HELD_BYTES, **tags) > 0
