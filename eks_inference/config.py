@@ -1799,6 +1799,8 @@ def _serving(errs: _Errors, data: Any, where: str) -> ServingSpec | None:
     kw = dict(data)
     ok = _take_enum(errs, kw, "dtype", f"{where}.dtype", DType)
     ok &= _take_list(errs, kw, "batch_buckets", f"{where}.batch_buckets", "[1, 2, 4, 8]")
+    if "auto_cast" in kw and kw["auto_cast"] is None:  # null: follow the dtype, as when left out
+        del kw["auto_cast"]
     ok &= _take_enum(errs, kw, "auto_cast", f"{where}.auto_cast", AutoCast)
     if "cpu_tuning" in kw:
         tuning = kw.pop("cpu_tuning")

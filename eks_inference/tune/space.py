@@ -222,11 +222,14 @@ class NeuronVariant:
 def neuron_space(serving: ServingSpec, *, node_neuron_cores: int) -> list[NeuronVariant]:
     """Inferentia settings within the smallest inf2 node of the group: NeuronCores per replica in powers of two up to
     the node's, buckets up to each of :data:`BATCH_SIZES` that is at least ``max_batch_size`` (so the configured
-    batch size stays live), and each auto-cast. Not measured here: a tune lists them with what they need."""
+    batch size stays live), and each auto-cast that differs from what the dtype gives. Not measured here: a tune lists them with what they need."""
     cores = [n for n in (1, 2, 4, 8, 16, 32) if n <= max(1, node_neuron_cores)]
     tops = [b for b in BATCH_SIZES if b >= serving.max_batch_size] or [serving.max_batch_size]
+    same = "none" if serving.dtype is DType.FP32 else "all"  # what no auto_cast gives (neuron_cast_args)
+    casts = [serving.auto_cast.value if serving.auto_cast else None,
+             *(x for x in NEURON_AUTO_CASTS if x != same and x != (serving.auto_cast and serving.auto_cast.value))]
     out = []
-    for nc, top, cast in itertools.product(cores, tops, NEURON_AUTO_CASTS):
+    for nc, top, cast in itertools.product(cores, tops, casts):
         buckets = (*(b for b in (1, 2, 4, 8, 16, 32, 64, 128) if b < top), top)
         out.append(NeuronVariant(neuron_cores_per_replica=nc, batch_buckets=buckets, auto_cast=cast))
     return out

@@ -17,6 +17,7 @@ from eks_inference.config import (
     CDK_JSON,
     ENVIRONMENTS_KEY,
     ConfigError,
+    config_from_context,
     load_environment,
     read_project_context,
     tune_refusal,
@@ -242,3 +243,91 @@ def test_what_a_tuned_shape_does_to_a_running_rayservice() -> None:
     assert threads == {"num_threads": 1}  # Ray CPUs already 1
     effect, why = cluster_effect(model, Processor.GRAVITON, {**threads, "num_threads": 4, "cpus_per_replica": 4.0})
     assert effect == "needs a deploy" and "worker pods change" in why
+
+
+def test_the_space_holds_the_cpu_knobs_this_machine_can_honour() -> None:
+    """GIVEN a Graviton tune on a CPU without bf16 but with huge pages and a C++ compiler WHEN the space is built THEN
+    THP and torch.compile are tried, bf16 fpmath is left out with "no effect here", every candidate stays within the
+    cores; an Inferentia tune tries no CPU setting (its replicas run on NeuronCores)."""
+    from eks_inference.config import Processor
+    from eks_inference.tune.space import cpu_knobs
+
+    knobs, notes = cpu_knobs(Processor.GRAVITON, bf16_here=False, thp_here=True, compiler_here=True)
+    assert knobs == {"thp": (False, True), "torch_compile": (False, True)}
+    assert "no effect here" in notes["fpmath"]
+    bounds = Bounds(cores=2, node_vcpus=8, dtypes=("fp32",), knobs=knobs)
+    every = space(bounds)
+    assert {(c.thp, c.torch_compile) for c in every} == {(False, False), (False, True), (True, False), (True, True)}
+    assert {c.fpmath for c in every} == {"default"}
+    assert all(c.replicas * c.threads <= 2 for c in every)
+    assert "not tried here" in str(bounds.admits(Candidate(1, 1, 8, 0.0, "fp32", fpmath="bf16")))
+    with_bf16, _ = cpu_knobs(Processor.GRAVITON, bf16_here=True, thp_here=False, compiler_here=False)
+    assert with_bf16 == {"fpmath": ("default", "bf16")}
+    none, why = cpu_knobs(Processor.INFERENTIA, bf16_here=True, thp_here=True, compiler_here=True)
+    assert none == {} and "accelerator" in why["cpu_tuning"]
+    # a shape without knobs keeps the key trials files already hold
+    assert Candidate(2, 1, 32, 5.0, "fp32").key == "r2-t1-b32-w5-fp32"
+    assert Candidate(2, 1, 32, 5.0, "fp32", thp=True, torch_compile=True).key == "r2-t1-b32-w5-fp32-thp-tc"
+
+
+def test_a_tuned_cpu_knob_round_trips_through_config_validation(tmp_path: Path) -> None:
+    path = _project_with_tune_env(tmp_path)
+    c = Candidate(replicas=2, threads=1, max_batch_size=16, batch_wait_ms=2.0, dtype="fp32", fpmath="bf16", thp=True,
+                  torch_compile=True)
+    kept, dropped = fitting([c], context=read_project_context(path), env="tune", model="minilm")
+    assert kept == [c] and not dropped
+    write_serving_patch("tune", "minilm", c.changes(load_environment("tune", cdk_json=path).models[0].serving),
+                        cdk_json=path)
+    s = load_environment("tune", cdk_json=path).models[0].serving
+    assert (s.cpu_tuning.fpmath, s.cpu_tuning.thp, s.cpu_tuning.torch_compile) == ("bf16", True, True)
+    assert configured(s, cores=2) == c
+    assert "cpu_tuning" not in c.changes(s)
+
+
+def test_inferentia_settings_stay_within_the_node_and_say_what_they_need(tmp_path: Path) -> None:
+    """The smallest inf2 node bounds NeuronCores per replica (inf2.xlarge: 2); buckets reach each tried batch size at
+    or above max_batch_size; each auto-cast; a new artifact needs a compile, new cores only a deploy. Their patches
+    pass the environment's validation."""
+    from eks_inference.tables.instance_types import INSTANCE_TYPES
+    from eks_inference.tune.space import NEURON_AUTO_CASTS, neuron_space
+
+    path = _project_with_tune_env(tmp_path)
+    serving = load_environment("tune", cdk_json=path).models[0].serving
+    cores = INSTANCE_TYPES["inf2.xlarge"].neuron_cores
+    variants = neuron_space(serving, node_neuron_cores=cores)
+    assert {v.neuron_cores_per_replica for v in variants} == {n for n in (1, 2, 4) if n <= cores}
+    assert all(v.batch_buckets[-1] >= serving.max_batch_size for v in variants)
+    # dev serves bf16, whose default is --auto-cast all: the configured (None) and the two others are tried
+    assert serving.dtype.value == "bf16" and serving.auto_cast is None
+    assert {v.auto_cast for v in variants} == {None, *NEURON_AUTO_CASTS} - {"all"}
+    same = [v for v in variants if v.batch_buckets == serving.batch_buckets and v.auto_cast is None]
+    assert [v.neuron_cores_per_replica for v in same] == [1, 2]
+    assert same[0].changes(serving) == {} and same[1].changes(serving) == {"neuron_cores_per_replica": 2}
+    assert same[1].needs(serving) == "needs a deploy"
+    cast = next(v for v in variants if v.neuron_cores_per_replica == 1 and v.batch_buckets == serving.batch_buckets
+                and v.auto_cast == "matmult")
+    assert cast.needs(serving) == "needs a compile" and cast.changes(serving) == {"auto_cast": "matmult"}
+    context = read_project_context(path)
+    for v in variants:
+        ctx = copy.deepcopy(context)
+        entry = ctx[ENVIRONMENTS_KEY]["tune"]["models"][0]
+        entry["serving"] = {**entry.get("serving", {}), **v.patch()}
+        config_from_context({**ctx, "env": "tune"})
+
+
+def test_tune_lists_inferentia_settings_as_needing_a_cluster_and_records_them_once(tmp_path: Path) -> None:
+    from eks_inference.cli.tune import neuron_lines
+
+    path = _project_with_tune_env(tmp_path)
+    config = load_environment("tune", cdk_json=path)
+    trials = TrialsFile(tmp_path / "t.jsonl")
+    lines = neuron_lines(config.models[0], config, trials=trials, context={"env": "tune"})
+    assert "not measured here (they need a cluster)" in lines[0]
+    assert any(x.startswith("  nc1-") and "as configured" in x for x in lines)
+    assert any(x.startswith("  nc2-") and ": needs a deploy (needs a deploy:" in x for x in lines)
+    assert any(": needs a compile (serve restart:" in x for x in lines)
+    recs = list(trials.load().values())
+    assert recs and all(r["status"] == "not-measured" and r["rung"] == "cluster" for r in recs)
+    assert all(why_dropped(r) in ("needs a compile", "needs a deploy") for r in recs)
+    neuron_lines(config.models[0], config, trials=trials, context={"env": "tune"})
+    assert len((tmp_path / "t.jsonl").read_text().splitlines()) == len(recs)
