@@ -25,6 +25,7 @@ from rich.table import Table
 
 from eks_inference import __version__
 from eks_inference.analysis.aggregate import TargetReport
+from eks_inference.analysis.tuned import tuned_html, tuned_lines
 from eks_inference.measure.contention import describe as describe_contention
 from eks_inference.measure.results import REPORT_FORMAT, REPORT_FORMAT_VERSION
 from eks_inference.measure.spec import TargetInfo
@@ -584,7 +585,7 @@ the node's allocatable), workers, head and sidecars, wherever they run; the cost
 {''.join(server)}</table></div>
 <p class="note">{e(SERVER_RULE)}</p>
 {_timeline_html(doc.get("timeline") or {}, timeline_png)}
-<h2>Warnings</h2><ul class="warn">{warnings}</ul>
+{tuned_html(doc.get("tuned"))}<h2>Warnings</h2><ul class="warn">{warnings}</ul>
 <h2>Inputs and provenance</h2>
 {inputs}
 </body></html>
@@ -861,12 +862,15 @@ def _timeline_html(timeline: Mapping[str, Mapping[str, Any]], png: bytes) -> str
 
 
 def print_report(console: Console, targets: Sequence[TargetReport], *, slo_p99_ms: float, prices: PriceTable,
-                 warnings: Sequence[str]) -> None:
+                 warnings: Sequence[str], tuned: Mapping[str, Any] | None = None) -> None:
     rows = [{**p.summary, "series": t.label, "slo_met": p.slo_met, "slo_reason": p.slo_reason}
             for t in targets for p in t.points]
     console.print(steps_table(rows, title="Steps (merged across clients)"))
     console.print(ranking_table(targets, slo_p99_ms=slo_p99_ms, prices=prices))
     if any(t.capacity for t in targets):
         console.print(capacity_table(targets))
+    if tuned:
+        for line in tuned_lines(tuned):
+            console.print(line, highlight=False, markup=False)
     for w in warnings:
         console.print(f"[yellow]warning:[/yellow] {w}", highlight=False)

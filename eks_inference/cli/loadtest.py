@@ -268,6 +268,9 @@ def _register_report(sub: Any) -> None:
                    help="wait until the inputs hold this many result files (client pods still running)")
     p.add_argument("--wait-timeout", type=float, default=600.0, help="seconds to wait for --wait-for")
     p.add_argument("--quiet", action="store_true", help="no console tables")
+    p.add_argument("--tune-trials", action="append", metavar="FILE", default=[],
+                   help="trials file(s) of `eks-inference tune` (repeatable, one per processor): adds the section "
+                        "'tuned vs as configured' and ranks the processors between their tuned shapes")
     p.set_defaults(func=cmd_report)
 
 
@@ -787,6 +790,12 @@ def cmd_report(a: argparse.Namespace) -> int:
     doc = report.build_document(targets, warnings=warnings, slo_p99_ms=slo, max_error_rate=a.max_error_rate,
                                 prices=prices, inputs=inputs, generated_at=time.time())
     doc["slo_percentile"] = _slo_percentile(a, parsed)
+    tuned = None
+    if a.tune_trials:
+        from eks_inference.analysis.tuned import read_trials, tuned_section
+
+        tuned = tuned_section([rec for f in a.tune_trials for rec in read_trials(Path(f))])
+        doc["tuned"] = tuned
     per_second = timeline_from_results(parsed, label_of={(t.target.name, str(t.run_id)): t.label for t in targets})
     if per_second:
         doc["timeline"] = per_second
@@ -803,7 +812,7 @@ def cmd_report(a: argparse.Namespace) -> int:
         written = [str(p) for p in report.write_report(Path(a.out), doc, targets, slo_p99_ms=slo,
                                                        title=a.title).values()]
     if not a.quiet:
-        report.print_report(console, targets, slo_p99_ms=slo, prices=prices, warnings=warnings)
+        report.print_report(console, targets, slo_p99_ms=slo, prices=prices, warnings=warnings, tuned=tuned)
         for label, entry in per_second.items():
             if entry["segments"]:
                 console.print(timeline_table(entry["segments"], title=f"{label}: per segment"))

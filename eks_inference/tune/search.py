@@ -148,7 +148,9 @@ def successive_halving(candidates: Sequence[Candidate], measure: Measure, *, run
             costs.append(seconds)
             rec = {"format": TRIALS_FORMAT, "key": c.key, "rung": rung.name, "config": c.to_dict(),
                    "patch": c.patch(), "settings": dict(rung.settings), "context": dict(context or {}),
-                   "seconds": round(seconds, 1), "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **out}
+                   "seconds": round(seconds, 1), "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                   # the environment's own shape, so a report can set the tuned winner beside it
+                   **({"configured": True} if c in keep else {}), **out}
             trials.append(rec)
             ran += 1
             here.append(rec)

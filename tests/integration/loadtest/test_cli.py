@@ -369,3 +369,30 @@ def test_capacity_sweep_goes_on_until_the_knee(stub_server: Callable[..., StubSe
     r = cli("loadtest", "run", "--url", server.url(), *common, "--slo-p99-ms", "1", "--out", str(tmp_path / "b.json"))
     assert r.returncode == 0, r.stderr
     assert len(json.loads((tmp_path / "b.json").read_text())["steps"]) == 2
+
+
+def test_report_with_tune_trials_adds_tuned_vs_configured(stub_server: Callable[..., StubServer],
+                                                          tmp_path: Path) -> None:
+    """`loadtest report --tune-trials F`: the section beside the run's ranking, in the console, report.json and the
+    HTML; the trials are written by tune's own search (its fake measurement seam)."""
+    from tests.unit.test_tuned_report import FAST as TUNED
+    from tests.unit.test_tuned_report import MID, SLOW, tune
+
+    server = stub_server()
+    results, out = tmp_path / "results", tmp_path / "report"
+    r = cli("loadtest", "run", "--url", server.url("minilm"), "--rate", "20", "--requests", "10", *FAST,
+            "--out", f"{results}/")
+    assert r.returncode == 0, r.stderr
+    trials = tmp_path / "graviton.jsonl"
+    tune(trials, "graviton", configured=SLOW, others=[TUNED, MID], usd_per_hour=1.0)
+    r = cli("loadtest", "report", str(results), "--tune-trials", str(trials), "--out", str(out), *GENEROUS_SLO)
+    assert r.returncode == 0, r.stderr
+    assert "Tuned vs as configured (processors ranked between tuned shapes)" in r.stdout
+    assert f"tuned:      {TUNED.key}" in r.stdout and f"configured: {SLOW.key}" in r.stdout
+    doc = json.loads((out / "report.json").read_text())
+    assert doc["tuned"]["processors"][0]["tuned"]["key"] == TUNED.key
+    assert '<table id="tuned">' in (out / "report.html").read_text()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{}\n")
+    r = cli("loadtest", "report", str(results), "--tune-trials", str(bad), "--out", str(tmp_path / "r2"))
+    assert r.returncode == 2 and "line 1 is not a tune trial record" in r.stderr
