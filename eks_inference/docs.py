@@ -43,6 +43,7 @@ SECTIONS: tuple[tuple[type, str, str], ...] = (
     (cfg.NodeGroupSpec, "node_groups[]", "Node group"),
     (cfg.ModelSpec, "models[]", "Model"),
     (cfg.ServingSpec, "models[].serving", "Serving"),
+    (cfg.FamilySpec, "models[].family", "Model family"),
     (cfg.LoadTestSpec, "loadtest", "Load test"),
     (cfg.AddonVersions, "addons", "Add-ons"),
     (cfg.ObservabilitySpec, "observability", "Observability"),
@@ -52,6 +53,7 @@ SECTIONS: tuple[tuple[type, str, str], ...] = (
     (cfg.JwtAuth, "front_door.auth.jwt", "Front door JWT"),
     (cfg.RolloutSpec, "rollout", "Rollout"),
     (cfg.ImageBases, "images", "Images"),
+    (cfg.CpuTuning, "models[].serving.cpu_tuning", "CPU tuning"),
 )
 _SKIP = {(cfg.PlatformConfig, "env_name")}  # the environment's key in cdk.json, not a field of its block
 
