@@ -17,7 +17,7 @@ export TRANSFORMERS_OFFLINE := 1
 export RAY_AUTH_MODE := disabled
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: help setup setup-test synth summary demo test lint lock bench clean
+.PHONY: help setup setup-test synth summary demo demo-family test lint lock bench clean
 
 help:  ## list the targets and the variables they read
 	@echo "Targets:"
@@ -93,6 +93,14 @@ demo: setup  ## set up, synthesize every stack, serve the bundled model locally,
 	@echo "== 6/6 The fleet that would serve $(DEMO_PLAN_RPS) requests/s, from the lower bound of the capacity interval"
 	$(EI) plan $(DEMO_OUT)/report --target-rps $(DEMO_PLAN_RPS) || test $$? -eq 1  # 1: refused, and it says why
 	@echo "Report: $(DEMO_OUT)/report/report.html (PNG: $(DEMO_OUT)/report/report.png)"
+
+FAMILY_MEMBERS ?= 20
+FAMILY_ROOM ?= 4
+FAMILY_REQUESTS ?= 400
+
+demo-family: setup  ## publish derived members of the bundled model as a family, serve it, run a Zipf load, verify a sample
+	$(PY) bench/family.py --members $(FAMILY_MEMBERS) --room $(FAMILY_ROOM) --requests $(FAMILY_REQUESTS) \
+	  --concurrency 4 --verify 3
 
 lint: setup  ## ruff, mypy, the floors contract (lint-imports), dependencies (deptry) and dead code (vulture)
 	$(VENV)/bin/ruff check .

@@ -442,7 +442,7 @@ class FamilyModel:
             "index_generation": self._index.generation if self._index is not None else None,
             "stats": {**{k: (round(v, 1) if isinstance(v, float) else v) for k, v in stats.items()},
                       "hit_ratio": round(stats["hits"] / lookups, 4) if lookups else None,
-                      "load_ms_p99": loads[min(len(loads) - 1, int(0.99 * len(loads)))] if loads else None},
+                      "load_ms_p99": round(loads[min(len(loads) - 1, int(0.99 * len(loads)))], 1) if loads else None},
             "versions": _versions(), "replica": _replica_id(), "pid": os.getpid(),
         }
         if cfg is not None:
