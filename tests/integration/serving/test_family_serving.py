@@ -204,7 +204,7 @@ def test_verify_checks_a_sample_of_members_each_against_its_own_reference(family
             "--s3-endpoint-url", family.endpoint, "--cache-dir", str(tmp_path / "verify"), timeout=900)
     assert r.returncode == 0, r.stderr
     verdicts = json.loads(r.stdout)
-    assert [v["model_id"] for v in verdicts][0] == "m1" and len(verdicts) == 3
+    assert verdicts[0]["model_id"] == "m1" and len(verdicts) == 3
     assert len({v["model_id"] for v in verdicts}) == 3
     for v in verdicts:
         assert v["status"] == "passed", v["summary"]
