@@ -54,3 +54,24 @@ def test_a_small_local_tune_serves_verifies_measures_and_resumes(local_ray: Loca
         assert len((tmp_path / "trials.jsonl").read_text().splitlines()) == 2
     finally:
         local_ray.remove("minilm-tune")
+
+
+def test_a_shape_with_cpu_knobs_serves_compiled_with_its_env_and_passes_verify(local_ray: LocalRay,
+                                                                              tmp_path: Path) -> None:
+    """GIVEN a candidate with transparent huge pages and torch.compile WHEN tune serves it on the session's Ray THEN the
+    replica reports the compiled head and THP_MEM_ALLOC_ENABLE in its own environment (set through the actor's
+    runtime_env), and its answers pass verify against the fp32 reference. Inductor compiles MiniLM in the warm-up
+    (about 40 s of one core here)."""
+    model = dataclasses.replace(load_environment("dev", cdk_json=ROOT / CDK_JSON).models[0], name="minilm-knobs")
+    c = Candidate(1, 1, 8, 0.0, "fp32", thp=True, torch_compile=True)
+    measure = LocalTrials(local_ray, model, source="bundled:all-minilm-l6-v2", work_dir=tmp_path, slo_ms=500.0,
+                          percentile="p99", usd_per_hour=0.1)
+    try:
+        info = measure.serve(c)
+        assert info["torch_compile"] is True
+        assert info["cpu_env"].get("THP_MEM_ALLOC_ENABLE") == "1"
+        assert "DNNL_DEFAULT_FPMATH_MODE" not in info["cpu_env"]
+        verdict = measure.verify()
+        assert verdict["status"] == "passed", verdict
+    finally:
+        local_ray.remove("minilm-knobs")
