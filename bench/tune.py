@@ -99,13 +99,12 @@ def pooled(recs: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def parse_key(key: str) -> Candidate:
-    """``r2-t1-b16-w0-fp32`` → the candidate it names."""
+    """``r2-t1-b16-w0-fp32`` (``-thp-tc`` with CPU settings) → the candidate it names."""
     try:
-        r, t, b, w, dtype = key.split("-")
-        return Candidate(replicas=int(r[1:]), threads=int(t[1:]), max_batch_size=int(b[1:]),
-                         batch_wait_ms=float(w[1:]), dtype=dtype)
+        return Candidate.from_key(key)
     except ValueError:
-        raise SystemExit(f"--tuned: {key!r} is not a trial key like r2-t1-b16-w0-fp32") from None
+        raise SystemExit(f"--tuned: {key!r} is not a trial key like r2-t1-b16-w0-fp32 or "
+                         "r2-t1-b16-w0-fp32-thp-tc") from None
 
 
 def compare(a: argparse.Namespace, model: Any, slo: float, tmp: Path, winner: Candidate) -> int:

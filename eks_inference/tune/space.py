@@ -56,6 +56,19 @@ class Candidate:
                    fpmath=str(d.get("fpmath", "default")), thp=bool(d.get("thp", False)),
                    torch_compile=bool(d.get("torch_compile", False)))
 
+    @classmethod
+    def from_key(cls, key: str) -> Candidate:
+        """The candidate a :attr:`key` names (``r2-t1-b16-w0-fp32``, then ``-fbf16``, ``-thp``, ``-tc`` if set)."""
+        r, t, b, w, dtype, *knobs = key.split("-")
+        if not all(k in ("fbf16", "thp", "tc") for k in knobs) or len(set(knobs)) != len(knobs):
+            raise ValueError(f"{key!r}: unknown settings {knobs}")
+        c = cls(replicas=int(r.removeprefix("r")), threads=int(t.removeprefix("t")),
+                max_batch_size=int(b.removeprefix("b")), batch_wait_ms=float(w.removeprefix("w")), dtype=dtype,
+                fpmath="bf16" if "fbf16" in knobs else "default", thp="thp" in knobs, torch_compile="tc" in knobs)
+        if c.key != key:
+            raise ValueError(f"{key!r} is not a trial key")
+        return c
+
     def tuning(self) -> dict[str, Any]:
         return {"fpmath": self.fpmath, "thp": self.thp, "torch_compile": self.torch_compile}
 
@@ -222,7 +235,8 @@ class NeuronVariant:
 def neuron_space(serving: ServingSpec, *, node_neuron_cores: int) -> list[NeuronVariant]:
     """Inferentia settings within the smallest inf2 node of the group: NeuronCores per replica in powers of two up to
     the node's, buckets up to each of :data:`BATCH_SIZES` that is at least ``max_batch_size`` (so the configured
-    batch size stays live), and each auto-cast that differs from what the dtype gives. Not measured here: a tune lists them with what they need."""
+    batch size stays live), and the configured auto-cast beside each other one that differs from what the dtype
+    gives. Not measured here: a tune lists them with what they need."""
     cores = [n for n in (1, 2, 4, 8, 16, 32) if n <= max(1, node_neuron_cores)]
     tops = [b for b in BATCH_SIZES if b >= serving.max_batch_size] or [serving.max_batch_size]
     same = "none" if serving.dtype is DType.FP32 else "all"  # what no auto_cast gives (neuron_cast_args)

@@ -331,3 +331,12 @@ def test_tune_lists_inferentia_settings_as_needing_a_cluster_and_records_them_on
     assert all(why_dropped(r) in ("needs a compile", "needs a deploy") for r in recs)
     neuron_lines(config.models[0], config, trials=trials, context={"env": "tune"})
     assert len((tmp_path / "t.jsonl").read_text().splitlines()) == len(recs)
+
+
+def test_a_trial_key_names_its_candidate_back() -> None:
+    for c in (Candidate(2, 1, 16, 0.0, "fp32"), Candidate(1, 1, 8, 5.0, "fp32", thp=True),
+              Candidate(1, 2, 32, 2.5, "bf16", fpmath="bf16", thp=True, torch_compile=True)):
+        assert Candidate.from_key(c.key) == c
+    for bad in ("r2-t1-b16-w0", "r2-t1-b16-w0-fp32-xx", "r2-t1-b16-w0-fp32-tc-thp", "rx-t1-b16-w0-fp32"):
+        with pytest.raises(ValueError):
+            Candidate.from_key(bad)
