@@ -27,7 +27,8 @@ _SHARED_MODULES = ("__init__.py", "errors.py", "config.py", "tables", "storage.p
                    "cli/__init__.py", "cli/__main__.py", "cli/help.py")
 IMAGE_MODULES: dict[str, tuple[str, ...]] = {
     "serving": (*_SHARED_MODULES, "artifacts", "runtime", "serving", "compile", "cli/serving.py"),
-    "loadtest": (*_SHARED_MODULES, "artifacts/__init__.py", "artifacts/manifests.py", "costs.py", "measure", "loadgen",
+    "loadtest": (*_SHARED_MODULES, "artifacts/__init__.py", "artifacts/manifests.py",
+                 "artifacts/family_index.py", "costs.py", "measure", "loadgen",
                  "analysis", "fleet", "verify", "cli/loadtest.py", "cli/verify.py", "cli/plan.py", "cli/pricing.py"),
 }
 """What of the package each kind of image carries, relative to ``eks_inference/``. Every Dockerfile copies the whole
