@@ -11,12 +11,13 @@ This module imports nothing from aws-cdk-lib: the serving and load-test images u
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import json
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from enum import Enum
 from pathlib import Path
@@ -752,6 +753,35 @@ class FamilySpec:
         errs.raise_any()
 
 
+MAX_RAY_SERVICE_NAME = 47
+"""KubeRay refuses a longer RayService name: its RayCluster adds six characters and ``-serve-svc`` must still fit a
+DNS label (ray-project/kuberay v1.7.0 ``ray-operator/controllers/ray/utils/constant.go``, ``MaxRayServiceNameLength``;
+``validation.go``, ``ValidateRayServiceMetadata``)."""
+CANARY_SUFFIX = "-canary"
+
+
+def canary_name_errors(model: ModelSpec) -> list[str]:
+    """One line per canary RayService name (``<model>-<processor>-canary``) KubeRay would refuse."""
+    names = [f"{model.name}-{p.value}{CANARY_SUFFIX}" for p in model.processors]
+    return [f"model {model.name!r}: its canary RayService {n!r} has {len(n)} characters, over KubeRay's "
+            f"{MAX_RAY_SERVICE_NAME}; shorten the model's name to roll it out" for n in names
+            if len(n) > MAX_RAY_SERVICE_NAME]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CanarySpec:
+    """A new revision of a model served beside the current one, on ``rollout.canary_percent`` of the model's
+    front-door route (docs/rollouts.md). ``eks-inference rollout`` writes it, and removes it when the rollout ends.
+
+    :param revision: the weights revision the canary serves (published under ``models/{name}/{revision}/``);
+        another than the model's ``revision``.
+    :param weights_sha256: its digest, as ``eks-inference publish`` printed it; default none (any).
+    """
+
+    revision: str
+    weights_sha256: str | None = None
+
+
 @dataclass(frozen=True, kw_only=True)
 class ModelSpec:
     """One model, served on one or more processors (one RayService per model × processor).
@@ -774,6 +804,9 @@ class ModelSpec:
     :param family: default none (one model). A :class:`FamilySpec` makes this entry a family of models published
         under ``models/{name}/`` and chosen per request by model id; ``revision`` and ``weights_sha256`` then do not
         apply (the family's index pins each member's digest).
+    :param canary: default none. A :class:`CanarySpec` serves its revision beside the current one as
+        ``<name>-<processor>-canary`` on each processor, given ``rollout.canary_percent`` of the model's route; the
+        environment needs a front door and a ``rollout`` block.
     """
 
     name: str
@@ -786,9 +819,12 @@ class ModelSpec:
     slo_p99_ms: float | None = None
     weights_sha256: str | None = None
     family: FamilySpec | None = None
+    canary: CanarySpec | None = None
 
     def __post_init__(self) -> None:
         errs = _Errors()
+        if self.canary is not None:
+            self._check_canary(errs, self.canary)
         if self.family is not None and self.weights_sha256 is not None:
             errs.add(f"model {self.name!r} weights_sha256", self.weights_sha256, "is set on a family",
                      "leave it out: the family's index pins each member's digest (eks-inference publish --family)")
@@ -812,6 +848,24 @@ class ModelSpec:
             errs.add(f"{where} processors", [p.value for p in self.processors], "repeats a processor",
                      "list each processor once")
         errs.raise_any()
+
+    def _check_canary(self, errs: _Errors, c: CanarySpec) -> None:
+        where = f"model {self.name!r} canary"
+        if self.family is not None:
+            errs.add(where, {"revision": c.revision}, "is set on a family",
+                     "leave it out: a family's members are published and pinned one by one")
+        if not isinstance(c.revision, str) or not re.match(r"^[A-Za-z0-9._-]{1,64}$", c.revision):
+            errs.add(f"{where} revision", c.revision, "is not a plain version string",
+                     "use letters, digits, '.', '_' or '-'")
+        elif c.revision == self.revision:
+            errs.add(f"{where} revision", c.revision, "is the model's current revision",
+                     "name the new revision to roll out, or remove canary")
+        if c.weights_sha256 is not None and (not isinstance(c.weights_sha256, str)
+                                             or not _SHA256_RE.match(c.weights_sha256)):
+            errs.add(f"{where} weights_sha256", c.weights_sha256, "is not a sha256 digest",
+                     "copy the 64 lower-case hex digits of the digest `eks-inference publish` prints, or leave it out")
+        if isinstance(self.name, str) and _K8S_NAME_RE.match(self.name):
+            errs.items.extend(canary_name_errors(self))
 
 
 LOADTEST_PATHS = ("service", "front-door")
@@ -1687,6 +1741,10 @@ def _check_front_door(errs: _Errors, env_name: str, door: FrontDoorSpec, models:
                       "so the load balancer would refuse every request; measure from outside with "
                       "`eks-inference loadtest run --via front-door`, or use via: service")
     if not door.enabled:
+        for m in models:
+            if m.canary is not None:
+                errs.line(f"model {m.name!r} canary: front_door.enabled is false in {env_name!r}, and a canary takes "
+                          "a slice of the model's front-door route; enable the front door, or remove canary")
         return
     if not door.https and env_name not in PLAIN_HTTP_ENVIRONMENTS:
         errs.line(f"front_door.certificate_arn: not set in environment {env_name!r}, and plain HTTP is allowed in "
@@ -1855,6 +1913,18 @@ def _model(errs: _Errors, data: Any) -> ModelSpec | None:
                 kw["family"] = family
         else:
             ok = False
+    if "canary" in kw:
+        canary = kw.pop("canary")
+        if _known_keys(errs, f"{where} canary", canary, CanarySpec):
+            known = {f.name for f in fields(CanarySpec)}  # an unknown field is reported once, above
+            spec = _build(errs, f"{where} canary", CanarySpec, {k: v for k, v in canary.items() if k in known},
+                          prefix=where)
+            if spec is None:
+                ok = False
+            else:
+                kw["canary"] = spec
+        else:
+            ok = False
     if "serving" in kw:
         serving = _serving(errs, kw.pop("serving"), f"{where} serving")
         if serving is None:
@@ -1994,6 +2064,12 @@ def parse_platform(env_name: str, data: Mapping[str, Any], *, account: str | Non
             else:
                 kw[key] = value
 
+    if "rollout" not in kw:
+        for m in kw.get("models", ()):
+            if isinstance(m, ModelSpec) and m.canary is not None:
+                parts.line(f"model {m.name!r} canary: environment {env_name!r} has no rollout block, which sets the "
+                           'canary\'s share of the route; add "rollout": {"canary_percent": 10}, or remove canary')
+                bad.add("rollout")
     if not bad:
         config = _build(errs, where, PlatformConfig, kw)
         errs.items.extend(parts.items)
@@ -2119,6 +2195,20 @@ def write_serving_patch(env_name: str, model_name: str, patch: Mapping[str, Any]
     """Set ``patch``'s fields in the ``serving`` block of one model of one environment in ``cdk_json``, after the
     patched environment has passed the validation synth applies (ConfigError, the file untouched, otherwise);
     returns the patched environment."""
+
+    def edit(entry: dict[str, Any]) -> None:
+        serving = entry.get("serving")
+        entry["serving"] = {**(serving if isinstance(serving, dict) else {}), **patch}
+
+    return write_model_patch(env_name, model_name, edit, cdk_json=cdk_json)[0]
+
+
+def write_model_patch(env_name: str, model_name: str, edit: Callable[[dict[str, Any]], None], *,
+                      cdk_json: str | os.PathLike[str] = CDK_JSON) -> tuple[PlatformConfig, dict[str, Any],
+                                                                             dict[str, Any]]:
+    """Apply ``edit`` to one model's entry of one environment in ``cdk_json``, after the patched environment has
+    passed the validation synth applies (ConfigError, the file untouched, otherwise); returns the patched environment
+    and the entry before and after."""
     path = Path(cdk_json)
     doc = _json_object(path)
     context = doc.get("context")
@@ -2132,11 +2222,12 @@ def write_serving_patch(env_name: str, model_name: str, patch: Mapping[str, Any]
     if entry is None:
         raise _fail(f"{path}: environment {env_name!r} model", model_name, "is not one of its models",
                     "give a model the environment serves")
-    serving = entry.get("serving")
-    entry["serving"] = {**(serving if isinstance(serving, dict) else {}), **patch}
+    before = copy.deepcopy(entry)
+    edit(entry)
     lookups = path.with_name(CDK_CONTEXT_JSON)
     patched = config_from_context({**(_json_object(lookups) if lookups.is_file() else {}), **context, "env": env_name})
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    os.replace(tmp, path)
-    return patched
+    if entry != before:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+        os.replace(tmp, path)
+    return patched, before, copy.deepcopy(entry)

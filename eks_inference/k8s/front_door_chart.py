@@ -27,7 +27,8 @@ from constructs import Construct
 from eks_inference.config import TLS_POLICY, FrontDoorSpec, ModelSpec, Processor
 from eks_inference.k8s.objects import PART_OF, emit
 from eks_inference.k8s.ray_service import SERVE_PORT
-from eks_inference.k8s.serving_chart import NAMESPACE, ServingTarget
+from eks_inference.k8s.rollout import weighted_route
+from eks_inference.k8s.serving_chart import NAMESPACE, ROLLOUT_LABEL, ServingTarget
 
 GATEWAY_API = "gateway.networking.k8s.io/v1"
 LBC_API = "gateway.k8s.aws/v1"
@@ -172,8 +173,10 @@ def http_route(route: Route, door: FrontDoorSpec, *, namespace_: str = NAMESPACE
 
 def target_group_configuration(target: ServingTarget, *, namespace_: str = NAMESPACE) -> dict[str, Any]:
     h = HEALTH_CHECK
-    return {"apiVersion": LBC_API, "kind": "TargetGroupConfiguration",
-            "metadata": _meta(f"{target.name}-serve", namespace_), "spec": {
+    meta = _meta(f"{target.name}-serve", namespace_)
+    if ROLLOUT_LABEL in target.ray_service.labels:  # a canary's, as the RayService it targets
+        meta["labels"][ROLLOUT_LABEL] = target.ray_service.labels[ROLLOUT_LABEL]
+    return {"apiVersion": LBC_API, "kind": "TargetGroupConfiguration", "metadata": meta, "spec": {
                 "targetReference": {"name": serve_service(target.name)},
                 "defaultConfiguration": {
                     "targetType": "ip",
@@ -200,11 +203,18 @@ class RouteChart(Chart):
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, route: Route, door: FrontDoorSpec,
-                 targets: Sequence[ServingTarget], namespace_: str = NAMESPACE) -> None:
+                 targets: Sequence[ServingTarget], namespace_: str = NAMESPACE,
+                 canaries: Sequence[ServingTarget] = (), canary_percent: float = 0.0) -> None:
+        """:param canaries: the model's canaries, if it has a ``canary``: they get ``canary_percent`` of the route,
+        each processor keeping its configured share on both sides (:func:`eks_inference.k8s.rollout.weighted_route`,
+        as ``eks-inference rollout`` weights it)."""
         super().__init__(scope, construct_id, disable_resource_name_hashes=True)
         self.route = route
-        self.target_names = [t.name for t in targets]
-        emit(self, "Route", http_route(route, door, namespace_=namespace_))
+        self.target_names = [t.name for t in [*targets, *canaries]]
+        doc = http_route(route, door, namespace_=namespace_)
+        if canaries:
+            doc = weighted_route(doc, canary_percent)
+        emit(self, "Route", doc)
 
 
 class TargetGroupChart(Chart):
@@ -226,10 +236,14 @@ class FrontDoorChart(Chart):
     :param door: the environment's ``front_door``.  :param targets: every model × processor served.
     :param subnet_ids: where the load balancer goes (its own subnets for ``internal``, the public ones for
         ``internet-facing``).
+    :param canaries: the canaries of models with a ``canary``
+        (:func:`~eks_inference.k8s.serving_chart.plan_canaries`): each gets a TargetGroupConfiguration like its
+        target's, and its model's route gives them ``canary_percent`` (config ``rollout.canary_percent``).
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, door: FrontDoorSpec, targets: Sequence[ServingTarget],
-                 subnet_ids: Sequence[str], namespace_: str = NAMESPACE) -> None:
+                 subnet_ids: Sequence[str], namespace_: str = NAMESPACE, canaries: Sequence[ServingTarget] = (),
+                 canary_percent: float = 0.0) -> None:
         super().__init__(scope, construct_id, disable_resource_name_hashes=True)
         self.routes = plan_routes(door, targets)
         emit(self, "GatewayClass", gateway_class())
@@ -240,10 +254,12 @@ class FrontDoorChart(Chart):
         if rule is not None:
             emit(self, "JwtRule", rule)
         self.target_group_charts = [
-            TargetGroupChart(self, f"{_pascal(t.name)}TargetGroup", target=t, namespace_=namespace_) for t in targets]
+            TargetGroupChart(self, f"{_pascal(t.name)}TargetGroup", target=t, namespace_=namespace_)
+            for t in [*targets, *canaries]]
         self.route_charts = [
             RouteChart(self, f"{_pascal(r.model)}Route", route=r, door=door, namespace_=namespace_,
-                       targets=[t for t in targets if t.model.name == r.model])
+                       targets=[t for t in targets if t.model.name == r.model],
+                       canaries=[c for c in canaries if c.model.name == r.model], canary_percent=canary_percent)
             for r in self.routes]
 
     def manifests(self) -> list[dict[str, Any]]:

@@ -16,27 +16,29 @@ import copy
 import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import yaml
 
-from eks_inference.config import ConfigError, ModelSpec
+from eks_inference.config import (
+    CANARY_SUFFIX,
+    ConfigError,
+    ModelSpec,
+    canary_name_errors,
+)
 
-CANARY_SUFFIX = "-canary"
 ROLLOUT_LABEL = "eks-inference/rollout"
 """On every object a rollout adds (``canary``), so that ``kubectl get rayservice -l eks-inference/rollout`` finds
 them and nothing the stacks own carries it."""
 COMPILE_TARGET_LABEL = "eks-inference/compile-target"
 """:data:`eks_inference.k8s.serving_chart.COMPILE_TARGET_LABEL` (a test keeps them equal): this module stays free of
 cdk8s, which the operator's commands would otherwise load for a few names."""
+CDK_PRUNE_LABEL = "aws.cdk.eks/prune-"
+"""The prefix of the label by which aws-eks's kubectl handler prunes a manifest resource's objects (its prune label,
+one per resource)."""
 _SERVER_FIELDS = ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields", "selfLink")
-
-
-MAX_RAY_SERVICE_NAME = 47
-"""KubeRay refuses a longer RayService name: its RayCluster adds six characters and ``-serve-svc`` must still fit a
-DNS label (ray-project/kuberay v1.7.0 ``ray-operator/controllers/ray/utils/constant.go``, ``MaxRayServiceNameLength``;
-``validation.go``, ``ValidateRayServiceMetadata``)."""
 
 
 def canary_name(target_name: str) -> str:
@@ -50,12 +52,11 @@ def canary_names(model: ModelSpec) -> list[str]:
 
 
 def check_canary_names(model: ModelSpec) -> None:
-    """One line per canary name KubeRay would refuse."""
-    long = [n for n in canary_names(model) if len(n) > MAX_RAY_SERVICE_NAME]
+    """One line per canary name KubeRay would refuse (:func:`eks_inference.config.canary_name_errors`, which config
+    validation of a model's ``canary`` runs too)."""
+    long = canary_name_errors(model)
     if long:
-        raise ConfigError(*(f"model {model.name!r}: its canary RayService {n!r} has {len(n)} characters, over "
-                            f"KubeRay's {MAX_RAY_SERVICE_NAME}; shorten the model's name to roll it out"
-                            for n in long))
+        raise ConfigError(*long)
 
 
 def _model_app(config: Mapping[str, Any], model: str) -> dict[str, Any]:
@@ -91,6 +92,13 @@ def _revise_args(args: dict[str, Any], *, model: str, revision: str, weights_sha
     args["weights_sha256"] = weights_sha256
 
 
+def _canary_hint(args: dict[str, Any], target: str) -> None:
+    """A waiting replica of the canary points at the canary's compile Job, not its target's."""
+    if args.get("compile_hint"):
+        args["compile_hint"] = re.sub(rf"(?<![\w-]){re.escape(target)}(?![\w-])", canary_name(target),
+                                      str(args["compile_hint"]))
+
+
 _JOB_GENERATED_LABELS = ("controller-uid", "job-name", "batch.kubernetes.io/controller-uid",
                          "batch.kubernetes.io/job-name")
 """Labels and selector the Job controller adds to a Job it admitted; a copy must leave them for the new Job's own."""
@@ -118,6 +126,7 @@ def canary_compile_job(stable: Mapping[str, Any], *, model: str, revision: str,
             i = args.index("--serve-app") + 1
             app = json.loads(args[i])
             _revise_args(app.setdefault("args", {}), model=model, revision=revision, weights_sha256=weights_sha256)
+            _canary_hint(app["args"], target)
             args[i] = json.dumps(app, sort_keys=True, separators=(",", ":"))
             revised = True
     if not revised:
@@ -140,7 +149,9 @@ def _clean_meta(obj: Mapping[str, Any], name: str) -> dict[str, Any]:
     if not annotations:
         del meta["annotations"]
     meta["name"] = name
-    meta["labels"] = {**(meta.get("labels") or {}), ROLLOUT_LABEL: "canary"}
+    # Not the label by which a deploy prunes the target's manifest: the canary's own manifest has its own.
+    meta["labels"] = {**{k: v for k, v in (meta.get("labels") or {}).items() if not k.startswith(CDK_PRUNE_LABEL)},
+                      ROLLOUT_LABEL: "canary"}
     return meta
 
 
@@ -153,12 +164,13 @@ def canary_ray_service(stable: Mapping[str, Any], *, model: str, revision: str,
     doc = yaml.safe_load(raw) if isinstance(raw, str) else raw
     if not isinstance(doc, Mapping):
         raise ConfigError(f"RayService {stable.get('metadata', {}).get('name')!r} has no serveConfigV2 to revise")
-    spec["serveConfigV2"] = yaml.safe_dump(revised_serve_config(doc, model=model, revision=revision,
-                                                                weights_sha256=weights_sha256), sort_keys=False)
+    name = str((stable.get("metadata") or {}).get("name"))
+    revised = revised_serve_config(doc, model=model, revision=revision, weights_sha256=weights_sha256)
+    _canary_hint(_model_app(revised, model).get("args") or {}, name)
+    spec["serveConfigV2"] = yaml.safe_dump(revised, sort_keys=False)
     for group in (spec.get("rayClusterConfig") or {}).get("workerGroupSpecs") or []:
         group["replicas"] = min(int(group.get("replicas", 1)), max(1, int(group.get("minReplicas", 1))), 1) or 1
         group["minReplicas"] = min(int(group.get("minReplicas", 1)), 1)
-    name = str((stable.get("metadata") or {}).get("name"))
     return {"apiVersion": stable.get("apiVersion", "ray.io/v1"), "kind": "RayService",
             "metadata": _clean_meta(stable, canary_name(name)), "spec": spec}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from cdk8s import Chart
@@ -13,6 +13,7 @@ from constructs import Construct
 from eks_inference.config import (
     AUTOSCALER_SIDECAR_CPU_MILLIS,
     AUTOSCALER_SIDECAR_MEMORY_MIB,
+    CANARY_SUFFIX,
     HEAD_CPU_MILLIS,
     HEAD_MEMORY_MIB,
     RAY_VERSION,
@@ -55,6 +56,7 @@ from eks_inference.k8s.ray_service import (
     WorkerGroup,
     api_access_volume,
 )
+from eks_inference.k8s.rollout import ROLLOUT_LABEL
 from eks_inference.serving.serve_config import (
     RAY_CLUSTER_ENV,
     RAY_LOG_ENV,
@@ -141,27 +143,63 @@ def plan_targets(config: PlatformConfig, *, images: Mapping[Processor, str], rep
         raise ConfigError("ray.gcs_fault_tolerance: true, but no GCS store was given to plan the RayServices; "
                           "pass the store the stacks provision (GcsStore), or set gcs_fault_tolerance to false")
     gcs = gcs_store if config.ray.gcs_fault_tolerance else None
-    targets = []
+    return [_plan_target(config, model, processor, images=images, repository_uri=repository_uri, region=region,
+                         namespace_=namespace_, gcs=gcs)
+            for model in config.models for processor in model.processors]
+
+
+def plan_canaries(config: PlatformConfig, *, images: Mapping[Processor, str], repository_uri: str,
+                  region: str, namespace_: str = NAMESPACE,
+                  gcs_store: GcsFaultTolerance | None = None) -> list[ServingTarget]:
+    """Pure planning: for each model with a ``canary``, the canary of each of its targets, ``<target>-canary``.
+
+    Built by the same function as the target itself from the model at the canary's revision and digest, so the serving
+    shape is the target's; it differs in its name, its weights (serve config and compile hint), a worker group that
+    starts at one replica (the canary takes a slice, not the load) and the :data:`ROLLOUT_LABEL` on the RayService.
+    Its pods carry the target's :data:`SERVICE_LABEL`, so the target's NetworkPolicies admit them as the target's own,
+    and its Serve application is the model's, so the front door's ``/{model}`` path and the alerts' ``application``
+    label are the model's. :func:`eks_inference.k8s.rollout.canary_ray_service` makes the same object from a deployed
+    target (a test keeps them equal).
+    """
+    gcs = gcs_store if config.ray.gcs_fault_tolerance else None
+    out = []
     for model in config.models:
-        model_uri, artifact_uri = model_repository_uris(repository_uri, model)
+        if model.canary is None:
+            continue
+        revised = replace(model, revision=model.canary.revision, weights_sha256=model.canary.weights_sha256,
+                          canary=None)
         for processor in model.processors:
-            if processor not in images:
-                raise ConfigError(f"images: no image for processor {processor.value!r}; build it or set image_uris")
-            group = config.node_group_for(processor)
-            name = service_name(model, processor)
-            # Replicas only read: the compile Job of the target writes what they load.
-            serve_config = render_serve_config(model, processor, model_uri=model_uri, artifact_uri=artifact_uri,
-                                               compile_on_miss=False, compile_hint=compile_hint(name, namespace_))
-            rs = _ray_service(name, namespace_, model, processor, image=images[processor], serve_config=serve_config,
-                              region=region, gcs=gcs,
-                              head_on_system=config.head_node_group(processor).processor is None)
-            worker_nodes = rs.workers[0].replicas if not model.shares_node else 1
-            targets.append(ServingTarget(
-                model=model, processor=processor, name=name, url=serve_url(model, processor, namespace_),
-                instance_type=group.instance_types[0], nodes=worker_nodes, serve_config=serve_config,
-                ray_service=rs, placement=target_placement(config, model, processor).to_arg(),
-            ))
-    return targets
+            t = _plan_target(config, revised, processor, images=images, repository_uri=repository_uri, region=region,
+                             namespace_=namespace_, gcs=gcs, canary=True)
+            out.append(t)
+    return out
+
+
+def _plan_target(config: PlatformConfig, model: ModelSpec, processor: Processor, *, images: Mapping[Processor, str],
+                 repository_uri: str, region: str, namespace_: str, gcs: GcsFaultTolerance | None,
+                 canary: bool = False) -> ServingTarget:
+    model_uri, artifact_uri = model_repository_uris(repository_uri, model)
+    if processor not in images:
+        raise ConfigError(f"images: no image for processor {processor.value!r}; build it or set image_uris")
+    group = config.node_group_for(processor)
+    service = service_name(model, processor)
+    name = f"{service}{CANARY_SUFFIX}" if canary else service
+    # Replicas only read: the compile Job of the target writes what they load.
+    serve_config = render_serve_config(model, processor, model_uri=model_uri, artifact_uri=artifact_uri,
+                                       compile_on_miss=False, compile_hint=compile_hint(name, namespace_))
+    rs = _ray_service(name, namespace_, model, processor, image=images[processor], serve_config=serve_config,
+                      region=region, gcs=gcs, service=service,
+                      head_on_system=config.head_node_group(processor).processor is None)
+    if canary:
+        (w,) = rs.workers
+        rs = replace(rs, labels={**rs.labels, ROLLOUT_LABEL: "canary"},
+                     workers=[replace(w, replicas=1, min_replicas=min(w.min_replicas, 1))])
+    worker_nodes = rs.workers[0].replicas if not model.shares_node else 1
+    return ServingTarget(
+        model=model, processor=processor, name=name, url=serve_url(model, processor, namespace_),
+        instance_type=group.instance_types[0], nodes=worker_nodes, serve_config=serve_config,
+        ray_service=rs, placement=target_placement(config, model, processor).to_arg(),
+    )
 
 
 def _resources(cpu_m: int, memory_mib: int, cpu_limit: str | None = None) -> Resources:
@@ -173,10 +211,11 @@ def _resources(cpu_m: int, memory_mib: int, cpu_limit: str | None = None) -> Res
 
 def _ray_service(name: str, namespace_: str, model: ModelSpec, processor: Processor, *, image: str,
                  serve_config: Mapping[str, Any], region: str, head_on_system: bool,
-                 gcs: GcsFaultTolerance | None = None) -> RayServiceSpec:
+                 gcs: GcsFaultTolerance | None = None, service: str | None = None) -> RayServiceSpec:
+    """:param service: the :data:`SERVICE_LABEL` of its objects and pods; default ``name`` (a canary: its target's)."""
     s = model.serving
     labels = {**PART_OF, "app.kubernetes.io/name": "eks-inference", "app.kubernetes.io/component": "serving",
-              SERVICE_LABEL: name, "eks-inference/model": model.name, PROCESSOR_LABEL: processor.value}
+              SERVICE_LABEL: service or name, "eks-inference/model": model.name, PROCESSOR_LABEL: processor.value}
     # RAY_CLUSTER_ENV moves HTTP from Ray's Python proxy to HAProxy (the setting local mode measured faster).
     env = {**RAY_CLUSTER_ENV, **RAY_LOG_ENV, "AWS_REGION": region, "AWS_DEFAULT_REGION": region, "HF_HUB_OFFLINE": "1",
            "RAY_USAGE_STATS_ENABLED": "0"}
@@ -302,6 +341,17 @@ class TargetChart(Chart):
             pod_labels={**own, RAY_ROLE_LABEL: "worker"}))
 
 
+class CanaryChart(Chart):
+    """A canary's RayService (:func:`plan_canaries`): a manifest resource of its own, so that removing the model's
+    ``canary`` from config deletes it (CloudFormation deletes the resource and the handler runs ``kubectl delete``).
+    Its pods carry the target's labels, so the target's NetworkPolicies and budget (:class:`TargetChart`) cover it."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, target: ServingTarget) -> None:
+        super().__init__(scope, construct_id, disable_resource_name_hashes=True)
+        self.target = target
+        emit(self, "RayService", target.ray_service.to_dict())
+
+
 class ServingChart(Chart):
     """The serving and load-test namespaces, their service accounts and their namespace-wide NetworkPolicies; each
     target's objects are a :class:`TargetChart` inside it.
@@ -318,12 +368,15 @@ class ServingChart(Chart):
         heads' autoscaler.
     :param front_door_cidrs: the subnets of the front door's load balancer, admitted to every target's serve port;
         default none (no front door).
+    :param canaries: the canaries of models with a ``canary`` (:func:`plan_canaries`), each a :class:`CanaryChart`
+        inside it; default none.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, targets: list[ServingTarget],
                  api_server_cidrs: Sequence[str],
                  namespace_: str = NAMESPACE, metrics_cidrs: Sequence[str] = (),
-                 loadtest_namespace: str = LOADTEST_NAMESPACE, front_door_cidrs: Sequence[str] = ()) -> None:
+                 loadtest_namespace: str = LOADTEST_NAMESPACE, front_door_cidrs: Sequence[str] = (),
+                 canaries: Sequence[ServingTarget] = ()) -> None:
         super().__init__(scope, construct_id, disable_resource_name_hashes=True)
         self.targets = targets
         emit(self, "Namespace", namespace(namespace_))
@@ -357,6 +410,8 @@ class ServingChart(Chart):
                         metrics_cidrs=metrics_cidrs, api_server_cidrs=api_server_cidrs,
                         loadtest_namespace=loadtest_namespace, front_door_cidrs=front_door_cidrs)
             for t in targets]
+        self.canary_charts = [CanaryChart(self, "".join(p.capitalize() for p in c.name.split("-")), target=c)
+                              for c in canaries]
 
     def manifests(self) -> list[dict[str, Any]]:
-        return [*self.to_json(), *(m for c in self.target_charts for m in c.to_json())]
+        return [*self.to_json(), *(m for c in [*self.target_charts, *self.canary_charts] for m in c.to_json())]

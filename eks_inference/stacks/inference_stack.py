@@ -34,6 +34,7 @@ from eks_inference.k8s.serving_chart import (
     SERVICE_ACCOUNT_NAMESPACES,
     ServingChart,
     ServingTarget,
+    plan_canaries,
     plan_targets,
 )
 from eks_inference.nag import acknowledge, checkov_skip
@@ -117,6 +118,14 @@ class InferenceStack(Stack):
             region=self.region,
             gcs_store=gcs,
         )
+        # A model's canary (config `canary`, written by `eks-inference rollout`): served and routed beside its targets.
+        self.canaries: list[ServingTarget] = plan_canaries(
+            config,
+            images={Processor(k): v.image_uri for k, v in self.images.items() if k != "loadtest"},
+            repository_uri=self.repository.uri,
+            region=self.region,
+            gcs_store=gcs,
+        )
         plan: LoadTestPlan | None = None
         if config.loadtest.run_id:
             image = self.images["loadtest"]
@@ -144,7 +153,7 @@ class InferenceStack(Stack):
         k8s_app = cdk8s.App()
         self.serving_chart = ServingChart(k8s_app, "serving", targets=self.targets, metrics_cidrs=metrics_cidrs,
                                           api_server_cidrs=inference_cluster.api_server_cidrs,
-                                          front_door_cidrs=door_cidrs)
+                                          front_door_cidrs=door_cidrs, canaries=self.canaries)
         self.load_test_chart: LoadTestChart | None = None
         cluster = eks.Cluster.from_cluster_attributes(
             self, "Cluster", cluster_name=src.cluster_name, kubectl_provider=src.kubectl_provider)
@@ -171,13 +180,21 @@ class InferenceStack(Stack):
             if image_asset is not None:  # published before this stack deploys; stated for the reader
                 manifest.node.add_dependency(image_asset)
             self.target_manifests[chart.target.name] = manifest
+        for canary_chart in self.serving_chart.canary_charts:
+            # After its target, whose NetworkPolicies admit the canary's pods (they carry the target's label).
+            canary_manifest = eks.KubernetesManifest(self, f"{canary_chart.node.id}Serving", cluster=cluster,
+                                                     manifest=canary_chart.to_json(), overwrite=True)
+            stable = canary_chart.target.name.removesuffix("-canary")
+            canary_manifest.node.add_dependency(self.target_manifests[stable])
+            self.target_manifests[canary_chart.target.name] = canary_manifest
         # The front door: its CRDs come with the load balancer controller (ClusterStack), its routes name the targets'
         # serve Services, which KubeRay creates once each RayService is up.
         self.front_door_chart: FrontDoorChart | None = None
         if door.enabled:
             controller = inference_cluster.add_load_balancer_controller()
             self.front_door_chart = FrontDoorChart(k8s_app, "front-door", door=door, targets=self.targets,
-                                                   subnet_ids=door_subnet_ids)
+                                                   subnet_ids=door_subnet_ids, canaries=self.canaries,
+                                                   canary_percent=config.rollout.canary_percent)
             front_door_manifest = cluster.add_cdk8s_chart("FrontDoorChart", self.front_door_chart)
             front_door_manifest.node.add_dependency(self.serving_manifest, controller.chart)
             # One resource per target and per model, so that dropping either deletes its objects (see RouteChart).
@@ -192,7 +209,7 @@ class InferenceStack(Stack):
                                                    *(self.target_manifests[n] for n in route_chart.target_names))
         # One compile Job per target writes the artifact its replicas wait for.
         self.compile_chart = CompileChart(
-            k8s_app, "compile", targets=self.targets, region=self.region,
+            k8s_app, "compile", targets=[*self.targets, *self.canaries], region=self.region,
             token_ids={**{i.image_uri: i.identity for i in self.images.values()},
                        self.repository.uri: f"s3://{self.repository.node.path}"})
         self.compile_manifest = cluster.add_cdk8s_chart("CompileChart", self.compile_chart)
