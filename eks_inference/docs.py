@@ -44,6 +44,7 @@ SECTIONS: tuple[tuple[type, str, str], ...] = (
     (cfg.ModelSpec, "models[]", "Model"),
     (cfg.ServingSpec, "models[].serving", "Serving"),
     (cfg.FamilySpec, "models[].family", "Model family"),
+    (cfg.CanarySpec, "models[].canary", "Model canary"),
     (cfg.LoadTestSpec, "loadtest", "Load test"),
     (cfg.AddonVersions, "addons", "Add-ons"),
     (cfg.ObservabilitySpec, "observability", "Observability"),

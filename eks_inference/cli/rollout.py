@@ -10,6 +10,7 @@ fires; 2 usage or configuration error, or a promotion step that failed (run the 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,39 @@ def configured_route(config: PlatformConfig, model: str) -> dict[str, Any] | Non
     return http_route(route, config.front_door)
 
 
+def _entry_change(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    keys = [k for k in ("revision", "weights_sha256", "canary") if before.get(k) != after.get(k)]
+    return [f"  {k}: {json.dumps(before[k]) if k in before else '(absent)'} → "
+            f"{json.dumps(after[k]) if k in after else '(absent)'}" for k in keys]
+
+
+def write_config(a: argparse.Namespace, state: Any, outcome: str) -> None:
+    """Keep cdk.json in step with the rollout, so that synth renders what runs and a deploy keeps it: ``start``
+    writes the model's ``canary``; a promotion makes its revision (and digest) the model's and removes ``canary``;
+    a rollback (or a hold) removes ``canary``. Prints the change."""
+    from eks_inference.config import CDK_JSON, write_model_patch
+
+    def edit(entry: dict[str, Any]) -> None:
+        if outcome == "start":
+            entry["canary"] = {"revision": state.revision, **({"weights_sha256": state.weights_sha256}
+                                                              if state.weights_sha256 else {})}
+            return
+        entry.pop("canary", None)
+        if outcome == "promoted":
+            entry["revision"] = state.revision
+            if state.weights_sha256:
+                entry["weights_sha256"] = state.weights_sha256
+            else:
+                entry.pop("weights_sha256", None)
+
+    path = a.app_dir / CDK_JSON
+    _, before, after = write_model_patch(a.env, a.model, edit, cdk_json=path)
+    lines = _entry_change(before, after)
+    if lines:
+        print(f"rollout: {path}: environment {a.env!r}, model {a.model!r}:", flush=True)
+        print("\n".join(lines), flush=True)
+
+
 def cmd_rollout(a: argparse.Namespace) -> int:
     from eks_inference.ops import rollout as r
 
@@ -118,6 +152,8 @@ def cmd_rollout(a: argparse.Namespace) -> int:
 
     backend = KubeRolloutBackend(spec, alerts_url=a.alerts_url or "", region=config.region)
     controller = r.Rollout(state, backend, path, say=lambda m: print(f"rollout: {m}", flush=True))
+    if a.action == "start":
+        write_config(a, state, "start")
     try:
         if a.action == "promote":
             phase = controller.promote_now()
@@ -132,6 +168,8 @@ def cmd_rollout(a: argparse.Namespace) -> int:
         print(f"eks-inference rollout: interrupted at {state.next_step}; the same command resumes from {path}",
               file=sys.stderr)
         return r.EXIT_INTERRUPTED
+    if phase in r.TERMINAL:
+        write_config(a, state, phase)
     if state.reason:
         print(f"eks-inference rollout: {state.reason}", file=sys.stderr)
     return r.EXIT_CODES.get(phase, r.EXIT_ERROR)

@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import yaml
+
 from eks_inference.ops.assembly import STACK_SUFFIXES, Assembly, Asset
 from eks_inference.ops.effects import (
     Effect,
@@ -24,6 +26,7 @@ from eks_inference.ops.effects import (
     object_effects,
     prunable,
     resource_effect,
+    route_effects,
 )
 from eks_inference.ops.intrinsics import refs, render
 from eks_inference.ops.kube import ObjectKey, manifest_objects, object_label, parse_json_document
@@ -328,7 +331,50 @@ def diff_stack(name: str, old: Mapping[str, Any] | None, new: Mapping[str, Any] 
     stack.sections, stack.churn = _split(sections)
     _cascade(stack, new)
     _pair_moves(stack, new)
+    _mark_promotions(stack)
     return stack
+
+
+def _serve_revisions(obj: Any) -> set[str]:
+    """The weights revisions a RayService's ``serveConfigV2`` serves (its applications' ``revision`` argument)."""
+    if not isinstance(obj, Mapping):
+        return set()
+    raw = (obj.get("spec") or {}).get("serveConfigV2")
+    if isinstance(raw, str):
+        try:
+            raw = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            return set()
+    apps = raw.get("applications") if isinstance(raw, Mapping) else None
+    return {str((a.get("args") or {}).get("revision")) for a in apps or [] if isinstance(a, Mapping)
+            and (a.get("args") or {}).get("revision")}
+
+
+def _mark_promotions(stack: StackDiff) -> None:
+    """A route whose canary backends go away while the current RayServices take the canary's revision, in the same
+    change (config's ``canary`` made the model's ``revision``), reads as a promotion rather than a canary's end."""
+    objects = [o for r in stack.resources for o in r.objects]
+    by_name = {(o.key[0], o.key[-1]): o for o in objects}
+    for o in objects:
+        if o.key[0] != "HTTPRoute" or o.old is MISSING or o.new is MISSING:
+            continue
+        canaries = {str(ref.get("name", "")).removesuffix("-serve-svc")
+                    for rule in (o.old.get("spec") or {}).get("rules") or [] for ref in rule.get("backendRefs") or []
+                    if str(ref.get("name", "")).removesuffix("-serve-svc").endswith("-canary")}
+        if not canaries:
+            continue
+        revisions = set()
+        for c in canaries:
+            gone, stable = by_name.get(("RayService", c)), by_name.get(("RayService", c.removesuffix("-canary")))
+            if gone is None or gone.new is not MISSING or stable is None or stable.new is MISSING:
+                break
+            served = _serve_revisions(gone.old)
+            if not served or served != _serve_revisions(stable.new):
+                break
+            revisions |= served
+        else:
+            if len(revisions) == 1:
+                o.effects = route_effects(o.old, o.new, promoted_to=revisions.pop())
 
 
 def _deploy_order(name: str) -> tuple[int, str]:

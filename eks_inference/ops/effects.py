@@ -244,9 +244,12 @@ def _pct(x: float) -> str:
     return f"{x:.0f}%" if abs(x - round(x)) < 0.05 else f"{x:.1f}%"
 
 
-def route_effects(old: Any, new: Any) -> list[Effect]:
+def route_effects(old: Any, new: Any, promoted_to: str | None = None) -> list[Effect]:
     """What an HTTPRoute change does to traffic: each path's share per backend, before and after (the ALB forwards
-    each request to a target group by these weights)."""
+    each request to a target group by these weights).
+
+    :param promoted_to: the revision the current RayServices take in the same change, when it is the one the
+        canaries served (a promotion in config: the canary's share goes back to them, now on its revision)."""
     before, after = route_shares(old), route_shares(new)
     effects = []
     for path in sorted(set(before) | set(after)):
@@ -261,7 +264,7 @@ def route_effects(old: Any, new: Any) -> list[Effect]:
             moves = [f"{k} {_pct(b.get(k, 0.0))} → {_pct(a.get(k, 0.0))}" for k in sorted(set(b) | set(a))
                      if abs(b.get(k, 0.0) - a.get(k, 0.0)) >= 0.05]
             if moves:
-                stage = _canary_stage(b, a, where)
+                stage = _canary_stage(b, a, where, promoted_to)
                 effects.append(Effect("traffic", f"{stage}{', '.join(moves)} of {where}"))
     return effects or [Effect("update", "updated in place (kubectl apply); the traffic split is unchanged")]
 
@@ -270,7 +273,8 @@ def _canary_share(shares: Mapping[str, float]) -> float:
     return sum(v for k, v in shares.items() if k.endswith("-canary"))
 
 
-def _canary_stage(before: Mapping[str, float], after: Mapping[str, float], where: str) -> str:
+def _canary_stage(before: Mapping[str, float], after: Mapping[str, float], where: str,
+                  promoted_to: str | None = None) -> str:
     """What a change of the canary backends (``<target>-canary``, ``eks-inference rollout``) means for a path."""
     b, a = _canary_share(before), _canary_share(after)
     if abs(a - b) < 0.05:
@@ -279,6 +283,9 @@ def _canary_stage(before: Mapping[str, float], after: Mapping[str, float], where
         return f"canary start: the new revision takes {_pct(a)} of {where}: "
     if a >= 99.95:
         return f"canary promote: the new revision takes all of {where} (was {_pct(b)}): "
+    if a < 0.05 and promoted_to:
+        return (f"canary promote: the current RayServices take the canary's revision {promoted_to} and all of "
+                f"{where} (the canary had {_pct(b)}): ")
     if a < 0.05:
         return (f"canary end: its {_pct(b)} of {where} goes back to the current RayServices (a rollback, or the "
                 "last step of a promote once they serve the new revision): ")
