@@ -143,3 +143,31 @@ def run_assembly(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
     a load-test image, shared by the chart, summary and diff tests."""
     path = synth_variant(tmp_path_factory.mktemp("cdk-out-run") / "dev", with_load_test_run)
     return Assembly(path, "")
+
+
+CANARY_DIGEST = "b" * 64
+CANARY = {"revision": "v2", "weights_sha256": CANARY_DIGEST}
+
+
+def with_canary(env: dict[str, Any]) -> None:
+    """Give an environment's model a canary of revision v2, as ``eks-inference rollout start`` writes it."""
+    (model,) = env["models"]
+    model["canary"] = dict(CANARY)
+
+
+def with_canary_promoted(env: dict[str, Any]) -> None:
+    """The canary's revision and digest made the model's, as a promotion writes them."""
+    (model,) = env["models"]
+    model.update(revision=CANARY["revision"], weights_sha256=CANARY_DIGEST)
+
+
+@pytest.fixture(scope="session")
+def canary_assembly(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
+    """dev with minilm's canary at v2 (:func:`with_canary`), shared by the rollout and diff tests."""
+    return Assembly(synth_variant(tmp_path_factory.mktemp("cdk-out-canary") / "dev", with_canary), "")
+
+
+@pytest.fixture(scope="session")
+def promoted_assembly(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
+    """dev with v2 made minilm's revision (:func:`with_canary_promoted`)."""
+    return Assembly(synth_variant(tmp_path_factory.mktemp("cdk-out-promoted") / "dev", with_canary_promoted), "")

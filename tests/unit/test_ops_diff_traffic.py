@@ -1,5 +1,6 @@
 """`eks-inference diff` speaks traffic: a change of the front door's route weights reads as what it does to each
-model's requests, on the synthesized dev templates with the edit a config change of ``front_door.routes`` makes."""
+model's requests, on the synthesized dev templates with the edit a config change of ``front_door.routes`` makes, and
+a canary added to cdk.json, promoted or removed, on dev synthesized with each."""
 
 from __future__ import annotations
 
@@ -91,3 +92,28 @@ def test_a_canary_start_a_promote_and_a_rollback_read_as_traffic(assemblies: dic
     text = render_text(d)
     assert phrase in text, text
     assert "1 traffic shift at the front door" in summary_line(d)
+
+
+def _diff(old: Assembly, new: Assembly) -> tuple[str, str]:
+    name = "EksInference-dev-Inference"
+    d = diff_templates({name: old.template("Inference")}, {name: new.template("Inference")})
+    return render_text(d), summary_line(d)
+
+
+def test_adding_promoting_and_removing_a_canary_in_cdk_json_read_as_traffic(
+        assemblies: dict[str, Assembly], canary_assembly: Assembly, promoted_assembly: Assembly) -> None:
+    """GIVEN dev, dev with minilm's canary at v2, and dev with v2 made minilm's revision (what ``eks-inference
+    rollout`` writes into cdk.json at each end), each synthesized WHEN each change is diffed THEN the route's change
+    reads as a canary start, a promotion (the current RayServices take the canary's revision as its backends go),
+    and an end (the canary removed alone)."""
+    text, summary = _diff(assemblies["dev"], canary_assembly)
+    assert ("=> canary start: the new revision takes 10% of /minilm/*: graviton 80% → 72%, graviton-canary 0% → 8%"
+            in text), text
+    assert "1 traffic shift at the front door" in summary
+    text, summary = _diff(canary_assembly, promoted_assembly)
+    assert ("=> canary promote: the current RayServices take the canary's revision v2 and all of /minilm/* "
+            "(the canary had 10%)") in text, text
+    assert "1 traffic shift at the front door" in summary
+    text, summary = _diff(canary_assembly, assemblies["dev"])
+    assert "=> canary end: its 10% of /minilm/* goes back to the current RayServices" in text, text
+    assert "canary promote" not in text

@@ -1,10 +1,10 @@
 """A declarative canary: a model's ``canary`` in cdk.json is what synth renders (the canary RayService, its
 TargetGroupConfiguration and compile Job, the route at ``rollout.canary_percent``), valid against the upstream CRDs;
-the cluster backend applies the same objects; ``eks-inference rollout`` keeps cdk.json in step; and the diff of a
-cdk.json change that starts, promotes or ends a canary reads as traffic.
+the cluster backend applies the same objects; and ``eks-inference rollout`` keeps cdk.json in step.
 
-dev is synthesized with a canary (and, for the promotion, with the canary's revision made the model's) once per
-module, by the real app in a child process (:func:`tests.conftest.synth_variant`)."""
+dev is synthesized with a canary once per session, by the real app in a child process
+(``canary_assembly`` in tests/conftest.py); the diff of adding, promoting and removing it is in
+tests/unit/test_ops_diff_traffic.py."""
 
 from __future__ import annotations
 
@@ -39,9 +39,8 @@ from eks_inference.k8s.rollout import (
     canary_target_group,
 )
 from eks_inference.k8s.serving_chart import ServingChart, plan_canaries, plan_targets
-from eks_inference.ops.diff import diff_templates, render_text, summary_line
 from eks_inference.ops.rollout import RolloutState
-from tests.conftest import ROOT, Assembly, cdk_context, synth_variant
+from tests.conftest import CANARY, CANARY_DIGEST, ROOT, Assembly, cdk_context, with_canary
 from tests.unit.k8s_support import (
     GATEWAY_API_CRDS,
     IMAGES,
@@ -55,29 +54,8 @@ from tests.unit.k8s_support import (
 from tests.unit.test_checkov import CLOUDFORMATION_SKIPS, KUBERNETES_SKIPS, run_checkov
 from tests.unit.test_ops_diff import manifest_docs
 
-DIGEST = "b" * 64
-CANARY = {"revision": "v2", "weights_sha256": DIGEST}
+DIGEST = CANARY_DIGEST
 TARGETS = ("minilm-graviton", "minilm-inferentia")
-
-
-def with_canary(env: dict[str, Any]) -> None:
-    (model,) = env["models"]
-    model["canary"] = dict(CANARY)
-
-
-def promoted(env: dict[str, Any]) -> None:
-    (model,) = env["models"]
-    model.update(revision="v2", weights_sha256=DIGEST)
-
-
-@pytest.fixture(scope="module")
-def canary_assembly(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
-    return Assembly(synth_variant(tmp_path_factory.mktemp("cdk-out-canary") / "dev", with_canary), "")
-
-
-@pytest.fixture(scope="module")
-def promoted_assembly(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
-    return Assembly(synth_variant(tmp_path_factory.mktemp("cdk-out-promoted") / "dev", promoted), "")
 
 
 def objects(asm: Assembly) -> dict[tuple[str, str], tuple[str, dict[str, Any]]]:
@@ -278,31 +256,6 @@ def test_dev_and_prod_without_a_canary_render_none(assemblies: dict[str, Assembl
         assert not [k for k in objs if "canary" in k[1]], env_name
         route = objs[("HTTPRoute", "minilm")][1]
         assert "annotations" not in route["metadata"] and canary_share(route) == 0
-
-
-# --- diff --------------------------------------------------------------------------------------------------------
-
-def _diff(old: Assembly, new: Assembly) -> tuple[str, str]:
-    name = "EksInference-dev-Inference"
-    d = diff_templates({name: old.template("Inference")}, {name: new.template("Inference")})
-    return render_text(d), summary_line(d)
-
-
-def test_adding_promoting_and_removing_a_canary_in_cdk_json_read_as_traffic(
-        assemblies: dict[str, Assembly], canary_assembly: Assembly, promoted_assembly: Assembly) -> None:
-    """GIVEN dev, dev with a canary, and dev with the canary's revision made the model's (what ``rollout`` writes at
-    each end) WHEN each change is diffed THEN the route's change reads as a canary start, a promotion, and an end."""
-    text, summary = _diff(assemblies["dev"], canary_assembly)
-    assert ("=> canary start: the new revision takes 10% of /minilm/*: graviton 80% → 72%, graviton-canary 0% → 8%"
-            in text), text
-    assert "1 traffic shift at the front door" in summary
-    text, summary = _diff(canary_assembly, promoted_assembly)
-    assert "=> canary promote: the current RayServices take the canary's revision v2 and all of /minilm/* " \
-           "(the canary had 10%)" in text, text
-    assert "1 traffic shift at the front door" in summary
-    text, summary = _diff(canary_assembly, assemblies["dev"])
-    assert "=> canary end: its 10% of /minilm/* goes back to the current RayServices" in text, text
-    assert "canary promote" not in text
 
 
 # --- the rollout command keeps cdk.json in step -------------------------------------------------------------------
