@@ -17,7 +17,14 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from eks_inference.artifacts.family_index import MEMBERS_DIR, FamilyIndex, Member, add_member, check_model_id, member_prefix
+from eks_inference.artifacts.family_index import (
+    MEMBERS_DIR,
+    FamilyIndex,
+    Member,
+    add_member,
+    check_model_id,
+    member_prefix,
+)
 from eks_inference.artifacts.resolve import bundled_model_path
 from eks_inference.compile.publish import ReferencesFn, publish_model
 from eks_inference.config import ConfigError
