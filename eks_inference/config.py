@@ -730,11 +730,9 @@ class FamilySpec:
     :param memory_budget: bytes of held models per replica, an integer or a string such as ``"6GiB"``; the replica
         evicts the least recently used members to stay within it. It must leave 1 GiB of the worker pod's memory to
         Ray and the runtime.
-    :param sample: how many member ids ``eks-inference verify`` checks per run (besides any named); default 5.
     """
 
     memory_budget: int | str
-    sample: int = 5
 
     @property
     def memory_budget_bytes(self) -> int:
@@ -748,8 +746,6 @@ class FamilySpec:
         if n is None or n < FAMILY_MIN_BUDGET_BYTES:
             errs.add("family memory_budget", self.memory_budget, "is not a memory size of at least 16 MiB",
                      'write bytes or a size such as "6GiB" or "512MiB"')
-        if not _is_int(self.sample) or not 1 <= self.sample <= 1000:
-            errs.add("family sample", self.sample, "is not a count in 1..1000", "use e.g. 5")
         errs.raise_any()
 
 

@@ -17,7 +17,7 @@ from eks_inference.serving.serve_config import (
 from tests.unit.k8s_support import REPOSITORY, config, crd_errors, crd_validator, render
 
 FAMILY = {"name": "tenants", "task": "embedding", "processors": ["graviton", "inferentia"],
-          "family": {"memory_budget": "4GiB", "sample": 3},
+          "family": {"memory_budget": "4GiB"},
           "serving": {"max_batch_size": 8, "num_threads": 2}}
 
 
@@ -42,21 +42,21 @@ def test_sizes_parse_in_bytes_and_binary_units() -> None:
 
 def test_a_family_entry_parses_with_its_budget() -> None:
     spec = parse_model(FAMILY)
-    assert spec.family == FamilySpec(memory_budget="4GiB", sample=3)
+    assert spec.family == FamilySpec(memory_budget="4GiB")
     assert spec.family.memory_budget_bytes == 4 << 30
 
 
 def test_each_mistake_in_a_family_is_one_line() -> None:
-    bad = {**FAMILY, "weights_sha256": "a" * 64, "family": {"memory_budget": "a lot", "sample": 0, "colour": "red"}}
+    bad = {**FAMILY, "weights_sha256": "a" * 64, "family": {"memory_budget": "a lot", "colour": "red"}}
     with pytest.raises(ConfigError) as e:
         parse_model(bad)
     lines = e.value.errors
     assert any("family" in line and "'colour'" in line and "not a known field" in line for line in lines), lines
     with pytest.raises(ConfigError) as e:
-        parse_model({**FAMILY, "weights_sha256": "a" * 64, "family": {"memory_budget": "a lot", "sample": 0}})
+        parse_model({**FAMILY, "task": "poetry", "family": {"memory_budget": "a lot"}})
     lines = e.value.errors
+    assert len(lines) == 2, lines  # the task and the budget, one line each
     assert any("memory_budget: 'a lot' is not a memory size" in line for line in lines), lines
-    assert any("sample: 0" in line for line in lines), lines
     with pytest.raises(ConfigError, match=r"weights_sha256.*is set on a family"):
         parse_model({**FAMILY, "weights_sha256": "a" * 64})
     with pytest.raises(ConfigError, match="family: 'big' is not a mapping"):
