@@ -39,6 +39,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from eks_inference import metric_names as names
 from eks_inference.artifacts.family_index import COLD_HEADER, MODEL_ID_HEADER
 from eks_inference.runtime.bucketing import split_sizes
+from eks_inference.runtime.shared_graphs import MAX_SKELETONS, GraphPool
 from eks_inference.serving.access_log import AccessLog, sample_from_env
 from eks_inference.serving.api import ApiError, check_content_length, parse_predict_body
 from eks_inference.serving.app import _json, _replica_id, _versions, live_replicas
@@ -133,7 +134,8 @@ class _NoMetrics:
 
 
 def parse_family_args(args: dict[str, Any]) -> tuple[AppArgs, int]:
-    """The model args plus the family's memory budget in bytes."""
+    """The model args plus the family's memory budget in bytes. (``family.share_graphs``, default true, is read by
+    the replica: false loads each member's graph on its own, the way bench/family.py measures what sharing saves.)"""
     from eks_inference.config import ConfigError
 
     app_args = parse_app_args(args)
@@ -160,6 +162,8 @@ class FamilyModel:
         self._index_at = 0.0
         self._index_lock: asyncio.Lock | None = None
         self._measured: dict[str, int] = {}
+        fam = args.get("family") or {}
+        self._graphs = GraphPool(max_skeletons=0 if fam.get("share_graphs") is False else MAX_SKELETONS)
         self.stats = {"requests": 0, "hits": 0, "cold": 0, "loads": 0, "evictions": 0, "unknown": 0,
                       "load_ms_total": 0.0}
         self._load_ms: list[float] = []
@@ -303,11 +307,20 @@ class FamilyModel:
 
         def build() -> Any:
             backend = load_backend(artifact.path, artifact.manifest, num_threads=cfg.num_threads)
+            fresh = []
+            # the family's warmed graph with this member's weights; never a Neuron graph (it holds its own weights)
+            shares = backend.name in ("cpu", "cuda")
+            for key, graph in list(backend.graphs.items()) if shares else ():
+                backend.graphs[key], shared = self._graphs.share(graph)
+                if not shared:
+                    fresh.append(backend.graphs[key])
             engine = Engine(model_dir=model.path, task=a.task, backend=backend, batch_buckets=a.batch_buckets,
                             seq_buckets=wanted.request.seq_buckets, max_seq_length=cfg.max_seq_length,
                             max_batch_size=cfg.max_batch_size)
             engine.run(["warm up"] if a.task.value != "question-answering" else [("warm up?", "warm up")])
             engine.batches = engine.items = 0
+            for graph in fresh:  # warmed by the forward above: later members of its architecture copy it
+                self._graphs.adopt(graph)
             return engine
 
         engine = self._executor.submit(build).result()  # torch runs on the forward thread only
@@ -432,6 +445,7 @@ class FamilyModel:
         with self._lock:
             stats = dict(self.stats)
             loads = sorted(self._load_ms)
+            recent = [round(x, 1) for x in self._load_ms]
         lookups = stats["hits"] + stats["cold"]
         data: dict[str, Any] = {
             "model": self.family, "family": True, "task": a.task.value, "processor": a.processor.value,
@@ -442,7 +456,8 @@ class FamilyModel:
             "index_generation": self._index.generation if self._index is not None else None,
             "stats": {**{k: (round(v, 1) if isinstance(v, float) else v) for k, v in stats.items()},
                       "hit_ratio": round(stats["hits"] / lookups, 4) if lookups else None,
-                      "load_ms_p99": round(loads[min(len(loads) - 1, int(0.99 * len(loads)))], 1) if loads else None},
+                      "load_ms_p99": round(loads[min(len(loads) - 1, int(0.99 * len(loads)))], 1) if loads else None,
+                      "load_ms_recent": recent, "shared_graph_loads": self._graphs.shared},
             "versions": _versions(), "replica": _replica_id(), "pid": os.getpid(),
         }
         if cfg is not None:
