@@ -119,3 +119,30 @@ def test_a_malformed_index_is_refused_naming_it() -> None:
     with pytest.raises(FamilyIndexError, match="gen9 member 'a' has no revision"):
         parse_index(json.dumps({"format": 1, "kind": "family-index", "generation": 9,
                                 "members": {"a": {"digest": "x"}}}).encode(), "gen9")
+
+
+def test_the_replicas_disk_cache_is_reverified_on_every_load(repo: str, base: Path, tmp_path: Path,
+                                                             moto_s3_endpoint: str) -> None:
+    """What a family replica's load does with a member's weights (``serving.family``, ``_load``): kept on local disk
+    by digest, so a reload after an eviction fetches nothing; a cached file altered on disk is refused by its hash and
+    fetched again, and the member is still the index's digest."""
+    from eks_inference.artifacts.resolve import resolve_model
+
+    pub = publish_member(derive_member(base, tmp_path / "d1", seed=11), repo, family="delta", model_id="d1",
+                         task="embedding", endpoint_url=moto_s3_endpoint)
+    entry = read_index(open_store(family_uri(repo, "delta"), endpoint_url=moto_s3_endpoint), "delta").members["d1"]
+    uri = family_uri(repo, "delta").rstrip("/") + "/" + entry.prefix
+    cache = tmp_path / "replica-cache"
+    first = resolve_model(uri, cache_dir=cache, endpoint_url=moto_s3_endpoint, expected_digest=entry.digest)
+    assert first.digest == pub.digest == entry.digest
+    weights = first.path / "model.safetensors"
+    good = weights.read_bytes()
+    inode = weights.stat().st_ino
+
+    again = resolve_model(uri, cache_dir=cache, endpoint_url=moto_s3_endpoint, expected_digest=entry.digest)
+    assert again.path == first.path and weights.stat().st_ino == inode  # verified in place, not fetched again
+
+    weights.write_bytes(good[:-8] + b"\x00" * 8)  # the disk cache altered behind the replica's back
+    third = resolve_model(uri, cache_dir=cache, endpoint_url=moto_s3_endpoint, expected_digest=entry.digest)
+    assert third.digest == entry.digest
+    assert weights.read_bytes() == good and weights.stat().st_ino != inode  # refused by its hash, fetched again
