@@ -164,6 +164,9 @@ def test_churn_under_a_model_mix_never_serves_a_wrong_models_answer(family: Fami
     assert info["stats"]["evictions"] > 0 and info["stats"]["loads"] > len(ids)
     assert info["stats"]["hits"] + info["stats"]["cold"] == info["stats"]["requests"]
     assert info["stats"]["load_ms_p99"] is not None
+    # the reloads ran in copies of the family's one warmed graph (runtime/shared_graphs.py), and still each answered
+    # with its own member's weights above
+    assert info["stats"]["shared_graph_loads"] >= info["stats"]["loads"] - len(ids)
 
 
 def test_loadtest_run_speaks_the_family(family: Family, tmp_path: Path) -> None:
