@@ -170,6 +170,8 @@ class Planned:
     nodes_at_hi: int | None = None
     nodes_per_zone_at_hi: int | None = None
     monthly_usd_at_hi: float | None = None
+    family: Mapping[str, Any] | None = None
+    """A family target's working-set sizing (:func:`family_working_set`)."""
 
     def to_dict(self, rank: int) -> dict[str, Any]:
         m = self.measured
@@ -188,6 +190,7 @@ class Planned:
                          "concurrency": m.get("concurrency"), "throughput_rps": m.get("throughput_rps"),
                          "inferences_per_s": m.get("inferences_per_s"), "p99_ms": m["latency_ms"]["p99"],
                          "nodes": self.measured_nodes},
+            "family": dict(self.family) if self.family is not None else None,
         }
 
 
@@ -271,6 +274,30 @@ def _interval_refusal(cap: Mapping[str, Any], inputs: PlanInputs) -> str | None:
             f"{inputs.max_width:.0%}: {narrow}, or pass --accept-wide to plan from its lower bound")
 
 
+def family_working_set(step: Mapping[str, Any], *, target_rps: float, headroom: float) -> dict[str, Any] | None:
+    """A family target's replicas from its measured working set; None for a single model's step.
+
+    Behind the model-blind ingress every replica sees the whole mix, so its hit ratio ``h`` (measured at the step,
+    with the replica's byte budget) does not rise with more replicas, and a replica loads members one at a time: the
+    misses at the target rate must fit in each replica's time with headroom::
+
+        replicas = ceil(R × (1 − h) × L / (1 − H))
+
+    (R requests/s, L seconds per load: the step's cold p50 less its warm p50, what a cold answer waited beyond a warm
+    one). Exact arithmetic, as :func:`nodes_for`.
+    """
+    m = step.get("models")
+    if not isinstance(m, Mapping) or m.get("hit_ratio") is None:
+        return None
+    h = float(m["hit_ratio"])
+    cold, warm = (m.get("cold_ms") or {}).get("p50"), (m.get("warm_ms") or {}).get("p50")
+    load_ms = max(0.0, float(cold) - float(warm or 0.0)) if cold is not None else 0.0
+    loads = _exact(target_rps) * (1 - _exact(h))
+    busy = loads * _exact(load_ms) / 1000 / (1 - _exact(headroom))
+    return {"hit_ratio": h, "load_ms": load_ms, "loads_per_s_at_target": float(loads),
+            "replicas": max(1, math.ceil(busy)), "basis": "model-blind ingress: the measured hit ratio per replica"}
+
+
 def plan(report: Mapping[str, Any], inputs: PlanInputs, *, source: str) -> Plan:
     max_error_rate = float(report.get("max_error_rate", 0.01))
     planned: list[Planned] = []
@@ -347,7 +374,8 @@ def plan(report: Mapping[str, Any], inputs: PlanInputs, *, source: str) -> Plan:
             nodes_per_zone=per_zone, nodes=nodes, monthly_usd=nodes * float(price) * HOURS_PER_MONTH,
             fixed=fixed_costs(region, inputs), basis=basis, capacity=cap, per_node_rps_hi=per_node_hi,
             nodes_at_hi=hi_nodes, nodes_per_zone_at_hi=hi_zone,
-            monthly_usd_at_hi=None if hi_nodes is None else hi_nodes * float(price) * HOURS_PER_MONTH))
+            monthly_usd_at_hi=None if hi_nodes is None else hi_nodes * float(price) * HOURS_PER_MONTH,
+            family=family_working_set(best or {}, target_rps=inputs.target_rps, headroom=inputs.headroom)))
     planned.sort(key=lambda x: (x.monthly_usd, x.label))
     return Plan(inputs=inputs, planned=tuple(planned), refused=tuple(refused), source=source, report=report)
 
@@ -417,6 +445,11 @@ def render(pl: Plan) -> str:
                 f"{'s' if x.measured_nodes != 1 else ''}; {x.instance_type} at ${x.usd_per_hour:g}/h "
                 f"({instance_prices(pl)[0].label}) in {x.region}"
                 + (" (priced as that type, measured elsewhere)" if x.priced_as else ""))
+            if x.family is not None:
+                f = x.family
+                lines.append(f"     family: hit ratio {f['hit_ratio']:.1%}, {f['load_ms']:,.1f} ms a load, "
+                             f"{f['loads_per_s_at_target']:,.4g} loads/s at the target: at least {f['replicas']} "
+                             f"replica{'s' if f['replicas'] != 1 else ''} keep up with the misses ({f['basis']})")
         lines.append("")
         for region in sorted({x.region for x in pl.planned}):
             lines.append(f"Fixed per month ({HOURS_PER_MONTH} h) in {region}, list prices of {OTHER_PRICES_DATE} "
