@@ -205,13 +205,18 @@ def _not_found(e: Exception) -> int:
     return 1
 
 
-def compile_serve_app(text: str, out: Path, *, wait_for_weights_s: float = 0.0) -> dict[str, Any]:
+def compile_serve_app(text: str, out: Path, *, wait_for_weights_s: float = 0.0,
+                      model_id: str | None = None) -> dict[str, Any]:
     """Compile and publish exactly the artifact that replicas of one serve-config application load.
 
     ``text`` is ``{"args": ..., "user_config": ...}`` of the application (the compile Job passes its target's). The
     weights must carry the pinned digest (``weights_sha256``), as for a replica; they are waited for up to
     ``wait_for_weights_s`` when not published yet. The artifact goes to the application's ``artifact_uri``,
     create-only: an artifact already there is kept (any compilation under its cache key is equivalent).
+
+    A family's application compiles one member, ``model_id``, as its replicas load it (``serving.family``,
+    ``member_app_args``): the member's weights and digest from the family's index. Run it when the member is
+    published, so replicas that never compile (Inferentia) find its artifact on their first request.
     """
     import threading
 
@@ -233,6 +238,21 @@ def compile_serve_app(text: str, out: Path, *, wait_for_weights_s: float = 0.0) 
     if not a.artifact_uri:
         raise ConfigError(f"--serve-app: application {a.model!r} has no artifact_uri; the artifact would reach no "
                           "replica: render it with the repository's artifacts URI")
+    is_family = isinstance(app.get("args"), dict) and "family" in app["args"]
+    if is_family != (model_id is not None):
+        raise ConfigError(f"--model-id: application {a.model!r} is a model family: name the member to compile"
+                          if is_family else f"--model-id: application {a.model!r} is not a model family")
+    if model_id is not None:
+        from eks_inference.artifacts.family_index import read_index
+        from eks_inference.serving.family import member_app_args
+        from eks_inference.storage import open_store
+
+        index = read_index(open_store(a.model_uri, endpoint_url=a.s3_endpoint_url), a.model)
+        if model_id not in index.members:
+            raise ConfigError(f"--model-id: {model_id!r} is not a member of family {a.model!r} (index generation "
+                              f"{index.generation}); publish it first with publish --family {a.model} --model-id "
+                              f"{model_id}")
+        a = member_app_args(a, index.members[model_id])
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     kw: dict[str, Any] = {"cache_dir": out / "cache", "endpoint_url": a.s3_endpoint_url,
                           "expected_digest": a.weights_sha256}
@@ -277,7 +297,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if args.serve_app:
         try:
             result = compile_serve_app(args.serve_app, Path(args.out).resolve(),
-                                       wait_for_weights_s=args.wait_for_weights)
+                                       wait_for_weights_s=args.wait_for_weights, model_id=args.model_id)
         except ArtifactNotFound as e:
             return _not_found(e)
         print(json.dumps(result, indent=2))
@@ -410,6 +430,9 @@ def register(sub: Any) -> None:
                    help='compile what replicas of this serve-config application load: {"args": ..., "user_config": '
                         "...} as rendered for a RayService; the weights must match its weights_sha256, and the "
                         "artifact goes to its artifact_uri (the compile Job runs this)")
+    c.add_argument("--model-id", default=None,
+                   help="with --serve-app of a model family: the member to compile, as the family's replicas load it "
+                        "(run when it is published: replicas that never compile find it on its first request)")
     c.add_argument("--wait-for-weights", type=float, default=0.0,
                    help="with --serve-app: seconds to wait for weights not published yet (default 0: fail at once)")
     c.add_argument("--weights-sha256", default=None,

@@ -147,6 +147,15 @@ def parse_family_args(args: dict[str, Any]) -> tuple[AppArgs, int]:
     return app_args, budget
 
 
+def member_app_args(family_args: AppArgs, entry: Any) -> AppArgs:
+    """A member's args as a replica of the family loads it (and the compile step compiles it): its own name, revision,
+    weights prefix and pinned digest from the index entry, so its artifact has the cache key replicas request."""
+    from eks_inference.storage import join
+
+    return replace(family_args, model=f"{family_args.model}/{entry.model_id}", revision=entry.revision,
+                   model_uri=join(family_args.model_uri, entry.prefix), weights_sha256=entry.digest)
+
+
 @serve.deployment(name=DEPLOYMENT_NAME)
 @serve.ingress(family_api)
 class FamilyModel:
@@ -288,13 +297,11 @@ class FamilyModel:
         from eks_inference.runtime.backends import load_backend
         from eks_inference.runtime.engine import Engine
         from eks_inference.serving.artifact import replica_artifact
-        from eks_inference.storage import join
 
         a = self.args
         cfg = self.cfg
         assert cfg is not None
-        member_args = replace(a, model=f"{self.family}/{entry.model_id}", revision=entry.revision,
-                              model_uri=join(a.model_uri, entry.prefix), weights_sha256=entry.digest)
+        member_args = member_app_args(a, entry)
         model = resolve_model(member_args.model_uri, cache_dir=a.cache_dir, endpoint_url=a.s3_endpoint_url,
                               expected_digest=entry.digest)
         wanted = replica_artifact(member_args, cfg)
@@ -479,4 +486,4 @@ def build_app(args: dict[str, Any]) -> Any:
     return deployment.bind(args)
 
 
-__all__ = ["COLD_HEADER", "MODEL_ID_HEADER", "FamilyModel", "build_app", "family_api"]
+__all__ = ["COLD_HEADER", "MODEL_ID_HEADER", "FamilyModel", "build_app", "family_api", "member_app_args"]

@@ -146,3 +146,49 @@ def test_the_replicas_disk_cache_is_reverified_on_every_load(repo: str, base: Pa
     third = resolve_model(uri, cache_dir=cache, endpoint_url=moto_s3_endpoint, expected_digest=entry.digest)
     assert third.digest == entry.digest
     assert weights.read_bytes() == good and weights.stat().st_ino != inode  # refused by its hash, fetched again
+
+
+def test_the_compile_step_publishes_a_members_artifact_where_replicas_that_never_compile_find_it(
+        repo: str, base: Path, tmp_path: Path, moto_s3_endpoint: str) -> None:
+    """``compile --serve-app APP --model-id ID`` (run when a member is published) compiles the member exactly as the
+    family's replicas request it; a replica that may not compile (Inferentia's, compile_on_miss false) then resolves it
+    from the artifact repository instead of answering 503. The CPU trace stands in for neuronx-cc here: the request,
+    cache key and publish path are the same for every processor."""
+    from eks_inference.artifacts.resolve import resolve_artifact, resolve_model
+    from eks_inference.cli.serving import compile_serve_app
+    from eks_inference.config import FamilySpec, ModelSpec, Processor, ServingSpec
+    from eks_inference.serving.artifact import replica_artifact
+    from eks_inference.serving.family import member_app_args, parse_family_args
+    from eks_inference.serving.serve_config import parse_user_config, render_serve_config
+
+    pub = publish_member(derive_member(base, tmp_path / "e1", seed=21), repo, family="epsilon", model_id="e1",
+                         task="embedding", endpoint_url=moto_s3_endpoint)
+    spec = ModelSpec(name="epsilon", task=Task.EMBEDDING, processors=(Processor.CPU,),
+                     family=FamilySpec(memory_budget="64MiB"),
+                     serving=ServingSpec(max_batch_size=4, max_inputs=4, max_seq_length=32))
+    cfg = render_serve_config(spec, Processor.CPU, model_uri=family_uri(repo, "epsilon"),
+                              artifact_uri=f"{repo}/artifacts", cache_dir=str(tmp_path / "replica-cache"),
+                              s3_endpoint_url=moto_s3_endpoint, compile_on_miss=False)
+    app = cfg["applications"][0]
+    text = json.dumps({"args": app["args"], "user_config": app["deployments"][0]["user_config"]})
+
+    with pytest.raises(ConfigError, match="is a model family: name the member"):
+        compile_serve_app(text, tmp_path / "c0")
+    with pytest.raises(ConfigError, match="'nobody' is not a member of family 'epsilon'"):
+        compile_serve_app(text, tmp_path / "c0", model_id="nobody")
+
+    done = compile_serve_app(text, tmp_path / "compile", model_id="e1")
+    assert done["model"] == "epsilon/e1" and done["weights_digest"] == pub.digest and done["source"] == "compiled"
+
+    # what a replica that never compiles does on the member's first request (serving.family, _load)
+    a, _ = parse_family_args(app["args"])
+    assert not a.compile_on_miss
+    index = read_index(open_store(a.model_uri, endpoint_url=moto_s3_endpoint), "epsilon")
+    member = member_app_args(a, index.members["e1"])
+    ucfg = parse_user_config(app["deployments"][0]["user_config"], batch_buckets=a.batch_buckets)
+    model = resolve_model(member.model_uri, cache_dir=tmp_path / "replica-cache", endpoint_url=moto_s3_endpoint,
+                          expected_digest=member.weights_sha256)
+    found = resolve_artifact(replica_artifact(member, ucfg).request, model, cache_dir=tmp_path / "replica-cache",
+                             artifact_uri=a.artifact_uri, endpoint_url=moto_s3_endpoint, compile_fn=None)
+    assert found.source == "remote-cache" and found.key == done["cache_key"]
+    assert found.manifest["model"]["weights_digest"] == pub.digest
