@@ -8,7 +8,8 @@ grows with load:
 * ``rps_hi`` — the lowest rate that failed: the capacity lies below it;
 * ``rps_lo`` — the highest rate under that which passed: the capacity is at least this, with 95 % confidence at
   that step;
-* ``rps`` — the highest rate under ``rps_hi`` whose *estimate* meets the SLO (at least ``rps_lo``).
+* ``rps`` — the highest rate under ``rps_hi`` whose *estimate* meets the SLO with no trusted step below it whose
+  estimate misses it (at least ``rps_lo``): a rate that met the SLO above one that missed it was luck, not capacity.
 
 Unsure and untrusted steps never tighten the interval: a contended probe drops out and the bracket around it
 widens, instead of the estimate silently falling. Per replica and per node divide by the replicas the steps
@@ -40,7 +41,10 @@ def capacity_at_slo(steps: Sequence[Mapping[str, Any]], *, slo_ms: float, max_er
     below = [p for p in probes if hi is None or p[0] < hi]
     passes = [r for r, v, *_ in below if v == "pass"]
     lo = max(passes) if passes else None
-    meeting = [r for r, _, meets, *_ in below if meets]
+    misses = [r for r, v, meets, *_ in below if not meets and v != "untrusted"]
+    first_miss = min(misses) if misses else None
+    meeting = [r for r, _, meets, *_ in below if meets and (first_miss is None or r < first_miss)]
+    lucky = [r for r, _, meets, *_ in below if meets and first_miss is not None and r > first_miss]
     est = max(meeting) if meeting else lo
     if est is not None and lo is not None:
         est = max(est, lo)
@@ -53,6 +57,9 @@ def capacity_at_slo(steps: Sequence[Mapping[str, Any]], *, slo_ms: float, max_er
     notes = []
     if lo is None:
         notes.append("no rate was shown to meet the SLO with 95 % confidence")
+    if lucky:
+        notes.append(f"{', '.join(f'{r:,.4g}' for r in lucky)} req/s met the SLO above {first_miss:,.4g} req/s, whose "
+                     "estimate missed it: the estimate stays below the lower miss (more repeats settle it)")
     if hi is None and probes:
         notes.append("no rate was shown to miss the SLO: the capacity may lie above the highest rate measured")
     if moved or len(counts) > 1:

@@ -223,3 +223,13 @@ def test_clients_and_repeats_merge_exactly_in_the_report() -> None:
     pooled = summarize([*records])  # the same four histograms merged in one go
     assert s["latency_ms"]["p99"] == pooled["latency_ms"]["p99"]
     assert s["throughput_rps"] == pytest.approx(80.0, rel=0.05)  # two clients' 40/s, averaged over the repeats
+
+
+def test_the_estimate_stays_below_a_lower_step_whose_estimate_missed() -> None:
+    """A noisy run: 128/s missed the SLO on its estimate (interval straddling it), 147/s met it. Latency grows with
+    load, so 147/s meeting it was luck: the estimate is the highest rate below the lower miss, and a note says so."""
+    steps = [_summary(110, 40, 35, 45), _summary(124, 50, 45, 60), _summary(128, 700, 40, 1000),
+             _summary(147, 90, 50, 600)]
+    c = capacity_at_slo(steps, slo_ms=100.0, max_error_rate=0.01)
+    assert (c["rps_lo"], c["rps"], c["rps_hi"]) == (124.0, 124.0, None)
+    assert any("147" in n and "128" in n for n in c["notes"])
