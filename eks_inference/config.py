@@ -720,6 +720,17 @@ def parse_bytes(value: Any) -> int | None:
     return None
 
 
+class FamilyRouting(str, Enum):
+    """How requests reach a family's replicas (docs/families.md, "Routing")."""
+
+    MODEL_BLIND = "model-blind"
+    """HAProxy ingress, as every model: a replica is picked without reading the model id, so every replica sees the
+    whole mix and holds the same hot set."""
+    MODEL_AWARE = "model-aware"
+    """Serve's Python proxy on every node: its request router prefers a replica that holds the member, so the
+    replicas hold different members between them."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class FamilySpec:
     """Makes a model entry a *family*: many models of one task and serving shape behind one RayService per processor,
@@ -730,9 +741,15 @@ class FamilySpec:
     :param memory_budget: bytes of held models per replica, an integer or a string such as ``"6GiB"``; the replica
         evicts the least recently used members to stay within it. It must leave 1 GiB of the worker pod's memory to
         Ray and the runtime.
+    :param routing: ``model-blind`` (default): HAProxy ingress, which picks a replica without reading the model id,
+        so every replica holds the same hot set; right when the hot set fits one replica's budget. ``model-aware``:
+        the family's RayService runs Serve's Python proxy instead of HAProxy, whose router sends a member's requests
+        to a replica that holds it, so k replicas hold up to k budgets of distinct members; right when the hot set
+        outgrows one replica's budget but fits the replicas' budgets together (docs/families.md, "Routing").
     """
 
     memory_budget: int | str
+    routing: FamilyRouting = FamilyRouting.MODEL_BLIND
 
     @property
     def memory_budget_bytes(self) -> int:
@@ -740,12 +757,21 @@ class FamilySpec:
         assert n is not None  # checked in __post_init__
         return n
 
+    @property
+    def model_aware(self) -> bool:
+        return self.routing is FamilyRouting.MODEL_AWARE
+
     def __post_init__(self) -> None:
         errs = _Errors()
         n = parse_bytes(self.memory_budget)
         if n is None or n < FAMILY_MIN_BUDGET_BYTES:
             errs.add("family memory_budget", self.memory_budget, "is not a memory size of at least 16 MiB",
                      'write bytes or a size such as "6GiB" or "512MiB"')
+        try:
+            object.__setattr__(self, "routing", FamilyRouting(self.routing))  # JSON gives the string
+        except (ValueError, TypeError):
+            errs.add("family routing", self.routing, "is not a routing",
+                     f"use one of {', '.join(r.value for r in FamilyRouting)}")
         errs.raise_any()
 
 

@@ -58,9 +58,9 @@ from eks_inference.k8s.ray_service import (
 )
 from eks_inference.k8s.rollout import ROLLOUT_LABEL
 from eks_inference.serving.serve_config import (
-    RAY_CLUSTER_ENV,
     RAY_LOG_ENV,
     model_repository_uris,
+    ray_cluster_env,
     render_serve_config,
 )
 
@@ -216,9 +216,11 @@ def _ray_service(name: str, namespace_: str, model: ModelSpec, processor: Proces
     s = model.serving
     labels = {**PART_OF, "app.kubernetes.io/name": "eks-inference", "app.kubernetes.io/component": "serving",
               SERVICE_LABEL: service or name, "eks-inference/model": model.name, PROCESSOR_LABEL: processor.value}
-    # RAY_CLUSTER_ENV moves HTTP from Ray's Python proxy to HAProxy (the setting local mode measured faster).
-    env = {**RAY_CLUSTER_ENV, **RAY_LOG_ENV, "AWS_REGION": region, "AWS_DEFAULT_REGION": region, "HF_HUB_OFFLINE": "1",
-           "RAY_USAGE_STATS_ENABLED": "0"}
+    # RAY_CLUSTER_ENV moves HTTP from Ray's Python proxy to HAProxy (the setting local mode measured faster); a
+    # model-aware family keeps the Python proxy, whose router sends a member's requests to a replica holding it.
+    model_aware = model.family is not None and model.family.model_aware
+    env = {**ray_cluster_env(model_aware=model_aware), **RAY_LOG_ENV, "AWS_REGION": region,
+           "AWS_DEFAULT_REGION": region, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
     ray_cpus = max(1, math.ceil(s.cpus_per_replica))
     # One Serve replica per worker pod: Kubernetes places and counts replicas; Ray batches inside each. The Ray
     # autoscaler therefore keeps as many worker pods as Serve wants replicas, within the same bounds. The pod's size

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from eks_inference.config import ConfigError
+from eks_inference.serving.serve_config import model_aware_app
 
 STATE_DIR = Path(".eks-inference")
 STATE_FILE = "local.json"
@@ -52,15 +53,22 @@ LOCAL_METRICS_INTERVAL_MS = 2000
 server metrics are complete soon after the step."""
 
 
-def ray_environment() -> None:
+def ray_environment(*, model_aware: bool = False) -> None:
     """Environment a private local Ray needs: the cluster's Ray settings, no token auth, no usage
-    reporting, no model hub. Call it before anything imports ``ray.serve`` (it reads them at import).
+    reporting, no model hub. Call it before anything imports ``ray.serve`` (it reads them at import; Ray's
+    processes read them as ``ray.init`` starts them).
+
+    :param model_aware: Serve's Python proxy instead of HAProxy, as a model-aware family's RayService runs it
+        (:data:`~eks_inference.serving.serve_config.MODEL_AWARE_ENV`, set even over an inherited HAProxy setting).
     """
-    from eks_inference.serving.serve_config import RAY_CLUSTER_ENV
+    from eks_inference.serving.serve_config import MODEL_AWARE_ENV, ray_cluster_env
 
     os.environ.setdefault(METRICS_INTERVAL_ENV, str(LOCAL_METRICS_INTERVAL_MS))
-    for k, v in RAY_CLUSTER_ENV.items():
-        os.environ.setdefault(k, v)
+    for k, v in ray_cluster_env(model_aware=model_aware).items():
+        if model_aware and k in MODEL_AWARE_ENV:
+            os.environ[k] = v
+        else:
+            os.environ.setdefault(k, v)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     # Replicas drain 30 s by default so an external load balancer can deregister them; locally HAProxy
     # on the same node learns at once, and a 30 s wait would only slow every stop and redeploy.
@@ -144,28 +152,48 @@ _SERVE_API = threading.Lock()
 
 @dataclass
 class LocalRay:
-    """A private Ray + Serve on 127.0.0.1, shared by any number of applications."""
+    """A private Ray + Serve on 127.0.0.1, shared by any number of applications.
+
+    By default its ingress is HAProxy (as the cluster's), and Serve's Python proxy still runs beside it on the head
+    as HAProxy's fallback (``ray/serve/_private/proxy_state.py``, ``_start_fallback_proxy_if_needed``), at
+    :attr:`python_proxy_url`: the same proxy and request router a model-aware family's RayService runs, so one local
+    Ray serves an application both ways. ``model_aware=True`` runs the Python proxy alone, on ``http_port``.
+    """
 
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     num_cpus: int | None = None
+    model_aware: bool = False
     temp_dir: str | None = None
     apps: dict[str, dict[str, Any]] = field(default_factory=dict)
     _owns_temp: bool = False
     _client: Any = None
+    _fallback_port: int | None = None
 
     @property
     def url(self) -> str:
         host = "127.0.0.1" if self.http_host in ("0.0.0.0", "::") else self.http_host
         return f"http://{host}:{self.http_port}"
 
+    @property
+    def python_proxy_url(self) -> str:
+        """Where Serve's Python proxy answers: HAProxy's fallback proxy beside it, or the ingress itself when
+        :attr:`model_aware`. Valid once started."""
+        if self.model_aware:
+            return self.url
+        if self._fallback_port is None:
+            raise RuntimeError("python_proxy_url: this local Ray has not started; call start() first")
+        host = "127.0.0.1" if self.http_host in ("0.0.0.0", "::") else self.http_host
+        return f"http://{host}:{self._fallback_port}"
+
     def start(self, *, proxy_location: str = "HeadOnly") -> LocalRay:
-        ray_environment()
+        ray_environment(model_aware=self.model_aware)
         # Ray's fixed side ports would collide between Rays on one machine (tests, demo, benchmark), and
         # a child process inherits ours: pick fresh ones for every local Ray.
         for var in ("RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT",
                     "RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT"):
             os.environ[var] = str(free_port())
+        self._fallback_port = int(os.environ["RAY_SERVE_FALLBACK_PROXY_HTTP_PORT"])
         from eks_inference.serving.metrics import METRICS_HOST_ENV
 
         if self.http_host in ("127.0.0.1", "localhost", "::1"):
@@ -492,7 +520,8 @@ def run_foreground(config: dict[str, Any], *, state_dir: Path = STATE_DIR, timeo
     signals = (signal.SIGTERM, signal.SIGINT)
     old = {s: signal.signal(s, on_signal) for s in signals}
     num_cpus, cores = keep_apart(config)
-    ray = LocalRay(http_host=host, http_port=port, num_cpus=num_cpus)
+    model_aware = model_aware_app(app)
+    ray = LocalRay(http_host=host, http_port=port, num_cpus=num_cpus, model_aware=model_aware)
     base = ray.url
     state = {"pid": os.getpid(), "url": f"{base}/{app['name']}", "model": app["name"], "port": port,
              "status": "starting", "started_at": time.time(), "temp_dir": None, "cores": cores}
@@ -505,6 +534,8 @@ def run_foreground(config: dict[str, Any], *, state_dir: Path = STATE_DIR, timeo
     try:
         out(f"starting Ray Serve for model {app['name']!r} on {base} ...")
         out(f"  cores: {cores}")
+        if model_aware:
+            out("  routing: model-aware (Serve's Python proxy routes each member to a replica that holds it)")
         ray.start(proxy_location=str(config.get("proxy_location", "HeadOnly")))
         for s in signals:  # ray.init installs its own SIGTERM handler, which skips our clean shutdown
             signal.signal(s, on_signal)

@@ -21,7 +21,8 @@ inferentia; ``num_gpus`` on gpu) and whose ``autoscaling_config`` (:func:`autosc
 the replica count between the model's bounds. The index app (:data:`INDEX_APP_NAME`, route prefix ``/``, see
 :mod:`eks_inference.serving.index`) answers ``GET /`` with the model list and every path outside the
 model's prefix with a JSON 404, instead of the ingress's plain-text one; it reserves no CPU.
-The Ray containers should also carry :data:`RAY_CLUSTER_ENV` in their environment.
+The Ray containers should also carry :func:`ray_cluster_env` (:data:`RAY_CLUSTER_ENV`, or for a model-aware family
+:data:`MODEL_AWARE_ENV` in place of HAProxy) in their environment.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from eks_inference.config import AutoCast, ConfigError, DType, ModelSpec, Processor, Task
+from eks_inference.config import AutoCast, ConfigError, DType, FamilyRouting, ModelSpec, Processor, Task
 
 APP_IMPORT_PATH = "eks_inference.serving.app:build_app"
 FAMILY_IMPORT_PATH = "eks_inference.serving.family:build_app"
@@ -102,6 +103,39 @@ starts (each replica's own, and the fallback proxy) wraps its application in the
 ``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH`` names, which read the whole body under a deadline before Serve admits
 the request (``ray/serve/_private/replica.py``, ``_direct_ingress_asgi``).
 """
+
+MODEL_AWARE_ENV: dict[str, str] = {
+    "RAY_SERVE_ENABLE_HA_PROXY": "0",
+    "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0",
+}
+"""What a model-aware family's Ray containers carry instead of the HAProxy settings (:func:`ray_cluster_env`).
+
+HAProxy off: Serve's Python proxy terminates HTTP and hands each request to its request router, which reads the
+``serve_multiplexed_model_id`` header (``ray/serve/_private/proxy.py``) and prefers the replicas that report holding
+or loading that model (``ray/serve/_private/request_router/request_router.py``, ``apply_multiplex_routing``; each
+replica pushes its ids every 0.1 s, ``ray/serve/multiplex.py``, ``_push_model_ids_info``). Direct ingress off too:
+the throughput mode turns it on by default, and with direct ingress but no HAProxy the controller starts the proxy
+on the head node only (``ray/serve/_private/controller.py``), where every request would pass one Python process;
+off, a proxy runs on every node (the config's ``proxy_location: EveryNode``) and KubeRay's serve Service spreads
+requests over them. Every proxy's router sees every replica's models, so the routing holds whichever proxy takes
+the request. The throughput mode's other settings stay."""
+
+
+def ray_cluster_env(*, model_aware: bool = False) -> dict[str, str]:
+    """The Ray containers' environment: :data:`RAY_CLUSTER_ENV`, or for a model-aware family the same without HAProxy
+    and its settings, with :data:`MODEL_AWARE_ENV`."""
+    if not model_aware:
+        return dict(RAY_CLUSTER_ENV)
+    kept = {k: v for k, v in RAY_CLUSTER_ENV.items() if not k.startswith("RAY_SERVE_HAPROXY_")}
+    return {**kept, **MODEL_AWARE_ENV}
+
+
+def model_aware_app(app: Mapping[str, Any]) -> bool:
+    """Whether a rendered application is a family with model-aware routing (``args.family.routing``)."""
+    args = app.get("args")
+    fam = args.get("family") if isinstance(args, Mapping) else None
+    return isinstance(fam, Mapping) and fam.get("routing") == FamilyRouting.MODEL_AWARE.value
+
 
 RAY_LOG_ENV: dict[str, str] = {
     "RAY_LOG_TO_STDERR": "1",
@@ -246,7 +280,8 @@ def render_serve_config(
     if processor.backend == "neuron" and s.auto_cast is not None:
         args["auto_cast"] = s.auto_cast.value
     if model.family is not None:
-        args["family"] = {"memory_budget_bytes": model.family.memory_budget_bytes}
+        args["family"] = {"memory_budget_bytes": model.family.memory_budget_bytes,
+                          "routing": model.family.routing.value}
     user_config = {
         "max_batch_size": s.max_batch_size,
         "batch_wait_timeout_s": s.batch_wait_timeout_s,

@@ -76,7 +76,8 @@ def test_the_family_serve_config_names_the_family_app_and_its_prefix() -> None:
     app = cfg["applications"][0]
     assert app["import_path"] == FAMILY_IMPORT_PATH
     assert app["route_prefix"] == "/tenants"
-    assert app["args"]["family"] == {"memory_budget_bytes": 4 << 30}
+    assert app["args"]["family"]["memory_budget_bytes"] == 4 << 30
+    assert app["args"]["family"]["routing"] == "model-blind"
     assert app["args"]["weights_sha256"] is None
 
     from eks_inference.serving.local import ray_environment
