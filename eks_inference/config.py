@@ -158,6 +158,12 @@ PIN_COMMAND = "python scripts/pin_base_images.py pin"
 
 WORKER_MEMORY_GIB = 8
 """Memory every serving worker pod requests (weights, tokenizer, batches and Ray's agents)."""
+POD_SCRATCH_GIB = 8
+"""Every Ray pod's ``/tmp``, an emptyDir of this ``sizeLimit`` (the kubelet evicts a pod that writes more): Ray's
+session directory, downloaded weights and compiled artifacts."""
+FAMILY_DISK_RESERVE_GIB = 2
+"""What a family's disk budget leaves of the worker pod's ``/tmp`` to Ray's session directory and logs."""
+DEFAULT_COMPILE_SCHEDULE = "*/5 * * * *"
 HEAD_CPU_MILLIS = 1000
 HEAD_MEMORY_MIB = 3072
 """What each RayService's head Ray container requests (GCS, the Serve controller and proxy, the dashboard)."""
@@ -746,10 +752,19 @@ class FamilySpec:
         the family's RayService runs Serve's Python proxy instead of HAProxy, whose router sends a member's requests
         to a replica that holds it, so k replicas hold up to k budgets of distinct members; right when the hot set
         outgrows one replica's budget but fits the replicas' budgets together (docs/families.md, "Routing").
+    :param disk_budget: bytes of members' weights and compiled artifacts each replica keeps on disk, an integer or a
+        string such as ``"4GiB"``; beyond it the least recently used go (never a member held in memory or loading),
+        to be fetched again on their next load. Default: the worker pod's ``/tmp`` (8 GiB) less 2 GiB for Ray's
+        session directory and logs, which is also the most it may be.
+    :param compile_schedule: when the family's compile CronJob looks for members without a compiled artifact and
+        compiles them, a cron schedule (UTC); default every 5 minutes. ``eks-inference publish`` prints the command
+        that runs it at once.
     """
 
     memory_budget: int | str
     routing: FamilyRouting = FamilyRouting.MODEL_BLIND
+    disk_budget: int | str | None = None
+    compile_schedule: str = DEFAULT_COMPILE_SCHEDULE
 
     @property
     def memory_budget_bytes(self) -> int:
@@ -760,6 +775,14 @@ class FamilySpec:
     @property
     def model_aware(self) -> bool:
         return self.routing is FamilyRouting.MODEL_AWARE
+
+    @property
+    def disk_budget_bytes(self) -> int:
+        if self.disk_budget is None:
+            return (POD_SCRATCH_GIB - FAMILY_DISK_RESERVE_GIB) << 30
+        n = parse_bytes(self.disk_budget)
+        assert n is not None  # checked in __post_init__
+        return n
 
     def __post_init__(self) -> None:
         errs = _Errors()
@@ -772,7 +795,35 @@ class FamilySpec:
         except (ValueError, TypeError):
             errs.add("family routing", self.routing, "is not a routing",
                      f"use one of {', '.join(r.value for r in FamilyRouting)}")
+        most = POD_SCRATCH_GIB - FAMILY_DISK_RESERVE_GIB
+        if self.disk_budget is not None:
+            d = parse_bytes(self.disk_budget)
+            if d is None or d < FAMILY_MIN_BUDGET_BYTES:
+                errs.add("family disk_budget", self.disk_budget, "is not a size of at least 16 MiB",
+                         'write bytes or a size such as "4GiB"')
+            elif d > most << 30:
+                errs.add("family disk_budget", self.disk_budget, f"leaves less than {FAMILY_DISK_RESERVE_GIB} GiB of "
+                         f"the worker pod's {POD_SCRATCH_GIB} GiB /tmp to Ray", f"use at most {most}GiB")
+        if not _cron_schedule(self.compile_schedule):
+            errs.add("family compile_schedule", self.compile_schedule, "is not a cron schedule",
+                     'write five fields (minute hour day-of-month month day-of-week) such as "*/5 * * * *", or '
+                     "@hourly")
         errs.raise_any()
+
+
+_CRON_FIELD = re.compile(r"^[0-9A-Za-z*?,/-]+$")
+_CRON_DESCRIPTORS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+
+
+def _cron_schedule(value: Any) -> bool:
+    """The shapes a CronJob's ``schedule`` takes (kubernetes ``pkg/apis/batch/validation``: robfig/cron's standard
+    parser, five fields or a descriptor; a ``TZ=`` prefix is refused there, and so here)."""
+    if not isinstance(value, str):
+        return False
+    if value.strip() in _CRON_DESCRIPTORS:
+        return True
+    fields = value.split()
+    return len(fields) == 5 and all(_CRON_FIELD.match(f) for f in fields)
 
 
 MAX_RAY_SERVICE_NAME = 47

@@ -44,6 +44,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from eks_inference.artifacts import manifests
+from eks_inference.artifacts.disk_cache import ARTIFACTS_DIR, MODELS_DIR
 from eks_inference.artifacts.manifests import (
     MANIFEST,
     MANIFEST_FORMAT,
@@ -105,6 +106,17 @@ def cache_key(*, model: str, revision: str, weights_digest: str, task: str, proc
 
 def artifact_prefix(model: str, revision: str, key: str) -> str:
     return f"{model}/{revision}/{key}"
+
+
+def cached_model_dir(cache_dir: str | Path, digest: str) -> Path:
+    """Where :func:`resolve_model` keeps weights of ``digest`` fetched from a repository (an entry of the replica's
+    disk cache, :mod:`eks_inference.artifacts.disk_cache`)."""
+    return Path(cache_dir) / MODELS_DIR / digest[:24]
+
+
+def cached_artifact_dir(cache_dir: str | Path, req: ArtifactRequest, weights_digest: str) -> Path:
+    """Where :func:`resolve_artifact` keeps the artifact for ``req`` compiled from ``weights_digest``."""
+    return Path(cache_dir) / ARTIFACTS_DIR / artifact_prefix(req.model, req.revision, req.key(weights_digest))
 
 
 def safe_relpath(rel: str) -> str:
@@ -419,7 +431,7 @@ def resolve_model(model_uri: str, *, cache_dir: str | Path, endpoint_url: str | 
     m = read_model_manifest(store, endpoint_url=endpoint_url)
     digest = files_digest(m["files"])
     check_pinned(digest, expected_digest, store.uri)
-    dest = Path(cache_dir) / "models" / digest[:24]
+    dest = cached_model_dir(cache_dir, digest)
     fetch_verified(store, "", m["files"], dest)
     return ResolvedModel(dest, digest, model_uri)
 
@@ -495,7 +507,7 @@ def resolve_artifact(req: ArtifactRequest, model: ResolvedModel, *, cache_dir: s
     t0 = time.perf_counter()
     key = req.key(model.digest)
     prefix = artifact_prefix(req.model, req.revision, key)
-    local = Path(cache_dir) / "artifacts" / prefix
+    local = cached_artifact_dir(cache_dir, req, model.digest)
     if (local / MANIFEST).is_file():
         m = parse_manifest((local / MANIFEST).read_bytes(), str(local), kind="artifact")
         try:

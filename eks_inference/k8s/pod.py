@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from eks_inference.config import POD_SCRATCH_GIB
+
 NON_ROOT_UID = 10001
 """The images run as this user (see model_images/); pods pin it so a root image would fail to start.
 Above 10000 so it never matches a user on the node."""
@@ -59,10 +61,11 @@ def restricted_pod_security_context() -> dict[str, Any]:
 
 
 def scratch_volumes(*, shm_size: str | None = None,
-                    tmp_size: str = "8Gi") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+                    tmp_size: str = f"{POD_SCRATCH_GIB}Gi") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(volumes, mounts) that give a read-only-root container its writable places.
 
-    ``/tmp`` holds Ray's session directory, downloaded weights and compiled artifacts; ``/dev/shm`` backs
+    ``/tmp`` holds Ray's session directory, downloaded weights and compiled artifacts (a family's replica bounds what
+    it keeps there, ``FamilySpec.disk_budget``, to fit the default size); ``/dev/shm`` backs
     Ray's object store (a memory-backed emptyDir, since the container default of 64 MiB is far too small).
     """
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": tmp_size}}]

@@ -13,9 +13,11 @@ the repository and re-read on an unknown id (at most every :data:`MISS_REFRESH_S
 ago is served by its first request, with no deploy; an id the index does not name gets a JSON 404 naming it. On a
 miss the replica fetches the member's weights, checks their digest against the index's (the same check as a model's
 pinned ``weights_sha256``), resolves its compiled artifact for this processor as a model's replica does, loads it and
-runs one warm-up forward. Held members are bounded by bytes (:mod:`eks_inference.serving.model_cache`); requests are
-batched per member (Serve's ``@serve.batch`` splits batches by model id, ``ray/serve/batching.py``). Each request
-keeps the member it resolved until it is answered, so an eviction meanwhile cannot hand it another member's weights.
+runs one warm-up forward. Held members are bounded by bytes (:mod:`eks_inference.serving.model_cache`), and so is what
+the replica keeps on disk of members it loaded (:mod:`eks_inference.artifacts.disk_cache`: least recently used first,
+never a member held or loading); requests are batched per member (Serve's ``@serve.batch`` splits batches by model
+id, ``ray/serve/batching.py``). Each request keeps the member it resolved until it is answered, so an eviction
+meanwhile cannot hand it another member's weights.
 
 The response names the member and its digest; ``x-eks-inference-cold: 1`` marks a request that waited for its member
 to load on this replica (the load tester splits latency on it). ``/info`` lists held members and the counters.
@@ -29,6 +31,7 @@ import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -37,6 +40,7 @@ from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from eks_inference import metric_names as names
+from eks_inference.artifacts.disk_cache import DiskCache
 from eks_inference.artifacts.family_index import COLD_HEADER, MODEL_ID_HEADER
 from eks_inference.runtime.bucketing import split_sizes
 from eks_inference.runtime.shared_graphs import MAX_SKELETONS, GraphPool
@@ -89,6 +93,9 @@ class LoadedMember:
     load_s: float
     loaded_at: float = field(default_factory=time.time)
     hits: int = 0
+    files: tuple[Path, ...] = ()
+    """Its entries in the replica's disk cache (weights, artifact): kept while it is held."""
+    used_at: float = field(default_factory=time.time)
 
 
 def _job_inputs(jobs: list[tuple[LoadedMember, list[Any]]]) -> int:
@@ -147,6 +154,21 @@ def parse_family_args(args: dict[str, Any]) -> tuple[AppArgs, int]:
     return app_args, budget
 
 
+def family_disk_budget(args: dict[str, Any]) -> int | None:
+    """Bytes the replica's disk cache of members may hold (``family.disk_budget_bytes``); None, in a serve config
+    rendered before the bound existed: no bound."""
+    from eks_inference.config import ConfigError
+
+    fam = args.get("family")
+    budget = fam.get("disk_budget_bytes") if isinstance(fam, dict) else None
+    if budget is None:
+        return None
+    if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
+        raise ConfigError(f"application args family disk_budget_bytes: {budget!r} is not a positive number of bytes; "
+                          "render the config with render_serve_config from a model entry with a family")
+    return budget
+
+
 def member_app_args(family_args: AppArgs, entry: Any) -> AppArgs:
     """A member's args as a replica of the family loads it (and the compile step compiles it): its own name, revision,
     weights prefix and pinned digest from the index entry, so its artifact has the cache key replicas request."""
@@ -163,6 +185,7 @@ class FamilyModel:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         self.args, self.budget = parse_family_args(args)
+        self._disk = DiskCache(self.args.cache_dir, family_disk_budget(args))
         set_limits(body_timeout_s=self.args.body_timeout_s, max_body_bytes=self.args.max_body_bytes)
         self.family = self.args.model
         self.cfg: UserConfig | None = None
@@ -257,8 +280,9 @@ class FamilyModel:
         held = [(k, m.bytes) for k, m in wrapper.models.items()]
         for _ in range(evictions(held, estimate, self.budget)):
             await self._evict(wrapper)
+        in_use = [p for m in wrapper.models.values() for p in m.files]
         t0 = time.perf_counter()
-        member = await asyncio.to_thread(self._load, entry)
+        member = await asyncio.to_thread(self._load, entry, in_use)
         load_ms = (time.perf_counter() - t0) * 1000
         member.load_s = load_ms / 1000
         self._measured[model_id] = member.bytes
@@ -271,11 +295,28 @@ class FamilyModel:
         self.metrics.load_ms.observe(load_ms)
         self.metrics.load_total.inc(load_ms)
         log.info("family %s loaded %s (%d bytes) in %.0f ms", self.family, model_id, member.bytes, load_ms)
+        await asyncio.to_thread(self._trim_disk, [*in_use, *member.files])
         return member
+
+    def _trim_disk(self, in_use: list[Path]) -> None:
+        """After a load (the only time the disk cache grows), within Serve's model lock: no other load runs here."""
+        self._disk.in_use(in_use)
+        done = self._disk.trim()
+        if done is None:
+            return
+        if done.removed:
+            log.info("family %s removed %d least recently used entries (%d bytes) from its disk cache",
+                     self.family, len(done.removed), sum(e.bytes for e in done.removed))
+        if done.over:
+            log.warning("family %s: the disk cache holds %d bytes of members in use, over its disk budget of %d; "
+                        "raise the family's disk_budget or lower its memory_budget", self.family, done.bytes,
+                        self._disk.budget)
 
     async def _evict(self, wrapper: Any) -> None:
         gone = next(iter(wrapper.models))
+        member = wrapper.models[gone]
         await wrapper.unload_model_lru()  # Serve's own LRU: it stops advertising the id to the router
+        self._disk.touch(member.files, member.used_at)  # its files' place in the disk cache's LRU: its last use
         with self._lock:
             self.stats["evictions"] += 1
         self.metrics.evictions.inc()
@@ -291,9 +332,15 @@ class FamilyModel:
                 await self._evict(wrapper)
         self.metrics.held.set(self._held_bytes())
 
-    def _load(self, entry: Any) -> LoadedMember:
-        """Fetch, verify against the index's digest, resolve the artifact, load and warm one member (blocking)."""
-        from eks_inference.artifacts.resolve import resolve_artifact, resolve_model
+    def _load(self, entry: Any, in_use: list[Path]) -> LoadedMember:
+        """Fetch, verify against the index's digest, resolve the artifact, load and warm one member (blocking).
+        ``in_use``: the held members' disk-cache entries, declared in use with this member's before any fetch."""
+        from eks_inference.artifacts.resolve import (
+            cached_artifact_dir,
+            cached_model_dir,
+            resolve_artifact,
+            resolve_model,
+        )
         from eks_inference.runtime.backends import load_backend
         from eks_inference.runtime.engine import Engine
         from eks_inference.serving.artifact import replica_artifact
@@ -302,9 +349,11 @@ class FamilyModel:
         cfg = self.cfg
         assert cfg is not None
         member_args = member_app_args(a, entry)
+        wanted = replica_artifact(member_args, cfg)
+        self._disk.in_use([*in_use, cached_model_dir(a.cache_dir, entry.digest),
+                           cached_artifact_dir(a.cache_dir, wanted.request, entry.digest)])
         model = resolve_model(member_args.model_uri, cache_dir=a.cache_dir, endpoint_url=a.s3_endpoint_url,
                               expected_digest=entry.digest)
-        wanted = replica_artifact(member_args, cfg)
         compile_fn: Any = None
         if a.compile_on_miss:
             from eks_inference.compile.trace import compile_artifact as compile_fn
@@ -333,7 +382,8 @@ class FamilyModel:
         engine = self._executor.submit(build).result()  # torch runs on the forward thread only
         size = graph_bytes(engine.backend.graphs.values()) or sum(
             int(f["size"]) for f in artifact.manifest.get("files", {}).values())
-        return LoadedMember(entry.model_id, model.digest, entry.revision, engine, size, 0.0)
+        return LoadedMember(entry.model_id, model.digest, entry.revision, engine, size, 0.0,
+                            files=(model.path, artifact.path))
 
     # -- batching ----------------------------------------------------------------------------------
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002, batch_size_fn=_job_inputs)
@@ -408,6 +458,7 @@ class FamilyModel:
         if cold:
             await self._trim()
         member.hits += 1
+        member.used_at = time.time()
         with self._lock:
             self.stats["requests"] += 1
             self.stats["cold" if cold else "hits"] += 1
@@ -458,13 +509,16 @@ class FamilyModel:
             "model": self.family, "family": True, "task": a.task.value, "processor": a.processor.value,
             "backend": a.backend, "model_uri": a.model_uri, "status": "ok" if cfg is not None else "loading",
             "memory_budget_bytes": self.budget, "held_bytes": sum(m.bytes for m in held.values()),
+            "disk_budget_bytes": self._disk.budget,
+            "disk_bytes": self._disk.last.bytes if self._disk.last is not None else None,
             "held": [{"model_id": k, "digest": m.digest, "revision": m.revision, "bytes": m.bytes,
                       "load_ms": round(m.load_s * 1000, 1), "hits": m.hits} for k, m in held.items()],
             "index_generation": self._index.generation if self._index is not None else None,
             "stats": {**{k: (round(v, 1) if isinstance(v, float) else v) for k, v in stats.items()},
                       "hit_ratio": round(stats["hits"] / lookups, 4) if lookups else None,
                       "load_ms_p99": round(loads[min(len(loads) - 1, int(0.99 * len(loads)))], 1) if loads else None,
-                      "load_ms_recent": recent, "shared_graph_loads": self._graphs.shared},
+                      "load_ms_recent": recent, "shared_graph_loads": self._graphs.shared,
+                      "disk_removals": self._disk.removed, "disk_removed_bytes": self._disk.removed_bytes},
             "versions": _versions(), "replica": _replica_id(), "pid": os.getpid(),
         }
         if cfg is not None:
@@ -482,8 +536,10 @@ class FamilyModel:
 def build_app(args: dict[str, Any]) -> Any:
     """Ray Serve application builder (``import_path: eks_inference.serving.family:build_app``)."""
     parse_family_args(args)  # fail at deploy time, in the controller, on malformed args
+    family_disk_budget(args)
     deployment: Any = FamilyModel
     return deployment.bind(args)
 
 
-__all__ = ["COLD_HEADER", "MODEL_ID_HEADER", "FamilyModel", "build_app", "family_api", "member_app_args"]
+__all__ = ["COLD_HEADER", "MODEL_ID_HEADER", "FamilyModel", "build_app", "family_api", "family_disk_budget",
+           "member_app_args"]

@@ -281,7 +281,8 @@ def render_serve_config(
         args["auto_cast"] = s.auto_cast.value
     if model.family is not None:
         args["family"] = {"memory_budget_bytes": model.family.memory_budget_bytes,
-                          "routing": model.family.routing.value}
+                          "routing": model.family.routing.value,
+                          "disk_budget_bytes": model.family.disk_budget_bytes}
     user_config = {
         "max_batch_size": s.max_batch_size,
         "batch_wait_timeout_s": s.batch_wait_timeout_s,

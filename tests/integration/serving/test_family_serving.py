@@ -1,6 +1,7 @@
 """A family served by real Ray Serve over HTTP, its members on a real S3 API (moto on 127.0.0.1): a member published
 while the application runs is served by its next request (no redeploy); an unknown id gets a JSON 404 naming it;
-under a model mix with room for two members, eviction churns and every answer is still its own member's."""
+under a model mix with room for two members, eviction churns and every answer is still its own member's; the replica's
+disk cache keeps, at the smallest disk budget, exactly the files of the members it holds."""
 
 from __future__ import annotations
 
@@ -33,8 +34,10 @@ SEQ = 32
 
 
 class Family:
-    def __init__(self, url: str, repo: str, endpoint: str, dirs: dict[str, Path], digests: dict[str, str]) -> None:
+    def __init__(self, url: str, repo: str, endpoint: str, dirs: dict[str, Path], digests: dict[str, str],
+                 cache: Path) -> None:
         self.url, self.repo, self.endpoint, self.dirs, self.digests = url, repo, endpoint, dirs, digests
+        self.cache = cache
         self._refs: dict[str, list[Any]] = {}
 
     def reference(self, model_id: str) -> list[Any]:
@@ -95,9 +98,11 @@ def family(local_ray: LocalRay, moto_s3_endpoint: str, tmp_path_factory: pytest.
 
     one = _member_bytes(dirs["m0"], graph_bytes)
     cfg["applications"][0]["args"]["family"]["memory_budget_bytes"] = int(2.5 * one)
+    # the smallest disk budget: every file of a member not held or loading goes after each load
+    cfg["applications"][0]["args"]["family"]["disk_budget_bytes"] = 1
     local_ray.deploy(cfg)
     local_ray.wait_ready(NAME, timeout_s=900)
-    yield Family(f"{local_ray.url}/{NAME}", repo, moto_s3_endpoint, dirs, digests)
+    yield Family(f"{local_ray.url}/{NAME}", repo, moto_s3_endpoint, dirs, digests, work / "replica-cache")
     local_ray.remove(NAME)
 
 
@@ -167,6 +172,33 @@ def test_churn_under_a_model_mix_never_serves_a_wrong_models_answer(family: Fami
     # the reloads ran in copies of the family's one warmed graph (runtime/shared_graphs.py), and still each answered
     # with its own member's weights above
     assert info["stats"]["shared_graph_loads"] >= info["stats"]["loads"] - len(ids)
+
+
+def test_the_disk_cache_keeps_only_the_files_of_members_held(family: Family) -> None:
+    """GIVEN the replica's disk budget at its smallest and room in memory for two members
+    WHEN a mix of members loads, is evicted and reloads (each reload fetching its files again)
+    THEN after each load the disk cache holds the weights and the artifact of exactly the members held, every answer
+    is still its own member's, and /info counts the removals and the bytes left (artifacts/disk_cache.py)."""
+    from eks_inference.artifacts.disk_cache import entries
+
+    ids = sorted(family.digests)
+    for mid in [*ids, *reversed(ids), ids[0]]:
+        status, body, _ = ask(family.url, mid)
+        assert status == 200 and body["digest"] == family.digests[mid]
+        for got, want in zip(body["outputs"], family.reference(mid), strict=True):
+            assert cosine(got, want) > 0.9999, mid
+        status, info = get(f"{family.url}/info")
+        held = {h["model_id"] for h in info["held"]}
+        assert mid in held
+        root = family.cache.resolve()
+        on_disk = entries(root)
+        weights = {e.path.name for e in on_disk if e.path.parent == root / "models"}
+        artifacts = {e.path.relative_to(root / "artifacts" / NAME).parts[0] for e in on_disk
+                     if e.path.is_relative_to(root / "artifacts")}
+        assert weights == {family.digests[h][:24] for h in held}, (mid, held)
+        assert artifacts == held, (mid, held)
+        assert info["disk_budget_bytes"] == 1 and info["disk_bytes"] == sum(e.bytes for e in on_disk)
+    assert info["stats"]["disk_removals"] > 0 and info["stats"]["disk_removed_bytes"] > 0
 
 
 def test_loadtest_run_speaks_the_family(family: Family, tmp_path: Path) -> None:
