@@ -205,26 +205,9 @@ def _not_found(e: Exception) -> int:
     return 1
 
 
-def compile_serve_app(text: str, out: Path, *, wait_for_weights_s: float = 0.0,
-                      model_id: str | None = None) -> dict[str, Any]:
-    """Compile and publish exactly the artifact that replicas of one serve-config application load.
-
-    ``text`` is ``{"args": ..., "user_config": ...}`` of the application (the compile Job passes its target's). The
-    weights must carry the pinned digest (``weights_sha256``), as for a replica; they are waited for up to
-    ``wait_for_weights_s`` when not published yet. The artifact goes to the application's ``artifact_uri``,
-    create-only: an artifact already there is kept (any compilation under its cache key is equivalent).
-
-    A family's application compiles one member, ``model_id``, as its replicas load it (``serving.family``,
-    ``member_app_args``): the member's weights and digest from the family's index. Run it when the member is
-    published, so replicas that never compile (Inferentia) find its artifact on their first request.
-    """
-    import threading
-
-    from eks_inference.artifacts.resolve import ArtifactNotFound, resolve_artifact, resolve_model
-    from eks_inference.compile.trace import compile_artifact
-    from eks_inference.serving.artifact import replica_artifact
+def _serve_app(text: str) -> tuple[dict[str, Any], Any, Any]:
+    """``(app, args, user_config)`` of a serve-config application given as JSON, as its replicas parse it."""
     from eks_inference.serving.serve_config import parse_app_args, parse_user_config
-    from eks_inference.serving.weights import Backoff, WeightsWatch, wait_for_weights
 
     try:
         app = json.loads(text)
@@ -238,21 +221,18 @@ def compile_serve_app(text: str, out: Path, *, wait_for_weights_s: float = 0.0,
     if not a.artifact_uri:
         raise ConfigError(f"--serve-app: application {a.model!r} has no artifact_uri; the artifact would reach no "
                           "replica: render it with the repository's artifacts URI")
-    is_family = isinstance(app.get("args"), dict) and "family" in app["args"]
-    if is_family != (model_id is not None):
-        raise ConfigError(f"--model-id: application {a.model!r} is a model family: name the member to compile"
-                          if is_family else f"--model-id: application {a.model!r} is not a model family")
-    if model_id is not None:
-        from eks_inference.artifacts.family_index import read_index
-        from eks_inference.serving.family import member_app_args
-        from eks_inference.storage import open_store
+    return app, a, cfg
 
-        index = read_index(open_store(a.model_uri, endpoint_url=a.s3_endpoint_url), a.model)
-        if model_id not in index.members:
-            raise ConfigError(f"--model-id: {model_id!r} is not a member of family {a.model!r} (index generation "
-                              f"{index.generation}); publish it first with publish --family {a.model} --model-id "
-                              f"{model_id}")
-        a = member_app_args(a, index.members[model_id])
+
+def _compile_app(a: Any, cfg: Any, out: Path, *, wait_for_weights_s: float = 0.0) -> dict[str, Any]:
+    """Compile and publish the artifact replicas with args ``a`` and user config ``cfg`` load (create-only)."""
+    import threading
+
+    from eks_inference.artifacts.resolve import ArtifactNotFound, resolve_artifact, resolve_model
+    from eks_inference.compile.trace import compile_artifact
+    from eks_inference.serving.artifact import replica_artifact
+    from eks_inference.serving.weights import Backoff, WeightsWatch, wait_for_weights
+
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     kw: dict[str, Any] = {"cache_dir": out / "cache", "endpoint_url": a.s3_endpoint_url,
                           "expected_digest": a.weights_sha256}
@@ -282,6 +262,90 @@ def compile_serve_app(text: str, out: Path, *, wait_for_weights_s: float = 0.0,
             "seconds": round(res.seconds, 2), "checks": res.manifest.get("checks")}
 
 
+def _family_index(a: Any) -> Any:
+    from eks_inference.artifacts.family_index import read_index
+    from eks_inference.storage import open_store
+
+    return read_index(open_store(a.model_uri, endpoint_url=a.s3_endpoint_url), a.model)
+
+
+def compile_serve_app(text: str, out: Path, *, wait_for_weights_s: float = 0.0,
+                      model_id: str | None = None) -> dict[str, Any]:
+    """Compile and publish exactly the artifact that replicas of one serve-config application load.
+
+    ``text`` is ``{"args": ..., "user_config": ...}`` of the application (the compile Job passes its target's). The
+    weights must carry the pinned digest (``weights_sha256``), as for a replica; they are waited for up to
+    ``wait_for_weights_s`` when not published yet. The artifact goes to the application's ``artifact_uri``,
+    create-only: an artifact already there is kept (any compilation under its cache key is equivalent).
+
+    A family's application compiles one member, ``model_id``, as its replicas load it (``serving.family``,
+    ``member_app_args``): the member's weights and digest from the family's index. Run it when the member is
+    published, so replicas that never compile (Inferentia) find its artifact on their first request.
+    """
+    from eks_inference.serving.family import member_app_args
+
+    app, a, cfg = _serve_app(text)
+    is_family = isinstance(app.get("args"), dict) and "family" in app["args"]
+    if is_family != (model_id is not None):
+        raise ConfigError(f"--model-id: application {a.model!r} is a model family: name the member to compile"
+                          if is_family else f"--model-id: application {a.model!r} is not a model family")
+    if model_id is not None:
+        index = _family_index(a)
+        if model_id not in index.members:
+            raise ConfigError(f"--model-id: {model_id!r} is not a member of family {a.model!r} (index generation "
+                              f"{index.generation}); publish it first with publish --family {a.model} --model-id "
+                              f"{model_id}")
+        a = member_app_args(a, index.members[model_id])
+    return _compile_app(a, cfg, out, wait_for_weights_s=wait_for_weights_s)
+
+
+def compile_missing_members(text: str, out: Path) -> dict[str, Any]:
+    """Compile, create-only, every member of a family whose artifact the family's replicas would not find.
+
+    ``text`` is the family's serve-config application (what its member-compile CronJob passes). Reads the family's
+    current index; a member is *present* when the artifact repository holds the manifest under the cache key its
+    replicas request (:func:`~eks_inference.serving.artifact.replica_artifact` of ``member_app_args``, as the replica
+    computes it), and every other member is compiled as ``--model-id`` would, one after the other, each in a scratch
+    directory of its own that is removed once its artifact is published. Idempotent: a second run finds them all
+    present. A member that fails is reported in one line on stderr and the others still compile; the result lists
+    ``present``, ``compiled`` and ``failed``.
+    """
+    import shutil
+
+    from eks_inference.artifacts.manifests import MANIFEST
+    from eks_inference.artifacts.resolve import artifact_prefix
+    from eks_inference.serving.artifact import replica_artifact
+    from eks_inference.serving.family import member_app_args
+    from eks_inference.storage import open_store
+
+    app, a, cfg = _serve_app(text)
+    if not (isinstance(app.get("args"), dict) and "family" in app["args"]):
+        raise ConfigError(f"--missing: application {a.model!r} is not a model family; compile it with --serve-app "
+                          "alone")
+    index = _family_index(a)
+    store = open_store(a.artifact_uri, endpoint_url=a.s3_endpoint_url)
+    present: list[str] = []
+    compiled: list[dict[str, Any]] = []
+    failed: list[dict[str, str]] = []
+    for model_id, entry in sorted(index.members.items()):
+        member = member_app_args(a, entry)
+        try:
+            req = replica_artifact(member, cfg).request
+            if store.read_bytes(f"{artifact_prefix(req.model, req.revision, req.key(entry.digest))}/{MANIFEST}"):
+                present.append(model_id)
+                continue
+            scratch = out / "members" / model_id
+            done = _compile_app(member, cfg, scratch)
+            shutil.rmtree(scratch, ignore_errors=True)
+            compiled.append({"model_id": model_id, **{k: done[k] for k in ("cache_key", "source", "uri", "seconds")}})
+        except Exception as e:  # one member's failure must not stop the others
+            reason = " ".join(f"{type(e).__name__}: {e}".split())
+            print(f"eks-inference: family {a.model!r} member {model_id!r} was not compiled: {reason}", file=sys.stderr)
+            failed.append({"model_id": model_id, "error": reason})
+    return {"family": a.model, "processor": a.processor.value, "index_generation": index.generation,
+            "present": present, "compiled": compiled, "failed": failed}
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
     from eks_inference.artifacts.resolve import (
         ArtifactNotFound,
@@ -294,6 +358,13 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from eks_inference.config import batch_buckets_up_to
     from eks_inference.runtime.bucketing import seq_buckets_for
 
+    if args.missing:
+        if not args.serve_app or args.model_id:
+            raise ConfigError("--missing: give the family's --serve-app and no --model-id (it compiles every member "
+                              "whose artifact is missing)")
+        result = compile_missing_members(args.serve_app, Path(args.out).resolve())
+        print(json.dumps(result, indent=2))
+        return 1 if result["failed"] else 0
     if args.serve_app:
         try:
             result = compile_serve_app(args.serve_app, Path(args.out).resolve(),
@@ -346,9 +417,14 @@ def cmd_publish(args: argparse.Namespace) -> int:
             raise ConfigError("publish: a family member needs MODEL_DIR (or bundled:NAME), --family and --model-id")
         m = publish_member(args.source, args.to, family=args.family, model_id=args.model_id, revision=args.revision,
                            task=args.task, endpoint_url=args.s3_endpoint_url, references=references_for_publish)
+        from eks_inference.compile.family import compile_now_command
+
+        now = compile_now_command(m.family)
         print(json.dumps({"uri": m.uri, "status": m.status, "family": m.family, "model_id": m.model_id,
                           "digest": m.digest, "bytes": m.bytes, "index_generation": m.generation,
-                          "references": list(m.references)}, indent=2))
+                          "references": list(m.references), "compile_now": now}, indent=2))
+        print(f"eks-inference: the family's compile CronJobs compile {m.model_id!r} at their next run; to compile it "
+              f"now: {now}", file=sys.stderr)
         return 0
     if args.artifact:
         res = publish_artifact(args.artifact, args.to, endpoint_url=args.s3_endpoint_url)
@@ -423,6 +499,7 @@ def register(sub: Any) -> None:
             "--publish-to s3://BUCKET",
             "eks-inference compile ./my-model --name mymodel --dtype bf16 --batch-buckets 1,4,16 --max-seq-length 256",
             "eks-inference compile --serve-app \"$(cat app.json)\" --wait-for-weights 3600   # the compile Job",
+            "eks-inference compile --serve-app \"$(cat family-app.json)\" --missing   # a family's compile CronJob",
         ))
     c.add_argument("source", nargs="?", help="model directory, bundled:NAME or s3://BUCKET/models/NAME/REVISION")
     c.add_argument("--name", help="model name (as in the config); required with SOURCE")
@@ -433,6 +510,9 @@ def register(sub: Any) -> None:
     c.add_argument("--model-id", default=None,
                    help="with --serve-app of a model family: the member to compile, as the family's replicas load it "
                         "(run when it is published: replicas that never compile find it on its first request)")
+    c.add_argument("--missing", action="store_true",
+                   help="with --serve-app of a model family: compile every member whose artifact is missing, "
+                        "create-only (the family's compile CronJob runs this); exits 1 if any member failed")
     c.add_argument("--wait-for-weights", type=float, default=0.0,
                    help="with --serve-app: seconds to wait for weights not published yet (default 0: fail at once)")
     c.add_argument("--weights-sha256", default=None,

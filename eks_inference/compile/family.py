@@ -31,6 +31,20 @@ from eks_inference.config import ConfigError
 from eks_inference.storage import join, open_store
 
 WEIGHTS_FILE = "model.safetensors"
+COMPILE_FAMILY_LABEL = "eks-inference/compile-family"
+"""On each family's member-compile CronJob (:mod:`eks_inference.k8s.compile_chart`): the family whose members it
+compiles, one CronJob per processor; :func:`compile_now_command` finds them by it."""
+SERVING_NAMESPACE = "eks-inference"
+"""Where the serving chart puts the RayServices and the compile CronJobs (``k8s.serving_chart.NAMESPACE``; the
+publisher runs where cdk8s is not installed, so the name is repeated here and a test keeps the two equal)."""
+
+
+def compile_now_command(family: str, namespace: str = SERVING_NAMESPACE) -> str:
+    """The one shell command that runs the family's member-compile CronJobs now instead of at their next schedule:
+    a Job from each (one per processor), which compiles every member whose artifact is missing."""
+    return (f"for c in $(kubectl -n {namespace} get cronjobs -l {COMPILE_FAMILY_LABEL}={family} "
+            "-o jsonpath='{.items[*].metadata.name}'); do "
+            f"kubectl -n {namespace} create job --from=cronjob/$c $c-$(date +%s); done")
 
 
 @dataclass(frozen=True)
@@ -97,4 +111,5 @@ def derive_member(base: str | Path, dest: str | Path, *, seed: int, scale: float
     return out
 
 
-__all__ = ["PublishedMember", "derive_member", "family_uri", "member_prefix", "member_uri", "publish_member"]
+__all__ = ["COMPILE_FAMILY_LABEL", "PublishedMember", "compile_now_command", "derive_member", "family_uri",
+           "member_prefix", "member_uri", "publish_member"]
