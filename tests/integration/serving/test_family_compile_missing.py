@@ -143,3 +143,22 @@ def test_missing_refuses_a_single_model_and_a_model_id(repo: str, tmp_path: Path
     del single["args"]["family"]
     r = cli("compile", "--serve-app", json.dumps(single), "--missing")
     assert r.returncode == 2 and "--missing: application 'zeta' is not a model family" in r.stderr
+
+
+def test_publish_prints_the_command_that_compiles_the_member_now(repo: str, tmp_path: Path,
+                                                                 moto_s3_endpoint: str) -> None:
+    """GIVEN a member published with the real CLI
+    WHEN publish answers
+    THEN its JSON names, as compile_now, the command that runs the family's compile CronJobs at once
+    (compile.family.compile_now_command, whose shell tests/unit/test_family_compile.py runs), and stderr says so."""
+    from eks_inference.compile.family import compile_now_command
+
+    member = derive_member(write_synthetic_model(tmp_path / "base", task=Task.EMBEDDING, words=WORDS),
+                           tmp_path / "p0", seed=70)
+    r = cli("publish", str(member), "--to", repo, "--family", "theta", "--model-id", "p0", "--task", "embedding",
+            "--s3-endpoint-url", moto_s3_endpoint, timeout=300)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["model_id"] == "p0" and out["compile_now"] == compile_now_command("theta")
+    assert "kubectl -n eks-inference create job --from=cronjob/" in out["compile_now"]
+    assert f"to compile it now: {out['compile_now']}" in r.stderr
