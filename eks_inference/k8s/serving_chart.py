@@ -10,6 +10,7 @@ from typing import Any
 from cdk8s import Chart
 from constructs import Construct
 
+from eks_inference.compile.family import compile_now_command
 from eks_inference.config import (
     AUTOSCALER_SIDECAR_CPU_MILLIS,
     AUTOSCALER_SIDECAR_MEMORY_MIB,
@@ -104,9 +105,14 @@ COMPILE_TARGET_LABEL = "eks-inference/compile-target"
 """On each compile Job and its pods: the target whose artifact it compiles (:mod:`eks_inference.k8s.compile_chart`)."""
 
 
-def compile_hint(name: str, namespace_: str = NAMESPACE) -> str:
-    """Where a replica waiting for its artifact points: the compile Job of its target."""
-    return f"the compile Job of {name} (kubectl -n {namespace_} logs -l {COMPILE_TARGET_LABEL}={name})"
+def compile_hint(name: str, namespace_: str = NAMESPACE, *, family: str | None = None) -> str:
+    """Where a replica waiting for its artifact points: the compile Job of its target, or for a family's target its
+    compile CronJob and the command that runs it now (:mod:`eks_inference.k8s.compile_chart`)."""
+    logs = f"kubectl -n {namespace_} logs -l {COMPILE_TARGET_LABEL}={name}"
+    if family is not None:
+        return (f"the compile CronJob of {name}, at its next run ({logs}; to run it now: "
+                f"{compile_now_command(family, namespace_)})")
+    return f"the compile Job of {name} ({logs})"
 
 
 def serve_url(model: ModelSpec, processor: Processor, namespace_: str = NAMESPACE) -> str:
@@ -184,9 +190,10 @@ def _plan_target(config: PlatformConfig, model: ModelSpec, processor: Processor,
     group = config.node_group_for(processor)
     service = service_name(model, processor)
     name = f"{service}{CANARY_SUFFIX}" if canary else service
-    # Replicas only read: the compile Job of the target writes what they load.
+    # Replicas only read: the compile Job (a family's: CronJob) of the target writes what they load.
+    hint = compile_hint(name, namespace_, family=model.name if model.family is not None else None)
     serve_config = render_serve_config(model, processor, model_uri=model_uri, artifact_uri=artifact_uri,
-                                       compile_on_miss=False, compile_hint=compile_hint(name, namespace_))
+                                       compile_on_miss=False, compile_hint=hint)
     rs = _ray_service(name, namespace_, model, processor, image=images[processor], serve_config=serve_config,
                       region=region, gcs=gcs, service=service,
                       head_on_system=config.head_node_group(processor).processor is None)

@@ -61,6 +61,9 @@ def test_each_family_target_gets_a_valid_cron_job_compiling_its_missing_members(
         app = json.loads(args[2])
         assert app == serve_app(t) and app["args"]["family"]["memory_budget_bytes"] == 4 << 30
         assert app["args"]["compile_on_miss"] is False  # the replicas' own args: they never compile
+        # a replica waiting for a member's artifact names this CronJob's pods and the command that runs it now
+        hint = app["args"]["compile_hint"]
+        assert f"{COMPILE_TARGET_LABEL}={name}" in hint and compile_now_command("tenants") in hint
         assert cron["metadata"]["name"] == f"compile-{name}" and cron["metadata"]["namespace"] == COMPILE_NAMESPACE
         pod_labels = spec["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
         assert pod_labels[COMPILE_FAMILY_LABEL] == "tenants" and pod_labels[COMPILE_TARGET_LABEL] == name
