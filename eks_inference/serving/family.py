@@ -6,7 +6,8 @@ The model id travels in Serve's own header, ``serve_multiplexed_model_id`` (Ray 
 ``serve.get_multiplexed_model_id()``). With the Python proxy, Serve's request router prefers replicas that report
 holding the model (``ray/serve/_private/request_router/request_router.py``, multiplexed-model matching, and each
 replica's report from ``ray/serve/multiplex.py``, ``_push_model_ids_info``). HAProxy ingress picks a replica without
-reading the header, so behind it a member lands on a random replica (docs/families.md, "The ingress path").
+reading the header, so behind it a member lands on any replica; a family with ``routing: model-aware`` runs the
+Python proxy instead (docs/families.md, "Routing").
 
 Per request: the id must be a member of the family's index (:mod:`eks_inference.artifacts.family_index`), read from
 the repository and re-read on an unknown id (at most every :data:`MISS_REFRESH_S`), so a member published a moment

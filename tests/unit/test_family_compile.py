@@ -197,3 +197,27 @@ def test_checkov_passes_the_compile_chart_of_a_family(tmp_path: Path) -> None:
     chart = CompileChart(cdk8s.App(), "compile", targets=targets, region="us-west-2")
     (tmp_path / "manifests.yaml").write_text(yaml.safe_dump_all([*serving, *chart.to_json()]))
     run_checkov(tmp_path, "kubernetes", KUBERNETES_SKIPS)
+
+
+def test_the_real_app_synthesizes_a_family_with_its_compile_cron_jobs(tmp_path: Path) -> None:
+    """GIVEN dev with a family on graviton (dev's system nodes have room for one more Ray head)
+    WHEN the real app synthesizes it (cdk-nag included: a finding without a reason fails synth)
+    THEN the inference stack's compile manifest carries the family's CronJob beside the single model's Jobs."""
+    from tests.conftest import Assembly, synth_variant
+
+    def edit(env: dict[str, Any]) -> None:
+        env["models"] = [*env["models"], {**FAMILY, "processors": ["graviton"]}]
+
+    asm = Assembly(synth_variant(tmp_path / "dev", edit), "")
+    (stack,) = [n for n in asm.stack_names if n.endswith("-Inference")]
+    kinds: dict[str, list[str]] = {}
+    for res in json.loads((asm.path / f"{stack}.template.json").read_text())["Resources"].values():
+        manifest = res.get("Properties", {}).get("Manifest")
+        if manifest is None:
+            continue
+        if isinstance(manifest, dict):  # Fn::Join around deploy-time tokens (image URIs, the bucket)
+            manifest = "".join(p if isinstance(p, str) else "TOKEN" for p in manifest["Fn::Join"][1])
+        for obj in json.loads(manifest):
+            kinds.setdefault(obj["kind"], []).append(obj["metadata"]["name"])
+    assert kinds["CronJob"] == ["compile-tenants-graviton"]
+    assert sum(n.startswith("compile-minilm-") for n in kinds["Job"]) == 2
