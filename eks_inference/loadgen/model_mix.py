@@ -10,16 +10,15 @@ on every client and every run. Pure Python: the load-test image imports it.
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from eks_inference.artifacts.family_index import MODEL_ID_HEADER, check_model_id
 from eks_inference.config import ConfigError
+from eks_inference.measure.working_set import MIX_RE
 
 SEQUENCE_LENGTH = 8192
 """Ids drawn per run; requests cycle through them (long enough that a step's mix matches its shares)."""
-_MIX_RE = re.compile(r"^(?:uniform|zipf:(?P<s>[0-9]+(?:\.[0-9]+)?))$")
 
 
 @dataclass(frozen=True)
@@ -44,7 +43,7 @@ class ModelMix:
 
 
 def parse_mix(spec: str, option: str = "--model-mix") -> ModelMix:
-    m = _MIX_RE.match(spec.strip()) if isinstance(spec, str) else None
+    m = MIX_RE.match(spec.strip()) if isinstance(spec, str) else None
     if m is None:
         raise ConfigError(f"{option}: {spec!r} is not a model mix; use uniform or zipf:S with S > 0, e.g. zipf:1.1")
     if m["s"] is None:

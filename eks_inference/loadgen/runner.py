@@ -39,7 +39,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from eks_inference.loadgen.client import ErrorKind, HttpClient, fetch_info, open_client, parse_endpoint
+from eks_inference.loadgen.client import Endpoint, ErrorKind, HttpClient, fetch_info, open_client, parse_endpoint
 from eks_inference.loadgen.host import HostSampler, ServerOnHost, locate_server
 from eks_inference.loadgen.model_mix import draw, parse_mix, request_headers
 from eks_inference.loadgen.payloads import Payload
@@ -53,6 +53,7 @@ from eks_inference.measure.schedule import Segment
 from eks_inference.measure.spec import Arrival, Mode, StepSpec
 from eks_inference.measure.stats import StepRecorder, StepStats, decode, percentiles_us
 from eks_inference.measure.steps import CLIENT_SATURATED_CPU, ClientStep, slo_verdict, summarize
+from eks_inference.measure.working_set import step_working_set
 
 ABORT_AFTER_S = 5.0
 """A step with connection errors and not one success for this long stops: the target is down."""
@@ -751,6 +752,12 @@ async def _search(config: RunConfig, search: SearchSpec, measure: Measure,
     notes.append(f"search: {capacity_text(cap)}")
 
 
+async def _working_set(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
+    """A family step's working set for ``plan``: the mix, and (client 0) the target's ``/info`` at the step's end."""
+    info = (await fetch_info(endpoint, timeout_s=min(5.0, config.timeout_s)))[0] if config.client_index == 0 else None
+    return step_working_set(info, mix=parse_mix(config.model_mix).label, members=len(config.model_ids))
+
+
 async def run(
     config: RunConfig,
     payloads: Sequence[Payload],
@@ -897,6 +904,9 @@ async def run(
             result = await _with_samples(result, sampler, sampling)
             if reader is not None:
                 result = dataclasses.replace(result, server_metrics=await reader.finish())
+            if config.model_ids and result.stats.cold_hist is not None:
+                result = dataclasses.replace(result, stats=dataclasses.replace(
+                    result.stats, working_set=await _working_set(config, endpoint)))
             if start_at is not None and step.late_s > LATE_START_S:
                 notes.append(f"started {step.late_s:.1f} s after the common start time; the clients' measuring "
                              "windows overlap less")

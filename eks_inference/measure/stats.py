@@ -219,6 +219,9 @@ class StepStats:
     cold_hist: str | None = None
     """Latency of the cold answers, and of the warm ones below; None when the target marks none (not a family)."""
     warm_hist: str | None = None
+    working_set: Mapping[str, Any] | None = None
+    """A family step's mix, routing, replicas and members per budget (:mod:`eks_inference.measure.working_set`), as
+    the client that read the target's ``/info`` at the step's end recorded them; None otherwise."""
 
     @property
     def errors(self) -> int:
@@ -238,7 +241,8 @@ class StepStats:
             "last_completion": self.last_completion,
             "last_ok": self.last_ok,
             "series": [b.to_dict() for b in self.series],
-            **({"family": {"cold": self.cold, "cold_hist": self.cold_hist, "warm_hist": self.warm_hist}}
+            **({"family": {"cold": self.cold, "cold_hist": self.cold_hist, "warm_hist": self.warm_hist,
+                           **({"working_set": dict(self.working_set)} if self.working_set is not None else {})}}
                if self.cold_hist is not None else {}),
         }
 
@@ -264,6 +268,7 @@ class StepStats:
             cold=int((d.get("family") or {}).get("cold", 0)),
             cold_hist=(d.get("family") or {}).get("cold_hist"),
             warm_hist=(d.get("family") or {}).get("warm_hist"),
+            working_set=(d.get("family") or {}).get("working_set"),
         )
 
 

@@ -137,7 +137,9 @@ def summarize(steps: Sequence[ClientStep]) -> dict[str, Any]:
 def family_split(steps: Sequence[ClientStep], throughput_rps: float) -> dict[str, Any] | None:
     """A family target's answers split cold (the replica loaded the member for it) and warm, merged exactly across
     clients; None when the target marked none (a single model). ``load_rate_per_s`` is the rate of cold answers,
-    the loads the mix forced; ``hit_ratio`` the share of warm answers."""
+    the loads the mix forced; ``hit_ratio`` the share of warm answers; ``working_set`` what ``plan`` sizes a
+    model-aware family from (:mod:`eks_inference.measure.working_set`), from the client that read the target's
+    ``/info`` (the lowest index that did), absent in a result written before it was recorded."""
     marked = [st for st in steps if st.stats.cold_hist is not None]
     if not marked:
         return None
@@ -152,9 +154,12 @@ def family_split(steps: Sequence[ClientStep], throughput_rps: float) -> dict[str
         p = percentiles_us(hist)
         return {"p50": p["p50"] / 1000.0, "p99": p["p99"] / 1000.0}
 
+    recorded = sorted(((st.client_index, ws) for st in marked if (ws := st.stats.working_set) is not None),
+                      key=lambda p: (p[1].get("routing") is None, p[0]))
     return {"cold": cold, "warm": ok - cold, "hit_ratio": (ok - cold) / ok if ok else None,
             "load_rate_per_s": throughput_rps * cold / ok if ok else 0.0,
-            "cold_ms": ms(cold_hist), "warm_ms": ms(warm_hist)}
+            "cold_ms": ms(cold_hist), "warm_ms": ms(warm_hist),
+            **({"working_set": dict(recorded[0][1])} if recorded else {})}
 
 
 def _second_counts(steps: Sequence[ClientStep]) -> list[int]:

@@ -196,6 +196,7 @@ class FamilyModel:
         self._index_lock: asyncio.Lock | None = None
         self._measured: dict[str, int] = {}
         fam = args.get("family") or {}
+        self.routing = str(fam.get("routing") or "model-blind")
         self._graphs = GraphPool(max_skeletons=0 if fam.get("share_graphs") is False else MAX_SKELETONS)
         self.stats = {"requests": 0, "hits": 0, "cold": 0, "loads": 0, "evictions": 0, "unknown": 0,
                       "load_ms_total": 0.0}
@@ -509,7 +510,8 @@ class FamilyModel:
         data: dict[str, Any] = {
             "model": self.family, "family": True, "task": a.task.value, "processor": a.processor.value,
             "backend": a.backend, "model_uri": a.model_uri, "status": "ok" if cfg is not None else "loading",
-            "memory_budget_bytes": self.budget, "held_bytes": sum(m.bytes for m in held.values()),
+            "routing": self.routing, "memory_budget_bytes": self.budget,
+            "held_bytes": sum(m.bytes for m in held.values()),
             "disk_budget_bytes": self._disk.budget,
             "disk_bytes": self._disk.last.bytes if self._disk.last is not None else None,
             "held": [{"model_id": k, "digest": m.digest, "revision": m.revision, "bytes": m.bytes,
