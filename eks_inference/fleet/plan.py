@@ -39,6 +39,7 @@ from eks_inference.costs import EKS_CONTROL_PLANE_HOURLY, HOURS_PER_MONTH, NAT_G
 from eks_inference.measure.capacity import capacity_at_slo
 from eks_inference.measure.results import REPORT_FORMAT
 from eks_inference.measure.steps import slo_verdict
+from eks_inference.measure.working_set import hit_curve, hit_ratio_at
 from eks_inference.tables.prices import DEFAULT_PRICES, DEFAULT_REGION, PriceTable, PricingKind, pricing_kind
 
 DEFAULT_HEADROOM = 0.3
@@ -274,17 +275,49 @@ def _interval_refusal(cap: Mapping[str, Any], inputs: PlanInputs) -> str | None:
             f"{inputs.max_width:.0%}: {narrow}, or pass --accept-wide to plan from its lower bound")
 
 
+def _model_aware_replicas(ws: Mapping[str, Any], *, target_rps: float, load_ms: float,
+                          headroom: float) -> dict[str, Any] | None:
+    """The least k whose misses fit k replicas' time, with the hit ratio h(k) of k × B distinct members held; None
+    when the step lacks the mix or B."""
+    mix, n, per_budget = ws.get("mix"), ws.get("members"), ws.get("members_per_budget")
+    if not (isinstance(mix, str) and isinstance(n, int) and n > 0 and isinstance(per_budget, int) and per_budget > 0):
+        return None
+    try:
+        curve = hit_curve(mix, n)
+    except ValueError:
+        return None
+    usable = 1 - _exact(headroom)
+    k = 1
+    while True:
+        h = hit_ratio_at(k, members_per_budget=per_budget, curve=curve)
+        loads = _exact(target_rps) * (1 - _exact(h))
+        if k * per_budget >= n or loads * _exact(load_ms) / 1000 / k <= usable:
+            break
+        k += 1
+    measured = ws.get("replicas")
+    return {"replicas": k, "hit_ratio_at_replicas": h, "loads_per_s_at_target": float(loads),
+            "members_per_budget": per_budget, "mix": mix, "members": n,
+            "hit_ratio_model_at_measured": (hit_ratio_at(measured, members_per_budget=per_budget, curve=curve)
+                                            if isinstance(measured, int) and measured > 0 else None)}
+
+
 def family_working_set(step: Mapping[str, Any], *, target_rps: float, headroom: float) -> dict[str, Any] | None:
     """A family target's replicas from its measured working set; None for a single model's step.
 
-    Behind the model-blind ingress every replica sees the whole mix, so its hit ratio ``h`` (measured at the step,
-    with the replica's byte budget) does not rise with more replicas, and a replica loads members one at a time: the
-    misses at the target rate must fit in each replica's time with headroom::
+    A replica loads members one at a time, so the misses at the target rate must fit in the replicas' time with
+    headroom (R requests/s, L seconds per load: the step's cold p50 less its warm p50, what a cold answer waited beyond
+    a warm one). Behind the model-blind ingress every replica sees the whole mix, so its hit ratio ``h`` (measured at
+    the step, with the replica's byte budget) does not rise with more replicas::
 
         replicas = ceil(R × (1 − h) × L / (1 − H))
 
-    (R requests/s, L seconds per load: the step's cold p50 less its warm p50, what a cold answer waited beyond a warm
-    one). Exact arithmetic, as :func:`nodes_for`.
+    Behind model-aware routing k replicas hold up to k × B distinct members (B to a replica's budget), so the hit
+    ratio rises with k: h(k) is the share of requests whose member is among the k × B hottest of the step's mix, and::
+
+        replicas = least k with R × (1 − h(k)) × L / k <= 1 − H
+
+    A step without the routing, or a model-aware one without the mix or B, is sized by the first formula, saying so
+    (for a model-aware family an upper bound). Exact arithmetic, as :func:`nodes_for`.
     """
     m = step.get("models")
     if not isinstance(m, Mapping) or m.get("hit_ratio") is None:
@@ -292,10 +325,28 @@ def family_working_set(step: Mapping[str, Any], *, target_rps: float, headroom: 
     h = float(m["hit_ratio"])
     cold, warm = (m.get("cold_ms") or {}).get("p50"), (m.get("warm_ms") or {}).get("p50")
     load_ms = max(0.0, float(cold) - float(warm or 0.0)) if cold is not None else 0.0
+    ws: Mapping[str, Any] = m["working_set"] if isinstance(m.get("working_set"), Mapping) else {}
+    routing = ws.get("routing")
+    measured = ws.get("replicas")
+    out: dict[str, Any] = {"hit_ratio": h, "load_ms": load_ms, "routing": routing, "measured_replicas": measured}
+    if routing == "model-aware":
+        aware = _model_aware_replicas(ws, target_rps=target_rps, load_ms=load_ms, headroom=headroom)
+        if aware is not None:
+            return {**out, **aware, "formula": "least k with R × (1 − h(k)) × L / k <= 1 − H",
+                    "basis": (f"model-aware routing: k replicas hold k × {aware['members_per_budget']} distinct "
+                              f"members; h(k) the share of the {aware['mix']} mix over {aware['members']} members "
+                              "among the k × B hottest")}
+        why = "model-aware routing, but the step recorded no mix or members per budget: the model-blind formula, " \
+              "an upper bound"
+    elif routing == "model-blind":
+        why = "model-blind ingress: the measured hit ratio per replica"
+    else:
+        why = "the step recorded no routing (a report from before it was): the model-blind formula, an upper bound " \
+              "for a model-aware family"
     loads = _exact(target_rps) * (1 - _exact(h))
     busy = loads * _exact(load_ms) / 1000 / (1 - _exact(headroom))
-    return {"hit_ratio": h, "load_ms": load_ms, "loads_per_s_at_target": float(loads),
-            "replicas": max(1, math.ceil(busy)), "basis": "model-blind ingress: the measured hit ratio per replica"}
+    return {**out, "loads_per_s_at_target": float(loads), "replicas": max(1, math.ceil(busy)),
+            "formula": "ceil(R × (1 − h) × L / (1 − H))", "basis": why}
 
 
 def plan(report: Mapping[str, Any], inputs: PlanInputs, *, source: str) -> Plan:
@@ -446,10 +497,7 @@ def render(pl: Plan) -> str:
                 f"({instance_prices(pl)[0].label}) in {x.region}"
                 + (" (priced as that type, measured elsewhere)" if x.priced_as else ""))
             if x.family is not None:
-                f = x.family
-                lines.append(f"     family: hit ratio {f['hit_ratio']:.1%}, {f['load_ms']:,.1f} ms a load, "
-                             f"{f['loads_per_s_at_target']:,.4g} loads/s at the target: at least {f['replicas']} "
-                             f"replica{'s' if f['replicas'] != 1 else ''} keep up with the misses ({f['basis']})")
+                lines.append(_family_line(x.family))
         lines.append("")
         for region in sorted({x.region for x in pl.planned}):
             lines.append(f"Fixed per month ({HOURS_PER_MONTH} h) in {region}, list prices of {OTHER_PRICES_DATE} "
@@ -461,6 +509,20 @@ def render(pl: Plan) -> str:
         lines += ["", "Refused:"]
         lines += [f"  {x.label}: {x.reason}" for x in pl.refused]
     return "\n".join(_wrap(line) for line in lines)
+
+
+def _family_line(f: Mapping[str, Any]) -> str:
+    reps = f"{f['replicas']} replica{'s' if f['replicas'] != 1 else ''}"
+    if "hit_ratio_at_replicas" in f:
+        at = f["hit_ratio_model_at_measured"]
+        seen = (f"; measured {f['hit_ratio']:.1%} on {f['measured_replicas']}, the model gives "
+                f"{at:.1%} there" if at is not None else f"; measured {f['hit_ratio']:.1%}")
+        return (f"     family: h(k) {f['hit_ratio_at_replicas']:.1%} at {reps}{seen}; {f['load_ms']:,.1f} ms a load, "
+                f"{f['loads_per_s_at_target']:,.4g} loads/s at the target: at least {reps} keep up with the misses, "
+                f"{f['formula']} ({f['basis']})")
+    return (f"     family: hit ratio {f['hit_ratio']:.1%}, {f['load_ms']:,.1f} ms a load, "
+            f"{f['loads_per_s_at_target']:,.4g} loads/s at the target: at least {reps} keep up with the misses, "
+            f"{f['formula']} ({f['basis']})")
 
 
 TABLE = "\0"
