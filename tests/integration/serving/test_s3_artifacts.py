@@ -21,12 +21,16 @@ from eks_inference.artifacts.resolve import (
 from eks_inference.compile.publish import publish_model
 from eks_inference.compile.synthetic import write_synthetic_model
 from eks_inference.compile.trace import compile_artifact
-from eks_inference.config import ModelSpec, Task
+from eks_inference.config import ModelSpec, Processor, ServingSpec, Task
 from eks_inference.runtime.bucketing import seq_buckets_for
 from eks_inference.serving.local import DeployFailed, LocalRay
 from eks_inference.serving.serve_config import model_repository_uris
 
 from .conftest import deploy_model, get, post
+
+BUCKETS = ServingSpec(max_batch_size=4, max_seq_length=32).live_batch_buckets(Processor.CPU)
+"""The batch buckets a CPU replica at max_batch_size 4 starts with (up to the live ceiling, so max_batch_size can move
+through user_config alone): the artifact the test computes must ask for the same ones to share the replica's key."""
 
 pytestmark = pytest.mark.integration
 
@@ -92,12 +96,12 @@ def test_publish_fetch_verify_serve_then_a_cache_hit_skips_compilation(
     from eks_inference.runtime.engine import Engine
 
     req = ArtifactRequest(model="tiny-s3", revision="v1", task="embedding", processor="cpu", backend="cpu",
-                          dtype="fp32", batch_buckets=(1, 2, 4), seq_buckets=seq_buckets_for("cpu", 32),
+                          dtype="fp32", batch_buckets=BUCKETS, seq_buckets=seq_buckets_for("cpu", 32),
                           versions=sdk_versions("cpu"))
     art = resolve_artifact(req, local, cache_dir=tmp_path / "direct", artifact_uri=None, compile_fn=compile_artifact)
     assert art.key == key  # the replica and this process agree on the cache key
     eng = Engine(model_dir=tiny, task=Task.EMBEDDING, backend=load_backend(art.path, art.manifest),
-                 batch_buckets=(1, 2, 4), seq_buckets=req.seq_buckets, max_seq_length=32)
+                 batch_buckets=BUCKETS, seq_buckets=req.seq_buckets, max_seq_length=32)
     np.testing.assert_allclose(np.array(body["outputs"]), np.array(eng.run(TEXTS)[0]), atol=1e-5)
 
     # a new replica with an empty local cache: fetches and verifies, does not compile
@@ -119,7 +123,7 @@ def test_a_corrupt_artifact_object_stops_the_replica_naming_object_and_hash(
     model_uri, artifact_uri = model_repository_uris(bucket, ModelSpec(name="tiny-bad", revision="v1"))
     model = resolve_model(model_uri, cache_dir=tmp_path / "c", endpoint_url=moto_s3_endpoint)
     req = ArtifactRequest(model="tiny-bad", revision="v1", task="embedding", processor="cpu", backend="cpu",
-                          dtype="fp32", batch_buckets=(1, 2, 4), seq_buckets=seq_buckets_for("cpu", 32),
+                          dtype="fp32", batch_buckets=BUCKETS, seq_buckets=seq_buckets_for("cpu", 32),
                           versions=sdk_versions("cpu"))
     art = resolve_artifact(req, model, cache_dir=tmp_path / "c", artifact_uri=artifact_uri,
                            endpoint_url=moto_s3_endpoint, compile_fn=compile_artifact)
