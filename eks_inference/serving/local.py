@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -81,7 +82,45 @@ def ray_environment(*, model_aware: bool = False) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+QUIET_PORTS = (20000, 32767)
+"""Where :func:`free_port` looks: above Ray's worker ports (``min_worker_port``/``max_worker_port``, 10002-19999)
+and below the kernel's ephemeral range (Linux 32768-60999, BSD and macOS 49152-65535)."""
+_GIVEN: set[int] = set()
+_GIVEN_LOCK = threading.Lock()
+
+
+def _ephemeral_low(path: Path = Path("/proc/sys/net/ipv4/ip_local_port_range")) -> int:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing holds now, for a server started later (HAProxy's side ports, a test's server).
+
+    A port the kernel hands out for ``bind(0)`` comes from its ephemeral range, which every outgoing connection
+    and every Ray process binding port 0 also draws from: between this call and the server's bind, a busy
+    machine gave one away ("Some protocols failed to start their listeners"). So the port is drawn at random
+    from :data:`QUIET_PORTS`, below that range, where nothing is assigned without being asked for; a port is
+    never given twice by one process. Where the ephemeral range starts too low to leave that gap, the
+    kernel picks.
+    """
+    lo, hi = QUIET_PORTS[0], min(QUIET_PORTS[1], _ephemeral_low() - 1)
+    rng = random.SystemRandom()
+    if hi - lo >= 1000:
+        for _ in range(200):
+            port = rng.randint(lo, hi)
+            with _GIVEN_LOCK:
+                if port in _GIVEN:
+                    continue
+                try:
+                    with socket.socket() as s:
+                        s.bind((host, port))
+                except OSError:
+                    continue
+                _GIVEN.add(port)
+                return port
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])

@@ -217,3 +217,25 @@ def test_local_env_without_a_cdk_json_says_how_to_point_at_one(tmp_path: Path) -
                                           r"--cdk-json$"):
         render_local_config(parse("--env", "dev", "--cdk-json", str(tmp_path / "cdk.json"), "--state-dir",
                                   str(tmp_path)))
+
+
+def test_free_ports_come_from_below_the_ephemeral_range_and_never_twice() -> None:
+    # the kernel's bind(0) and every outgoing connection draw from the ephemeral range: a port taken from it
+    # was given away before HAProxy bound it on a busy machine
+    low = local._ephemeral_low()
+    ports = [local.free_port() for _ in range(50)]
+    assert len(set(ports)) == 50
+    if low - 1 - local.QUIET_PORTS[0] >= 1000:
+        assert all(local.QUIET_PORTS[0] <= p < low for p in ports)
+    for p in ports:
+        assert not local.port_in_use("127.0.0.1", p)
+
+
+def test_an_ephemeral_range_that_leaves_no_gap_lets_the_kernel_pick(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "range").write_text("1024\t65535\n")
+    assert local._ephemeral_low(tmp_path / "range") == 1024
+    assert local._ephemeral_low(tmp_path / "missing") == 32768
+    monkeypatch.setattr(local, "_ephemeral_low", lambda: 1024)
+    port = local.free_port()
+    assert 0 < port < 65536 and not local.port_in_use("127.0.0.1", port)

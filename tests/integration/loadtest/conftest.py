@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from eks_inference.serving.local import free_port as free_port  # the tests' servers bind where nothing else is assigned
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -80,11 +81,6 @@ def stub_server() -> Iterator[Callable[..., StubServer]]:
         s.stop()
 
 
-def free_port() -> int:
-    """A port nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
