@@ -92,7 +92,7 @@ def healthy(url: str, timeout_s: float = 120) -> None:
 
 
 def replica_infos(url: str, k: int, tries: int = 60) -> dict[str, dict[str, Any]]:
-    """Every replica's ``/info``, by replica id: asked until ``k`` distinct replicas answered (the ingress spreads a
+    """Every replica's ``/info``, by replica id: asked until ``k`` distinct replicas answered (HAProxy spreads a
     request without a model id over the replicas)."""
     seen: dict[str, dict[str, Any]] = {}
     for _ in range(tries):
@@ -188,9 +188,11 @@ def main() -> int:
                 ask(url, mid)
             print(f"{routing}: {url}; every member asked once in {time.perf_counter() - t0:.0f} s (not measured)",
                   flush=True)
-            before = replica_infos(url, a.replicas)
+            # replica counters through HAProxy either way: Serve's router sends a request without a model id to
+            # a replica holding the fewest members, every time while their counts differ
+            before = replica_infos(f"{ray.url}/{NAME}", a.replicas)
             mixed = load(url, ids, a, work / f"mixed-{routing}")
-            after = replica_infos(url, a.replicas)
+            after = replica_infos(f"{ray.url}/{NAME}", a.replicas)
             results[routing] = {"mixed": mixed, **replica_side(before, after)}
             if single is None:
                 single = load(f"{ray.url}/{NAME}", ids[:1], a, work / "single")

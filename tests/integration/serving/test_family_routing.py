@@ -55,13 +55,25 @@ def ask(url: str, model_id: str) -> tuple[dict[str, Any], str]:
         return json.loads(r.read()), r.headers[COLD_HEADER]
 
 
+def info_of_holder(url: str, model_id: str) -> dict[str, Any]:
+    """``/info`` of the replica the router sends ``model_id`` to (``/info`` itself loads nothing)."""
+    req = urllib.request.Request(f"{url}/info", headers={MODEL_ID_HEADER: model_id})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        info: dict[str, Any] = json.loads(r.read())
+    return info
+
+
 def replica_infos(url: str, k: int) -> dict[str, dict[str, Any]]:
-    """Each replica's ``/info`` by replica id: a request without a model id goes to a random replica."""
+    """Each replica's ``/info`` by replica id. A request without a model id goes to a replica holding the fewest
+    members, every time while their counts differ, so each member's holder is asked through the member's id too."""
     seen: dict[str, dict[str, Any]] = {}
-    for _ in range(100):
+    for _ in range(20):
         status, info = get(f"{url}/info")
         assert status == 200, info
         seen[info["replica"]] = info
+        for mid in MEMBERS:
+            info = info_of_holder(url, mid)
+            seen[info["replica"]] = info
         if len(seen) == k:
             return seen
     raise AssertionError(f"/info reached {sorted(seen)} of {k} replicas")
