@@ -74,8 +74,14 @@ def faults(proxy: tuple[str, S3Faults]) -> Iterator[S3Faults]:
 
 @pytest.fixture
 def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The retry schedule's shape, at a pace a test can wait for (the default spans about four minutes)."""
+    """The retry schedule's shape, at a pace a test can wait for (the default spans about four minutes), and
+    botocore's own backoff between the attempts of one call scaled down the same way: a throttling answer such as
+    SlowDown waits up to 1, 2, 4, 8 s there (``botocore/retries/standard.py``, ``ExponentialBackoff``)."""
+    from botocore.retries.standard import ExponentialBackoff
+
     monkeypatch.setattr(storage, "RETRY_DELAYS_S", (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2))
+    monkeypatch.setattr(ExponentialBackoff, "_DEFAULT_BACKOFF_CONFIG",
+                        {"throttling_base_scale": 0.02, "non_throttling_base_scale": 0.02})
 
 
 def request(name: str) -> ArtifactRequest:
